@@ -1,0 +1,246 @@
+//! `config`, `models` and `profiles`: commands that only read the catalog.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use clap::Subcommand;
+use symbiont_runtime::config::{Model, ModelCapability, ModelProvider, SandboxProfile};
+use symbiont_runtime::models::ModelCatalog;
+
+use crate::config_source::{self, Source};
+use crate::Failure;
+
+/// `symbi-slm config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a config and print a summary, or every problem with its key
+    /// path and line.
+    Check {
+        /// The file (default: --config, $SYMBI_SLM_CONFIG, or the built-in).
+        file: Option<PathBuf>,
+    },
+}
+
+/// `symbi-slm models …`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCmd {
+    /// List models, optionally only those an agent may use or that have a
+    /// capability.
+    List {
+        /// Only models this agent may use.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only models with this capability (TextGeneration, CodeGeneration,
+        /// Reasoning, ToolUse, FunctionCalling, Embeddings).
+        #[arg(long)]
+        capability: Option<ModelCapability>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one model as JSON.
+    Show {
+        /// The model's id.
+        id: String,
+    },
+    /// Pick the best model for a set of needs: every capability, at most
+    /// --max-memory MB, allowed for --agent. Ties go to the smallest memory
+    /// need, then fewest preferred cores, then config order.
+    Select {
+        /// Required capabilities (repeat the flag for several).
+        #[arg(long = "capability", required = true)]
+        capabilities: Vec<ModelCapability>,
+        /// Memory budget in MB.
+        #[arg(long)]
+        max_memory: Option<u64>,
+        /// The agent that will use it.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+/// `symbi-slm profiles …`
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCmd {
+    /// Print the effective profile (built-in defaults merged with the
+    /// config) as TOML; every profile when no name is given.
+    Show {
+        /// The profile's name.
+        name: Option<String>,
+    },
+}
+
+fn catalog(config: Option<&Path>) -> Result<(Source, ModelCatalog), Failure> {
+    let source = config_source::pick(config);
+    let slm = config_source::load(&source).map_err(|e| match source {
+        Source::Builtin => Failure::Input(anyhow!("{source}: {e}")),
+        _ => Failure::Input(e.into()),
+    })?;
+    let catalog = ModelCatalog::new(slm).map_err(|e| Failure::Input(e.into()))?;
+    Ok((source, catalog))
+}
+
+pub fn config(cmd: ConfigCmd, config: Option<&Path>) -> Result<(), Failure> {
+    let ConfigCmd::Check { file } = cmd;
+    let (source, c) = catalog(file.as_deref().or(config))?;
+    let stats = c.get_statistics();
+    println!("config OK: {source}");
+    println!("  enabled: {}", c.config().enabled);
+    println!("  models: {}", stats.total_models);
+    for m in c.list_models() {
+        println!("    {} ({}, {})", m.id, m.provider.kind(), caps(m));
+    }
+    println!("  agents with allow-lists: {}", stats.mapped_agents);
+    for (agent, ids) in &c.config().model_allow_lists.agent_model_maps {
+        println!("    {agent}: {}", ids.join(", "));
+    }
+    println!(
+        "  unmapped agents may use: {}",
+        match c.config().model_allow_lists.unmapped_agent_access {
+            symbiont_runtime::config::UnmappedAgentAccess::Deny => "nothing",
+            _ => "every global model",
+        }
+    );
+    println!(
+        "  sandbox profiles: {} (default: {})",
+        c.list_sandbox_profiles().join(", "),
+        stats.default_sandbox_profile
+    );
+    Ok(())
+}
+
+fn caps(m: &Model) -> String {
+    let v: Vec<&str> = m.capabilities.iter().map(|c| c.as_str()).collect();
+    if v.is_empty() {
+        "no capabilities".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn location(m: &Model) -> String {
+    match &m.provider {
+        ModelProvider::LocalFile { file_path } => file_path.display().to_string(),
+        ModelProvider::HuggingFace { model_path } => model_path.clone(),
+        ModelProvider::OpenAI { model_name } | ModelProvider::Anthropic { model_name } => {
+            model_name.clone()
+        }
+        ModelProvider::Custom { endpoint_url } => endpoint_url.clone(),
+        _ => String::new(),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Runtime(e.into()))?;
+    println!("{s}");
+    Ok(())
+}
+
+pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
+    let (_, c) = catalog(config)?;
+    match cmd {
+        ModelsCmd::List {
+            agent,
+            capability,
+            json: as_json,
+        } => {
+            let mut list: Vec<&Model> = match &agent {
+                Some(a) => c.get_models_for_agent(a),
+                None => c.list_models().iter().collect(),
+            };
+            if let Some(cap) = capability {
+                list.retain(|m| m.capabilities.contains(&cap));
+            }
+            if as_json {
+                return json(&list);
+            }
+            println!(
+                "{:<28} {:<30} {:<11} {:>8}  CAPABILITIES",
+                "ID", "NAME", "PROVIDER", "MIN MB"
+            );
+            for m in &list {
+                println!(
+                    "{:<28} {:<30} {:<11} {:>8}  {}",
+                    m.id,
+                    m.name,
+                    m.provider.kind(),
+                    m.resource_requirements.min_memory_mb,
+                    caps(m)
+                );
+            }
+            if list.is_empty() {
+                eprintln!("no models match");
+            }
+            Ok(())
+        }
+        ModelsCmd::Show { id } => {
+            let m = c
+                .get_model(&id)
+                .ok_or_else(|| Failure::Input(anyhow!("unknown model `{id}`")))?;
+            json(m)?;
+            eprintln!("source: {}", location(m));
+            Ok(())
+        }
+        ModelsCmd::Select {
+            capabilities,
+            max_memory,
+            agent,
+        } => {
+            match c.find_best_model_for_requirements(&capabilities, max_memory, agent.as_deref()) {
+                Some(m) => {
+                    println!("{}", m.id);
+                    Ok(())
+                }
+                None => Err(Failure::Runtime(anyhow!(
+                    "no model has every capability asked for{}{}",
+                    max_memory
+                        .map(|m| format!(" within {m} MB"))
+                        .unwrap_or_default(),
+                    agent
+                        .map(|a| format!(" and is allowed for agent `{a}`"))
+                        .unwrap_or_default()
+                ))),
+            }
+        }
+    }
+}
+
+pub fn profiles(cmd: ProfilesCmd, config: Option<&Path>) -> Result<(), Failure> {
+    let (_, c) = catalog(config)?;
+    let ProfilesCmd::Show { name } = cmd;
+    let names: Vec<String> = match name {
+        Some(n) => vec![n],
+        None => c
+            .list_sandbox_profiles()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    for n in names {
+        let p: &SandboxProfile = c.get_sandbox_profile(&n).ok_or_else(|| {
+            Failure::Input(anyhow!(
+                "no sandbox profile `{n}` (profiles: {})",
+                c.list_sandbox_profiles().join(", ")
+            ))
+        })?;
+        let mut wrapper = toml::Table::new();
+        let value = toml::Value::try_from(p).map_err(|e| Failure::Runtime(e.into()))?;
+        wrapper.insert(n.clone(), value);
+        let mut outer = toml::Table::new();
+        let mut sp = toml::Table::new();
+        sp.insert("sandbox_profiles".into(), toml::Value::Table(wrapper));
+        outer.insert("slm".into(), toml::Value::Table(sp));
+        let default = if c.config().default_sandbox_profile == n {
+            " (default)"
+        } else {
+            ""
+        };
+        println!("# effective profile `{n}`{default}");
+        print!(
+            "{}",
+            toml::to_string_pretty(&outer).map_err(|e| Failure::Runtime(e.into()))?
+        );
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The built-in default config: one model, the default SmolLM2 model in the
+//! user's cache, used when no config file is given.
+
+use std::path::PathBuf;
+
+use super::{Model, ModelCapability, ModelProvider, ModelResourceRequirements, Slm};
+
+/// Id of the default model.
+pub const DEFAULT_MODEL_ID: &str = "smollm2-135m-instruct";
+
+/// File name of the default model inside the model cache.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// SHA-256 of the default model file.
+pub const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// The model cache: `$XDG_CACHE_HOME/symbiont/models`, else
+/// `$HOME/.cache/symbiont/models` (where `scripts/setup.sh` puts the default
+/// model). `None` when neither variable is set to an absolute path.
+pub fn model_cache_dir() -> Option<PathBuf> {
+    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(abs)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(abs)
+                .map(|h| h.join(".cache"))
+        })
+        .map(|c| c.join("symbiont").join("models"))
+}
+
+/// Where the default model is expected.
+pub fn default_model_path() -> Option<PathBuf> {
+    model_cache_dir().map(|d| d.join(DEFAULT_MODEL_FILE))
+}
+
+impl Slm {
+    /// The built-in config: enabled, one model (SmolLM2-135M-Instruct Q4_1
+    /// at [`default_model_path`]), the built-in profiles, `secure` by
+    /// default, no agent maps (agents get nothing unless a config maps them).
+    ///
+    /// Falls back to `/nonexistent` for the model path when no cache
+    /// directory can be found, so that running it fails with a clear
+    /// "model file not found" instead of guessing a place.
+    pub fn builtin() -> Self {
+        let mut slm = Slm {
+            enabled: true,
+            ..Slm::default()
+        };
+        slm.model_allow_lists.global_models.push(Model {
+            id: DEFAULT_MODEL_ID.into(),
+            name: "SmolLM2 135M Instruct (Q4_1)".into(),
+            provider: ModelProvider::LocalFile {
+                file_path: default_model_path()
+                    .unwrap_or_else(|| PathBuf::from("/nonexistent").join(DEFAULT_MODEL_FILE)),
+            },
+            capabilities: vec![ModelCapability::TextGeneration],
+            resource_requirements: ModelResourceRequirements {
+                min_memory_mb: 256,
+                preferred_cpu_cores: 1.0,
+                gpu_requirements: None,
+            },
+        });
+        slm
+    }
+}

@@ -1,0 +1,545 @@
+//! The `[slm]` configuration: models, agent allow-lists and sandbox profiles.
+//!
+//! This module owns the schema and its validation. It never runs anything and
+//! never touches the filesystem except to read a config file in [`Slm::load`].
+//!
+//! Two layers (see `raw.rs`): serde structs as close to the TOML as possible,
+//! every field optional and unknown keys rejected, then these validated types
+//! with every default filled in. The field names follow the public Symbiont
+//! runtime's `[slm]` schema so existing configs keep loading.
+//!
+//! # Defaults
+//! - `slm.enabled`: `false` (the built-in default config sets it to `true`).
+//! - `slm.default_sandbox_profile`: `"secure"`.
+//! - `slm.model_allow_lists.unmapped_agent_access`: `"deny"`: an agent with no
+//!   entry in `agent_model_maps` may use no model. `"all_global_models"` lets
+//!   such agents use every global model.
+//! - `slm.sandbox_profiles`: the built-in profiles [`SandboxProfile::secure`]
+//!   and [`SandboxProfile::standard`] always exist. A table written for a
+//!   built-in name overrides only the fields it names. A table with a new
+//!   name is completed field by field from `secure`, the least-privileged
+//!   profile, so that a forgotten field never widens anything.
+//! - Sizes written `_mb` are mebibytes (1 MB = 1,048,576 bytes).
+//!
+//! # Filesystem paths
+//! `read_paths`, `write_paths` and `denied_paths` take absolute paths. A
+//! trailing `/*` or `/**` names the directory and everything below it (the
+//! same as the bare directory); any other glob character is rejected.
+
+mod builtin;
+mod error;
+mod locate;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use builtin::{
+    default_model_path, model_cache_dir, DEFAULT_MODEL_FILE, DEFAULT_MODEL_ID, DEFAULT_MODEL_SHA256,
+};
+pub use error::{ConfigError, ConfigIssue, Location, Problem};
+pub use validate::{
+    normalize_path, MAX_CHILD_PROCESSES, MAX_CPU_CORES, MAX_EXECUTION_SECONDS, MAX_SIZE_MB,
+};
+
+/// Largest config file [`Slm::load`] and [`Slm::from_toml_str`] accept.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// The `[slm]` table: everything this module is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Slm {
+    /// Whether small language models may run at all.
+    pub enabled: bool,
+    /// Models and which agents may use them.
+    pub model_allow_lists: ModelAllowListConfig,
+    /// Named sandbox profiles, always including `secure` and `standard`.
+    pub sandbox_profiles: BTreeMap<String, SandboxProfile>,
+    /// The profile used when a caller names none.
+    pub default_sandbox_profile: String,
+}
+
+/// Models and the agents allowed to use them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelAllowListConfig {
+    /// Every model the runtime knows, in config order.
+    pub global_models: Vec<Model>,
+    /// Agent id to the ids of the models it may use.
+    pub agent_model_maps: BTreeMap<String, Vec<String>>,
+    /// Whether the allow-lists may be changed at run time. Only `false` is
+    /// supported; `true` is rejected by validation.
+    pub allow_runtime_overrides: bool,
+    /// What an agent with no entry in `agent_model_maps` may use.
+    pub unmapped_agent_access: UnmappedAgentAccess,
+}
+
+/// What an agent without an entry in `agent_model_maps` may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UnmappedAgentAccess {
+    /// No model at all (least privilege, the default).
+    #[default]
+    Deny,
+    /// Every model in `global_models`.
+    AllGlobalModels,
+}
+
+/// One model the runtime may run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Model {
+    /// Unique id, used by agent maps and callers.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Where the model comes from.
+    pub provider: ModelProvider,
+    /// What the model can do.
+    pub capabilities: Vec<ModelCapability>,
+    /// What running it needs.
+    pub resource_requirements: ModelResourceRequirements,
+}
+
+/// Where a model comes from. Externally tagged, as in the Symbiont schema:
+/// `provider = { LocalFile = { file_path = "/models/x.gguf" } }`.
+///
+/// All providers may be listed in the catalog; only `LocalFile` models can be
+/// run by this crate's runners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ModelProvider {
+    /// A model on the Hugging Face hub (catalog only: nothing is downloaded).
+    HuggingFace {
+        /// Repository path on the hub.
+        model_path: String,
+    },
+    /// A GGUF file on the local filesystem.
+    LocalFile {
+        /// Absolute path of the file.
+        file_path: PathBuf,
+    },
+    /// An OpenAI model (catalog only).
+    OpenAI {
+        /// The API's model name.
+        model_name: String,
+    },
+    /// An Anthropic model (catalog only).
+    Anthropic {
+        /// The API's model name.
+        model_name: String,
+    },
+    /// A custom endpoint (catalog only).
+    Custom {
+        /// The endpoint's URL.
+        endpoint_url: String,
+    },
+}
+
+impl ModelProvider {
+    /// The provider's name as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::HuggingFace { .. } => "HuggingFace",
+            Self::LocalFile { .. } => "LocalFile",
+            Self::OpenAI { .. } => "OpenAI",
+            Self::Anthropic { .. } => "Anthropic",
+            Self::Custom { .. } => "Custom",
+        }
+    }
+}
+
+/// What a model can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ModelCapability {
+    /// Free text generation.
+    TextGeneration,
+    /// Writing code.
+    CodeGeneration,
+    /// Multi-step reasoning.
+    Reasoning,
+    /// Choosing and calling tools.
+    ToolUse,
+    /// Structured function calls.
+    FunctionCalling,
+    /// Producing embeddings.
+    Embeddings,
+}
+
+impl ModelCapability {
+    /// Every capability, in declaration order.
+    pub const ALL: [ModelCapability; 6] = [
+        Self::TextGeneration,
+        Self::CodeGeneration,
+        Self::Reasoning,
+        Self::ToolUse,
+        Self::FunctionCalling,
+        Self::Embeddings,
+    ];
+
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TextGeneration => "TextGeneration",
+            Self::CodeGeneration => "CodeGeneration",
+            Self::Reasoning => "Reasoning",
+            Self::ToolUse => "ToolUse",
+            Self::FunctionCalling => "FunctionCalling",
+            Self::Embeddings => "Embeddings",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelCapability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ModelCapability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+                format!(
+                    "unknown capability `{s}`, expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// What running a model needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelResourceRequirements {
+    /// Memory the model needs to run, in MB. Default 512.
+    pub min_memory_mb: u64,
+    /// CPU cores the model runs best with. Default 1.0.
+    pub preferred_cpu_cores: f32,
+    /// GPU the model needs, if any.
+    pub gpu_requirements: Option<GpuRequirements>,
+}
+
+impl Default for ModelResourceRequirements {
+    fn default() -> Self {
+        Self {
+            min_memory_mb: 512,
+            preferred_cpu_cores: 1.0,
+            gpu_requirements: None,
+        }
+    }
+}
+
+/// A model's GPU needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuRequirements {
+    /// Video memory needed, in MB.
+    pub min_vram_mb: u64,
+    /// Minimum compute capability, such as `"8.0"`.
+    pub compute_capability: String,
+}
+
+/// Everything that confines one model execution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxProfile {
+    /// Memory, CPU, disk and device limits.
+    pub resources: ResourceConstraints,
+    /// What the worker may read and write.
+    pub filesystem: FilesystemControls,
+    /// Time, children, syscalls and priority.
+    pub process_limits: ProcessLimits,
+    /// Network access.
+    pub network: NetworkPolicy,
+    /// Hardening switches.
+    pub security: SecuritySettings,
+}
+
+/// Memory, CPU, disk and device limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceConstraints {
+    /// Memory limit of the worker, in MB.
+    pub max_memory_mb: u64,
+    /// CPU cores the worker may use (fractions allowed).
+    pub max_cpu_cores: f32,
+    /// Scratch disk the worker may fill, in MB.
+    pub max_disk_mb: u64,
+    /// GPU access. Only `None` is supported.
+    pub gpu_access: GpuAccess,
+    /// Disk I/O bandwidth limit. Not supported yet: must be absent.
+    pub max_io_bandwidth_mbps: Option<u64>,
+}
+
+/// Access to GPUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GpuAccess {
+    /// No GPU device reachable.
+    None,
+    /// A share of a GPU (not supported yet).
+    Shared {
+        /// Video memory limit, in MB.
+        max_memory_mb: u64,
+    },
+    /// A whole GPU (not supported yet).
+    Exclusive,
+}
+
+/// What the worker may read and write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilesystemControls {
+    /// Paths the worker may read, besides its model file.
+    pub read_paths: Vec<String>,
+    /// Paths the worker may write, besides its scratch directory.
+    pub write_paths: Vec<String>,
+    /// Paths that stay out of reach even below an allowed path.
+    pub denied_paths: Vec<String>,
+    /// Whether the worker gets a private scratch directory.
+    pub allow_temp_files: bool,
+    /// Largest file the worker may write, in MB.
+    pub max_file_size_mb: u64,
+}
+
+/// Time, children, syscalls and priority.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessLimits {
+    /// Child processes the worker may create (0: none).
+    pub max_child_processes: u32,
+    /// Wall-clock limit of one execution, in seconds.
+    pub max_execution_time_seconds: u64,
+    /// Syscalls allowed beyond the worker's own reviewed list.
+    pub allowed_syscalls: Vec<String>,
+    /// Nice value of the worker, -20 (highest) to 19 (lowest).
+    pub process_priority: i8,
+}
+
+/// Network access of the worker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkPolicy {
+    /// None, Restricted or Full.
+    pub access_mode: NetworkAccessMode,
+    /// Where `Restricted` may connect to.
+    pub allowed_destinations: Vec<NetworkDestination>,
+    /// Network bandwidth limit. Not supported yet: must be absent.
+    pub max_bandwidth_mbps: Option<u64>,
+}
+
+/// How much network the worker gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NetworkAccessMode {
+    /// No network at all.
+    None,
+    /// Only `allowed_destinations` (not supported yet).
+    Restricted,
+    /// No restriction.
+    Full,
+}
+
+/// One allowed network destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDestination {
+    /// Host name or address.
+    pub host: String,
+    /// Port, or any port when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Protocol, or any when absent.
+    #[serde(default)]
+    pub protocol: Option<NetworkProtocol>,
+}
+
+/// Network protocols a destination may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
+#[non_exhaustive]
+pub enum NetworkProtocol {
+    /// TCP.
+    TCP,
+    /// UDP.
+    UDP,
+    /// HTTP over TCP.
+    HTTP,
+    /// HTTPS over TCP.
+    HTTPS,
+}
+
+/// Hardening switches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecuritySettings {
+    /// Install a seccomp allow-list (true) or only a deny-list of dangerous
+    /// calls (false).
+    pub strict_syscall_filtering: bool,
+    /// Make the worker undumpable and untraceable.
+    pub disable_debugging: bool,
+    /// Write security events to the audit log file.
+    pub enable_audit_logging: bool,
+    /// Require encryption (not supported yet: must be `false`).
+    pub require_encryption: bool,
+}
+
+impl SandboxProfile {
+    /// The built-in `secure` profile: 512 MB, 1 core, 100 MB disk, no
+    /// network, nice 19, no child processes, 300 s, strict syscall filtering.
+    pub fn secure() -> Self {
+        Self {
+            resources: ResourceConstraints {
+                max_memory_mb: 512,
+                max_cpu_cores: 1.0,
+                max_disk_mb: 100,
+                gpu_access: GpuAccess::None,
+                max_io_bandwidth_mbps: None,
+            },
+            filesystem: FilesystemControls {
+                read_paths: Vec::new(),
+                write_paths: Vec::new(),
+                denied_paths: vec!["/etc".into(), "/proc".into(), "/sys".into()],
+                allow_temp_files: true,
+                max_file_size_mb: 10,
+            },
+            process_limits: ProcessLimits {
+                max_child_processes: 0,
+                max_execution_time_seconds: 300,
+                allowed_syscalls: Vec::new(),
+                process_priority: 19,
+            },
+            network: NetworkPolicy {
+                access_mode: NetworkAccessMode::None,
+                allowed_destinations: Vec::new(),
+                max_bandwidth_mbps: None,
+            },
+            security: SecuritySettings {
+                strict_syscall_filtering: true,
+                disable_debugging: true,
+                enable_audit_logging: true,
+                require_encryption: false,
+            },
+        }
+    }
+
+    /// The built-in `standard` profile: 1024 MB, 2 cores, 500 MB disk, 600 s,
+    /// nice 0, no network, no child processes, deny-list syscall filtering.
+    pub fn standard() -> Self {
+        let mut p = Self::secure();
+        p.resources.max_memory_mb = 1024;
+        p.resources.max_cpu_cores = 2.0;
+        p.resources.max_disk_mb = 500;
+        p.filesystem.max_file_size_mb = 100;
+        p.process_limits.max_execution_time_seconds = 600;
+        p.process_limits.process_priority = 0;
+        p.security.strict_syscall_filtering = false;
+        p
+    }
+
+    /// The built-in profile of that name, if there is one.
+    pub fn builtin(name: &str) -> Option<Self> {
+        match name {
+            "secure" => Some(Self::secure()),
+            "standard" => Some(Self::standard()),
+            _ => None,
+        }
+    }
+}
+
+/// Names of the built-in profiles.
+pub const BUILTIN_PROFILES: [&str; 2] = ["secure", "standard"];
+
+impl Default for Slm {
+    /// No models, the built-in profiles, `secure` as default, disabled.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model_allow_lists: ModelAllowListConfig {
+                global_models: Vec::new(),
+                agent_model_maps: BTreeMap::new(),
+                allow_runtime_overrides: false,
+                unmapped_agent_access: UnmappedAgentAccess::Deny,
+            },
+            sandbox_profiles: BUILTIN_PROFILES
+                .iter()
+                .filter_map(|n| SandboxProfile::builtin(n).map(|p| (n.to_string(), p)))
+                .collect(),
+            default_sandbox_profile: "secure".into(),
+        }
+    }
+}
+
+impl Slm {
+    /// Parses and validates a TOML document whose `[slm]` table holds the
+    /// config. Other top-level tables (the rest of a runtime config) are
+    /// ignored; unknown keys inside `[slm]` are errors.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                size: text.len() as u64,
+                max: MAX_CONFIG_BYTES as u64,
+            });
+        }
+        let raw = raw::parse_document(text)?;
+        let slm = raw.into_slm();
+        slm.validate_with_source(Some(text))?;
+        Ok(slm)
+    }
+
+    /// Reads, parses and validates a config file (see [`Slm::from_toml_str`]).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(ConfigError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        if meta.len() > MAX_CONFIG_BYTES as u64 {
+            return Err(ConfigError::TooLarge {
+                size: meta.len(),
+                max: MAX_CONFIG_BYTES as u64,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            ConfigError::NotUtf8 {
+                path: path.to_path_buf(),
+                byte_offset: valid.len(),
+                line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+            }
+        })?;
+        Self::from_toml_str(&text).map_err(|e| e.with_file(path))
+    }
+
+    /// Checks every rule of the schema on an `Slm` built in code. Errors carry
+    /// key paths but no line numbers.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with_source(None)
+    }
+
+    fn validate_with_source(&self, source: Option<&str>) -> Result<(), ConfigError> {
+        let issues = validate::check(self);
+        if issues.is_empty() {
+            return Ok(());
+        }
+        let issues = issues
+            .into_iter()
+            .map(|(key_path, problem)| ConfigIssue {
+                location: source.and_then(|s| locate::locate(s, &key_path)),
+                key_path,
+                problem,
+            })
+            .collect();
+        Err(ConfigError::Invalid { file: None, issues })
+    }
+
+    /// The profile `default_sandbox_profile` names.
+    pub fn default_profile(&self) -> Option<&SandboxProfile> {
+        self.sandbox_profiles.get(&self.default_sandbox_profile)
+    }
+}

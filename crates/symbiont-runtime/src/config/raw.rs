@@ -1,0 +1,327 @@
+//! The first config layer: serde structs shaped like the TOML, every field
+//! optional, unknown keys rejected. `into_slm` fills the documented defaults;
+//! `validate.rs` then checks the result.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{
+    locate, ConfigError, GpuAccess, GpuRequirements, Model, ModelAllowListConfig, ModelCapability,
+    ModelProvider, ModelResourceRequirements, NetworkAccessMode, NetworkDestination,
+    SandboxProfile, Slm, UnmappedAgentAccess,
+};
+
+/// A whole runtime config document: only `[slm]` is ours.
+#[derive(Deserialize)]
+struct RawDocument {
+    slm: Option<RawSlm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlm {
+    enabled: Option<bool>,
+    model_allow_lists: Option<RawAllowLists>,
+    sandbox_profiles: Option<BTreeMap<String, RawProfile>>,
+    default_sandbox_profile: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllowLists {
+    global_models: Option<Vec<RawModel>>,
+    agent_model_maps: Option<BTreeMap<String, Vec<String>>>,
+    allow_runtime_overrides: Option<bool>,
+    unmapped_agent_access: Option<UnmappedAgentAccess>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    id: String,
+    name: String,
+    provider: ModelProvider,
+    capabilities: Option<Vec<ModelCapability>>,
+    resource_requirements: Option<RawRequirements>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirements {
+    min_memory_mb: Option<NonNeg>,
+    preferred_cpu_cores: Option<f64>,
+    gpu_requirements: Option<RawGpuRequirements>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGpuRequirements {
+    min_vram_mb: u64,
+    compute_capability: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    resources: Option<RawResources>,
+    filesystem: Option<RawFilesystem>,
+    process_limits: Option<RawProcessLimits>,
+    network: Option<RawNetwork>,
+    security: Option<RawSecurity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    max_memory_mb: Option<NonNeg>,
+    max_cpu_cores: Option<f64>,
+    max_disk_mb: Option<NonNeg>,
+    gpu_access: Option<GpuAccess>,
+    max_io_bandwidth_mbps: Option<NonNeg>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilesystem {
+    read_paths: Option<Vec<String>>,
+    write_paths: Option<Vec<String>>,
+    denied_paths: Option<Vec<String>>,
+    allow_temp_files: Option<bool>,
+    max_file_size_mb: Option<NonNeg>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcessLimits {
+    max_child_processes: Option<NonNeg>,
+    max_execution_time_seconds: Option<NonNeg>,
+    allowed_syscalls: Option<Vec<String>>,
+    process_priority: Option<Nice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    access_mode: Option<NetworkAccessMode>,
+    allowed_destinations: Option<Vec<NetworkDestination>>,
+    max_bandwidth_mbps: Option<NonNeg>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    strict_syscall_filtering: Option<bool>,
+    disable_debugging: Option<bool>,
+    enable_audit_logging: Option<bool>,
+    require_encryption: Option<bool>,
+}
+
+/// Parses the document; a syntax, type or unknown-key error names its key
+/// path and, where the parser knows it, its line and column.
+pub(super) fn parse_document(text: &str) -> Result<RawSlm, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| parse_error(text, String::new(), &e))?;
+    let doc: RawDocument = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key_path = e.path().to_string();
+        parse_error(text, key_path, e.inner())
+    })?;
+    doc.slm.ok_or(ConfigError::MissingSlmTable)
+}
+
+fn parse_error(text: &str, key_path: String, e: &toml::de::Error) -> ConfigError {
+    let key_path = if key_path == "." {
+        String::new()
+    } else {
+        key_path
+    };
+    let location = e
+        .span()
+        .map(|span| locate::offset_to_location(text, span.start))
+        .or_else(|| locate::locate(text, &key_path));
+    ConfigError::Parse {
+        file: None,
+        key_path,
+        location,
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// A count or size that must not be negative. The check happens while
+/// parsing so that the error carries the key path and line of the value.
+#[derive(Clone, Copy)]
+struct NonNeg(u64);
+
+impl<'de> Deserialize<'de> for NonNeg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u64::try_from(v)
+            .map(NonNeg)
+            .map_err(|_| serde::de::Error::custom(format!("must not be negative, got {v}")))
+    }
+}
+
+/// A nice value: -20 (highest priority) to 19 (lowest).
+#[derive(Clone, Copy)]
+struct Nice(i8);
+
+impl<'de> Deserialize<'de> for Nice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        match i8::try_from(v) {
+            Ok(n) if (-20..=19).contains(&n) => Ok(Nice(n)),
+            _ => Err(serde::de::Error::custom(format!(
+                "must be a nice value from -20 to 19, got {v}"
+            ))),
+        }
+    }
+}
+
+impl RawSlm {
+    pub(super) fn into_slm(self) -> Slm {
+        let defaults = Slm::default();
+        let lists = self.model_allow_lists;
+        let (models, maps, overrides, unmapped) = match lists {
+            Some(l) => (
+                l.global_models.unwrap_or_default(),
+                l.agent_model_maps.unwrap_or_default(),
+                l.allow_runtime_overrides.unwrap_or(false),
+                l.unmapped_agent_access.unwrap_or_default(),
+            ),
+            None => (
+                Vec::new(),
+                BTreeMap::new(),
+                false,
+                UnmappedAgentAccess::Deny,
+            ),
+        };
+        let mut profiles = defaults.sandbox_profiles;
+        for (name, raw) in self.sandbox_profiles.unwrap_or_default() {
+            let base = profiles
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(SandboxProfile::secure);
+            profiles.insert(name, raw.merge_onto(base));
+        }
+        Slm {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            model_allow_lists: ModelAllowListConfig {
+                global_models: models.into_iter().map(RawModel::into_model).collect(),
+                agent_model_maps: maps,
+                allow_runtime_overrides: overrides,
+                unmapped_agent_access: unmapped,
+            },
+            sandbox_profiles: profiles,
+            default_sandbox_profile: self
+                .default_sandbox_profile
+                .unwrap_or(defaults.default_sandbox_profile),
+        }
+    }
+}
+
+impl RawModel {
+    fn into_model(self) -> Model {
+        let d = ModelResourceRequirements::default();
+        let r = self.resource_requirements;
+        let (mem, cores, gpu) = match r {
+            Some(r) => (
+                r.min_memory_mb.map_or(d.min_memory_mb, |v| v.0),
+                r.preferred_cpu_cores
+                    .unwrap_or(d.preferred_cpu_cores as f64),
+                r.gpu_requirements.map(|g| GpuRequirements {
+                    min_vram_mb: g.min_vram_mb,
+                    compute_capability: g.compute_capability,
+                }),
+            ),
+            None => (d.min_memory_mb, d.preferred_cpu_cores as f64, None),
+        };
+        Model {
+            id: self.id,
+            name: self.name,
+            provider: self.provider,
+            capabilities: self.capabilities.unwrap_or_default(),
+            resource_requirements: ModelResourceRequirements {
+                min_memory_mb: mem,
+                preferred_cpu_cores: cores as f32,
+                gpu_requirements: gpu,
+            },
+        }
+    }
+}
+
+impl RawProfile {
+    fn merge_onto(self, mut p: SandboxProfile) -> SandboxProfile {
+        if let Some(r) = self.resources {
+            set_u64(&mut p.resources.max_memory_mb, r.max_memory_mb);
+            if let Some(v) = r.max_cpu_cores {
+                p.resources.max_cpu_cores = v as f32;
+            }
+            set_u64(&mut p.resources.max_disk_mb, r.max_disk_mb);
+            if let Some(v) = r.gpu_access {
+                p.resources.gpu_access = v;
+            }
+            if let Some(v) = r.max_io_bandwidth_mbps {
+                p.resources.max_io_bandwidth_mbps = Some(v.0);
+            }
+        }
+        if let Some(f) = self.filesystem {
+            replace(&mut p.filesystem.read_paths, f.read_paths);
+            replace(&mut p.filesystem.write_paths, f.write_paths);
+            replace(&mut p.filesystem.denied_paths, f.denied_paths);
+            if let Some(v) = f.allow_temp_files {
+                p.filesystem.allow_temp_files = v;
+            }
+            set_u64(&mut p.filesystem.max_file_size_mb, f.max_file_size_mb);
+        }
+        if let Some(l) = self.process_limits {
+            if let Some(v) = l.max_child_processes {
+                p.process_limits.max_child_processes = u32::try_from(v.0).unwrap_or(u32::MAX);
+            }
+            set_u64(
+                &mut p.process_limits.max_execution_time_seconds,
+                l.max_execution_time_seconds,
+            );
+            replace(&mut p.process_limits.allowed_syscalls, l.allowed_syscalls);
+            if let Some(v) = l.process_priority {
+                p.process_limits.process_priority = v.0;
+            }
+        }
+        if let Some(n) = self.network {
+            if let Some(v) = n.access_mode {
+                p.network.access_mode = v;
+            }
+            replace(&mut p.network.allowed_destinations, n.allowed_destinations);
+            if let Some(v) = n.max_bandwidth_mbps {
+                p.network.max_bandwidth_mbps = Some(v.0);
+            }
+        }
+        if let Some(s) = self.security {
+            let sec = &mut p.security;
+            for (slot, v) in [
+                (
+                    &mut sec.strict_syscall_filtering,
+                    s.strict_syscall_filtering,
+                ),
+                (&mut sec.disable_debugging, s.disable_debugging),
+                (&mut sec.enable_audit_logging, s.enable_audit_logging),
+                (&mut sec.require_encryption, s.require_encryption),
+            ] {
+                if let Some(v) = v {
+                    *slot = v;
+                }
+            }
+        }
+        p
+    }
+}
+
+fn set_u64(slot: &mut u64, v: Option<NonNeg>) {
+    if let Some(v) = v {
+        *slot = v.0;
+    }
+}
+
+fn replace<T>(slot: &mut Vec<T>, v: Option<Vec<T>>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}

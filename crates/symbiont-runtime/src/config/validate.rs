@@ -1,0 +1,342 @@
+//! Rules a config must satisfy beyond its types. Every problem found is
+//! collected with its key path; nothing stops at the first.
+
+use std::collections::HashMap;
+
+use super::{GpuAccess, ModelProvider, NetworkAccessMode, Problem, SandboxProfile, Slm};
+
+/// Largest memory or disk size accepted, in MB (16 TiB).
+pub const MAX_SIZE_MB: u64 = 16 * 1024 * 1024;
+/// Most CPU cores a model or profile may name.
+pub const MAX_CPU_CORES: f32 = 1024.0;
+/// Longest execution time accepted, in seconds (one week).
+pub const MAX_EXECUTION_SECONDS: u64 = 7 * 24 * 3600;
+/// Most child processes a profile may allow.
+pub const MAX_CHILD_PROCESSES: u32 = 4096;
+
+type Issues = Vec<(String, Problem)>;
+
+pub(super) fn check(slm: &Slm) -> Issues {
+    let mut out = Issues::new();
+    check_models(slm, &mut out);
+    check_agent_maps(slm, &mut out);
+    if slm.model_allow_lists.allow_runtime_overrides {
+        out.push((
+            "slm.model_allow_lists.allow_runtime_overrides".into(),
+            Problem::NotSupportedYet {
+                what: "allow_runtime_overrides = true".into(),
+                why: "allow-lists are fixed when the catalog is built; remove the key or set it to false",
+            },
+        ));
+    }
+    for (name, profile) in &slm.sandbox_profiles {
+        let base = format!("slm.sandbox_profiles.{name}");
+        if !is_identifier(name) {
+            out.push((
+                base.clone(),
+                Problem::InvalidName {
+                    what: "profile name (letters, digits, `_` and `-`)",
+                    value: name.clone(),
+                },
+            ));
+        }
+        check_profile(&base, profile, &mut out);
+    }
+    if !slm
+        .sandbox_profiles
+        .contains_key(&slm.default_sandbox_profile)
+    {
+        out.push((
+            "slm.default_sandbox_profile".into(),
+            Problem::UnknownDefaultProfile {
+                name: slm.default_sandbox_profile.clone(),
+                available: slm.sandbox_profiles.keys().cloned().collect(),
+            },
+        ));
+    }
+    out
+}
+
+fn check_models(slm: &Slm, out: &mut Issues) {
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in slm.model_allow_lists.global_models.iter().enumerate() {
+        let base = format!("slm.model_allow_lists.global_models[{i}]");
+        if m.id.is_empty() {
+            out.push((format!("{base}.id"), Problem::Empty));
+        } else if m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            out.push((
+                format!("{base}.id"),
+                Problem::InvalidName {
+                    what: "model id (no spaces or control characters)",
+                    value: m.id.clone(),
+                },
+            ));
+        } else if let Some(&first) = first_seen.get(m.id.as_str()) {
+            out.push((
+                format!("{base}.id"),
+                Problem::DuplicateModelId {
+                    id: m.id.clone(),
+                    first_index: first,
+                },
+            ));
+        } else {
+            first_seen.insert(&m.id, i);
+        }
+        if m.name.trim().is_empty() {
+            out.push((format!("{base}.name"), Problem::Empty));
+        }
+        check_provider(&format!("{base}.provider"), &m.provider, out);
+        let req = &m.resource_requirements;
+        let rbase = format!("{base}.resource_requirements");
+        size_mb(&format!("{rbase}.min_memory_mb"), req.min_memory_mb, out);
+        cores(
+            &format!("{rbase}.preferred_cpu_cores"),
+            req.preferred_cpu_cores,
+            out,
+        );
+        if let Some(gpu) = &req.gpu_requirements {
+            let g = format!("{rbase}.gpu_requirements");
+            size_mb(&format!("{g}.min_vram_mb"), gpu.min_vram_mb, out);
+            if gpu.compute_capability.trim().is_empty() {
+                out.push((format!("{g}.compute_capability"), Problem::Empty));
+            }
+        }
+    }
+}
+
+fn check_provider(base: &str, provider: &ModelProvider, out: &mut Issues) {
+    let (key, value) = match provider {
+        ModelProvider::LocalFile { file_path } => {
+            if !file_path.is_absolute() {
+                out.push((
+                    format!("{base}.LocalFile.file_path"),
+                    Problem::RelativePath {
+                        path: file_path.display().to_string(),
+                    },
+                ));
+            }
+            return;
+        }
+        ModelProvider::HuggingFace { model_path } => ("HuggingFace.model_path", model_path),
+        ModelProvider::OpenAI { model_name } => ("OpenAI.model_name", model_name),
+        ModelProvider::Anthropic { model_name } => ("Anthropic.model_name", model_name),
+        ModelProvider::Custom { endpoint_url } => {
+            if !(endpoint_url.starts_with("https://") || endpoint_url.starts_with("http://")) {
+                out.push((
+                    format!("{base}.Custom.endpoint_url"),
+                    Problem::InvalidName {
+                        what: "endpoint URL (http:// or https://)",
+                        value: endpoint_url.clone(),
+                    },
+                ));
+            }
+            return;
+        }
+    };
+    if value.trim().is_empty() {
+        out.push((format!("{base}.{key}"), Problem::Empty));
+    }
+}
+
+fn check_agent_maps(slm: &Slm, out: &mut Issues) {
+    let lists = &slm.model_allow_lists;
+    for (agent, models) in &lists.agent_model_maps {
+        let base = format!("slm.model_allow_lists.agent_model_maps.{agent}");
+        if agent.trim().is_empty() {
+            out.push((base.clone(), Problem::Empty));
+        }
+        for (i, model) in models.iter().enumerate() {
+            if !lists.global_models.iter().any(|m| &m.id == model) {
+                out.push((
+                    format!("{base}[{i}]"),
+                    Problem::UnknownModelInAgentMap {
+                        agent: agent.clone(),
+                        model: model.clone(),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
+    let r = &p.resources;
+    let rb = format!("{base}.resources");
+    size_mb(&format!("{rb}.max_memory_mb"), r.max_memory_mb, out);
+    cores(&format!("{rb}.max_cpu_cores"), r.max_cpu_cores, out);
+    size_mb(&format!("{rb}.max_disk_mb"), r.max_disk_mb, out);
+    if r.gpu_access != GpuAccess::None {
+        out.push((
+            format!("{rb}.gpu_access"),
+            Problem::NotSupportedYet {
+                what: format!("gpu_access = {:?}", r.gpu_access),
+                why: "the worker is a CPU build and no GPU device rules exist yet; use \"None\"",
+            },
+        ));
+    }
+    if r.max_io_bandwidth_mbps.is_some() {
+        out.push((
+            format!("{rb}.max_io_bandwidth_mbps"),
+            Problem::NotSupportedYet {
+                what: "max_io_bandwidth_mbps".into(),
+                why: "disk bandwidth needs a cgroup io controller, which is not used; remove the key",
+            },
+        ));
+    }
+
+    let f = &p.filesystem;
+    let fb = format!("{base}.filesystem");
+    for (key, paths) in [
+        ("read_paths", &f.read_paths),
+        ("write_paths", &f.write_paths),
+        ("denied_paths", &f.denied_paths),
+    ] {
+        for (i, path) in paths.iter().enumerate() {
+            if let Some(problem) = path_problem(path) {
+                out.push((format!("{fb}.{key}[{i}]"), problem));
+            }
+        }
+    }
+    size_mb(&format!("{fb}.max_file_size_mb"), f.max_file_size_mb, out);
+
+    let l = &p.process_limits;
+    let lb = format!("{base}.process_limits");
+    if l.max_child_processes > MAX_CHILD_PROCESSES {
+        out.push((
+            format!("{lb}.max_child_processes"),
+            Problem::TooLarge {
+                value: l.max_child_processes.into(),
+                max: MAX_CHILD_PROCESSES.into(),
+            },
+        ));
+    }
+    let t = l.max_execution_time_seconds;
+    let tk = format!("{lb}.max_execution_time_seconds");
+    if t == 0 {
+        out.push((tk, Problem::NotPositive));
+    } else if t > MAX_EXECUTION_SECONDS {
+        out.push((
+            tk,
+            Problem::TooLarge {
+                value: t,
+                max: MAX_EXECUTION_SECONDS,
+            },
+        ));
+    }
+    for (i, name) in l.allowed_syscalls.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            out.push((
+                format!("{lb}.allowed_syscalls[{i}]"),
+                Problem::InvalidName {
+                    what: "syscall name (lower-case letters, digits and `_`)",
+                    value: name.clone(),
+                },
+            ));
+        }
+    }
+
+    let n = &p.network;
+    let nb = format!("{base}.network");
+    if n.access_mode == NetworkAccessMode::Restricted {
+        out.push((
+            format!("{nb}.access_mode"),
+            Problem::NotSupportedYet {
+                what: "access_mode = \"Restricted\"".into(),
+                why: "host and port allow-lists are not enforced yet; use \"None\" or \"Full\"",
+            },
+        ));
+    } else if !n.allowed_destinations.is_empty() {
+        out.push((
+            format!("{nb}.allowed_destinations"),
+            Problem::Conflict(
+                "allowed_destinations only has a meaning with access_mode = \"Restricted\"",
+            ),
+        ));
+    }
+    if n.max_bandwidth_mbps.is_some() {
+        out.push((
+            format!("{nb}.max_bandwidth_mbps"),
+            Problem::NotSupportedYet {
+                what: "max_bandwidth_mbps".into(),
+                why: "network bandwidth shaping is not implemented; remove the key",
+            },
+        ));
+    }
+    if p.security.require_encryption {
+        out.push((
+            format!("{base}.security.require_encryption"),
+            Problem::NotSupportedYet {
+                what: "require_encryption = true".into(),
+                why: "the worker has no network and no encrypted channel to offer; set it to false",
+            },
+        ));
+    }
+}
+
+fn size_mb(key: &str, value: u64, out: &mut Issues) {
+    if value == 0 {
+        out.push((key.into(), Problem::NotPositive));
+    } else if value > MAX_SIZE_MB {
+        out.push((
+            key.into(),
+            Problem::TooLarge {
+                value,
+                max: MAX_SIZE_MB,
+            },
+        ));
+    }
+}
+
+fn cores(key: &str, value: f32, out: &mut Issues) {
+    if !value.is_finite() || value <= 0.0 {
+        out.push((
+            key.into(),
+            Problem::NotPositiveNumber {
+                value: value.into(),
+            },
+        ));
+    } else if value > MAX_CPU_CORES {
+        out.push((
+            key.into(),
+            Problem::TooLarge {
+                value: value.ceil() as u64,
+                max: MAX_CPU_CORES as u64,
+            },
+        ));
+    }
+}
+
+/// Paths must be absolute; a trailing `/*` or `/**` means the directory.
+fn path_problem(path: &str) -> Option<Problem> {
+    if !path.starts_with('/') {
+        return Some(Problem::RelativePath { path: path.into() });
+    }
+    let stem = normalize_path(path);
+    if stem.contains(['*', '?', '[', ']', '{', '}']) {
+        return Some(Problem::UnsupportedGlob { path: path.into() });
+    }
+    None
+}
+
+/// The directory a configured path names: a trailing `/*` or `/**` removed.
+pub fn normalize_path(path: &str) -> &str {
+    let stem = path
+        .strip_suffix("/**")
+        .or_else(|| path.strip_suffix("/*"))
+        .unwrap_or(path);
+    if stem.is_empty() {
+        "/"
+    } else {
+        stem
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

@@ -1,0 +1,12 @@
+//! Symbiont runtime support for small language models (SLMs).
+//!
+//! - [`config`]: the `[slm]` TOML schema, its defaults and validation.
+//! - [`models`]: the [`models::ModelCatalog`], the [`models::SlmRunner`] API
+//!   and its runners.
+//!
+//! This crate never links llama.cpp: models run in a separate worker
+//! executable (`symbi-slm-worker`) that a runner supervises.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod models;

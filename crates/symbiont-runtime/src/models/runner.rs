@@ -1,0 +1,331 @@
+//! The runner API: what every way of executing a model offers and reports.
+//!
+//! A runner owns the execution of one model under one [`SandboxProfile`].
+//! Every figure it reports is measured; a figure it cannot measure is `None`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModelResourceRequirements, SandboxProfile};
+
+/// Executes prompts on one model within a sandbox profile.
+///
+/// Object-safe: use it as `Arc<dyn SlmRunner>`.
+#[async_trait]
+pub trait SlmRunner: Send + Sync {
+    /// Runs one prompt to completion.
+    async fn execute(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<ExecutionResult, SlmRunnerError>;
+    /// The profile every execution runs under.
+    fn get_sandbox_profile(&self) -> &SandboxProfile;
+    /// What the model needs.
+    fn get_resource_requirements(&self) -> &ModelResourceRequirements;
+    /// Checks that the runner can execute (loading the model if needed).
+    async fn health_check(&self) -> Result<(), SlmRunnerError>;
+    /// What the runner is and runs.
+    fn get_info(&self) -> RunnerInfo;
+}
+
+/// How the prompt is given to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PromptMode {
+    /// The prompt is one user message, rendered with the model's own chat
+    /// template (raw completion when the model has none).
+    #[default]
+    Chat,
+    /// The prompt is passed to the model as it is.
+    Raw,
+}
+
+/// Per-request options. Every `None` takes the runner's documented default.
+/// An option a runner cannot honour is an [`SlmRunnerError::InvalidInput`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionOptions {
+    /// Wall-clock limit of this request; default: the profile's
+    /// `max_execution_time_seconds`. It cannot exceed that either.
+    #[serde(with = "opt_duration_secs")]
+    pub timeout: Option<Duration>,
+    /// Sampling temperature, 0 for greedy decoding.
+    pub temperature: Option<f32>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Nucleus sampling: keep the most likely tokens whose probabilities add
+    /// up to this (0, 1].
+    pub top_p: Option<f32>,
+    /// Keep only the this many most likely tokens (≥ 1).
+    pub top_k: Option<u32>,
+    /// Drop tokens less likely than this fraction of the most likely [0, 1].
+    pub min_p: Option<f32>,
+    /// Random seed; the same seed and options give the same text.
+    pub seed: Option<u32>,
+    /// Generation stops before the first of these strings.
+    pub stop: Vec<String>,
+    /// Penalty for repeating recent tokens (1.0: none).
+    pub repeat_penalty: Option<f32>,
+    /// Chat template or raw completion.
+    pub prompt_mode: PromptMode,
+    /// Runner-specific parameters. Runners reject names they do not know;
+    /// they never become process arguments.
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+impl ExecutionOptions {
+    /// Checks the ranges of the options; the error names the option.
+    pub fn validate(&self) -> Result<(), SlmRunnerError> {
+        let bad =
+            |field: &'static str, reason: String| SlmRunnerError::InvalidInput { field, reason };
+        let finite = |field: &'static str, v: Option<f32>, lo: f32, hi: f32, lo_open: bool| {
+            if let Some(v) = v {
+                let ok = v.is_finite() && (if lo_open { v > lo } else { v >= lo }) && v <= hi;
+                if !ok {
+                    let open = if lo_open { "(" } else { "[" };
+                    return Err(bad(field, format!("{v} is outside {open}{lo}, {hi}]")));
+                }
+            }
+            Ok(())
+        };
+        finite("temperature", self.temperature, 0.0, 100.0, false)?;
+        finite("top_p", self.top_p, 0.0, 1.0, true)?;
+        finite("min_p", self.min_p, 0.0, 1.0, false)?;
+        finite("repeat_penalty", self.repeat_penalty, 0.0, 10.0, true)?;
+        if self.top_k == Some(0) {
+            return Err(bad("top_k", "must be at least 1".into()));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(bad("max_tokens", "must be at least 1".into()));
+        }
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return Err(bad("timeout", "must be greater than 0".into()));
+            }
+        }
+        if let Some(i) = self.stop.iter().position(String::is_empty) {
+            return Err(bad("stop", format!("stop[{i}] is an empty string")));
+        }
+        Ok(())
+    }
+}
+
+mod opt_duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        v.map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|e| serde::de::Error::custom(format!("timeout {s}: {e}")))
+        })
+        .transpose()
+    }
+}
+
+/// The outcome of one execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionResult {
+    /// The generated text.
+    pub response: String,
+    /// What was measured while generating it.
+    pub metadata: ExecutionMetadata,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The model ended its answer, or a stop sequence was reached.
+    Stop,
+    /// `max_tokens` or the context size was reached.
+    Length,
+    /// The caller cancelled.
+    Cancelled,
+    /// The time limit was reached.
+    Timeout,
+}
+
+/// A limit that stopped or shaped an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResourceLimit {
+    /// `max_memory_mb`.
+    Memory,
+    /// CPU time.
+    CpuTime,
+    /// Wall-clock execution time.
+    ExecutionTime,
+    /// `max_disk_mb`.
+    Disk,
+    /// `max_file_size_mb`.
+    FileSize,
+    /// `max_child_processes`.
+    ChildProcesses,
+    /// `max_tokens`.
+    MaxTokens,
+    /// The model's context window.
+    ContextSize,
+    /// The runner's request queue.
+    QueueCapacity,
+}
+
+impl std::fmt::Display for ResourceLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory (max_memory_mb)",
+            Self::CpuTime => "CPU time",
+            Self::ExecutionTime => "execution time (max_execution_time_seconds)",
+            Self::Disk => "disk (max_disk_mb)",
+            Self::FileSize => "file size (max_file_size_mb)",
+            Self::ChildProcesses => "child processes (max_child_processes)",
+            Self::MaxTokens => "max_tokens",
+            Self::ContextSize => "context size",
+            Self::QueueCapacity => "request queue capacity",
+        })
+    }
+}
+
+/// What was measured during one execution. `None` means not measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionMetadata {
+    /// Prompt tokens, as counted by the model's tokenizer.
+    pub input_tokens: Option<u32>,
+    /// Generated tokens, as counted by the decode loop.
+    pub output_tokens: Option<u32>,
+    /// Wall time of the request as the caller saw it, in milliseconds.
+    pub execution_time_ms: f64,
+    /// Time from the request to its first generated token, in milliseconds.
+    pub time_to_first_token_ms: Option<f64>,
+    /// Prompt tokens per second while reading the prompt.
+    pub prompt_tokens_per_second: Option<f64>,
+    /// Generated tokens per second after the first token.
+    pub generation_tokens_per_second: Option<f64>,
+    /// Time spent loading the model for this request, if it loaded.
+    pub model_load_ms: Option<f64>,
+    /// Peak resident memory of the process that ran the model, in MB, from
+    /// the kernel's accounting.
+    pub peak_memory_mb: Option<f64>,
+    /// Why generation ended.
+    pub finish_reason: Option<FinishReason>,
+    /// The stop sequence that ended generation, if one did.
+    pub stop_sequence: Option<String>,
+    /// Limits that were reached.
+    pub limits_hit: Vec<ResourceLimit>,
+}
+
+/// What a runner is and runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerInfo {
+    /// Kind of runner, such as `"LocalGgufRunner"`.
+    pub runner_type: String,
+    /// The model file.
+    pub model_path: Option<PathBuf>,
+    /// Facts read from the model, when known.
+    pub model: BTreeMap<String, String>,
+    /// Version of the worker executable, when one is running.
+    pub worker_version: Option<String>,
+    /// Whether the model is loaded now.
+    pub loaded: bool,
+}
+
+/// Why a runner failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SlmRunnerError {
+    /// The model file does not exist.
+    #[error("model file not found: {}", path.display())]
+    ModelFileNotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The model file is not a usable model.
+    #[error("invalid model file {}: {reason}", path.display())]
+    InvalidModelFile {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The runner could not be started.
+    #[error("runner initialization failed: {reason}")]
+    InitializationFailed {
+        /// What failed.
+        reason: String,
+    },
+    /// The model failed while generating.
+    #[error("execution failed: {reason}")]
+    ExecutionFailed {
+        /// What failed.
+        reason: String,
+    },
+    /// A resource limit was reached.
+    #[error("resource limit exceeded: {limit}: {detail}")]
+    ResourceLimitExceeded {
+        /// Which limit.
+        limit: ResourceLimit,
+        /// Figures.
+        detail: String,
+    },
+    /// The sandbox denied something or could not be put in place.
+    #[error("sandbox violation: {control}: {detail}")]
+    SandboxViolation {
+        /// The control, such as `network.access_mode`.
+        control: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The request ran out of time and was stopped.
+    #[error("execution timed out after {seconds:.1} s")]
+    ExecutionTimeout {
+        /// The limit, in seconds.
+        seconds: f64,
+    },
+    /// The request or an option is invalid.
+    #[error("invalid input: {field}: {reason}")]
+    InvalidInput {
+        /// The option or argument.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The worker process died.
+    #[error("worker crashed ({status}); last stderr lines:\n{stderr_tail}")]
+    WorkerCrashed {
+        /// Exit status or signal.
+        status: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// Too many requests are waiting.
+    #[error("runner overloaded: {capacity} requests already queued")]
+    Overloaded {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// An I/O error talking to the worker or reading the model.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,447 @@
+//! Loading the `[slm]` config: the reference example, defaults, and broken or
+//! hostile documents that must each give their own error.
+
+use symbiont_runtime::config::{
+    ConfigError, GpuAccess, ModelCapability, ModelProvider, NetworkAccessMode, Problem,
+    SandboxProfile, Slm, UnmappedAgentAccess,
+};
+
+pub const REFERENCE_TOML: &str = r#"
+[slm]
+enabled = true
+default_sandbox_profile = "secure"
+
+# Global model definitions
+[[slm.model_allow_lists.global_models]]
+id = "llama2-7b"
+name = "Llama 2 7B"
+provider = { LocalFile = { file_path = "/models/llama2-7b.gguf" } }
+capabilities = ["TextGeneration", "Reasoning"]
+
+[slm.model_allow_lists.global_models.resource_requirements]
+min_memory_mb = 8192
+preferred_cpu_cores = 4.0
+
+# Agent-specific model mappings
+[slm.model_allow_lists.agent_model_maps]
+"security_scanner" = ["llama2-7b"]
+"code_generator" = ["codellama-7b"]
+
+# Sandbox profiles
+[slm.sandbox_profiles.secure]
+[slm.sandbox_profiles.secure.resources]
+max_memory_mb = 4096
+max_cpu_cores = 2.0
+"#;
+
+/// The reference's TOML plus the `codellama-7b` model its agent map names
+/// (the reference text maps an agent to a model it never defines, which is
+/// exactly the dangling reference validation must catch).
+pub fn reference_with_codellama() -> String {
+    REFERENCE_TOML.replace(
+        "# Agent-specific model mappings",
+        r#"[[slm.model_allow_lists.global_models]]
+id = "codellama-7b"
+name = "Code Llama 7B"
+provider = { LocalFile = { file_path = "/models/codellama-7b.gguf" } }
+capabilities = ["CodeGeneration", "TextGeneration"]
+
+[slm.model_allow_lists.global_models.resource_requirements]
+min_memory_mb = 6144
+preferred_cpu_cores = 4.0
+
+# Agent-specific model mappings"#,
+    )
+}
+
+#[test]
+fn reference_toml_as_written_reports_its_dangling_agent_map() {
+    let err = Slm::from_toml_str(REFERENCE_TOML).unwrap_err();
+    let issues = err.issues();
+    assert_eq!(issues.len(), 1, "{err}");
+    assert_eq!(
+        issues[0].key_path,
+        "slm.model_allow_lists.agent_model_maps.code_generator[0]"
+    );
+    assert!(matches!(
+        &issues[0].problem,
+        Problem::UnknownModelInAgentMap { model, .. } if model == "codellama-7b"
+    ));
+    assert_eq!(issues[0].location.unwrap().line, 20, "{err}");
+}
+
+#[test]
+fn reference_toml_parses_with_defaults_and_partial_profile_override() {
+    let slm = Slm::from_toml_str(&reference_with_codellama()).unwrap();
+    assert!(slm.enabled);
+    assert_eq!(slm.default_sandbox_profile, "secure");
+    let m = &slm.model_allow_lists.global_models[0];
+    assert_eq!(m.id, "llama2-7b");
+    assert_eq!(
+        m.provider,
+        ModelProvider::LocalFile {
+            file_path: "/models/llama2-7b.gguf".into()
+        }
+    );
+    assert_eq!(
+        m.capabilities,
+        [ModelCapability::TextGeneration, ModelCapability::Reasoning]
+    );
+    assert_eq!(m.resource_requirements.min_memory_mb, 8192);
+    assert_eq!(m.resource_requirements.preferred_cpu_cores, 4.0);
+    assert_eq!(m.resource_requirements.gpu_requirements, None);
+
+    // Only the two named fields of `secure` change; the rest stays built-in.
+    let secure = &slm.sandbox_profiles["secure"];
+    let mut expected = SandboxProfile::secure();
+    expected.resources.max_memory_mb = 4096;
+    expected.resources.max_cpu_cores = 2.0;
+    assert_eq!(secure, &expected);
+    assert_eq!(slm.sandbox_profiles["standard"], SandboxProfile::standard());
+    assert_eq!(
+        slm.model_allow_lists.unmapped_agent_access,
+        UnmappedAgentAccess::Deny
+    );
+}
+
+#[test]
+fn new_profile_is_completed_from_secure() {
+    let slm = Slm::from_toml_str(
+        "[slm]\n[slm.sandbox_profiles.batch.process_limits]\nmax_execution_time_seconds = 30\n",
+    )
+    .unwrap();
+    let mut expected = SandboxProfile::secure();
+    expected.process_limits.max_execution_time_seconds = 30;
+    assert_eq!(slm.sandbox_profiles["batch"], expected);
+    assert!(!slm.enabled, "enabled defaults to false");
+}
+
+#[test]
+fn whole_runtime_config_with_other_tables_loads() {
+    let text = format!(
+        "[api]\nport = 8080\n[database]\nurl = \"x\"\n{}",
+        reference_with_codellama()
+    );
+    let slm = Slm::from_toml_str(&text).unwrap();
+    assert_eq!(slm.model_allow_lists.global_models.len(), 2);
+}
+
+#[test]
+fn load_reads_a_file_and_names_it_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, reference_with_codellama()).unwrap();
+    assert!(Slm::load(&good).is_ok());
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[slm]\nenabeld = true\n").unwrap();
+    let msg = Slm::load(&bad).unwrap_err().to_string();
+    assert!(msg.contains("bad.toml"), "{msg}");
+    assert!(msg.contains("enabeld"), "{msg}");
+
+    let missing = Slm::load(dir.path().join("missing.toml")).unwrap_err();
+    assert!(matches!(missing, ConfigError::Io { .. }), "{missing}");
+    let dir_err = Slm::load(dir.path()).unwrap_err();
+    assert!(matches!(dir_err, ConfigError::NotAFile { .. }), "{dir_err}");
+}
+
+/// Asserts a parse error at `key_path` whose message contains `needle`, with
+/// a line number.
+fn parse_err(text: &str, key_path: &str, needle: &str) {
+    match Slm::from_toml_str(text) {
+        Err(ConfigError::Parse {
+            key_path: k,
+            location,
+            message,
+            ..
+        }) => {
+            assert_eq!(k, key_path, "{message}");
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(location.is_some(), "no location for {message}");
+        }
+        other => panic!("expected a parse error at {key_path}, got {other:?}"),
+    }
+}
+
+/// Asserts exactly one validation issue at `key_path` matching `pred`.
+fn invalid(text: &str, key_path: &str, pred: impl Fn(&Problem) -> bool) {
+    let err = Slm::from_toml_str(text).unwrap_err();
+    let issues = err.issues();
+    assert_eq!(issues.len(), 1, "expected one issue, got: {err}");
+    assert_eq!(issues[0].key_path, key_path, "{err}");
+    assert!(pred(&issues[0].problem), "unexpected problem: {err}");
+    assert!(issues[0].location.is_some(), "no line for {err}");
+}
+
+const MODEL: &str = "[[slm.model_allow_lists.global_models]]\nid = \"m\"\nname = \"M\"\nprovider = { LocalFile = { file_path = \"/m.gguf\" } }\n";
+
+#[test]
+fn misspelt_key_is_an_error_naming_its_path() {
+    parse_err(
+        "[slm.sandbox_profiles.secure.resources]\nmax_memroy_mb = 4096\n",
+        "slm.sandbox_profiles.secure.resources.max_memroy_mb",
+        "max_memroy_mb",
+    );
+    parse_err("[slm]\nenabeld = true\n", "slm.enabeld", "enabeld");
+    parse_err(
+        &format!("[slm]\n{MODEL}capabilites = []\n"),
+        "slm.model_allow_lists.global_models[0].capabilites",
+        "capabilites",
+    );
+}
+
+#[test]
+fn wrong_types_are_errors_naming_their_path() {
+    parse_err(
+        "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = \"lots\"\n",
+        "slm.sandbox_profiles.secure.resources.max_memory_mb",
+        "",
+    );
+    parse_err("[slm]\nenabled = \"yes\"\n", "slm.enabled", "");
+    parse_err(
+        &format!("[slm]\n{MODEL}capabilities = [\"Telepathy\"]\n"),
+        "slm.model_allow_lists.global_models[0].capabilities[0]",
+        "Telepathy",
+    );
+    parse_err(
+        "[slm.sandbox_profiles.secure.network]\naccess_mode = \"Some\"\n",
+        "slm.sandbox_profiles.secure.network.access_mode",
+        "Some",
+    );
+}
+
+#[test]
+fn negative_and_out_of_range_integers() {
+    parse_err(
+        "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = -5\n",
+        "slm.sandbox_profiles.secure.resources.max_memory_mb",
+        "must not be negative, got -5",
+    );
+    parse_err(
+        "[slm.sandbox_profiles.secure.process_limits]\nprocess_priority = 40\n",
+        "slm.sandbox_profiles.secure.process_limits.process_priority",
+        "-20 to 19",
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = 0\n",
+        "slm.sandbox_profiles.secure.resources.max_memory_mb",
+        |p| matches!(p, Problem::NotPositive),
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.resources]\nmax_disk_mb = 9223372036854775807\n",
+        "slm.sandbox_profiles.secure.resources.max_disk_mb",
+        |p| matches!(p, Problem::TooLarge { .. }),
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.resources]\nmax_cpu_cores = -1.5\n",
+        "slm.sandbox_profiles.secure.resources.max_cpu_cores",
+        |p| matches!(p, Problem::NotPositiveNumber { .. }),
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.resources]\nmax_cpu_cores = nan\n",
+        "slm.sandbox_profiles.secure.resources.max_cpu_cores",
+        |p| matches!(p, Problem::NotPositiveNumber { .. }),
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.process_limits]\nmax_execution_time_seconds = 0\n",
+        "slm.sandbox_profiles.secure.process_limits.max_execution_time_seconds",
+        |p| matches!(p, Problem::NotPositive),
+    );
+    parse_err(
+        "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = 99999999999999999999999\n",
+        "slm.sandbox_profiles.secure.resources.max_memory_mb",
+        "99999999999999999999999",
+    );
+}
+
+#[test]
+fn dangling_and_duplicate_references() {
+    invalid(
+        &format!("[slm]\n{MODEL}{}", MODEL),
+        "slm.model_allow_lists.global_models[1].id",
+        |p| matches!(p, Problem::DuplicateModelId { id, first_index: 0 } if id == "m"),
+    );
+    invalid(
+        "[slm]\ndefault_sandbox_profile = \"paranoid\"\n",
+        "slm.default_sandbox_profile",
+        |p| matches!(p, Problem::UnknownDefaultProfile { name, .. } if name == "paranoid"),
+    );
+    invalid(
+        &format!(
+            "[slm]\n{MODEL}[slm.model_allow_lists.agent_model_maps]\nbot = [\"m\", \"ghost\"]\n"
+        ),
+        "slm.model_allow_lists.agent_model_maps.bot[1]",
+        |p| matches!(p, Problem::UnknownModelInAgentMap { model, .. } if model == "ghost"),
+    );
+}
+
+#[test]
+fn empty_ids_and_relative_paths() {
+    invalid(
+        &format!("[slm]\n{}", MODEL.replace("id = \"m\"", "id = \"\"")),
+        "slm.model_allow_lists.global_models[0].id",
+        |p| matches!(p, Problem::Empty),
+    );
+    invalid(
+        &format!("[slm]\n{}", MODEL.replace("name = \"M\"", "name = \"  \"")),
+        "slm.model_allow_lists.global_models[0].name",
+        |p| matches!(p, Problem::Empty),
+    );
+    invalid(
+        &format!("[slm]\n{}", MODEL.replace("/m.gguf", "models/m.gguf")),
+        "slm.model_allow_lists.global_models[0].provider.LocalFile.file_path",
+        |p| matches!(p, Problem::RelativePath { .. }),
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.filesystem]\nread_paths = [\"/data\", \"data/x\"]\n",
+        "slm.sandbox_profiles.secure.filesystem.read_paths[1]",
+        |p| matches!(p, Problem::RelativePath { .. }),
+    );
+    invalid(
+        "[slm.sandbox_profiles.secure.filesystem]\nwrite_paths = [\"/out/*.txt\"]\n",
+        "slm.sandbox_profiles.secure.filesystem.write_paths[0]",
+        |p| matches!(p, Problem::UnsupportedGlob { .. }),
+    );
+    // A trailing /* names the directory and is accepted.
+    Slm::from_toml_str("[slm.sandbox_profiles.secure.filesystem]\nread_paths = [\"/data/*\"]\n")
+        .unwrap();
+}
+
+#[test]
+fn values_not_supported_yet_are_rejected_not_ignored() {
+    let cases = [
+        (
+            "[slm.sandbox_profiles.secure.network]\naccess_mode = \"Restricted\"\n",
+            "slm.sandbox_profiles.secure.network.access_mode",
+        ),
+        (
+            "[slm.sandbox_profiles.secure.resources]\ngpu_access = \"Exclusive\"\n",
+            "slm.sandbox_profiles.secure.resources.gpu_access",
+        ),
+        (
+            "[slm.sandbox_profiles.secure.resources]\nmax_io_bandwidth_mbps = 10\n",
+            "slm.sandbox_profiles.secure.resources.max_io_bandwidth_mbps",
+        ),
+        (
+            "[slm.sandbox_profiles.secure.security]\nrequire_encryption = true\n",
+            "slm.sandbox_profiles.secure.security.require_encryption",
+        ),
+        (
+            "[slm.model_allow_lists]\nallow_runtime_overrides = true\n",
+            "slm.model_allow_lists.allow_runtime_overrides",
+        ),
+    ];
+    for (text, key) in cases {
+        invalid(text, key, |p| matches!(p, Problem::NotSupportedYet { .. }));
+        let msg = Slm::from_toml_str(text).unwrap_err().to_string();
+        assert!(msg.contains("not supported yet"), "{msg}");
+    }
+    // Shared GPU access parses (externally tagged) and is refused the same way.
+    invalid(
+        "[slm.sandbox_profiles.secure.resources]\ngpu_access = { Shared = { max_memory_mb = 100 } }\n",
+        "slm.sandbox_profiles.secure.resources.gpu_access",
+        |p| matches!(p, Problem::NotSupportedYet { .. }),
+    );
+    let slm = Slm::from_toml_str("[slm.sandbox_profiles.open.network]\naccess_mode = \"Full\"\n")
+        .unwrap();
+    assert_eq!(
+        slm.sandbox_profiles["open"].network.access_mode,
+        NetworkAccessMode::Full
+    );
+    assert_eq!(
+        slm.sandbox_profiles["open"].resources.gpu_access,
+        GpuAccess::None
+    );
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let text = "[slm]\ndefault_sandbox_profile = \"x\"\n[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = 0\nmax_disk_mb = 0\n";
+    let err = Slm::from_toml_str(text).unwrap_err();
+    assert_eq!(err.issues().len(), 3, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("3 problem(s)"), "{msg}");
+    assert!(msg.contains("line 4"), "{msg}");
+}
+
+#[test]
+fn hostile_documents_give_specific_errors() {
+    // Syntax error: line and column.
+    match Slm::from_toml_str("[slm\nenabled = true\n") {
+        Err(ConfigError::Parse {
+            location: Some(l), ..
+        }) => assert_eq!(l.line, 1),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        Slm::from_toml_str("[other]\nx = 1\n"),
+        Err(ConfigError::MissingSlmTable)
+    ));
+    assert!(matches!(
+        Slm::from_toml_str(""),
+        Err(ConfigError::MissingSlmTable)
+    ));
+    // `slm` must be a table.
+    parse_err("slm = 3\n", "slm", "");
+    // 10 MB document: refused by size before parsing.
+    let huge = format!("[slm]\n#{}\n", "x".repeat(10 * 1024 * 1024));
+    assert!(matches!(
+        Slm::from_toml_str(&huge),
+        Err(ConfigError::TooLarge { .. })
+    ));
+    // Deep nesting does not overflow the stack.
+    let deep = format!(
+        "[slm]\nenabled = {}1{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert!(Slm::from_toml_str(&deep).is_err());
+    // Duplicate keys are a TOML error.
+    assert!(matches!(
+        Slm::from_toml_str("[slm]\nenabled = true\nenabled = false\n"),
+        Err(ConfigError::Parse { .. })
+    ));
+}
+
+#[test]
+fn non_utf8_file_names_the_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"[slm]\n# caf\xe9\nenabled = true\n").unwrap();
+    match Slm::load(&path) {
+        Err(ConfigError::NotUtf8 {
+            byte_offset, line, ..
+        }) => {
+            assert_eq!(byte_offset, 11);
+            assert_eq!(line, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn huge_file_is_refused_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.toml");
+    std::fs::write(&path, vec![b'#'; 10 * 1024 * 1024]).unwrap();
+    assert!(matches!(
+        Slm::load(&path),
+        Err(ConfigError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn programmatic_config_is_validated_too() {
+    let mut slm = Slm::default();
+    slm.sandbox_profiles
+        .get_mut("secure")
+        .unwrap()
+        .resources
+        .max_memory_mb = 0;
+    let err = slm.validate().unwrap_err();
+    assert_eq!(
+        err.issues()[0].key_path,
+        "slm.sandbox_profiles.secure.resources.max_memory_mb"
+    );
+    assert!(err.issues()[0].location.is_none());
+}

@@ -1,0 +1,5 @@
+//! Integration tests of symbiont-runtime: one binary, one module per area.
+
+mod catalog;
+mod config;
+mod reference;
