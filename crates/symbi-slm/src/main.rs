@@ -6,6 +6,7 @@
 
 mod catalog_cmds;
 mod config_source;
+mod run_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,10 @@ enum Command {
     /// Show sandbox profiles.
     #[command(subcommand)]
     Profiles(catalog_cmds::ProfilesCmd),
+    /// Run one prompt on a model, streaming the answer to stdout and a
+    /// one-line summary (tokens, tokens/s, first token, peak memory) to
+    /// stderr.
+    Run(run_cmd::RunArgs),
 }
 
 /// A failure, classified by whose fault it is.
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         Command::Config(cmd) => catalog_cmds::config(cmd, cli.config.as_deref()),
         Command::Models(cmd) => catalog_cmds::models(cmd, cli.config.as_deref()),
         Command::Profiles(cmd) => catalog_cmds::profiles(cmd, cli.config.as_deref()),
+        Command::Run(args) => run_cmd::run(args, cli.config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

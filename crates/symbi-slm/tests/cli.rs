@@ -152,3 +152,92 @@ fn profiles_show_prints_the_merged_profile() {
     let out = symbi(&["profiles", "show", "nope"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The worker beside the CLI binary (built by `cargo test --workspace`).
+fn worker_beside_cli() -> std::path::PathBuf {
+    let w =
+        std::path::Path::new(env!("CARGO_BIN_EXE_symbi-slm")).with_file_name("symbi-slm-worker");
+    assert!(
+        w.is_file(),
+        "{} is missing: run the workspace's tests (scripts/test) so that it is built",
+        w.display()
+    );
+    w
+}
+
+#[test]
+fn run_checks_the_agent_before_loading_anything() {
+    let out = symbi(
+        &[
+            "run",
+            "--agent",
+            "stranger",
+            "--worker",
+            "/nonexistent",
+            "hello",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("slm.model_allow_lists.unmapped_agent_access"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_streams_text_and_prints_json() {
+    let worker = worker_beside_cli();
+    let out = symbi(
+        &[
+            "run",
+            "--json",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--profile",
+            "standard",
+            "--worker",
+            worker.to_str().unwrap(),
+            "Say hello.",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!v["response"].as_str().unwrap().is_empty());
+    let m = &v["metadata"];
+    assert!(m["input_tokens"].as_u64().unwrap() > 10);
+    assert!(m["output_tokens"].as_u64().unwrap() <= 8);
+    assert!(m["time_to_first_token_ms"].as_f64().unwrap() > 0.0);
+    assert!(m["peak_memory_mb"].as_f64().unwrap() > 10.0);
+    assert!(["length", "stop"].contains(&m["finish_reason"].as_str().unwrap()));
+
+    // Prompt on stdin, text streamed to stdout, summary on stderr.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+        .args(["run", "--max-tokens", "6", "--temperature", "0", "--worker"])
+        .arg(&worker)
+        .env_remove("SYMBI_SLM_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Name a fruit.")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).trim().is_empty());
+    assert!(
+        text(&out.stderr).contains("generated tokens"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,10 +1,15 @@
 //! Models: the catalog and the runners that execute them.
 
 mod catalog;
+mod local_gguf;
 mod runner;
 
 pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
+};
+pub use local_gguf::{
+    defaults, threads_for, GgufError, GgufSummary, LocalGgufRunner, LocalGgufRunnerBuilder,
+    StreamEvent, WORKER_ENV, WORKER_FILE,
 };
 pub use runner::{
     ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, PromptMode, ResourceLimit,

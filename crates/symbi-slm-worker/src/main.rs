@@ -1,0 +1,141 @@
+//! `symbi-slm-worker`: runs one GGUF model through llama.cpp for a
+//! supervisor (`symbiont-runtime`'s `LocalGgufRunner`).
+//!
+//! It speaks the `symbiont-slm-protocol` on stdin/stdout; llama.cpp's log
+//! goes to stderr, which the supervisor forwards to `tracing`. It never
+//! takes a prompt from its command line or environment, and it must never
+//! outlive its supervisor.
+//!
+//! Start-up, in this order:
+//! 1. Read the launch spec (the first frame on stdin).
+//! 2. Tie our life to the supervisor's (parent-death signal, parent check).
+//! 3. Sandbox: the single place where the sandbox will be applied (issue 4),
+//!    before any thread exists and before the model file is parsed. Nothing
+//!    is enforced here yet; the supervisor reports that as a gap.
+//! 4. Start the stdin reader thread (commands, cancel, ping).
+//! 5. Initialize llama.cpp's backend, load the model (memory-mapped), create
+//!    the context.
+//! 6. Report `Ready` with the model's facts.
+//! 7. Serve requests until `Shutdown` or stdin closes.
+
+mod engine;
+mod template;
+mod text;
+
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc;
+
+use symbiont_slm_protocol::{
+    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ToWorker,
+    PROTOCOL_VERSION,
+};
+
+/// Where protocol messages go: stdout, flushed per message.
+pub(crate) struct Out {
+    w: BufWriter<io::Stdout>,
+}
+
+impl Out {
+    /// Sends one message. A broken pipe means the supervisor is gone: exit.
+    pub(crate) fn send(&mut self, msg: &FromWorker) {
+        if let Err(e) = write_message(&mut self.w, msg) {
+            eprintln!("symbi-slm-worker: cannot write to supervisor ({e}); exiting");
+            std::process::exit(3);
+        }
+    }
+}
+
+fn main() {
+    let mut out = Out {
+        w: BufWriter::new(io::stdout()),
+    };
+
+    // 1. Launch spec.
+    let mut stdin = io::stdin().lock();
+    let spec: LaunchSpec = match read_message(&mut stdin) {
+        Ok(ToWorker::Launch(spec)) => spec,
+        Ok(other) => fail(
+            &mut out,
+            LoadStage::Launch,
+            format!("expected launch, got {other:?}"),
+        ),
+        Err(e) => fail(
+            &mut out,
+            LoadStage::Launch,
+            format!("reading launch spec: {e}"),
+        ),
+    };
+    drop(stdin);
+    if spec.protocol_version != PROTOCOL_VERSION {
+        fail(
+            &mut out,
+            LoadStage::Launch,
+            format!(
+                "protocol version {} requested, this worker speaks {PROTOCOL_VERSION}",
+                spec.protocol_version
+            ),
+        );
+    }
+
+    // 2. Die with the supervisor: SIGKILL when the parent thread exits, and
+    // exit now if the parent already changed (it died before prctl ran).
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        fail(
+            &mut out,
+            LoadStage::Launch,
+            format!("PR_SET_PDEATHSIG: {e}"),
+        );
+    }
+    if nix::unistd::getppid().as_raw() as u32 != spec.supervisor_pid {
+        std::process::exit(4);
+    }
+
+    // 3. Sandbox: applied here by the sandbox issue; nothing enforced yet.
+
+    // 4. Commands arrive on their own thread so that a cancel is seen
+    // between two decode steps.
+    let (tx, rx) = mpsc::channel::<ToWorker>();
+    let reader = std::thread::Builder::new()
+        .name("stdin-reader".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            loop {
+                match read_message::<_, ToWorker>(&mut stdin) {
+                    Ok(msg) => {
+                        if tx.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                    Err(FrameError::Closed) => return,
+                    Err(e) => {
+                        eprintln!("symbi-slm-worker: bad frame from supervisor: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = reader {
+        fail(
+            &mut out,
+            LoadStage::Launch,
+            format!("spawning reader thread: {e}"),
+        );
+    }
+
+    // 5-6. Load and report.
+    let engine = match engine::Engine::load(&spec) {
+        Ok(engine) => engine,
+        Err((stage, detail)) => fail(&mut out, stage, detail),
+    };
+    out.send(&FromWorker::Ready(engine.facts().clone()));
+
+    // 7. Serve.
+    engine.serve(&rx, &mut out);
+    let _ = out.w.flush();
+}
+
+fn fail(out: &mut Out, stage: LoadStage, detail: String) -> ! {
+    eprintln!("symbi-slm-worker: {stage:?} failed: {detail}");
+    out.send(&FromWorker::LoadFailed { stage, detail });
+    std::process::exit(2);
+}

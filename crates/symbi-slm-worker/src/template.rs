@@ -1,0 +1,68 @@
+//! Renders the model's own chat template (the GGUF's Jinja text) with
+//! minijinja. The template is untrusted input: rendering is bounded by
+//! minijinja's fuel and recursion limits and happens inside the sandbox.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+
+/// Rendering budget: far more than any real chat template needs for one
+/// message, small enough that a hostile template stops quickly.
+const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// Renders `template` for one user message, with the generation prompt.
+pub fn render_user_prompt(
+    template: &str,
+    prompt: &str,
+    bos: &str,
+    eos: &str,
+) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    // Templates written for Python's Jinja call str methods such as .strip().
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+        Err(Error::new(ErrorKind::InvalidOperation, msg))
+    });
+    env.add_template("chat", template)
+        .map_err(|e| format!("{e:#}"))?;
+    let tmpl = env.get_template("chat").map_err(|e| format!("{e:#}"))?;
+    tmpl.render(context! {
+        messages => vec![context! { role => "user", content => prompt }],
+        add_generation_prompt => true,
+        bos_token => bos,
+        eos_token => eos,
+    })
+    .map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-135M-Instruct's template, as stored in its GGUF.
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn smollm2_template_keeps_its_default_system_prompt() {
+        let out = render_user_prompt(SMOLLM2, "Hi", "", "<|im_end|>").unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn hostile_templates_fail_cleanly() {
+        let endless = "{% for i in range(100000000) %}{{ i }}{% endfor %}";
+        assert!(render_user_prompt(endless, "x", "", "").is_err());
+        assert!(render_user_prompt("{{ raise_exception('no') }}", "x", "", "").is_err());
+        assert!(render_user_prompt("{% if %}", "x", "", "").is_err());
+        let rec = "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}";
+        assert!(render_user_prompt(rec, "x", "", "").is_err());
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let t = "{{ messages[0]['content'].strip() }}";
+        assert_eq!(render_user_prompt(t, "  hi  ", "", "").unwrap(), "hi");
+    }
+}

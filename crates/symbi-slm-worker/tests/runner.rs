@@ -1,0 +1,514 @@
+//! LocalGgufRunner end to end: the real worker binary and the default model.
+//!
+//! These tests need the default model (`scripts/setup.sh` fetches it). When
+//! it is missing they fail and say so; they are never skipped.
+
+// Each test runs on its own runtime and holds the SERIAL guard for its whole
+// body on purpose: that serializes tests, it cannot deadlock a runtime.
+#![allow(clippy::await_holding_lock)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use symbiont_runtime::config::{default_model_path, ModelResourceRequirements, SandboxProfile};
+use symbiont_runtime::models::{
+    ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, SlmRunner, SlmRunnerError,
+    StreamEvent,
+};
+
+/// One test at a time: each test's worker uses both cores, and OpenMP
+/// threads of several workers spinning against each other collapse
+/// throughput (see ../shared/FACTS.md), which would turn timing into noise.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn model_path() -> PathBuf {
+    let p = default_model_path().expect("HOME or XDG_CACHE_HOME must be set");
+    assert!(
+        p.is_file(),
+        "the default model is missing at {}: run scripts/setup.sh first",
+        p.display()
+    );
+    p
+}
+
+fn profile() -> SandboxProfile {
+    let mut p = SandboxProfile::standard();
+    p.process_limits.max_execution_time_seconds = 60;
+    p
+}
+
+async fn runner() -> LocalGgufRunner {
+    LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .build()
+    .await
+    .expect("runner")
+}
+
+fn greedy(max_tokens: u32) -> ExecutionOptions {
+    ExecutionOptions {
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn generates_text_with_measured_metadata() {
+    let _serial = serial();
+    let r = runner().await;
+    let res = r
+        .execute("What is the capital of France?", Some(greedy(24)))
+        .await
+        .unwrap();
+    assert!(!res.response.trim().is_empty());
+    let m = &res.metadata;
+    // SmolLM2's template adds a default system prompt: far more tokens than
+    // the seven words of the question.
+    assert!(m.input_tokens.unwrap() > 20, "{m:?}");
+    let out = m.output_tokens.unwrap();
+    assert!((1..=24).contains(&out), "{m:?}");
+    assert!(m.time_to_first_token_ms.unwrap() > 0.0);
+    assert!(m.execution_time_ms >= m.time_to_first_token_ms.unwrap());
+    assert!(m.model_load_ms.is_some(), "first request loads the model");
+    let peak = m.peak_memory_mb.unwrap();
+    assert!((50.0..2048.0).contains(&peak), "peak {peak} MB");
+    assert!(m.finish_reason.is_some());
+    if out > 2 {
+        assert!(m.generation_tokens_per_second.unwrap() > 1.0);
+    }
+    // The second request reuses the loaded worker.
+    let pid = r.worker_pid().await.unwrap();
+    let res2 = r.execute("Say hi.", Some(greedy(4))).await.unwrap();
+    assert!(res2.metadata.model_load_ms.is_none());
+    assert_eq!(r.worker_pid().await, Some(pid));
+    let info = r.get_info();
+    assert_eq!(info.runner_type, "LocalGgufRunner");
+    assert_eq!(
+        info.model.get("architecture").map(String::as_str),
+        Some("llama")
+    );
+    assert_eq!(
+        info.worker_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn same_seed_same_text_and_raw_mode() {
+    let _serial = serial();
+    let r = runner().await;
+    let opts = ExecutionOptions {
+        temperature: Some(0.9),
+        seed: Some(42),
+        max_tokens: Some(20),
+        ..Default::default()
+    };
+    let a = r
+        .execute("Write a word.", Some(opts.clone()))
+        .await
+        .unwrap();
+    let b = r
+        .execute("Write a word.", Some(opts.clone()))
+        .await
+        .unwrap();
+    assert_eq!(a.response, b.response);
+    let other: Vec<String> = futures::future::join_all((43..46).map(|seed| {
+        let r = r.clone();
+        let o = ExecutionOptions {
+            seed: Some(seed),
+            ..opts.clone()
+        };
+        async move { r.execute("Write a word.", Some(o)).await.unwrap().response }
+    }))
+    .await;
+    assert!(
+        other.iter().any(|t| t != &a.response),
+        "different seeds, all the same text"
+    );
+
+    let raw = r
+        .execute(
+            "The capital of France is",
+            Some(ExecutionOptions {
+                prompt_mode: PromptMode::Raw,
+                ..greedy(8)
+            }),
+        )
+        .await
+        .unwrap();
+    // No template: the prompt is a handful of tokens.
+    assert!(
+        raw.metadata.input_tokens.unwrap() < 10,
+        "{:?}",
+        raw.metadata
+    );
+}
+
+#[tokio::test]
+async fn stop_sequences_and_max_tokens_set_the_finish_reason() {
+    let _serial = serial();
+    let r = runner().await;
+    let res = r
+        .execute("Count from 1 to 20, separated by commas.", Some(greedy(8)))
+        .await
+        .unwrap();
+    assert_eq!(res.metadata.finish_reason, Some(FinishReason::Length));
+    assert_eq!(res.metadata.output_tokens, Some(8));
+
+    let full = r
+        .execute("Count from 1 to 20, separated by commas.", Some(greedy(40)))
+        .await
+        .unwrap();
+    // Stop at the first "5" the model writes.
+    let cut = full.response.find('5').expect("the model counts past 5");
+    let res = r
+        .execute(
+            "Count from 1 to 20, separated by commas.",
+            Some(ExecutionOptions {
+                stop: vec!["5".into()],
+                ..greedy(40)
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.metadata.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(res.metadata.stop_sequence.as_deref(), Some("5"));
+    assert_eq!(res.response, full.response[..cut]);
+}
+
+#[tokio::test]
+async fn streaming_yields_the_same_text_as_execute() {
+    let _serial = serial();
+    let r = runner().await;
+    let whole = r
+        .execute("Name three colors.", Some(greedy(24)))
+        .await
+        .unwrap();
+    let mut stream = Box::pin(r.execute_stream("Name three colors.", Some(greedy(24))));
+    let mut pieces = Vec::new();
+    let mut done = None;
+    while let Some(ev) = stream.next().await {
+        match ev.unwrap() {
+            StreamEvent::Token(t) => pieces.push(t),
+            StreamEvent::Done(res) => done = Some(res),
+            _ => unreachable!(),
+        }
+    }
+    let done = done.expect("a Done event");
+    assert!(pieces.len() > 1, "streamed in pieces");
+    assert_eq!(pieces.concat(), whole.response);
+    assert_eq!(done.response, whole.response);
+}
+
+#[tokio::test]
+async fn timeout_stops_the_generation_and_the_next_request_works() {
+    let _serial = serial();
+    let r = runner().await;
+    r.preload().await.unwrap();
+    let started = Instant::now();
+    let err = r
+        .execute(
+            "Write a very long story about the sea.",
+            Some(ExecutionOptions {
+                timeout: Some(Duration::from_millis(700)),
+                max_tokens: Some(100_000),
+                ..greedy(0)
+            }),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, SlmRunnerError::ExecutionTimeout { seconds } if (seconds - 0.7).abs() < 1e-6),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_millis(1700),
+        "returned after {took:?}"
+    );
+    let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
+    assert!(ok.metadata.output_tokens.unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn killed_worker_is_reported_and_replaced() {
+    let _serial = serial();
+    let r = runner().await;
+    r.preload().await.unwrap();
+    let pid = r.worker_pid().await.unwrap();
+    let r2 = r.clone();
+    let job = tokio::spawn(async move {
+        r2.execute("Write a long essay about mountains.", Some(greedy(2000)))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let err = job.await.unwrap().unwrap_err();
+    match &err {
+        SlmRunnerError::WorkerCrashed { status, .. } => {
+            assert!(status.contains("SIGKILL"), "{status}")
+        }
+        other => panic!("expected WorkerCrashed, got {other}"),
+    }
+    let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
+    assert!(
+        ok.metadata.model_load_ms.is_some(),
+        "a fresh worker loaded the model"
+    );
+    assert_ne!(r.worker_pid().await, Some(pid));
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_requests_each_get_their_own_text() {
+    let _serial = serial();
+    let r = Arc::new(runner().await);
+    let prompts: Vec<String> = (0..16)
+        .map(|i| format!("Repeat exactly this number: {i}"))
+        .collect();
+    // Expected answers, one by one.
+    let mut expected = Vec::new();
+    for p in &prompts {
+        expected.push(r.execute(p, Some(greedy(6))).await.unwrap().response);
+    }
+    let results = futures::future::join_all(prompts.iter().map(|p| {
+        let r = r.clone();
+        let p = p.clone();
+        async move { r.execute(&p, Some(greedy(6))).await.unwrap().response }
+    }))
+    .await;
+    assert_eq!(results, expected);
+}
+
+#[tokio::test]
+async fn queue_capacity_is_enforced() {
+    let _serial = serial();
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .queue_capacity(2)
+    .build()
+    .await
+    .unwrap();
+    r.preload().await.unwrap();
+    let jobs: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.execute("Tell a story.", Some(greedy(30))).await })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for j in jobs {
+        if let Err(SlmRunnerError::Overloaded { capacity: 2 }) = j.await.unwrap() {
+            overloaded += 1;
+        }
+    }
+    assert_eq!(overloaded, 2);
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_input() {
+    let _serial = serial();
+    let r = runner().await;
+    let bad = [
+        ExecutionOptions {
+            temperature: Some(-1.0),
+            ..Default::default()
+        },
+        ExecutionOptions {
+            top_p: Some(0.0),
+            ..Default::default()
+        },
+        ExecutionOptions {
+            timeout: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
+        ExecutionOptions {
+            custom_parameters: [("--model".to_string(), "/etc/passwd".to_string())].into(),
+            ..Default::default()
+        },
+    ];
+    for o in bad {
+        assert!(
+            matches!(
+                r.execute("hi", Some(o.clone())).await,
+                Err(SlmRunnerError::InvalidInput { .. })
+            ),
+            "{o:?}"
+        );
+    }
+    assert!(matches!(
+        r.execute("", None).await,
+        Err(SlmRunnerError::InvalidInput { .. })
+    ));
+    // None of this started a worker.
+    assert!(r.worker_pid().await.is_none());
+    // Too long for the context: found by the tokenizer, in the worker.
+    let long = "word ".repeat(5000);
+    match r.execute(&long, Some(greedy(4))).await {
+        Err(SlmRunnerError::InvalidInput {
+            field: "prompt",
+            reason,
+        }) => {
+            assert!(reason.contains("2048"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_unloads_an_idle_worker() {
+    let _serial = serial();
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .keep_alive(Duration::from_millis(300))
+    .build()
+    .await
+    .unwrap();
+    r.health_check().await.unwrap();
+    assert!(r.worker_pid().await.is_some());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(r.worker_pid().await.is_none(), "idle worker still loaded");
+
+    let once = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .keep_alive(Duration::ZERO)
+    .build()
+    .await
+    .unwrap();
+    once.execute("Hi", Some(greedy(2))).await.unwrap();
+    assert!(
+        once.worker_pid().await.is_none(),
+        "keep_alive 0 unloads after the request"
+    );
+}
+
+#[tokio::test]
+async fn broken_model_files_are_invalid_model_file() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let real = std::fs::read(model_path()).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.gguf", vec![]),
+        ("truncated.gguf", real[..real.len() / 2].to_vec()),
+        ("header-only.gguf", real[..4096].to_vec()),
+        ("wrong-magic.gguf", {
+            let mut v = real[..1 << 20].to_vec();
+            v[..4].copy_from_slice(b"GGML");
+            v
+        }),
+        ("absurd-count.gguf", {
+            let mut v = real[..1 << 20].to_vec();
+            v[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+            v
+        }),
+    ];
+    for (name, bytes) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        match LocalGgufRunner::new(&p, profile(), ModelResourceRequirements::default()).await {
+            Err(SlmRunnerError::InvalidModelFile { path, reason }) => {
+                assert_eq!(path, p);
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{name}: expected InvalidModelFile, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        LocalGgufRunner::new(
+            dir.path().join("none.gguf"),
+            profile(),
+            ModelResourceRequirements::default()
+        )
+        .await,
+        Err(SlmRunnerError::ModelFileNotFound { .. })
+    ));
+    assert!(matches!(
+        LocalGgufRunner::new(dir.path(), profile(), ModelResourceRequirements::default()).await,
+        Err(SlmRunnerError::InvalidModelFile { .. })
+    ));
+    let mut tiny = profile();
+    tiny.resources.max_memory_mb = 50;
+    assert!(matches!(
+        LocalGgufRunner::new(model_path(), tiny, ModelResourceRequirements::default()).await,
+        Err(SlmRunnerError::ResourceLimitExceeded { .. })
+    ));
+}
+
+/// The reference README's "Basic Model Execution", with the only changes
+/// needed to run here: the config comes from TOML (not `Slm::default()`,
+/// which defines no model), and the model id and file are the default
+/// model's. The calls, types and imports are the reference's.
+#[tokio::test]
+async fn reference_basic_example_runs() -> Result<(), Box<dyn std::error::Error>> {
+    let _serial = serial();
+    use std::time::Duration;
+    use symbiont_runtime::config::Slm;
+    use symbiont_runtime::models::{ExecutionOptions, LocalGgufRunner, ModelCatalog};
+
+    let model_file = model_path();
+    std::env::set_var("SYMBI_SLM_WORKER", env!("CARGO_BIN_EXE_symbi-slm-worker"));
+    let toml = format!(
+        "[slm]\nenabled = true\ndefault_sandbox_profile = \"secure\"\n\
+         [[slm.model_allow_lists.global_models]]\nid = \"llama2-7b\"\nname = \"Llama 2 7B\"\n\
+         provider = {{ LocalFile = {{ file_path = \"{}\" }} }}\n\
+         capabilities = [\"TextGeneration\", \"Reasoning\"]\n\
+         [slm.model_allow_lists.global_models.resource_requirements]\nmin_memory_mb = 256\n",
+        model_file.display()
+    );
+
+    // Initialize catalog from configuration
+    let slm_config = Slm::from_toml_str(&toml)?;
+    let catalog = ModelCatalog::new(slm_config)?;
+
+    // Get model and create runner
+    let model = catalog.get_model("llama2-7b").unwrap();
+    let sandbox_profile = catalog.get_default_sandbox_profile().unwrap();
+
+    let runner = LocalGgufRunner::new(
+        &model_file,
+        sandbox_profile.clone(),
+        model.resource_requirements.clone(),
+    )
+    .await?;
+
+    // Execute with custom options
+    let options = ExecutionOptions {
+        timeout: Some(Duration::from_secs(30)),
+        temperature: Some(0.7),
+        max_tokens: Some(256),
+        ..Default::default()
+    };
+
+    let result = runner
+        .execute("Explain quantum computing", Some(options))
+        .await?;
+    println!("Response: {}", result.response);
+    assert!(!result.response.is_empty());
+    Ok(())
+}

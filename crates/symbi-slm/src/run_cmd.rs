@@ -1,0 +1,215 @@
+//! `symbi-slm run`: one prompt through the model's runner, streamed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+use futures::StreamExt;
+use symbiont_runtime::config::{ModelCapability, ModelProvider};
+use symbiont_runtime::models::{
+    ExecutionMetadata, ExecutionOptions, LocalGgufRunner, ModelCatalog, PromptMode, SlmRunnerError,
+    StreamEvent,
+};
+
+use crate::config_source;
+use crate::Failure;
+
+/// `symbi-slm run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The prompt; read from stdin when absent or `-`.
+    prompt: Option<String>,
+    /// Model id (default: the best TextGeneration model, for --agent if given).
+    #[arg(long)]
+    model: Option<String>,
+    /// Run on behalf of this agent: its allow-list is checked before
+    /// anything loads.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Sandbox profile (default: the config's default_sandbox_profile).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Most tokens to generate (default 512).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Sampling temperature; 0 is greedy (default 0.8).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Random seed: the same seed gives the same text.
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Stop before this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Wall-clock limit in seconds (default and maximum: the profile's
+    /// max_execution_time_seconds).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Send the prompt as it is, without the model's chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Print the ExecutionResult as JSON instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
+    #[arg(long, value_name = "PATH")]
+    worker: Option<PathBuf>,
+}
+
+pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
+    let source = config_source::pick(config);
+    let slm = config_source::load(&source).map_err(|e| Failure::Input(anyhow!("{source}: {e}")))?;
+    if !slm.enabled {
+        return Err(Failure::Input(anyhow!(
+            "small language models are disabled: set `slm.enabled = true` in {source}"
+        )));
+    }
+    let catalog = ModelCatalog::new(slm).map_err(|e| Failure::Input(e.into()))?;
+    let model = match &args.model {
+        Some(id) => catalog
+            .get_model(id)
+            .ok_or_else(|| Failure::Input(anyhow!("unknown model `{id}`")))?,
+        // The best TextGeneration model the agent may use; when it may use
+        // none, the best overall, so that the access check below names the
+        // rule that denies it.
+        None => catalog
+            .find_best_model_for_requirements(
+                &[ModelCapability::TextGeneration],
+                None,
+                args.agent.as_deref(),
+            )
+            .or_else(|| {
+                catalog.find_best_model_for_requirements(
+                    &[ModelCapability::TextGeneration],
+                    None,
+                    None,
+                )
+            })
+            .ok_or_else(|| Failure::Input(anyhow!("no TextGeneration model in {source}")))?,
+    };
+    if let Some(agent) = &args.agent {
+        catalog
+            .validate_model_access(&model.id, agent)
+            .map_err(|e| Failure::Input(e.into()))?;
+    }
+    let profile_name = args
+        .profile
+        .clone()
+        .unwrap_or_else(|| catalog.config().default_sandbox_profile.clone());
+    let profile = catalog.get_sandbox_profile(&profile_name).ok_or_else(|| {
+        Failure::Input(anyhow!(
+            "no sandbox profile `{profile_name}` (profiles: {})",
+            catalog.list_sandbox_profiles().join(", ")
+        ))
+    })?;
+    let ModelProvider::LocalFile { file_path } = &model.provider else {
+        return Err(Failure::Input(anyhow!(
+            "model `{}` has provider {}; only LocalFile models can run here",
+            model.id,
+            model.provider.kind()
+        )));
+    };
+    let prompt = match args.prompt.as_deref() {
+        Some(p) if p != "-" => p.to_string(),
+        _ => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::Input(anyhow!("reading the prompt from stdin: {e}")))?;
+            s
+        }
+    };
+    let timeout = args
+        .timeout
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|e| Failure::Input(anyhow!("--timeout {s}: {e}")))
+        })
+        .transpose()?;
+    let options = ExecutionOptions {
+        timeout,
+        temperature: args.temperature,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        stop: args.stop.clone(),
+        prompt_mode: if args.raw {
+            PromptMode::Raw
+        } else {
+            PromptMode::Chat
+        },
+        ..Default::default()
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    rt.block_on(async {
+        let mut builder = LocalGgufRunner::builder(
+            file_path,
+            profile.clone(),
+            model.resource_requirements.clone(),
+        )
+        .keep_alive(Duration::ZERO);
+        if let Some(w) = &args.worker {
+            builder = builder.worker_path(w);
+        }
+        let runner = builder.build().await.map_err(classify)?;
+        let mut stream = Box::pin(runner.execute_stream(&prompt, Some(options)));
+        let mut stdout = std::io::stdout().lock();
+        while let Some(event) = stream.next().await {
+            match event.map_err(classify)? {
+                StreamEvent::Token(t) if !args.json => {
+                    let _ = stdout.write_all(t.as_bytes());
+                    let _ = stdout.flush();
+                }
+                StreamEvent::Token(_) => {}
+                StreamEvent::Done(result) => {
+                    if args.json {
+                        let s = serde_json::to_string_pretty(&result)
+                            .map_err(|e| Failure::Runtime(e.into()))?;
+                        let _ = writeln!(stdout, "{s}");
+                    } else {
+                        let _ = writeln!(stdout);
+                    }
+                    eprintln!("{}", summary(&model.id, &profile_name, &result.metadata));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Bad input and bad model files are the caller's to fix (exit 2); the
+/// rest happened while running (exit 1).
+fn classify(e: SlmRunnerError) -> Failure {
+    match e {
+        SlmRunnerError::InvalidInput { .. }
+        | SlmRunnerError::ModelFileNotFound { .. }
+        | SlmRunnerError::InvalidModelFile { .. } => Failure::Input(e.into()),
+        _ => Failure::Runtime(e.into()),
+    }
+}
+
+fn summary(model: &str, profile: &str, m: &ExecutionMetadata) -> String {
+    let opt = |v: Option<f64>, unit: &str| {
+        v.map(|v| format!("{v:.1}{unit}"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    format!(
+        "[{model} · profile {profile}] {} prompt + {} generated tokens · {} · first token {} · {:.0} ms total · peak {} · finish {}",
+        m.input_tokens.map_or("?".into(), |n| n.to_string()),
+        m.output_tokens.map_or("?".into(), |n| n.to_string()),
+        opt(m.generation_tokens_per_second, " tok/s"),
+        opt(m.time_to_first_token_ms, " ms"),
+        m.execution_time_ms,
+        opt(m.peak_memory_mb, " MB"),
+        m.finish_reason
+            .map(|f| format!("{f:?}").to_lowercase())
+            .unwrap_or_else(|| "?".into()),
+    )
+}

@@ -1,0 +1,915 @@
+//! `LocalGgufRunner`: runs a GGUF model in a supervised worker process.
+//!
+//! The supervisor (this module) never links llama.cpp. It checks the model
+//! file's header itself, starts `symbi-slm-worker` on first use, sends it one
+//! request at a time (FIFO, bounded queue), streams its tokens, enforces the
+//! request's wall-clock limit (cancel, then kill the process group after a
+//! grace period), turns a dead worker into `WorkerCrashed` and starts a fresh
+//! one for the next request (backing off when crashes repeat), and stops an
+//! idle worker after its keep-alive.
+//!
+//! Worker executable, first found wins: [`LocalGgufRunnerBuilder::worker_path`],
+//! then `$SYMBI_SLM_WORKER` (absolute path), then `symbi-slm-worker` beside
+//! the current executable (or beside its parent directory when that is
+//! cargo's `deps/`). Never `$PATH`, never a relative path.
+
+mod gguf;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use symbiont_slm_protocol::{
+    Finish, FromWorker, GenerateRequest, GenerationStats, LaunchSpec, ModelFacts, RequestError,
+    Sampling, ToWorker, MAX_PROMPT_BYTES, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+
+pub use gguf::{GgufError, GgufSummary};
+
+use self::worker::{Next, Worker};
+use crate::config::{ModelResourceRequirements, SandboxProfile};
+use crate::models::{
+    ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, PromptMode, ResourceLimit,
+    RunnerInfo, SlmRunner, SlmRunnerError,
+};
+
+/// Environment variable naming the worker executable (absolute path).
+pub const WORKER_ENV: &str = "SYMBI_SLM_WORKER";
+/// File name of the worker executable.
+pub const WORKER_FILE: &str = "symbi-slm-worker";
+
+/// Defaults, as llama.cpp's own tools use them where they have one.
+pub mod defaults {
+    use std::time::Duration;
+    /// Idle time after which the worker exits.
+    pub const KEEP_ALIVE: Duration = Duration::from_secs(300);
+    /// Context size in tokens (capped by the model's trained context).
+    pub const CONTEXT_SIZE: u32 = 2048;
+    /// Prompt batch size.
+    pub const BATCH_SIZE: u32 = 512;
+    /// Requests waiting or running at once before `Overloaded`.
+    pub const QUEUE_CAPACITY: usize = 64;
+    /// Tokens generated when `max_tokens` is not given.
+    pub const MAX_TOKENS: u32 = 512;
+    /// Sampling temperature.
+    pub const TEMPERATURE: f32 = 0.8;
+    /// Top-k.
+    pub const TOP_K: u32 = 40;
+    /// Top-p.
+    pub const TOP_P: f32 = 0.95;
+    /// Min-p.
+    pub const MIN_P: f32 = 0.05;
+    /// Repeat penalty (1.0: off).
+    pub const REPEAT_PENALTY: f32 = 1.0;
+    /// Tokens the repeat penalty looks back over.
+    pub const REPEAT_LAST_N: u32 = 64;
+    /// How long a cancelled worker may take to answer before it is killed.
+    pub const CANCEL_GRACE: Duration = Duration::from_millis(500);
+    /// How long loading the model may take.
+    pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// One event of a streamed execution.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// Generated text (whole UTF-8 characters).
+    Token(String),
+    /// The end: the whole result with its metadata.
+    Done(ExecutionResult),
+}
+
+/// Builds a [`LocalGgufRunner`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct LocalGgufRunnerBuilder {
+    model_path: PathBuf,
+    profile: SandboxProfile,
+    requirements: ModelResourceRequirements,
+    worker_path: Option<PathBuf>,
+    keep_alive: Duration,
+    context_size: u32,
+    batch_size: u32,
+    threads: Option<u32>,
+    queue_capacity: usize,
+}
+
+impl LocalGgufRunnerBuilder {
+    /// The worker executable (absolute path).
+    pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_path = Some(path.into());
+        self
+    }
+    /// Idle time before the worker exits; zero unloads after each request.
+    pub fn keep_alive(mut self, d: Duration) -> Self {
+        self.keep_alive = d;
+        self
+    }
+    /// Context size in tokens.
+    pub fn context_size(mut self, n: u32) -> Self {
+        self.context_size = n;
+        self
+    }
+    /// Compute threads; default: the profile's `max_cpu_cores` rounded down
+    /// (at least 1), capped at the machine's cores.
+    pub fn threads(mut self, n: u32) -> Self {
+        self.threads = Some(n);
+        self
+    }
+    /// Requests that may wait or run at once.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Validates the model file and the settings; starts nothing.
+    pub async fn build(self) -> Result<LocalGgufRunner, SlmRunnerError> {
+        let path = self.model_path.clone();
+        let summary = tokio::task::spawn_blocking(move || check_model_file(&path))
+            .await
+            .map_err(|e| SlmRunnerError::InitializationFailed {
+                reason: format!("model check task: {e}"),
+            })??;
+        let max_mb = self.profile.resources.max_memory_mb;
+        let file_mb = summary.file_size.div_ceil(1024 * 1024);
+        if file_mb > max_mb {
+            return Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::Memory,
+                detail: format!(
+                    "the model file is {file_mb} MB, more than the profile's max_memory_mb = {max_mb}"
+                ),
+            });
+        }
+        if self.requirements.min_memory_mb > max_mb {
+            return Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::Memory,
+                detail: format!(
+                    "the model needs min_memory_mb = {}, more than the profile's max_memory_mb = {max_mb}",
+                    self.requirements.min_memory_mb
+                ),
+            });
+        }
+        if self.requirements.gpu_requirements.is_some() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "resource_requirements.gpu_requirements",
+                reason:
+                    "this runner is a CPU build; models that require a GPU are not supported yet"
+                        .into(),
+            });
+        }
+        if self.context_size < 16 || self.batch_size == 0 || self.queue_capacity == 0 {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "runner settings",
+                reason: format!(
+                    "context_size {} (min 16), batch_size {}, queue_capacity {} (min 1)",
+                    self.context_size, self.batch_size, self.queue_capacity
+                ),
+            });
+        }
+        let worker_path = find_worker(self.worker_path.as_deref())?;
+        let threads = self
+            .threads
+            .unwrap_or_else(|| threads_for(self.profile.resources.max_cpu_cores));
+        Ok(LocalGgufRunner {
+            shared: Arc::new(Shared {
+                model_path: self.model_path,
+                profile: self.profile,
+                requirements: self.requirements,
+                summary,
+                worker_path,
+                keep_alive: self.keep_alive,
+                context_size: self.context_size,
+                batch_size: self.batch_size,
+                threads: threads.max(1),
+                queue_capacity: self.queue_capacity,
+                slot: Mutex::new(Slot::default()),
+                pending: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+                facts: StdMutex::new(None),
+            }),
+        })
+    }
+}
+
+/// Threads for a CPU budget: whole cores only (fractions round down, at
+/// least one), never more than the machine has.
+pub fn threads_for(max_cpu_cores: f32) -> u32 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    (max_cpu_cores.floor() as u32).clamp(1, cores.max(1))
+}
+
+/// Runs a GGUF model through llama.cpp in a supervised worker process.
+///
+/// Cheap to clone (an `Arc`); every clone shares the worker and its queue.
+#[derive(Debug, Clone)]
+pub struct LocalGgufRunner {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    model_path: PathBuf,
+    profile: SandboxProfile,
+    requirements: ModelResourceRequirements,
+    summary: GgufSummary,
+    worker_path: PathBuf,
+    keep_alive: Duration,
+    context_size: u32,
+    batch_size: u32,
+    threads: u32,
+    queue_capacity: usize,
+    /// The worker, behind a FIFO-fair lock: one request at a time, in order.
+    slot: Mutex<Slot>,
+    /// Requests waiting or running.
+    pending: AtomicUsize,
+    next_id: AtomicU64,
+    /// Facts of the last loaded model, for `get_info`.
+    facts: StdMutex<Option<ModelFacts>>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    worker: Option<Worker>,
+    /// Crashes in a row, for back-off.
+    crashes: u32,
+    last_crash: Option<Instant>,
+    /// Bumped on every use; the keep-alive timer compares it.
+    uses: u64,
+}
+
+impl LocalGgufRunner {
+    /// Checks the model file (exists, regular, readable, sane GGUF header)
+    /// and that it fits the profile's memory limit. Nothing is started: the
+    /// model loads on first use.
+    pub async fn new(
+        model_path: impl AsRef<Path>,
+        sandbox_profile: SandboxProfile,
+        resource_requirements: ModelResourceRequirements,
+    ) -> Result<Self, SlmRunnerError> {
+        Self::builder(model_path, sandbox_profile, resource_requirements)
+            .build()
+            .await
+    }
+
+    /// A builder for non-default settings.
+    pub fn builder(
+        model_path: impl AsRef<Path>,
+        sandbox_profile: SandboxProfile,
+        resource_requirements: ModelResourceRequirements,
+    ) -> LocalGgufRunnerBuilder {
+        LocalGgufRunnerBuilder {
+            model_path: model_path.as_ref().to_path_buf(),
+            profile: sandbox_profile,
+            requirements: resource_requirements,
+            worker_path: None,
+            keep_alive: defaults::KEEP_ALIVE,
+            context_size: defaults::CONTEXT_SIZE,
+            batch_size: defaults::BATCH_SIZE,
+            threads: None,
+            queue_capacity: defaults::QUEUE_CAPACITY,
+        }
+    }
+
+    /// What the supervisor read from the model file's header.
+    pub fn model_summary(&self) -> &GgufSummary {
+        &self.shared.summary
+    }
+
+    /// The worker executable this runner starts.
+    pub fn worker_path(&self) -> &Path {
+        &self.shared.worker_path
+    }
+
+    /// Compute threads the worker uses.
+    pub fn threads(&self) -> u32 {
+        self.shared.threads
+    }
+
+    /// Runs one prompt to completion (the same as [`SlmRunner::execute`],
+    /// callable without the trait in scope).
+    pub async fn execute(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        self.shared
+            .run(prompt, options.unwrap_or_default(), |_| true)
+            .await
+    }
+
+    /// Loads the model now instead of on first use.
+    pub async fn preload(&self) -> Result<(), SlmRunnerError> {
+        let deadline = Instant::now() + defaults::LOAD_TIMEOUT;
+        let mut slot = self.shared.slot.lock().await;
+        self.shared.ensure_worker(&mut slot, deadline).await?;
+        slot.uses += 1;
+        self.shared.arm_keep_alive(&mut slot).await;
+        Ok(())
+    }
+
+    /// The pid of the running worker, if one is loaded.
+    pub async fn worker_pid(&self) -> Option<u32> {
+        self.shared
+            .slot
+            .lock()
+            .await
+            .worker
+            .as_ref()
+            .map(Worker::pid)
+    }
+
+    /// Runs a prompt and streams its text; the stream ends with
+    /// [`StreamEvent::Done`] or an error. Dropping the stream cancels the
+    /// generation.
+    pub fn execute_stream(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = self.shared.clone();
+        let prompt = prompt.to_string();
+        tokio::spawn(async move {
+            let token_tx = tx.clone();
+            let result = shared
+                .run(&prompt, options.unwrap_or_default(), move |t| {
+                    token_tx.send(Ok(StreamEvent::Token(t.to_string()))).is_ok()
+                })
+                .await;
+            let _ = tx.send(result.map(StreamEvent::Done));
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+    }
+}
+
+#[async_trait]
+impl SlmRunner for LocalGgufRunner {
+    async fn execute(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        LocalGgufRunner::execute(self, prompt, options).await
+    }
+
+    fn get_sandbox_profile(&self) -> &SandboxProfile {
+        &self.shared.profile
+    }
+
+    fn get_resource_requirements(&self) -> &ModelResourceRequirements {
+        &self.shared.requirements
+    }
+
+    /// Loads the model if needed, then pings the worker.
+    async fn health_check(&self) -> Result<(), SlmRunnerError> {
+        let deadline = Instant::now() + defaults::LOAD_TIMEOUT;
+        let mut slot = self.shared.slot.lock().await;
+        self.shared.ensure_worker(&mut slot, deadline).await?;
+        let nonce = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let ping_deadline = Instant::now() + Duration::from_secs(5);
+        let result = {
+            let w = slot
+                .worker
+                .as_mut()
+                .ok_or_else(|| SlmRunnerError::InitializationFailed {
+                    reason: "no worker".into(),
+                })?;
+            w.send(&ToWorker::Ping { nonce }).await?;
+            loop {
+                match w.next(ping_deadline).await {
+                    Next::Event(FromWorker::Pong { nonce: n }) if n == nonce => break Ok(()),
+                    Next::Event(_) => continue,
+                    Next::Lost(why) => break Err(w.crashed(&why).await),
+                    Next::Deadline => {
+                        break Err(SlmRunnerError::ExecutionFailed {
+                            reason: "the worker did not answer a ping within 5 s".into(),
+                        })
+                    }
+                }
+            }
+        };
+        if result.is_err() {
+            self.shared.discard_worker(&mut slot).await;
+        } else {
+            slot.uses += 1;
+            self.shared.arm_keep_alive(&mut slot).await;
+        }
+        result
+    }
+
+    fn get_info(&self) -> RunnerInfo {
+        let s = &self.shared;
+        let facts = s.facts.lock().ok().and_then(|f| f.clone());
+        let mut model = std::collections::BTreeMap::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                model.insert(k.to_string(), v);
+            }
+        };
+        put("gguf_version", Some(s.summary.version.to_string()));
+        put("architecture", s.summary.architecture.clone());
+        put("name", s.summary.name.clone());
+        put("tensors", Some(s.summary.tensor_count.to_string()));
+        put("file_bytes", Some(s.summary.file_size.to_string()));
+        put(
+            "trained_context",
+            s.summary.context_length.map(|c| c.to_string()),
+        );
+        put(
+            "chat_template",
+            Some(s.summary.has_chat_template.to_string()),
+        );
+        put("threads", Some(s.threads.to_string()));
+        if let Some(f) = &facts {
+            put("parameters", Some(f.parameters.to_string()));
+            put("context_size", Some(f.context_size.to_string()));
+            put("vocab_size", Some(f.vocab_size.to_string()));
+            put("load_ms", Some(format!("{:.1}", f.load_ms)));
+        }
+        let loaded = s
+            .slot
+            .try_lock()
+            .map(|slot| slot.worker.is_some())
+            .unwrap_or(true);
+        RunnerInfo {
+            runner_type: "LocalGgufRunner".into(),
+            model_path: Some(s.model_path.clone()),
+            model,
+            worker_version: facts.map(|f| f.worker_version),
+            loaded,
+        }
+    }
+}
+
+/// Decrements the pending count when a request ends, however it ends.
+struct PendingGuard<'a>(&'a AtomicUsize);
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    async fn run(
+        self: &Arc<Self>,
+        prompt: &str,
+        options: ExecutionOptions,
+        mut on_token: impl FnMut(&str) -> bool + Send,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        let started = Instant::now();
+        let request = self.request(prompt, &options)?;
+        let timeout = Duration::from_millis(request.timeout_ms);
+        let deadline = started + timeout;
+        let timeout_err = || SlmRunnerError::ExecutionTimeout {
+            seconds: timeout.as_secs_f64(),
+        };
+
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.queue_capacity {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(SlmRunnerError::Overloaded {
+                capacity: self.queue_capacity,
+            });
+        }
+        let _pending = PendingGuard(&self.pending);
+        let mut slot = tokio::time::timeout_at(deadline, self.slot.lock())
+            .await
+            .map_err(|_| timeout_err())?;
+        slot.uses += 1;
+
+        let load_started = Instant::now();
+        let loaded_now = slot.worker.is_none();
+        if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
+            if Instant::now() >= deadline {
+                return Err(timeout_err());
+            }
+            return Err(e);
+        }
+        let model_load_ms = loaded_now.then(|| ms(load_started.elapsed()));
+
+        let mut request = request;
+        request.timeout_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1) as u64;
+        let id = request.id;
+        let outcome = self
+            .drive(&mut slot, request, deadline, started, &mut on_token)
+            .await;
+        let result = match outcome {
+            Ok((text, stats, ttft, peak)) => {
+                slot.crashes = 0;
+                if stats.finish == Finish::Timeout {
+                    Err(timeout_err())
+                } else {
+                    Ok(result(text, stats, started, ttft, peak, model_load_ms))
+                }
+            }
+            Err(Failure::Timeout) => Err(timeout_err()),
+            Err(Failure::Error(e)) => Err(e),
+        };
+        if let Err(SlmRunnerError::WorkerCrashed { .. }) = &result {
+            slot.crashes += 1;
+            slot.last_crash = Some(Instant::now());
+            tracing::warn!(request = id, "worker crashed");
+        }
+        self.arm_keep_alive(&mut slot).await;
+        result
+    }
+
+    /// Resolves options into a worker request, refusing what cannot be
+    /// honoured.
+    fn request(
+        &self,
+        prompt: &str,
+        o: &ExecutionOptions,
+    ) -> Result<GenerateRequest, SlmRunnerError> {
+        o.validate()?;
+        if let Some(name) = o.custom_parameters.keys().next() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "custom_parameters",
+                reason: format!("LocalGgufRunner knows no custom parameter `{name}`"),
+            });
+        }
+        if prompt.is_empty() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "prompt",
+                reason: "the prompt is empty".into(),
+            });
+        }
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "prompt",
+                reason: format!(
+                    "the prompt is {} bytes, more than the {MAX_PROMPT_BYTES} allowed",
+                    prompt.len()
+                ),
+            });
+        }
+        let max_secs = self.profile.process_limits.max_execution_time_seconds;
+        let limit = Duration::from_secs(max_secs);
+        let timeout = o.timeout.unwrap_or(limit);
+        if timeout > limit {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "timeout",
+                reason: format!(
+                    "{:.1} s exceeds the profile's max_execution_time_seconds = {max_secs}",
+                    timeout.as_secs_f64()
+                ),
+            });
+        }
+        let seed = o.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+                .unwrap_or(0)
+        });
+        Ok(GenerateRequest {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            prompt: prompt.to_string(),
+            chat: o.prompt_mode == PromptMode::Chat,
+            max_tokens: o.max_tokens.unwrap_or(defaults::MAX_TOKENS),
+            sampling: Sampling {
+                temperature: o.temperature.unwrap_or(defaults::TEMPERATURE),
+                top_k: o.top_k.unwrap_or(defaults::TOP_K),
+                top_p: o.top_p.unwrap_or(defaults::TOP_P),
+                min_p: o.min_p.unwrap_or(defaults::MIN_P),
+                repeat_penalty: o.repeat_penalty.unwrap_or(defaults::REPEAT_PENALTY),
+                repeat_last_n: defaults::REPEAT_LAST_N,
+                seed,
+            },
+            stop: o.stop.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+        })
+    }
+
+    /// Starts a worker if none runs, backing off after repeated crashes.
+    async fn ensure_worker(
+        &self,
+        slot: &mut Slot,
+        deadline: Instant,
+    ) -> Result<(), SlmRunnerError> {
+        if slot.worker.is_some() {
+            return Ok(());
+        }
+        if slot.crashes >= 2 {
+            let backoff = Duration::from_millis(250)
+                .saturating_mul(1 << (slot.crashes - 2).min(5))
+                .min(Duration::from_secs(8));
+            if let Some(at) = slot.last_crash {
+                let wait_until = at + backoff;
+                if wait_until > deadline {
+                    return Err(SlmRunnerError::InitializationFailed {
+                        reason: format!(
+                            "the worker crashed {} times in a row; next start in {:.1} s",
+                            slot.crashes,
+                            wait_until
+                                .saturating_duration_since(Instant::now())
+                                .as_secs_f64()
+                        ),
+                    });
+                }
+                tokio::time::sleep_until(wait_until).await;
+            }
+        }
+        let spec = LaunchSpec {
+            protocol_version: PROTOCOL_VERSION,
+            model_path: self.model_path.clone(),
+            threads: self.threads,
+            context_size: self.context_size,
+            batch_size: self.batch_size,
+            supervisor_pid: std::process::id(),
+        };
+        let load_deadline = deadline.min(Instant::now() + defaults::LOAD_TIMEOUT);
+        match Worker::start(&self.worker_path, spec, load_deadline).await {
+            Ok(w) => {
+                if w.facts.protocol_version != PROTOCOL_VERSION {
+                    return Err(SlmRunnerError::InitializationFailed {
+                        reason: format!(
+                            "worker speaks protocol {}, supervisor {PROTOCOL_VERSION}",
+                            w.facts.protocol_version
+                        ),
+                    });
+                }
+                if let Ok(mut f) = self.facts.lock() {
+                    *f = Some(w.facts.clone());
+                }
+                slot.worker = Some(w);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, SlmRunnerError::WorkerCrashed { .. }) {
+                    slot.crashes += 1;
+                    slot.last_crash = Some(Instant::now());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn discard_worker(&self, slot: &mut Slot) {
+        if let Some(mut w) = slot.worker.take() {
+            w.kill().await;
+        }
+    }
+
+    /// After a request: unload now (keep-alive 0) or arm the idle timer.
+    async fn arm_keep_alive(self: &Arc<Self>, slot: &mut Slot) {
+        if self.keep_alive.is_zero() {
+            if let Some(w) = slot.worker.take() {
+                w.shutdown().await;
+            }
+            return;
+        }
+        if slot.worker.is_none() {
+            return;
+        }
+        let uses = slot.uses;
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        let keep_alive = self.keep_alive;
+        tokio::spawn(async move {
+            tokio::time::sleep(keep_alive).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let mut slot = shared.slot.lock().await;
+            if slot.uses == uses {
+                if let Some(w) = slot.worker.take() {
+                    tracing::debug!("worker idle for {keep_alive:?}: unloading");
+                    w.shutdown().await;
+                }
+            }
+        });
+    }
+
+    /// Sends the request and follows it to its end.
+    async fn drive(
+        &self,
+        slot: &mut Slot,
+        request: GenerateRequest,
+        deadline: Instant,
+        started: Instant,
+        on_token: &mut (impl FnMut(&str) -> bool + Send),
+    ) -> Result<(String, GenerationStats, Option<f64>, Option<u64>), Failure> {
+        let id = request.id;
+        let w = slot.worker.as_mut().ok_or_else(|| {
+            Failure::Error(SlmRunnerError::InitializationFailed {
+                reason: "no worker".into(),
+            })
+        })?;
+        if let Err(e) = w.send(&ToWorker::Generate(request)).await {
+            slot.worker = None;
+            return Err(Failure::Error(e));
+        }
+        let mut text = String::new();
+        let mut ttft = None;
+        let mut cancelled_at: Option<Instant> = None;
+        loop {
+            // After a cancel, the worker gets a short grace to answer.
+            let wait_until = match cancelled_at {
+                Some(at) => at + defaults::CANCEL_GRACE,
+                None => deadline,
+            };
+            match w.next(wait_until).await {
+                Next::Event(FromWorker::Token { id: i, text: t }) if i == id => {
+                    ttft.get_or_insert_with(|| ms(started.elapsed()));
+                    text.push_str(&t);
+                    if cancelled_at.is_none() && !on_token(&t) {
+                        // The consumer went away: stop generating.
+                        cancelled_at = Some(Instant::now());
+                        let cancel = w.send(&ToWorker::Cancel { id }).await;
+                        if let Err(e) = cancel {
+                            slot.worker = None;
+                            return Err(Failure::Error(e));
+                        }
+                    }
+                }
+                Next::Event(FromWorker::Done { id: i, stats }) if i == id => {
+                    let peak = w.peak_rss_bytes();
+                    if cancelled_at.is_some_and(|_| Instant::now() >= deadline) {
+                        return Err(Failure::Timeout);
+                    }
+                    return Ok((text, stats, ttft, peak));
+                }
+                Next::Event(FromWorker::Failed { id: i, error }) if i == id => {
+                    return Err(Failure::Error(map_request_error(error)));
+                }
+                Next::Event(_) => {}
+                Next::Lost(why) => {
+                    let err = w.crashed(&why).await;
+                    slot.worker = None;
+                    return Err(Failure::Error(err));
+                }
+                Next::Deadline if cancelled_at.is_none() => {
+                    cancelled_at = Some(Instant::now());
+                    if let Err(e) = w.send(&ToWorker::Cancel { id }).await {
+                        slot.worker = None;
+                        return Err(Failure::Error(e));
+                    }
+                }
+                Next::Deadline => {
+                    // No answer within the grace period: kill it.
+                    tracing::warn!(
+                        request = id,
+                        pid = w.pid(),
+                        "worker ignored cancel; killing its process group"
+                    );
+                    w.kill().await;
+                    slot.worker = None;
+                    return if Instant::now() >= deadline {
+                        Err(Failure::Timeout)
+                    } else {
+                        Err(Failure::Error(SlmRunnerError::ExecutionFailed {
+                            reason: "the worker ignored a cancel and was killed".into(),
+                        }))
+                    };
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    Timeout,
+    Error(SlmRunnerError),
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn map_request_error(e: RequestError) -> SlmRunnerError {
+    match e {
+        RequestError::PromptTooLong {
+            tokens,
+            context_size,
+        } => SlmRunnerError::InvalidInput {
+            field: "prompt",
+            reason: format!(
+                "the prompt is {tokens} tokens, longer than the context of {context_size} tokens allows"
+            ),
+        },
+        RequestError::BadRequest { detail } => SlmRunnerError::InvalidInput {
+            field: "request",
+            reason: detail,
+        },
+        other => SlmRunnerError::ExecutionFailed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn result(
+    response: String,
+    stats: GenerationStats,
+    started: Instant,
+    ttft: Option<f64>,
+    peak: Option<u64>,
+    model_load_ms: Option<f64>,
+) -> ExecutionResult {
+    let (finish_reason, limits_hit) = match stats.finish {
+        Finish::EndOfText | Finish::StopSequence => (FinishReason::Stop, vec![]),
+        Finish::MaxTokens => (FinishReason::Length, vec![ResourceLimit::MaxTokens]),
+        Finish::ContextFull => (FinishReason::Length, vec![ResourceLimit::ContextSize]),
+        Finish::Cancelled => (FinishReason::Cancelled, vec![]),
+        Finish::Timeout => (FinishReason::Timeout, vec![ResourceLimit::ExecutionTime]),
+    };
+    let per_second = |n: f64, ms: f64| (ms > 0.0 && n > 0.0).then(|| n * 1e3 / ms);
+    ExecutionResult {
+        response,
+        metadata: ExecutionMetadata {
+            input_tokens: Some(stats.input_tokens),
+            output_tokens: Some(stats.output_tokens),
+            execution_time_ms: ms(started.elapsed()),
+            time_to_first_token_ms: ttft,
+            prompt_tokens_per_second: per_second(stats.input_tokens as f64, stats.prompt_ms),
+            // The first token's time belongs to the prompt; the rate counts
+            // the tokens decoded after it.
+            generation_tokens_per_second: per_second(
+                stats.output_tokens.saturating_sub(1) as f64,
+                stats.generation_ms,
+            ),
+            model_load_ms,
+            peak_memory_mb: peak.map(|b| b as f64 / (1024.0 * 1024.0)),
+            finish_reason: Some(finish_reason),
+            stop_sequence: stats.stop_sequence,
+            limits_hit,
+        },
+    }
+}
+
+/// Checks that the model file exists, is a regular readable file, and has a
+/// sane GGUF header.
+fn check_model_file(path: &Path) -> Result<GgufSummary, SlmRunnerError> {
+    let invalid = |reason: String| SlmRunnerError::InvalidModelFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_absolute() {
+        return Err(SlmRunnerError::InvalidInput {
+            field: "model_path",
+            reason: format!("{} is not an absolute path", path.display()),
+        });
+    }
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SlmRunnerError::ModelFileNotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(invalid(format!("cannot stat: {e}"))),
+    };
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    gguf::read_summary(path).map_err(|e| match e {
+        GgufError::Io(io) => invalid(format!("not readable: {io}")),
+        other => invalid(other.to_string()),
+    })
+}
+
+/// Finds the worker executable (see the module docs for the order).
+fn find_worker(explicit: Option<&Path>) -> Result<PathBuf, SlmRunnerError> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else if let Some(p) = std::env::var_os(WORKER_ENV).filter(|v| !v.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    } else if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join(WORKER_FILE));
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                if let Some(up) = dir.parent() {
+                    candidates.push(up.join(WORKER_FILE));
+                }
+            }
+        }
+    }
+    for c in candidates {
+        if !c.is_absolute() {
+            tried.push(format!("{} (not absolute)", c.display()));
+            continue;
+        }
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(SlmRunnerError::InitializationFailed {
+        reason: format!(
+            "worker executable `{WORKER_FILE}` not found (tried: {}); build it with \
+             `cargo build -p symbi-slm-worker`, or set ${WORKER_ENV} to its absolute path",
+            if tried.is_empty() {
+                "nothing".to_string()
+            } else {
+                tried.join(", ")
+            }
+        ),
+    })
+}

@@ -1,0 +1,306 @@
+//! One worker process: spawning it, its pipes, its stderr, its death.
+//!
+//! The worker is started with an empty environment (plus the two variables
+//! llama.cpp's runtime needs), in its own process group, with its stdin,
+//! stdout and stderr as pipes and nothing else. It is killed, with its whole
+//! group, when the handle is dropped or killed.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use symbiont_slm_protocol::{
+    decode, encode, frame_len, FrameError, FromWorker, LaunchSpec, ModelFacts, ToWorker,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::models::SlmRunnerError;
+
+/// Lines of the worker's stderr kept for crash reports.
+const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept; longer lines are cut.
+const STDERR_LINE_BYTES: usize = 1024;
+
+/// A running, loaded worker.
+#[derive(Debug)]
+pub(super) struct Worker {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Result<FromWorker, FrameError>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    pub facts: ModelFacts,
+}
+
+/// How a wait for the next event ended.
+pub(super) enum Next {
+    Event(FromWorker),
+    /// The worker closed its stdout or sent garbage: it is dead or lost.
+    Lost(String),
+    /// The deadline passed first.
+    Deadline,
+}
+
+impl Worker {
+    /// Starts a worker and waits until it has loaded the model.
+    pub async fn start(
+        worker_path: &Path,
+        spec: LaunchSpec,
+        deadline: Instant,
+    ) -> Result<Worker, SlmRunnerError> {
+        let mut cmd = Command::new(worker_path);
+        cmd.env_clear()
+            // ggml's abort handler would otherwise try to run gdb.
+            .env("GGML_NO_BACKTRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SlmRunnerError::InitializationFailed {
+                reason: format!("cannot start worker {}: {e}", worker_path.display()),
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(SlmRunnerError::InitializationFailed {
+                reason: "worker pipes missing".into(),
+            });
+        };
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(read_stderr(stderr, stderr_tail.clone(), pid));
+        let (tx, events) = mpsc::channel(256);
+        tokio::spawn(read_frames(stdout, tx));
+        let mut worker = Worker {
+            child,
+            pid,
+            stdin,
+            events,
+            stderr_tail,
+            facts: placeholder_facts(),
+        };
+        worker.send(&ToWorker::Launch(spec)).await?;
+        loop {
+            match worker.next(deadline).await {
+                Next::Event(FromWorker::Ready(facts)) => {
+                    worker.facts = facts;
+                    return Ok(worker);
+                }
+                Next::Event(FromWorker::LoadFailed { stage, detail }) => {
+                    worker.kill().await;
+                    return Err(SlmRunnerError::InitializationFailed {
+                        reason: format!("worker failed at {stage:?}: {detail}"),
+                    });
+                }
+                Next::Event(other) => {
+                    tracing::warn!(?other, "unexpected message before ready");
+                }
+                Next::Lost(why) => return Err(worker.crashed(&why).await),
+                Next::Deadline => {
+                    worker.kill().await;
+                    return Err(SlmRunnerError::InitializationFailed {
+                        reason: "the worker did not finish loading the model in time".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &ToWorker) -> Result<(), SlmRunnerError> {
+        let frame = encode(msg).map_err(|e| SlmRunnerError::InvalidInput {
+            field: "prompt",
+            reason: e.to_string(),
+        })?;
+        let write = async {
+            self.stdin.write_all(&frame).await?;
+            self.stdin.flush().await
+        };
+        match write.await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.crashed(&format!("writing to worker: {e}")).await),
+        }
+    }
+
+    /// Waits for the next event, or the deadline.
+    pub async fn next(&mut self, deadline: Instant) -> Next {
+        match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            Err(_) => Next::Deadline,
+            Ok(Some(Ok(msg))) => Next::Event(msg),
+            Ok(Some(Err(e))) => Next::Lost(e.to_string()),
+            Ok(None) => Next::Lost("worker output closed".into()),
+        }
+    }
+
+    /// The kernel's figure for the worker's peak resident memory (VmHWM).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        peak_rss_bytes(self.pid)
+    }
+
+    /// Kills the worker's whole process group and reaps it.
+    pub async fn kill(&mut self) {
+        kill_group(self.pid);
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
+    /// Asks the worker to exit; kills it if it does not within a second.
+    pub async fn shutdown(mut self) {
+        let msg = encode(&ToWorker::Shutdown).unwrap_or_default();
+        let _ = self.stdin.write_all(&msg).await;
+        let _ = self.stdin.flush().await;
+        if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill().await;
+        }
+    }
+
+    /// Builds the `WorkerCrashed` error: waits briefly for the exit status
+    /// (killing the group if the worker lingers) and takes the stderr tail.
+    pub async fn crashed(&mut self, why: &str) -> SlmRunnerError {
+        let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => describe_status(status),
+            _ => {
+                self.kill().await;
+                format!("{why}; killed after it stopped responding")
+            }
+        };
+        // Give the stderr reader a moment to drain the last lines.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let tail = self
+            .stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        SlmRunnerError::WorkerCrashed {
+            status,
+            stderr_tail: tail,
+        }
+    }
+}
+
+fn placeholder_facts() -> ModelFacts {
+    ModelFacts {
+        protocol_version: 0,
+        worker_version: String::new(),
+        architecture: None,
+        name: None,
+        parameters: 0,
+        size_bytes: 0,
+        trained_context: 0,
+        context_size: 0,
+        vocab_size: 0,
+        chat_template: false,
+        threads: 0,
+        load_ms: 0.0,
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        format!("killed by signal {sig} ({name})")
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
+/// SIGKILL to the worker's process group (the worker leads its own group,
+/// so this reaches anything it started too).
+pub(super) fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        if pid > 0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// VmHWM of a process, from `/proc/<pid>/status`.
+pub(super) fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status"))).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut r: R,
+    tx: mpsc::Sender<Result<FromWorker, FrameError>>,
+) {
+    loop {
+        let msg = async {
+            let mut prefix = [0u8; 4];
+            match r.read_exact(&mut prefix).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(FrameError::Closed)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let len = frame_len(prefix)?;
+            let mut payload = vec![0u8; len];
+            r.read_exact(&mut payload).await?;
+            decode::<FromWorker>(&payload)
+        }
+        .await;
+        let stop = msg.is_err();
+        if tx.send(msg).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Forwards the worker's stderr to `tracing` at debug level and keeps the
+/// last lines. Reads in bounded chunks so a line without end cannot grow.
+async fn read_stderr<R: AsyncRead + Unpin>(mut r: R, tail: Arc<Mutex<VecDeque<String>>>, pid: u32) {
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let push = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).trim_end().to_string();
+        line.clear();
+        if text.is_empty() {
+            return;
+        }
+        tracing::debug!(target: "symbi_slm_worker", worker_pid = pid, "{text}");
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == STDERR_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(text);
+        }
+    };
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                push(&mut line);
+            } else if line.len() < STDERR_LINE_BYTES {
+                line.push(b);
+            }
+        }
+    }
+    push(&mut line);
+}

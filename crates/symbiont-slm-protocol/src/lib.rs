@@ -1,0 +1,373 @@
+//! The supervisor ⇄ worker protocol.
+//!
+//! Frames are a 4-byte little-endian length followed by that many bytes of
+//! JSON. A frame longer than [`MAX_FRAME_BYTES`] is refused before anything
+//! is allocated for it. The supervisor writes [`ToWorker`] messages to the
+//! worker's stdin; the worker writes [`FromWorker`] messages to its stdout.
+//! Its stderr carries llama.cpp's log lines, never protocol data.
+//!
+//! The first message is always [`ToWorker::Launch`]; the worker answers
+//! [`FromWorker::Ready`] or [`FromWorker::LoadFailed`]. Requests carry an id
+//! chosen by the supervisor; every event about a request carries that id, so
+//! several requests can later share one worker (batching) without changing
+//! the protocol.
+//!
+//! This crate owns the message types and the framing; it never spawns,
+//! sandboxes or runs anything.
+#![deny(missing_docs)]
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts (4 MiB): room for a long prompt, small
+/// enough that a hostile peer cannot make the other side allocate much.
+pub const MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Largest prompt the supervisor sends, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 1024 * 1024;
+
+/// Messages from the supervisor to the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// First message: what to load and how.
+    Launch(LaunchSpec),
+    /// Generate text for a prompt.
+    Generate(GenerateRequest),
+    /// Stop generating request `id` within one decode step.
+    Cancel {
+        /// The request.
+        id: u64,
+    },
+    /// Liveness check; answered with [`FromWorker::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Finish and exit cleanly.
+    Shutdown,
+}
+
+/// What the worker loads and with which resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// Absolute path of the GGUF file.
+    pub model_path: PathBuf,
+    /// Compute threads for llama.cpp.
+    pub threads: u32,
+    /// Context size in tokens.
+    pub context_size: u32,
+    /// Tokens decoded per batch while reading a prompt.
+    pub batch_size: u32,
+    /// Process id of the supervisor: the worker exits if its parent changes.
+    pub supervisor_pid: u32,
+}
+
+/// One generation request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// Chosen by the supervisor, unique per worker.
+    pub id: u64,
+    /// The prompt text.
+    pub prompt: String,
+    /// Whether to apply the model's chat template.
+    pub chat: bool,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+    /// Stop before the first of these strings.
+    pub stop: Vec<String>,
+    /// The worker stops by itself after this long (the supervisor also
+    /// cancels, then kills).
+    pub timeout_ms: u64,
+}
+
+/// Sampling parameters, all resolved (no defaults left to the worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Top-k, 0 disables.
+    pub top_k: u32,
+    /// Top-p, 1 disables.
+    pub top_p: f32,
+    /// Min-p, 0 disables.
+    pub min_p: f32,
+    /// Repeat penalty, 1 disables.
+    pub repeat_penalty: f32,
+    /// Tokens the repeat penalty looks back over.
+    pub repeat_last_n: u32,
+    /// Random seed.
+    pub seed: u32,
+}
+
+/// Messages from the worker to the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// The model is loaded.
+    Ready(ModelFacts),
+    /// The model could not be loaded.
+    LoadFailed {
+        /// Which step failed.
+        stage: LoadStage,
+        /// What llama.cpp or the OS said.
+        detail: String,
+    },
+    /// The prompt was read; generation starts.
+    PromptRead {
+        /// The request.
+        id: u64,
+        /// Prompt tokens, from the tokenizer.
+        input_tokens: u32,
+    },
+    /// A piece of generated text: always whole UTF-8 characters.
+    Token {
+        /// The request.
+        id: u64,
+        /// The text.
+        text: String,
+    },
+    /// The request finished.
+    Done {
+        /// The request.
+        id: u64,
+        /// Measured figures.
+        stats: GenerationStats,
+    },
+    /// The request failed; the worker stays usable.
+    Failed {
+        /// The request.
+        id: u64,
+        /// Why.
+        error: RequestError,
+    },
+    /// Answer to [`ToWorker::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+/// Where loading failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadStage {
+    /// The launch spec was unusable.
+    Launch,
+    /// The sandbox could not be applied.
+    Sandbox,
+    /// llama.cpp's backend.
+    Backend,
+    /// Reading the model file.
+    Model,
+    /// Creating the inference context.
+    Context,
+}
+
+/// Facts about the loaded model, read by llama.cpp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFacts {
+    /// The worker's protocol version.
+    pub protocol_version: u32,
+    /// The worker's crate version.
+    pub worker_version: String,
+    /// `general.architecture`.
+    pub architecture: Option<String>,
+    /// `general.name`.
+    pub name: Option<String>,
+    /// Parameter count.
+    pub parameters: u64,
+    /// Size of the weights in bytes.
+    pub size_bytes: u64,
+    /// Context length the model was trained with.
+    pub trained_context: u32,
+    /// Context size of this worker.
+    pub context_size: u32,
+    /// Vocabulary size.
+    pub vocab_size: u32,
+    /// Whether the GGUF carries a chat template.
+    pub chat_template: bool,
+    /// Compute threads.
+    pub threads: u32,
+    /// Time to load the model and create the context, in milliseconds.
+    pub load_ms: f64,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// End-of-generation token.
+    EndOfText,
+    /// A stop sequence.
+    StopSequence,
+    /// `max_tokens`.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+    /// Cancelled by the supervisor.
+    Cancelled,
+    /// The worker's own deadline passed.
+    Timeout,
+}
+
+/// What the worker measured for one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    /// Prompt tokens after templating, from the tokenizer.
+    pub input_tokens: u32,
+    /// Tokens generated (sampled and decoded).
+    pub output_tokens: u32,
+    /// Time to decode the prompt, in milliseconds.
+    pub prompt_ms: f64,
+    /// Time from the first generated token to the last, in milliseconds.
+    pub generation_ms: f64,
+    /// Why it ended.
+    pub finish: Finish,
+    /// The stop sequence that matched.
+    pub stop_sequence: Option<String>,
+}
+
+/// A request the worker refused or could not finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RequestError {
+    /// The prompt does not fit the context.
+    #[error("prompt is {tokens} tokens, the context holds {context_size}")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: u32,
+        /// Context size.
+        context_size: u32,
+    },
+    /// The chat template could not be rendered.
+    #[error("chat template failed: {detail}")]
+    Template {
+        /// The template engine's message.
+        detail: String,
+    },
+    /// llama.cpp failed to decode.
+    #[error("decode failed: {detail}")]
+    Decode {
+        /// What llama.cpp said.
+        detail: String,
+    },
+    /// The request itself was malformed.
+    #[error("bad request: {detail}")]
+    BadRequest {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// A framing or decoding failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the stream at a frame boundary.
+    #[error("peer closed the stream")]
+    Closed,
+    /// A frame announced more than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(u32),
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Reading or writing failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Serializes a message into one frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, msg)?;
+    let len = u32::try_from(buf.len() - 4).unwrap_or(u32::MAX);
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    Ok(buf)
+}
+
+/// Checks a frame's length prefix.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(prefix);
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len as usize)
+}
+
+/// Decodes a frame's payload.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(payload)?)
+}
+
+/// Writes one message and flushes.
+pub fn write_message<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode(msg)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one message; [`FrameError::Closed`] on a clean end of stream.
+pub fn read_message<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = frame_len(prefix)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    decode(&payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_limits() {
+        let msg = ToWorker::Cancel { id: 7 };
+        let mut buf = Vec::new();
+        write_message(&mut buf, &msg).unwrap();
+        let back: ToWorker = read_message(&mut buf.as_slice()).unwrap();
+        assert_eq!(back, msg);
+
+        let mut huge = (MAX_FRAME_BYTES + 1).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_message::<_, ToWorker>(&mut huge.as_slice()),
+            Err(FrameError::TooLarge(_))
+        ));
+        let mut empty: &[u8] = &[];
+        assert!(matches!(
+            read_message::<_, ToWorker>(&mut empty),
+            Err(FrameError::Closed)
+        ));
+        let mut junk = 3u32.to_le_bytes().to_vec();
+        junk.extend_from_slice(b"{x}");
+        assert!(matches!(
+            read_message::<_, ToWorker>(&mut junk.as_slice()),
+            Err(FrameError::Malformed(_))
+        ));
+        // A truncated payload is an I/O error, not a hang or a panic.
+        let mut short = 10u32.to_le_bytes().to_vec();
+        short.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_message::<_, ToWorker>(&mut short.as_slice()),
+            Err(FrameError::Io(_))
+        ));
+    }
+}
