@@ -21,10 +21,22 @@ use symbiont_slm_protocol::{
 
 use crate::template::render_user_prompt;
 use crate::text::{Matched, StopMatcher, Utf8Stream};
-use crate::Out;
 
-/// The loaded model. The context borrows the model, so both live in a
-/// self-contained struct built by `load` and consumed by `serve`.
+/// Where the engine's messages go: the protocol pipe in the worker, or a
+/// closure in an in-process benchmark.
+pub trait Sink {
+    /// Delivers one message.
+    fn send(&mut self, msg: &FromWorker);
+}
+
+impl<F: FnMut(&FromWorker)> Sink for F {
+    fn send(&mut self, msg: &FromWorker) {
+        self(msg)
+    }
+}
+
+/// The loaded model; contexts borrow it.
+#[allow(missing_debug_implementations)] // llama-cpp-2's handles have no Debug
 pub struct Engine {
     backend: LlamaBackend,
     model: LlamaModel,
@@ -33,9 +45,12 @@ pub struct Engine {
     chat_template: Option<String>,
 }
 
-type LoadError = (LoadStage, String);
+/// Which load step failed, and what it said.
+pub type LoadError = (LoadStage, String);
 
 impl Engine {
+    /// Initializes llama.cpp, loads the model (memory-mapped) and checks
+    /// that a context can be created.
     pub fn load(spec: &LaunchSpec) -> Result<Self, LoadError> {
         let started = Instant::now();
         let backend = LlamaBackend::init().map_err(|e| (LoadStage::Backend, e.to_string()))?;
@@ -77,11 +92,13 @@ impl Engine {
         Ok(engine)
     }
 
+    /// What was loaded.
     pub fn facts(&self) -> &ModelFacts {
         &self.facts
     }
 
-    fn new_context(&self) -> Result<LlamaContext<'_>, LoadError> {
+    /// A fresh inference context.
+    pub fn new_context(&self) -> Result<LlamaContext<'_>, LoadError> {
         let threads = i32::try_from(self.spec.threads.max(1)).unwrap_or(1);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(self.facts.context_size))
@@ -95,7 +112,7 @@ impl Engine {
     }
 
     /// Serves requests until `Shutdown` or the supervisor hangs up.
-    pub fn serve(&self, rx: &Receiver<ToWorker>, out: &mut Out) {
+    pub fn serve(&self, rx: &Receiver<ToWorker>, out: &mut impl Sink) {
         let mut ctx = match self.new_context() {
             Ok(ctx) => ctx,
             Err((_, detail)) => {
@@ -157,12 +174,14 @@ impl Engine {
         ))
     }
 
-    fn generate(
+    /// Runs one request on `ctx`, streaming through `out`; commands that
+    /// arrive meanwhile are handled (ping, cancel) or queued.
+    pub fn generate(
         &self,
         ctx: &mut LlamaContext<'_>,
         req: &GenerateRequest,
         rx: &Receiver<ToWorker>,
-        out: &mut Out,
+        out: &mut impl Sink,
         queued: &mut VecDeque<ToWorker>,
     ) -> Result<GenerationStats, RequestError> {
         let started = Instant::now();
@@ -281,6 +300,7 @@ impl Engine {
             output_tokens,
             prompt_ms,
             generation_ms,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
             finish: if stop_sequence.is_some() {
                 Finish::StopSequence
             } else {
@@ -321,7 +341,7 @@ impl Engine {
     }
 }
 
-fn emit(out: &mut Out, id: u64, text: String) {
+fn emit(out: &mut impl Sink, id: u64, text: String) {
     if !text.is_empty() {
         out.send(&FromWorker::Token { id, text });
     }
@@ -332,7 +352,7 @@ fn emit(out: &mut Out, id: u64, text: String) {
 fn check_commands(
     id: u64,
     rx: &Receiver<ToWorker>,
-    out: &mut Out,
+    out: &mut impl Sink,
     queued: &mut VecDeque<ToWorker>,
 ) -> Option<Finish> {
     loop {

@@ -18,13 +18,10 @@
 //! 6. Report `Ready` with the model's facts.
 //! 7. Serve requests until `Shutdown` or stdin closes.
 
-mod engine;
-mod template;
-mod text;
-
 use std::io::{self, BufWriter, Write};
 use std::sync::mpsc;
 
+use symbi_slm_worker::engine::{self, Sink};
 use symbiont_slm_protocol::{
     read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ToWorker,
     PROTOCOL_VERSION,
@@ -35,9 +32,9 @@ pub(crate) struct Out {
     w: BufWriter<io::Stdout>,
 }
 
-impl Out {
+impl Sink for Out {
     /// Sends one message. A broken pipe means the supervisor is gone: exit.
-    pub(crate) fn send(&mut self, msg: &FromWorker) {
+    fn send(&mut self, msg: &FromWorker) {
         if let Err(e) = write_message(&mut self.w, msg) {
             eprintln!("symbi-slm-worker: cannot write to supervisor ({e}); exiting");
             std::process::exit(3);

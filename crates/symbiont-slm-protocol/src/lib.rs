@@ -231,6 +231,8 @@ pub struct GenerationStats {
     pub prompt_ms: f64,
     /// Time from the first generated token to the last, in milliseconds.
     pub generation_ms: f64,
+    /// Time from receiving the request to sending `Done`, in milliseconds.
+    pub total_ms: f64,
     /// Why it ended.
     pub finish: Finish,
     /// The stop sequence that matched.

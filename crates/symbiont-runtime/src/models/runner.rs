@@ -217,6 +217,10 @@ pub struct ExecutionMetadata {
     pub prompt_tokens_per_second: Option<f64>,
     /// Generated tokens per second after the first token.
     pub generation_tokens_per_second: Option<f64>,
+    /// Time the worker spent on the request (template, prompt, generation),
+    /// as it measured it; the rest of `execution_time_ms` is queueing,
+    /// loading and the supervisor's own cost.
+    pub worker_time_ms: Option<f64>,
     /// Time spent loading the model for this request, if it loaded.
     pub model_load_ms: Option<f64>,
     /// Peak resident memory of the process that ran the model, in MB, from

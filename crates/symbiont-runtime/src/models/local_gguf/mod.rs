@@ -833,6 +833,7 @@ fn result(
                 stats.output_tokens.saturating_sub(1) as f64,
                 stats.generation_ms,
             ),
+            worker_time_ms: Some(stats.total_ms),
             model_load_ms,
             peak_memory_mb: peak.map(|b| b as f64 / (1024.0 * 1024.0)),
             finish_reason: Some(finish_reason),

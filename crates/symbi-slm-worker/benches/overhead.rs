@@ -1,0 +1,202 @@
+//! Overhead of the supervised worker against the same decode loop run
+//! in-process, on the default model, alternating the two sides in one run.
+//!
+//! In-process: `Engine::generate` called directly (no worker process, no
+//! protocol, no sandbox). Runner: `LocalGgufRunner::execute` (supervisor,
+//! pipes, worker). Same prompt, greedy, 64 tokens, same thread count.
+//!
+//! Prints medians, spread (min–max) and ratios. Targets (issue 3):
+//! generation tokens/s ≥ 0.97 × in-process; warm request overhead < 2 ms.
+//!
+//! `cargo bench -p symbi-slm-worker --bench overhead [-- ROUNDS THREADS]`
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use symbi_slm_worker::engine::Engine;
+use symbiont_runtime::config::{default_model_path, ModelResourceRequirements, SandboxProfile};
+use symbiont_runtime::models::{ExecutionOptions, LocalGgufRunner};
+use symbiont_slm_protocol::{FromWorker, GenerateRequest, LaunchSpec, Sampling, ToWorker};
+
+const PROMPT: &str = "Explain quantum computing in simple words.";
+const TOKENS: u32 = 64;
+
+#[derive(Default)]
+struct Side {
+    gen_tps: Vec<f64>,
+    ttft_ms: Vec<f64>,
+    wall_ms: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+fn line(name: &str, unit: &str, a: &[f64], b: &[f64]) {
+    let (ma, mb) = (median(a), median(b));
+    let (a0, a1) = spread(a);
+    let (b0, b1) = spread(b);
+    println!(
+        "{name:<26} in-process {ma:>8.2} {unit} [{a0:.2}–{a1:.2}]   runner {mb:>8.2} {unit} [{b0:.2}–{b1:.2}]   ratio {:.3}",
+        mb / ma
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(15);
+    let threads: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
+    let model = default_model_path().expect("HOME must be set");
+    assert!(
+        model.is_file(),
+        "default model missing at {}: run scripts/setup.sh",
+        model.display()
+    );
+    let worker = std::path::Path::new(env!("CARGO_BIN_EXE_symbi-slm-worker"));
+
+    let spec = LaunchSpec {
+        protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
+        model_path: model.clone(),
+        threads,
+        context_size: 2048,
+        batch_size: 512,
+        supervisor_pid: std::process::id(),
+    };
+    let engine = Engine::load(&spec).expect("in-process load");
+    let mut ctx = engine.new_context().expect("context");
+    let (_keep_tx, rx) = mpsc::channel::<ToWorker>();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut profile = SandboxProfile::standard();
+    profile.resources.max_cpu_cores = threads as f32;
+    let runner = rt
+        .block_on(
+            LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
+                .worker_path(worker)
+                .threads(threads)
+                .build(),
+        )
+        .expect("runner");
+    rt.block_on(runner.preload()).expect("preload");
+
+    let options = ExecutionOptions {
+        temperature: Some(0.0),
+        max_tokens: Some(TOKENS),
+        ..Default::default()
+    };
+    let mut inproc = Side::default();
+    let mut supervised = Side::default();
+    let mut texts = (String::new(), String::new());
+    let mut overhead = Vec::new();
+    // OpenMP threads spin for a while after each request; let them settle so
+    // one side never competes with the other's spinning threads.
+    let settle = Duration::from_millis(400);
+    for round in 0..rounds + 1 {
+        // Round 0 warms both sides and is not counted.
+        std::thread::sleep(settle);
+        let req = GenerateRequest {
+            id: round as u64,
+            prompt: PROMPT.into(),
+            chat: true,
+            max_tokens: TOKENS,
+            sampling: Sampling {
+                temperature: 0.0,
+                top_k: 40,
+                top_p: 0.95,
+                min_p: 0.05,
+                repeat_penalty: 1.0,
+                repeat_last_n: 64,
+                seed: 1,
+            },
+            stop: vec![],
+            timeout_ms: 60_000,
+        };
+        let started = Instant::now();
+        let mut first: Option<f64> = None;
+        let mut text = String::new();
+        let mut queued = Default::default();
+        let stats = engine
+            .generate(
+                &mut ctx,
+                &req,
+                &rx,
+                &mut |m: &FromWorker| {
+                    if let FromWorker::Token { text: t, .. } = m {
+                        first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+                        text.push_str(t);
+                    }
+                },
+                &mut queued,
+            )
+            .expect("in-process generate");
+        let wall = started.elapsed().as_secs_f64() * 1e3;
+        ctx.clear_kv_cache();
+
+        std::thread::sleep(settle);
+        let res = rt
+            .block_on(runner.execute(PROMPT, Some(options.clone())))
+            .expect("runner");
+        if round == 0 {
+            texts = (text, res.response.clone());
+            continue;
+        }
+        inproc
+            .gen_tps
+            .push((stats.output_tokens - 1) as f64 * 1e3 / stats.generation_ms);
+        inproc.ttft_ms.push(first.unwrap_or(f64::NAN));
+        inproc.wall_ms.push(wall);
+        let m = &res.metadata;
+        supervised
+            .gen_tps
+            .push(m.generation_tokens_per_second.unwrap());
+        supervised.ttft_ms.push(m.time_to_first_token_ms.unwrap());
+        supervised.wall_ms.push(m.execution_time_ms);
+        overhead.push(m.execution_time_ms - m.worker_time_ms.unwrap());
+    }
+    assert_eq!(texts.0, texts.1, "both sides must generate the same text");
+    println!(
+        "default model, {threads} threads, {TOKENS} tokens greedy, {rounds} alternated rounds (medians [min–max])"
+    );
+    line(
+        "generation tokens/s",
+        "tok/s",
+        &inproc.gen_tps,
+        &supervised.gen_tps,
+    );
+    line(
+        "time to first token",
+        "ms",
+        &inproc.ttft_ms,
+        &supervised.ttft_ms,
+    );
+    line(
+        "request wall time",
+        "ms",
+        &inproc.wall_ms,
+        &supervised.wall_ms,
+    );
+    let (o0, o1) = spread(&overhead);
+    println!(
+        "warm request overhead      median {:.3} ms [{o0:.3}–{o1:.3}] (runner wall − worker's own time: supervisor + protocol + process hop)",
+        median(&overhead)
+    );
+}

@@ -1,0 +1,8 @@
+//! The worker's engine, as a library so that benchmarks can run the very
+//! same decode loop in-process, without the worker process, the protocol or
+//! the sandbox. The `symbi-slm-worker` binary (`main.rs`) is its only other
+//! user.
+
+pub mod engine;
+pub mod template;
+pub mod text;
