@@ -77,8 +77,16 @@ fn main() {
         context_size: 2048,
         batch_size: 512,
         supervisor_pid: std::process::id(),
+        sandbox: symbiont_slm_protocol::SandboxPlan::unconfined(),
     };
-    let engine = Engine::load(&spec).expect("in-process load");
+    let engine = Engine::load(
+        &spec,
+        symbiont_slm_protocol::Applied {
+            layers: vec![],
+            setup_micros: 0,
+        },
+    )
+    .expect("in-process load");
     let mut ctx = engine.new_context().expect("context");
     let (_keep_tx, rx) = mpsc::channel::<ToWorker>();
 

@@ -15,8 +15,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use symbiont_slm_protocol::{
-    Finish, FromWorker, GenerateRequest, GenerationStats, LaunchSpec, LoadStage, ModelFacts,
-    RequestError, ToWorker, PROTOCOL_VERSION,
+    Applied, Finish, FromWorker, GenerateRequest, GenerationStats, LaunchSpec, LoadStage,
+    ModelFacts, RequestError, ToWorker, PROTOCOL_VERSION,
 };
 
 use crate::template::render_user_prompt;
@@ -51,7 +51,7 @@ pub type LoadError = (LoadStage, String);
 impl Engine {
     /// Initializes llama.cpp, loads the model (memory-mapped) and checks
     /// that a context can be created.
-    pub fn load(spec: &LaunchSpec) -> Result<Self, LoadError> {
+    pub fn load(spec: &LaunchSpec, sandbox: Applied) -> Result<Self, LoadError> {
         let started = Instant::now();
         let backend = LlamaBackend::init().map_err(|e| (LoadStage::Backend, e.to_string()))?;
         // Memory-mapped (the default): the weights are shared, read-only
@@ -77,6 +77,7 @@ impl Engine {
             chat_template: chat_template.is_some(),
             threads: spec.threads,
             load_ms: 0.0,
+            sandbox,
         };
         let mut engine = Self {
             backend,
@@ -142,7 +143,9 @@ impl Engine {
                 ToWorker::Shutdown => return,
                 // A cancel for a request that already ended.
                 ToWorker::Cancel { .. } => {}
-                ToWorker::Launch(_) => eprintln!("symbi-slm-worker: ignoring a second launch"),
+                ToWorker::Launch(_) | ToWorker::Probe { .. } => {
+                    eprintln!("symbi-slm-worker: ignoring a launch or probe after start-up")
+                }
             }
         }
     }

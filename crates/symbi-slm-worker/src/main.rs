@@ -9,9 +9,12 @@
 //! Start-up, in this order:
 //! 1. Read the launch spec (the first frame on stdin).
 //! 2. Tie our life to the supervisor's (parent-death signal, parent check).
-//! 3. Sandbox: the single place where the sandbox will be applied (issue 4),
-//!    before any thread exists and before the model file is parsed. Nothing
-//!    is enforced here yet; the supervisor reports that as a gap.
+//! 3. Sandbox: `symbiont_sandbox::apply` with the plan from the launch spec,
+//!    while the process is still single-threaded and before the model file
+//!    is parsed, so that a hostile GGUF meets it. What must come first: the
+//!    launch spec is read from stdin (a pipe, already open), and the
+//!    parent-death signal is set. The model file is opened by llama.cpp only
+//!    after, through the Landlock rule that allows reading it.
 //! 4. Start the stdin reader thread (commands, cancel, ping).
 //! 5. Initialize llama.cpp's backend, load the model (memory-mapped), create
 //!    the context.
@@ -23,8 +26,8 @@ use std::sync::mpsc;
 
 use symbi_slm_worker::engine::{self, Sink};
 use symbiont_slm_protocol::{
-    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ToWorker,
-    PROTOCOL_VERSION,
+    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ProbeAction,
+    SandboxPlan, ToWorker, PROTOCOL_VERSION,
 };
 
 /// Where protocol messages go: stdout, flushed per message.
@@ -51,6 +54,7 @@ fn main() {
     let mut stdin = io::stdin().lock();
     let spec: LaunchSpec = match read_message(&mut stdin) {
         Ok(ToWorker::Launch(spec)) => spec,
+        Ok(ToWorker::Probe { plan, action }) => probe(&mut out, &plan, &action),
         Ok(other) => fail(
             &mut out,
             LoadStage::Launch,
@@ -87,7 +91,11 @@ fn main() {
         std::process::exit(4);
     }
 
-    // 3. Sandbox: applied here by the sandbox issue; nothing enforced yet.
+    // 3. Sandbox, before any thread and before the model is parsed.
+    let applied = match symbiont_sandbox::apply(&spec.sandbox) {
+        Ok(applied) => applied,
+        Err(e) => fail(&mut out, LoadStage::Sandbox, e.to_string()),
+    };
 
     // 4. Commands arrive on their own thread so that a cancel is seen
     // between two decode steps.
@@ -120,7 +128,7 @@ fn main() {
     }
 
     // 5-6. Load and report.
-    let engine = match engine::Engine::load(&spec) {
+    let engine = match engine::Engine::load(&spec, applied) {
         Ok(engine) => engine,
         Err((stage, detail)) => fail(&mut out, stage, detail),
     };
@@ -129,6 +137,18 @@ fn main() {
     // 7. Serve.
     engine.serve(&rx, &mut out);
     let _ = out.w.flush();
+}
+
+/// Probe mode: the same sandbox as a launch, then one action, reported.
+fn probe(out: &mut Out, plan: &SandboxPlan, action: &ProbeAction) -> ! {
+    let applied = match symbiont_sandbox::apply(plan) {
+        Ok(applied) => applied,
+        Err(e) => fail(out, LoadStage::Sandbox, e.to_string()),
+    };
+    let outcome = symbiont_sandbox::probe::run(action);
+    out.send(&FromWorker::ProbeResult { applied, outcome });
+    let _ = out.w.flush();
+    std::process::exit(0);
 }
 
 fn fail(out: &mut Out, stage: LoadStage, detail: String) -> ! {

@@ -512,3 +512,65 @@ async fn reference_basic_example_runs() -> Result<(), Box<dyn std::error::Error>
     assert!(!result.response.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn generation_works_under_the_secure_profile() {
+    let _serial = serial();
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        SandboxProfile::secure(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .build()
+    .await
+    .unwrap();
+    let res = r.execute("Name a color.", Some(greedy(8))).await.unwrap();
+    assert!(!res.response.is_empty());
+    let layers = &res.metadata.sandbox_layers;
+    for want in [
+        "landlock",
+        "seccomp allow-list",
+        "network namespace",
+        "memory: RLIMIT_AS",
+    ] {
+        assert!(
+            layers.iter().any(|l| l == want),
+            "{want} not in force: {layers:?}"
+        );
+    }
+    assert!(
+        res.metadata.sandbox_gaps.is_empty(),
+        "{:?}",
+        res.metadata.sandbox_gaps
+    );
+    assert_eq!(r.get_info().sandbox_layers, *layers);
+}
+
+#[tokio::test]
+async fn memory_limit_is_reported_as_such() {
+    let _serial = serial();
+    // The file (93 MB) fits, the model with its context does not.
+    let mut p = SandboxProfile::secure();
+    p.resources.max_memory_mb = 120;
+    let reqs = ModelResourceRequirements {
+        min_memory_mb: 100,
+        ..Default::default()
+    };
+    let r = LocalGgufRunner::builder(model_path(), p, reqs)
+        .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+        .build()
+        .await
+        .unwrap();
+    match r.execute("Hi", Some(greedy(4))).await {
+        Err(SlmRunnerError::ResourceLimitExceeded { limit, detail }) => {
+            assert_eq!(
+                limit,
+                symbiont_runtime::models::ResourceLimit::Memory,
+                "{detail}"
+            );
+            assert!(detail.contains("max_memory_mb = 120"), "{detail}");
+        }
+        other => panic!("expected a memory limit error, got {other:?}"),
+    }
+}

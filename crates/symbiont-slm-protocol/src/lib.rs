@@ -20,6 +20,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+pub use symbiont_sandbox::{Applied, ProbeAction, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -37,6 +38,15 @@ pub const MAX_PROMPT_BYTES: usize = 1024 * 1024;
 pub enum ToWorker {
     /// First message: what to load and how.
     Launch(LaunchSpec),
+    /// First message instead of `Launch`: apply `plan` exactly as a launch
+    /// would, then try `action` and report it, then exit. For the escape
+    /// tests and `symbi-slm sandbox` commands.
+    Probe {
+        /// The sandbox to apply.
+        plan: SandboxPlan,
+        /// What to try inside it.
+        action: ProbeAction,
+    },
     /// Generate text for a prompt.
     Generate(GenerateRequest),
     /// Stop generating request `id` within one decode step.
@@ -68,6 +78,8 @@ pub struct LaunchSpec {
     pub batch_size: u32,
     /// Process id of the supervisor: the worker exits if its parent changes.
     pub supervisor_pid: u32,
+    /// The sandbox to apply before the model file is parsed.
+    pub sandbox: SandboxPlan,
 }
 
 /// One generation request.
@@ -115,6 +127,13 @@ pub struct Sampling {
 pub enum FromWorker {
     /// The model is loaded.
     Ready(ModelFacts),
+    /// The outcome of a probe: what happened, or the error the kernel gave.
+    ProbeResult {
+        /// The sandbox as applied.
+        applied: Applied,
+        /// `Ok(detail)` if the action succeeded, `Err(error)` if it failed.
+        outcome: Result<String, String>,
+    },
     /// The model could not be loaded.
     LoadFailed {
         /// Which step failed.
@@ -200,6 +219,8 @@ pub struct ModelFacts {
     pub threads: u32,
     /// Time to load the model and create the context, in milliseconds.
     pub load_ms: f64,
+    /// The sandbox layers applied, and any gap.
+    pub sandbox: Applied,
 }
 
 /// Why generation ended.

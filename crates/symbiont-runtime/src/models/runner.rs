@@ -232,6 +232,11 @@ pub struct ExecutionMetadata {
     pub stop_sequence: Option<String>,
     /// Limits that were reached.
     pub limits_hit: Vec<ResourceLimit>,
+    /// Sandbox layers in force for this execution.
+    pub sandbox_layers: Vec<String>,
+    /// Sandbox layers the profile asked for that this host could not
+    /// enforce (only non-strict profiles run with gaps).
+    pub sandbox_gaps: Vec<String>,
 }
 
 /// What a runner is and runs.
@@ -247,6 +252,10 @@ pub struct RunnerInfo {
     pub worker_version: Option<String>,
     /// Whether the model is loaded now.
     pub loaded: bool,
+    /// Sandbox layers in force in the running worker (empty before load).
+    pub sandbox_layers: Vec<String>,
+    /// Sandbox layers not enforced on this host.
+    pub sandbox_gaps: Vec<String>,
 }
 
 /// Why a runner failed.

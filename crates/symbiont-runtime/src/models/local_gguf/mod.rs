@@ -14,6 +14,7 @@
 //! cargo's `deps/`). Never `$PATH`, never a relative path.
 
 mod gguf;
+mod sandbox_plan;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
 pub use gguf::{GgufError, GgufSummary};
+pub use sandbox_plan::{plan_for as sandbox_plan_for, sandbox_report};
 
 use self::worker::{Next, Worker};
 use crate::config::{ModelResourceRequirements, SandboxProfile};
@@ -82,7 +84,7 @@ pub enum StreamEvent {
     /// Generated text (whole UTF-8 characters).
     Token(String),
     /// The end: the whole result with its metadata.
-    Done(ExecutionResult),
+    Done(Box<ExecutionResult>),
 }
 
 /// Builds a [`LocalGgufRunner`] with non-default settings.
@@ -175,6 +177,8 @@ impl LocalGgufRunnerBuilder {
         let threads = self
             .threads
             .unwrap_or_else(|| threads_for(self.profile.resources.max_cpu_cores));
+        // Refuse a profile the sandbox cannot express now, not at first use.
+        sandbox_plan::plan_for(&self.profile, &self.model_path, None, threads)?;
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
                 model_path: self.model_path,
@@ -343,7 +347,7 @@ impl LocalGgufRunner {
                     token_tx.send(Ok(StreamEvent::Token(t.to_string()))).is_ok()
                 })
                 .await;
-            let _ = tx.send(result.map(StreamEvent::Done));
+            let _ = tx.send(result.map(|r| StreamEvent::Done(Box::new(r))));
         });
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
     }
@@ -438,12 +442,23 @@ impl SlmRunner for LocalGgufRunner {
             .try_lock()
             .map(|slot| slot.worker.is_some())
             .unwrap_or(true);
+        let mut sandbox_layers = Vec::new();
+        let mut sandbox_gaps = Vec::new();
+        if let Some(f) = &facts {
+            set_sandbox_facts(&mut sandbox_layers, &mut sandbox_gaps, &f.sandbox);
+            model.insert(
+                "sandbox_setup_us".into(),
+                f.sandbox.setup_micros.to_string(),
+            );
+        }
         RunnerInfo {
             runner_type: "LocalGgufRunner".into(),
             model_path: Some(s.model_path.clone()),
             model,
             worker_version: facts.map(|f| f.worker_version),
             loaded,
+            sandbox_layers,
+            sandbox_gaps,
         }
     }
 }
@@ -499,6 +514,14 @@ impl Shared {
             .as_millis()
             .max(1) as u64;
         let id = request.id;
+        let sandbox = slot
+            .worker
+            .as_ref()
+            .map(|w| w.facts.sandbox.clone())
+            .unwrap_or_else(|| symbiont_slm_protocol::Applied {
+                layers: Vec::new(),
+                setup_micros: 0,
+            });
         let outcome = self
             .drive(&mut slot, request, deadline, started, &mut on_token)
             .await;
@@ -508,7 +531,13 @@ impl Shared {
                 if stats.finish == Finish::Timeout {
                     Err(timeout_err())
                 } else {
-                    Ok(result(text, stats, started, ttft, peak, model_load_ms))
+                    let mut r = result(text, stats, started, ttft, peak, model_load_ms);
+                    set_sandbox_facts(
+                        &mut r.metadata.sandbox_layers,
+                        &mut r.metadata.sandbox_gaps,
+                        &sandbox,
+                    );
+                    Ok(r)
                 }
             }
             Err(Failure::Timeout) => Err(timeout_err()),
@@ -595,8 +624,23 @@ impl Shared {
         slot: &mut Slot,
         deadline: Instant,
     ) -> Result<(), SlmRunnerError> {
-        if slot.worker.is_some() {
-            return Ok(());
+        if let Some(w) = &slot.worker {
+            // Retire a worker before a request could run into its lifetime
+            // CPU backstop (RLIMIT_CPU): one request uses at most
+            // threads × max_execution_time_seconds.
+            let limit = sandbox_plan::cpu_backstop_seconds(&self.profile, self.threads) as f64;
+            let one_request = (u64::from(self.threads)
+                * self.profile.process_limits.max_execution_time_seconds)
+                as f64;
+            if w.cpu_seconds()
+                .is_some_and(|used| used + one_request > limit)
+            {
+                if let Some(w) = slot.worker.take() {
+                    w.shutdown().await;
+                }
+            } else {
+                return Ok(());
+            }
         }
         if slot.crashes >= 2 {
             let backoff = Duration::from_millis(250)
@@ -618,6 +662,25 @@ impl Shared {
                 tokio::time::sleep_until(wait_until).await;
             }
         }
+        let scratch = if self.profile.filesystem.allow_temp_files {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("symbi-slm-scratch-")
+                    .tempdir()
+                    .map_err(|source| SlmRunnerError::Io {
+                        context: "creating the worker's scratch directory".into(),
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        let sandbox = sandbox_plan::plan_for(
+            &self.profile,
+            &self.model_path,
+            scratch.as_ref().map(|d| d.path()),
+            self.threads,
+        )?;
         let spec = LaunchSpec {
             protocol_version: PROTOCOL_VERSION,
             model_path: self.model_path.clone(),
@@ -625,9 +688,10 @@ impl Shared {
             context_size: self.context_size,
             batch_size: self.batch_size,
             supervisor_pid: std::process::id(),
+            sandbox,
         };
         let load_deadline = deadline.min(Instant::now() + defaults::LOAD_TIMEOUT);
-        match Worker::start(&self.worker_path, spec, load_deadline).await {
+        match Worker::start(&self.worker_path, spec, scratch, load_deadline).await {
             Ok(w) => {
                 if w.facts.protocol_version != PROTOCOL_VERSION {
                     return Err(SlmRunnerError::InitializationFailed {
@@ -636,6 +700,16 @@ impl Shared {
                             w.facts.protocol_version
                         ),
                     });
+                }
+                for gap in w.facts.sandbox.gaps() {
+                    tracing::warn!(
+                        target: "symbi_slm_audit",
+                        event = "sandbox_gap",
+                        model = %self.model_path.display(),
+                        layer = %gap.name,
+                        detail = ?gap.enforced,
+                        "sandbox layer not enforced on this host"
+                    );
                 }
                 if let Ok(mut f) = self.facts.lock() {
                     *f = Some(w.facts.clone());
@@ -778,6 +852,20 @@ enum Failure {
     Error(SlmRunnerError),
 }
 
+/// Splits the applied layers into those in force and the gaps.
+fn set_sandbox_facts(
+    layers: &mut Vec<String>,
+    gaps: &mut Vec<String>,
+    applied: &symbiont_slm_protocol::Applied,
+) {
+    for l in &applied.layers {
+        match &l.enforced {
+            Ok(()) => layers.push(l.name.clone()),
+            Err(why) => gaps.push(format!("{}: {why}", l.name)),
+        }
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -839,6 +927,8 @@ fn result(
             finish_reason: Some(finish_reason),
             stop_sequence: stats.stop_sequence,
             limits_hit,
+            sandbox_layers: Vec::new(),
+            sandbox_gaps: Vec::new(),
         },
     }
 }

@@ -34,7 +34,10 @@ pub(super) struct Worker {
     stdin: ChildStdin,
     events: mpsc::Receiver<Result<FromWorker, FrameError>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    memory_limit: Option<u64>,
     pub facts: ModelFacts,
+    /// The worker's private scratch directory, removed with the handle.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 /// How a wait for the next event ended.
@@ -51,8 +54,10 @@ impl Worker {
     pub async fn start(
         worker_path: &Path,
         spec: LaunchSpec,
+        scratch: Option<tempfile::TempDir>,
         deadline: Instant,
     ) -> Result<Worker, SlmRunnerError> {
+        let memory_limit = spec.sandbox.address_space_bytes;
         let mut cmd = Command::new(worker_path);
         cmd.env_clear()
             // ggml's abort handler would otherwise try to run gdb.
@@ -85,7 +90,9 @@ impl Worker {
             stdin,
             events,
             stderr_tail,
+            memory_limit,
             facts: placeholder_facts(),
+            _scratch: scratch,
         };
         worker.send(&ToWorker::Launch(spec)).await?;
         loop {
@@ -96,8 +103,27 @@ impl Worker {
                 }
                 Next::Event(FromWorker::LoadFailed { stage, detail }) => {
                     worker.kill().await;
+                    // llama.cpp reports why in its log, not in the null
+                    // pointer the binding turns into `detail`.
+                    let tail = worker.stderr_text().await;
+                    if let Some(limit) =
+                        memory_limit.filter(|_| looks_like_oom(&detail) || looks_like_oom(&tail))
+                    {
+                        return Err(memory_exceeded(limit, &format!("{tail}\n{detail}")));
+                    }
+                    if stage == symbiont_slm_protocol::LoadStage::Sandbox {
+                        return Err(SlmRunnerError::SandboxViolation {
+                            control: "sandbox set-up".into(),
+                            detail,
+                        });
+                    }
+                    let why = tail
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("error"))
+                        .unwrap_or("");
                     return Err(SlmRunnerError::InitializationFailed {
-                        reason: format!("worker failed at {stage:?}: {detail}"),
+                        reason: format!("worker failed at {stage:?}: {detail}; {why}"),
                     });
                 }
                 Next::Event(other) => {
@@ -179,17 +205,72 @@ impl Worker {
                 format!("{why}; killed after it stopped responding")
             }
         };
-        // Give the stderr reader a moment to drain the last lines.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let tail = self
-            .stderr_tail
-            .lock()
-            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default();
+        let tail = self.stderr_text().await;
+        if let Some(limit) = self.memory_limit.filter(|_| looks_like_oom(&tail)) {
+            return memory_exceeded(limit, &format!("{status}; {tail}"));
+        }
         SlmRunnerError::WorkerCrashed {
             status,
             stderr_tail: tail,
         }
+    }
+
+    /// The last lines the worker wrote to stderr, after giving the reader
+    /// a moment to drain them.
+    async fn stderr_text(&self) -> String {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// CPU seconds (user + system) the worker has used, from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name, which may hold spaces: utime is
+        // the 14th field, stime the 15th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        Some(ticks as f64 / hz as f64)
+    }
+}
+
+/// Whether a failure text is an allocation failure (llama.cpp, libgomp and
+/// the C++ runtime word it differently; under RLIMIT_AS all mean memory).
+pub(super) fn looks_like_oom(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "failed to allocate",
+        "bad_alloc",
+        "cannot allocate memory",
+        "out of memory",
+        "thread creation failed",
+        "unable to allocate",
+        "memory allocation of",
+        "failed to create context",
+        "failed to load model",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+}
+
+/// The error for a worker that ran out of its address-space limit.
+pub(super) fn memory_exceeded(limit: u64, detail: &str) -> SlmRunnerError {
+    SlmRunnerError::ResourceLimitExceeded {
+        limit: crate::models::ResourceLimit::Memory,
+        detail: format!(
+            "the worker exceeded max_memory_mb = {} (RLIMIT_AS): {}",
+            limit / (1024 * 1024),
+            detail
+                .lines()
+                .find(|l| looks_like_oom(l))
+                .or_else(|| detail.lines().last())
+                .unwrap_or(detail)
+                .trim()
+        ),
     }
 }
 
@@ -207,6 +288,10 @@ fn placeholder_facts() -> ModelFacts {
         chat_template: false,
         threads: 0,
         load_ms: 0.0,
+        sandbox: symbiont_slm_protocol::Applied {
+            layers: Vec::new(),
+            setup_micros: 0,
+        },
     }
 }
 

@@ -1,0 +1,252 @@
+//! From a `SandboxProfile` and the worker's needs to a concrete
+//! [`SandboxPlan`], and the per-control report of what it enforces here.
+//!
+//! Rules (documented in the README's sandbox section):
+//! - memory: `RLIMIT_AS` = `max_memory_mb` (a memory-mapped model counts);
+//!   no cgroup is created or touched.
+//! - CPU: threads = `max_cpu_cores` rounded down (at least 1), CPU affinity
+//!   to that many CPUs; `RLIMIT_CPU` = 4 × threads × `max_execution_time_seconds`
+//!   as a lifetime backstop, and the supervisor retires a worker before a
+//!   request could reach it.
+//! - disk: a private tmpfs of `max_disk_mb` at the scratch directory when
+//!   `allow_temp_files`; `RLIMIT_FSIZE` = `max_file_size_mb`.
+//! - filesystem: Landlock; read-only on the model file and `read_paths`
+//!   (missing paths are skipped), read-write on the scratch dir and
+//!   `write_paths`; everything else, `denied_paths` included, is denied. A
+//!   denied path inside an allowed one cannot be carved out by Landlock: that
+//!   profile is refused.
+//! - network `None`: network namespace, Landlock TCP rules, seccomp.
+//! - syscalls: `strict_syscall_filtering` → allow-list (+ `allowed_syscalls`),
+//!   else a deny-list. Strictness also makes every layer fail closed.
+
+use std::path::{Path, PathBuf};
+
+use symbiont_sandbox::{
+    report, ControlRow, HostSupport, Need, NetworkMode, SandboxPlan, SyscallPolicy,
+};
+
+use crate::config::{normalize_path, NetworkAccessMode, SandboxProfile};
+use crate::models::SlmRunnerError;
+
+const MB: u64 = 1024 * 1024;
+
+/// The CPU-seconds backstop for a worker with `threads` threads.
+pub(super) fn cpu_backstop_seconds(profile: &SandboxProfile, threads: u32) -> u64 {
+    4 * u64::from(threads.max(1)) * profile.process_limits.max_execution_time_seconds
+}
+
+/// Builds the plan for a worker with `threads` threads that reads `model`
+/// and may use `scratch`: exactly what `LocalGgufRunner` applies.
+pub fn plan_for(
+    profile: &SandboxProfile,
+    model: &Path,
+    scratch: Option<&Path>,
+    threads: u32,
+) -> Result<SandboxPlan, SlmRunnerError> {
+    let existing = |paths: &[String]| -> Vec<PathBuf> {
+        paths
+            .iter()
+            .map(|p| PathBuf::from(normalize_path(p)))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let mut read_paths = vec![model.to_path_buf()];
+    read_paths.extend(existing(&profile.filesystem.read_paths));
+    let mut write_paths = existing(&profile.filesystem.write_paths);
+    if let Some(s) = scratch {
+        write_paths.push(s.to_path_buf());
+    }
+    for denied in &profile.filesystem.denied_paths {
+        let denied = Path::new(normalize_path(denied));
+        if let Some(allowed) = read_paths
+            .iter()
+            .chain(&write_paths)
+            .find(|a| denied.starts_with(a))
+        {
+            return Err(SlmRunnerError::SandboxViolation {
+                control: "filesystem.denied_paths".into(),
+                detail: format!(
+                    "{} lies inside the allowed path {}; Landlock cannot deny a path below an allowed one",
+                    denied.display(),
+                    allowed.display()
+                ),
+            });
+        }
+    }
+    let strict = profile.security.strict_syscall_filtering;
+    Ok(SandboxPlan {
+        address_space_bytes: Some(profile.resources.max_memory_mb.saturating_mul(MB)),
+        cpu_seconds: Some(cpu_backstop_seconds(profile, threads)),
+        file_size_bytes: Some(profile.filesystem.max_file_size_mb.saturating_mul(MB)),
+        cpu_count: Some(threads),
+        nice: Some(i32::from(profile.process_limits.process_priority)),
+        confine_filesystem: true,
+        read_paths,
+        exec_paths: Vec::new(),
+        write_paths,
+        scratch: scratch.map(|s| {
+            (
+                s.to_path_buf(),
+                profile.resources.max_disk_mb.saturating_mul(MB),
+            )
+        }),
+        network: match profile.network.access_mode {
+            NetworkAccessMode::Full => NetworkMode::Full,
+            _ => NetworkMode::None,
+        },
+        syscalls: if strict {
+            SyscallPolicy::AllowList {
+                extra: profile.process_limits.allowed_syscalls.clone(),
+            }
+        } else {
+            SyscallPolicy::DenyList
+        },
+        no_child_processes: profile.process_limits.max_child_processes == 0,
+        disable_debugging: profile.security.disable_debugging,
+        allow_exec: false,
+        strict,
+    })
+}
+
+/// One row per control of `profile`: configured value, mechanism, and
+/// whether this host enforces it.
+pub fn sandbox_report(profile: &SandboxProfile, host: &HostSupport) -> Vec<ControlRow> {
+    let r = &profile.resources;
+    let f = &profile.filesystem;
+    let l = &profile.process_limits;
+    let s = &profile.security;
+    let threads = super::threads_for(r.max_cpu_cores);
+    let rows: Vec<(String, String, String, Vec<Need>)> = vec![
+        (
+            "resources.max_memory_mb".into(),
+            r.max_memory_mb.to_string(),
+            "RLIMIT_AS on the worker; allocation failures reported as a memory limit (no cgroup v2 memory controller is used)".into(),
+            vec![Need::Always],
+        ),
+        (
+            "resources.max_cpu_cores".into(),
+            format!("{}", r.max_cpu_cores),
+            format!("{threads} compute thread(s) and CPU affinity to {threads} CPU(s) (fractions round down)"),
+            if r.max_cpu_cores.fract() == 0.0 {
+                vec![Need::Always]
+            } else {
+                vec![Need::Always, Need::Unavailable("fractional cores need cgroup cpu.max, not used")]
+            },
+        ),
+        (
+            "resources.max_disk_mb".into(),
+            r.max_disk_mb.to_string(),
+            "size-limited tmpfs on the scratch dir in a private mount namespace".into(),
+            if f.allow_temp_files { vec![Need::Namespaces] } else { vec![Need::Landlock(1)] },
+        ),
+        (
+            "resources.gpu_access".into(),
+            "None".into(),
+            "Landlock: no device node is readable".into(),
+            vec![Need::Landlock(1)],
+        ),
+        (
+            "filesystem.read_paths".into(),
+            format!("{:?} + the model file", f.read_paths),
+            "Landlock read-only rules".into(),
+            vec![Need::Landlock(1)],
+        ),
+        (
+            "filesystem.write_paths".into(),
+            format!("{:?} + the scratch dir", f.write_paths),
+            "Landlock read-write rules".into(),
+            vec![Need::Landlock(1)],
+        ),
+        (
+            "filesystem.denied_paths".into(),
+            format!("{:?}", f.denied_paths),
+            "denied by Landlock's allow-list (a denied path inside an allowed one is refused)".into(),
+            vec![Need::Landlock(1)],
+        ),
+        (
+            "filesystem.allow_temp_files".into(),
+            f.allow_temp_files.to_string(),
+            "private scratch directory, removed with the worker".into(),
+            vec![Need::Always],
+        ),
+        (
+            "filesystem.max_file_size_mb".into(),
+            f.max_file_size_mb.to_string(),
+            "RLIMIT_FSIZE (writes past it fail with EFBIG)".into(),
+            vec![Need::Always],
+        ),
+        (
+            "process_limits.max_execution_time_seconds".into(),
+            l.max_execution_time_seconds.to_string(),
+            "supervisor wall clock per request (cancel, then kill the process group) + RLIMIT_CPU lifetime backstop".into(),
+            vec![Need::Always],
+        ),
+        (
+            "process_limits.max_child_processes".into(),
+            l.max_child_processes.to_string(),
+            "seccomp: clone only with CLONE_THREAD, no fork, vfork or execve".into(),
+            vec![Need::Seccomp],
+        ),
+        (
+            "process_limits.allowed_syscalls".into(),
+            format!("{:?}", l.allowed_syscalls),
+            if s.strict_syscall_filtering {
+                "added to the worker's seccomp allow-list".into()
+            } else {
+                "unused: the deny-list policy allows everything not denied".into()
+            },
+            vec![Need::Seccomp],
+        ),
+        (
+            "process_limits.process_priority".into(),
+            l.process_priority.to_string(),
+            "setpriority".into(),
+            if l.process_priority < 0 && !host.root {
+                vec![Need::Unavailable("a negative nice value needs root")]
+            } else {
+                vec![Need::Always]
+            },
+        ),
+        (
+            "network.access_mode".into(),
+            format!("{:?}", profile.network.access_mode),
+            match profile.network.access_mode {
+                NetworkAccessMode::Full => "no restriction".into(),
+                _ => "network namespace + Landlock TCP bind/connect denial + seccomp socket denial".into(),
+            },
+            match profile.network.access_mode {
+                NetworkAccessMode::Full => vec![Need::Always],
+                _ => vec![Need::Namespaces, Need::Landlock(4), Need::Seccomp],
+            },
+        ),
+        (
+            "security.strict_syscall_filtering".into(),
+            s.strict_syscall_filtering.to_string(),
+            if s.strict_syscall_filtering {
+                "seccomp allow-list (EPERM for anything else); every layer fails closed".into()
+            } else {
+                "seccomp deny-list of dangerous calls; gaps are reported, not fatal".into()
+            },
+            vec![Need::Seccomp],
+        ),
+        (
+            "security.disable_debugging".into(),
+            s.disable_debugging.to_string(),
+            "PR_SET_DUMPABLE 0, no core dumps, seccomp denies ptrace".into(),
+            vec![Need::Always],
+        ),
+        (
+            "security.enable_audit_logging".into(),
+            s.enable_audit_logging.to_string(),
+            "security events as structured `tracing` events (target symbi_slm_audit); no audit file yet".into(),
+            vec![Need::Unavailable("the audit log file is not implemented yet")],
+        ),
+        (
+            "(always)".into(),
+            "-".into(),
+            "no_new_privs, inherited file descriptors closed, empty environment, own process group".into(),
+            vec![Need::Always],
+        ),
+    ];
+    report(rows, host)
+}

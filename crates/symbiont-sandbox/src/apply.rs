@@ -1,0 +1,555 @@
+//! Applying a plan to the calling process, as one ordered checklist.
+//!
+//! Order matters (see ../shared/FACTS.md): namespaces need a
+//! single-threaded process; rlimits and prctl before anything can allocate
+//! or trace; Landlock, then seccomp last, because seccomp would otherwise
+//! forbid the calls that install the other layers.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use landlock::{
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{NetworkMode, SandboxPlan, SyscallPolicy};
+use crate::syscalls::{syscall_number, DENY_LIST, WORKER_ALLOW_LIST};
+
+/// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
+/// ioctl on devices), TCP ports (ABI 4) and scoping (ABI 6).
+const LANDLOCK_ABI: ABI = ABI::V6;
+
+/// Why the sandbox could not be applied. Every variant names the layer and
+/// the call that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The process has more than one thread (namespaces and Landlock need
+    /// to be applied before any thread starts).
+    #[error("the process already runs {0} threads; the sandbox must be applied before any thread starts")]
+    NotSingleThreaded(usize),
+    /// `unshare` failed.
+    #[error("unshare({flags}) failed: {source}")]
+    Namespace {
+        /// The namespaces asked for.
+        flags: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// Writing the user namespace's id maps failed.
+    #[error("user namespace map {file}: {source}")]
+    IdMap {
+        /// The file.
+        file: &'static str,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// Mounting the scratch tmpfs failed.
+    #[error("mount of the scratch tmpfs on {}: {source}", path.display())]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A `setrlimit`, `prctl`, `setpriority` or affinity call failed.
+    #[error("{call} failed: {source}")]
+    Call {
+        /// The call.
+        call: &'static str,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A Landlock rule could not be built or installed.
+    #[error("landlock: {0}")]
+    Landlock(String),
+    /// Landlock is not fully enforced on this kernel and the plan is strict.
+    #[error("landlock is {0} on this kernel; the strict plan refuses to run without it")]
+    LandlockNotEnforced(String),
+    /// A path to allow does not exist or cannot be opened.
+    #[error("cannot open {} for a landlock rule: {source}", path.display())]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// An unknown syscall name in the policy.
+    #[error("unknown syscall `{0}` in the seccomp policy")]
+    UnknownSyscall(String),
+    /// The seccomp filter could not be built or installed.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+}
+
+/// One layer and whether it is in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The layer, such as `landlock` or `network namespace`.
+    pub name: String,
+    /// In force, or the gap and why.
+    pub enforced: Result<(), String>,
+}
+
+/// What [`apply`] put in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Every layer the plan asked for, in order.
+    pub layers: Vec<Layer>,
+    /// Time the whole set-up took, in microseconds.
+    pub setup_micros: u64,
+}
+
+impl Applied {
+    /// The layers that are not in force.
+    pub fn gaps(&self) -> impl Iterator<Item = &Layer> {
+        self.layers.iter().filter(|l| l.enforced.is_err())
+    }
+}
+
+fn os_err(call: &'static str) -> SandboxError {
+    SandboxError::Call {
+        call,
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// Applies `plan` to the calling process. On error, the process must not go
+/// on to do untrusted work: some layers may already be in place, others not.
+pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
+    let started = Instant::now();
+    let mut layers = Vec::new();
+    let mut record = |name: &str, r: Result<(), String>| {
+        layers.push(Layer {
+            name: name.to_string(),
+            enforced: r,
+        })
+    };
+
+    // 1. Inherited file descriptors: keep only stdin, stdout, stderr (the
+    //    protocol pipes and the log).
+    // SAFETY: close_range only closes descriptors; nothing in this process
+    // holds descriptors above 2 that it still uses at this point.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(os_err("close_range(3, ~0)"));
+    }
+    record("inherited file descriptors closed", Ok(()));
+
+    // 2. Namespaces: a private network namespace (no interfaces but a down
+    //    loopback) and a private mount namespace for the scratch tmpfs.
+    //    Unprivileged, both need a user namespace, which needs a
+    //    single-threaded process.
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(SandboxError::NotSingleThreaded(threads));
+    }
+    let mut flags = 0;
+    if plan.network == NetworkMode::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if plan.scratch.is_some() {
+        flags |= libc::CLONE_NEWNS;
+    }
+    if flags != 0 {
+        match enter_namespaces(flags) {
+            Ok(()) => {
+                if flags & libc::CLONE_NEWNET != 0 {
+                    record("network namespace", Ok(()));
+                }
+                if let Some((path, bytes)) = &plan.scratch {
+                    mount_scratch(path, *bytes)?;
+                    record("scratch tmpfs (size-limited)", Ok(()));
+                }
+            }
+            Err(e) if plan.strict => return Err(e),
+            Err(e) => {
+                if flags & libc::CLONE_NEWNET != 0 {
+                    record("network namespace", Err(e.to_string()));
+                }
+                if plan.scratch.is_some() {
+                    record("scratch tmpfs (size-limited)", Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    // 3. Resource limits. No core dumps ever (they would write the model's
+    //    memory, and the prompt, to disk).
+    set_rlimit(libc::RLIMIT_CORE, 0, "setrlimit(RLIMIT_CORE)")?;
+    if let Some(b) = plan.address_space_bytes {
+        set_rlimit(libc::RLIMIT_AS, b, "setrlimit(RLIMIT_AS)")?;
+        record("memory: RLIMIT_AS", Ok(()));
+    }
+    if let Some(s) = plan.cpu_seconds {
+        set_rlimit(libc::RLIMIT_CPU, s, "setrlimit(RLIMIT_CPU)")?;
+        record("cpu time: RLIMIT_CPU (lifetime backstop)", Ok(()));
+    }
+    if let Some(b) = plan.file_size_bytes {
+        set_rlimit(libc::RLIMIT_FSIZE, b, "setrlimit(RLIMIT_FSIZE)")?;
+        // Writing past the limit then fails with EFBIG instead of killing.
+        // SAFETY: installs SIG_IGN for SIGXFSZ; no handler code runs.
+        if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(os_err("signal(SIGXFSZ, SIG_IGN)"));
+        }
+        record("file size: RLIMIT_FSIZE", Ok(()));
+    }
+
+    // 4. Process attributes: no privilege gain through exec, no debugging,
+    //    priority, CPUs.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(os_err("prctl(PR_SET_NO_NEW_PRIVS)"));
+    }
+    record("no_new_privs", Ok(()));
+    if plan.disable_debugging {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
+        }
+        record("undumpable (no ptrace, no /proc/<pid>/mem)", Ok(()));
+    }
+    if let Some(n) = plan.nice {
+        // SAFETY: setpriority on this process with an integer value.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+            return Err(os_err("setpriority"));
+        }
+        record("priority: setpriority", Ok(()));
+    }
+    if let Some(n) = plan.cpu_count {
+        set_affinity(n as usize)?;
+        record("cpus: sched_setaffinity", Ok(()));
+    }
+
+    // 5. Landlock: read-only on the model and the profile's read paths,
+    //    read-write on the scratch dir and write paths, nothing else; with no
+    //    network, no TCP bind or connect either; no signals or abstract
+    //    sockets outside the sandbox.
+    if plan.confine_filesystem {
+        match landlock(plan) {
+            Ok(RulesetStatus::FullyEnforced) => record("landlock", Ok(())),
+            Ok(other) if plan.strict => {
+                return Err(SandboxError::LandlockNotEnforced(format!("{other:?}")))
+            }
+            Ok(other) => record("landlock", Err(format!("{other:?} on this kernel"))),
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 6. seccomp, last: it would forbid the calls above.
+    match &plan.syscalls {
+        SyscallPolicy::Off => {}
+        policy => {
+            install_seccomp(plan, policy)?;
+            record(
+                match policy {
+                    SyscallPolicy::AllowList { .. } => "seccomp allow-list",
+                    _ => "seccomp deny-list",
+                },
+                Ok(()),
+            );
+        }
+    }
+    Ok(Applied {
+        layers,
+        setup_micros: started.elapsed().as_micros() as u64,
+    })
+}
+
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+fn enter_namespaces(mut flags: libc::c_int) -> Result<(), SandboxError> {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid != 0 {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    let names = [
+        (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (libc::CLONE_NEWNET, "CLONE_NEWNET"),
+        (libc::CLONE_NEWNS, "CLONE_NEWNS"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags & f != 0)
+    .map(|(_, n)| *n)
+    .collect::<Vec<_>>()
+    .join("|");
+    // SAFETY: unshare takes flags only; the process is single-threaded
+    // (checked by the caller), as CLONE_NEWUSER requires.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(SandboxError::Namespace {
+            flags: names,
+            source: io::Error::last_os_error(),
+        });
+    }
+    if flags & libc::CLONE_NEWUSER != 0 {
+        // Map our own ids onto themselves: nothing gains privilege outside.
+        let write = |file: &'static str, text: String| {
+            std::fs::write(file, text).map_err(|source| SandboxError::IdMap { file, source })
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    Ok(())
+}
+
+fn mount_scratch(path: &Path, bytes: u64) -> Result<(), SandboxError> {
+    let err = |source| SandboxError::Mount {
+        path: path.to_path_buf(),
+        source,
+    };
+    let root = CString::new("/").map_err(|e| err(io::Error::other(e)))?;
+    // SAFETY: valid C strings; null source, type and data are allowed for a
+    // propagation change. Our mounts stop propagating to the host.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| err(io::Error::other(e)))?;
+    let fstype = CString::new("tmpfs").map_err(|e| err(io::Error::other(e)))?;
+    let data =
+        CString::new(format!("size={bytes},mode=0700")).map_err(|e| err(io::Error::other(e)))?;
+    // SAFETY: valid C strings for source, target, type and data.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn set_rlimit(
+    resource: libc::__rlimit_resource_t,
+    value: u64,
+    call: &'static str,
+) -> Result<(), SandboxError> {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `lim` is a valid rlimit for the duration of the call.
+    if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+        return Err(os_err(call));
+    }
+    Ok(())
+}
+
+fn set_affinity(n: usize) -> Result<(), SandboxError> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a valid buffer of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Err(os_err("sched_getaffinity"));
+    }
+    // SAFETY: as above; CPU_* only touch the set.
+    let mut keep: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut kept = 0;
+    for cpu in 0..libc::CPU_SETSIZE as usize {
+        // SAFETY: cpu < CPU_SETSIZE.
+        if kept < n && unsafe { libc::CPU_ISSET(cpu, &set) } {
+            // SAFETY: cpu < CPU_SETSIZE.
+            unsafe { libc::CPU_SET(cpu, &mut keep) };
+            kept += 1;
+        }
+    }
+    // SAFETY: `keep` is a valid set of `size` bytes.
+    if unsafe { libc::sched_setaffinity(0, size, &keep) } != 0 {
+        return Err(os_err("sched_setaffinity"));
+    }
+    Ok(())
+}
+
+fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
+    let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    let abi = LANDLOCK_ABI;
+    let level = if plan.strict {
+        CompatLevel::HardRequirement
+    } else {
+        CompatLevel::BestEffort
+    };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(level)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(ll)?;
+    if plan.network == NetworkMode::None {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(ll)?;
+    }
+    let mut created = ruleset
+        .scope(Scope::from_all(abi))
+        .map_err(ll)?
+        .create()
+        .map_err(ll)?;
+    let read = AccessFs::from_read(abi);
+    let exec = read | AccessFs::Execute;
+    let write = AccessFs::from_all(abi);
+    let groups = [
+        (&plan.read_paths, read),
+        (&plan.exec_paths, exec),
+        (&plan.write_paths, write),
+    ];
+    for (paths, access) in groups {
+        for path in paths.iter() {
+            let fd = PathFd::new(path).map_err(|e| SandboxError::Path {
+                path: path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            // A file takes only the rights that apply to files.
+            let access = if path.is_dir() {
+                access
+            } else {
+                access & AccessFs::from_file(abi)
+            };
+            created = created.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
+        }
+    }
+    let status = created.restrict_self().map_err(ll)?;
+    Ok(status.ruleset)
+}
+
+fn rules_for(
+    names: impl IntoIterator<Item = impl AsRef<str>>,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
+    let mut rules = BTreeMap::new();
+    for n in names {
+        let n = n.as_ref();
+        let nr = syscall_number(n).ok_or_else(|| SandboxError::UnknownSyscall(n.to_string()))?;
+        rules.insert(nr, Vec::new());
+    }
+    Ok(rules)
+}
+
+fn seccomp_err(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Seccomp(e.to_string())
+}
+
+/// `clone` only for threads: arg 0 (flags) must have CLONE_THREAD set.
+fn threads_only() -> Result<Vec<SeccompRule>, SandboxError> {
+    let thread = libc::CLONE_THREAD as u64;
+    Ok(vec![SeccompRule::new(vec![SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(thread),
+        thread,
+    )
+    .map_err(seccomp_err)?])
+    .map_err(seccomp_err)?])
+}
+
+fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), SandboxError> {
+    let arch = TargetArch::x86_64;
+    let eperm = SeccompAction::Errno(libc::EPERM as u32);
+    let clone =
+        syscall_number("clone").ok_or_else(|| SandboxError::UnknownSyscall("clone".into()))?;
+    let filter = match policy {
+        SyscallPolicy::AllowList { extra } => {
+            let mut rules = rules_for(
+                WORKER_ALLOW_LIST
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .chain(extra.iter().map(String::as_str)),
+            )?;
+            if plan.no_child_processes {
+                rules.insert(clone, threads_only()?);
+            }
+            if plan.allow_exec {
+                rules.extend(rules_for(["execve"])?);
+            }
+            SeccompFilter::new(rules, eperm, SeccompAction::Allow, arch).map_err(seccomp_err)?
+        }
+        SyscallPolicy::DenyList => {
+            let mut rules = rules_for(DENY_LIST.iter())?;
+            if plan.no_child_processes {
+                rules.extend(rules_for(["fork", "vfork", "execveat"])?);
+                if !plan.allow_exec {
+                    rules.extend(rules_for(["execve"])?);
+                }
+                // clone without CLONE_THREAD is a new process.
+                rules.insert(
+                    clone,
+                    vec![SeccompRule::new(vec![SeccompCondition::new(
+                        0,
+                        SeccompCmpArgLen::Qword,
+                        SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+                        0,
+                    )
+                    .map_err(seccomp_err)?])
+                    .map_err(seccomp_err)?],
+                );
+            }
+            if plan.network == NetworkMode::None {
+                let socket = syscall_number("socket")
+                    .ok_or_else(|| SandboxError::UnknownSyscall("socket".into()))?;
+                let mut socket_rules = Vec::new();
+                for family in [
+                    libc::AF_INET,
+                    libc::AF_INET6,
+                    libc::AF_PACKET,
+                    libc::AF_NETLINK,
+                ] {
+                    socket_rules.push(
+                        SeccompRule::new(vec![SeccompCondition::new(
+                            0,
+                            SeccompCmpArgLen::Dword,
+                            SeccompCmpOp::Eq,
+                            family as u64,
+                        )
+                        .map_err(seccomp_err)?])
+                        .map_err(seccomp_err)?,
+                    );
+                }
+                rules.insert(socket, socket_rules);
+            }
+            SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch).map_err(seccomp_err)?
+        }
+        SyscallPolicy::Off => return Ok(()),
+    };
+    let prog: BpfProgram = filter.try_into().map_err(seccomp_err)?;
+    // clone3 cannot be filtered by its flags (they sit behind a pointer):
+    // answer ENOSYS so glibc falls back to clone, which is filtered.
+    let clone3 = SeccompFilter::new(
+        rules_for(["clone3"])?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(seccomp_err)?;
+    let clone3: BpfProgram = clone3.try_into().map_err(seccomp_err)?;
+    // The clone3 filter first: once the main filter is in, the allow-list
+    // no longer permits installing another one.
+    seccompiler::apply_filter_all_threads(&clone3).map_err(seccomp_err)?;
+    seccompiler::apply_filter_all_threads(&prog).map_err(seccomp_err)?;
+    Ok(())
+}

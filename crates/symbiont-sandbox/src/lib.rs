@@ -1,0 +1,25 @@
+//! Kernel-enforced confinement of the model worker.
+//!
+//! This crate turns a concrete [`SandboxPlan`] into kernel state for the
+//! calling process, in one ordered sequence ([`apply`]), and describes what
+//! a plan enforces on this host ([`report`]). It owns the seccomp policy as
+//! reviewed data (`syscalls.rs`). It never decides policy from config (the
+//! runtime builds the plan) and never weakens a plan: a layer that cannot be
+//! put in place fails closed when the plan is strict, and is reported as a
+//! gap otherwise.
+//!
+//! Apply it before the process starts any thread and before it parses
+//! untrusted input: Landlock binds only the calling thread and threads
+//! created later.
+
+mod apply;
+mod plan;
+pub mod probe;
+mod report;
+mod syscalls;
+
+pub use apply::{apply, Applied, Layer, SandboxError};
+pub use plan::{NetworkMode, SandboxPlan, SyscallPolicy};
+pub use probe::ProbeAction;
+pub use report::{report, ControlRow, Enforcement, HostSupport, Need};
+pub use syscalls::{syscall_number, WORKER_ALLOW_LIST};

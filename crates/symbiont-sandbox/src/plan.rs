@@ -1,0 +1,95 @@
+//! The concrete plan: every limit resolved to a number or a path.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// What the worker may do, fully resolved. Built by the runtime from a
+/// `SandboxProfile` plus the worker's own needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxPlan {
+    /// `RLIMIT_AS`: address space, bytes (the memory-mapped model counts).
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds over the process's life (all threads), a
+    /// backstop behind the supervisor's per-request wall clock.
+    pub cpu_seconds: Option<u64>,
+    /// `RLIMIT_FSIZE`: largest file the process may write, bytes.
+    pub file_size_bytes: Option<u64>,
+    /// CPUs the process may run on (affinity): the first `n` it has now.
+    pub cpu_count: Option<u32>,
+    /// Nice value.
+    pub nice: Option<i32>,
+    /// Confine the filesystem with Landlock to the paths below.
+    pub confine_filesystem: bool,
+    /// Files and directories readable (read-only).
+    pub read_paths: Vec<PathBuf>,
+    /// Files and directories readable and executable (for `sandbox exec`).
+    pub exec_paths: Vec<PathBuf>,
+    /// Directories readable and writable.
+    pub write_paths: Vec<PathBuf>,
+    /// A private scratch directory mounted as a size-limited tmpfs in a
+    /// private mount namespace (also in `write_paths`).
+    pub scratch: Option<(PathBuf, u64)>,
+    /// Network access.
+    pub network: NetworkMode,
+    /// Syscall filtering.
+    pub syscalls: SyscallPolicy,
+    /// No child processes (no fork, no exec).
+    pub no_child_processes: bool,
+    /// Undumpable, untraceable.
+    pub disable_debugging: bool,
+    /// The process will `execve` one program after applying (sandbox exec):
+    /// `execve` stays allowed by seccomp.
+    pub allow_exec: bool,
+    /// Refuse to run when any layer cannot be enforced fully.
+    pub strict: bool,
+}
+
+/// Network access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkMode {
+    /// No network: a fresh network namespace (only a down loopback),
+    /// Landlock denying TCP bind/connect, and seccomp denying inet sockets.
+    None,
+    /// No restriction.
+    Full,
+}
+
+/// Syscall filtering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyscallPolicy {
+    /// Only the worker's reviewed list plus `extra`; anything else fails
+    /// with `EPERM`.
+    AllowList {
+        /// Syscall names added by the profile.
+        extra: Vec<String>,
+    },
+    /// Everything but a list of dangerous calls, which fail with `EPERM`.
+    DenyList,
+    /// No filter at all (only for unconfined comparisons).
+    Off,
+}
+
+impl SandboxPlan {
+    /// A plan that confines nothing (for comparisons and benchmarks).
+    pub fn unconfined() -> Self {
+        Self {
+            address_space_bytes: None,
+            cpu_seconds: None,
+            file_size_bytes: None,
+            cpu_count: None,
+            nice: None,
+            confine_filesystem: false,
+            read_paths: Vec::new(),
+            exec_paths: Vec::new(),
+            write_paths: Vec::new(),
+            scratch: None,
+            network: NetworkMode::Full,
+            syscalls: SyscallPolicy::Off,
+            no_child_processes: false,
+            disable_debugging: false,
+            allow_exec: false,
+            strict: false,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What a plan enforces on this host: one row per control.
+
+use serde::{Deserialize, Serialize};
+
+/// What this host offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSupport {
+    /// Landlock ABI version, 0 when unavailable.
+    pub landlock_abi: i32,
+    /// Whether seccomp filters can be installed.
+    pub seccomp: bool,
+    /// Whether we run as root.
+    pub root: bool,
+    /// Whether unprivileged user namespaces are allowed.
+    pub user_namespaces: bool,
+    /// Whether a delegated cgroup v2 memory controller is usable.
+    pub cgroup_memory: bool,
+}
+
+impl HostSupport {
+    /// Reads the host's facts (no side effects).
+    pub fn probe() -> Self {
+        // SAFETY: the landlock_create_ruleset version query takes a null
+        // attribute pointer, size 0 and the VERSION flag; it creates nothing.
+        let abi = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<u8>(),
+                0usize,
+                1u32, // LANDLOCK_CREATE_RULESET_VERSION
+            )
+        };
+        // SAFETY: PR_GET_SECCOMP takes no pointer arguments.
+        let seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0;
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+            && std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+                .map(|s| s.trim() != "0")
+                .unwrap_or(true);
+        let cgroup_memory = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .map(|s| s.split_whitespace().any(|c| c == "memory"))
+            .unwrap_or(false);
+        Self {
+            landlock_abi: abi.max(0) as i32,
+            seccomp,
+            root,
+            user_namespaces: userns,
+            cgroup_memory,
+        }
+    }
+}
+
+/// Whether a control is enforced here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Enforced by the kernel.
+    Yes,
+    /// Partly; the string says what is missing.
+    Partial(String),
+    /// Not enforced; the string says why.
+    No(String),
+}
+
+/// One control of a profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlRow {
+    /// The config key.
+    pub control: String,
+    /// The configured value.
+    pub configured: String,
+    /// The mechanism.
+    pub mechanism: String,
+    /// Whether it is enforced here.
+    pub enforced: Enforcement,
+}
+
+/// Describes how each row's mechanism fares on `host`.
+pub fn report(
+    rows: Vec<(String, String, String, Vec<Need>)>,
+    host: &HostSupport,
+) -> Vec<ControlRow> {
+    rows.into_iter()
+        .map(|(control, configured, mechanism, needs)| {
+            let missing: Vec<String> = needs.iter().filter_map(|n| n.missing(host)).collect();
+            let enforced = if missing.is_empty() {
+                Enforcement::Yes
+            } else if missing.len() < needs.len() {
+                Enforcement::Partial(missing.join("; "))
+            } else {
+                Enforcement::No(missing.join("; "))
+            };
+            ControlRow {
+                control,
+                configured,
+                mechanism,
+                enforced,
+            }
+        })
+        .collect()
+}
+
+/// A kernel feature a mechanism needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Landlock at this ABI or later.
+    Landlock(i32),
+    /// seccomp filters.
+    Seccomp,
+    /// Namespaces (root, or unprivileged user namespaces).
+    Namespaces,
+    /// Nothing beyond POSIX (rlimits, prctl).
+    Always,
+    /// Something this project never uses here (cgroups): the string says.
+    Unavailable(&'static str),
+}
+
+impl Need {
+    fn missing(&self, h: &HostSupport) -> Option<String> {
+        match *self {
+            Need::Landlock(v) if h.landlock_abi < v => Some(format!(
+                "landlock ABI {v} needed, kernel has {}",
+                h.landlock_abi
+            )),
+            Need::Seccomp if !h.seccomp => Some("seccomp unavailable".into()),
+            Need::Namespaces if !h.root && !h.user_namespaces => {
+                Some("unprivileged user namespaces are disabled".into())
+            }
+            Need::Unavailable(why) => Some(why.into()),
+            _ => None,
+        }
+    }
+}
