@@ -557,12 +557,20 @@ async fn memory_limit_is_reported_as_such() {
         min_memory_mb: 100,
         ..Default::default()
     };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
     let r = LocalGgufRunner::builder(model_path(), p, reqs)
         .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+        .audit_log(symbiont_runtime::audit::AuditLog::to_file(&log).unwrap())
+        .labels("smol", "tight")
         .build()
         .await
         .unwrap();
-    match r.execute("Hi", Some(greedy(4))).await {
+    let options = ExecutionOptions {
+        agent_id: Some("agent-7".into()),
+        ..greedy(4)
+    };
+    match r.execute("Hi", Some(options)).await {
         Err(SlmRunnerError::ResourceLimitExceeded { limit, detail }) => {
             assert_eq!(
                 limit,
@@ -573,4 +581,12 @@ async fn memory_limit_is_reported_as_such() {
         }
         other => panic!("expected a memory limit error, got {other:?}"),
     }
+    // The audit log names the limit, the agent, the model and the profile.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ev: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(ev["kind"], "limit_hit", "{text}");
+    assert_eq!(ev["control"], "resources.max_memory_mb");
+    assert_eq!(ev["agent"], "agent-7");
+    assert_eq!(ev["model"], "smol");
+    assert_eq!(ev["profile"], "tight");
 }

@@ -70,7 +70,7 @@ pub enum ProfilesCmd {
     },
 }
 
-fn catalog(config: Option<&Path>) -> Result<(Source, ModelCatalog), Failure> {
+pub(crate) fn catalog(config: Option<&Path>) -> Result<(Source, ModelCatalog), Failure> {
     let source = config_source::pick(config);
     let slm = config_source::load(&source).map_err(|e| match source {
         Source::Builtin => Failure::Input(anyhow!("{source}: {e}")),

@@ -7,6 +7,7 @@
 mod catalog_cmds;
 mod config_source;
 mod run_cmd;
+mod sandbox_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ use clap::{Parser, Subcommand};
 /// config (SmolLM2-135M-Instruct in ~/.cache/symbiont/models).
 ///
 /// Exit codes: 0 success, 1 runtime failure, 2 bad input or config.
+///
+/// Logging: warnings on stderr; set SYMBI_SLM_LOG (e.g. `debug`) for more.
 #[derive(Debug, Parser)]
 #[command(name = "symbi-slm", version, about, long_about)]
 struct Cli {
@@ -44,6 +47,9 @@ enum Command {
     /// one-line summary (tokens, tokens/s, first token, peak memory) to
     /// stderr.
     Run(run_cmd::RunArgs),
+    /// What a sandbox profile enforces on this host; run a program under it.
+    #[command(subcommand)]
+    Sandbox(sandbox_cmd::SandboxCmd),
 }
 
 /// A failure, classified by whose fault it is.
@@ -66,11 +72,24 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics on stderr: warnings by default, without the audit events
+    // (they repeat the error printed below and go to the audit file);
+    // $SYMBI_SLM_LOG takes a filter such as `debug`, `symbi_slm_audit=warn`
+    // or `symbi_slm_worker=debug` (llama.cpp's own log).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYMBI_SLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symbi_slm_audit=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
     let result = match cli.command {
         Command::Config(cmd) => catalog_cmds::config(cmd, cli.config.as_deref()),
         Command::Models(cmd) => catalog_cmds::models(cmd, cli.config.as_deref()),
         Command::Profiles(cmd) => catalog_cmds::profiles(cmd, cli.config.as_deref()),
         Command::Run(args) => run_cmd::run(args, cli.config.as_deref()),
+        Command::Sandbox(cmd) => sandbox_cmd::sandbox(cmd, cli.config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

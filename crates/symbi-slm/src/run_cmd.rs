@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use futures::StreamExt;
+use symbiont_runtime::audit::{AuditEvent, AuditKind, AuditLog};
 use symbiont_runtime::config::{ModelCapability, ModelProvider};
 use symbiont_runtime::models::{
     ExecutionMetadata, ExecutionOptions, LocalGgufRunner, ModelCatalog, PromptMode, SlmRunnerError,
@@ -89,11 +90,6 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
             })
             .ok_or_else(|| Failure::Input(anyhow!("no TextGeneration model in {source}")))?,
     };
-    if let Some(agent) = &args.agent {
-        catalog
-            .validate_model_access(&model.id, agent)
-            .map_err(|e| Failure::Input(e.into()))?;
-    }
     let profile_name = args
         .profile
         .clone()
@@ -104,6 +100,20 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
             catalog.list_sandbox_profiles().join(", ")
         ))
     })?;
+    let audit = match &catalog.config().audit_log_path {
+        Some(p) => AuditLog::to_file(p)
+            .map_err(|e| Failure::Runtime(anyhow!("audit log {p} (slm.audit_log_path): {e}")))?,
+        None => AuditLog::tracing_only(),
+    };
+    if let Some(agent) = &args.agent {
+        if let Err(e) = catalog.validate_model_access(&model.id, agent) {
+            let event =
+                AuditEvent::new(AuditKind::AccessRefused, "model_allow_lists", e.to_string())
+                    .about(Some(agent), Some(&model.id), Some(&profile_name));
+            audit.record(&event, profile.security.enable_audit_logging);
+            return Err(Failure::Input(e.into()));
+        }
+    }
     let ModelProvider::LocalFile { file_path } = &model.provider else {
         return Err(Failure::Input(anyhow!(
             "model `{}` has provider {}; only LocalFile models can run here",
@@ -139,6 +149,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
         } else {
             PromptMode::Chat
         },
+        agent_id: args.agent.clone(),
         ..Default::default()
     };
 
@@ -153,7 +164,9 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
             profile.clone(),
             model.resource_requirements.clone(),
         )
-        .keep_alive(Duration::ZERO);
+        .keep_alive(Duration::ZERO)
+        .audit_log(audit)
+        .labels(&model.id, &profile_name);
         if let Some(w) = &args.worker {
             builder = builder.worker_path(w);
         }
@@ -200,8 +213,17 @@ fn summary(model: &str, profile: &str, m: &ExecutionMetadata) -> String {
         v.map(|v| format!("{v:.1}{unit}"))
             .unwrap_or_else(|| "n/a".into())
     };
+    let sandbox = if m.sandbox_gaps.is_empty() {
+        format!("{} sandbox layers", m.sandbox_layers.len())
+    } else {
+        format!(
+            "{} sandbox layers, NOT ENFORCED here: {}",
+            m.sandbox_layers.len(),
+            m.sandbox_gaps.join("; ")
+        )
+    };
     format!(
-        "[{model} · profile {profile}] {} prompt + {} generated tokens · {} · first token {} · {:.0} ms total · peak {} · finish {}",
+        "[{model} · profile {profile} · {sandbox}] {} prompt + {} generated tokens · {} · first token {} · {:.0} ms total · peak {} · finish {}",
         m.input_tokens.map_or("?".into(), |n| n.to_string()),
         m.output_tokens.map_or("?".into(), |n| n.to_string()),
         opt(m.generation_tokens_per_second, " tok/s"),

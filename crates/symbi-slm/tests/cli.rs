@@ -4,7 +4,12 @@ use std::process::{Command, Output};
 
 fn symbi(args: &[&str], env_config: Option<&std::path::Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.args(args).env_remove("SYMBI_SLM_CONFIG");
+    // The built-in config's audit log goes below $XDG_STATE_HOME: keep the
+    // tests' events out of the user's own log.
+    cmd.args(args).env_remove("SYMBI_SLM_CONFIG").env(
+        "XDG_STATE_HOME",
+        std::env::temp_dir().join("symbi-slm-cli-tests"),
+    );
     if let Some(p) = env_config {
         cmd.env("SYMBI_SLM_CONFIG", p);
     }
@@ -240,4 +245,210 @@ fn run_streams_text_and_prints_json() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn access_refusal_is_in_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        GOOD.replacen(
+            "enabled = true\n",
+            &format!("enabled = true\naudit_log_path = \"{}\"\n", log.display()),
+            1,
+        ),
+    )
+    .unwrap();
+    // Allowed agent, denied model: refused before anything loads, and
+    // recorded with who, what and which rule.
+    let out = symbi(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "run",
+            "--agent",
+            "writer",
+            "--model",
+            "coder",
+            "--worker",
+            "/nonexistent",
+            "hi",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "access_refused");
+    assert_eq!(lines[0]["agent"], "writer");
+    assert_eq!(lines[0]["model"], "coder");
+    assert_eq!(lines[0]["profile"], "secure");
+    assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+
+    // With audit logging off in the profile, the same refusal is the same
+    // error, and nothing is written.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap()
+            + "[slm.sandbox_profiles.secure.security]\nenable_audit_logging = false\n",
+    )
+    .unwrap();
+    let again = symbi(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "run",
+            "--agent",
+            "writer",
+            "--model",
+            "coder",
+            "--worker",
+            "/nonexistent",
+            "hi",
+        ],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(text(&again.stderr), text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn sandbox_report_has_a_row_per_control() {
+    let out = symbi(
+        &["sandbox", "report", "--profile", "secure", "--json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["controls"].as_array().unwrap();
+    let controls: Vec<&str> = rows
+        .iter()
+        .map(|r| r["control"].as_str().unwrap())
+        .collect();
+    for want in [
+        "resources.max_memory_mb",
+        "resources.max_cpu_cores",
+        "resources.max_disk_mb",
+        "resources.gpu_access",
+        "filesystem.read_paths",
+        "filesystem.write_paths",
+        "filesystem.denied_paths",
+        "filesystem.allow_temp_files",
+        "filesystem.max_file_size_mb",
+        "process_limits.max_execution_time_seconds",
+        "process_limits.max_child_processes",
+        "process_limits.allowed_syscalls",
+        "process_limits.process_priority",
+        "network.access_mode",
+        "security.strict_syscall_filtering",
+        "security.disable_debugging",
+        "security.enable_audit_logging",
+    ] {
+        assert!(controls.contains(&want), "{want} missing from {controls:?}");
+    }
+    // This host (see the brief) has Landlock and seccomp: the exit code
+    // says whether every row is enforced, and agrees with the rows.
+    assert!(v["host"]["landlock_abi"].as_i64().unwrap() >= 6, "{v}");
+    let all_yes = rows.iter().all(|r| r["enforced"] == "yes");
+    assert_eq!(out.status.success(), all_yes, "{}", text(&out.stderr));
+    assert!(all_yes, "{v:#}");
+    // A fractional core budget is reported as partial, not as enforced.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[slm.sandbox_profiles.half.resources]\nmax_cpu_cores = 1.5\n",
+    )
+    .unwrap();
+    let out = symbi(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "sandbox",
+            "report",
+            "--profile",
+            "half",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let table = text(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("resources.max_cpu_cores"))
+        .unwrap();
+    assert!(row.contains("PARTIAL") && row.contains("cpu.max"), "{row}");
+}
+
+/// `sandbox exec` runs a program through the worker's own confinement
+/// code. Each denial is paired with the allowed case.
+#[test]
+fn sandbox_exec_confines_any_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let s = secret.to_str().unwrap();
+    let exec = |extra: &[&str], cmd: &[&str]| {
+        let mut a = vec!["sandbox", "exec", "--profile", "secure"];
+        a.extend_from_slice(extra);
+        a.push("--");
+        a.extend_from_slice(cmd);
+        symbi(&a, None)
+    };
+    // Reading: only what --read names.
+    let denied = exec(&[], &["/bin/cat", s]);
+    assert_ne!(denied.status.code(), Some(0));
+    assert!(
+        text(&denied.stderr).contains("Permission denied"),
+        "{}",
+        text(&denied.stderr)
+    );
+    let allowed = exec(&["--read", s], &["/bin/cat", s]);
+    assert_eq!(text(&allowed.stdout), "s3cret", "{}", text(&allowed.stderr));
+    // Writing: the scratch dir ($TMPDIR) yes, the test's dir no.
+    let w = exec(
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "echo x > \"$TMPDIR/f\" && echo scratch-ok; echo y > {s}.new && echo outside-ok"
+            ),
+        ],
+    );
+    let out = text(&w.stdout);
+    assert!(
+        out.contains("scratch-ok") && !out.contains("outside-ok"),
+        "{out} {}",
+        text(&w.stderr)
+    );
+    assert!(!dir.path().join("secret.txt.new").exists());
+    // Processes: a shell builtin runs, a command needs fork and is refused.
+    let f = exec(
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo builtin-ok; /bin/true && echo fork-ok",
+        ],
+    );
+    let out = text(&f.stdout);
+    assert!(
+        out.contains("builtin-ok") && !out.contains("fork-ok"),
+        "{out}"
+    );
+    assert!(text(&f.stderr).contains("fork"), "{}", text(&f.stderr));
+    // Exit status passes through.
+    assert_eq!(
+        exec(&[], &["/bin/sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    // A program that cannot be executed under the plan: 127.
+    assert_eq!(exec(&[], &["/nonexistent-program"]).status.code(), Some(2));
 }

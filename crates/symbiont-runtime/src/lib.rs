@@ -8,5 +8,6 @@
 //! executable (`symbi-slm-worker`) that a runner supervises.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod models;

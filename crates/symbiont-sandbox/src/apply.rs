@@ -23,7 +23,7 @@ use seccompiler::{
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{NetworkMode, SandboxPlan, SyscallPolicy};
-use crate::syscalls::{syscall_number, DENY_LIST, WORKER_ALLOW_LIST};
+use crate::syscalls::{syscall_number, DENY_LIST, EXEC_ALLOW_LIST, WORKER_ALLOW_LIST};
 
 /// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
 /// ioctl on devices), TCP ports (ABI 4) and scoping (ABI 6).
@@ -266,7 +266,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     })
 }
 
-fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(1)
@@ -485,7 +485,7 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 rules.insert(clone, threads_only()?);
             }
             if plan.allow_exec {
-                rules.extend(rules_for(["execve"])?);
+                rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
             }
             SeccompFilter::new(rules, eperm, SeccompAction::Allow, arch).map_err(seccomp_err)?
         }

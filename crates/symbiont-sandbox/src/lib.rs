@@ -13,6 +13,7 @@
 //! created later.
 
 mod apply;
+pub mod exec;
 mod plan;
 pub mod probe;
 mod report;

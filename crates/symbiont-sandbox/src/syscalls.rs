@@ -6,6 +6,41 @@
 //! unusual ones say why. Calls made only before the sandbox is applied
 //! (execve, loading shared libraries, reading the launch spec) are not here.
 
+/// Added to the allow-list for `sandbox exec` only (`plan.allow_exec`):
+/// what `execve`, the dynamic loader, libc start-up and a shell with common
+/// file tools need, from `strace -f -c` of `sh -c 'echo; cat; ls'`.
+/// `fork`/`vfork` are not here: `max_child_processes = 0` keeps denying them.
+pub const EXEC_ALLOW_LIST: &[(&str, &str)] = &[
+    ("execve", "the program itself"),
+    ("arch_prctl", "loader: thread-local storage base"),
+    ("set_tid_address", "libc start-up"),
+    ("prlimit64", "libc start-up reads the stack limit"),
+    (
+        "openat",
+        "loader opens shared libraries; the program its files",
+    ),
+    ("access", "loader checks /etc/ld.so.preload"),
+    ("faccessat2", "shells test files"),
+    ("readlink", "programs resolve /proc/self/exe"),
+    ("readlinkat", "programs resolve links"),
+    ("fcntl", "shells move descriptors"),
+    ("dup2", "shells redirect"),
+    ("dup3", "shells redirect"),
+    ("pipe2", "shells"),
+    ("getdents64", "listing directories"),
+    ("ioctl", "terminal queries (TCGETS)"),
+    ("uname", "libc and tools"),
+    ("statfs", "tools ask the file system type"),
+    ("getuid", "identity queries"),
+    ("geteuid", "identity queries"),
+    ("getgid", "identity queries"),
+    ("getegid", "identity queries"),
+    ("getpgrp", "shells"),
+    ("getcwd", "shells"),
+    ("chdir", "shells"),
+    ("wait4", "shells reap (no child can exist without fork)"),
+];
+
 /// (name, why) for every call the worker may make once sandboxed.
 pub const WORKER_ALLOW_LIST: &[(&str, &str)] = &[
     // Memory: the allocator, llama.cpp's buffers, the model's mapping.

@@ -30,6 +30,20 @@ pub fn model_cache_dir() -> Option<PathBuf> {
         .map(|c| c.join("symbiont").join("models"))
 }
 
+/// The built-in config's audit log: `$XDG_STATE_HOME/symbiont/slm-audit.jsonl`,
+/// else `$HOME/.local/state/symbiont/slm-audit.jsonl`.
+pub fn default_audit_log_path() -> Option<PathBuf> {
+    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_STATE_HOME")
+        .and_then(abs)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(abs)
+                .map(|h| h.join(".local").join("state"))
+        })
+        .map(|s| s.join("symbiont").join("slm-audit.jsonl"))
+}
+
 /// Where the default model is expected.
 pub fn default_model_path() -> Option<PathBuf> {
     model_cache_dir().map(|d| d.join(DEFAULT_MODEL_FILE))
@@ -38,7 +52,8 @@ pub fn default_model_path() -> Option<PathBuf> {
 impl Slm {
     /// The built-in config: enabled, one model (SmolLM2-135M-Instruct Q4_1
     /// at [`default_model_path`]), the built-in profiles, `secure` by
-    /// default, no agent maps (agents get nothing unless a config maps them).
+    /// default, no agent maps (agents get nothing unless a config maps them),
+    /// the audit log at [`default_audit_log_path`].
     ///
     /// Falls back to `/nonexistent` for the model path when no cache
     /// directory can be found, so that running it fails with a clear
@@ -46,6 +61,7 @@ impl Slm {
     pub fn builtin() -> Self {
         let mut slm = Slm {
             enabled: true,
+            audit_log_path: default_audit_log_path().map(|p| p.to_string_lossy().into_owned()),
             ..Slm::default()
         };
         slm.model_allow_lists.global_models.push(Model {

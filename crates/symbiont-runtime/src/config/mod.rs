@@ -11,6 +11,7 @@
 //! # Defaults
 //! - `slm.enabled`: `false` (the built-in default config sets it to `true`).
 //! - `slm.default_sandbox_profile`: `"secure"`.
+//! - `slm.audit_log_path`: none (audit events go to `tracing` only).
 //! - `slm.model_allow_lists.unmapped_agent_access`: `"deny"`: an agent with no
 //!   entry in `agent_model_maps` may use no model. `"all_global_models"` lets
 //!   such agents use every global model.
@@ -38,7 +39,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use builtin::{
-    default_model_path, model_cache_dir, DEFAULT_MODEL_FILE, DEFAULT_MODEL_ID, DEFAULT_MODEL_SHA256,
+    default_audit_log_path, default_model_path, model_cache_dir, DEFAULT_MODEL_FILE,
+    DEFAULT_MODEL_ID, DEFAULT_MODEL_SHA256,
 };
 pub use error::{ConfigError, ConfigIssue, Location, Problem};
 pub use validate::{
@@ -59,6 +61,10 @@ pub struct Slm {
     pub sandbox_profiles: BTreeMap<String, SandboxProfile>,
     /// The profile used when a caller names none.
     pub default_sandbox_profile: String,
+    /// The security audit log: JSON lines appended to this absolute path
+    /// for profiles with `enable_audit_logging = true`. `None`: events go
+    /// to `tracing` (target `symbi_slm_audit`) only.
+    pub audit_log_path: Option<String>,
 }
 
 /// Models and the agents allowed to use them.
@@ -464,6 +470,7 @@ impl Default for Slm {
                 .filter_map(|n| SandboxProfile::builtin(n).map(|p| (n.to_string(), p)))
                 .collect(),
             default_sandbox_profile: "secure".into(),
+            audit_log_path: None,
         }
     }
 }

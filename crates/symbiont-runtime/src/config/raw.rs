@@ -25,6 +25,7 @@ pub(super) struct RawSlm {
     model_allow_lists: Option<RawAllowLists>,
     sandbox_profiles: Option<BTreeMap<String, RawProfile>>,
     default_sandbox_profile: Option<String>,
+    audit_log_path: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +215,7 @@ impl RawSlm {
             default_sandbox_profile: self
                 .default_sandbox_profile
                 .unwrap_or(defaults.default_sandbox_profile),
+            audit_log_path: self.audit_log_path,
         }
     }
 }

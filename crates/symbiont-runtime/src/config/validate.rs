@@ -42,6 +42,14 @@ pub(super) fn check(slm: &Slm) -> Issues {
         }
         check_profile(&base, profile, &mut out);
     }
+    if let Some(path) = &slm.audit_log_path {
+        if !path.starts_with('/') {
+            out.push((
+                "slm.audit_log_path".into(),
+                Problem::RelativePath { path: path.clone() },
+            ));
+        }
+    }
     if !slm
         .sandbox_profiles
         .contains_key(&slm.default_sandbox_profile)
@@ -201,7 +209,15 @@ fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
 
     let l = &p.process_limits;
     let lb = format!("{base}.process_limits");
-    if l.max_child_processes > MAX_CHILD_PROCESSES {
+    if l.max_child_processes > 0 && l.max_child_processes <= MAX_CHILD_PROCESSES {
+        out.push((
+            format!("{lb}.max_child_processes"),
+            Problem::NotSupportedYet {
+                what: format!("max_child_processes = {}", l.max_child_processes),
+                why: "only 0 is enforced (seccomp denies fork, vfork and clone of a process); a per-sandbox count needs a pids cgroup, which is not used; set it to 0",
+            },
+        ));
+    } else if l.max_child_processes > MAX_CHILD_PROCESSES {
         out.push((
             format!("{lb}.max_child_processes"),
             Problem::TooLarge {
@@ -228,7 +244,15 @@ fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
             && name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !ok {
+        if ok && symbiont_sandbox::syscall_number(name).is_none() {
+            out.push((
+                format!("{lb}.allowed_syscalls[{i}]"),
+                Problem::InvalidName {
+                    what: "syscall (not a system call of this architecture)",
+                    value: name.clone(),
+                },
+            ));
+        } else if !ok {
             out.push((
                 format!("{lb}.allowed_syscalls[{i}]"),
                 Problem::InvalidName {

@@ -77,6 +77,9 @@ pub struct ExecutionOptions {
     /// Runner-specific parameters. Runners reject names they do not know;
     /// they never become process arguments.
     pub custom_parameters: BTreeMap<String, String>,
+    /// The agent this request runs for, named in audit events. (Check its
+    /// access first with `ModelCatalog::validate_model_access`.)
+    pub agent_id: Option<String>,
 }
 
 impl ExecutionOptions {

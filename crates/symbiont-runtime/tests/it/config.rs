@@ -330,6 +330,10 @@ fn values_not_supported_yet_are_rejected_not_ignored() {
             "[slm.model_allow_lists]\nallow_runtime_overrides = true\n",
             "slm.model_allow_lists.allow_runtime_overrides",
         ),
+        (
+            "[slm.sandbox_profiles.secure.process_limits]\nmax_child_processes = 2\n",
+            "slm.sandbox_profiles.secure.process_limits.max_child_processes",
+        ),
     ];
     for (text, key) in cases {
         invalid(text, key, |p| matches!(p, Problem::NotSupportedYet { .. }));
@@ -444,4 +448,23 @@ fn programmatic_config_is_validated_too() {
         "slm.sandbox_profiles.secure.resources.max_memory_mb"
     );
     assert!(err.issues()[0].location.is_none());
+}
+
+#[test]
+fn allowed_syscalls_must_be_real_system_calls() {
+    invalid(
+        "[slm.sandbox_profiles.secure.process_limits]\nallowed_syscalls = [\"getpid\", \"frobnicate\"]\n",
+        "slm.sandbox_profiles.secure.process_limits.allowed_syscalls[1]",
+        |p| matches!(p, Problem::InvalidName { value, .. } if value == "frobnicate"),
+    );
+    let slm = Slm::from_toml_str(
+        "[slm.sandbox_profiles.secure.process_limits]\nallowed_syscalls = [\"uname\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        slm.sandbox_profiles["secure"]
+            .process_limits
+            .allowed_syscalls,
+        ["uname"]
+    );
 }

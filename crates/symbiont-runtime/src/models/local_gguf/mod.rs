@@ -32,9 +32,12 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
 pub use gguf::{GgufError, GgufSummary};
-pub use sandbox_plan::{plan_for as sandbox_plan_for, sandbox_report};
+pub use sandbox_plan::{
+    exec_plan_for as sandbox_exec_plan_for, plan_for as sandbox_plan_for, sandbox_report,
+};
 
 use self::worker::{Next, Worker};
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelResourceRequirements, SandboxProfile};
 use crate::models::{
     ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, PromptMode, ResourceLimit,
@@ -99,9 +102,23 @@ pub struct LocalGgufRunnerBuilder {
     batch_size: u32,
     threads: Option<u32>,
     queue_capacity: usize,
+    audit: AuditLog,
+    labels: Option<(String, String)>,
 }
 
 impl LocalGgufRunnerBuilder {
+    /// Where security events go (default: `tracing` only). The file gets
+    /// them only when the profile has `enable_audit_logging = true`.
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit = log;
+        self
+    }
+    /// The model id and profile name that audit events name (default: the
+    /// model file's name, no profile name).
+    pub fn labels(mut self, model_id: impl Into<String>, profile_name: impl Into<String>) -> Self {
+        self.labels = Some((model_id.into(), profile_name.into()));
+        self
+    }
     /// The worker executable (absolute path).
     pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_path = Some(path.into());
@@ -179,8 +196,21 @@ impl LocalGgufRunnerBuilder {
             .unwrap_or_else(|| threads_for(self.profile.resources.max_cpu_cores));
         // Refuse a profile the sandbox cannot express now, not at first use.
         sandbox_plan::plan_for(&self.profile, &self.model_path, None, threads)?;
+        let (model_label, profile_label) = match self.labels {
+            Some((m, p)) => (m, Some(p)),
+            None => (
+                self.model_path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                None,
+            ),
+        };
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
+                audit: self.audit,
+                model_label,
+                profile_label,
                 model_path: self.model_path,
                 profile: self.profile,
                 requirements: self.requirements,
@@ -219,6 +249,9 @@ pub struct LocalGgufRunner {
 
 #[derive(Debug)]
 struct Shared {
+    audit: AuditLog,
+    model_label: String,
+    profile_label: Option<String>,
     model_path: PathBuf,
     profile: SandboxProfile,
     requirements: ModelResourceRequirements,
@@ -278,6 +311,8 @@ impl LocalGgufRunner {
             batch_size: defaults::BATCH_SIZE,
             threads: None,
             queue_capacity: defaults::QUEUE_CAPACITY,
+            audit: AuditLog::tracing_only(),
+            labels: None,
         }
     }
 
@@ -472,7 +507,54 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Shared {
+    /// Records a security event about this runner's model and profile.
+    fn audit(&self, kind: AuditKind, control: &str, detail: String, agent: Option<&str>) {
+        let event = AuditEvent::new(kind, control, detail).about(
+            agent,
+            Some(&self.model_label),
+            self.profile_label.as_deref(),
+        );
+        self.audit
+            .record(&event, self.profile.security.enable_audit_logging);
+    }
+
+    /// Runs a request and records its security-relevant failure, if any.
     async fn run(
+        self: &Arc<Self>,
+        prompt: &str,
+        options: ExecutionOptions,
+        on_token: impl FnMut(&str) -> bool + Send,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        let agent = options.agent_id.clone();
+        let result = self.run_inner(prompt, options, on_token).await;
+        if let Err(e) = &result {
+            let event = match e {
+                SlmRunnerError::WorkerCrashed { .. } => {
+                    Some((AuditKind::WorkerCrash, "worker".to_string()))
+                }
+                SlmRunnerError::ResourceLimitExceeded { limit, .. } => {
+                    Some((AuditKind::LimitHit, limit_key(*limit).to_string()))
+                }
+                SlmRunnerError::ExecutionTimeout { .. } => Some((
+                    AuditKind::LimitHit,
+                    "process_limits.max_execution_time_seconds".to_string(),
+                )),
+                SlmRunnerError::SandboxViolation { control, .. } => {
+                    Some((AuditKind::Denial, control.clone()))
+                }
+                SlmRunnerError::Overloaded { .. } => {
+                    Some((AuditKind::LimitHit, "queue_capacity".to_string()))
+                }
+                _ => None,
+            };
+            if let Some((kind, control)) = event {
+                self.audit(kind, &control, e.to_string(), agent.as_deref());
+            }
+        }
+        result
+    }
+
+    async fn run_inner(
         self: &Arc<Self>,
         prompt: &str,
         options: ExecutionOptions,
@@ -702,13 +784,12 @@ impl Shared {
                     });
                 }
                 for gap in w.facts.sandbox.gaps() {
-                    tracing::warn!(
-                        target: "symbi_slm_audit",
-                        event = "sandbox_gap",
-                        model = %self.model_path.display(),
-                        layer = %gap.name,
-                        detail = ?gap.enforced,
-                        "sandbox layer not enforced on this host"
+                    let why = gap.enforced.clone().err().unwrap_or_default();
+                    self.audit(
+                        AuditKind::SandboxGap,
+                        &gap.name,
+                        format!("not enforced on this host: {why}"),
+                        None,
                     );
                 }
                 if let Ok(mut f) = self.facts.lock() {
@@ -833,6 +914,16 @@ impl Shared {
                         "worker ignored cancel; killing its process group"
                     );
                     w.kill().await;
+                    self.audit(
+                        AuditKind::Kill,
+                        "process_limits.max_execution_time_seconds",
+                        format!(
+                            "worker pid {} did not answer a cancel within {} ms; its process group was killed",
+                            w.pid(),
+                            defaults::CANCEL_GRACE.as_millis()
+                        ),
+                        None,
+                    );
                     slot.worker = None;
                     return if Instant::now() >= deadline {
                         Err(Failure::Timeout)
@@ -1003,4 +1094,19 @@ fn find_worker(explicit: Option<&Path>) -> Result<PathBuf, SlmRunnerError> {
             }
         ),
     })
+}
+
+/// The config key a limit stands for, as audit events name it.
+fn limit_key(limit: ResourceLimit) -> &'static str {
+    match limit {
+        ResourceLimit::Memory => "resources.max_memory_mb",
+        ResourceLimit::CpuTime => "process_limits.max_execution_time_seconds (CPU time)",
+        ResourceLimit::ExecutionTime => "process_limits.max_execution_time_seconds",
+        ResourceLimit::Disk => "resources.max_disk_mb",
+        ResourceLimit::FileSize => "filesystem.max_file_size_mb",
+        ResourceLimit::ChildProcesses => "process_limits.max_child_processes",
+        ResourceLimit::MaxTokens => "max_tokens",
+        ResourceLimit::ContextSize => "context size",
+        ResourceLimit::QueueCapacity => "queue_capacity",
+    }
 }

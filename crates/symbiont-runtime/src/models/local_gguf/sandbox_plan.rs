@@ -56,23 +56,7 @@ pub fn plan_for(
     if let Some(s) = scratch {
         write_paths.push(s.to_path_buf());
     }
-    for denied in &profile.filesystem.denied_paths {
-        let denied = Path::new(normalize_path(denied));
-        if let Some(allowed) = read_paths
-            .iter()
-            .chain(&write_paths)
-            .find(|a| denied.starts_with(a))
-        {
-            return Err(SlmRunnerError::SandboxViolation {
-                control: "filesystem.denied_paths".into(),
-                detail: format!(
-                    "{} lies inside the allowed path {}; Landlock cannot deny a path below an allowed one",
-                    denied.display(),
-                    allowed.display()
-                ),
-            });
-        }
-    }
+    check_denied(profile, read_paths.iter().chain(&write_paths))?;
     let strict = profile.security.strict_syscall_filtering;
     Ok(SandboxPlan {
         address_space_bytes: Some(profile.resources.max_memory_mb.saturating_mul(MB)),
@@ -108,9 +92,77 @@ pub fn plan_for(
     })
 }
 
+/// Refuses a profile whose denied path lies inside an allowed one.
+fn check_denied<'a>(
+    profile: &SandboxProfile,
+    allowed: impl Iterator<Item = &'a PathBuf> + Clone,
+) -> Result<(), SlmRunnerError> {
+    for denied in &profile.filesystem.denied_paths {
+        let denied = Path::new(normalize_path(denied));
+        if let Some(allowed) = allowed.clone().find(|a| denied.starts_with(a)) {
+            return Err(SlmRunnerError::SandboxViolation {
+                control: "filesystem.denied_paths".into(),
+                detail: format!(
+                    "{} lies inside the allowed path {}; Landlock cannot deny a path below an allowed one",
+                    denied.display(),
+                    allowed.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where the dynamic loader and shared libraries live: executable for
+/// `sandbox exec`.
+const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/libexec"];
+
+/// The plan for `symbi-slm sandbox exec`: the worker's plan for `profile`,
+/// with `program` (and the loader and libraries) executable instead of a
+/// model file readable, plus the operator's extra `reads` and `writes`.
+pub fn exec_plan_for(
+    profile: &SandboxProfile,
+    program: &Path,
+    reads: &[PathBuf],
+    writes: &[PathBuf],
+    scratch: Option<&Path>,
+    threads: u32,
+) -> Result<SandboxPlan, SlmRunnerError> {
+    let mut plan = plan_for(profile, program, scratch, threads)?;
+    plan.read_paths.retain(|p| p != program);
+    plan.read_paths.extend(reads.iter().cloned());
+    let ld_cache = Path::new("/etc/ld.so.cache");
+    if ld_cache.exists() {
+        plan.read_paths.push(ld_cache.to_path_buf());
+    }
+    plan.write_paths.extend(writes.iter().cloned());
+    plan.exec_paths = std::iter::once(program.to_path_buf())
+        .chain(
+            LIBRARY_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists()),
+        )
+        .collect();
+    check_denied(
+        profile,
+        reads
+            .iter()
+            .chain(writes)
+            .chain(std::iter::once(&plan.exec_paths[0])),
+    )?;
+    plan.allow_exec = true;
+    Ok(plan)
+}
+
 /// One row per control of `profile`: configured value, mechanism, and
-/// whether this host enforces it.
-pub fn sandbox_report(profile: &SandboxProfile, host: &HostSupport) -> Vec<ControlRow> {
+/// whether this host enforces it. `audit_log_path` is the config's
+/// `slm.audit_log_path`.
+pub fn sandbox_report(
+    profile: &SandboxProfile,
+    host: &HostSupport,
+    audit_log_path: Option<&str>,
+) -> Vec<ControlRow> {
     let r = &profile.resources;
     let f = &profile.filesystem;
     let l = &profile.process_limits;
@@ -238,8 +290,15 @@ pub fn sandbox_report(profile: &SandboxProfile, host: &HostSupport) -> Vec<Contr
         (
             "security.enable_audit_logging".into(),
             s.enable_audit_logging.to_string(),
-            "security events as structured `tracing` events (target symbi_slm_audit); no audit file yet".into(),
-            vec![Need::Unavailable("the audit log file is not implemented yet")],
+            match (s.enable_audit_logging, audit_log_path) {
+                (true, Some(p)) => format!("JSON lines appended to {p}, and `tracing` (target symbi_slm_audit)"),
+                (true, None) => "`tracing` events (target symbi_slm_audit) only".into(),
+                (false, _) => "`tracing` events (target symbi_slm_audit) only; no file".into(),
+            },
+            match (s.enable_audit_logging, audit_log_path) {
+                (true, None) => vec![Need::Unavailable("slm.audit_log_path is not set: no audit file")],
+                _ => vec![Need::Always],
+            },
         ),
         (
             "(always)".into(),

@@ -1,0 +1,209 @@
+//! `symbi-slm sandbox`: what a profile enforces on this host, and running
+//! any program under it.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use clap::Subcommand;
+use symbiont_runtime::config::SandboxProfile;
+use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_report, threads_for, ModelCatalog};
+use symbiont_sandbox::{exec, Enforcement, HostSupport};
+
+use crate::catalog_cmds::catalog;
+use crate::Failure;
+
+/// `symbi-slm sandbox …`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// One row per control of a profile: configured value, mechanism, and
+    /// whether this host enforces it (yes / partial / no, and why). Exits 1
+    /// when a control is not fully enforced here.
+    Report {
+        /// The profile (default: the config's default_sandbox_profile).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run PROGRAM under a profile, through exactly the code the worker
+    /// uses to confine itself, then execve. The program, the dynamic loader
+    /// and the shared libraries (/lib, /usr/lib, …) are readable and
+    /// executable; the environment holds only PATH. Exits with the
+    /// program's status (128 + signal when killed; 125 when the sandbox
+    /// could not be applied, 127 when execve failed).
+    Exec {
+        /// The profile (default: the config's default_sandbox_profile).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Also readable (repeatable).
+        #[arg(long = "read", value_name = "PATH")]
+        reads: Vec<PathBuf>,
+        /// Also readable and writable (repeatable).
+        #[arg(long = "write", value_name = "PATH")]
+        writes: Vec<PathBuf>,
+        /// The program (a path, or a name looked up in $PATH) and its
+        /// arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+}
+
+fn profile<'c>(
+    c: &'c ModelCatalog,
+    name: Option<&str>,
+) -> Result<(String, &'c SandboxProfile), Failure> {
+    let name = name
+        .map(str::to_string)
+        .unwrap_or_else(|| c.config().default_sandbox_profile.clone());
+    let p = c.get_sandbox_profile(&name).ok_or_else(|| {
+        Failure::Input(anyhow!(
+            "no sandbox profile `{name}` (profiles: {})",
+            c.list_sandbox_profiles().join(", ")
+        ))
+    })?;
+    Ok((name, p))
+}
+
+pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
+    let (_, c) = catalog(config)?;
+    match cmd {
+        SandboxCmd::Report {
+            profile: name,
+            json,
+        } => {
+            let (name, p) = profile(&c, name.as_deref())?;
+            let host = HostSupport::probe();
+            let rows = sandbox_report(p, &host, c.config().audit_log_path.as_deref());
+            if json {
+                let doc = serde_json::json!({ "profile": name, "host": host, "controls": rows });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&doc).map_err(|e| Failure::Runtime(e.into()))?
+                );
+            } else {
+                println!(
+                    "profile `{name}` on this host (landlock ABI {}, seccomp {}, {}, user namespaces {}, cgroup v2 memory controller {})",
+                    host.landlock_abi,
+                    yes_no(host.seccomp),
+                    if host.root { "root" } else { "unprivileged" },
+                    yes_no(host.user_namespaces),
+                    yes_no(host.cgroup_memory),
+                );
+                let w0 = rows.iter().map(|r| r.control.len()).max().unwrap_or(0);
+                let w1 = rows
+                    .iter()
+                    .map(|r| r.configured.len().min(24))
+                    .max()
+                    .unwrap_or(0)
+                    .max(10);
+                println!(
+                    "{:<w0$}  {:<w1$}  {:<8}  MECHANISM",
+                    "CONTROL", "CONFIGURED", "ENFORCED"
+                );
+                for r in &rows {
+                    let (enf, why) = match &r.enforced {
+                        Enforcement::Yes => ("yes", String::new()),
+                        Enforcement::Partial(w) => ("PARTIAL", format!(" [not enforced: {w}]")),
+                        Enforcement::No(w) => ("NO", format!(" [not enforced: {w}]")),
+                    };
+                    let mut conf = r.configured.clone();
+                    if conf.chars().count() > 24 {
+                        conf = conf.chars().take(23).collect::<String>() + "…";
+                    }
+                    println!(
+                        "{:<w0$}  {:<w1$}  {:<8}  {}{}",
+                        r.control, conf, enf, r.mechanism, why
+                    );
+                }
+            }
+            if rows.iter().any(|r| r.enforced != Enforcement::Yes) {
+                return Err(Failure::Runtime(anyhow!(
+                    "profile `{name}`: some controls are not enforced on this host (see the rows above)"
+                )));
+            }
+            Ok(())
+        }
+        SandboxCmd::Exec {
+            profile: name,
+            reads,
+            writes,
+            command,
+        } => {
+            let (_, p) = profile(&c, name.as_deref())?;
+            let program = resolve(&command[0])?;
+            let absolute = |v: Vec<PathBuf>| -> Result<Vec<PathBuf>, Failure> {
+                v.into_iter()
+                    .map(|p| {
+                        std::fs::canonicalize(&p)
+                            .map_err(|e| Failure::Input(anyhow!("{}: {e}", p.display())))
+                    })
+                    .collect()
+            };
+            let (reads, writes) = (absolute(reads)?, absolute(writes)?);
+            // The same private scratch directory a worker gets; removed
+            // when the program has ended.
+            let scratch = if p.filesystem.allow_temp_files {
+                Some(
+                    tempfile::Builder::new()
+                        .prefix("symbi-slm-exec-")
+                        .tempdir()
+                        .map_err(|e| Failure::Runtime(anyhow!("scratch directory: {e}")))?,
+                )
+            } else {
+                None
+            };
+            let plan = sandbox_exec_plan_for(
+                p,
+                &program,
+                &reads,
+                &writes,
+                scratch.as_ref().map(|s| s.path()),
+                threads_for(p.resources.max_cpu_cores),
+            )
+            .map_err(|e| Failure::Input(e.into()))?;
+            let mut env = vec![(
+                OsString::from("PATH"),
+                OsString::from("/usr/local/bin:/usr/bin:/bin"),
+            )];
+            if let Some(s) = &scratch {
+                env.push((OsString::from("TMPDIR"), s.path().as_os_str().to_owned()));
+            }
+            let status = exec::run_confined(&plan, &program, &command, &env)
+                .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
+            drop(scratch);
+            let code = status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1);
+            std::process::exit(code);
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A program named by path, or looked up in `$PATH`.
+fn resolve(program: &OsString) -> Result<PathBuf, Failure> {
+    let p = Path::new(program);
+    let found = if p.as_os_str().to_string_lossy().contains('/') {
+        Some(p.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(p))
+                .find(|c| c.is_file())
+        })
+    };
+    let found = found
+        .ok_or_else(|| Failure::Input(anyhow!("program {} not found in $PATH", p.display())))?;
+    std::fs::canonicalize(&found).map_err(|e| Failure::Input(anyhow!("{}: {e}", found.display())))
+}

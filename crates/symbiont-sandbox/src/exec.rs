@@ -1,0 +1,110 @@
+//! Running any program under a plan: `symbi-slm sandbox exec`.
+//!
+//! The child applies the plan with [`crate::apply`], the very function the
+//! worker calls at start-up, then `execve`s the program. What `execve` of
+//! the program itself needs, and the plan must therefore allow:
+//! - `plan.allow_exec` (seccomp keeps `execve`/`execveat`; `fork`, `vfork`
+//!   and `clone` without `CLONE_THREAD` stay denied when
+//!   `no_child_processes`, so a shell can run builtins but not commands);
+//! - Landlock execute + read rights on the program and on its dynamic
+//!   loader and shared libraries (`plan.exec_paths`), and read rights on
+//!   `/etc/ld.so.cache`;
+//! - an address-space limit that leaves room for the program.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use crate::apply::{apply, thread_count};
+use crate::plan::SandboxPlan;
+
+/// Exit status of the child when the sandbox could not be applied.
+pub const EXIT_SANDBOX_FAILED: i32 = 125;
+/// Exit status of the child when `execve` failed.
+pub const EXIT_EXEC_FAILED: i32 = 127;
+
+/// Forks; the child applies `plan`, reports the layers that are not in
+/// force on stderr, and `execve`s `program` with `args` (`args[0]` is the
+/// program's name) and `env`. Returns the child's status.
+///
+/// The calling process must be single-threaded (`fork` of a threaded
+/// process may leave locks held in the child).
+pub fn run_confined(
+    plan: &SandboxPlan,
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> io::Result<ExitStatus> {
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(io::Error::other(format!(
+            "sandbox exec must start from a single-threaded process, this one runs {threads}"
+        )));
+    }
+    let cstr = |b: &[u8]| {
+        CString::new(b)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in an argument"))
+    };
+    let path = cstr(program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<io::Result<_>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+
+    // SAFETY: the process is single-threaded (checked above), so the child
+    // is a full copy with no lock held by another thread; it may allocate.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = match apply(plan) {
+            Ok(applied) => {
+                for gap in applied.gaps() {
+                    if let Err(why) = &gap.enforced {
+                        eprintln!("symbi-slm sandbox: NOT ENFORCED: {}: {why}", gap.name);
+                    }
+                }
+                // SAFETY: path, argv and envp are NUL-terminated strings
+                // kept alive by this frame; both arrays end with a null.
+                unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+                eprintln!(
+                    "symbi-slm sandbox: execve {}: {}",
+                    program.display(),
+                    io::Error::last_os_error()
+                );
+                EXIT_EXEC_FAILED
+            }
+            Err(e) => {
+                eprintln!("symbi-slm sandbox: cannot apply the sandbox: {e}");
+                EXIT_SANDBOX_FAILED
+            }
+        };
+        // SAFETY: _exit ends the child without running the parent's atexit
+        // handlers or flushing its copied stdio buffers twice.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return Ok(ExitStatus::from_raw(status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
