@@ -18,7 +18,12 @@ use symbiont_slm_protocol::{
     read_message, write_message, FromWorker, ProbeAction, SandboxPlan, ToWorker,
 };
 
-const WORKER: &str = env!("CARGO_BIN_EXE_symbi-slm-worker");
+/// The worker under test: the one cargo built, or `$SYMBI_SLM_WORKER`
+/// (scripts/test copies both to a place an unprivileged user can run).
+fn worker() -> String {
+    std::env::var("SYMBI_SLM_WORKER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_symbi-slm-worker").to_string())
+}
 
 #[derive(Debug)]
 enum Outcome {
@@ -87,7 +92,7 @@ fn probe_with(cmd: &mut Command, plan: &SandboxPlan, action: ProbeAction) -> Out
 }
 
 fn probe(plan: &SandboxPlan, action: ProbeAction) -> Outcome {
-    probe_with(&mut Command::new(WORKER), plan, action)
+    probe_with(&mut Command::new(worker()), plan, action)
 }
 
 #[track_caller]
@@ -113,7 +118,7 @@ fn secure() -> SandboxProfile {
 #[test]
 fn sandbox_applies_every_layer_without_gaps() {
     let (_d, p) = plan(&secure());
-    let mut cmd = Command::new(WORKER);
+    let mut cmd = Command::new(worker());
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -408,7 +413,7 @@ fn inherited_descriptors_are_closed() {
     let (_d, p) = plan(&secure());
     let leak = tempfile::NamedTempFile::new().unwrap();
     // A shell opens fd 5 on a file, then becomes the worker: fd 5 leaks in.
-    let script = format!("exec 5>>'{}'; exec '{}'", leak.path().display(), WORKER);
+    let script = format!("exec 5>>'{}'; exec '{}'", leak.path().display(), worker());
     let mut sh = Command::new("/bin/sh");
     sh.arg("-c").arg(&script);
     denied(

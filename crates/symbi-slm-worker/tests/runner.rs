@@ -27,6 +27,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The worker under test: the one cargo built, or `$SYMBI_SLM_WORKER`
+/// (scripts/test copies both to a place an unprivileged user can run).
+fn worker() -> String {
+    std::env::var("SYMBI_SLM_WORKER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_symbi-slm-worker").to_string())
+}
+
 fn model_path() -> PathBuf {
     let p = default_model_path().expect("HOME or XDG_CACHE_HOME must be set");
     assert!(
@@ -49,7 +56,7 @@ async fn runner() -> LocalGgufRunner {
         profile(),
         ModelResourceRequirements::default(),
     )
-    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .worker_path(worker())
     .build()
     .await
     .expect("runner")
@@ -302,7 +309,7 @@ async fn queue_capacity_is_enforced() {
         profile(),
         ModelResourceRequirements::default(),
     )
-    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .worker_path(worker())
     .queue_capacity(2)
     .build()
     .await
@@ -381,7 +388,7 @@ async fn keep_alive_unloads_an_idle_worker() {
         profile(),
         ModelResourceRequirements::default(),
     )
-    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .worker_path(worker())
     .keep_alive(Duration::from_millis(300))
     .build()
     .await
@@ -396,7 +403,7 @@ async fn keep_alive_unloads_an_idle_worker() {
         profile(),
         ModelResourceRequirements::default(),
     )
-    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .worker_path(worker())
     .keep_alive(Duration::ZERO)
     .build()
     .await
@@ -472,7 +479,7 @@ async fn reference_basic_example_runs() -> Result<(), Box<dyn std::error::Error>
     use symbiont_runtime::models::{ExecutionOptions, LocalGgufRunner, ModelCatalog};
 
     let model_file = model_path();
-    std::env::set_var("SYMBI_SLM_WORKER", env!("CARGO_BIN_EXE_symbi-slm-worker"));
+    std::env::set_var("SYMBI_SLM_WORKER", worker());
     let toml = format!(
         "[slm]\nenabled = true\ndefault_sandbox_profile = \"secure\"\n\
          [[slm.model_allow_lists.global_models]]\nid = \"llama2-7b\"\nname = \"Llama 2 7B\"\n\
@@ -521,7 +528,7 @@ async fn generation_works_under_the_secure_profile() {
         SandboxProfile::secure(),
         ModelResourceRequirements::default(),
     )
-    .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+    .worker_path(worker())
     .build()
     .await
     .unwrap();
@@ -560,7 +567,7 @@ async fn memory_limit_is_reported_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     let r = LocalGgufRunner::builder(model_path(), p, reqs)
-        .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+        .worker_path(worker())
         .audit_log(symbiont_runtime::audit::AuditLog::to_file(&log).unwrap())
         .labels("smol", "tight")
         .build()
