@@ -1,0 +1,234 @@
+//! What the sandbox costs: the same worker binary, the same protocol, the
+//! same model and threads, with the sandbox plan `LocalGgufRunner` applies
+//! and with an unconfined plan, measured in one run.
+//!
+//! 1. Set-up: spawn → sandbox applied. Spawns the worker in probe mode
+//!    (a cheap probe) many times per plan; prints the worker's own measure
+//!    of `symbiont_sandbox::apply` and the wall time from spawn to the
+//!    answer, sandboxed and unconfined.
+//! 2. Generation: two loaded workers, one sandboxed (the `secure` profile's
+//!    strict seccomp allow-list, Landlock, namespaces, rlimits, with the
+//!    thread count and nice value of the unconfined side) and one
+//!    unconfined; requests alternate between them; prints generation
+//!    tokens/s of each and the ratio.
+//!
+//! Targets (issue 4): set-up < 10 ms; tokens/s ratio ≥ 0.98.
+//!
+//! `cargo bench -p symbi-slm-worker --bench sandbox_cost [-- ROUNDS THREADS]`
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use symbiont_runtime::config::{default_model_path, SandboxProfile};
+use symbiont_runtime::models::sandbox_plan_for;
+use symbiont_slm_protocol::{
+    read_message, write_message, FromWorker, GenerateRequest, LaunchSpec, ProbeAction, Sampling,
+    SandboxPlan, ToWorker,
+};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_symbi-slm-worker");
+const PROMPT: &str = "Explain quantum computing in simple words.";
+const TOKENS: u32 = 64;
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn spawn() -> (Child, ChildStdin, ChildStdout) {
+    let mut child = Command::new(WORKER)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn worker");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (child, stdin, stdout)
+}
+
+/// Spawn → probe answered; returns (wall ms, worker's apply µs).
+fn setup_once(plan: &SandboxPlan, scratch: &Path) -> (f64, f64) {
+    let started = Instant::now();
+    let (mut child, mut stdin, mut stdout) = spawn();
+    write_message(
+        &mut stdin,
+        &ToWorker::Probe {
+            plan: plan.clone(),
+            action: ProbeAction::ListDir(scratch.to_path_buf()),
+        },
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let msg: FromWorker = read_message(&mut stdout).expect("probe result");
+    let wall = started.elapsed().as_secs_f64() * 1e3;
+    drop(stdin);
+    child.wait().unwrap();
+    match msg {
+        FromWorker::ProbeResult { applied, outcome } => {
+            outcome.expect("the probe lists its own scratch dir");
+            assert!(
+                applied.gaps().next().is_none(),
+                "gaps: {:?}",
+                applied.layers
+            );
+            (wall, applied.setup_micros as f64)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+struct Loaded {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+fn load(model: &Path, threads: u32, plan: SandboxPlan) -> Loaded {
+    let (child, mut stdin, mut stdout) = spawn();
+    let spec = LaunchSpec {
+        protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
+        model_path: model.to_path_buf(),
+        threads,
+        context_size: 2048,
+        batch_size: 512,
+        supervisor_pid: std::process::id(),
+        sandbox: plan,
+    };
+    write_message(&mut stdin, &ToWorker::Launch(spec)).unwrap();
+    stdin.flush().unwrap();
+    match read_message::<_, FromWorker>(&mut stdout).expect("ready") {
+        FromWorker::Ready(_) => {}
+        other => panic!("worker did not load: {other:?}"),
+    }
+    Loaded {
+        child,
+        stdin,
+        stdout,
+    }
+}
+
+/// One greedy request; returns (generation tok/s, text).
+fn generate(w: &mut Loaded, id: u64) -> (f64, String) {
+    let req = GenerateRequest {
+        id,
+        prompt: PROMPT.into(),
+        chat: true,
+        max_tokens: TOKENS,
+        sampling: Sampling {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 1,
+        },
+        stop: vec![],
+        timeout_ms: 60_000,
+    };
+    write_message(&mut w.stdin, &ToWorker::Generate(req)).unwrap();
+    w.stdin.flush().unwrap();
+    let mut text = String::new();
+    loop {
+        match read_message::<_, FromWorker>(&mut w.stdout).expect("event") {
+            FromWorker::Token { text: t, .. } => text.push_str(&t),
+            FromWorker::Done { stats, .. } => {
+                let tps = (stats.output_tokens - 1) as f64 * 1e3 / stats.generation_ms;
+                return (tps, text);
+            }
+            FromWorker::Failed { error, .. } => panic!("generation failed: {error:?}"),
+            _ => {}
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(12);
+    let threads: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
+    let model = default_model_path().expect("HOME must be set");
+    assert!(
+        model.is_file(),
+        "default model missing at {}: run scripts/setup.sh",
+        model.display()
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    // The secure profile, with the unconfined side's threads and priority
+    // so that only the confinement differs.
+    let mut profile = SandboxProfile::secure();
+    profile.resources.max_cpu_cores = threads as f32;
+    profile.process_limits.process_priority = 0;
+    let confined = sandbox_plan_for(&profile, &model, Some(scratch.path()), threads).unwrap();
+    let unconfined = SandboxPlan::unconfined();
+
+    // 1. Set-up.
+    let spawns = 40;
+    let (mut wall_c, mut apply_c, mut wall_u) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..spawns {
+        let (w, a) = setup_once(&confined, scratch.path());
+        wall_c.push(w);
+        apply_c.push(a);
+        wall_u.push(setup_once(&unconfined, scratch.path()).0);
+    }
+    println!("sandbox set-up, {spawns} spawns per plan (medians):");
+    println!(
+        "  apply() inside the worker        {:>8.3} ms  (max {:.3} ms)",
+        median(&apply_c) / 1e3,
+        apply_c.iter().copied().fold(0.0, f64::max) / 1e3
+    );
+    println!(
+        "  spawn → probe answered, secure   {:>8.3} ms",
+        median(&wall_c)
+    );
+    println!(
+        "  spawn → probe answered, none     {:>8.3} ms",
+        median(&wall_u)
+    );
+    println!(
+        "  difference                       {:>8.3} ms",
+        median(&wall_c) - median(&wall_u)
+    );
+
+    // 2. Generation.
+    let mut c = load(&model, threads, confined);
+    let mut u = load(&model, threads, unconfined);
+    let settle = Duration::from_millis(400);
+    let (mut tps_c, mut tps_u) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        std::thread::sleep(settle);
+        let (a, ta) = generate(&mut u, round as u64);
+        std::thread::sleep(settle);
+        let (b, tb) = generate(&mut c, round as u64);
+        assert_eq!(ta, tb, "both sides must generate the same text");
+        if round > 0 {
+            tps_u.push(a);
+            tps_c.push(b);
+        }
+    }
+    let (mu, mc) = (median(&tps_u), median(&tps_c));
+    println!(
+        "generation, default model, {threads} threads, {TOKENS} tokens greedy, {rounds} alternated rounds (medians):"
+    );
+    println!(
+        "  unconfined {mu:>8.2} tok/s   sandboxed (secure) {mc:>8.2} tok/s   ratio {:.3}",
+        mc / mu
+    );
+    for w in [&mut c, &mut u] {
+        let _ = write_message(&mut w.stdin, &ToWorker::Shutdown);
+        let _ = w.stdin.flush();
+        let _ = w.child.wait();
+    }
+}
