@@ -550,6 +550,31 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
     // The clone3 filter first: once the main filter is in, the allow-list
     // no longer permits installing another one.
     seccompiler::apply_filter_all_threads(&clone3).map_err(seccomp_err)?;
-    seccompiler::apply_filter_all_threads(&prog).map_err(seccomp_err)?;
+    // The main filter with SECCOMP_FILTER_FLAG_LOG: every call it refuses
+    // with EPERM is also an audit record of the kernel (`audit: type=1326
+    // … syscall=N`, in the audit log or the kernel log), naming the process
+    // and the syscall.
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len())
+            .map_err(|_| SandboxError::Seccomp("filter too long".into()))?,
+        filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: seccompiler's sock_filter is #[repr(C)] with the kernel's
+    // layout (u16, u8, u8, u32), like libc's; the kernel copies the program
+    // from `fprog`, which points into `prog`, alive for this call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC | libc::SECCOMP_FILTER_FLAG_LOG,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(SandboxError::Seccomp(format!(
+            "installing the filter: {}",
+            io::Error::last_os_error()
+        )));
+    }
     Ok(())
 }
