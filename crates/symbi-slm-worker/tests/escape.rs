@@ -299,6 +299,32 @@ fn no_network() {
         probe(&p2, ProbeAction::ConnectTcp(addr)),
         "connect under the deny-list",
     );
+    // A non-loopback address: this host's own interface address (the one
+    // it would use to reach a documentation address; UDP connect sends
+    // nothing), with a listener on all addresses, so no traffic leaves.
+    let probe_sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    probe_sock
+        .connect("203.0.113.1:9")
+        .expect("this test needs a non-loopback IPv4 route (none on this host)");
+    let own = probe_sock.local_addr().unwrap().ip();
+    assert!(!own.is_loopback(), "no non-loopback address: {own}");
+    let wide = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let target = format!("{own}:{}", wide.local_addr().unwrap().port());
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::ConnectTcp(target.clone()),
+        ),
+        "unconfined connect to a non-loopback address",
+    );
+    denied(
+        probe(&p, ProbeAction::ConnectTcp(target.clone())),
+        "connect to a non-loopback address",
+    );
+    denied(
+        probe(&p2, ProbeAction::ConnectTcp(target)),
+        "non-loopback connect under the deny-list",
+    );
 }
 
 #[test]
