@@ -18,10 +18,11 @@ const CAPS: [&str; 6] = [
     "Embeddings",
 ];
 
-/// A config of `n` models with varied capabilities and sizes, and 50 agents.
-fn config_text(n: usize) -> String {
+/// A config of models `range` with varied capabilities and sizes, and 50
+/// agents.
+fn config_text(range: std::ops::Range<usize>) -> String {
     let mut s = String::from("[slm]\nenabled = true\n");
-    for i in 0..n {
+    for i in range.clone() {
         let caps: Vec<String> = CAPS
             .iter()
             .enumerate()
@@ -43,7 +44,8 @@ fn config_text(n: usize) -> String {
     }
     s.push_str("[slm.model_allow_lists.agent_model_maps]\n");
     for a in 0..50 {
-        let ids: Vec<String> = (0..n)
+        let ids: Vec<String> = range
+            .clone()
             .filter(|i| (i + a) % 3 == 0)
             .map(|i| format!("\"model-{i}\""))
             .collect();
@@ -52,9 +54,27 @@ fn config_text(n: usize) -> String {
     s
 }
 
+/// The config of `n` models. Above a few thousand models the text passes
+/// the loader's 4 MiB file limit, so it is parsed in chunks of 1,000 and
+/// merged (as an embedding application building `Slm` itself would).
+fn config(n: usize) -> Slm {
+    let mut slm = Slm::from_toml_str(&config_text(0..n.min(1_000))).unwrap();
+    for start in (1_000..n).step_by(1_000) {
+        let part = Slm::from_toml_str(&config_text(start..(start + 1_000).min(n))).unwrap();
+        let lists = &mut slm.model_allow_lists;
+        lists
+            .global_models
+            .extend(part.model_allow_lists.global_models);
+        for (agent, ids) in part.model_allow_lists.agent_model_maps {
+            lists.agent_model_maps.entry(agent).or_default().extend(ids);
+        }
+    }
+    slm
+}
+
 fn catalogs(c: &mut Criterion) {
     for n in [10usize, 1_000, 10_000] {
-        let catalog = ModelCatalog::new(Slm::from_toml_str(&config_text(n)).unwrap()).unwrap();
+        let catalog = ModelCatalog::new(config(n)).unwrap();
         let mut g = c.benchmark_group(format!("catalog_{n}"));
         let probe = format!("model-{}", n / 2);
         g.bench_function("get_model", |b| {
@@ -77,7 +97,7 @@ fn catalogs(c: &mut Criterion) {
 }
 
 fn loading(c: &mut Criterion) {
-    let text = config_text(1_000);
+    let text = config_text(0..1_000);
     let mut g = c.benchmark_group("config");
     g.sample_size(20);
     g.bench_function("parse_validate_index_1000_models", |b| {

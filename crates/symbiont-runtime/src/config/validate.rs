@@ -148,13 +148,15 @@ fn check_provider(base: &str, provider: &ModelProvider, out: &mut Issues) {
 
 fn check_agent_maps(slm: &Slm, out: &mut Issues) {
     let lists = &slm.model_allow_lists;
+    let ids: std::collections::HashSet<&str> =
+        lists.global_models.iter().map(|m| m.id.as_str()).collect();
     for (agent, models) in &lists.agent_model_maps {
         let base = format!("slm.model_allow_lists.agent_model_maps.{agent}");
         if agent.trim().is_empty() {
             out.push((base.clone(), Problem::Empty));
         }
         for (i, model) in models.iter().enumerate() {
-            if !lists.global_models.iter().any(|m| &m.id == model) {
+            if !ids.contains(model.as_str()) {
                 out.push((
                     format!("{base}[{i}]"),
                     Problem::UnknownModelInAgentMap {
