@@ -597,3 +597,49 @@ async fn memory_limit_is_reported_as_such() {
     assert_eq!(ev["model"], "smol");
     assert_eq!(ev["profile"], "tight");
 }
+
+/// Under RLIMIT_AS the default model needs about 385 MB of address space
+/// (VmPeak, one thread) for a peak resident 170 MB. Limits below that fail
+/// at different points (the weights' mapping, a compute buffer that
+/// llama.cpp asserts on): each is a memory limit, never a plain crash.
+#[tokio::test]
+async fn every_memory_shortfall_is_a_memory_limit() {
+    let _serial = serial();
+    for mb in [150, 250, 350] {
+        let mut p = SandboxProfile::secure();
+        p.resources.max_memory_mb = mb;
+        let r = LocalGgufRunner::builder(
+            model_path(),
+            p,
+            ModelResourceRequirements {
+                min_memory_mb: 100,
+                ..Default::default()
+            },
+        )
+        .worker_path(worker())
+        .build()
+        .await
+        .unwrap();
+        match r.execute("Hi", Some(greedy(4))).await {
+            Err(SlmRunnerError::ResourceLimitExceeded { limit, detail }) => {
+                assert_eq!(
+                    limit,
+                    symbiont_runtime::models::ResourceLimit::Memory,
+                    "{mb}: {detail}"
+                );
+            }
+            other => panic!("{mb} MB: expected a memory limit error, got {other:?}"),
+        }
+    }
+    // The allowed case: the secure profile's 512 MB is enough.
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        SandboxProfile::secure(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(worker())
+    .build()
+    .await
+    .unwrap();
+    assert!(r.execute("Hi", Some(greedy(4))).await.is_ok());
+}

@@ -198,14 +198,26 @@ impl Worker {
     /// Builds the `WorkerCrashed` error: waits briefly for the exit status
     /// (killing the group if the worker lingers) and takes the stderr tail.
     pub async fn crashed(&mut self, why: &str) -> SlmRunnerError {
+        let mut cpu_limit = false;
         let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
-            Ok(Ok(status)) => describe_status(status),
+            Ok(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                // SIGXCPU: the kernel's signal for a process past RLIMIT_CPU.
+                cpu_limit = status.signal() == Some(nix::sys::signal::Signal::SIGXCPU as i32);
+                describe_status(status)
+            }
             _ => {
                 self.kill().await;
                 format!("{why}; killed after it stopped responding")
             }
         };
         let tail = self.stderr_text().await;
+        if cpu_limit {
+            return SlmRunnerError::ResourceLimitExceeded {
+                limit: crate::models::ResourceLimit::CpuTime,
+                detail: format!("the worker used up its RLIMIT_CPU backstop ({status})"),
+            };
+        }
         if let Some(limit) = self.memory_limit.filter(|_| looks_like_oom(&tail)) {
             return memory_exceeded(limit, &format!("{status}; {tail}"));
         }
@@ -252,6 +264,8 @@ pub(super) fn looks_like_oom(text: &str) -> bool {
         "memory allocation of",
         "failed to create context",
         "failed to load model",
+        "insufficient memory",
+        "mem_buffer != null",
     ]
     .iter()
     .any(|p| t.contains(p))
