@@ -10,33 +10,22 @@
 //!
 //! `cargo bench -p symbi-slm-worker --bench overhead [-- ROUNDS THREADS]`
 
+mod common;
+
+use common::{median, PROMPT, TOKENS};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use symbi_slm_worker::engine::Engine;
 use symbiont_runtime::config::{default_model_path, ModelResourceRequirements, SandboxProfile};
 use symbiont_runtime::models::{ExecutionOptions, LocalGgufRunner};
-use symbiont_slm_protocol::{FromWorker, GenerateRequest, LaunchSpec, Sampling, ToWorker};
-
-const PROMPT: &str = "Explain quantum computing in simple words.";
-const TOKENS: u32 = 64;
+use symbiont_slm_protocol::{FromWorker, LaunchSpec, ToWorker};
 
 #[derive(Default)]
 struct Side {
     gen_tps: Vec<f64>,
     ttft_ms: Vec<f64>,
     wall_ms: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 fn spread(v: &[f64]) -> (f64, f64) {
@@ -121,23 +110,7 @@ fn main() {
     for round in 0..rounds + 1 {
         // Round 0 warms both sides and is not counted.
         std::thread::sleep(settle);
-        let req = GenerateRequest {
-            id: round as u64,
-            prompt: PROMPT.into(),
-            chat: true,
-            max_tokens: TOKENS,
-            sampling: Sampling {
-                temperature: 0.0,
-                top_k: 40,
-                top_p: 0.95,
-                min_p: 0.05,
-                repeat_penalty: 1.0,
-                repeat_last_n: 64,
-                seed: 1,
-            },
-            stop: vec![],
-            timeout_ms: 60_000,
-        };
+        let req = common::greedy_request(round as u64);
         let started = Instant::now();
         let mut first: Option<f64> = None;
         let mut text = String::new();

@@ -16,6 +16,9 @@
 //!
 //! `cargo bench -p symbi-slm-worker --bench sandbox_cost [-- ROUNDS THREADS]`
 
+mod common;
+
+use common::{median, TOKENS};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -24,24 +27,10 @@ use std::time::{Duration, Instant};
 use symbiont_runtime::config::{default_model_path, SandboxProfile};
 use symbiont_runtime::models::sandbox_plan_for;
 use symbiont_slm_protocol::{
-    read_message, write_message, FromWorker, GenerateRequest, LaunchSpec, ProbeAction, Sampling,
-    SandboxPlan, ToWorker,
+    read_message, write_message, FromWorker, LaunchSpec, ProbeAction, SandboxPlan, ToWorker,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_symbi-slm-worker");
-const PROMPT: &str = "Explain quantum computing in simple words.";
-const TOKENS: u32 = 64;
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
 
 fn spawn() -> (Child, ChildStdin, ChildStdout) {
     let mut child = Command::new(WORKER)
@@ -119,23 +108,7 @@ fn load(model: &Path, threads: u32, plan: SandboxPlan) -> Loaded {
 
 /// One greedy request; returns (generation tok/s, text).
 fn generate(w: &mut Loaded, id: u64) -> (f64, String) {
-    let req = GenerateRequest {
-        id,
-        prompt: PROMPT.into(),
-        chat: true,
-        max_tokens: TOKENS,
-        sampling: Sampling {
-            temperature: 0.0,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            seed: 1,
-        },
-        stop: vec![],
-        timeout_ms: 60_000,
-    };
+    let req = common::greedy_request(id);
     write_message(&mut w.stdin, &ToWorker::Generate(req)).unwrap();
     w.stdin.flush().unwrap();
     let mut text = String::new();

@@ -8,22 +8,18 @@
 //! whose allowed half needs root say so and check only the denial when not
 //! root.
 
+mod common;
+
+use common::{model_path, worker};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use symbiont_runtime::config::{default_model_path, SandboxProfile};
+use symbiont_runtime::config::SandboxProfile;
 use symbiont_runtime::models::sandbox_plan_for;
 use symbiont_slm_protocol::{
     read_message, write_message, FromWorker, ProbeAction, SandboxPlan, ToWorker,
 };
-
-/// The worker under test: the one cargo built, or `$SYMBI_SLM_WORKER`
-/// (scripts/test copies both to a place an unprivileged user can run).
-fn worker() -> String {
-    std::env::var("SYMBI_SLM_WORKER")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_symbi-slm-worker").to_string())
-}
 
 #[derive(Debug)]
 enum Outcome {
@@ -32,16 +28,6 @@ enum Outcome {
     /// The worker ended without a result (exec'd, or killed).
     Ended(std::process::ExitStatus),
     SetupFailed(#[allow(dead_code)] String),
-}
-
-fn model() -> PathBuf {
-    let p = default_model_path().expect("HOME must be set");
-    assert!(
-        p.is_file(),
-        "default model missing at {}: run scripts/setup.sh",
-        p.display()
-    );
-    p
 }
 
 fn is_root() -> bool {
@@ -54,7 +40,7 @@ fn plan(profile: &SandboxProfile) -> (tempfile::TempDir, SandboxPlan) {
         .prefix("escape-")
         .tempdir()
         .unwrap();
-    let plan = sandbox_plan_for(profile, &model(), Some(scratch.path()), 1).unwrap();
+    let plan = sandbox_plan_for(profile, &model_path(), Some(scratch.path()), 1).unwrap();
     (scratch, plan)
 }
 
@@ -167,9 +153,9 @@ fn sandbox_applies_every_layer_without_gaps() {
 }
 
 #[test]
-fn filesystem_reads_only_the_model() {
+fn filesystem_reads_only_the_model_path() {
     let (_d, p) = plan(&secure());
-    let model = model();
+    let model = model_path();
     allowed(
         probe(&p, ProbeAction::Read(model.clone())),
         "read the model",
@@ -465,7 +451,7 @@ fn inherited_descriptors_are_closed() {
 #[test]
 fn strict_profile_refuses_a_denied_path_inside_an_allowed_one() {
     let mut prof = secure();
-    let model = model();
+    let model = model_path();
     let dir: &Path = model.parent().unwrap();
     prof.filesystem.read_paths = vec![dir.display().to_string()];
     prof.filesystem.denied_paths = vec![dir.join("secret").display().to_string()];

@@ -7,12 +7,14 @@
 // body on purpose: that serializes tests, it cannot deadlock a runtime.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::{model_path, worker};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use symbiont_runtime::config::{default_model_path, ModelResourceRequirements, SandboxProfile};
+use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
 use symbiont_runtime::models::{
     ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, SlmRunner, SlmRunnerError,
     StreamEvent,
@@ -25,23 +27,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The worker under test: the one cargo built, or `$SYMBI_SLM_WORKER`
-/// (scripts/test copies both to a place an unprivileged user can run).
-fn worker() -> String {
-    std::env::var("SYMBI_SLM_WORKER")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_symbi-slm-worker").to_string())
-}
-
-fn model_path() -> PathBuf {
-    let p = default_model_path().expect("HOME or XDG_CACHE_HOME must be set");
-    assert!(
-        p.is_file(),
-        "the default model is missing at {}: run scripts/setup.sh first",
-        p.display()
-    );
-    p
 }
 
 fn profile() -> SandboxProfile {

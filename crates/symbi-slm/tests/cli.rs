@@ -263,21 +263,24 @@ fn access_refusal_is_in_the_audit_log() {
     .unwrap();
     // Allowed agent, denied model: refused before anything loads, and
     // recorded with who, what and which rule.
-    let out = symbi(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "run",
-            "--agent",
-            "writer",
-            "--model",
-            "coder",
-            "--worker",
-            "/nonexistent",
-            "hi",
-        ],
-        None,
-    );
+    let refused = || {
+        symbi(
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "run",
+                "--agent",
+                "writer",
+                "--model",
+                "coder",
+                "--worker",
+                "/nonexistent",
+                "hi",
+            ],
+            None,
+        )
+    };
+    let out = refused();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .unwrap()
@@ -299,21 +302,7 @@ fn access_refusal_is_in_the_audit_log() {
             + "[slm.sandbox_profiles.secure.security]\nenable_audit_logging = false\n",
     )
     .unwrap();
-    let again = symbi(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "run",
-            "--agent",
-            "writer",
-            "--model",
-            "coder",
-            "--worker",
-            "/nonexistent",
-            "hi",
-        ],
-        None,
-    );
+    let again = refused();
     assert_eq!(again.status.code(), Some(2));
     assert_eq!(text(&again.stderr), text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);

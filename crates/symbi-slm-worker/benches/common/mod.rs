@@ -1,0 +1,41 @@
+//! Helpers shared by the worker's benchmarks.
+
+use symbiont_slm_protocol::{GenerateRequest, Sampling};
+
+/// The prompt every benchmark generates from.
+pub const PROMPT: &str = "Explain quantum computing in simple words.";
+/// Tokens generated per request.
+pub const TOKENS: u32 = 64;
+
+/// The median of `v` (not empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// A greedy chat request for [`PROMPT`], [`TOKENS`] tokens.
+pub fn greedy_request(id: u64) -> GenerateRequest {
+    GenerateRequest {
+        id,
+        prompt: PROMPT.into(),
+        chat: true,
+        max_tokens: TOKENS,
+        sampling: Sampling {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 1,
+        },
+        stop: vec![],
+        timeout_ms: 60_000,
+    }
+}
