@@ -19,7 +19,7 @@ use symbiont_slm_protocol::{
     ModelFacts, RequestError, ToWorker, PROTOCOL_VERSION,
 };
 
-use crate::template::render_user_prompt;
+use crate::template::render_chat;
 use crate::text::{Matched, StopMatcher, Utf8Stream};
 
 /// Where the engine's messages go: the protocol pipe in the worker, or a
@@ -157,9 +157,15 @@ impl Engine {
                 let piece = |t: LlamaToken| {
                     String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
                 };
-                render_user_prompt(
+                let messages: Vec<(&str, &str)> = req
+                    .history
+                    .iter()
+                    .map(|m| (m.role.as_str(), m.content.as_str()))
+                    .chain(std::iter::once(("user", req.prompt.as_str())))
+                    .collect();
+                render_chat(
                     template,
-                    &req.prompt,
+                    &messages,
                     &piece(vocab.bos()),
                     &piece(vocab.eos()),
                 )

@@ -15,6 +15,17 @@ pub fn render_user_prompt(
     bos: &str,
     eos: &str,
 ) -> Result<String, String> {
+    render_chat(template, &[("user", prompt)], bos, eos)
+}
+
+/// Renders `template` for a conversation (`(role, content)`, oldest
+/// first), with the generation prompt.
+pub fn render_chat(
+    template: &str,
+    messages: &[(&str, &str)],
+    bos: &str,
+    eos: &str,
+) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_fuel(Some(TEMPLATE_FUEL));
     // Templates written for Python's Jinja call str methods such as .strip().
@@ -26,7 +37,10 @@ pub fn render_user_prompt(
         .map_err(|e| format!("{e:#}"))?;
     let tmpl = env.get_template("chat").map_err(|e| format!("{e:#}"))?;
     tmpl.render(context! {
-        messages => vec![context! { role => "user", content => prompt }],
+        messages => messages
+            .iter()
+            .map(|&(role, content)| context! { role => role, content => content })
+            .collect::<Vec<_>>(),
         add_generation_prompt => true,
         bos_token => bos,
         eos_token => eos,
@@ -47,6 +61,26 @@ mod tests {
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn conversations_render_every_turn_in_order() {
+        let out = render_chat(
+            SMOLLM2,
+            &[
+                ("system", "Be brief."),
+                ("user", "Hi"),
+                ("assistant", "Hello!"),
+                ("user", "Bye"),
+            ],
+            "",
+            "<|im_end|>",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"
         );
     }
 

@@ -628,3 +628,65 @@ async fn every_memory_shortfall_is_a_memory_limit() {
     .unwrap();
     assert!(r.execute("Hi", Some(greedy(4))).await.is_ok());
 }
+
+/// A conversation's earlier turns go through the chat template into the
+/// prompt (measured in tokens); misuse is `InvalidInput`.
+#[tokio::test]
+async fn chat_history_is_part_of_the_prompt() {
+    use symbiont_runtime::models::{ChatMessage, ChatRole, PromptMode};
+    let _serial = serial();
+    let r = runner().await;
+    let alone = r
+        .execute("What is my name?", Some(greedy(4)))
+        .await
+        .unwrap();
+    let history = vec![
+        ChatMessage::new(ChatRole::System, "You are terse."),
+        ChatMessage::new(ChatRole::User, "My name is Zed."),
+        ChatMessage::new(ChatRole::Assistant, "Hello, Zed."),
+    ];
+    let with = r
+        .execute(
+            "What is my name?",
+            Some(ExecutionOptions {
+                history: history.clone(),
+                ..greedy(4)
+            }),
+        )
+        .await
+        .unwrap();
+    let (a, w) = (
+        alone.metadata.input_tokens.unwrap(),
+        with.metadata.input_tokens.unwrap(),
+    );
+    // The two turns and their template markup; the custom system prompt
+    // replaces the template's default one, so compare with a margin.
+    assert!(w > a + 5, "with history {w} tokens, alone {a}");
+    for (opts, what) in [
+        (
+            ExecutionOptions {
+                history: history.clone(),
+                prompt_mode: PromptMode::Raw,
+                ..greedy(4)
+            },
+            "raw with history",
+        ),
+        (
+            ExecutionOptions {
+                history: vec![
+                    ChatMessage::new(ChatRole::User, "Hi"),
+                    ChatMessage::new(ChatRole::System, "late"),
+                ],
+                ..greedy(4)
+            },
+            "system turn after the first",
+        ),
+    ] {
+        match r.execute("Hi", Some(opts)).await {
+            Err(SlmRunnerError::InvalidInput { field, .. }) => {
+                assert_eq!(field, "history", "{what}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

@@ -47,6 +47,9 @@ enum Command {
     /// one-line summary (tokens, tokens/s, first token, peak memory) to
     /// stderr.
     Run(run_cmd::RunArgs),
+    /// A conversation on stdin: one line per turn, answers streamed to
+    /// stdout, the worker kept loaded between turns (/reset, /exit).
+    Chat(run_cmd::ChatArgs),
     /// What a sandbox profile enforces on this host; run a program under it.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCmd),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => catalog_cmds::models(cmd, cli.config.as_deref()),
         Command::Profiles(cmd) => catalog_cmds::profiles(cmd, cli.config.as_deref()),
         Command::Run(args) => run_cmd::run(args, cli.config.as_deref()),
+        Command::Chat(args) => run_cmd::chat(args, cli.config.as_deref()),
         Command::Sandbox(cmd) => sandbox_cmd::sandbox(cmd, cli.config.as_deref()),
     };
     match result {

@@ -1,6 +1,6 @@
 //! `symbi-slm run`: one prompt through the model's runner, streamed.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,20 +8,21 @@ use anyhow::anyhow;
 use clap::Args;
 use futures::StreamExt;
 use symbiont_runtime::audit::{AuditEvent, AuditKind, AuditLog};
-use symbiont_runtime::config::{ModelCapability, ModelProvider};
+use symbiont_runtime::config::{
+    ModelCapability, ModelProvider, ModelResourceRequirements, SandboxProfile,
+};
 use symbiont_runtime::models::{
-    ExecutionMetadata, ExecutionOptions, LocalGgufRunner, ModelCatalog, PromptMode, SlmRunnerError,
-    StreamEvent,
+    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, LocalGgufRunner, ModelCatalog,
+    PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
 use crate::Failure;
 
-/// `symbi-slm run`
+/// What `run` and `chat` share: which model, for whom, under which
+/// profile, how to sample.
 #[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The prompt; read from stdin when absent or `-`.
-    prompt: Option<String>,
+pub struct ModelArgs {
     /// Model id (default: the best TextGeneration model, for --agent if given).
     #[arg(long)]
     model: Option<String>,
@@ -41,6 +42,18 @@ pub struct RunArgs {
     /// Random seed: the same seed gives the same text.
     #[arg(long)]
     seed: Option<u32>,
+    /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
+    #[arg(long, value_name = "PATH")]
+    worker: Option<PathBuf>,
+}
+
+/// `symbi-slm run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The prompt; read from stdin when absent or `-`.
+    prompt: Option<String>,
+    #[command(flatten)]
+    common: ModelArgs,
     /// Stop before this text (repeatable).
     #[arg(long)]
     stop: Vec<String>,
@@ -54,12 +67,63 @@ pub struct RunArgs {
     /// Print the ExecutionResult as JSON instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
-    #[arg(long, value_name = "PATH")]
-    worker: Option<PathBuf>,
 }
 
-pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
+/// `symbi-slm chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    common: ModelArgs,
+    /// A system message opening the conversation.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+/// A model resolved from the config, its access checked, ready to run.
+struct Prepared {
+    model_id: String,
+    profile_name: String,
+    profile: SandboxProfile,
+    file_path: PathBuf,
+    requirements: ModelResourceRequirements,
+    audit: AuditLog,
+}
+
+impl Prepared {
+    /// Builds the runner (nothing starts until the first request).
+    async fn runner(
+        &self,
+        args: &ModelArgs,
+        keep_alive: Duration,
+    ) -> Result<LocalGgufRunner, Failure> {
+        let mut builder = LocalGgufRunner::builder(
+            &self.file_path,
+            self.profile.clone(),
+            self.requirements.clone(),
+        )
+        .keep_alive(keep_alive)
+        .audit_log(self.audit.clone())
+        .labels(&self.model_id, &self.profile_name);
+        if let Some(w) = &args.worker {
+            builder = builder.worker_path(w);
+        }
+        builder.build().await.map_err(classify)
+    }
+
+    fn options(&self, args: &ModelArgs) -> ExecutionOptions {
+        ExecutionOptions {
+            temperature: args.temperature,
+            max_tokens: args.max_tokens,
+            seed: args.seed,
+            agent_id: args.agent.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Loads the config, picks the model, checks the agent's access (recording
+/// a refusal in the audit log) and the profile.
+fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure> {
     let source = config_source::pick(config);
     let slm = config_source::load(&source).map_err(|e| Failure::Input(anyhow!("{source}: {e}")))?;
     if !slm.enabled {
@@ -121,6 +185,18 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
             model.provider.kind()
         )));
     };
+    Ok(Prepared {
+        model_id: model.id.clone(),
+        profile_name,
+        profile: profile.clone(),
+        file_path: file_path.clone(),
+        requirements: model.resource_requirements.clone(),
+        audit,
+    })
+}
+
+pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
+    let prep = prepare(&args.common, config)?;
     let prompt = match args.prompt.as_deref() {
         Some(p) if p != "-" => p.to_string(),
         _ => {
@@ -140,37 +216,18 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
         .transpose()?;
     let options = ExecutionOptions {
         timeout,
-        temperature: args.temperature,
-        max_tokens: args.max_tokens,
-        seed: args.seed,
         stop: args.stop.clone(),
         prompt_mode: if args.raw {
             PromptMode::Raw
         } else {
             PromptMode::Chat
         },
-        agent_id: args.agent.clone(),
-        ..Default::default()
+        ..prep.options(&args.common)
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let rt = runtime()?;
     rt.block_on(async {
-        let mut builder = LocalGgufRunner::builder(
-            file_path,
-            profile.clone(),
-            model.resource_requirements.clone(),
-        )
-        .keep_alive(Duration::ZERO)
-        .audit_log(audit)
-        .labels(&model.id, &profile_name);
-        if let Some(w) = &args.worker {
-            builder = builder.worker_path(w);
-        }
-        let runner = builder.build().await.map_err(classify)?;
+        let runner = prep.runner(&args.common, Duration::ZERO).await?;
         let mut stream = Box::pin(runner.execute_stream(&prompt, Some(options)));
         let mut stdout = std::io::stdout().lock();
         while let Some(event) = stream.next().await {
@@ -188,13 +245,105 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
                     } else {
                         let _ = writeln!(stdout);
                     }
-                    eprintln!("{}", summary(&model.id, &profile_name, &result.metadata));
+                    eprintln!(
+                        "{}",
+                        summary(&prep.model_id, &prep.profile_name, &result.metadata)
+                    );
                 }
                 _ => {}
             }
         }
         Ok(())
     })
+}
+
+/// `symbi-slm chat`: one line per user turn; the model's answers stream
+/// back and stay in the conversation. `/reset` starts over, `/exit` or end
+/// of input ends. The worker stays loaded between turns.
+pub fn chat(args: ChatArgs, config: Option<&Path>) -> Result<(), Failure> {
+    let prep = prepare(&args.common, config)?;
+    let interactive = std::io::stdin().is_terminal();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let runner = prep.runner(&args.common, Duration::from_secs(300)).await?;
+        let opening: Vec<ChatMessage> = args
+            .system
+            .iter()
+            .map(|s| ChatMessage::new(ChatRole::System, s.clone()))
+            .collect();
+        let mut history = opening.clone();
+        if interactive {
+            eprintln!(
+                "[{} · profile {}] type a message; /reset starts over, /exit ends",
+                prep.model_id, prep.profile_name
+            );
+        }
+        let mut lines = std::io::stdin().lock().lines();
+        loop {
+            if interactive {
+                eprint!("> ");
+            }
+            let Some(line) = lines.next() else { break };
+            let line = line.map_err(|e| Failure::Input(anyhow!("reading stdin: {e}")))?;
+            let line = line.trim();
+            match line {
+                "" => continue,
+                "/exit" | "/quit" => break,
+                "/reset" => {
+                    history = opening.clone();
+                    eprintln!("(conversation reset)");
+                    continue;
+                }
+                _ => {}
+            }
+            let options = ExecutionOptions {
+                history: history.clone(),
+                ..prep.options(&args.common)
+            };
+            let mut stream = Box::pin(runner.execute_stream(line, Some(options)));
+            let mut stdout = std::io::stdout().lock();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(StreamEvent::Token(t)) => {
+                        let _ = stdout.write_all(t.as_bytes());
+                        let _ = stdout.flush();
+                    }
+                    Ok(StreamEvent::Done(result)) => {
+                        let _ = writeln!(stdout);
+                        if interactive {
+                            eprintln!(
+                                "{}",
+                                summary(&prep.model_id, &prep.profile_name, &result.metadata)
+                            );
+                        }
+                        history.push(ChatMessage::new(ChatRole::User, line));
+                        history.push(ChatMessage::new(ChatRole::Assistant, result.response));
+                    }
+                    Ok(_) => {}
+                    // A turn that fails (too long for the context, a
+                    // timeout) is reported; the conversation goes on.
+                    Err(e @ SlmRunnerError::InvalidInput { .. }) => {
+                        eprintln!("symbi-slm: {e} (/reset starts a new conversation)");
+                    }
+                    Err(e @ SlmRunnerError::ExecutionTimeout { .. }) => {
+                        eprintln!("symbi-slm: {e}");
+                    }
+                    Err(e) => return Err(classify(e)),
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The async runtime of one command: one worker thread is plenty, the
+/// work happens in the model's worker process.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.into()))
 }
 
 /// Bad input and bad model files are the caller's to fix (exit 2); the

@@ -441,3 +441,55 @@ fn sandbox_exec_confines_any_program() {
     // A program that cannot be executed under the plan: 127.
     assert_eq!(exec(&[], &["/nonexistent-program"]).status.code(), Some(2));
 }
+
+/// `chat`: one answer line per user line, the conversation kept between
+/// turns (the second turn's answer depends on the first), `/reset` and
+/// `/exit` understood.
+#[test]
+fn chat_answers_each_line_and_keeps_the_conversation() {
+    let worker = worker_beside_cli();
+    let chat = |input: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+            .args([
+                "chat",
+                "--max-tokens",
+                "12",
+                "--temperature",
+                "0",
+                "--worker",
+            ])
+            .arg(&worker)
+            .env_remove("SYMBI_SLM_CONFIG")
+            .env(
+                "XDG_STATE_HOME",
+                std::env::temp_dir().join("symbi-slm-cli-tests"),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let both = chat("My name is Zed.\nWhat is my name?\n/exit\nnever read\n");
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both.iter().all(|l| !l.trim().is_empty()), "{both:?}");
+    // The same question alone (after a reset) gets a different answer:
+    // the first turn was part of the prompt.
+    let alone = chat("My name is Zed.\n/reset\nWhat is my name?\n");
+    assert_eq!(alone.len(), 2, "{alone:?}");
+    assert_eq!(alone[0], both[0], "greedy: same first answer");
+    assert_ne!(alone[1], both[1], "the history changed nothing");
+}

@@ -91,6 +91,10 @@ pub struct GenerateRequest {
     pub prompt: String,
     /// Whether to apply the model's chat template.
     pub chat: bool,
+    /// Earlier turns of the conversation, oldest first (chat only); the
+    /// prompt is the new user message.
+    #[serde(default)]
+    pub history: Vec<ChatMessage>,
     /// Most tokens to generate.
     pub max_tokens: u32,
     /// Sampling parameters.
@@ -100,6 +104,15 @@ pub struct GenerateRequest {
     /// The worker stops by itself after this long (the supervisor also
     /// cancels, then kills).
     pub timeout_ms: u64,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
 }
 
 /// Sampling parameters, all resolved (no defaults left to the worker).

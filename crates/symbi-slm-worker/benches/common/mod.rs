@@ -25,6 +25,7 @@ pub fn greedy_request(id: u64) -> GenerateRequest {
         id,
         prompt: PROMPT.into(),
         chat: true,
+        history: vec![],
         max_tokens: TOKENS,
         sampling: Sampling {
             temperature: 0.0,

@@ -12,6 +12,6 @@ pub use local_gguf::{
     GgufSummary, LocalGgufRunner, LocalGgufRunnerBuilder, StreamEvent, WORKER_ENV, WORKER_FILE,
 };
 pub use runner::{
-    ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, PromptMode, ResourceLimit,
-    RunnerInfo, SlmRunner, SlmRunnerError,
+    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
+    PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,
 };

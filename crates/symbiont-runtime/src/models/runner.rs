@@ -46,6 +46,48 @@ pub enum PromptMode {
     Raw,
 }
 
+/// Who said a turn of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatRole {
+    /// Instructions for the model.
+    System,
+    /// The person or agent asking.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl ChatRole {
+    /// The role's name in chat templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatRole::System => "system",
+            ChatRole::User => "user",
+            ChatRole::Assistant => "assistant",
+        }
+    }
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who said it.
+    pub role: ChatRole,
+    /// What was said.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A turn of `role`.
+    pub fn new(role: ChatRole, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
 /// Per-request options. Every `None` takes the runner's documented default.
 /// An option a runner cannot honour is an [`SlmRunnerError::InvalidInput`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,6 +122,10 @@ pub struct ExecutionOptions {
     /// The agent this request runs for, named in audit events. (Check its
     /// access first with `ModelCatalog::validate_model_access`.)
     pub agent_id: Option<String>,
+    /// Earlier turns of the conversation, oldest first; the prompt is the
+    /// new user message. Chat mode only (with `PromptMode::Raw` it is an
+    /// `InvalidInput`). A `System` turn may only come first.
+    pub history: Vec<ChatMessage>,
 }
 
 impl ExecutionOptions {

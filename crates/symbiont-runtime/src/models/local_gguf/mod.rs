@@ -40,8 +40,8 @@ use self::worker::{Next, Worker};
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelResourceRequirements, SandboxProfile};
 use crate::models::{
-    ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, PromptMode, ResourceLimit,
-    RunnerInfo, SlmRunner, SlmRunnerError,
+    ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, PromptMode,
+    ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,
 };
 
 /// Environment variable naming the worker executable (absolute path).
@@ -654,13 +654,30 @@ impl Shared {
                 reason: "the prompt is empty".into(),
             });
         }
-        if prompt.len() > MAX_PROMPT_BYTES {
+        let total = prompt.len() + o.history.iter().map(|m| m.content.len()).sum::<usize>();
+        if total > MAX_PROMPT_BYTES {
             return Err(SlmRunnerError::InvalidInput {
                 field: "prompt",
                 reason: format!(
-                    "the prompt is {} bytes, more than the {MAX_PROMPT_BYTES} allowed",
-                    prompt.len()
+                    "the prompt (with its history) is {total} bytes, more than the {MAX_PROMPT_BYTES} allowed"
                 ),
+            });
+        }
+        if !o.history.is_empty() && o.prompt_mode == PromptMode::Raw {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "history",
+                reason: "a conversation history needs the chat template; PromptMode::Raw takes one prompt".into(),
+            });
+        }
+        if let Some(i) = o
+            .history
+            .iter()
+            .skip(1)
+            .position(|m| m.role == ChatRole::System)
+        {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "history",
+                reason: format!("turn {} is a system turn; only the first may be", i + 1),
             });
         }
         let max_secs = self.profile.process_limits.max_execution_time_seconds;
@@ -685,6 +702,14 @@ impl Shared {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             prompt: prompt.to_string(),
             chat: o.prompt_mode == PromptMode::Chat,
+            history: o
+                .history
+                .iter()
+                .map(|m| symbiont_slm_protocol::ChatMessage {
+                    role: m.role.as_str().into(),
+                    content: m.content.clone(),
+                })
+                .collect(),
             max_tokens: o.max_tokens.unwrap_or(defaults::MAX_TOKENS),
             sampling: Sampling {
                 temperature: o.temperature.unwrap_or(defaults::TEMPERATURE),
