@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{median, PROMPT, TOKENS};
+use common::{median, spread, PROMPT, TOKENS};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -26,12 +26,6 @@ struct Side {
     gen_tps: Vec<f64>,
     ttft_ms: Vec<f64>,
     wall_ms: Vec<f64>,
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, max)
 }
 
 fn line(name: &str, unit: &str, a: &[f64], b: &[f64]) {

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{median, TOKENS};
+use common::{median, summary, TOKENS};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -156,22 +156,21 @@ fn main() {
         apply_c.push(a);
         wall_u.push(setup_once(&unconfined, scratch.path()).0);
     }
-    println!("sandbox set-up, {spawns} spawns per plan (medians):");
+    println!("sandbox set-up, {spawns} spawns per plan (median [min–max], ms):");
     println!(
-        "  apply() inside the worker        {:>8.3} ms  (max {:.3} ms)",
-        median(&apply_c) / 1e3,
-        apply_c.iter().copied().fold(0.0, f64::max) / 1e3
+        "  apply() inside the worker        {}",
+        summary(&apply_c, 1e-3)
     );
     println!(
-        "  spawn → probe answered, secure   {:>8.3} ms",
-        median(&wall_c)
+        "  spawn → probe answered, secure   {}",
+        summary(&wall_c, 1.0)
     );
     println!(
-        "  spawn → probe answered, none     {:>8.3} ms",
-        median(&wall_u)
+        "  spawn → probe answered, none     {}",
+        summary(&wall_u, 1.0)
     );
     println!(
-        "  difference                       {:>8.3} ms",
+        "  difference of medians            {:.3}",
         median(&wall_c) - median(&wall_u)
     );
 
@@ -193,12 +192,11 @@ fn main() {
     }
     let (mu, mc) = (median(&tps_u), median(&tps_c));
     println!(
-        "generation, default model, {threads} threads, {TOKENS} tokens greedy, {rounds} alternated rounds (medians):"
+        "generation, default model, {threads} threads, {TOKENS} tokens greedy, {rounds} alternated rounds (median [min–max], tok/s):"
     );
-    println!(
-        "  unconfined {mu:>8.2} tok/s   sandboxed (secure) {mc:>8.2} tok/s   ratio {:.3}",
-        mc / mu
-    );
+    println!("  unconfined          {}", summary(&tps_u, 1.0));
+    println!("  sandboxed (secure)  {}", summary(&tps_c, 1.0));
+    println!("  ratio of medians    {:.3}", mc / mu);
     for w in [&mut c, &mut u] {
         let _ = write_message(&mut w.stdin, &ToWorker::Shutdown);
         let _ = w.stdin.flush();

@@ -8,16 +8,6 @@ use minijinja::{context, Environment, Error, ErrorKind};
 /// message, small enough that a hostile template stops quickly.
 const TEMPLATE_FUEL: u64 = 2_000_000;
 
-/// Renders `template` for one user message, with the generation prompt.
-pub fn render_user_prompt(
-    template: &str,
-    prompt: &str,
-    bos: &str,
-    eos: &str,
-) -> Result<String, String> {
-    render_chat(template, &[("user", prompt)], bos, eos)
-}
-
 /// Renders `template` for a conversation (`(role, content)`, oldest
 /// first), with the generation prompt.
 pub fn render_chat(
@@ -57,7 +47,7 @@ mod tests {
 
     #[test]
     fn smollm2_template_keeps_its_default_system_prompt() {
-        let out = render_user_prompt(SMOLLM2, "Hi", "", "<|im_end|>").unwrap();
+        let out = render_chat(SMOLLM2, &[("user", "Hi")], "", "<|im_end|>").unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -87,16 +77,16 @@ mod tests {
     #[test]
     fn hostile_templates_fail_cleanly() {
         let endless = "{% for i in range(100000000) %}{{ i }}{% endfor %}";
-        assert!(render_user_prompt(endless, "x", "", "").is_err());
-        assert!(render_user_prompt("{{ raise_exception('no') }}", "x", "", "").is_err());
-        assert!(render_user_prompt("{% if %}", "x", "", "").is_err());
+        assert!(render_chat(endless, &[("user", "x")], "", "").is_err());
+        assert!(render_chat("{{ raise_exception('no') }}", &[("user", "x")], "", "").is_err());
+        assert!(render_chat("{% if %}", &[("user", "x")], "", "").is_err());
         let rec = "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}";
-        assert!(render_user_prompt(rec, "x", "", "").is_err());
+        assert!(render_chat(rec, &[("user", "x")], "", "").is_err());
     }
 
     #[test]
     fn python_string_methods_work() {
         let t = "{{ messages[0]['content'].strip() }}";
-        assert_eq!(render_user_prompt(t, "  hi  ", "", "").unwrap(), "hi");
+        assert_eq!(render_chat(t, &[("user", "  hi  ")], "", "").unwrap(), "hi");
     }
 }

@@ -19,6 +19,20 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The smallest and largest of `v`.
+pub fn spread(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+/// `median [min–max]` of `v`, scaled by `k`.
+#[allow(dead_code)] // used by sandbox_cost, not by overhead
+pub fn summary(v: &[f64], k: f64) -> String {
+    let (lo, hi) = spread(v);
+    format!("{:.3} [{:.3}–{:.3}]", median(v) * k, lo * k, hi * k)
+}
+
 /// A greedy chat request for [`PROMPT`], [`TOKENS`] tokens.
 pub fn greedy_request(id: u64) -> GenerateRequest {
     GenerateRequest {

@@ -303,7 +303,7 @@ pub fn sandbox_report(
         (
             "(always)".into(),
             "-".into(),
-            "no_new_privs, inherited file descriptors closed, empty environment, own process group".into(),
+            "no_new_privs, inherited file descriptors closed, scrubbed environment (only GGML_NO_BACKTRACE=1), own process group".into(),
             vec![Need::Always],
         ),
     ];

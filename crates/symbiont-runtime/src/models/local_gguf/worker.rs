@@ -1,7 +1,7 @@
 //! One worker process: spawning it, its pipes, its stderr, its death.
 //!
-//! The worker is started with an empty environment (plus the two variables
-//! llama.cpp's runtime needs), in its own process group, with its stdin,
+//! The worker is started with a scrubbed environment (only
+//! `GGML_NO_BACKTRACE=1`, so that ggml's abort handler does not run gdb), in its own process group, with its stdin,
 //! stdout and stderr as pipes and nothing else. It is killed, with its whole
 //! group, when the handle is dropped or killed.
 
