@@ -47,6 +47,30 @@ async fn runner() -> LocalGgufRunner {
     .expect("runner")
 }
 
+/// A runner whose audit events go to a file in `dir`.
+async fn audited_runner(dir: &tempfile::TempDir) -> LocalGgufRunner {
+    LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(worker())
+    .audit_log(symbiont_runtime::audit::AuditLog::to_file(dir.path().join("audit.jsonl")).unwrap())
+    .labels("smol", "standard")
+    .build()
+    .await
+    .expect("runner")
+}
+
+/// The audit events written to `dir` so far.
+fn audit_events(dir: &tempfile::TempDir) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn greedy(max_tokens: u32) -> ExecutionOptions {
     ExecutionOptions {
         temperature: Some(0.0),
@@ -206,7 +230,8 @@ async fn streaming_yields_the_same_text_as_execute() {
 #[tokio::test]
 async fn timeout_stops_the_generation_and_the_next_request_works() {
     let _serial = serial();
-    let r = runner().await;
+    let audit = tempfile::tempdir().unwrap();
+    let r = audited_runner(&audit).await;
     r.preload().await.unwrap();
     let started = Instant::now();
     let err = r
@@ -231,12 +256,21 @@ async fn timeout_stops_the_generation_and_the_next_request_works() {
     );
     let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
     assert!(ok.metadata.output_tokens.unwrap() >= 1);
+    // One audit event: the time limit, named by its config key.
+    let events = audit_events(&audit);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "limit_hit");
+    assert_eq!(
+        events[0]["control"],
+        "process_limits.max_execution_time_seconds"
+    );
 }
 
 #[tokio::test]
 async fn killed_worker_is_reported_and_replaced() {
     let _serial = serial();
-    let r = runner().await;
+    let audit = tempfile::tempdir().unwrap();
+    let r = audited_runner(&audit).await;
     r.preload().await.unwrap();
     let pid = r.worker_pid().await.unwrap();
     let r2 = r.clone();
@@ -263,6 +297,13 @@ async fn killed_worker_is_reported_and_replaced() {
         "a fresh worker loaded the model"
     );
     assert_ne!(r.worker_pid().await, Some(pid));
+    let events = audit_events(&audit);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "worker_crash");
+    assert!(
+        events[0]["detail"].as_str().unwrap().contains("SIGKILL"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -689,4 +730,58 @@ async fn chat_history_is_part_of_the_prompt() {
             other => panic!("{what}: {other:?}"),
         }
     }
+}
+
+/// A worker that does not answer a cancel (here: stopped with SIGSTOP) is
+/// killed with its process group after the grace period; the caller gets
+/// the timeout, the audit log the kill, and the next request a new worker.
+#[tokio::test]
+async fn unresponsive_worker_is_killed_at_the_deadline() {
+    let _serial = serial();
+    let audit = tempfile::tempdir().unwrap();
+    let r = audited_runner(&audit).await;
+    r.preload().await.unwrap();
+    let pid = r.worker_pid().await.unwrap();
+    let r2 = r.clone();
+    let started = Instant::now();
+    let job = tokio::spawn(async move {
+        r2.execute(
+            "Write a very long story about the sea.",
+            Some(ExecutionOptions {
+                timeout: Some(Duration::from_millis(800)),
+                max_tokens: Some(100_000),
+                ..greedy(0)
+            }),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let err = job.await.unwrap().unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, SlmRunnerError::ExecutionTimeout { .. }),
+        "{err}"
+    );
+    // Deadline (0.8 s) + grace (0.5 s) + the kill, well under 2 s.
+    assert!(
+        took < Duration::from_millis(2000),
+        "returned after {took:?}"
+    );
+    // The stopped worker is gone (killed, reaped), not left behind.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} still exists"
+    );
+    let kinds: Vec<String> = audit_events(&audit)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["kill", "limit_hit"], "{kinds:?}");
+    let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
+    assert!(ok.metadata.model_load_ms.is_some(), "a fresh worker");
 }
