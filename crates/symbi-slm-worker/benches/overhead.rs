@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use symbi_slm_worker::engine::Engine;
-use symbiont_runtime::config::{default_model_path, ModelResourceRequirements, SandboxProfile};
+use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
 use symbiont_runtime::models::{ExecutionOptions, LocalGgufRunner};
 use symbiont_slm_protocol::{FromWorker, LaunchSpec, ToWorker};
 
@@ -39,18 +39,7 @@ fn line(name: &str, unit: &str, a: &[f64], b: &[f64]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(15);
-    let threads: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
-    let model = default_model_path().expect("HOME must be set");
-    assert!(
-        model.is_file(),
-        "default model missing at {}: run scripts/setup.sh",
-        model.display()
-    );
+    let (rounds, threads, model) = common::setup(15);
     let worker = std::path::Path::new(env!("CARGO_BIN_EXE_symbi-slm-worker"));
 
     let spec = LaunchSpec {

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use symbiont_runtime::config::{default_model_path, SandboxProfile};
+use symbiont_runtime::config::SandboxProfile;
 use symbiont_runtime::models::sandbox_plan_for;
 use symbiont_slm_protocol::{
     read_message, write_message, FromWorker, LaunchSpec, ProbeAction, SandboxPlan, ToWorker,
@@ -126,18 +126,7 @@ fn generate(w: &mut Loaded, id: u64) -> (f64, String) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(12);
-    let threads: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
-    let model = default_model_path().expect("HOME must be set");
-    assert!(
-        model.is_file(),
-        "default model missing at {}: run scripts/setup.sh",
-        model.display()
-    );
+    let (rounds, threads, model) = common::setup(12);
     let scratch = tempfile::tempdir().unwrap();
     // The secure profile, with the unconfined side's threads and priority
     // so that only the confinement differs.

@@ -1,11 +1,35 @@
 //! Helpers shared by the worker's benchmarks.
 
+use std::path::PathBuf;
+
+use symbiont_runtime::config::default_model_path;
 use symbiont_slm_protocol::{GenerateRequest, Sampling};
 
 /// The prompt every benchmark generates from.
 pub const PROMPT: &str = "Explain quantum computing in simple words.";
 /// Tokens generated per request.
 pub const TOKENS: u32 = 64;
+
+/// `[ROUNDS THREADS]` from the command line (cargo's own `--bench` flags
+/// skipped), and the default model's path.
+pub fn setup(default_rounds: usize) -> (usize, u32, PathBuf) {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let rounds = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default_rounds);
+    let threads = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
+    let model = default_model_path().expect("HOME must be set");
+    assert!(
+        model.is_file(),
+        "default model missing at {}: run scripts/setup.sh",
+        model.display()
+    );
+    (rounds, threads, model)
+}
 
 /// The median of `v` (not empty).
 pub fn median(v: &[f64]) -> f64 {

@@ -15,32 +15,28 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_MODEL_SHA256: &str =
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
+/// `$<var>` when it is an absolute path, else `$HOME/<under_home>`
+/// (the XDG base-directory rule); `None` when neither is usable.
+fn xdg_dir(var: &str, under_home: &[&str]) -> Option<PathBuf> {
+    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os(var).and_then(abs).or_else(|| {
+        std::env::var_os("HOME")
+            .and_then(abs)
+            .map(|h| under_home.iter().fold(h, |p, part| p.join(part)))
+    })
+}
+
 /// The model cache: `$XDG_CACHE_HOME/symbiont/models`, else
 /// `$HOME/.cache/symbiont/models` (where `scripts/setup.sh` puts the default
 /// model). `None` when neither variable is set to an absolute path.
 pub fn model_cache_dir() -> Option<PathBuf> {
-    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    std::env::var_os("XDG_CACHE_HOME")
-        .and_then(abs)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(abs)
-                .map(|h| h.join(".cache"))
-        })
-        .map(|c| c.join("symbiont").join("models"))
+    xdg_dir("XDG_CACHE_HOME", &[".cache"]).map(|c| c.join("symbiont").join("models"))
 }
 
 /// The built-in config's audit log: `$XDG_STATE_HOME/symbiont/slm-audit.jsonl`,
 /// else `$HOME/.local/state/symbiont/slm-audit.jsonl`.
 pub fn default_audit_log_path() -> Option<PathBuf> {
-    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    std::env::var_os("XDG_STATE_HOME")
-        .and_then(abs)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(abs)
-                .map(|h| h.join(".local").join("state"))
-        })
+    xdg_dir("XDG_STATE_HOME", &[".local", "state"])
         .map(|s| s.join("symbiont").join("slm-audit.jsonl"))
 }
 
