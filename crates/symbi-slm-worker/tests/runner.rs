@@ -36,15 +36,15 @@ fn profile() -> SandboxProfile {
 }
 
 async fn runner() -> LocalGgufRunner {
-    LocalGgufRunner::builder(
-        model_path(),
-        profile(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .build()
-    .await
-    .expect("runner")
+    runner_with(profile()).await
+}
+
+async fn runner_with(profile: SandboxProfile) -> LocalGgufRunner {
+    LocalGgufRunner::builder(model_path(), profile, ModelResourceRequirements::default())
+        .worker_path(worker())
+        .build()
+        .await
+        .expect("runner")
 }
 
 /// A runner whose audit events go to a file in `dir`.
@@ -549,15 +549,7 @@ async fn reference_basic_example_runs() -> Result<(), Box<dyn std::error::Error>
 #[tokio::test]
 async fn generation_works_under_the_secure_profile() {
     let _serial = serial();
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        SandboxProfile::secure(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .build()
-    .await
-    .unwrap();
+    let r = runner_with(SandboxProfile::secure()).await;
     let res = r.execute("Name a color.", Some(greedy(8))).await.unwrap();
     assert!(!res.response.is_empty());
     let layers = &res.metadata.sandbox_layers;
@@ -658,15 +650,7 @@ async fn every_memory_shortfall_is_a_memory_limit() {
         }
     }
     // The allowed case: the secure profile's 512 MB is enough.
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        SandboxProfile::secure(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .build()
-    .await
-    .unwrap();
+    let r = runner_with(SandboxProfile::secure()).await;
     assert!(r.execute("Hi", Some(greedy(4))).await.is_ok());
 }
 
