@@ -769,3 +769,59 @@ async fn unresponsive_worker_is_killed_at_the_deadline() {
     let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
     assert!(ok.metadata.model_load_ms.is_some(), "a fresh worker");
 }
+
+/// A control the host cannot give a lenient profile is a gap: the request
+/// runs, and the gap is in the metadata, the runner's info and the audit
+/// log; a strict profile refuses to start instead. A negative nice value
+/// is such a control for an unprivileged user (scripts/test-unprivileged
+/// runs this as `nobody`); as root, the allowed half: no gap.
+#[tokio::test]
+async fn host_gaps_are_reported_or_refused() {
+    let _serial = serial();
+    let root = nix::unistd::geteuid().is_root();
+    let audit = tempfile::tempdir().unwrap();
+    let mut lenient = profile(); // standard: deny-list, not strict
+    lenient.process_limits.process_priority = -5;
+    let r = LocalGgufRunner::builder(model_path(), lenient, ModelResourceRequirements::default())
+        .worker_path(worker())
+        .audit_log(
+            symbiont_runtime::audit::AuditLog::to_file(audit.path().join("audit.jsonl")).unwrap(),
+        )
+        .build()
+        .await
+        .unwrap();
+    let res = r.execute("Hi", Some(greedy(2))).await.unwrap();
+    let gap = "priority: setpriority";
+    let events = audit_events(&audit);
+    if root {
+        assert!(
+            res.metadata.sandbox_gaps.is_empty(),
+            "{:?}",
+            res.metadata.sandbox_gaps
+        );
+        assert!(res.metadata.sandbox_layers.iter().any(|l| l == gap));
+        assert!(events.is_empty(), "{events:?}");
+    } else {
+        assert!(
+            res.metadata.sandbox_gaps.iter().any(|g| g.starts_with(gap)),
+            "{:?}",
+            res.metadata.sandbox_gaps
+        );
+        assert_eq!(r.get_info().sandbox_gaps, res.metadata.sandbox_gaps);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "sandbox_gap" && e["control"] == gap),
+            "{events:?}"
+        );
+        let mut strict = SandboxProfile::secure();
+        strict.process_limits.process_priority = -5;
+        let s = runner_with(strict).await;
+        match s.execute("Hi", Some(greedy(2))).await {
+            Err(SlmRunnerError::SandboxViolation { detail, .. }) => {
+                assert!(detail.contains("setpriority"), "{detail}")
+            }
+            other => panic!("a strict profile must refuse: {other:?}"),
+        }
+    }
+}

@@ -222,9 +222,16 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     if let Some(n) = plan.nice {
         // SAFETY: setpriority on this process with an integer value.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
-            return Err(os_err("setpriority"));
+            // A negative nice value needs CAP_SYS_NICE in the initial user
+            // namespace: a gap for a lenient plan, fatal for a strict one.
+            let e = os_err("setpriority");
+            if plan.strict {
+                return Err(e);
+            }
+            record("priority: setpriority", Err(e.to_string()));
+        } else {
+            record("priority: setpriority", Ok(()));
         }
-        record("priority: setpriority", Ok(()));
     }
     if let Some(n) = plan.cpu_count {
         set_affinity(n as usize)?;
