@@ -80,6 +80,24 @@ pub(crate) fn catalog(config: Option<&Path>) -> Result<(Source, ModelCatalog), F
     Ok((source, catalog))
 }
 
+/// The profile `name` names, or the config's default; the error lists the
+/// profiles there are.
+pub(crate) fn profile<'c>(
+    c: &'c ModelCatalog,
+    name: Option<&str>,
+) -> Result<(String, &'c SandboxProfile), Failure> {
+    let name = name
+        .map(str::to_string)
+        .unwrap_or_else(|| c.config().default_sandbox_profile.clone());
+    let p = c.get_sandbox_profile(&name).ok_or_else(|| {
+        Failure::Input(anyhow!(
+            "no sandbox profile `{name}` (profiles: {})",
+            c.list_sandbox_profiles().join(", ")
+        ))
+    })?;
+    Ok((name, p))
+}
+
 pub fn config(cmd: ConfigCmd, config: Option<&Path>) -> Result<(), Failure> {
     let ConfigCmd::Check { file } = cmd;
     let (source, c) = catalog(file.as_deref().or(config))?;
@@ -217,12 +235,7 @@ pub fn profiles(cmd: ProfilesCmd, config: Option<&Path>) -> Result<(), Failure> 
             .collect(),
     };
     for n in names {
-        let p: &SandboxProfile = c.get_sandbox_profile(&n).ok_or_else(|| {
-            Failure::Input(anyhow!(
-                "no sandbox profile `{n}` (profiles: {})",
-                c.list_sandbox_profiles().join(", ")
-            ))
-        })?;
+        let (_, p) = profile(&c, Some(&n))?;
         let mut wrapper = toml::Table::new();
         let value = toml::Value::try_from(p).map_err(|e| Failure::Runtime(e.into()))?;
         wrapper.insert(n.clone(), value);

@@ -154,16 +154,7 @@ fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure>
             })
             .ok_or_else(|| Failure::Input(anyhow!("no TextGeneration model in {source}")))?,
     };
-    let profile_name = args
-        .profile
-        .clone()
-        .unwrap_or_else(|| catalog.config().default_sandbox_profile.clone());
-    let profile = catalog.get_sandbox_profile(&profile_name).ok_or_else(|| {
-        Failure::Input(anyhow!(
-            "no sandbox profile `{profile_name}` (profiles: {})",
-            catalog.list_sandbox_profiles().join(", ")
-        ))
-    })?;
+    let (profile_name, profile) = crate::catalog_cmds::profile(&catalog, args.profile.as_deref())?;
     let audit = match &catalog.config().audit_log_path {
         Some(p) => AuditLog::to_file(p)
             .map_err(|e| Failure::Runtime(anyhow!("audit log {p} (slm.audit_log_path): {e}")))?,

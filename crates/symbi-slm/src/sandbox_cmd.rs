@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use clap::Subcommand;
-use symbiont_runtime::config::SandboxProfile;
-use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_report, threads_for, ModelCatalog};
+use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_report, threads_for};
 use symbiont_sandbox::{exec, Enforcement, HostSupport};
 
-use crate::catalog_cmds::catalog;
+use crate::catalog_cmds::{catalog, profile};
 use crate::Failure;
 
 /// `symbi-slm sandbox …`
@@ -49,22 +48,6 @@ pub enum SandboxCmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
-}
-
-fn profile<'c>(
-    c: &'c ModelCatalog,
-    name: Option<&str>,
-) -> Result<(String, &'c SandboxProfile), Failure> {
-    let name = name
-        .map(str::to_string)
-        .unwrap_or_else(|| c.config().default_sandbox_profile.clone());
-    let p = c.get_sandbox_profile(&name).ok_or_else(|| {
-        Failure::Input(anyhow!(
-            "no sandbox profile `{name}` (profiles: {})",
-            c.list_sandbox_profiles().join(", ")
-        ))
-    })?;
-    Ok((name, p))
 }
 
 pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
