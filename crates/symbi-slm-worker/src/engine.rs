@@ -214,11 +214,27 @@ impl Engine {
             input_tokens,
         });
 
-        // Read the prompt in batches; only the last token needs logits.
+        // Read the prompt in batches; only the last token needs logits. A
+        // cancel or the deadline is looked for between two batches, as
+        // between two generated tokens.
         let n_batch = ctx.n_batch() as usize;
         let mut batch = LlamaBatch::new(n_batch.max(1), 1);
         let last = tokens.len() - 1;
         for (chunk_index, chunk) in tokens.chunks(n_batch.max(1)).enumerate() {
+            let stop = check_commands(req.id, rx, out, queued)
+                .or_else(|| (Instant::now() >= deadline).then_some(Finish::Timeout));
+            if let Some(finish) = stop {
+                let total_ms = started.elapsed().as_secs_f64() * 1e3;
+                return Ok(GenerationStats {
+                    input_tokens,
+                    output_tokens: 0,
+                    prompt_ms: total_ms,
+                    generation_ms: 0.0,
+                    total_ms,
+                    finish,
+                    stop_sequence: None,
+                });
+            }
             batch.clear();
             for (j, &tok) in chunk.iter().enumerate() {
                 let pos = chunk_index * n_batch + j;

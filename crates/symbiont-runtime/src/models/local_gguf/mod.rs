@@ -36,7 +36,7 @@ pub use sandbox_plan::{
     exec_plan_for as sandbox_exec_plan_for, plan_for as sandbox_plan_for, sandbox_report,
 };
 
-use self::worker::{Next, Worker};
+use self::worker::{Next, StepKind, Worker};
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelResourceRequirements, SandboxProfile};
 use crate::models::{
@@ -74,8 +74,19 @@ pub mod defaults {
     pub const REPEAT_PENALTY: f32 = 1.0;
     /// Tokens the repeat penalty looks back over.
     pub const REPEAT_LAST_N: u32 = 64;
-    /// How long a cancelled worker may take to answer before it is killed.
-    pub const CANCEL_GRACE: Duration = Duration::from_millis(500);
+    /// How long a cancelled worker may take to answer before it is killed:
+    /// `CANCEL_GRACE_STEPS` times the slowest decode step this worker was
+    /// measured taking (a prompt batch or a generated token), within
+    /// `CANCEL_GRACE_MIN..=CANCEL_GRACE_MAX`. The worker looks for a cancel
+    /// between two steps, so an honest worker answers within one step;
+    /// a loaded host makes steps slower, and the grace follows.
+    pub const CANCEL_GRACE_MIN: Duration = Duration::from_millis(500);
+    /// Upper bound of the cancel grace.
+    pub const CANCEL_GRACE_MAX: Duration = Duration::from_secs(10);
+    /// The grace in decode steps.
+    pub const CANCEL_GRACE_STEPS: u32 = 4;
+    /// The step time assumed before a worker has been measured.
+    pub const UNMEASURED_STEP: Duration = Duration::from_secs(1);
     /// How long loading the model may take.
     pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 }
@@ -888,19 +899,43 @@ impl Shared {
         let mut text = String::new();
         let mut ttft = None;
         let mut cancelled_at: Option<Instant> = None;
+        let mut grace = w.cancel_grace();
+        // Step timing: when the prompt was tokenized (and in how many
+        // batches it is decoded), when the last token arrived.
+        let mut prompt_read: Option<(Instant, u32)> = None;
+        let mut last_token_at: Option<Instant> = None;
         loop {
-            // After a cancel, the worker gets a short grace to answer.
+            // After a cancel, the worker gets a grace to answer.
             let wait_until = match cancelled_at {
-                Some(at) => at + defaults::CANCEL_GRACE,
+                Some(at) => at + grace,
                 None => deadline,
             };
             match w.next(wait_until).await {
+                Next::Event(FromWorker::PromptRead {
+                    id: i,
+                    input_tokens,
+                }) if i == id => {
+                    let batches = input_tokens.div_ceil(self.batch_size.max(1)).max(1);
+                    prompt_read = Some((Instant::now(), batches));
+                }
                 Next::Event(FromWorker::Token { id: i, text: t }) if i == id => {
+                    let now = Instant::now();
+                    match (last_token_at, prompt_read) {
+                        (Some(last), _) => w.observe_step(StepKind::Token, now - last),
+                        // The first token: the prompt's batches and one
+                        // sampling step.
+                        (None, Some((at, batches))) => {
+                            w.observe_step(StepKind::PromptBatch, (now - at) / batches)
+                        }
+                        (None, None) => {}
+                    }
+                    last_token_at = Some(now);
                     ttft.get_or_insert_with(|| ms(started.elapsed()));
                     text.push_str(&t);
                     if cancelled_at.is_none() && !on_token(&t) {
                         // The consumer went away: stop generating.
                         cancelled_at = Some(Instant::now());
+                        grace = w.cancel_grace();
                         let cancel = w.send(&ToWorker::Cancel { id }).await;
                         if let Err(e) = cancel {
                             slot.worker = None;
@@ -926,6 +961,7 @@ impl Shared {
                 }
                 Next::Deadline if cancelled_at.is_none() => {
                     cancelled_at = Some(Instant::now());
+                    grace = w.cancel_grace();
                     if let Err(e) = w.send(&ToWorker::Cancel { id }).await {
                         slot.worker = None;
                         return Err(Failure::Error(e));
@@ -943,9 +979,10 @@ impl Shared {
                         AuditKind::Kill,
                         "process_limits.max_execution_time_seconds",
                         format!(
-                            "worker pid {} did not answer a cancel within {} ms; its process group was killed",
+                            "worker pid {} did not answer a cancel within {} ms (grace: {} × its slowest measured step); its process group was killed",
                             w.pid(),
-                            defaults::CANCEL_GRACE.as_millis()
+                            grace.as_millis(),
+                            defaults::CANCEL_GRACE_STEPS
                         ),
                         None,
                     );

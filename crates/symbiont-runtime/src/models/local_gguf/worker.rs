@@ -35,9 +35,22 @@ pub(super) struct Worker {
     events: mpsc::Receiver<Result<FromWorker, FrameError>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     memory_limit: Option<u64>,
+    /// Slowest decode steps measured on this worker (decaying), for the
+    /// cancel grace.
+    prompt_step: Option<Duration>,
+    token_step: Option<Duration>,
     pub facts: ModelFacts,
     /// The worker's private scratch directory, removed with the handle.
     _scratch: Option<tempfile::TempDir>,
+}
+
+/// Which kind of decode step a measurement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StepKind {
+    /// One batch of a prompt (up to `batch_size` tokens).
+    PromptBatch,
+    /// One generated token.
+    Token,
 }
 
 /// How a wait for the next event ended.
@@ -91,6 +104,8 @@ impl Worker {
             events,
             stderr_tail,
             memory_limit,
+            prompt_step: None,
+            token_step: None,
             facts: placeholder_facts(),
             _scratch: scratch,
         };
@@ -142,6 +157,33 @@ impl Worker {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Records a measured decode step. Each kind keeps its slowest step,
+    /// decaying by a tenth per measurement so that one slow spell does not
+    /// stretch the grace for ever.
+    pub fn observe_step(&mut self, kind: StepKind, d: Duration) {
+        let slot = match kind {
+            StepKind::PromptBatch => &mut self.prompt_step,
+            StepKind::Token => &mut self.token_step,
+        };
+        *slot = Some(match *slot {
+            Some(old) => d.max(old.mul_f64(0.9)),
+            None => d,
+        });
+    }
+
+    /// How long this worker may take to answer a cancel before it is
+    /// killed (see [`super::defaults::CANCEL_GRACE_MIN`]).
+    pub fn cancel_grace(&self) -> Duration {
+        use super::defaults::{
+            CANCEL_GRACE_MAX, CANCEL_GRACE_MIN, CANCEL_GRACE_STEPS, UNMEASURED_STEP,
+        };
+        let step = match (self.prompt_step, self.token_step) {
+            (None, None) => UNMEASURED_STEP,
+            (a, b) => a.unwrap_or_default().max(b.unwrap_or_default()),
+        };
+        (step * CANCEL_GRACE_STEPS).clamp(CANCEL_GRACE_MIN, CANCEL_GRACE_MAX)
     }
 
     /// Sends one message.
