@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use symbiont_runtime::config::SandboxProfile;
-use symbiont_runtime::models::sandbox_plan_for;
+use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_plan_for};
 use symbiont_slm_protocol::{
     read_message, write_message, FromWorker, ProbeAction, SandboxPlan, ToWorker,
 };
@@ -141,11 +141,8 @@ fn sandbox_applies_every_layer_without_gaps() {
                 assert!(names.contains(&want), "{want} missing from {names:?}");
             }
             assert_eq!(applied.gaps().count(), 0, "{:?}", applied.layers);
-            assert!(
-                applied.setup_micros < 10_000,
-                "set-up took {} µs",
-                applied.setup_micros
-            );
+            // How long set-up takes is measured by the sandbox_cost bench,
+            // not asserted here: a busy host would make it noise.
         }
         other => panic!("{other:?}"),
     }
@@ -348,13 +345,18 @@ fn memory_and_cpu_limits() {
         probe(&p, ProbeAction::Allocate(600 << 20)),
         "600 MB past 512 MB",
     );
+    // RLIMIT_CPU counts CPU time, and the probe spins for CPU time, so a
+    // busy host only stretches the wall time. The secure profile's nice 19
+    // is not the layer under test here: on a busy host it would leave the
+    // probe a sliver of a core, so this plan keeps the default priority.
     let mut cpu = p.clone();
     cpu.cpu_seconds = Some(1);
+    cpu.nice = None;
     allowed(
         probe(&SandboxPlan::unconfined(), ProbeAction::Spin(2)),
-        "unconfined spin",
+        "unconfined spin of 2 s of CPU time",
     );
-    match probe(&cpu, ProbeAction::Spin(4)) {
+    match probe(&cpu, ProbeAction::Spin(3)) {
         Outcome::Ended(s) => {
             use std::os::unix::process::ExitStatusExt;
             assert!(
@@ -477,19 +479,30 @@ fn refused_syscalls_are_kernel_audit_records() {
             .collect()
     };
     let (_d, p) = plan(&secure());
+    // The allowed case first: the same probe unconfined. Its records, if
+    // there were any, reach the log before those of the later probe.
+    let (quiet_pid, o) = probe_pid(
+        &mut Command::new(worker()),
+        &SandboxPlan::unconfined(),
+        ProbeAction::Unshare,
+    );
+    allowed(o, "unconfined unshare");
     // The kernel rate-limits audit lines it prints (10 per 5 s) when no
-    // audit daemon reads them, and the other escape tests make many: try
-    // again after a quiet spell before calling it missing.
+    // audit daemon reads them, and the other escape tests make many: poll
+    // the log, and probe again every few seconds, for up to a minute.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut found = Vec::new();
-    for _ in 0..4 {
+    while found.is_empty() && std::time::Instant::now() < give_up {
         let (pid, o) = probe_pid(&mut Command::new(worker()), &p, ProbeAction::Unshare);
         denied(o, "unshare");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        found = records(pid);
-        if !found.is_empty() {
-            break;
+        let next_probe = std::time::Instant::now() + std::time::Duration::from_secs(6);
+        while std::time::Instant::now() < next_probe {
+            found = records(pid);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_secs(6));
     }
     let unshare = symbiont_sandbox::syscall_number("unshare").unwrap();
     assert!(
@@ -498,13 +511,201 @@ fn refused_syscalls_are_kernel_audit_records() {
             .any(|l| l.contains(&format!(" syscall={unshare} "))),
         "no audit record of the refused unshare: {found:?}"
     );
-    // The allowed case: the same probe unconfined makes no record.
-    let (pid, o) = probe_pid(
-        &mut Command::new(worker()),
-        &SandboxPlan::unconfined(),
-        ProbeAction::Unshare,
+    assert!(records(quiet_pid).is_empty(), "{:?}", records(quiet_pid));
+}
+
+/// The plans the hardening tests attack: the worker's under both built-in
+/// profiles (allow-list and deny-list), and `sandbox exec`'s under both
+/// (the same `apply`, with `execve` and the program's libraries allowed).
+fn hardened_plans() -> Vec<(String, tempfile::TempDir, SandboxPlan)> {
+    let mut plans = Vec::new();
+    for (name, prof) in [
+        ("secure", SandboxProfile::secure()),
+        ("standard", SandboxProfile::standard()),
+    ] {
+        let (d, p) = plan(&prof);
+        plans.push((format!("worker under {name}"), d, p));
+        let d = tempfile::Builder::new()
+            .prefix("escape-exec-")
+            .tempdir()
+            .unwrap();
+        let p = sandbox_exec_plan_for(&prof, Path::new(&worker()), &[], &[], Some(d.path()), 1)
+            .unwrap();
+        plans.push((format!("sandbox exec under {name}"), d, p));
+    }
+    plans
+}
+
+const EPERM: &str = "Operation not permitted";
+
+#[track_caller]
+fn refused_by_filter(o: Outcome, what: &str) {
+    let e = denied(o, what);
+    assert!(
+        e.contains(EPERM),
+        "{what}: refused, but not by the filter: {e}"
     );
-    allowed(o, "unconfined unshare");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(records(pid).is_empty(), "{:?}", records(pid));
+}
+
+/// x32 system call numbers (the x86-64 number with bit 30 set) reach a
+/// second syscall table that a filter written for x86-64 numbers never
+/// names: every such call kills the process. On this kernel x32 is off, so
+/// unconfined the call only fails with ENOSYS: the kill proves the filter.
+#[test]
+fn x32_system_calls_kill_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    match probe(&SandboxPlan::unconfined(), ProbeAction::X32Syscall) {
+        Outcome::Allowed(_) | Outcome::Denied(_) => {}
+        other => panic!("unconfined x32 getpid: {other:?}"),
+    }
+    for (name, _d, p) in hardened_plans() {
+        match probe(&p, ProbeAction::X32Syscall) {
+            Outcome::Ended(s) => assert_eq!(s.signal(), Some(nix::libc::SIGSYS), "{name}: {s:?}"),
+            other => panic!("{name}: x32 getpid: {other:?}"),
+        }
+    }
+}
+
+/// Kernel attack surface no worker or ordinary program needs: io_uring
+/// (its own path around seccomp), memfd_create (executable anonymous
+/// files), modify_ldt.
+#[test]
+fn kernel_attack_surface_is_refused() {
+    for action in [
+        ProbeAction::IoUringSetup,
+        ProbeAction::MemfdCreate,
+        ProbeAction::ModifyLdt,
+    ] {
+        allowed(
+            probe(&SandboxPlan::unconfined(), action.clone()),
+            &format!("unconfined {action:?}"),
+        );
+        for (name, _d, p) in hardened_plans() {
+            refused_by_filter(probe(&p, action.clone()), &format!("{action:?}, {name}"));
+        }
+    }
+}
+
+/// `clone` with a CLONE_NEW* flag is refused by the filter (EPERM) before
+/// the kernel's own checks (EINVAL for a thread in a new user namespace,
+/// the combination the probe uses so that nothing is ever created).
+#[test]
+fn clone_cannot_make_namespaces() {
+    let e = denied(
+        probe(&SandboxPlan::unconfined(), ProbeAction::CloneNewNamespace),
+        "unconfined clone",
+    );
+    assert!(e.contains("Invalid argument"), "the kernel's answer: {e}");
+    for (name, _d, p) in hardened_plans() {
+        refused_by_filter(probe(&p, ProbeAction::CloneNewNamespace), &name);
+    }
+}
+
+/// TIOCSTI is refused by the filter under every plan. The probe's stdin is
+/// a pipe: unconfined the call reaches the terminal layer (ENOTTY);
+/// confined it never gets there (EPERM).
+#[test]
+fn terminal_input_cannot_be_injected() {
+    let e = denied(
+        probe(&SandboxPlan::unconfined(), ProbeAction::PushTerminalInput),
+        "unconfined TIOCSTI on a pipe",
+    );
+    assert!(e.contains("Inappropriate ioctl"), "{e}");
+    for (name, _d, p) in hardened_plans() {
+        refused_by_filter(probe(&p, ProbeAction::PushTerminalInput), &name);
+    }
+}
+
+/// Calls aimed at another process by pid (here a `sleep` of the same user,
+/// which any unconfined process of that user may reach) are refused; the
+/// same call aimed at the probe itself goes through.
+#[test]
+fn other_processes_are_out_of_reach() {
+    let target = Sleeper(Command::new("/bin/sleep").arg("30").spawn().unwrap());
+    let pid = target.0.id();
+    let attacks = [
+        ProbeAction::LimitsOf(pid),
+        ProbeAction::Deprioritize(pid),
+        ProbeAction::PidfdOpen(pid),
+        ProbeAction::SignalZero(pid),
+    ];
+    for a in &attacks {
+        allowed(
+            probe(&SandboxPlan::unconfined(), a.clone()),
+            &format!("unconfined {a:?}"),
+        );
+    }
+    for (name, _d, p) in hardened_plans() {
+        for a in &attacks {
+            refused_by_filter(probe(&p, a.clone()), &format!("{a:?}, {name}"));
+        }
+        // The probe's own pid: allowed (abort() signals itself this way).
+        allowed(
+            probe(&p, ProbeAction::SignalZero(0)),
+            &format!("signal itself, {name}"),
+        );
+        // Its CPU set was narrowed to the profile's cores; it cannot grow.
+        refused_by_filter(probe(&p, ProbeAction::WidenAffinity), &name);
+        // disable_debugging cannot be undone.
+        refused_by_filter(probe(&p, ProbeAction::SetDumpable), &name);
+    }
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::WidenAffinity),
+        "unconfined affinity",
+    );
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::SetDumpable),
+        "unconfined dumpable",
+    );
+}
+
+/// A UNIX socket with a path reaches whatever listens there (a session
+/// bus, a container daemon): the worker creates no socket at all, and a
+/// program under `sandbox exec` without network only socket pairs.
+#[test]
+fn no_unix_socket_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("daemon.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::ConnectUnix(path.clone()),
+        ),
+        "unconfined connect",
+    );
+    for (name, _d, p) in hardened_plans() {
+        refused_by_filter(probe(&p, ProbeAction::ConnectUnix(path.clone())), &name);
+    }
+}
+
+/// Writable paths get no right to make special files (a device node would
+/// be a way around every other rule; fifos and sockets are rendezvous
+/// points): Landlock refuses them under the deny-list profile, and seccomp
+/// too under the allow-list.
+#[test]
+fn write_paths_cannot_hold_special_files() {
+    let dir = tempfile::tempdir().unwrap();
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::MakeFifo(dir.path().join("fifo")),
+        ),
+        "unconfined mkfifo",
+    );
+    for (name, d, p) in hardened_plans() {
+        denied(
+            probe(&p, ProbeAction::MakeFifo(d.path().join("fifo"))),
+            &format!("mkfifo in the scratch dir, {name}"),
+        );
+    }
+    // The same plan writes a plain file there.
+    let (d, p) = plan(&SandboxProfile::standard());
+    allowed(
+        probe(&p, ProbeAction::Write(d.path().join("plain"), 10)),
+        "plain file in the scratch dir",
+    );
 }

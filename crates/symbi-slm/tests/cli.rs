@@ -338,6 +338,9 @@ fn sandbox_report_has_a_row_per_control() {
         "security.strict_syscall_filtering",
         "security.disable_debugging",
         "security.enable_audit_logging",
+        "(always) other processes",
+        "(always) syscall hardening",
+        "(always) sockets",
     ] {
         assert!(controls.contains(&want), "{want} missing from {controls:?}");
     }
@@ -440,6 +443,38 @@ fn sandbox_exec_confines_any_program() {
     );
     // A program that cannot be executed under the plan: 127.
     assert_eq!(exec(&[], &["/nonexistent-program"]).status.code(), Some(2));
+    // The program leads a session of its own (no controlling terminal of
+    // the caller's to push keystrokes into, no signal to the caller's
+    // process group). Unconfined, the same program stays in this test's
+    // session. (Under `standard`: Python's start-up needs more than the
+    // allow-list of `secure` grants.)
+    let own_session = [
+        "-I",
+        "-S",
+        "-c",
+        "import os; print(os.getsid(0) == os.getpid())",
+    ];
+    let mut cmd = vec![
+        "sandbox",
+        "exec",
+        "--profile",
+        "standard",
+        "--",
+        "/usr/bin/python3",
+    ];
+    cmd.extend(own_session);
+    let confined = symbi(&cmd, None);
+    assert_eq!(
+        text(&confined.stdout).trim(),
+        "True",
+        "{}",
+        text(&confined.stderr)
+    );
+    let plain = std::process::Command::new("/usr/bin/python3")
+        .args(own_session)
+        .output()
+        .unwrap();
+    assert_eq!(text(&plain.stdout).trim(), "False");
 }
 
 /// `chat`: one answer line per user line, the conversation kept between

@@ -16,14 +16,18 @@ use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
+use seccompiler::SeccompCmpArgLen::{Dword, Qword};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{NetworkMode, SandboxPlan, SyscallPolicy};
-use crate::syscalls::{syscall_number, DENY_LIST, EXEC_ALLOW_LIST, WORKER_ALLOW_LIST};
+use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
+use crate::syscalls::{
+    syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST,
+    EXEC_ALLOW_LIST, PID_CALLS, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
+};
 
 /// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
 /// ioctl on devices), TCP ports (ABI 4) and scoping (ABI 6).
@@ -195,6 +199,10 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         set_rlimit(libc::RLIMIT_CPU, s, "setrlimit(RLIMIT_CPU)")?;
         record("cpu time: RLIMIT_CPU (lifetime backstop)", Ok(()));
     }
+    if let Some(n) = plan.max_open_files {
+        set_rlimit(libc::RLIMIT_NOFILE, n, "setrlimit(RLIMIT_NOFILE)")?;
+        record("open files: RLIMIT_NOFILE", Ok(()));
+    }
     if let Some(b) = plan.file_size_bytes {
         set_rlimit(libc::RLIMIT_FSIZE, b, "setrlimit(RLIMIT_FSIZE)")?;
         // Writing past the limit then fails with EFBIG instead of killing.
@@ -265,6 +273,20 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 },
                 Ok(()),
             );
+            record("seccomp: x32 and foreign-architecture calls kill", Ok(()));
+            record(
+                "seccomp: other processes unreachable (pid arguments)",
+                Ok(()),
+            );
+            record("seccomp: no terminal input injection (TIOCSTI)", Ok(()));
+            record(
+                match plan.sockets {
+                    SocketPolicy::None => "seccomp: no sockets",
+                    SocketPolicy::PairsOnly => "seccomp: socket pairs only",
+                    SocketPolicy::Any => "seccomp: sockets as the network allows",
+                },
+                Ok(()),
+            );
         }
     }
     Ok(Applied {
@@ -315,6 +337,10 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Files and directories the scratch tmpfs can hold: its size limit alone
+/// would let a process fill kernel memory with empty files.
+pub const SCRATCH_INODES: u64 = 4096;
+
 fn mount_scratch(path: &Path, bytes: u64) -> Result<(), SandboxError> {
     let err = |source| SandboxError::Mount {
         path: path.to_path_buf(),
@@ -337,8 +363,8 @@ fn mount_scratch(path: &Path, bytes: u64) -> Result<(), SandboxError> {
     }
     let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| err(io::Error::other(e)))?;
     let fstype = CString::new("tmpfs").map_err(|e| err(io::Error::other(e)))?;
-    let data =
-        CString::new(format!("size={bytes},mode=0700")).map_err(|e| err(io::Error::other(e)))?;
+    let data = CString::new(format!("size={bytes},nr_inodes={SCRATCH_INODES},mode=0700"))
+        .map_err(|e| err(io::Error::other(e)))?;
     // SAFETY: valid C strings for source, target, type and data.
     let rc = unsafe {
         libc::mount(
@@ -421,7 +447,10 @@ fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
         .map_err(ll)?;
     let read = AccessFs::from_read(abi);
     let exec = read | AccessFs::Execute;
-    let write = AccessFs::from_all(abi);
+    // Writable paths get every right but making device nodes, fifos and
+    // sockets: a device node is a way around every other rule.
+    let nodes = AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::MakeFifo | AccessFs::MakeSock;
+    let write = AccessFs::from_all(abi) & !nodes;
     let groups = [
         (&plan.read_paths, read),
         (&plan.exec_paths, exec),
@@ -462,24 +491,131 @@ fn seccomp_err(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Seccomp(e.to_string())
 }
 
-/// `clone` only for threads: arg 0 (flags) must have CLONE_THREAD set.
-fn threads_only() -> Result<Vec<SeccompRule>, SandboxError> {
-    let thread = libc::CLONE_THREAD as u64;
-    Ok(vec![SeccompRule::new(vec![SeccompCondition::new(
-        0,
-        SeccompCmpArgLen::Qword,
-        SeccompCmpOp::MaskedEq(thread),
-        thread,
-    )
-    .map_err(seccomp_err)?])
-    .map_err(seccomp_err)?])
+fn cond(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, SandboxError> {
+    SeccompCondition::new(arg, len, op, value).map_err(seccomp_err)
 }
 
+fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
+    SeccompRule::new(conditions).map_err(seccomp_err)
+}
+
+fn nr(name: &str) -> Result<i64, SandboxError> {
+    syscall_number(name).ok_or_else(|| SandboxError::UnknownSyscall(name.into()))
+}
+
+/// Allow-list: when `clone` is allowed, it is allowed only without any
+/// `CLONE_NEW*` flag, and only for threads when `threads_only`.
+fn clone_allowed(threads_only: bool) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut all = Vec::new();
+    if threads_only {
+        let thread = libc::CLONE_THREAD as u64;
+        all.push(cond(0, Qword, SeccompCmpOp::MaskedEq(thread), thread)?);
+    }
+    for (_, flag) in CLONE_NEW_FLAGS {
+        all.push(cond(0, Qword, SeccompCmpOp::MaskedEq(*flag), 0)?);
+    }
+    Ok(vec![rule(all)?])
+}
+
+/// Deny-list: `clone` is refused with any `CLONE_NEW*` flag, and without
+/// `CLONE_THREAD` when `threads_only`.
+fn clone_denied(threads_only: bool) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut rules = Vec::new();
+    if threads_only {
+        let thread = libc::CLONE_THREAD as u64;
+        rules.push(rule(vec![cond(
+            0,
+            Qword,
+            SeccompCmpOp::MaskedEq(thread),
+            0,
+        )?])?);
+    }
+    for (_, flag) in CLONE_NEW_FLAGS {
+        rules.push(rule(vec![cond(
+            0,
+            Qword,
+            SeccompCmpOp::MaskedEq(*flag),
+            *flag,
+        )?])?);
+    }
+    Ok(rules)
+}
+
+/// Allow-list rules for a pid call: the caller itself only (`me`, or 0).
+/// pids are `int`s: only the low 32 bits count, as in the kernel.
+fn own_pid_allowed(arg: PidArg, me: u64) -> Result<Vec<SeccompRule>, SandboxError> {
+    let (which, pid_arg) = match arg {
+        PidArg::Pid(i) => (None, i),
+        PidArg::WhichWho(w) => (Some(w), 1),
+    };
+    let mut rules = Vec::new();
+    for target in [0, me] {
+        let mut c = vec![cond(pid_arg, Dword, SeccompCmpOp::Eq, target)?];
+        if let Some(w) = which {
+            c.push(cond(0, Dword, SeccompCmpOp::Eq, w)?);
+        }
+        rules.push(rule(c)?);
+    }
+    Ok(rules)
+}
+
+/// Deny-list rules for a pid call: anything but the caller itself.
+fn other_pid_denied(arg: PidArg, me: u64) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut rules = Vec::new();
+    let pid_arg = match arg {
+        PidArg::Pid(i) => i,
+        PidArg::WhichWho(w) => {
+            rules.push(rule(vec![cond(0, Dword, SeccompCmpOp::Ne, w)?])?);
+            1
+        }
+    };
+    rules.push(rule(vec![
+        cond(pid_arg, Dword, SeccompCmpOp::Ne, 0)?,
+        cond(pid_arg, Dword, SeccompCmpOp::Ne, me)?,
+    ])?);
+    Ok(rules)
+}
+
+/// Allow-list: a listed call is allowed only under `conditions`; an
+/// unlisted one stays refused.
+fn restrict(rules: &mut BTreeMap<i64, Vec<SeccompRule>>, nr: i64, conditions: Vec<SeccompRule>) {
+    if let Some(r) = rules.get_mut(&nr) {
+        *r = conditions;
+    }
+}
+
+/// Socket families a plan refuses when sockets follow the network mode.
+fn refused_families(plan: &SandboxPlan) -> Vec<libc::c_int> {
+    match plan.network {
+        NetworkMode::None => vec![
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_PACKET,
+            libc::AF_NETLINK,
+        ],
+        // Netlink talks to the kernel's configuration interfaces.
+        NetworkMode::Full => vec![libc::AF_NETLINK],
+    }
+}
+
+/// Builds and installs the filters. Beside the policy's list, both
+/// policies restrict the same calls by argument: `clone` (no namespaces,
+/// threads only), calls aimed at a pid (the caller only), `ioctl` (no
+/// terminal injection), `prctl`, and `socket` (by [`SocketPolicy`]); the
+/// allow-list keeps a restricted call only where it lists it.
 fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), SandboxError> {
     let arch = TargetArch::x86_64;
     let eperm = SeccompAction::Errno(libc::EPERM as u32);
-    let clone =
-        syscall_number("clone").ok_or_else(|| SandboxError::UnknownSyscall("clone".into()))?;
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() } as u64;
+    let clone = nr("clone")?;
+    let (socket, socketpair, ioctl, prctl) =
+        (nr("socket")?, nr("socketpair")?, nr("ioctl")?, nr("prctl")?);
     let filter = match policy {
         SyscallPolicy::AllowList { extra } => {
             let mut rules = rules_for(
@@ -488,11 +624,40 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                     .map(|(n, _)| *n)
                     .chain(extra.iter().map(String::as_str)),
             )?;
-            if plan.no_child_processes {
-                rules.insert(clone, threads_only()?);
-            }
             if plan.allow_exec {
                 rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
+            }
+            // Entries allowed only with some arguments. An entry absent
+            // from the list stays absent (refused).
+            restrict(&mut rules, clone, clone_allowed(plan.no_child_processes)?);
+            for (name, arg) in PID_CALLS {
+                restrict(&mut rules, nr(name)?, own_pid_allowed(*arg, me)?);
+            }
+            let mut not_denied = Vec::new();
+            for (_, req) in DENIED_IOCTLS {
+                not_denied.push(cond(1, Dword, SeccompCmpOp::Ne, *req)?);
+            }
+            restrict(&mut rules, ioctl, vec![rule(not_denied)?]);
+            let mut options = Vec::new();
+            for (_, option) in ALLOWED_PRCTL {
+                options.push(rule(vec![cond(0, Dword, SeccompCmpOp::Eq, *option)?])?);
+            }
+            restrict(&mut rules, prctl, options);
+            match plan.sockets {
+                SocketPolicy::None => {
+                    rules.remove(&socket);
+                    rules.remove(&socketpair);
+                }
+                SocketPolicy::PairsOnly => {
+                    rules.remove(&socket);
+                }
+                SocketPolicy::Any => {
+                    let mut allowed = Vec::new();
+                    for family in refused_families(plan) {
+                        allowed.push(cond(0, Dword, SeccompCmpOp::Ne, family as u64)?);
+                    }
+                    restrict(&mut rules, socket, vec![rule(allowed)?]);
+                }
             }
             SeccompFilter::new(rules, eperm, SeccompAction::Allow, arch).map_err(seccomp_err)?
         }
@@ -503,41 +668,44 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 if !plan.allow_exec {
                     rules.extend(rules_for(["execve"])?);
                 }
-                // clone without CLONE_THREAD is a new process.
-                rules.insert(
-                    clone,
-                    vec![SeccompRule::new(vec![SeccompCondition::new(
-                        0,
-                        SeccompCmpArgLen::Qword,
-                        SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
-                        0,
-                    )
-                    .map_err(seccomp_err)?])
-                    .map_err(seccomp_err)?],
-                );
             }
-            if plan.network == NetworkMode::None {
-                let socket = syscall_number("socket")
-                    .ok_or_else(|| SandboxError::UnknownSyscall("socket".into()))?;
-                let mut socket_rules = Vec::new();
-                for family in [
-                    libc::AF_INET,
-                    libc::AF_INET6,
-                    libc::AF_PACKET,
-                    libc::AF_NETLINK,
-                ] {
-                    socket_rules.push(
-                        SeccompRule::new(vec![SeccompCondition::new(
+            rules.insert(clone, clone_denied(plan.no_child_processes)?);
+            for (name, arg) in PID_CALLS {
+                rules.insert(nr(name)?, other_pid_denied(*arg, me)?);
+            }
+            let mut ioctls = Vec::new();
+            for (_, req) in DENIED_IOCTLS {
+                ioctls.push(rule(vec![cond(1, Dword, SeccompCmpOp::Eq, *req)?])?);
+            }
+            rules.insert(ioctl, ioctls);
+            let mut prctls = Vec::new();
+            for (name, option) in DENIED_PRCTL {
+                if *name == "PR_SET_DUMPABLE" && !plan.disable_debugging {
+                    continue;
+                }
+                prctls.push(rule(vec![cond(0, Dword, SeccompCmpOp::Eq, *option)?])?);
+            }
+            rules.insert(prctl, prctls);
+            match plan.sockets {
+                SocketPolicy::None => {
+                    rules.insert(socket, Vec::new());
+                    rules.insert(socketpair, Vec::new());
+                }
+                SocketPolicy::PairsOnly => {
+                    rules.insert(socket, Vec::new());
+                }
+                SocketPolicy::Any => {
+                    let mut families = Vec::new();
+                    for family in refused_families(plan) {
+                        families.push(rule(vec![cond(
                             0,
-                            SeccompCmpArgLen::Dword,
+                            Dword,
                             SeccompCmpOp::Eq,
                             family as u64,
-                        )
-                        .map_err(seccomp_err)?])
-                        .map_err(seccomp_err)?,
-                    );
+                        )?])?);
+                    }
+                    rules.insert(socket, families);
                 }
-                rules.insert(socket, socket_rules);
             }
             SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch).map_err(seccomp_err)?
         }
@@ -554,32 +722,84 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
     )
     .map_err(seccomp_err)?;
     let clone3: BpfProgram = clone3.try_into().map_err(seccomp_err)?;
-    // The clone3 filter first: once the main filter is in, the allow-list
-    // no longer permits installing another one.
+    // The x32 and clone3 filters first: once the main filter is in, the
+    // allow-list no longer permits installing another one. The kernel runs
+    // every filter and takes the strictest answer.
+    load_filter(&x32_filter(), 0)?;
     seccompiler::apply_filter_all_threads(&clone3).map_err(seccomp_err)?;
     // The main filter with SECCOMP_FILTER_FLAG_LOG: every call it refuses
     // with EPERM is also an audit record of the kernel (`audit: type=1326
     // … syscall=N`, in the audit log or the kernel log), naming the process
     // and the syscall.
+    let main: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    load_filter(&main, libc::SECCOMP_FILTER_FLAG_LOG)
+}
+
+/// A filter of our own, ahead of seccompiler's (which checks only the
+/// architecture): foreign-architecture calls and x32 numbers kill the
+/// process. On a kernel without x32 support such a number would only fail
+/// with ENOSYS; on one with it, it would reach a syscall table the other
+/// filters never name.
+fn x32_filter() -> [libc::sock_filter; 7] {
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let op = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ld_abs = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    [
+        // struct seccomp_data: int nr at 0, u32 arch at 4.
+        op(ld_abs, 4, 0, 0),
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            AUDIT_ARCH_X86_64,
+            1,
+            0,
+        ),
+        op(ret, libc::SECCOMP_RET_KILL_PROCESS, 0, 0),
+        op(ld_abs, 0, 0, 0),
+        op(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            X32_SYSCALL_BIT,
+            0,
+            1,
+        ),
+        op(ret, libc::SECCOMP_RET_KILL_PROCESS, 0, 0),
+        op(ret, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ]
+}
+
+/// Installs a filter program on every thread (`flags` beside TSYNC).
+fn load_filter(prog: &[libc::sock_filter], flags: libc::c_ulong) -> Result<(), SandboxError> {
     let fprog = libc::sock_fprog {
         len: u16::try_from(prog.len())
             .map_err(|_| SandboxError::Seccomp("filter too long".into()))?,
-        filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+        filter: prog.as_ptr().cast_mut(),
     };
-    // SAFETY: seccompiler's sock_filter is #[repr(C)] with the kernel's
-    // layout (u16, u8, u8, u32), like libc's; the kernel copies the program
-    // from `fprog`, which points into `prog`, alive for this call.
+    // SAFETY: the kernel copies the program from `fprog`, which points into
+    // `prog`, alive and unchanged for this call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC | libc::SECCOMP_FILTER_FLAG_LOG,
+            libc::SECCOMP_FILTER_FLAG_TSYNC | flags,
             &fprog as *const libc::sock_fprog,
         )
     };
     if rc != 0 {
         return Err(SandboxError::Seccomp(format!(
-            "installing the filter: {}",
+            "installing a filter: {}",
             io::Error::last_os_error()
         )));
     }

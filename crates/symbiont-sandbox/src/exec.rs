@@ -62,6 +62,8 @@ pub fn run_confined(
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
 
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: the process is single-threaded (checked above), so the child
     // is a full copy with no lock held by another thread; it may allocate.
     let pid = unsafe { libc::fork() };
@@ -69,6 +71,25 @@ pub fn run_confined(
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
+        // A session of its own: the program loses the caller's controlling
+        // terminal (no /dev/tty, no job-control signals to the caller's
+        // group), so TIOCSTI on an inherited terminal descriptor is refused
+        // by the kernel as well as by the filter. It also dies with the
+        // caller, which no longer shares its process group.
+        // SAFETY: setsid and prctl with integer arguments; the forked child
+        // is not a process group leader, so setsid succeeds.
+        let detached = unsafe {
+            libc::setsid() >= 0 && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0
+        };
+        // SAFETY: getppid has no preconditions.
+        if !detached || unsafe { libc::getppid() } != parent {
+            eprintln!(
+                "symbi-slm sandbox: cannot start a session tied to the caller: {}",
+                io::Error::last_os_error()
+            );
+            // SAFETY: as below.
+            unsafe { libc::_exit(EXIT_SANDBOX_FAILED) };
+        }
         let code = match apply(plan) {
             Ok(applied) => {
                 for gap in applied.gaps() {

@@ -19,8 +19,8 @@ pub mod probe;
 mod report;
 mod syscalls;
 
-pub use apply::{apply, Applied, Layer, SandboxError};
-pub use plan::{NetworkMode, SandboxPlan, SyscallPolicy};
+pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
+pub use plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 pub use probe::ProbeAction;
 pub use report::{report, ControlRow, Enforcement, HostSupport, Need};
-pub use syscalls::{syscall_number, WORKER_ALLOW_LIST};
+pub use syscalls::{syscall_number, WORKER_ALLOW_LIST, X32_SYSCALL_BIT};

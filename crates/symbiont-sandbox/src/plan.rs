@@ -30,8 +30,12 @@ pub struct SandboxPlan {
     /// A private scratch directory mounted as a size-limited tmpfs in a
     /// private mount namespace (also in `write_paths`).
     pub scratch: Option<(PathBuf, u64)>,
+    /// `RLIMIT_NOFILE`: open file descriptors at once.
+    pub max_open_files: Option<u64>,
     /// Network access.
     pub network: NetworkMode,
+    /// Which sockets may be created at all (beside what `network` allows).
+    pub sockets: SocketPolicy,
     /// Syscall filtering.
     pub syscalls: SyscallPolicy,
     /// No child processes (no fork, no exec).
@@ -53,6 +57,22 @@ pub enum NetworkMode {
     None,
     /// No restriction.
     Full,
+}
+
+/// Which sockets a sandboxed process may create. A UNIX socket with a path
+/// reaches whatever listens there (a session bus, a container daemon):
+/// Landlock does not govern `connect` to it on kernels before ABI 9, so
+/// seccomp refuses the `socket` call itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketPolicy {
+    /// No `socket`, no `socketpair` (the worker needs none).
+    None,
+    /// `socketpair` only (a connected pair inside the process: no path, no
+    /// address); `socket` of any family is refused.
+    PairsOnly,
+    /// Whatever `network` allows (with `NetworkMode::None`, inet, packet
+    /// and netlink sockets stay refused).
+    Any,
 }
 
 /// Syscall filtering.
@@ -84,7 +104,9 @@ impl SandboxPlan {
             exec_paths: Vec::new(),
             write_paths: Vec::new(),
             scratch: None,
+            max_open_files: None,
             network: NetworkMode::Full,
+            sockets: SocketPolicy::Any,
             syscalls: SyscallPolicy::Off,
             no_child_processes: false,
             disable_debugging: false,

@@ -29,7 +29,9 @@ pub enum ProbeAction {
     Fork,
     /// Allocate and touch this many bytes.
     Allocate(u64),
-    /// Burn CPU for this many seconds.
+    /// Burn this many seconds of CPU time (the process's own clock, so a
+    /// busy host or a low priority only stretches the wall time), giving
+    /// up after [`SPIN_WALL_CAP`].
     Spin(u64),
     /// ptrace-attach to a process.
     Ptrace(u32),
@@ -43,6 +45,54 @@ pub enum ProbeAction {
     Setns(u32),
     /// Write to an inherited file descriptor.
     UseFd(i32),
+    /// Call `getpid` by its x32 number (x86-64 number | the x32 bit).
+    X32Syscall,
+    /// Create an io_uring instance.
+    IoUringSetup,
+    /// Create an anonymous memory file.
+    MemfdCreate,
+    /// Read the local descriptor table.
+    ModifyLdt,
+    /// `clone` a thread into a new user namespace (a combination the kernel
+    /// itself refuses with EINVAL, so nothing is ever created: the answer
+    /// tells whether the call reached the kernel).
+    CloneNewNamespace,
+    /// Push one byte into the terminal (or pipe) on stdin with TIOCSTI.
+    PushTerminalInput,
+    /// Read another process's resource limits (`prlimit64`).
+    LimitsOf(u32),
+    /// Lower another process's priority (`setpriority`, nice 19).
+    Deprioritize(u32),
+    /// Open a pidfd on another process.
+    PidfdOpen(u32),
+    /// Signal 0 to a process (`tgkill(pid, pid, 0)`: a permission check);
+    /// 0 names the probe itself.
+    SignalZero(u32),
+    /// Widen the CPU affinity to every CPU.
+    WidenAffinity,
+    /// Connect to a UNIX socket by path.
+    ConnectUnix(PathBuf),
+    /// Create a fifo (a special file) at a path.
+    MakeFifo(PathBuf),
+    /// Make the process dumpable (traceable) again.
+    SetDumpable,
+}
+
+/// Longest wall time a [`ProbeAction::Spin`] waits for its CPU time.
+pub const SPIN_WALL_CAP: Duration = Duration::from_secs(120);
+
+/// CPU time used by this process, all threads (`CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu_time() -> Result<Duration, String> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, owned `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Err(errno());
+    }
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 fn errno() -> String {
@@ -100,12 +150,28 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             Ok(format!("allocated and touched {} bytes", v.len()))
         }
         ProbeAction::Spin(secs) => {
-            let until = Instant::now() + Duration::from_secs(*secs);
+            let give_up = Instant::now() + SPIN_WALL_CAP;
+            let want = Duration::from_secs(*secs);
             let mut x = 0u64;
-            while Instant::now() < until {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            loop {
+                let used = process_cpu_time()?;
+                if used >= want {
+                    return Ok(format!(
+                        "spun {:.2} s of CPU time ({x})",
+                        used.as_secs_f64()
+                    ));
+                }
+                if Instant::now() >= give_up {
+                    return Err(format!(
+                        "gave up after {SPIN_WALL_CAP:?} of wall time with {:.2} s of CPU time",
+                        used.as_secs_f64()
+                    ));
+                }
+                for _ in 0..100_000 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                std::hint::black_box(x);
             }
-            Ok(format!("spun {secs} s ({x})"))
         }
         ProbeAction::Ptrace(pid) => {
             // SAFETY: PTRACE_ATTACH with integer arguments; on success the
@@ -174,6 +240,144 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
                 return Err(errno());
             }
             Ok("joined".into())
+        }
+        ProbeAction::X32Syscall => {
+            let nr = libc::SYS_getpid | i64::from(crate::X32_SYSCALL_BIT);
+            // SAFETY: getpid takes no arguments, whatever its number.
+            let rc = unsafe { libc::syscall(nr) };
+            if rc < 0 {
+                return Err(errno());
+            }
+            Ok(format!("x32 getpid answered {rc}"))
+        }
+        ProbeAction::IoUringSetup => {
+            let mut params = [0u8; 120]; // struct io_uring_params, zeroed
+                                         // SAFETY: `params` is a zeroed io_uring_params of the kernel's
+                                         // size (120 bytes); the kernel writes into it.
+            let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            Ok(format!("io_uring fd {fd}"))
+        }
+        ProbeAction::MemfdCreate => {
+            // SAFETY: a valid C string name and integer flags.
+            let fd = unsafe { libc::memfd_create(c"probe".as_ptr(), 0) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            Ok(format!("memfd {fd}"))
+        }
+        ProbeAction::ModifyLdt => {
+            let mut buf = [0u8; 64];
+            // SAFETY: func 0 reads at most `buf.len()` bytes into `buf`.
+            let rc = unsafe { libc::syscall(libc::SYS_modify_ldt, 0, buf.as_mut_ptr(), buf.len()) };
+            if rc < 0 {
+                return Err(errno());
+            }
+            Ok(format!("read {rc} bytes of LDT"))
+        }
+        ProbeAction::CloneNewNamespace => {
+            let flags =
+                libc::CLONE_THREAD | libc::CLONE_SIGHAND | libc::CLONE_VM | libc::CLONE_NEWUSER;
+            // SAFETY: the kernel refuses CLONE_THREAD with CLONE_NEWUSER
+            // (EINVAL) before creating anything, and a filter refuses it
+            // earlier still; no thread can start on this stack.
+            let rc = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_ulong, 0, 0, 0, 0) };
+            if rc < 0 {
+                return Err(errno());
+            }
+            Ok(format!("clone returned {rc}"))
+        }
+        ProbeAction::PushTerminalInput => {
+            let byte = b'#';
+            // SAFETY: TIOCSTI reads one byte from a valid pointer.
+            let rc = unsafe { libc::ioctl(0, libc::TIOCSTI, &byte as *const u8) };
+            if rc < 0 {
+                return Err(errno());
+            }
+            Ok("pushed a byte".into())
+        }
+        ProbeAction::LimitsOf(pid) => {
+            let mut old = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: reads only (new limit null) into a valid rlimit.
+            let rc = unsafe {
+                libc::prlimit(
+                    *pid as libc::pid_t,
+                    libc::RLIMIT_NOFILE,
+                    std::ptr::null(),
+                    &mut old,
+                )
+            };
+            if rc != 0 {
+                return Err(errno());
+            }
+            Ok(format!("its open-file limit is {}", old.rlim_cur))
+        }
+        ProbeAction::Deprioritize(pid) => {
+            // SAFETY: integer arguments only.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, *pid as libc::id_t, 19) } != 0 {
+                return Err(errno());
+            }
+            Ok("set to nice 19".into())
+        }
+        ProbeAction::PidfdOpen(pid) => {
+            // SAFETY: integer arguments only.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, *pid as libc::pid_t, 0) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            Ok(format!("pidfd {fd}"))
+        }
+        ProbeAction::SignalZero(pid) => {
+            let pid = if *pid == 0 {
+                // SAFETY: getpid has no preconditions.
+                unsafe { libc::getpid() }
+            } else {
+                *pid as libc::pid_t
+            };
+            // SAFETY: signal 0 only checks the permission to signal.
+            if unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) } != 0 {
+                return Err(errno());
+            }
+            Ok("may signal it".into())
+        }
+        ProbeAction::WidenAffinity => {
+            // SAFETY: cpu_set_t is plain data; CPU_SET touches only the set.
+            let mut all: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            for cpu in 0..cpus.max(64).min(libc::CPU_SETSIZE as usize) {
+                // SAFETY: cpu < CPU_SETSIZE.
+                unsafe { libc::CPU_SET(cpu, &mut all) };
+            }
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            // SAFETY: a valid set of `size` bytes.
+            if unsafe { libc::sched_setaffinity(0, size, &all) } != 0 {
+                return Err(errno());
+            }
+            Ok("affinity widened".into())
+        }
+        ProbeAction::ConnectUnix(path) => std::os::unix::net::UnixStream::connect(path)
+            .map(|_| "connected".to_string())
+            .map_err(|e| e.to_string()),
+        ProbeAction::MakeFifo(path) => {
+            let c = std::ffi::CString::new(path.to_string_lossy().as_bytes())
+                .map_err(|e| e.to_string())?;
+            // SAFETY: a valid C string path and a mode.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                return Err(errno());
+            }
+            Ok("fifo made".into())
+        }
+        ProbeAction::SetDumpable => {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+                return Err(errno());
+            }
+            Ok("dumpable again".into())
         }
         ProbeAction::UseFd(fd) => {
             let msg = b"probe";

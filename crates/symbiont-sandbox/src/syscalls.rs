@@ -151,7 +151,95 @@ pub const DENY_LIST: &[&str] = &[
     "ioperm",
     "personality",
     "fanotify_init",
+    // Kernel attack surface the worker and ordinary programs do not need.
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "memfd_create",
+    "modify_ldt",
+    "lookup_dcookie",
+    // Reaching into other processes through a pidfd or by comparison.
+    "pidfd_getfd",
+    "process_madvise",
+    "kcmp",
+    // Widening the CPU set past `max_cpu_cores` (the plan set it).
+    "sched_setaffinity",
 ];
+
+/// Calls whose target is a process named by a pid argument: allowed only on
+/// the caller itself (the pid it has, or 0 where 0 means "myself"), under
+/// either policy, so that a sandboxed process cannot signal, re-limit,
+/// re-prioritize or inspect the supervisor or any other process. For the
+/// `which, who` calls, `which` must also name a single process.
+pub const PID_CALLS: &[(&str, PidArg)] = &[
+    ("kill", PidArg::Pid(0)),
+    ("tkill", PidArg::Pid(0)),
+    ("tgkill", PidArg::Pid(0)),
+    ("rt_sigqueueinfo", PidArg::Pid(0)),
+    ("rt_tgsigqueueinfo", PidArg::Pid(0)),
+    ("pidfd_open", PidArg::Pid(0)),
+    ("prlimit64", PidArg::Pid(0)),
+    ("sched_getaffinity", PidArg::Pid(0)),
+    ("sched_setscheduler", PidArg::Pid(0)),
+    ("sched_setparam", PidArg::Pid(0)),
+    ("sched_setattr", PidArg::Pid(0)),
+    ("get_robust_list", PidArg::Pid(0)),
+    ("migrate_pages", PidArg::Pid(0)),
+    ("move_pages", PidArg::Pid(0)),
+    // setpriority(PRIO_PROCESS = 0, who, prio)
+    ("setpriority", PidArg::WhichWho(0)),
+    // ioprio_set(IOPRIO_WHO_PROCESS = 1, who, ioprio)
+    ("ioprio_set", PidArg::WhichWho(1)),
+];
+
+/// Where a call names its target process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidArg {
+    /// Argument `n` is the pid.
+    Pid(u8),
+    /// Argument 0 is a kind of target that must equal this value (a single
+    /// process), argument 1 the pid.
+    WhichWho(u64),
+}
+
+/// `ioctl` requests refused under both policies: pushing input into a
+/// terminal (TIOCSTI) or the Linux console (TIOCLINUX) would let a program
+/// type commands into the user's shell.
+pub const DENIED_IOCTLS: &[(&str, u64)] =
+    &[("TIOCSTI", libc::TIOCSTI), ("TIOCLINUX", libc::TIOCLINUX)];
+
+/// `prctl` options the allow-list policy permits (thread names).
+pub const ALLOWED_PRCTL: &[(&str, u64)] = &[("PR_SET_NAME", 15), ("PR_GET_NAME", 16)];
+
+/// `prctl` options the deny-list policy refuses: undoing
+/// `disable_debugging`, opening the process to a tracer, or changing
+/// capabilities and memory layout fields.
+pub const DENIED_PRCTL: &[(&str, u64)] = &[
+    ("PR_SET_DUMPABLE", 4),
+    ("PR_SET_KEEPCAPS", 8),
+    ("PR_SET_SECUREBITS", 28),
+    ("PR_SET_MM", 35),
+    ("PR_CAP_AMBIENT", 47),
+    ("PR_SET_PTRACER", 0x5961_6d61),
+];
+
+/// `clone` flags that make new namespaces: refused under both policies
+/// (`unshare` and `setns` are, too). `CLONE_NEWTIME` is not among them: in
+/// `clone`'s flags its bit is part of the exit signal.
+pub const CLONE_NEW_FLAGS: &[(&str, u64)] = &[
+    ("CLONE_NEWNS", libc::CLONE_NEWNS as u64),
+    ("CLONE_NEWCGROUP", libc::CLONE_NEWCGROUP as u64),
+    ("CLONE_NEWUTS", libc::CLONE_NEWUTS as u64),
+    ("CLONE_NEWIPC", libc::CLONE_NEWIPC as u64),
+    ("CLONE_NEWUSER", libc::CLONE_NEWUSER as u64),
+    ("CLONE_NEWPID", libc::CLONE_NEWPID as u64),
+    ("CLONE_NEWNET", libc::CLONE_NEWNET as u64),
+];
+
+/// The bit that marks an x32 system call number on x86-64. A filter written
+/// for x86-64 numbers would let `nr | X32_SYSCALL_BIT` through on kernels
+/// with x32 enabled: every such number kills the process.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// The x86-64 number of a syscall name, for the names this project uses
 /// and the ones a profile may add.
@@ -417,4 +505,11 @@ static TABLE: &[(&str, i64)] = &[
     ("request_key", libc::SYS_request_key),
     ("pivot_root", libc::SYS_pivot_root),
     ("lookup_dcookie", libc::SYS_lookup_dcookie),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    ("modify_ldt", libc::SYS_modify_ldt),
+    ("migrate_pages", libc::SYS_migrate_pages),
+    ("ioprio_set", libc::SYS_ioprio_set),
+    ("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo),
+    ("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo),
+    ("process_madvise", libc::SYS_process_madvise),
 ];

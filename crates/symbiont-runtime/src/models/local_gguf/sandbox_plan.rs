@@ -17,12 +17,16 @@
 //!   profile is refused.
 //! - network `None`: network namespace, Landlock TCP rules, seccomp.
 //! - syscalls: `strict_syscall_filtering` → allow-list (+ `allowed_syscalls`),
-//!   else a deny-list. Strictness also makes every layer fail closed.
+//!   else a deny-list. Strictness also makes every layer fail closed. Under
+//!   both: x32 numbers kill, pid-taking calls reach only the caller, no
+//!   `TIOCSTI`, `clone` without namespaces; the worker creates no socket,
+//!   a `sandbox exec` program only socket pairs unless the network is `Full`.
+//! - open files: `RLIMIT_NOFILE` ([`WORKER_OPEN_FILES`], [`EXEC_OPEN_FILES`]).
 
 use std::path::{Path, PathBuf};
 
 use symbiont_sandbox::{
-    report, ControlRow, HostSupport, Need, NetworkMode, SandboxPlan, SyscallPolicy,
+    report, ControlRow, HostSupport, Need, NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy,
 };
 
 use crate::config::{normalize_path, NetworkAccessMode, SandboxProfile};
@@ -34,6 +38,12 @@ const MB: u64 = 1024 * 1024;
 pub(super) fn cpu_backstop_seconds(profile: &SandboxProfile, threads: u32) -> u64 {
     4 * u64::from(threads.max(1)) * profile.process_limits.max_execution_time_seconds
 }
+
+/// Open files at once for the worker: its pipes, the model, llama.cpp's
+/// and OpenMP's few descriptors, with room to spare.
+pub const WORKER_OPEN_FILES: u64 = 256;
+/// Open files at once for a program under `sandbox exec`.
+pub const EXEC_OPEN_FILES: u64 = 1024;
 
 /// Builds the plan for a worker with `threads` threads that reads `model`
 /// and may use `scratch`: exactly what `LocalGgufRunner` applies.
@@ -74,10 +84,13 @@ pub fn plan_for(
                 profile.resources.max_disk_mb.saturating_mul(MB),
             )
         }),
+        max_open_files: Some(WORKER_OPEN_FILES),
         network: match profile.network.access_mode {
             NetworkAccessMode::Full => NetworkMode::Full,
             _ => NetworkMode::None,
         },
+        // The worker talks to its supervisor over its standard pipes only.
+        sockets: SocketPolicy::None,
         syscalls: if strict {
             SyscallPolicy::AllowList {
                 extra: profile.process_limits.allowed_syscalls.clone(),
@@ -152,6 +165,13 @@ pub fn exec_plan_for(
             .chain(std::iter::once(&plan.exec_paths[0])),
     )?;
     plan.allow_exec = true;
+    plan.max_open_files = Some(EXEC_OPEN_FILES);
+    // No socket by path to a host daemon without the network: socket
+    // pairs only. With `Full` network, whatever the program asks.
+    plan.sockets = match plan.network {
+        NetworkMode::Full => SocketPolicy::Any,
+        NetworkMode::None => SocketPolicy::PairsOnly,
+    };
     Ok(plan)
 }
 
@@ -188,7 +208,10 @@ pub fn sandbox_report(
         (
             "resources.max_disk_mb".into(),
             r.max_disk_mb.to_string(),
-            "size-limited tmpfs on the scratch dir in a private mount namespace".into(),
+            format!(
+                "size-limited tmpfs on the scratch dir in a private mount namespace, at most {} files",
+                symbiont_sandbox::SCRATCH_INODES
+            ),
             if f.allow_temp_files { vec![Need::Namespaces] } else { vec![Need::Landlock(1)] },
         ),
         (
@@ -206,7 +229,7 @@ pub fn sandbox_report(
         (
             "filesystem.write_paths".into(),
             format!("{:?} + the scratch dir", f.write_paths),
-            "Landlock read-write rules".into(),
+            "Landlock read-write rules, without the right to make device nodes, fifos or sockets".into(),
             vec![Need::Landlock(1)],
         ),
         (
@@ -230,7 +253,12 @@ pub fn sandbox_report(
         (
             "process_limits.max_execution_time_seconds".into(),
             l.max_execution_time_seconds.to_string(),
-            "supervisor wall clock per request (cancel, then kill the process group) + RLIMIT_CPU lifetime backstop".into(),
+            format!(
+                "supervisor wall clock per request (cancel; kill the process group when no answer comes within {} of the worker's measured decode steps, {:.1}-{:.0} s) + RLIMIT_CPU lifetime backstop",
+                super::defaults::CANCEL_GRACE_STEPS,
+                super::defaults::CANCEL_GRACE_MIN.as_secs_f64(),
+                super::defaults::CANCEL_GRACE_MAX.as_secs_f64()
+            ),
             vec![Need::Always],
         ),
         (
@@ -252,7 +280,14 @@ pub fn sandbox_report(
         (
             "process_limits.process_priority".into(),
             l.process_priority.to_string(),
-            "setpriority".into(),
+            if l.process_priority >= 10 {
+                format!(
+                    "setpriority (nice {}: the worker yields to every busier process; on a loaded host generation slows to a crawl, by design)",
+                    l.process_priority
+                )
+            } else {
+                "setpriority".into()
+            },
             if l.process_priority < 0 && !host.root {
                 vec![Need::Unavailable("a negative nice value needs root")]
             } else {
@@ -303,8 +338,28 @@ pub fn sandbox_report(
         (
             "(always)".into(),
             "-".into(),
-            "no_new_privs, inherited file descriptors closed, scrubbed environment (only GGML_NO_BACKTRACE=1), own process group".into(),
+            format!(
+                "no_new_privs, inherited file descriptors closed, scrubbed environment (only GGML_NO_BACKTRACE=1), own process group, at most {WORKER_OPEN_FILES} open files (RLIMIT_NOFILE)"
+            ),
             vec![Need::Always],
+        ),
+        (
+            "(always) other processes".into(),
+            "-".into(),
+            "seccomp: calls aimed at a pid (kill, tgkill, prlimit64, setpriority, ioprio_set, sched_*, pidfd_open, migrate_pages, …) reach only the worker itself; its CPU set cannot grow; pidfd_getfd, process_madvise, kcmp refused".into(),
+            vec![Need::Seccomp],
+        ),
+        (
+            "(always) syscall hardening".into(),
+            "-".into(),
+            "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging".into(),
+            vec![Need::Seccomp],
+        ),
+        (
+            "(always) sockets".into(),
+            "-".into(),
+            "seccomp: the worker creates no socket at all (no UNIX socket by path to a host daemon); `sandbox exec` programs only socket pairs unless access_mode = Full (then no netlink)".into(),
+            vec![Need::Seccomp],
         ),
     ];
     report(rows, host)
