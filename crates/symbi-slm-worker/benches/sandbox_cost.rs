@@ -95,6 +95,10 @@ fn load(model: &Path, threads: u32, plan: SandboxPlan) -> Loaded {
     };
     write_message(&mut stdin, &ToWorker::Launch(spec)).unwrap();
     stdin.flush().unwrap();
+    match read_message::<_, FromWorker>(&mut stdout).expect("confined") {
+        FromWorker::Confined { .. } => {}
+        other => panic!("worker did not report its sandbox: {other:?}"),
+    }
     match read_message::<_, FromWorker>(&mut stdout).expect("ready") {
         FromWorker::Ready(_) => {}
         other => panic!("worker did not load: {other:?}"),

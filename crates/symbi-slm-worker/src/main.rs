@@ -15,6 +15,8 @@
 //!    launch spec is read from stdin (a pipe, already open), and the
 //!    parent-death signal is set. The model file is opened by llama.cpp only
 //!    after, through the Landlock rule that allows reading it.
+//!    Report the layers in force (`Confined`) at once: the supervisor
+//!    checks them against the kernel's view of this process.
 //! 4. Start the stdin reader thread (commands, cancel, ping).
 //! 5. Initialize llama.cpp's backend, load the model (memory-mapped), create
 //!    the context.
@@ -96,6 +98,10 @@ fn main() {
         Ok(applied) => applied,
         Err(e) => fail(&mut out, LoadStage::Sandbox, e.to_string()),
     };
+    // Report the confinement now, before anything untrusted is parsed.
+    out.send(&FromWorker::Confined {
+        sandbox: applied.clone(),
+    });
 
     // 4. Commands arrive on their own thread so that a cancel is seen
     // between two decode steps.

@@ -84,6 +84,21 @@ mod tests {
         assert!(render_chat(rec, &[("user", "x")], "", "").is_err());
     }
 
+    /// Work bounded by fuel alone: each loop stays within minijinja's own
+    /// range cap (10,000 items), the nest does 10⁸ iterations. Stopped by
+    /// the fuel (the error says so); the same template with a tenth of the
+    /// budget's work renders.
+    #[test]
+    fn fuel_stops_a_template_that_works_too_long() {
+        let nested = |outer: u32| {
+            format!("{{% for i in range({outer}) %}}{{% for j in range(10000) %}}{{% endfor %}}{{% endfor %}}ok")
+        };
+        let e = render_chat(&nested(10_000), &[("user", "x")], "", "").unwrap_err();
+        assert!(e.contains("fuel"), "stopped, but not by the fuel: {e}");
+        let small = render_chat(&nested(10), &[("user", "x")], "", "").unwrap();
+        assert_eq!(small, "ok");
+    }
+
     #[test]
     fn python_string_methods_work() {
         let t = "{{ messages[0]['content'].strip() }}";

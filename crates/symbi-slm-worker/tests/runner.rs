@@ -880,3 +880,208 @@ async fn host_gaps_are_reported_or_refused() {
         }
     }
 }
+
+/// A model file that passes the supervisor's header check but that
+/// llama.cpp cannot load (here: an unknown architecture name, same length
+/// as the real one) is a load failure naming the stage, not a memory limit,
+/// even under an address-space limit; the audit log records no limit hit.
+#[tokio::test]
+async fn a_broken_model_is_not_a_memory_limit() {
+    let _serial = serial();
+    let mut bytes = std::fs::read(model_path()).unwrap();
+    // general.architecture = "llama": key, type 8 (string), length 5, value.
+    let key = b"general.architecture";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("general.architecture in the header");
+    let value = at + key.len() + 4 + 8;
+    assert_eq!(&bytes[value..value + 5], b"llama");
+    bytes[value..value + 5].copy_from_slice(b"llamx");
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.gguf");
+    std::fs::write(&broken, &bytes).unwrap();
+    let audit = tempfile::tempdir().unwrap();
+    let r = LocalGgufRunner::builder(&broken, profile(), ModelResourceRequirements::default())
+        .worker_path(worker())
+        .audit_log(
+            symbiont_runtime::audit::AuditLog::to_file(audit.path().join("audit.jsonl")).unwrap(),
+        )
+        .build()
+        .await
+        .expect("the header check passes");
+    match r.execute("Hi", Some(greedy(2))).await {
+        Err(SlmRunnerError::InitializationFailed { reason }) => {
+            assert!(reason.contains("Model"), "{reason}")
+        }
+        other => panic!("expected a load failure, got {other:?}"),
+    }
+    assert!(
+        audit_events(&audit)
+            .iter()
+            .all(|e| e["kind"] != "limit_hit"),
+        "{:?}",
+        audit_events(&audit)
+    );
+    // The allowed twin: the real file loads under the same profile.
+    assert!(runner().await.execute("Hi", Some(greedy(2))).await.is_ok());
+}
+
+/// Every path into a runner fails closed: a profile built in code meets
+/// the config loader's rules (the same function), a thread count cannot
+/// exceed the profile's cores, and a fraction of a core below one is
+/// refused by a strict profile and reported as a gap by a lenient one.
+#[tokio::test]
+async fn profiles_built_in_code_are_validated() {
+    use symbiont_runtime::config::NetworkAccessMode;
+    let _serial = serial();
+    let build = |p: SandboxProfile, threads: Option<u32>| {
+        let mut b = LocalGgufRunner::builder(model_path(), p, ModelResourceRequirements::default())
+            .worker_path(worker());
+        if let Some(n) = threads {
+            b = b.threads(n);
+        }
+        b.build()
+    };
+    // The allowed twins.
+    assert!(build(profile(), None).await.is_ok());
+    assert!(build(profile(), Some(1)).await.is_ok());
+    let mut forks = profile();
+    forks.process_limits.max_child_processes = 4;
+    let mut restricted = profile();
+    restricted.network.access_mode = NetworkAccessMode::Restricted;
+    let mut huge = profile();
+    huge.resources.max_memory_mb = u64::MAX;
+    for (p, key) in [
+        (forks, "max_child_processes"),
+        (restricted, "access_mode"),
+        (huge, "max_memory_mb"),
+    ] {
+        match build(p, None).await {
+            Err(SlmRunnerError::InvalidInput { field, reason }) => {
+                assert_eq!(field, "sandbox_profile");
+                assert!(reason.contains(key), "{key}: {reason}");
+            }
+            other => panic!("{key}: expected a refusal, got {other:?}"),
+        }
+    }
+    match build(profile(), Some(64)).await {
+        Err(SlmRunnerError::InvalidInput { field, .. }) => assert_eq!(field, "threads"),
+        other => panic!("64 threads: {other:?}"),
+    }
+    let mut half = SandboxProfile::secure();
+    half.resources.max_cpu_cores = 0.5;
+    match build(half.clone(), None).await {
+        Err(SlmRunnerError::SandboxViolation { control, .. }) => {
+            assert_eq!(control, "resources.max_cpu_cores")
+        }
+        other => panic!("strict half core: {other:?}"),
+    }
+    let mut lenient_half = profile();
+    lenient_half.resources.max_cpu_cores = 0.5;
+    let r = build(lenient_half, None).await.unwrap();
+    let res = r.execute("Hi", Some(greedy(2))).await.unwrap();
+    assert!(
+        res.metadata
+            .sandbox_gaps
+            .iter()
+            .any(|g| g.contains("max_cpu_cores = 0.5")),
+        "{:?}",
+        res.metadata.sandbox_gaps
+    );
+}
+
+/// The sandbox report is checked, not trusted: a fake worker (a Python
+/// script speaking the protocol) that claims every layer without applying
+/// one is refused before it is sent anything, so is one that sets
+/// `no_new_privs` but installs no filter, and one that reports ready
+/// without reporting its confinement. The real worker passes the same
+/// check in every other test here.
+#[tokio::test]
+async fn a_worker_that_lies_about_its_sandbox_is_refused() {
+    use symbiont_slm_protocol::{encode, Applied, FromWorker, Layer, ModelFacts};
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let claimed = Applied {
+        layers: [
+            "inherited file descriptors closed",
+            "network namespace",
+            "no_new_privs",
+            "landlock",
+            "seccomp deny-list",
+        ]
+        .iter()
+        .map(|n| Layer {
+            name: n.to_string(),
+            enforced: Ok(()),
+        })
+        .collect(),
+        setup_micros: 1,
+    };
+    let ready = FromWorker::Ready(ModelFacts {
+        protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
+        worker_version: "fake".into(),
+        architecture: Some("llama".into()),
+        name: None,
+        parameters: 1,
+        size_bytes: 1,
+        trained_context: 2048,
+        context_size: 2048,
+        vocab_size: 1,
+        chat_template: false,
+        threads: 1,
+        load_ms: 1.0,
+        sandbox: claimed.clone(),
+    });
+    let confined = FromWorker::Confined { sandbox: claimed };
+    let fake = |name: &str, frames: &[&FromWorker], prelude: &str| {
+        let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
+        let frames_path = dir.path().join(format!("{name}.frames"));
+        std::fs::write(&frames_path, bytes).unwrap();
+        let script = dir.path().join(name);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/usr/bin/python3\nimport sys, time\n{prelude}\n\
+                 d = sys.stdin.buffer\nn = int.from_bytes(d.read(4), 'little')\nd.read(n)\n\
+                 sys.stdout.buffer.write(open('{}', 'rb').read())\nsys.stdout.flush()\ntime.sleep(60)\n",
+                frames_path.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    };
+    let nnp = "import ctypes\nctypes.CDLL(None).prctl(38, 1, 0, 0, 0)";
+    for (name, frames, prelude, why) in [
+        ("no-sandbox", vec![&confined, &ready], "", "NoNewPrivs"),
+        ("no-filter", vec![&confined, &ready], nnp, "Seccomp"),
+        (
+            "silent",
+            vec![&ready],
+            nnp,
+            "without reporting its confinement",
+        ),
+    ] {
+        let r = LocalGgufRunner::builder(
+            model_path(),
+            profile(),
+            ModelResourceRequirements::default(),
+        )
+        .worker_path(fake(name, &frames, prelude))
+        .build()
+        .await
+        .unwrap();
+        match r.execute("Hi", Some(greedy(2))).await {
+            Err(SlmRunnerError::SandboxViolation { detail, .. }) => {
+                assert!(detail.contains(why), "{name}: {detail}")
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            r.worker_pid().await.is_none(),
+            "{name}: the fake still runs"
+        );
+    }
+}

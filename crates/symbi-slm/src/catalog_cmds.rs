@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use clap::Subcommand;
+use symbiont_runtime::audit::AuditLog;
 use symbiont_runtime::config::{Model, ModelCapability, ModelProvider, SandboxProfile};
 use symbiont_runtime::models::ModelCatalog;
 
@@ -96,6 +97,16 @@ pub(crate) fn profile<'c>(
         ))
     })?;
     Ok((name, p))
+}
+
+/// The audit log of a config: its file (`slm.audit_log_path`), or
+/// `tracing` only when it has none.
+pub(crate) fn audit_log(c: &ModelCatalog) -> Result<AuditLog, Failure> {
+    Ok(match &c.config().audit_log_path {
+        Some(p) => AuditLog::to_file(p)
+            .map_err(|e| Failure::Runtime(anyhow!("audit log {p} (slm.audit_log_path): {e}")))?,
+        None => AuditLog::tracing_only(),
+    })
 }
 
 pub fn config(cmd: ConfigCmd, config: Option<&Path>) -> Result<(), Failure> {

@@ -155,11 +155,7 @@ fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure>
             .ok_or_else(|| Failure::Input(anyhow!("no TextGeneration model in {source}")))?,
     };
     let (profile_name, profile) = crate::catalog_cmds::profile(&catalog, args.profile.as_deref())?;
-    let audit = match &catalog.config().audit_log_path {
-        Some(p) => AuditLog::to_file(p)
-            .map_err(|e| Failure::Runtime(anyhow!("audit log {p} (slm.audit_log_path): {e}")))?,
-        None => AuditLog::tracing_only(),
-    };
+    let audit = crate::catalog_cmds::audit_log(&catalog)?;
     if let Some(agent) = &args.agent {
         if let Err(e) = catalog.validate_model_access(&model.id, agent) {
             let event =

@@ -4,13 +4,15 @@
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Subcommand;
+use symbiont_runtime::audit::{AuditEvent, AuditKind};
 use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_report, threads_for};
 use symbiont_sandbox::{exec, Enforcement, HostSupport};
 
-use crate::catalog_cmds::{catalog, profile};
+use crate::catalog_cmds::{audit_log, catalog, profile};
 use crate::Failure;
 
 /// `symbi-slm sandbox …`
@@ -30,9 +32,11 @@ pub enum SandboxCmd {
     /// Run PROGRAM under a profile, through exactly the code the worker
     /// uses to confine itself, then execve. The program, the dynamic loader
     /// and the shared libraries (/lib, /usr/lib, …) are readable and
-    /// executable; the environment holds only PATH. Exits with the
-    /// program's status (128 + signal when killed; 125 when the sandbox
-    /// could not be applied, 127 when execve failed).
+    /// executable; the environment holds only PATH. The program runs in a
+    /// session of its own; at the profile's max_execution_time_seconds its
+    /// process group is killed. Exits with the program's status (128 +
+    /// signal when killed; 124 when the time limit killed it, 125 when the
+    /// sandbox could not be applied, 127 when execve failed).
     Exec {
         /// The profile (default: the config's default_sandbox_profile).
         #[arg(long)]
@@ -115,7 +119,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             writes,
             command,
         } => {
-            let (_, p) = profile(&c, name.as_deref())?;
+            let (profile_name, p) = profile(&c, name.as_deref())?;
             let program = resolve(&command[0])?;
             let absolute = |v: Vec<PathBuf>| -> Result<Vec<PathBuf>, Failure> {
                 v.into_iter()
@@ -154,9 +158,38 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             if let Some(s) = &scratch {
                 env.push((OsString::from("TMPDIR"), s.path().as_os_str().to_owned()));
             }
-            let status = exec::run_confined(&plan, &program, &command, &env)
-                .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
+            let limit = p.process_limits.max_execution_time_seconds;
+            let ended = exec::run_confined(
+                &plan,
+                &program,
+                &command,
+                &env,
+                Some(Duration::from_secs(limit)),
+            )
+            .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
             drop(scratch);
+            if ended.timed_out {
+                let detail = format!(
+                    "{} ran past max_execution_time_seconds = {limit}; its process group was killed",
+                    program.display()
+                );
+                eprintln!("symbi-slm sandbox: {detail}");
+                let event = AuditEvent::new(
+                    AuditKind::LimitHit,
+                    "process_limits.max_execution_time_seconds",
+                    detail,
+                )
+                .about(None, None, Some(&profile_name));
+                // A log that cannot be opened must not hide the kill.
+                match audit_log(&c) {
+                    Ok(log) => log.record(&event, p.security.enable_audit_logging),
+                    Err(Failure::Input(e) | Failure::Runtime(e)) => {
+                        eprintln!("symbi-slm sandbox: {e}")
+                    }
+                }
+                std::process::exit(exec::EXIT_TIMED_OUT);
+            }
+            let status = ended.status;
             let code = status
                 .code()
                 .or_else(|| status.signal().map(|s| 128 + s))

@@ -441,8 +441,23 @@ fn sandbox_exec_confines_any_program() {
         exec(&[], &["/bin/sh", "-c", "exit 7"]).status.code(),
         Some(7)
     );
-    // A program that cannot be executed under the plan: 127.
+    // A program that does not exist: bad input (2), found before forking.
     assert_eq!(exec(&[], &["/nonexistent-program"]).status.code(), Some(2));
+    // One that exists but whose execve fails (its `#!` interpreter is
+    // missing): 127, from the confined child. Run directly, the same
+    // script fails to start too (the allowed twin of "the probe works").
+    let script = dir.path().join("script");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let failed = exec(&[], &[script.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(127), "{}", text(&failed.stderr));
+    assert!(
+        text(&failed.stderr).contains("execve"),
+        "{}",
+        text(&failed.stderr)
+    );
+    assert!(std::process::Command::new(&script).status().is_err());
     // The program leads a session of its own (no controlling terminal of
     // the caller's to push keystrokes into, no signal to the caller's
     // process group). Unconfined, the same program stays in this test's
@@ -527,4 +542,75 @@ fn chat_answers_each_line_and_keeps_the_conversation() {
     assert_eq!(alone.len(), 2, "{alone:?}");
     assert_eq!(alone[0], both[0], "greedy: same first answer");
     assert_ne!(alone[1], both[1], "the history changed nothing");
+}
+
+/// `sandbox exec` kills the program's process group at the profile's
+/// `max_execution_time_seconds`, whether it spins or sleeps, exits 124 and
+/// records the kill in the audit log, which every config has by default
+/// (here a config that names no `audit_log_path`). A program that ends in
+/// time keeps its own status and leaves no event.
+#[test]
+fn sandbox_exec_kills_at_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[slm.sandbox_profiles.quick.process_limits]\nmax_execution_time_seconds = 2\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let log = state.join("symbiont").join("slm-audit.jsonl");
+    let exec = |cmd: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(["sandbox", "exec", "--profile", "quick", "--"])
+            .args(cmd)
+            .env_remove("SYMBI_SLM_CONFIG")
+            .env("XDG_STATE_HOME", &state)
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    };
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (out, _) = exec(&["/bin/sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(events().is_empty(), "{:?}", events());
+    let limit = std::time::Duration::from_secs(2);
+    for (what, cmd) in [
+        ("spinning", &["/bin/sh", "-c", "while :; do :; done"][..]),
+        ("sleeping", &["/bin/sleep", "600"][..]),
+    ] {
+        let (out, took) = exec(cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(124),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+        assert!(took >= limit, "{what}: killed early, after {took:?}");
+        // The kill comes at the deadline; the slack is for a busy host.
+        assert!(
+            took < limit + std::time::Duration::from_secs(20),
+            "{what}: {took:?}"
+        );
+        assert!(
+            text(&out.stderr).contains("max_execution_time_seconds = 2"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let ev = events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    for e in &ev {
+        assert_eq!(e["kind"], "limit_hit");
+        assert_eq!(e["control"], "process_limits.max_execution_time_seconds");
+        assert_eq!(e["profile"], "quick");
+    }
 }

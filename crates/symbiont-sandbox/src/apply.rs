@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 use crate::syscalls::{
-    syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST,
-    EXEC_ALLOW_LIST, PID_CALLS, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
+    never_allowed, syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_FCNTL,
+    DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, PID_CALLS, WORKER_ALLOW_LIST,
+    X32_SYSCALL_BIT,
 };
 
 /// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
@@ -261,6 +262,19 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         }
     }
 
+    // 5b. Capabilities: none left, in any set, after the last step that
+    //     needed one (mounts, priority, opening the paths Landlock allows).
+    //     Root and a user namespace's owner both end as a process that
+    //     cannot override permissions, make device nodes, change owners,
+    //     or regain any of it by exec.
+    if plan.drop_capabilities {
+        drop_capabilities()?;
+        record(
+            "capabilities: none (effective, permitted, inheritable, ambient, bounding)",
+            Ok(()),
+        );
+    }
+
     // 6. seccomp, last: it would forbid the calls above.
     match &plan.syscalls {
         SyscallPolicy::Off => {}
@@ -333,6 +347,100 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<(), SandboxError> {
         write("/proc/self/setgroups", "deny".into())?;
         write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
         write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    Ok(())
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct` (two of them for 64 capability bits).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties every capability set of the calling thread (before any other
+/// thread exists): ambient, bounding (when the process may change it:
+/// without CAP_SETPCAP it holds no capability to drop), then effective,
+/// permitted and inheritable, and checks the result.
+fn drop_capabilities() -> Result<(), SandboxError> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(os_err("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
+    }
+    let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                // No CAP_SETPCAP: an unprivileged process outside a user
+                // namespace, which has nothing to drop, and no_new_privs
+                // keeps exec from granting anything.
+                Some(libc::EPERM) => break,
+                // Past the kernel's last capability.
+                Some(libc::EINVAL) => break,
+                _ => return Err(os_err("prctl(PR_CAPBSET_DROP)")),
+            }
+        }
+    }
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [CapData::default(); 2];
+    // SAFETY: a valid header and two data structs, as version 3 expects.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            none.as_ptr(),
+        )
+    } != 0
+    {
+        return Err(os_err("capset"));
+    }
+    let mut now = [CapData::default(); 2];
+    // SAFETY: as above; the kernel writes two data structs into `now`.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            now.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(os_err("capget"));
+    }
+    if now
+        .iter()
+        .any(|d| d.effective != 0 || d.permitted != 0 || d.inheritable != 0)
+    {
+        return Err(SandboxError::Call {
+            call: "capset",
+            source: io::Error::other("capabilities remain after dropping them"),
+        });
     }
     Ok(())
 }
@@ -549,12 +657,13 @@ fn clone_denied(threads_only: bool) -> Result<Vec<SeccompRule>, SandboxError> {
 /// Allow-list rules for a pid call: the caller itself only (`me`, or 0).
 /// pids are `int`s: only the low 32 bits count, as in the kernel.
 fn own_pid_allowed(arg: PidArg, me: u64) -> Result<Vec<SeccompRule>, SandboxError> {
-    let (which, pid_arg) = match arg {
-        PidArg::Pid(i) => (None, i),
-        PidArg::WhichWho(w) => (Some(w), 1),
+    let (which, pid_arg, targets) = match arg {
+        PidArg::OwnOnly(i) => (None, i, vec![me]),
+        PidArg::Pid(i) => (None, i, vec![0, me]),
+        PidArg::WhichWho(w) => (Some(w), 1, vec![0, me]),
     };
     let mut rules = Vec::new();
-    for target in [0, me] {
+    for target in targets {
         let mut c = vec![cond(pid_arg, Dword, SeccompCmpOp::Eq, target)?];
         if let Some(w) = which {
             c.push(cond(0, Dword, SeccompCmpOp::Eq, w)?);
@@ -568,6 +677,10 @@ fn own_pid_allowed(arg: PidArg, me: u64) -> Result<Vec<SeccompRule>, SandboxErro
 fn other_pid_denied(arg: PidArg, me: u64) -> Result<Vec<SeccompRule>, SandboxError> {
     let mut rules = Vec::new();
     let pid_arg = match arg {
+        PidArg::OwnOnly(i) => {
+            rules.push(rule(vec![cond(i, Dword, SeccompCmpOp::Ne, me)?])?);
+            return Ok(rules);
+        }
         PidArg::Pid(i) => i,
         PidArg::WhichWho(w) => {
             rules.push(rule(vec![cond(0, Dword, SeccompCmpOp::Ne, w)?])?);
@@ -614,8 +727,13 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() } as u64;
     let clone = nr("clone")?;
-    let (socket, socketpair, ioctl, prctl) =
-        (nr("socket")?, nr("socketpair")?, nr("ioctl")?, nr("prctl")?);
+    let (socket, socketpair, ioctl, prctl, fcntl) = (
+        nr("socket")?,
+        nr("socketpair")?,
+        nr("ioctl")?,
+        nr("prctl")?,
+        nr("fcntl")?,
+    );
     let filter = match policy {
         SyscallPolicy::AllowList { extra } => {
             let mut rules = rules_for(
@@ -627,6 +745,21 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             if plan.allow_exec {
                 rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
             }
+            // What a profile's `allowed_syscalls` cannot add back (the
+            // config refuses such names too; a plan built in code may not
+            // have been through it).
+            for name in extra.iter().filter(|n| never_allowed(n)) {
+                rules.remove(&nr(name)?);
+            }
+            if plan.no_child_processes && !plan.allow_exec {
+                rules.remove(&nr("execve")?);
+                rules.remove(&nr("execveat")?);
+            }
+            let mut fcntl_ok = Vec::new();
+            for (_, command) in DENIED_FCNTL {
+                fcntl_ok.push(cond(1, Dword, SeccompCmpOp::Ne, *command)?);
+            }
+            restrict(&mut rules, fcntl, vec![rule(fcntl_ok)?]);
             // Entries allowed only with some arguments. An entry absent
             // from the list stays absent (refused).
             restrict(&mut rules, clone, clone_allowed(plan.no_child_processes)?);
@@ -678,6 +811,11 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 ioctls.push(rule(vec![cond(1, Dword, SeccompCmpOp::Eq, *req)?])?);
             }
             rules.insert(ioctl, ioctls);
+            let mut fcntls = Vec::new();
+            for (_, command) in DENIED_FCNTL {
+                fcntls.push(rule(vec![cond(1, Dword, SeccompCmpOp::Eq, *command)?])?);
+            }
+            rules.insert(fcntl, fcntls);
             let mut prctls = Vec::new();
             for (name, option) in DENIED_PRCTL {
                 if *name == "PR_SET_DUMPABLE" && !plan.disable_debugging {

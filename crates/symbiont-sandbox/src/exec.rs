@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::time::{Duration, Instant};
 
 use crate::apply::{apply, thread_count};
 use crate::plan::SandboxPlan;
@@ -25,10 +26,28 @@ use crate::plan::SandboxPlan;
 pub const EXIT_SANDBOX_FAILED: i32 = 125;
 /// Exit status of the child when `execve` failed.
 pub const EXIT_EXEC_FAILED: i32 = 127;
+/// Exit status `symbi-slm sandbox exec` gives a program killed at its time
+/// limit (as `timeout(1)` does).
+pub const EXIT_TIMED_OUT: i32 = 124;
 
-/// Forks; the child applies `plan`, reports the layers that are not in
-/// force on stderr, and `execve`s `program` with `args` (`args[0]` is the
-/// program's name) and `env`. Returns the child's status.
+/// How a confined program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// Its exit status (killed by SIGKILL when `timed_out`).
+    pub status: ExitStatus,
+    /// It outlived the wall-clock limit and its process group was killed.
+    pub timed_out: bool,
+}
+
+/// How often the caller looks whether the program has ended while a time
+/// limit runs.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Forks; the child starts a session of its own, applies `plan`, reports
+/// the layers that are not in force on stderr, and `execve`s `program`
+/// with `args` (`args[0]` is the program's name) and `env`. When
+/// `time_limit` passes before the program ends, its whole process group is
+/// killed. Returns how it ended.
 ///
 /// The calling process must be single-threaded (`fork` of a threaded
 /// process may leave locks held in the child).
@@ -37,7 +56,8 @@ pub fn run_confined(
     program: &Path,
     args: &[OsString],
     env: &[(OsString, OsString)],
-) -> io::Result<ExitStatus> {
+    time_limit: Option<Duration>,
+) -> io::Result<Ended> {
     let threads = thread_count();
     if threads > 1 {
         return Err(io::Error::other(format!(
@@ -116,12 +136,37 @@ pub fn run_confined(
         // handlers or flushing its copied stdio buffers twice.
         unsafe { libc::_exit(code) };
     }
+    let deadline = time_limit.map(|t| Instant::now() + t);
+    let mut timed_out = false;
     let mut status = 0;
     loop {
+        let waiting = deadline.is_some() && !timed_out;
+        let flags = if waiting { libc::WNOHANG } else { 0 };
         // SAFETY: waits for our own child; `status` is a valid out pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
         if rc == pid {
-            return Ok(ExitStatus::from_raw(status));
+            return Ok(Ended {
+                status: ExitStatus::from_raw(status),
+                timed_out,
+            });
+        }
+        if rc == 0 {
+            // Still running.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // The child leads its own session and process group: the
+                // group holds the program and anything it started.
+                // The child itself too, in case the deadline came before
+                // it had made its group (then the group does not exist).
+                // SAFETY: signals our own child and its process group.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                timed_out = true;
+            } else {
+                std::thread::sleep(POLL);
+            }
+            continue;
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

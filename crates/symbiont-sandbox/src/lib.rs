@@ -23,4 +23,4 @@ pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
 pub use plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 pub use probe::ProbeAction;
 pub use report::{report, ControlRow, Enforcement, HostSupport, Need};
-pub use syscalls::{syscall_number, WORKER_ALLOW_LIST, X32_SYSCALL_BIT};
+pub use syscalls::{never_allowed, syscall_number, WORKER_ALLOW_LIST, X32_SYSCALL_BIT};

@@ -42,6 +42,8 @@ pub struct SandboxPlan {
     pub no_child_processes: bool,
     /// Undumpable, untraceable.
     pub disable_debugging: bool,
+    /// Drop every capability (all sets) before Landlock and seccomp.
+    pub drop_capabilities: bool,
     /// The process will `execve` one program after applying (sandbox exec):
     /// `execve` stays allowed by seccomp.
     pub allow_exec: bool,
@@ -110,6 +112,7 @@ impl SandboxPlan {
             syscalls: SyscallPolicy::Off,
             no_child_processes: false,
             disable_debugging: false,
+            drop_capabilities: false,
             allow_exec: false,
             strict: false,
         }

@@ -43,6 +43,10 @@ pub enum ProbeAction {
     Unshare,
     /// Join another process's network namespace.
     Setns(u32),
+    /// `setns` on stdin (a pipe, not a namespace): the kernel answers
+    /// EINVAL, a filter EPERM before it. (`Setns` opens `/proc/<pid>/ns`
+    /// first, which Landlock refuses before `setns` is reached.)
+    SetnsOnStdin,
     /// Write to an inherited file descriptor.
     UseFd(i32),
     /// Call `getpid` by its x32 number (x86-64 number | the x32 bit).
@@ -59,9 +63,12 @@ pub enum ProbeAction {
     CloneNewNamespace,
     /// Push one byte into the terminal (or pipe) on stdin with TIOCSTI.
     PushTerminalInput,
-    /// Read another process's resource limits (`prlimit64`).
+    /// Ask the terminal (or pipe) on stdin for its settings (TCGETS).
+    TerminalQuery,
+    /// Read another process's resource limits (`prlimit64`; 0: its own).
     LimitsOf(u32),
-    /// Lower another process's priority (`setpriority`, nice 19).
+    /// Lower another process's priority (`setpriority`, nice 19; 0: its
+    /// own).
     Deprioritize(u32),
     /// Open a pidfd on another process.
     PidfdOpen(u32),
@@ -76,6 +83,9 @@ pub enum ProbeAction {
     MakeFifo(PathBuf),
     /// Make the process dumpable (traceable) again.
     SetDumpable,
+    /// Create a file at a path and give it to another owner (uid 4242):
+    /// only CAP_CHOWN allows it.
+    GiveAway(PathBuf),
 }
 
 /// Longest wall time a [`ProbeAction::Spin`] waits for its CPU time.
@@ -137,11 +147,23 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             let e = std::process::Command::new(p).exec();
             Err(e.to_string())
         }
-        ProbeAction::Fork => std::process::Command::new("/bin/true")
-            .spawn()
-            .and_then(|mut c| c.wait())
-            .map(|s| format!("child ran: {s}"))
-            .map_err(|e| e.to_string()),
+        ProbeAction::Fork => {
+            // A raw fork (no exec): refused only if creating a process is.
+            // SAFETY: the child only calls _exit; the probe process is
+            // single-threaded at this point.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(errno());
+            }
+            if pid == 0 {
+                // SAFETY: ends the child at once, running no Rust code.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child just forked; valid out pointer.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            Ok(format!("forked child {pid}, status {status}"))
+        }
         ProbeAction::Allocate(n) => {
             let mut v: Vec<u8> = Vec::new();
             v.try_reserve_exact(*n as usize)
@@ -298,6 +320,15 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             }
             Ok("pushed a byte".into())
         }
+        ProbeAction::TerminalQuery => {
+            // SAFETY: termios is plain data; TCGETS writes one into it.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid termios out pointer.
+            if unsafe { libc::ioctl(0, libc::TCGETS, &mut t as *mut libc::termios) } != 0 {
+                return Err(errno());
+            }
+            Ok("a terminal".into())
+        }
         ProbeAction::LimitsOf(pid) => {
             let mut old = libc::rlimit {
                 rlim_cur: 0,
@@ -378,6 +409,19 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
                 return Err(errno());
             }
             Ok("dumpable again".into())
+        }
+        ProbeAction::GiveAway(path) => {
+            std::fs::write(path, b"x").map_err(|e| e.to_string())?;
+            std::os::unix::fs::chown(path, Some(4242), None).map_err(|e| e.to_string())?;
+            Ok("given to uid 4242".into())
+        }
+        ProbeAction::SetnsOnStdin => {
+            // SAFETY: integer arguments; fd 0 is not a namespace, so even
+            // an unconfined call changes nothing.
+            if unsafe { libc::setns(0, libc::CLONE_NEWNET) } != 0 {
+                return Err(errno());
+            }
+            Ok("joined".into())
         }
         ProbeAction::UseFd(fd) => {
             let msg = b"probe";

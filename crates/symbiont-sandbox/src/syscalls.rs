@@ -164,7 +164,21 @@ pub const DENY_LIST: &[&str] = &[
     "kcmp",
     // Widening the CPU set past `max_cpu_cores` (the plan set it).
     "sched_setaffinity",
+    // Signals through a pidfd (a /proc/<pid> directory descriptor is one).
+    "pidfd_send_signal",
 ];
+
+/// Calls no profile can add back through `allowed_syscalls`: the deny-list
+/// (kernel attack surface, ways into other processes), and what creating a
+/// process takes. The allow-list drops them even when a plan names them.
+pub fn never_allowed(name: &str) -> bool {
+    DENY_LIST.contains(&name) || ["fork", "vfork", "clone3", "seccomp"].contains(&name)
+}
+
+/// `fcntl` commands refused under both policies: `F_SETOWN` and
+/// `F_SETOWN_EX` would make the kernel signal another process (the
+/// supervisor reading the worker's pipe) with the signal `F_SETSIG` picks.
+pub const DENIED_FCNTL: &[(&str, u64)] = &[("F_SETOWN", 8), ("F_SETSIG", 10), ("F_SETOWN_EX", 15)];
 
 /// Calls whose target is a process named by a pid argument: allowed only on
 /// the caller itself (the pid it has, or 0 where 0 means "myself"), under
@@ -172,7 +186,7 @@ pub const DENY_LIST: &[&str] = &[
 /// re-prioritize or inspect the supervisor or any other process. For the
 /// `which, who` calls, `which` must also name a single process.
 pub const PID_CALLS: &[(&str, PidArg)] = &[
-    ("kill", PidArg::Pid(0)),
+    ("kill", PidArg::OwnOnly(0)),
     ("tkill", PidArg::Pid(0)),
     ("tgkill", PidArg::Pid(0)),
     ("rt_sigqueueinfo", PidArg::Pid(0)),
@@ -195,7 +209,10 @@ pub const PID_CALLS: &[(&str, PidArg)] = &[
 /// Where a call names its target process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PidArg {
-    /// Argument `n` is the pid.
+    /// Argument `n` is the pid, and only the caller's own pid passes (for
+    /// `kill`, 0 means the whole process group and -1 every process).
+    OwnOnly(u8),
+    /// Argument `n` is the pid (0 means the caller).
     Pid(u8),
     /// Argument 0 is a kind of target that must equal this value (a single
     /// process), argument 1 the pid.

@@ -20,10 +20,10 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-pub use symbiont_sandbox::{Applied, ProbeAction, SandboxPlan};
+pub use symbiont_sandbox::{Applied, Layer, ProbeAction, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts (4 MiB): room for a long prompt, small
 /// enough that a hostile peer cannot make the other side allocate much.
@@ -138,6 +138,13 @@ pub struct Sampling {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {
+    /// The sandbox is applied (sent before the model file is opened, so a
+    /// hostile model cannot forge it). The supervisor checks it against
+    /// what the kernel shows of the worker from outside.
+    Confined {
+        /// The layers as applied.
+        sandbox: Applied,
+    },
     /// The model is loaded.
     Ready(ModelFacts),
     /// The outcome of a probe: what happened, or the error the kernel gave.

@@ -11,7 +11,9 @@
 //! # Defaults
 //! - `slm.enabled`: `false` (the built-in default config sets it to `true`).
 //! - `slm.default_sandbox_profile`: `"secure"`.
-//! - `slm.audit_log_path`: none (audit events go to `tracing` only).
+//! - `slm.audit_log_path`: `$XDG_STATE_HOME/symbiont/slm-audit.jsonl`, else
+//!   `$HOME/.local/state/symbiont/slm-audit.jsonl` (none when neither is
+//!   set: events then go to `tracing` only), for every config.
 //! - `slm.model_allow_lists.unmapped_agent_access`: `"deny"`: an agent with no
 //!   entry in `agent_model_maps` may use no model. `"all_global_models"` lets
 //!   such agents use every global model.
@@ -44,7 +46,8 @@ pub use builtin::{
 };
 pub use error::{ConfigError, ConfigIssue, Location, Problem};
 pub use validate::{
-    normalize_path, MAX_CHILD_PROCESSES, MAX_CPU_CORES, MAX_EXECUTION_SECONDS, MAX_SIZE_MB,
+    check_sandbox_profile, normalize_path, MAX_CHILD_PROCESSES, MAX_CPU_CORES,
+    MAX_EXECUTION_SECONDS, MAX_SIZE_MB,
 };
 
 /// Largest config file [`Slm::load`] and [`Slm::from_toml_str`] accept.
@@ -62,7 +65,8 @@ pub struct Slm {
     /// The profile used when a caller names none.
     pub default_sandbox_profile: String,
     /// The security audit log: JSON lines appended to this absolute path
-    /// for profiles with `enable_audit_logging = true`. `None`: events go
+    /// for profiles with `enable_audit_logging = true` (a loaded config
+    /// that names none gets [`default_audit_log_path`]). `None`: events go
     /// to `tracing` (target `symbi_slm_audit`) only.
     pub audit_log_path: Option<String>,
 }

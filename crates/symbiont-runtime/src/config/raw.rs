@@ -215,7 +215,12 @@ impl RawSlm {
             default_sandbox_profile: self
                 .default_sandbox_profile
                 .unwrap_or(defaults.default_sandbox_profile),
-            audit_log_path: self.audit_log_path,
+            // Every config logs to the same place unless it names one: a
+            // profile's `enable_audit_logging = true` must not depend on
+            // whether the operator also found this key.
+            audit_log_path: self.audit_log_path.or_else(|| {
+                super::default_audit_log_path().map(|p| p.to_string_lossy().into_owned())
+            }),
         }
     }
 }

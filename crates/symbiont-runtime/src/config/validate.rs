@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::{GpuAccess, ModelProvider, NetworkAccessMode, Problem, SandboxProfile, Slm};
+use super::{
+    ConfigIssue, GpuAccess, ModelProvider, NetworkAccessMode, Problem, SandboxProfile, Slm,
+};
 
 /// Largest memory or disk size accepted, in MB (16 TiB).
 pub const MAX_SIZE_MB: u64 = 16 * 1024 * 1024;
@@ -169,6 +171,22 @@ fn check_agent_maps(slm: &Slm, out: &mut Issues) {
     }
 }
 
+/// The rules of one sandbox profile, wherever it comes from: the config
+/// loader runs them on every profile of a config, and
+/// `LocalGgufRunnerBuilder::build` on a profile built in code. Key paths
+/// start with `base` (for example `slm.sandbox_profiles.secure`).
+pub fn check_sandbox_profile(base: &str, p: &SandboxProfile) -> Vec<ConfigIssue> {
+    let mut out = Issues::new();
+    check_profile(base, p, &mut out);
+    out.into_iter()
+        .map(|(key_path, problem)| ConfigIssue {
+            key_path,
+            location: None,
+            problem,
+        })
+        .collect()
+}
+
 fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
     let r = &p.resources;
     let rb = format!("{base}.resources");
@@ -246,7 +264,15 @@ fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
             && name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if ok && symbiont_sandbox::syscall_number(name).is_none() {
+        if ok && symbiont_sandbox::never_allowed(name) {
+            out.push((
+                format!("{lb}.allowed_syscalls[{i}]"),
+                Problem::InvalidName {
+                    what: "entry: this call is refused under every profile (kernel attack surface, other processes or new processes)",
+                    value: name.clone(),
+                },
+            ));
+        } else if ok && symbiont_sandbox::syscall_number(name).is_none() {
             out.push((
                 format!("{lb}.allowed_syscalls[{i}]"),
                 Problem::InvalidName {

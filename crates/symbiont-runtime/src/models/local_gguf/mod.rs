@@ -36,7 +36,7 @@ pub use sandbox_plan::{
     exec_plan_for as sandbox_exec_plan_for, plan_for as sandbox_plan_for, sandbox_report,
 };
 
-use self::worker::{Next, StepKind, Worker};
+use self::worker::{Next, Worker};
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelResourceRequirements, SandboxProfile};
 use crate::models::{
@@ -75,18 +75,26 @@ pub mod defaults {
     /// Tokens the repeat penalty looks back over.
     pub const REPEAT_LAST_N: u32 = 64;
     /// How long a cancelled worker may take to answer before it is killed:
-    /// `CANCEL_GRACE_STEPS` times the slowest decode step this worker was
-    /// measured taking (a prompt batch or a generated token), within
+    /// `CANCEL_GRACE_STEPS` times the step it may be in the middle of, as
+    /// measured on this worker (slowest recent, decaying): one generated
+    /// token, or, while the request is still in its prompt, one prompt
+    /// batch (the cost per prompt token × the batch's tokens); within
     /// `CANCEL_GRACE_MIN..=CANCEL_GRACE_MAX`. The worker looks for a cancel
-    /// between two steps, so an honest worker answers within one step;
-    /// a loaded host makes steps slower, and the grace follows.
+    /// between two steps, so an honest worker answers within one step; a
+    /// loaded host makes steps slower, and the grace follows. A hostile
+    /// worker can stretch it to the maximum by decoding slowly, no further.
     pub const CANCEL_GRACE_MIN: Duration = Duration::from_millis(500);
     /// Upper bound of the cancel grace.
     pub const CANCEL_GRACE_MAX: Duration = Duration::from_secs(10);
     /// The grace in decode steps.
     pub const CANCEL_GRACE_STEPS: u32 = 4;
-    /// The step time assumed before a worker has been measured.
+    /// The time per generated token assumed before a worker has been
+    /// measured.
     pub const UNMEASURED_STEP: Duration = Duration::from_secs(1);
+    /// The time per prompt token assumed before a worker has been measured
+    /// (50 tokens/s, a slow host: a full prompt batch then gets the
+    /// longest grace).
+    pub const UNMEASURED_PROMPT_TOKEN: Duration = Duration::from_millis(20);
     /// How long loading the model may take.
     pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 }
@@ -201,10 +209,48 @@ impl LocalGgufRunnerBuilder {
                 ),
             });
         }
+        // A profile built in code meets the same rules as one from a config
+        // file: nothing the loader refuses runs through the builder.
+        let issues = crate::config::check_sandbox_profile("sandbox_profile", &self.profile);
+        if !issues.is_empty() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "sandbox_profile",
+                reason: issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+        let cores = self.profile.resources.max_cpu_cores;
+        let allowed_threads = threads_for(cores);
+        if cores < 1.0 && self.profile.security.strict_syscall_filtering {
+            return Err(SlmRunnerError::SandboxViolation {
+                control: "resources.max_cpu_cores".into(),
+                detail: format!(
+                    "max_cpu_cores = {cores} is less than one core, which needs cgroup cpu.max (not used); a strict profile refuses to run on a whole core"
+                ),
+            });
+        }
+        if let Some(n) = self.threads.filter(|&n| n > allowed_threads) {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "threads",
+                reason: format!(
+                    "{n} threads exceed the profile's max_cpu_cores = {cores} ({allowed_threads} thread(s) on this host)"
+                ),
+            });
+        }
+        // A lenient profile below one core runs on one whole core: a gap,
+        // reported like the layers the host cannot give.
+        let host_gaps = if cores < 1.0 {
+            vec![format!(
+                "cpus: max_cpu_cores = {cores} runs on 1 whole CPU (a fraction needs cgroup cpu.max, not used)"
+            )]
+        } else {
+            Vec::new()
+        };
         let worker_path = find_worker(self.worker_path.as_deref())?;
-        let threads = self
-            .threads
-            .unwrap_or_else(|| threads_for(self.profile.resources.max_cpu_cores));
+        let threads = self.threads.unwrap_or(allowed_threads);
         // Refuse a profile the sandbox cannot express now, not at first use.
         sandbox_plan::plan_for(&self.profile, &self.model_path, None, threads)?;
         let (model_label, profile_label) = match self.labels {
@@ -231,6 +277,7 @@ impl LocalGgufRunnerBuilder {
                 context_size: self.context_size,
                 batch_size: self.batch_size,
                 threads: threads.max(1),
+                host_gaps,
                 queue_capacity: self.queue_capacity,
                 slot: Mutex::new(Slot::default()),
                 pending: AtomicUsize::new(0),
@@ -272,6 +319,9 @@ struct Shared {
     context_size: u32,
     batch_size: u32,
     threads: u32,
+    /// Controls of the profile the supervisor knows are not enforced here
+    /// (beside the layers the worker reports).
+    host_gaps: Vec<String>,
     queue_capacity: usize,
     /// The worker, behind a FIFO-fair lock: one request at a time, in order.
     slot: Mutex<Slot>,
@@ -492,6 +542,7 @@ impl SlmRunner for LocalGgufRunner {
         let mut sandbox_gaps = Vec::new();
         if let Some(f) = &facts {
             set_sandbox_facts(&mut sandbox_layers, &mut sandbox_gaps, &f.sandbox);
+            sandbox_gaps.extend(s.host_gaps.iter().cloned());
             model.insert(
                 "sandbox_setup_us".into(),
                 f.sandbox.setup_micros.to_string(),
@@ -630,6 +681,9 @@ impl Shared {
                         &mut r.metadata.sandbox_gaps,
                         &sandbox,
                     );
+                    r.metadata
+                        .sandbox_gaps
+                        .extend(self.host_gaps.iter().cloned());
                     Ok(r)
                 }
             }
@@ -828,6 +882,14 @@ impl Shared {
                         None,
                     );
                 }
+                for gap in &self.host_gaps {
+                    self.audit(
+                        AuditKind::SandboxGap,
+                        "resources.max_cpu_cores",
+                        format!("not enforced on this host: {gap}"),
+                        None,
+                    );
+                }
                 if let Ok(mut f) = self.facts.lock() {
                     *f = Some(w.facts.clone());
                 }
@@ -899,11 +961,20 @@ impl Shared {
         let mut text = String::new();
         let mut ttft = None;
         let mut cancelled_at: Option<Instant> = None;
-        let mut grace = w.cancel_grace();
-        // Step timing: when the prompt was tokenized (and in how many
-        // batches it is decoded), when the last token arrived.
+        // Step timing: when the prompt was tokenized (and its length), when
+        // the last token arrived.
         let mut prompt_read: Option<(Instant, u32)> = None;
         let mut last_token_at: Option<Instant> = None;
+        let batch = self.batch_size.max(1);
+        // The grace fits the step the worker may be in when the cancel
+        // goes out: a prompt batch, or one generated token.
+        let grace_now = |w: &Worker, prompt: Option<(Instant, u32)>, last: Option<Instant>| {
+            w.cancel_grace(match (prompt, last) {
+                (Some((_, tokens)), None) => Some(tokens.min(batch)),
+                _ => None,
+            })
+        };
+        let mut grace = grace_now(w, prompt_read, last_token_at);
         loop {
             // After a cancel, the worker gets a grace to answer.
             let wait_until = match cancelled_at {
@@ -915,18 +986,15 @@ impl Shared {
                     id: i,
                     input_tokens,
                 }) if i == id => {
-                    let batches = input_tokens.div_ceil(self.batch_size.max(1)).max(1);
-                    prompt_read = Some((Instant::now(), batches));
+                    prompt_read = Some((Instant::now(), input_tokens));
                 }
                 Next::Event(FromWorker::Token { id: i, text: t }) if i == id => {
                     let now = Instant::now();
                     match (last_token_at, prompt_read) {
-                        (Some(last), _) => w.observe_step(StepKind::Token, now - last),
-                        // The first token: the prompt's batches and one
-                        // sampling step.
-                        (None, Some((at, batches))) => {
-                            w.observe_step(StepKind::PromptBatch, (now - at) / batches)
-                        }
+                        (Some(last), _) => w.observe_token(now - last),
+                        // The first token: the whole prompt (and one
+                        // sampling step, counted with it).
+                        (None, Some((at, tokens))) => w.observe_prompt(now - at, tokens),
                         (None, None) => {}
                     }
                     last_token_at = Some(now);
@@ -935,7 +1003,7 @@ impl Shared {
                     if cancelled_at.is_none() && !on_token(&t) {
                         // The consumer went away: stop generating.
                         cancelled_at = Some(Instant::now());
-                        grace = w.cancel_grace();
+                        grace = grace_now(w, prompt_read, last_token_at);
                         let cancel = w.send(&ToWorker::Cancel { id }).await;
                         if let Err(e) = cancel {
                             slot.worker = None;
@@ -961,7 +1029,7 @@ impl Shared {
                 }
                 Next::Deadline if cancelled_at.is_none() => {
                     cancelled_at = Some(Instant::now());
-                    grace = w.cancel_grace();
+                    grace = grace_now(w, prompt_read, last_token_at);
                     if let Err(e) = w.send(&ToWorker::Cancel { id }).await {
                         slot.worker = None;
                         return Err(Failure::Error(e));

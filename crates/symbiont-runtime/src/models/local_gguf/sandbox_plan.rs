@@ -100,6 +100,8 @@ pub fn plan_for(
         },
         no_child_processes: profile.process_limits.max_child_processes == 0,
         disable_debugging: profile.security.disable_debugging,
+        // Root widens nothing: no capability survives, whatever the profile.
+        drop_capabilities: true,
         allow_exec: false,
         strict,
     })

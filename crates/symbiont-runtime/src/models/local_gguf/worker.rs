@@ -35,22 +35,14 @@ pub(super) struct Worker {
     events: mpsc::Receiver<Result<FromWorker, FrameError>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     memory_limit: Option<u64>,
-    /// Slowest decode steps measured on this worker (decaying), for the
-    /// cancel grace.
-    prompt_step: Option<Duration>,
+    /// Slowest costs measured on this worker (decaying), for the cancel
+    /// grace: per prompt token (prompts are decoded in batches), and per
+    /// generated token.
+    prompt_token_cost: Option<Duration>,
     token_step: Option<Duration>,
     pub facts: ModelFacts,
     /// The worker's private scratch directory, removed with the handle.
     _scratch: Option<tempfile::TempDir>,
-}
-
-/// Which kind of decode step a measurement is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StepKind {
-    /// One batch of a prompt (up to `batch_size` tokens).
-    PromptBatch,
-    /// One generated token.
-    Token,
 }
 
 /// How a wait for the next event ended.
@@ -104,15 +96,43 @@ impl Worker {
             events,
             stderr_tail,
             memory_limit,
-            prompt_step: None,
+            prompt_token_cost: None,
             token_step: None,
             facts: placeholder_facts(),
             _scratch: scratch,
         };
+        let plan = spec.sandbox.clone();
         worker.send(&ToWorker::Launch(spec)).await?;
+        let mut confined = None;
         loop {
             match worker.next(deadline).await {
-                Next::Event(FromWorker::Ready(facts)) => {
+                Next::Event(FromWorker::Confined { sandbox }) if confined.is_none() => {
+                    // The worker says it is confined; the kernel must agree
+                    // before it is given anything.
+                    if let Err(why) = verify_confinement(pid, &plan, &sandbox) {
+                        worker.kill().await;
+                        return Err(SlmRunnerError::SandboxViolation {
+                            control: "sandbox set-up".into(),
+                            detail: format!(
+                                "the worker's report does not match the kernel's: {why}"
+                            ),
+                        });
+                    }
+                    confined = Some(sandbox);
+                }
+                Next::Event(FromWorker::Ready(mut facts)) => {
+                    // What is in force is what was reported (and checked)
+                    // before the model was parsed, never what comes after.
+                    let Some(sandbox) = confined else {
+                        worker.kill().await;
+                        return Err(SlmRunnerError::SandboxViolation {
+                            control: "sandbox set-up".into(),
+                            detail:
+                                "the worker reported ready without reporting its confinement first"
+                                    .into(),
+                        });
+                    };
+                    facts.sandbox = sandbox;
                     worker.facts = facts;
                     return Ok(worker);
                 }
@@ -159,31 +179,34 @@ impl Worker {
         self.pid
     }
 
-    /// Records a measured decode step. Each kind keeps its slowest step,
-    /// decaying by a tenth per measurement so that one slow spell does not
-    /// stretch the grace for ever.
-    pub fn observe_step(&mut self, kind: StepKind, d: Duration) {
-        let slot = match kind {
-            StepKind::PromptBatch => &mut self.prompt_step,
-            StepKind::Token => &mut self.token_step,
-        };
-        *slot = Some(match *slot {
-            Some(old) => d.max(old.mul_f64(0.9)),
-            None => d,
-        });
+    /// Records how long a prompt of `tokens` tokens took to decode (up to
+    /// its first generated token).
+    pub fn observe_prompt(&mut self, d: Duration, tokens: u32) {
+        let per_token = d / tokens.max(1);
+        self.prompt_token_cost = Some(decaying_max(self.prompt_token_cost, per_token));
+    }
+
+    /// Records the time between two generated tokens.
+    pub fn observe_token(&mut self, d: Duration) {
+        self.token_step = Some(decaying_max(self.token_step, d));
     }
 
     /// How long this worker may take to answer a cancel before it is
-    /// killed (see [`super::defaults::CANCEL_GRACE_MIN`]).
-    pub fn cancel_grace(&self) -> Duration {
+    /// killed (see [`super::defaults::CANCEL_GRACE_MIN`]): a few of the
+    /// steps it may be in the middle of. `prompt_batch`: the tokens of the
+    /// prompt batch it may be decoding (when the request is still in its
+    /// prompt), else it is between generated tokens.
+    pub fn cancel_grace(&self, prompt_batch: Option<u32>) -> Duration {
         use super::defaults::{
-            CANCEL_GRACE_MAX, CANCEL_GRACE_MIN, CANCEL_GRACE_STEPS, UNMEASURED_STEP,
+            CANCEL_GRACE_MAX, CANCEL_GRACE_MIN, CANCEL_GRACE_STEPS, UNMEASURED_PROMPT_TOKEN,
+            UNMEASURED_STEP,
         };
-        let step = match (self.prompt_step, self.token_step) {
-            (None, None) => UNMEASURED_STEP,
-            (a, b) => a.unwrap_or_default().max(b.unwrap_or_default()),
+        let step = match prompt_batch {
+            Some(n) => self.prompt_token_cost.unwrap_or(UNMEASURED_PROMPT_TOKEN) * n.max(1),
+            None => self.token_step.unwrap_or(UNMEASURED_STEP),
         };
-        (step * CANCEL_GRACE_STEPS).clamp(CANCEL_GRACE_MIN, CANCEL_GRACE_MAX)
+        step.saturating_mul(CANCEL_GRACE_STEPS)
+            .clamp(CANCEL_GRACE_MIN, CANCEL_GRACE_MAX)
     }
 
     /// Sends one message.
@@ -292,6 +315,95 @@ impl Worker {
     }
 }
 
+/// Checks a worker's report of its confinement against what the kernel
+/// shows of it from outside (`/proc/<pid>/status`, readable for any
+/// process): `no_new_privs` set; with a syscall policy, seccomp in filter
+/// mode with every filter `apply` installs (beyond the supervisor's own)
+/// and a policy in the report; no capability in the effective, permitted,
+/// inheritable or ambient set; Landlock at least named in the report. A worker whose report claims
+/// more than the kernel shows is refused.
+pub(super) fn verify_confinement(
+    pid: u32,
+    plan: &symbiont_slm_protocol::SandboxPlan,
+    reported: &symbiont_slm_protocol::Applied,
+) -> Result<(), String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
+    let field = |name: &str| -> Option<&str> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    if field("NoNewPrivs") != Some("1") {
+        return Err(format!(
+            "NoNewPrivs is {:?}, not 1",
+            field("NoNewPrivs").unwrap_or("missing")
+        ));
+    }
+    let in_force = |name: &str| {
+        reported
+            .layers
+            .iter()
+            .any(|l| l.name == name && l.enforced.is_ok())
+    };
+    if plan.syscalls != symbiont_sandbox::SyscallPolicy::Off {
+        if field("Seccomp") != Some("2") {
+            return Err(format!(
+                "the plan asks for a seccomp filter; the kernel shows Seccomp: {}",
+                field("Seccomp").unwrap_or("missing")
+            ));
+        }
+        // The x32 filter, the clone3 filter and the policy itself, beyond
+        // any the supervisor runs under (a container's) and passed on.
+        // Kernels before 5.9 do not show the count.
+        if let Some(filters) = field("Seccomp_filters").and_then(|v| v.parse::<u32>().ok()) {
+            let inherited = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|own| {
+                    own.lines()
+                        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                })
+                .unwrap_or(0);
+            if filters < inherited + 3 {
+                return Err(format!(
+                    "the kernel shows {filters} seccomp filter(s); the sandbox installs 3 beyond the supervisor's {inherited}"
+                ));
+            }
+        }
+        if !in_force("seccomp allow-list") && !in_force("seccomp deny-list") {
+            return Err("the report names no seccomp policy".into());
+        }
+    }
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"]
+        .iter()
+        .filter(|_| plan.drop_capabilities)
+    {
+        let v = field(set).unwrap_or("missing");
+        if u64::from_str_radix(v, 16) != Ok(0) {
+            return Err(format!("{set} is {v}: the worker kept capabilities"));
+        }
+    }
+    if plan.confine_filesystem && !in_force("landlock") && !plan.strict {
+        // A lenient plan may run without Landlock; the report must say so
+        // as a gap, not leave it out.
+        if !reported.layers.iter().any(|l| l.name == "landlock") {
+            return Err("the report leaves out Landlock".into());
+        }
+    }
+    if plan.strict && reported.gaps().next().is_some() {
+        return Err("a strict plan reported a gap instead of refusing to start".into());
+    }
+    Ok(())
+}
+
+/// The slowest of `old` (decayed by a tenth, so that one slow spell does
+/// not stretch the grace for ever) and `new`.
+fn decaying_max(old: Option<Duration>, new: Duration) -> Duration {
+    old.map_or(new, |o| new.max(o.mul_f64(0.9)))
+}
+
 /// Whether a failure text is an allocation failure (llama.cpp, libgomp and
 /// the C++ runtime word it differently; under RLIMIT_AS all mean memory).
 pub(super) fn looks_like_oom(text: &str) -> bool {
@@ -304,8 +416,6 @@ pub(super) fn looks_like_oom(text: &str) -> bool {
         "thread creation failed",
         "unable to allocate",
         "memory allocation of",
-        "failed to create context",
-        "failed to load model",
         "insufficient memory",
         "mem_buffer != null",
     ]
