@@ -676,15 +676,31 @@ fn other_processes_are_out_of_reach() {
             probe(&no_landlock, ProbeAction::SignalZero(0)),
             &format!("signal itself, {name}"),
         );
+        // Signals by other routes: through a pidfd of the target's /proc
+        // directory, or by making it the owner of a descriptor.
+        refused_by_filter(
+            probe(&no_landlock, ProbeAction::PidfdSignal(pid)),
+            &format!("pidfd_send_signal without Landlock, {name}"),
+        );
+        refused_by_filter(
+            probe(&p, ProbeAction::SignalOwner(pid)),
+            &format!("F_SETOWN, {name}"),
+        );
         // Its CPU set was narrowed to the profile's cores; it cannot grow.
         refused_by_filter(probe(&p, ProbeAction::WidenAffinity), &name);
         // disable_debugging cannot be undone.
         refused_by_filter(probe(&p, ProbeAction::SetDumpable), &name);
     }
-    allowed(
-        probe(&SandboxPlan::unconfined(), ProbeAction::SignalZero(pid)),
-        "unconfined signal",
-    );
+    for a in [
+        ProbeAction::SignalZero(pid),
+        ProbeAction::PidfdSignal(pid),
+        ProbeAction::SignalOwner(pid),
+    ] {
+        allowed(
+            probe(&SandboxPlan::unconfined(), a.clone()),
+            &format!("unconfined {a:?}"),
+        );
+    }
     allowed(
         probe(&SandboxPlan::unconfined(), ProbeAction::WidenAffinity),
         "unconfined affinity",
@@ -772,5 +788,50 @@ fn no_capabilities_even_for_root() {
         );
     } else {
         eprintln!("not root: giving a file away is refused by the kernel anyway; only the denial was checked");
+    }
+}
+
+/// Read paths are resolved before they are compared with the denied ones:
+/// a symlink (or a `..`) in `read_paths` that leads into a denied directory
+/// makes the profile a refused one, as the direct path does; an unrelated
+/// read path is fine, and the denied directory stays unreadable.
+#[test]
+fn symlinks_in_read_paths_cannot_reopen_a_denied_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("key"), "k").unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let dotdot = format!("{}/../secret", public.display());
+    let scratch = tempfile::tempdir().unwrap();
+    for (name, strict) in [("secure", true), ("standard", false)] {
+        let mut prof = if strict {
+            SandboxProfile::secure()
+        } else {
+            SandboxProfile::standard()
+        };
+        prof.filesystem.denied_paths = vec![secret.display().to_string()];
+        for read in [
+            secret.display().to_string(),
+            link.display().to_string(),
+            dotdot.clone(),
+        ] {
+            prof.filesystem.read_paths = vec![read.clone()];
+            assert!(
+                sandbox_plan_for(&prof, &model_path(), Some(scratch.path()), 1).is_err(),
+                "{name}: read path {read} reopens the denied directory"
+            );
+        }
+        // The allowed twin: an unrelated read path builds, and the denied
+        // directory stays closed under it.
+        prof.filesystem.read_paths = vec![public.display().to_string()];
+        let p = sandbox_plan_for(&prof, &model_path(), Some(scratch.path()), 1).unwrap();
+        denied(
+            probe(&p, ProbeAction::Read(secret.join("key"))),
+            &format!("{name}: the denied file"),
+        );
     }
 }

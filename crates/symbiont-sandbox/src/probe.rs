@@ -75,6 +75,12 @@ pub enum ProbeAction {
     /// Signal 0 to a process (`tgkill(pid, pid, 0)`: a permission check);
     /// 0 names the probe itself.
     SignalZero(u32),
+    /// Make a process the owner of the probe's stdout (`fcntl F_SETOWN`):
+    /// with `O_ASYNC` the kernel would signal it on the probe's behalf.
+    SignalOwner(u32),
+    /// Signal 0 to a process through a pidfd made from its `/proc`
+    /// directory (`pidfd_send_signal`).
+    PidfdSignal(u32),
     /// Widen the CPU affinity to every CPU.
     WidenAffinity,
     /// Connect to a UNIX socket by path.
@@ -372,6 +378,33 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             };
             // SAFETY: signal 0 only checks the permission to signal.
             if unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) } != 0 {
+                return Err(errno());
+            }
+            Ok("may signal it".into())
+        }
+        ProbeAction::SignalOwner(pid) => {
+            // SAFETY: integer arguments; only the owner field of the pipe
+            // changes (no O_ASYNC, so no signal is ever sent).
+            if unsafe { libc::fcntl(1, libc::F_SETOWN, *pid as libc::c_int) } != 0 {
+                return Err(errno());
+            }
+            Ok("owner set".into())
+        }
+        ProbeAction::PidfdSignal(pid) => {
+            let dir = std::fs::File::open(format!("/proc/{pid}")).map_err(|e| e.to_string())?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid descriptor, signal 0 (a permission check), no
+            // siginfo.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    dir.as_raw_fd(),
+                    0,
+                    0usize,
+                    0u32,
+                )
+            };
+            if rc != 0 {
                 return Err(errno());
             }
             Ok("may signal it".into())

@@ -53,11 +53,12 @@ pub fn plan_for(
     scratch: Option<&Path>,
     threads: u32,
 ) -> Result<SandboxPlan, SlmRunnerError> {
+    // Landlock follows symlinks and `..` when it opens a rule's path: the
+    // rules, and the denied-inside-allowed check, use the canonical paths.
     let existing = |paths: &[String]| -> Vec<PathBuf> {
         paths
             .iter()
-            .map(|p| PathBuf::from(normalize_path(p)))
-            .filter(|p| p.exists())
+            .filter_map(|p| std::fs::canonicalize(normalize_path(p)).ok())
             .collect()
     };
     let mut read_paths = vec![model.to_path_buf()];
@@ -113,8 +114,15 @@ fn check_denied<'a>(
     allowed: impl Iterator<Item = &'a PathBuf> + Clone,
 ) -> Result<(), SlmRunnerError> {
     for denied in &profile.filesystem.denied_paths {
-        let denied = Path::new(normalize_path(denied));
-        if let Some(allowed) = allowed.clone().find(|a| denied.starts_with(a)) {
+        let text = Path::new(normalize_path(denied));
+        // Both sides canonical where the path exists: a symlink or `..`
+        // cannot hide a denied directory behind another name.
+        let canonical = std::fs::canonicalize(text).ok();
+        let denied = canonical.as_deref().unwrap_or(text);
+        if let Some(allowed) = allowed
+            .clone()
+            .find(|a| denied.starts_with(a) || text.starts_with(a))
+        {
             return Err(SlmRunnerError::SandboxViolation {
                 control: "filesystem.denied_paths".into(),
                 detail: format!(
