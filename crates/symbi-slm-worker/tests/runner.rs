@@ -29,9 +29,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `standard` with a generous time limit: on a busy host two llama.cpp
+/// threads beside other work can fall to a few tokens per second (see
+/// ../shared/FACTS.md), and queued requests wait their turn inside the same
+/// limit. Tests that are about the limit set their own timeouts.
 fn profile() -> SandboxProfile {
     let mut p = SandboxProfile::standard();
-    p.process_limits.max_execution_time_seconds = 60;
+    p.process_limits.max_execution_time_seconds = 600;
     p
 }
 
@@ -1084,4 +1088,193 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
             "{name}: the fake still runs"
         );
     }
+}
+
+/// A fake worker: a Python script that confines itself just enough to pass
+/// the supervisor's check (no_new_privs, three allow-all seccomp filters,
+/// no capabilities), reports ready, then answers each request according to
+/// `mode` the first time it is started and honestly ("ok") afterwards (a
+/// marker file in `dir` remembers), so that "the next request works" can
+/// be seen.
+fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
+    use symbiont_slm_protocol::{Applied, FromWorker, Layer, ModelFacts};
+    let sandbox = Applied {
+        layers: ["no_new_privs", "landlock", "seccomp deny-list"]
+            .iter()
+            .map(|n| Layer {
+                name: n.to_string(),
+                enforced: Ok(()),
+            })
+            .collect(),
+        setup_micros: 1,
+    };
+    let confined = serde_json::to_string(&FromWorker::Confined {
+        sandbox: sandbox.clone(),
+    })
+    .unwrap();
+    let ready = serde_json::to_string(&FromWorker::Ready(ModelFacts {
+        protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
+        worker_version: "fake".into(),
+        architecture: Some("llama".into()),
+        name: None,
+        parameters: 1,
+        size_bytes: 1,
+        trained_context: 2048,
+        context_size: 2048,
+        vocab_size: 1,
+        chat_template: false,
+        threads: 1,
+        load_ms: 1.0,
+        sandbox,
+    }))
+    .unwrap();
+    let script = format!(
+        r#"#!/usr/bin/python3
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
+class H(ctypes.Structure): _fields_ = [("version", ctypes.c_uint), ("pid", ctypes.c_int)]
+class D(ctypes.Structure): _fields_ = [("e", ctypes.c_uint), ("p", ctypes.c_uint), ("i", ctypes.c_uint)]
+assert libc.prctl(38, 1, 0, 0, 0) == 0
+allow = (F * 1)(F(6, 0, 0, 0x7fff0000))
+prog = P(1, allow)
+for _ in range(3):
+    assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0
+assert libc.capset(ctypes.byref(H(0x20080522, 0)), (D * 2)()) == 0
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+def read():
+    h = inp.read(4)
+    if len(h) < 4:
+        sys.exit(0)
+    return json.loads(inp.read(int.from_bytes(h, "little")))
+def send(obj=None, raw=None):
+    b = raw if raw is not None else json.dumps(obj).encode()
+    out.write(len(b).to_bytes(4, "little") + b)
+    out.flush()
+def token(i, text):
+    send({{"type": "token", "id": i, "text": text}})
+def done(i, n):
+    send({{"type": "done", "id": i, "stats": {{"input_tokens": 3, "output_tokens": n, "prompt_ms": 1.0, "generation_ms": 1.0, "total_ms": 2.0, "finish": "end_of_text", "stop_sequence": None}}}})
+read()
+send(raw={confined:?}.encode())
+send(raw={ready:?}.encode())
+marker = {marker:?}
+mode = "honest" if os.path.exists(marker) else {mode:?}
+open(marker, "a").close()
+while True:
+    m = read()
+    if m["type"] == "shutdown":
+        sys.exit(0)
+    if m["type"] != "generate":
+        continue
+    i = m["id"]
+    send({{"type": "prompt_read", "id": i, "input_tokens": 3}})
+    if mode == "huge":
+        token(i, "x" * (1 << 20))
+    elif mode == "flood":
+        for _ in range(100000):
+            token(i, "x")
+    elif mode == "forged":
+        token(i + 1, "x")
+    elif mode == "overcount":
+        token(i, "ok")
+        done(i, 1000000)
+    else:
+        if mode == "stderr":
+            for n in range(100000):
+                sys.stderr.write("\x1b[2J\x1b]0;pwned\x07 line %d\n" % n)
+            sys.stderr.flush()
+        token(i, "ok")
+        done(i, 1)
+        if mode == "after_done":
+            token(i, "late")
+"#,
+        marker = dir.join("started-once").display().to_string(),
+    );
+    let path = dir.join("fake-worker.py");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A hostile worker cannot hurt the supervisor: a huge frame, a flood of
+/// text past `max_tokens`, an answer forged for another request, a token
+/// count past `max_tokens`, each fails that request with a `WorkerCrashed`
+/// naming the protocol violation, the worker is killed, and the next
+/// request works on a fresh worker. A message sent between requests gets
+/// the worker replaced before the next request (which works, audited as a
+/// kill); a stderr flood with terminal escapes does not disturb a request.
+#[tokio::test]
+async fn a_hostile_worker_cannot_hurt_the_supervisor() {
+    let _serial = serial();
+    let runner_for = |mode: &str, dir: &tempfile::TempDir| {
+        let fake = python_fake(dir.path(), mode);
+        LocalGgufRunner::builder(
+            model_path(),
+            profile(),
+            ModelResourceRequirements::default(),
+        )
+        .worker_path(fake)
+        .audit_log(
+            symbiont_runtime::audit::AuditLog::to_file(dir.path().join("audit.jsonl")).unwrap(),
+        )
+        .build()
+    };
+    for (mode, why) in [
+        ("huge", "protocol violation: a frame of"),
+        ("flood", "more text than max_tokens = 4"),
+        ("forged", "unexpected during request"),
+        ("overcount", "1000000 tokens reported for max_tokens = 4"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = runner_for(mode, &dir).await.unwrap();
+        match r.execute("Hi", Some(greedy(4))).await {
+            Err(SlmRunnerError::WorkerCrashed { status, .. }) => {
+                assert!(status.contains(why), "{mode}: {status}")
+            }
+            other => panic!("{mode}: expected a protocol violation, got {other:?}"),
+        }
+        assert!(
+            r.worker_pid().await.is_none(),
+            "{mode}: the worker still runs"
+        );
+        let ok = r.execute("Hi", Some(greedy(4))).await.unwrap();
+        assert_eq!(ok.response, "ok", "{mode}");
+        let kinds: Vec<String> = audit_events(&dir)
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds, ["worker_crash"], "{mode}");
+    }
+    // A message after Done: the request it follows is complete and fine;
+    // the next one finds it waiting, and runs on a fresh worker.
+    let dir = tempfile::tempdir().unwrap();
+    let r = runner_for("after_done", &dir).await.unwrap();
+    assert_eq!(
+        r.execute("Hi", Some(greedy(4))).await.unwrap().response,
+        "ok"
+    );
+    let pid = r.worker_pid().await.unwrap();
+    // Whether the late frame is read before the next request starts or
+    // during it, the worker is replaced and the request runs on the new one.
+    let next = r.execute("Hi", Some(greedy(4))).await.unwrap();
+    assert_eq!(next.response, "ok");
+    assert!(next.metadata.model_load_ms.is_some(), "not a fresh worker");
+    assert_ne!(r.worker_pid().await, Some(pid));
+    let events = audit_events(&dir);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "kill" && e["control"] == "worker protocol"),
+        "{events:?}"
+    );
+    // A stderr flood with terminal escapes: the request is unaffected.
+    let dir = tempfile::tempdir().unwrap();
+    let r = runner_for("stderr", &dir).await.unwrap();
+    assert_eq!(
+        r.execute("Hi", Some(greedy(4))).await.unwrap().response,
+        "ok"
+    );
 }

@@ -650,7 +650,26 @@ impl Shared {
             }
             return Err(e);
         }
-        let model_load_ms = loaded_now.then(|| ms(load_started.elapsed()));
+        let mut model_load_ms = loaded_now.then(|| ms(load_started.elapsed()));
+        // Between requests a worker may send nothing: anything waiting now
+        // is a protocol violation. The worker is replaced, and this request
+        // runs on the fresh one.
+        if let Some(stray) = slot.worker.as_mut().and_then(Worker::stray_message) {
+            if let Some(mut w) = slot.worker.take() {
+                let err = w
+                    .violated(&format!("a message outside any request: {stray}"))
+                    .await;
+                self.audit(AuditKind::Kill, "worker protocol", err.to_string(), None);
+            }
+            let again = Instant::now();
+            if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
+                if Instant::now() >= deadline {
+                    return Err(timeout_err());
+                }
+                return Err(e);
+            }
+            model_load_ms = Some(ms(again.elapsed()));
+        }
 
         let mut request = request;
         request.timeout_ms = deadline
@@ -666,9 +685,26 @@ impl Shared {
                 layers: Vec::new(),
                 setup_micros: 0,
             });
-        let outcome = self
-            .drive(&mut slot, request, deadline, started, &mut on_token)
+        let mut outcome = self
+            .drive(&mut slot, request.clone(), deadline, started, &mut on_token)
             .await;
+        if let Err(Failure::Stale(why)) = &outcome {
+            // The worker sent something between requests that we read only
+            // now: it is gone (killed in `drive`); this request, of which
+            // nothing has reached the caller, runs once on a fresh worker.
+            self.audit(AuditKind::Kill, "worker protocol", why.clone(), None);
+            let again = Instant::now();
+            if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
+                if Instant::now() >= deadline {
+                    return Err(timeout_err());
+                }
+                return Err(e);
+            }
+            model_load_ms = Some(ms(again.elapsed()));
+            outcome = self
+                .drive(&mut slot, request, deadline, started, &mut on_token)
+                .await;
+        }
         let result = match outcome {
             Ok((text, stats, ttft, peak)) => {
                 slot.crashes = 0;
@@ -689,6 +725,10 @@ impl Shared {
             }
             Err(Failure::Timeout) => Err(timeout_err()),
             Err(Failure::Error(e)) => Err(e),
+            Err(Failure::Stale(why)) => Err(SlmRunnerError::WorkerCrashed {
+                status: why,
+                stderr_tail: String::new(),
+            }),
         };
         if let Err(SlmRunnerError::WorkerCrashed { .. }) = &result {
             slot.crashes += 1;
@@ -949,6 +989,7 @@ impl Shared {
         on_token: &mut (impl FnMut(&str) -> bool + Send),
     ) -> Result<(String, GenerationStats, Option<f64>, Option<u64>), Failure> {
         let id = request.id;
+        let max_tokens = request.max_tokens as usize;
         let w = slot.worker.as_mut().ok_or_else(|| {
             Failure::Error(SlmRunnerError::InitializationFailed {
                 reason: "no worker".into(),
@@ -975,6 +1016,9 @@ impl Shared {
             })
         };
         let mut grace = grace_now(w, prompt_read, last_token_at);
+        // What an honest worker can send for this request, at most.
+        let (mut frames, frame_cap) = (0usize, max_tokens + 2);
+        let byte_cap = frame_cap * worker::MAX_PIECE_BYTES;
         loop {
             // After a cancel, the worker gets a grace to answer.
             let wait_until = match cancelled_at {
@@ -989,6 +1033,16 @@ impl Shared {
                     prompt_read = Some((Instant::now(), input_tokens));
                 }
                 Next::Event(FromWorker::Token { id: i, text: t }) if i == id => {
+                    frames += 1;
+                    if frames > frame_cap || text.len() + t.len() > byte_cap {
+                        let why = format!(
+                            "more text than max_tokens = {max_tokens} allows ({frames} pieces, {} bytes)",
+                            text.len() + t.len()
+                        );
+                        let err = w.violated(&why).await;
+                        slot.worker = None;
+                        return Err(Failure::Error(err));
+                    }
                     let now = Instant::now();
                     match (last_token_at, prompt_read) {
                         (Some(last), _) => w.observe_token(now - last),
@@ -1012,6 +1066,15 @@ impl Shared {
                     }
                 }
                 Next::Event(FromWorker::Done { id: i, stats }) if i == id => {
+                    if stats.output_tokens as usize > max_tokens {
+                        let why = format!(
+                            "{} tokens reported for max_tokens = {max_tokens}",
+                            stats.output_tokens
+                        );
+                        let err = w.violated(&why).await;
+                        slot.worker = None;
+                        return Err(Failure::Error(err));
+                    }
                     let peak = w.peak_rss_bytes();
                     if cancelled_at.is_some_and(|_| Instant::now() >= deadline) {
                         return Err(Failure::Timeout);
@@ -1021,9 +1084,43 @@ impl Shared {
                 Next::Event(FromWorker::Failed { id: i, error }) if i == id => {
                     return Err(Failure::Error(map_request_error(error)));
                 }
-                Next::Event(_) => {}
+                Next::Event(
+                    other @ (FromWorker::Token { id: i, .. }
+                    | FromWorker::Done { id: i, .. }
+                    | FromWorker::Failed { id: i, .. }
+                    | FromWorker::PromptRead { id: i, .. }),
+                ) if i < id && text.is_empty() && prompt_read.is_none() => {
+                    let why = format!(
+                        "protocol violation: a message outside any request: {}; the worker was killed",
+                        worker::describe(&other)
+                    );
+                    w.kill().await;
+                    slot.worker = None;
+                    return Err(Failure::Stale(why));
+                }
+                Next::Event(other) => {
+                    // Nothing else belongs in a request: answers for other
+                    // ids, a second Ready, pongs nobody asked for.
+                    let why = format!(
+                        "unexpected during request {id}: {}",
+                        worker::describe(&other)
+                    );
+                    let err = w.violated(&why).await;
+                    slot.worker = None;
+                    return Err(Failure::Error(err));
+                }
                 Next::Lost(why) => {
-                    let err = w.crashed(&why).await;
+                    // A frame the reader refused (too large, malformed) is
+                    // the worker's doing: name it, whatever it exits with.
+                    let err = if why.contains("protocol violation") || why.contains("malformed") {
+                        w.violated(
+                            why.trim_start_matches("I/O: ")
+                                .trim_start_matches("protocol violation: "),
+                        )
+                        .await
+                    } else {
+                        w.crashed(&why).await
+                    };
                     slot.worker = None;
                     return Err(Failure::Error(err));
                 }
@@ -1070,6 +1167,13 @@ impl Shared {
 
 enum Failure {
     Timeout,
+    /// The worker had sent a message for an earlier request, outside any
+    /// request (a protocol violation); it has been killed, and nothing of
+    /// this request reached the caller.
+    Stale(String),
+    /// Any other failure; a worker that broke the protocol has been killed
+    /// and this is a `WorkerCrashed` naming the violation (audited as a
+    /// worker crash, like any other).
     Error(SlmRunnerError),
 }
 

@@ -21,6 +21,16 @@ use tokio::time::Instant;
 
 use crate::models::SlmRunnerError;
 
+/// Largest frame the supervisor reads from a worker. A worker's messages
+/// are small (a token's text, figures, the model's facts); a bigger frame
+/// is a protocol violation, refused before its bytes are read.
+pub(super) const MAX_FRAME_FROM_WORKER: usize = 64 * 1024;
+/// Longest text one generated token may add (llama.cpp's pieces are a few
+/// bytes; held-back stop-sequence text comes out with a later token).
+pub(super) const MAX_PIECE_BYTES: usize = 1024;
+/// Lines of the worker's stderr passed on to `tracing` per second; the
+/// rest are counted and reported as suppressed.
+const STDERR_LINES_PER_SECOND: u32 = 50;
 /// Lines of the worker's stderr kept for crash reports.
 const STDERR_TAIL_LINES: usize = 20;
 /// Longest stderr line kept; longer lines are cut.
@@ -235,6 +245,27 @@ impl Worker {
         }
     }
 
+    /// A message the worker sent while no request was running (it may
+    /// send none then), if any: a protocol violation.
+    pub fn stray_message(&mut self) -> Option<String> {
+        match self.events.try_recv() {
+            Ok(Ok(msg)) => Some(describe(&msg)),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some("its output closed".into()),
+        }
+    }
+
+    /// Kills a worker that broke the protocol and builds the error: a
+    /// `WorkerCrashed` naming the violation.
+    pub async fn violated(&mut self, why: &str) -> SlmRunnerError {
+        self.kill().await;
+        SlmRunnerError::WorkerCrashed {
+            status: format!("protocol violation: {why}; the worker was killed"),
+            stderr_tail: self.stderr_text().await,
+        }
+    }
+
     /// The kernel's figure for the worker's peak resident memory (VmHWM).
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         peak_rss_bytes(self.pid)
@@ -404,6 +435,16 @@ fn decaying_max(old: Option<Duration>, new: Duration) -> Duration {
     old.map_or(new, |o| new.max(o.mul_f64(0.9)))
 }
 
+/// A short description of a message, for errors and logs (never the
+/// whole text a worker sent).
+pub(super) fn describe(msg: &FromWorker) -> String {
+    let text = format!("{msg:?}");
+    match text.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 /// Whether a failure text is an allocation failure (llama.cpp, libgomp and
 /// the C++ runtime word it differently; under RLIMIT_AS all mean memory).
 pub(super) fn looks_like_oom(text: &str) -> bool {
@@ -509,6 +550,11 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 Err(e) => return Err(e.into()),
             }
             let len = frame_len(prefix)?;
+            if len > MAX_FRAME_FROM_WORKER {
+                return Err(FrameError::Io(std::io::Error::other(format!(
+                    "protocol violation: a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
+                ))));
+            }
             let mut payload = vec![0u8; len];
             r.read_exact(&mut payload).await?;
             decode::<FromWorker>(&payload)
@@ -526,13 +572,41 @@ async fn read_frames<R: AsyncRead + Unpin>(
 async fn read_stderr<R: AsyncRead + Unpin>(mut r: R, tail: Arc<Mutex<VecDeque<String>>>, pid: u32) {
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
-    let push = |line: &mut Vec<u8>| {
-        let text = String::from_utf8_lossy(line).trim_end().to_string();
+    // A worker may write anything: control characters (terminal escapes)
+    // are replaced, and lines past a rate go uncounted into the log.
+    let mut window = std::time::Instant::now();
+    let mut in_window = 0u32;
+    let mut suppressed = 0u64;
+    let mut push = |line: &mut Vec<u8>| {
+        let text: String = String::from_utf8_lossy(line)
+            .trim_end()
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
         line.clear();
         if text.is_empty() {
             return;
         }
-        tracing::debug!(target: "symbi_slm_worker", worker_pid = pid, "{text}");
+        if window.elapsed() >= Duration::from_secs(1) {
+            if suppressed > 0 {
+                tracing::debug!(target: "symbi_slm_worker", worker_pid = pid, "{suppressed} stderr lines suppressed");
+            }
+            window = std::time::Instant::now();
+            in_window = 0;
+            suppressed = 0;
+        }
+        in_window += 1;
+        if in_window <= STDERR_LINES_PER_SECOND {
+            tracing::debug!(target: "symbi_slm_worker", worker_pid = pid, "{text}");
+        } else {
+            suppressed += 1;
+        }
         if let Ok(mut t) = tail.lock() {
             if t.len() == STDERR_TAIL_LINES {
                 t.pop_front();
