@@ -1278,3 +1278,33 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
         "ok"
     );
 }
+
+/// A caller that gives up (its future dropped, here by a timeout around
+/// the call) leaves the worker generating for nobody; the next request
+/// cancels that leftover and runs on the same worker: no kill, no
+/// violation, no audit event.
+#[tokio::test]
+async fn an_abandoned_request_does_not_cost_the_worker() {
+    let _serial = serial();
+    let audit = tempfile::tempdir().unwrap();
+    let r = audited_runner(&audit).await;
+    r.preload().await.unwrap();
+    let pid = r.worker_pid().await.unwrap();
+    // Give up on a long request (2,000 tokens take far longer than this).
+    // On a very slow host the request may not have reached the worker yet;
+    // then there is nothing left over, and the rest holds all the same.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(1500),
+        r.execute("Write a long story about the sea.", Some(greedy(2000))),
+    )
+    .await;
+    assert!(gave_up.is_err(), "finished 2,000 tokens in 1.5 s");
+    let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
+    assert!(ok.metadata.output_tokens.unwrap() >= 1);
+    assert_eq!(r.worker_pid().await, Some(pid), "the worker was replaced");
+    assert!(
+        audit_events(&audit).is_empty(),
+        "{:?}",
+        audit_events(&audit)
+    );
+}

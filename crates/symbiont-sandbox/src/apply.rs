@@ -736,20 +736,19 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
     );
     let filter = match policy {
         SyscallPolicy::AllowList { extra } => {
+            // What a profile's `allowed_syscalls` cannot add (the config
+            // refuses such names too; a plan built in code may not have
+            // been through it) is left out of the extras.
             let mut rules = rules_for(
-                WORKER_ALLOW_LIST
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .chain(extra.iter().map(String::as_str)),
+                WORKER_ALLOW_LIST.iter().map(|(n, _)| *n).chain(
+                    extra
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|n| !never_allowed(n)),
+                ),
             )?;
             if plan.allow_exec {
                 rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
-            }
-            // What a profile's `allowed_syscalls` cannot add back (the
-            // config refuses such names too; a plan built in code may not
-            // have been through it).
-            for name in extra.iter().filter(|n| never_allowed(n)) {
-                rules.remove(&nr(name)?);
             }
             if plan.no_child_processes && !plan.allow_exec {
                 rules.remove(&nr("execve")?);

@@ -221,9 +221,15 @@ pub enum PidArg {
 
 /// `ioctl` requests refused under both policies: pushing input into a
 /// terminal (TIOCSTI) or the Linux console (TIOCLINUX) would let a program
-/// type commands into the user's shell.
-pub const DENIED_IOCTLS: &[(&str, u64)] =
-    &[("TIOCSTI", libc::TIOCSTI), ("TIOCLINUX", libc::TIOCLINUX)];
+/// type commands into the user's shell; making another process a socket's
+/// owner would have the kernel signal it.
+pub const DENIED_IOCTLS: &[(&str, u64)] = &[
+    ("TIOCSTI", libc::TIOCSTI),
+    ("TIOCLINUX", libc::TIOCLINUX),
+    // Like fcntl's F_SETOWN, on sockets: the kernel would signal the owner.
+    ("FIOSETOWN", 0x8901),
+    ("SIOCSPGRP", 0x8902),
+];
 
 /// `prctl` options the allow-list policy permits (thread names).
 pub const ALLOWED_PRCTL: &[(&str, u64)] = &[("PR_SET_NAME", 15), ("PR_GET_NAME", 16)];

@@ -88,6 +88,9 @@ impl ChatMessage {
     }
 }
 
+/// Longest stop sequence accepted, in bytes.
+pub const MAX_STOP_BYTES: usize = 1024;
+
 /// Per-request options. Every `None` takes the runner's documented default.
 /// An option a runner cannot honour is an [`SlmRunnerError::InvalidInput`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,6 +163,12 @@ impl ExecutionOptions {
         }
         if let Some(i) = self.stop.iter().position(String::is_empty) {
             return Err(bad("stop", format!("stop[{i}] is an empty string")));
+        }
+        if let Some(i) = self.stop.iter().position(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(bad(
+                "stop",
+                format!("stop[{i}] is longer than {MAX_STOP_BYTES} bytes"),
+            ));
         }
         Ok(())
     }

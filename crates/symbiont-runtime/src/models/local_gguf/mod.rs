@@ -340,6 +340,9 @@ struct Slot {
     last_crash: Option<Instant>,
     /// Bumped on every use; the keep-alive timer compares it.
     uses: u64,
+    /// The request the worker is running, while a caller follows it; left
+    /// set when the caller's future is dropped mid-request.
+    in_flight: Option<u64>,
 }
 
 impl LocalGgufRunner {
@@ -651,24 +654,26 @@ impl Shared {
             return Err(e);
         }
         let mut model_load_ms = loaded_now.then(|| ms(load_started.elapsed()));
-        // Between requests a worker may send nothing: anything waiting now
-        // is a protocol violation. The worker is replaced, and this request
-        // runs on the fresh one.
-        if let Some(stray) = slot.worker.as_mut().and_then(Worker::stray_message) {
-            if let Some(mut w) = slot.worker.take() {
-                let err = w
-                    .violated(&format!("a message outside any request: {stray}"))
-                    .await;
-                self.audit(AuditKind::Kill, "worker protocol", err.to_string(), None);
-            }
-            let again = Instant::now();
-            if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
-                if Instant::now() >= deadline {
-                    return Err(timeout_err());
+        // A request whose caller went away (its future dropped) may still
+        // be running; between requests a worker may send nothing else. A
+        // worker that cannot be brought back to idle is replaced, and this
+        // request runs on the fresh one.
+        let abandoned = slot.in_flight.take();
+        if let Some(w) = slot.worker.as_mut() {
+            if let Err((kind, detail)) = settle(w, abandoned).await {
+                if let Some(mut w) = slot.worker.take() {
+                    w.kill().await;
                 }
-                return Err(e);
+                self.audit(kind, "worker protocol", detail, None);
+                let again = Instant::now();
+                if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
+                    if Instant::now() >= deadline {
+                        return Err(timeout_err());
+                    }
+                    return Err(e);
+                }
+                model_load_ms = Some(ms(again.elapsed()));
             }
-            model_load_ms = Some(ms(again.elapsed()));
         }
 
         let mut request = request;
@@ -685,6 +690,7 @@ impl Shared {
                 layers: Vec::new(),
                 setup_micros: 0,
             });
+        slot.in_flight = Some(id);
         let mut outcome = self
             .drive(&mut slot, request.clone(), deadline, started, &mut on_token)
             .await;
@@ -705,6 +711,7 @@ impl Shared {
                 .drive(&mut slot, request, deadline, started, &mut on_token)
                 .await;
         }
+        slot.in_flight = None;
         let result = match outcome {
             Ok((text, stats, ttft, peak)) => {
                 slot.crashes = 0;
@@ -1016,8 +1023,9 @@ impl Shared {
             })
         };
         let mut grace = grace_now(w, prompt_read, last_token_at);
-        // What an honest worker can send for this request, at most.
-        let (mut frames, frame_cap) = (0usize, max_tokens + 2);
+        // What an honest worker can send for this request, at most: no
+        // more tokens than the request or the context allows.
+        let (mut frames, frame_cap) = (0usize, max_tokens.min(self.context_size as usize) + 2);
         let byte_cap = frame_cap * worker::MAX_PIECE_BYTES;
         loop {
             // After a cancel, the worker gets a grace to answer.
@@ -1029,12 +1037,15 @@ impl Shared {
                 Next::Event(FromWorker::PromptRead {
                     id: i,
                     input_tokens,
-                }) if i == id => {
+                }) if i == id && prompt_read.is_none() && frames == 0 => {
                     prompt_read = Some((Instant::now(), input_tokens));
                 }
                 Next::Event(FromWorker::Token { id: i, text: t }) if i == id => {
                     frames += 1;
-                    if frames > frame_cap || text.len() + t.len() > byte_cap {
+                    if frames > frame_cap
+                        || t.len() > worker::MAX_PIECE_BYTES
+                        || text.len() + t.len() > byte_cap
+                    {
                         let why = format!(
                             "more text than max_tokens = {max_tokens} allows ({frames} pieces, {} bytes)",
                             text.len() + t.len()
@@ -1162,6 +1173,65 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// Brings a worker back to idle before a request: an abandoned request is
+/// cancelled and its remaining output discarded (within the cancel grace);
+/// anything else waiting is a protocol violation, a closed output a crash.
+/// `Err` names the audit kind and detail of a worker that must be replaced.
+async fn settle(w: &mut Worker, abandoned: Option<u64>) -> Result<(), (AuditKind, String)> {
+    if let Some(old) = abandoned {
+        if w.send(&ToWorker::Cancel { id: old }).await.is_err() {
+            return Err((
+                AuditKind::WorkerCrash,
+                "the worker's input closed while it ran an abandoned request".into(),
+            ));
+        }
+        let until = Instant::now() + w.cancel_grace(None);
+        loop {
+            match w.next(until).await {
+                Next::Event(
+                    FromWorker::Token { id, .. } | FromWorker::PromptRead { id, .. },
+                ) if id == old => {}
+                Next::Event(FromWorker::Done { id, .. } | FromWorker::Failed { id, .. })
+                    if id == old =>
+                {
+                    break
+                }
+                Next::Event(other) => {
+                    return Err((
+                        AuditKind::Kill,
+                        format!(
+                            "protocol violation: unexpected while request {old} was cancelled: {}; the worker was killed",
+                            worker::describe(&other)
+                        ),
+                    ))
+                }
+                Next::Lost(why) => return Err((AuditKind::WorkerCrash, why)),
+                Next::Deadline => {
+                    return Err((
+                        AuditKind::Kill,
+                        format!("the worker did not stop abandoned request {old} within its cancel grace; its process group was killed"),
+                    ))
+                }
+            }
+        }
+    }
+    match w.between_requests() {
+        None => Ok(()),
+        Some(Next::Event(msg)) => Err((
+            AuditKind::Kill,
+            format!(
+                "protocol violation: a message outside any request: {}; the worker was killed",
+                worker::describe(&msg)
+            ),
+        )),
+        Some(Next::Lost(why)) => Err((
+            AuditKind::WorkerCrash,
+            format!("the worker died between requests: {why}"),
+        )),
+        Some(Next::Deadline) => Ok(()),
     }
 }
 

@@ -58,7 +58,9 @@ pub fn plan_for(
     let existing = |paths: &[String]| -> Vec<PathBuf> {
         paths
             .iter()
-            .filter_map(|p| std::fs::canonicalize(normalize_path(p)).ok())
+            .map(|p| Path::new(normalize_path(p)))
+            .filter(|p| p.exists())
+            .map(canonical)
             .collect()
     };
     let mut read_paths = vec![model.to_path_buf()];
@@ -108,6 +110,28 @@ pub fn plan_for(
     })
 }
 
+/// `path` with every symlink and `..` resolved: the longest ancestor that
+/// exists, canonicalized, with the rest appended.
+fn canonical(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut base = path;
+    loop {
+        if let Ok(c) = std::fs::canonicalize(base) {
+            return rest
+                .iter()
+                .rev()
+                .fold(c, |acc: PathBuf, part| acc.join(part));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// Refuses a profile whose denied path lies inside an allowed one.
 fn check_denied<'a>(
     profile: &SandboxProfile,
@@ -115,10 +139,11 @@ fn check_denied<'a>(
 ) -> Result<(), SlmRunnerError> {
     for denied in &profile.filesystem.denied_paths {
         let text = Path::new(normalize_path(denied));
-        // Both sides canonical where the path exists: a symlink or `..`
-        // cannot hide a denied directory behind another name.
-        let canonical = std::fs::canonicalize(text).ok();
-        let denied = canonical.as_deref().unwrap_or(text);
+        // Both sides canonical (a denied path that does not exist yet, by
+        // its longest existing ancestor): a symlink or `..` cannot hide a
+        // denied directory behind another name.
+        let resolved = canonical(text);
+        let denied = resolved.as_path();
         if let Some(allowed) = allowed
             .clone()
             .find(|a| denied.starts_with(a) || text.starts_with(a))
@@ -151,6 +176,9 @@ pub fn exec_plan_for(
     scratch: Option<&Path>,
     threads: u32,
 ) -> Result<SandboxPlan, SlmRunnerError> {
+    let reads: Vec<PathBuf> = reads.iter().map(|p| canonical(p)).collect();
+    let writes: Vec<PathBuf> = writes.iter().map(|p| canonical(p)).collect();
+    let (reads, writes) = (&reads[..], &writes[..]);
     let mut plan = plan_for(profile, program, scratch, threads)?;
     plan.read_paths.retain(|p| p != program);
     plan.read_paths.extend(reads.iter().cloned());

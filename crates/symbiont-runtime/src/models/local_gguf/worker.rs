@@ -25,9 +25,10 @@ use crate::models::SlmRunnerError;
 /// are small (a token's text, figures, the model's facts); a bigger frame
 /// is a protocol violation, refused before its bytes are read.
 pub(super) const MAX_FRAME_FROM_WORKER: usize = 64 * 1024;
-/// Longest text one generated token may add (llama.cpp's pieces are a few
-/// bytes; held-back stop-sequence text comes out with a later token).
-pub(super) const MAX_PIECE_BYTES: usize = 1024;
+/// Longest text one piece may carry: llama.cpp's pieces are a few bytes,
+/// but text held back while it might start a stop sequence (at most
+/// `MAX_STOP_BYTES`) comes out with a later piece.
+pub(super) const MAX_PIECE_BYTES: usize = 4096;
 /// Lines of the worker's stderr passed on to `tracing` per second; the
 /// rest are counted and reported as suppressed.
 const STDERR_LINES_PER_SECOND: u32 = 50;
@@ -48,8 +49,8 @@ pub(super) struct Worker {
     /// Slowest costs measured on this worker (decaying), for the cancel
     /// grace: per prompt token (prompts are decoded in batches), and per
     /// generated token.
-    prompt_token_cost: Option<Duration>,
-    token_step: Option<Duration>,
+    prompt_token_cost: Option<(Duration, Instant)>,
+    token_step: Option<(Duration, Instant)>,
     pub facts: ModelFacts,
     /// The worker's private scratch directory, removed with the handle.
     _scratch: Option<tempfile::TempDir>,
@@ -148,6 +149,15 @@ impl Worker {
                 }
                 Next::Event(FromWorker::LoadFailed { stage, detail }) => {
                     worker.kill().await;
+                    // The worker's words, bounded and without control
+                    // characters, before they reach errors and the audit.
+                    let detail = clean(&detail, 2048);
+                    if stage == symbiont_slm_protocol::LoadStage::Sandbox && confined.is_some() {
+                        return Err(SlmRunnerError::WorkerCrashed {
+                            status: "protocol violation: a sandbox failure reported after the sandbox was reported in force; the worker was killed".into(),
+                            stderr_tail: worker.stderr_text().await,
+                        });
+                    }
                     // llama.cpp reports why in its log, not in the null
                     // pointer the binding turns into `detail`.
                     let tail = worker.stderr_text().await;
@@ -172,7 +182,10 @@ impl Worker {
                     });
                 }
                 Next::Event(other) => {
-                    tracing::warn!(?other, "unexpected message before ready");
+                    // Nothing else belongs in start-up, and the model is
+                    // being parsed: the worker is untrusted already.
+                    let why = format!("unexpected during start-up: {}", describe(&other));
+                    return Err(worker.violated(&why).await);
                 }
                 Next::Lost(why) => return Err(worker.crashed(&why).await),
                 Next::Deadline => {
@@ -196,7 +209,9 @@ impl Worker {
         self.prompt_token_cost = Some(decaying_max(self.prompt_token_cost, per_token));
     }
 
-    /// Records the time between two generated tokens.
+    /// Records the time between two generated tokens as the supervisor saw
+    /// them arrive (frames read back-to-back after a delay say little and
+    /// cannot lower the figure: it only decays with time).
     pub fn observe_token(&mut self, d: Duration) {
         self.token_step = Some(decaying_max(self.token_step, d));
     }
@@ -211,9 +226,12 @@ impl Worker {
             CANCEL_GRACE_MAX, CANCEL_GRACE_MIN, CANCEL_GRACE_STEPS, UNMEASURED_PROMPT_TOKEN,
             UNMEASURED_STEP,
         };
+        let current = |m: Option<(Duration, Instant)>, unmeasured| {
+            m.map_or(unmeasured, |(v, at)| decayed(v, at))
+        };
         let step = match prompt_batch {
-            Some(n) => self.prompt_token_cost.unwrap_or(UNMEASURED_PROMPT_TOKEN) * n.max(1),
-            None => self.token_step.unwrap_or(UNMEASURED_STEP),
+            Some(n) => current(self.prompt_token_cost, UNMEASURED_PROMPT_TOKEN) * n.max(1),
+            None => current(self.token_step, UNMEASURED_STEP),
         };
         step.saturating_mul(CANCEL_GRACE_STEPS)
             .clamp(CANCEL_GRACE_MIN, CANCEL_GRACE_MAX)
@@ -245,14 +263,17 @@ impl Worker {
         }
     }
 
-    /// A message the worker sent while no request was running (it may
-    /// send none then), if any: a protocol violation.
-    pub fn stray_message(&mut self) -> Option<String> {
+    /// What the worker sent while no request was running, if anything: a
+    /// message (a protocol violation: it may send none then), or the end
+    /// of its output (it died meanwhile).
+    pub fn between_requests(&mut self) -> Option<Next> {
         match self.events.try_recv() {
-            Ok(Ok(msg)) => Some(describe(&msg)),
-            Ok(Err(e)) => Some(e.to_string()),
+            Ok(Ok(msg)) => Some(Next::Event(msg)),
+            Ok(Err(e)) => Some(Next::Lost(e.to_string())),
             Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Some("its output closed".into()),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                Some(Next::Lost("worker output closed".into()))
+            }
         }
     }
 
@@ -423,26 +444,69 @@ pub(super) fn verify_confinement(
             return Err("the report leaves out Landlock".into());
         }
     }
+    if plan.strict && plan.confine_filesystem && !in_force("landlock") {
+        return Err("a strict plan's report does not show Landlock in force".into());
+    }
+    let policy = match plan.syscalls {
+        symbiont_sandbox::SyscallPolicy::AllowList { .. } => Some("seccomp allow-list"),
+        symbiont_sandbox::SyscallPolicy::DenyList => Some("seccomp deny-list"),
+        symbiont_sandbox::SyscallPolicy::Off => None,
+    };
+    if let Some(policy) = policy.filter(|p| !in_force(p)) {
+        return Err(format!(
+            "the plan asks for a {policy}; the report does not show it"
+        ));
+    }
     if plan.strict && reported.gaps().next().is_some() {
         return Err("a strict plan reported a gap instead of refusing to start".into());
     }
     Ok(())
 }
 
-/// The slowest of `old` (decayed by a tenth, so that one slow spell does
-/// not stretch the grace for ever) and `new`.
-fn decaying_max(old: Option<Duration>, new: Duration) -> Duration {
-    old.map_or(new, |o| new.max(o.mul_f64(0.9)))
+/// The slowest of `new` and `old`, where `old` loses a tenth of its value
+/// per second since it was set (so that one slow spell does not stretch
+/// the grace for ever, while a burst of quick samples cannot wipe it).
+fn decaying_max(old: Option<(Duration, Instant)>, new: Duration) -> (Duration, Instant) {
+    let now = Instant::now();
+    match old {
+        Some((value, at)) if new < decayed(value, at) => (value, at),
+        _ => (new, now),
+    }
+}
+
+/// `value` set at `at`, less a tenth per second since.
+fn decayed(value: Duration, at: Instant) -> Duration {
+    value.mul_f64(0.9f64.powf(at.elapsed().as_secs_f64()))
 }
 
 /// A short description of a message, for errors and logs (never the
 /// whole text a worker sent).
 pub(super) fn describe(msg: &FromWorker) -> String {
-    let text = format!("{msg:?}");
-    match text.char_indices().nth(120) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+    clean(&format!("{msg:?}"), 120)
+}
+
+/// Text from the worker made fit for errors, logs and the audit log: at
+/// most `max` characters, control and bidirectional-override characters
+/// replaced.
+pub(super) fn clean(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if (c.is_control() && c != '\n' && c != '\t')
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)
+            {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
     }
+    out
 }
 
 /// Whether a failure text is an allocation failure (llama.cpp, libgomp and
@@ -549,7 +613,11 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 }
                 Err(e) => return Err(e.into()),
             }
-            let len = frame_len(prefix)?;
+            let len = match frame_len(prefix) {
+                Ok(len) => len,
+                Err(FrameError::TooLarge(n)) => n as usize,
+                Err(e) => return Err(e),
+            };
             if len > MAX_FRAME_FROM_WORKER {
                 return Err(FrameError::Io(std::io::Error::other(format!(
                     "protocol violation: a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
@@ -578,17 +646,7 @@ async fn read_stderr<R: AsyncRead + Unpin>(mut r: R, tail: Arc<Mutex<VecDeque<St
     let mut in_window = 0u32;
     let mut suppressed = 0u64;
     let mut push = |line: &mut Vec<u8>| {
-        let text: String = String::from_utf8_lossy(line)
-            .trim_end()
-            .chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    '\u{fffd}'
-                } else {
-                    c
-                }
-            })
-            .collect();
+        let text = clean(String::from_utf8_lossy(line).trim_end(), STDERR_LINE_BYTES);
         line.clear();
         if text.is_empty() {
             return;
