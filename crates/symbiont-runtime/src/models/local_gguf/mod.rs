@@ -645,15 +645,9 @@ impl Shared {
             .map_err(|_| timeout_err())?;
         slot.uses += 1;
 
-        let load_started = Instant::now();
         let loaded_now = slot.worker.is_none();
-        if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
-            if Instant::now() >= deadline {
-                return Err(timeout_err());
-            }
-            return Err(e);
-        }
-        let mut model_load_ms = loaded_now.then(|| ms(load_started.elapsed()));
+        let load_ms = self.start_worker(&mut slot, deadline, timeout).await?;
+        let mut model_load_ms = loaded_now.then_some(load_ms);
         // A request whose caller went away (its future dropped) may still
         // be running; between requests a worker may send nothing else. A
         // worker that cannot be brought back to idle is replaced, and this
@@ -665,14 +659,7 @@ impl Shared {
                     w.kill().await;
                 }
                 self.audit(kind, "worker protocol", detail, None);
-                let again = Instant::now();
-                if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
-                    if Instant::now() >= deadline {
-                        return Err(timeout_err());
-                    }
-                    return Err(e);
-                }
-                model_load_ms = Some(ms(again.elapsed()));
+                model_load_ms = Some(self.start_worker(&mut slot, deadline, timeout).await?);
             }
         }
 
@@ -699,14 +686,7 @@ impl Shared {
             // now: it is gone (killed in `drive`); this request, of which
             // nothing has reached the caller, runs once on a fresh worker.
             self.audit(AuditKind::Kill, "worker protocol", why.clone(), None);
-            let again = Instant::now();
-            if let Err(e) = self.ensure_worker(&mut slot, deadline).await {
-                if Instant::now() >= deadline {
-                    return Err(timeout_err());
-                }
-                return Err(e);
-            }
-            model_load_ms = Some(ms(again.elapsed()));
+            model_load_ms = Some(self.start_worker(&mut slot, deadline, timeout).await?);
             outcome = self
                 .drive(&mut slot, request, deadline, started, &mut on_token)
                 .await;
@@ -835,6 +815,24 @@ impl Shared {
             stop: o.stop.clone(),
             timeout_ms: timeout.as_millis() as u64,
         })
+    }
+
+    /// [`Self::ensure_worker`] for a request: how long it took (ms); a
+    /// failure once the request's deadline has passed is its timeout.
+    async fn start_worker(
+        &self,
+        slot: &mut Slot,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<f64, SlmRunnerError> {
+        let started = Instant::now();
+        match self.ensure_worker(slot, deadline).await {
+            Ok(()) => Ok(ms(started.elapsed())),
+            Err(_) if Instant::now() >= deadline => Err(SlmRunnerError::ExecutionTimeout {
+                seconds: timeout.as_secs_f64(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts a worker if none runs, backing off after repeated crashes.
