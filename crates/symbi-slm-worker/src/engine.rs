@@ -143,8 +143,12 @@ impl Engine {
                 ToWorker::Shutdown => return,
                 // A cancel for a request that already ended.
                 ToWorker::Cancel { .. } => {}
-                ToWorker::Launch(_) | ToWorker::Probe { .. } => {
-                    eprintln!("symbi-slm-worker: ignoring a launch or probe after start-up")
+                ToWorker::Launch(_) => {
+                    eprintln!("symbi-slm-worker: ignoring a launch after start-up")
+                }
+                #[cfg(feature = "probe")]
+                ToWorker::Probe { .. } => {
+                    eprintln!("symbi-slm-worker: ignoring a probe after start-up")
                 }
             }
         }

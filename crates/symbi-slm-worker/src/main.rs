@@ -28,8 +28,8 @@ use std::sync::mpsc;
 
 use symbi_slm_worker::engine::{self, Sink};
 use symbiont_slm_protocol::{
-    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ProbeAction,
-    SandboxPlan, ToWorker, PROTOCOL_VERSION,
+    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ToWorker,
+    PROTOCOL_VERSION,
 };
 
 /// Where protocol messages go: stdout, flushed per message.
@@ -56,6 +56,7 @@ fn main() {
     let mut stdin = io::stdin().lock();
     let spec: LaunchSpec = match read_message(&mut stdin) {
         Ok(ToWorker::Launch(spec)) => spec,
+        #[cfg(feature = "probe")]
         Ok(ToWorker::Probe { plan, action }) => probe(&mut out, &plan, &action),
         Ok(other) => fail(
             &mut out,
@@ -145,8 +146,14 @@ fn main() {
     let _ = out.w.flush();
 }
 
-/// Probe mode: the same sandbox as a launch, then one action, reported.
-fn probe(out: &mut Out, plan: &SandboxPlan, action: &ProbeAction) -> ! {
+/// Probe mode (test equipment, `probe` feature): the same sandbox as a
+/// launch, then one action, reported.
+#[cfg(feature = "probe")]
+fn probe(
+    out: &mut Out,
+    plan: &symbiont_slm_protocol::SandboxPlan,
+    action: &symbiont_slm_protocol::ProbeAction,
+) -> ! {
     let applied = match symbiont_sandbox::apply(plan) {
         Ok(applied) => applied,
         Err(e) => fail(out, LoadStage::Sandbox, e.to_string()),

@@ -15,12 +15,14 @@
 mod apply;
 pub mod exec;
 mod plan;
+#[cfg(feature = "probe")]
 pub mod probe;
 mod report;
 mod syscalls;
 
 pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
 pub use plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
+#[cfg(feature = "probe")]
 pub use probe::ProbeAction;
 pub use report::{report, ControlRow, Enforcement, HostSupport, Need};
 pub use syscalls::{never_allowed, syscall_number, WORKER_ALLOW_LIST, X32_SYSCALL_BIT};

@@ -20,7 +20,9 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-pub use symbiont_sandbox::{Applied, Layer, ProbeAction, SandboxPlan};
+#[cfg(feature = "probe")]
+pub use symbiont_sandbox::ProbeAction;
+pub use symbiont_sandbox::{Applied, Layer, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -40,7 +42,9 @@ pub enum ToWorker {
     Launch(LaunchSpec),
     /// First message instead of `Launch`: apply `plan` exactly as a launch
     /// would, then try `action` and report it, then exit. For the escape
-    /// tests and `symbi-slm sandbox` commands.
+    /// tests and the sandbox cost bench; only with the `probe` feature
+    /// (a release worker refuses it as an unknown message).
+    #[cfg(feature = "probe")]
     Probe {
         /// The sandbox to apply.
         plan: SandboxPlan,
@@ -148,6 +152,7 @@ pub enum FromWorker {
     /// The model is loaded.
     Ready(ModelFacts),
     /// The outcome of a probe: what happened, or the error the kernel gave.
+    #[cfg(feature = "probe")]
     ProbeResult {
         /// The sandbox as applied.
         applied: Applied,
