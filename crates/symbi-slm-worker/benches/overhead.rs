@@ -53,6 +53,7 @@ fn main() {
     };
     let engine = Engine::load(
         &spec,
+        &model,
         symbiont_slm_protocol::Applied {
             layers: vec![],
             setup_micros: 0,

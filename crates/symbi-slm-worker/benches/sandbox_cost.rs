@@ -28,12 +28,18 @@ use symbiont_runtime::config::SandboxProfile;
 use symbiont_runtime::models::sandbox_plan_for;
 use symbiont_slm_protocol::{
     read_message, write_message, FromWorker, LaunchSpec, ProbeAction, SandboxPlan, ToWorker,
+    MODEL_FD,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_symbi-slm-worker");
 
-fn spawn() -> (Child, ChildStdin, ChildStdout) {
-    let mut child = Command::new(WORKER)
+/// Starts a worker with the model as its descriptor `MODEL_FD`, as the
+/// runner starts it (both sides, so that only the plan differs).
+fn spawn(model: &Path) -> (Child, ChildStdin, ChildStdout) {
+    let mut cmd = Command::new(WORKER);
+    let file = std::fs::File::open(model).expect("open the model");
+    symbiont_sandbox::spawn::inherit_fd(&mut cmd, file.into(), MODEL_FD);
+    let mut child = cmd
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -46,9 +52,9 @@ fn spawn() -> (Child, ChildStdin, ChildStdout) {
 }
 
 /// Spawn → probe answered; returns (wall ms, worker's apply µs).
-fn setup_once(plan: &SandboxPlan, scratch: &Path) -> (f64, f64) {
+fn setup_once(plan: &SandboxPlan, model: &Path, scratch: &Path) -> (f64, f64) {
     let started = Instant::now();
-    let (mut child, mut stdin, mut stdout) = spawn();
+    let (mut child, mut stdin, mut stdout) = spawn(model);
     write_message(
         &mut stdin,
         &ToWorker::Probe {
@@ -83,7 +89,7 @@ struct Loaded {
 }
 
 fn load(model: &Path, threads: u32, plan: SandboxPlan) -> Loaded {
-    let (child, mut stdin, mut stdout) = spawn();
+    let (child, mut stdin, mut stdout) = spawn(model);
     let spec = LaunchSpec {
         protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
         model_path: model.to_path_buf(),
@@ -144,10 +150,10 @@ fn main() {
     let spawns = 40;
     let (mut wall_c, mut apply_c, mut wall_u) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..spawns {
-        let (w, a) = setup_once(&confined, scratch.path());
+        let (w, a) = setup_once(&confined, &model, scratch.path());
         wall_c.push(w);
         apply_c.push(a);
-        wall_u.push(setup_once(&unconfined, scratch.path()).0);
+        wall_u.push(setup_once(&unconfined, &model, scratch.path()).0);
     }
     println!("sandbox set-up, {spawns} spawns per plan (median [min–max], ms):");
     println!(

@@ -49,15 +49,21 @@ pub struct Engine {
 pub type LoadError = (LoadStage, String);
 
 impl Engine {
-    /// Initializes llama.cpp, loads the model (memory-mapped) and checks
-    /// that a context can be created.
-    pub fn load(spec: &LaunchSpec, sandbox: Applied) -> Result<Self, LoadError> {
+    /// Initializes llama.cpp, loads the model from `model_file` (memory-mapped;
+    /// the worker passes `/proc/self/fd/3`, the descriptor the supervisor
+    /// opened and checked, and the in-process benchmark the model's path)
+    /// and checks that a context can be created.
+    pub fn load(
+        spec: &LaunchSpec,
+        model_file: &std::path::Path,
+        sandbox: Applied,
+    ) -> Result<Self, LoadError> {
         let started = Instant::now();
         let backend = LlamaBackend::init().map_err(|e| (LoadStage::Backend, e.to_string()))?;
         // Memory-mapped (the default): the weights are shared, read-only
         // pages of the file.
         let params = LlamaModelParams::default();
-        let model = LlamaModel::load_from_file(&backend, &spec.model_path, &params)
+        let model = LlamaModel::load_from_file(&backend, model_file, &params)
             .map_err(|e| (LoadStage::Model, e.to_string()))?;
         let trained = model.n_ctx_train();
         let chat_template = model

@@ -3,6 +3,7 @@
 //! the sandbox. The `symbi-slm-worker` binary (`main.rs`) is its only other
 //! user.
 
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod template;
 pub mod text;

@@ -28,7 +28,7 @@ use std::sync::mpsc;
 
 use symbi_slm_worker::engine::{self, Sink};
 use symbiont_slm_protocol::{
-    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ToWorker,
+    read_message, write_message, FrameError, FromWorker, LaunchSpec, LoadStage, ToWorker, MODEL_FD,
     PROTOCOL_VERSION,
 };
 
@@ -135,7 +135,10 @@ fn main() {
     }
 
     // 5-6. Load and report.
-    let engine = match engine::Engine::load(&spec, applied) {
+    // The model is the descriptor the supervisor opened and checked; the
+    // sandbox allows reading it and nothing else of the model's directory.
+    let model_file = std::path::PathBuf::from(format!("/proc/self/fd/{MODEL_FD}"));
+    let engine = match engine::Engine::load(&spec, &model_file, applied) {
         Ok(engine) => engine,
         Err((stage, detail)) => fail(&mut out, stage, detail),
     };

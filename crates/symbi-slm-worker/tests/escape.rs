@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use symbiont_runtime::config::SandboxProfile;
 use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_plan_for};
 use symbiont_slm_protocol::{
-    read_message, write_message, FromWorker, ProbeAction, SandboxPlan, ToWorker,
+    read_message, write_message, FromWorker, ProbeAction, SandboxPlan, ToWorker, MODEL_FD,
 };
 
 #[derive(Debug)]
@@ -48,8 +48,18 @@ fn probe_with(cmd: &mut Command, plan: &SandboxPlan, action: ProbeAction) -> Out
     probe_pid(cmd, plan, action).1
 }
 
-/// Like `probe_with`, also returning the worker's pid.
+/// Like `probe_with`, also returning the worker's pid. A plan that reads the
+/// model through its descriptor gets the model's, as the runner gives it.
 fn probe_pid(cmd: &mut Command, plan: &SandboxPlan, action: ProbeAction) -> (u32, Outcome) {
+    if plan.read_fds.contains(&MODEL_FD) {
+        let model = std::fs::File::open(model_path()).expect("open the model");
+        symbiont_sandbox::spawn::inherit_fd(cmd, model.into(), MODEL_FD);
+    }
+    probe_run(cmd, plan, action)
+}
+
+/// Spawns `cmd` (descriptors already arranged) in probe mode.
+fn probe_run(cmd: &mut Command, plan: &SandboxPlan, action: ProbeAction) -> (u32, Outcome) {
     let mut child = cmd
         .env_clear()
         .stdin(Stdio::piped())
@@ -112,6 +122,8 @@ fn secure() -> SandboxProfile {
 fn sandbox_applies_every_layer_without_gaps() {
     let (_d, p) = plan(&secure());
     let mut cmd = Command::new(worker());
+    let model = std::fs::File::open(model_path()).unwrap();
+    symbiont_sandbox::spawn::inherit_fd(&mut cmd, model.into(), MODEL_FD);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -149,13 +161,73 @@ fn sandbox_applies_every_layer_without_gaps() {
     child.wait().unwrap();
 }
 
+/// The model is the file the supervisor opened and checked: Landlock's rule
+/// is made from that descriptor (the inode), so a model path swapped for
+/// another file after the check opens nothing, while the descriptor still
+/// reads what was checked.
 #[test]
-fn filesystem_reads_only_the_model_path() {
+fn a_model_swapped_after_the_check_is_not_readable() {
+    let (_d, p) = plan(&secure());
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.gguf");
+    std::fs::write(&model, b"checked").unwrap();
+    let checked = std::fs::File::open(&model).unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"swapped in!").unwrap();
+    std::fs::rename(&other, &model).unwrap();
+
+    let with_checked = |action| {
+        let mut cmd = Command::new(worker());
+        symbiont_sandbox::spawn::inherit_fd(
+            &mut cmd,
+            checked.try_clone().unwrap().into(),
+            MODEL_FD,
+        );
+        probe_run(&mut cmd, &p, action).1
+    };
+    let via_fd = allowed(
+        with_checked(ProbeAction::Read(
+            format!("/proc/self/fd/{MODEL_FD}").into(),
+        )),
+        "the checked file through its descriptor",
+    );
+    assert_eq!(
+        via_fd, "read 7 bytes",
+        "the descriptor reads the checked file"
+    );
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::Read(model.clone())),
+        "the swapped-in file, unconfined",
+    );
+    denied(
+        with_checked(ProbeAction::Read(model.clone())),
+        "the swapped-in file by the model's name",
+    );
+}
+
+#[test]
+fn filesystem_reads_only_the_model() {
     let (_d, p) = plan(&secure());
     let model = model_path();
     allowed(
-        probe(&p, ProbeAction::Read(model.clone())),
-        "read the model",
+        probe(
+            &p,
+            ProbeAction::Read(format!("/proc/self/fd/{MODEL_FD}").into()),
+        ),
+        "read the model through its descriptor",
+    );
+    // Nothing beside it: its directory stays closed.
+    let models_dir = model.parent().unwrap().to_path_buf();
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::ListDir(models_dir.clone()),
+        ),
+        "the model's directory, unconfined",
+    );
+    denied(
+        probe(&p, ProbeAction::ListDir(models_dir)),
+        "the model's directory",
     );
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "[slm]\n").unwrap();

@@ -10,6 +10,7 @@
 mod common;
 
 use common::{model_path, worker};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -528,6 +529,68 @@ async fn broken_model_files_are_invalid_model_file() {
         LocalGgufRunner::new(model_path(), tiny, ModelResourceRequirements::default()).await,
         Err(SlmRunnerError::ResourceLimitExceeded { .. })
     ));
+}
+
+/// The model is opened by the supervisor for every worker, without
+/// following a link and only if it is a regular file, and the worker gets
+/// that descriptor: a model path swapped for a link or a fifo after the
+/// runner was built loads nothing (and does not hang), while a link given
+/// at build time is resolved once and works.
+#[tokio::test]
+async fn a_swapped_model_path_loads_nothing() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.gguf");
+    let place = |file: &Path| {
+        let _ = std::fs::remove_file(file);
+        if std::fs::hard_link(model_path(), file).is_err() {
+            std::fs::copy(model_path(), file).unwrap();
+        }
+    };
+    place(&file);
+    let link = dir.path().join("link.gguf");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let r = LocalGgufRunner::builder(&link, profile(), ModelResourceRequirements::default())
+        .worker_path(worker())
+        .keep_alive(Duration::ZERO)
+        .build()
+        .await
+        .expect("a link given at build time is resolved");
+    // The allowed twin: the resolved file loads (and, keep-alive 0,
+    // unloads: every preload below starts a worker afresh).
+    r.preload().await.expect("the resolved model loads");
+    assert!(r.worker_pid().await.is_none());
+
+    // Now a link to a readable file that is not the model.
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
+    match r.preload().await {
+        Err(SlmRunnerError::InvalidModelFile { reason, .. }) => {
+            assert!(reason.contains("symbolic link"), "{reason}")
+        }
+        other => panic!("a link swapped in must be refused, got {other:?}"),
+    }
+    // A fifo: opening it must neither block nor pass.
+    std::fs::remove_file(&file).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&file)
+        .status()
+        .unwrap()
+        .success());
+    let started = std::time::Instant::now();
+    match r.preload().await {
+        Err(SlmRunnerError::InvalidModelFile { reason, .. }) => {
+            assert!(reason.contains("not a regular file"), "{reason}")
+        }
+        other => panic!("a fifo swapped in must be refused, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "opening a fifo hung"
+    );
+    // The model back in place: it loads again.
+    place(&file);
+    r.preload().await.expect("the model back in place loads");
 }
 
 /// The reference README's "Basic Model Execution", with the only changes

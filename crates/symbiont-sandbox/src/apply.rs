@@ -89,6 +89,14 @@ pub enum SandboxError {
         /// What the OS said.
         source: io::Error,
     },
+    /// A descriptor the plan keeps is not an open regular file.
+    #[error("inherited descriptor {fd}: {reason}")]
+    Descriptor {
+        /// The descriptor.
+        fd: i32,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An unknown syscall name in the policy.
     #[error("unknown syscall `{0}` in the seccomp policy")]
     UnknownSyscall(String),
@@ -142,13 +150,8 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     };
 
     // 1. Inherited file descriptors: keep only stdin, stdout, stderr (the
-    //    protocol pipes and the log).
-    // SAFETY: close_range only closes descriptors; nothing in this process
-    // holds descriptors above 2 that it still uses at this point.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if rc != 0 {
-        return Err(os_err("close_range(3, ~0)"));
-    }
+    //    protocol pipes and the log) and the plan's read-only files.
+    close_inherited(&plan.read_fds)?;
     record("inherited file descriptors closed", Ok(()));
 
     // 2. Namespaces: a private network namespace (no interfaces but a down
@@ -307,6 +310,58 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         layers,
         setup_micros: started.elapsed().as_micros() as u64,
     })
+}
+
+/// Closes every descriptor above 2 but `keep`, each of which must be an open
+/// regular file.
+fn close_inherited(keep: &[i32]) -> Result<(), SandboxError> {
+    let mut keep: Vec<i32> = keep.to_vec();
+    keep.sort_unstable();
+    keep.dedup();
+    for &fd in &keep {
+        if fd <= 2 {
+            return Err(SandboxError::Descriptor {
+                fd,
+                reason: "standard streams are not files to keep".into(),
+            });
+        }
+        // SAFETY: fstat writes into a zeroed stat buffer we own; a closed
+        // or bad descriptor is an error return, not undefined behaviour.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(SandboxError::Descriptor {
+                fd,
+                reason: format!("not open: {}", io::Error::last_os_error()),
+            });
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(SandboxError::Descriptor {
+                fd,
+                reason: "not a regular file".into(),
+            });
+        }
+    }
+    let mut from = 3u32;
+    for upto in keep.iter().map(|&fd| fd as u32).chain(std::iter::once(0)) {
+        // The last range runs to the end; the others stop before a kept fd.
+        let (first, last) = if upto == 0 {
+            (from, u32::MAX)
+        } else {
+            (from, upto - 1)
+        };
+        if first <= last {
+            // SAFETY: close_range only closes descriptors; nothing in this
+            // process holds descriptors above 2 that it still uses at this
+            // point, but the kept ones, which the ranges skip.
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+            if rc != 0 {
+                return Err(os_err("close_range"));
+            }
+        }
+        from = upto.saturating_add(1);
+    }
+    Ok(())
 }
 
 pub(crate) fn thread_count() -> usize {
@@ -578,6 +633,14 @@ fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
             };
             created = created.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
         }
+    }
+    for &fd in &plan.read_fds {
+        // SAFETY: `close_inherited` checked that `fd` is an open regular
+        // file, and nothing closes it while the borrow lives (this call).
+        let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        created = created
+            .add_rule(PathBeneath::new(file, read & AccessFs::from_file(abi)))
+            .map_err(ll)?;
     }
     let status = created.restrict_self().map_err(ll)?;
     Ok(status.ruleset)

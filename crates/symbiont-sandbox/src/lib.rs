@@ -18,6 +18,7 @@ mod plan;
 #[cfg(feature = "probe")]
 pub mod probe;
 mod report;
+pub mod spawn;
 mod syscalls;
 
 pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};

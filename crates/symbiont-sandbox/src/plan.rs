@@ -23,6 +23,14 @@ pub struct SandboxPlan {
     pub confine_filesystem: bool,
     /// Files and directories readable (read-only).
     pub read_paths: Vec<PathBuf>,
+    /// Inherited descriptors of regular files (the model, opened by the
+    /// supervisor) that stay open and readable, through
+    /// `/proc/self/fd/<n>`, whatever names the file on disk now: Landlock's
+    /// rule is made from the descriptor, so the file is never looked up
+    /// again by name and a path swapped after the supervisor's check opens
+    /// nothing.
+    #[serde(default)]
+    pub read_fds: Vec<i32>,
     /// Files and directories readable and executable (for `sandbox exec`).
     pub exec_paths: Vec<PathBuf>,
     /// Directories readable and writable.
@@ -103,6 +111,7 @@ impl SandboxPlan {
             nice: None,
             confine_filesystem: false,
             read_paths: Vec::new(),
+            read_fds: Vec::new(),
             exec_paths: Vec::new(),
             write_paths: Vec::new(),
             scratch: None,

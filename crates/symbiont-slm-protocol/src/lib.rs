@@ -25,7 +25,13 @@ pub use symbiont_sandbox::ProbeAction;
 pub use symbiont_sandbox::{Applied, Layer, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The worker's descriptor for the model file: opened (without following a
+/// symbolic link) and header-checked by the supervisor, inherited by the
+/// worker, which loads `/proc/self/fd/3` and never looks the model up by
+/// name.
+pub const MODEL_FD: i32 = 3;
 
 /// Largest frame either side accepts (4 MiB): room for a long prompt, small
 /// enough that a hostile peer cannot make the other side allocate much.
@@ -72,7 +78,8 @@ pub enum ToWorker {
 pub struct LaunchSpec {
     /// Must equal [`PROTOCOL_VERSION`].
     pub protocol_version: u32,
-    /// Absolute path of the GGUF file.
+    /// Absolute path of the GGUF file, for messages only: the worker reads
+    /// the model through [`MODEL_FD`].
     pub model_path: PathBuf,
     /// Compute threads for llama.cpp.
     pub threads: u32,

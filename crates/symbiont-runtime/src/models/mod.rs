@@ -8,8 +8,9 @@ pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
 };
 pub use local_gguf::{
-    defaults, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report, threads_for, GgufError,
-    GgufSummary, LocalGgufRunner, LocalGgufRunnerBuilder, StreamEvent, WORKER_ENV, WORKER_FILE,
+    defaults, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report, threads_for,
+    GgufError, GgufSummary, LocalGgufRunner, LocalGgufRunnerBuilder, StreamEvent, WORKER_ENV,
+    WORKER_FILE,
 };
 pub use runner::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,

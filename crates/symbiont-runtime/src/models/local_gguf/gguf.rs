@@ -80,10 +80,25 @@ pub enum GgufError {
 
 /// Reads and checks the header of the GGUF file at `path`.
 pub fn read_summary(path: &Path) -> Result<GgufSummary, GgufError> {
-    let file = File::open(path)?;
+    read_summary_of(&File::open(path)?)
+}
+
+/// Reads and checks the header of an open GGUF file, from its start (the
+/// file's offset moves; the descriptor stays usable).
+pub fn read_summary_of(file: &File) -> Result<GgufSummary, GgufError> {
+    use std::io::{Seek, SeekFrom};
     let file_size = file.metadata()?.len();
+    let mut file = file;
+    file.seek(SeekFrom::Start(0))?;
+    summarize(BufReader::with_capacity(64 * 1024, file), file_size)
+}
+
+/// Reads and checks a GGUF header from `reader`, which holds `file_size`
+/// bytes in all (the tensors' data is checked against that size, never
+/// read).
+pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufError> {
     let mut r = Reader {
-        inner: BufReader::with_capacity(64 * 1024, file),
+        inner: reader,
         pos: 0,
         len: file_size,
     };

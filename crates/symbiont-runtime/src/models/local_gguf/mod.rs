@@ -13,7 +13,7 @@
 //! the current executable (or beside its parent directory when that is
 //! cargo's `deps/`). Never `$PATH`, never a relative path.
 
-mod gguf;
+pub mod gguf;
 mod sandbox_plan;
 mod worker;
 
@@ -166,9 +166,10 @@ impl LocalGgufRunnerBuilder {
     }
 
     /// Validates the model file and the settings; starts nothing.
-    pub async fn build(self) -> Result<LocalGgufRunner, SlmRunnerError> {
+    pub async fn build(mut self) -> Result<LocalGgufRunner, SlmRunnerError> {
+        self.model_path = resolve_model_path(&self.model_path)?;
         let path = self.model_path.clone();
-        let summary = tokio::task::spawn_blocking(move || check_model_file(&path))
+        let (_, summary) = tokio::task::spawn_blocking(move || open_model_file(&path))
             .await
             .map_err(|e| SlmRunnerError::InitializationFailed {
                 reason: format!("model check task: {e}"),
@@ -879,6 +880,26 @@ impl Shared {
                 tokio::time::sleep_until(wait_until).await;
             }
         }
+        // Opened and checked again for every worker: the worker inherits
+        // this descriptor and loads nothing else.
+        let path = self.model_path.clone();
+        let (model_file, summary) = tokio::task::spawn_blocking(move || open_model_file(&path))
+            .await
+            .map_err(|e| SlmRunnerError::InitializationFailed {
+                reason: format!("model check task: {e}"),
+            })??;
+        if summary != self.summary {
+            return Err(SlmRunnerError::InvalidModelFile {
+                path: self.model_path.clone(),
+                reason: format!(
+                    "changed since the runner was built ({} bytes, {} tensors then; {} bytes, {} tensors now): build a new runner to load it",
+                    self.summary.file_size,
+                    self.summary.tensor_count,
+                    summary.file_size,
+                    summary.tensor_count
+                ),
+            });
+        }
         let scratch = if self.profile.filesystem.allow_temp_files {
             Some(
                 tempfile::Builder::new()
@@ -908,7 +929,7 @@ impl Shared {
             sandbox,
         };
         let load_deadline = deadline.min(Instant::now() + defaults::LOAD_TIMEOUT);
-        match Worker::start(&self.worker_path, spec, scratch, load_deadline).await {
+        match Worker::start(&self.worker_path, spec, model_file, scratch, load_deadline).await {
             Ok(w) => {
                 if w.facts.protocol_version != PROTOCOL_VERSION {
                     return Err(SlmRunnerError::InitializationFailed {
@@ -1326,35 +1347,63 @@ fn result(
     }
 }
 
-/// Checks that the model file exists, is a regular readable file, and has a
-/// sane GGUF header.
-fn check_model_file(path: &Path) -> Result<GgufSummary, SlmRunnerError> {
-    let invalid = |reason: String| SlmRunnerError::InvalidModelFile {
-        path: path.to_path_buf(),
-        reason,
-    };
+/// Resolves the model path once, when the runner is built: absolute, every
+/// symbolic link followed (the operator's choice, taken at configuration
+/// time). Every worker start then opens exactly this path without following
+/// a link ([`open_model_file`]).
+fn resolve_model_path(path: &Path) -> Result<PathBuf, SlmRunnerError> {
     if !path.is_absolute() {
         return Err(SlmRunnerError::InvalidInput {
             field: "model_path",
             reason: format!("{} is not an absolute path", path.display()),
         });
     }
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SlmRunnerError::ModelFileNotFound {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(invalid(format!("cannot stat: {e}"))),
+    std::fs::canonicalize(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SlmRunnerError::ModelFileNotFound {
+            path: path.to_path_buf(),
+        },
+        _ => SlmRunnerError::InvalidModelFile {
+            path: path.to_path_buf(),
+            reason: format!("cannot resolve: {e}"),
+        },
+    })
+}
+
+/// Opens the model file for a worker and checks it on that descriptor: not
+/// a symbolic link (`O_NOFOLLOW`), not a fifo or device (`O_NONBLOCK`, then
+/// `fstat`: regular files only), a sane GGUF header. The worker inherits
+/// this very descriptor, so what it loads is what was checked, whatever the
+/// path names by then.
+fn open_model_file(path: &Path) -> Result<(std::fs::File, GgufSummary), SlmRunnerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |reason: String| SlmRunnerError::InvalidModelFile {
+        path: path.to_path_buf(),
+        reason,
     };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match (e.kind(), e.raw_os_error()) {
+            (std::io::ErrorKind::NotFound, _) => SlmRunnerError::ModelFileNotFound {
+                path: path.to_path_buf(),
+            },
+            (_, Some(nix::libc::ELOOP)) => invalid(
+                "is now a symbolic link (links are resolved once, when the runner is built)".into(),
+            ),
+            _ => invalid(format!("cannot open: {e}")),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| invalid(format!("cannot stat: {e}")))?;
     if !meta.is_file() {
         return Err(invalid("not a regular file".into()));
     }
-    gguf::read_summary(path).map_err(|e| match e {
+    let summary = gguf::read_summary_of(&file).map_err(|e| match e {
         GgufError::Io(io) => invalid(format!("not readable: {io}")),
         other => invalid(other.to_string()),
-    })
+    })?;
+    Ok((file, summary))
 }
 
 /// Finds the worker executable (see the module docs for the order).

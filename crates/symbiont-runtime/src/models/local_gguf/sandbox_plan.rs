@@ -10,7 +10,9 @@
 //!   request could reach it.
 //! - disk: a private tmpfs of `max_disk_mb` at the scratch directory when
 //!   `allow_temp_files`; `RLIMIT_FSIZE` = `max_file_size_mb`.
-//! - filesystem: Landlock; read-only on the model file and `read_paths`
+//! - filesystem: Landlock; read-only on the model (a rule made from the
+//!   descriptor the supervisor opened and checked, `MODEL_FD`: the worker
+//!   never looks the model up by name) and `read_paths`
 //!   (missing paths are skipped), read-write on the scratch dir and
 //!   `write_paths`; everything else, `denied_paths` included, is denied. A
 //!   denied path inside an allowed one cannot be carved out by Landlock: that
@@ -28,6 +30,8 @@ use std::path::{Path, PathBuf};
 use symbiont_sandbox::{
     report, ControlRow, HostSupport, Need, NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy,
 };
+
+use symbiont_slm_protocol::MODEL_FD;
 
 use crate::config::{normalize_path, NetworkAccessMode, SandboxProfile};
 use crate::models::SlmRunnerError;
@@ -63,13 +67,20 @@ pub fn plan_for(
             .map(canonical)
             .collect()
     };
-    let mut read_paths = vec![model.to_path_buf()];
-    read_paths.extend(existing(&profile.filesystem.read_paths));
+    // The model is read through the descriptor the supervisor opened and
+    // checked (MODEL_FD), never by name: no path rule for it.
+    let read_paths = existing(&profile.filesystem.read_paths);
     let mut write_paths = existing(&profile.filesystem.write_paths);
     if let Some(s) = scratch {
         write_paths.push(s.to_path_buf());
     }
-    check_denied(profile, read_paths.iter().chain(&write_paths))?;
+    let model = model.to_path_buf();
+    check_denied(
+        profile,
+        std::iter::once(&model)
+            .chain(&read_paths)
+            .chain(&write_paths),
+    )?;
     let strict = profile.security.strict_syscall_filtering;
     Ok(SandboxPlan {
         address_space_bytes: Some(profile.resources.max_memory_mb.saturating_mul(MB)),
@@ -79,6 +90,7 @@ pub fn plan_for(
         nice: Some(i32::from(profile.process_limits.process_priority)),
         confine_filesystem: true,
         read_paths,
+        read_fds: vec![MODEL_FD],
         exec_paths: Vec::new(),
         write_paths,
         scratch: scratch.map(|s| {
@@ -180,7 +192,7 @@ pub fn exec_plan_for(
     let writes: Vec<PathBuf> = writes.iter().map(|p| canonical(p)).collect();
     let (reads, writes) = (&reads[..], &writes[..]);
     let mut plan = plan_for(profile, program, scratch, threads)?;
-    plan.read_paths.retain(|p| p != program);
+    plan.read_fds.clear();
     plan.read_paths.extend(reads.iter().cloned());
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {

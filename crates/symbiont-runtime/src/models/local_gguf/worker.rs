@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use symbiont_slm_protocol::{
-    decode, encode, frame_len, FrameError, FromWorker, LaunchSpec, ModelFacts, ToWorker,
+    decode, encode, frame_len, FrameError, FromWorker, LaunchSpec, ModelFacts, ToWorker, MODEL_FD,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
@@ -70,6 +70,7 @@ impl Worker {
     pub async fn start(
         worker_path: &Path,
         spec: LaunchSpec,
+        model_file: std::fs::File,
         scratch: Option<tempfile::TempDir>,
         deadline: Instant,
     ) -> Result<Worker, SlmRunnerError> {
@@ -83,6 +84,9 @@ impl Worker {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        // The model, as the descriptor the supervisor checked (the worker's
+        // MODEL_FD; closed here when `cmd` goes).
+        symbiont_sandbox::spawn::inherit_fd(cmd.as_std_mut(), model_file.into(), MODEL_FD);
         let mut child = cmd
             .spawn()
             .map_err(|e| SlmRunnerError::InitializationFailed {
