@@ -1,0 +1,22 @@
+//! Chat-template rendering with a hostile template (the model file's) and
+//! hostile messages (the prompt): it renders or fails, within its fuel,
+//! never panics and never runs away.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use symbi_slm_worker::template::render_chat;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // template \0 role \0 content \0 role \0 content ...
+    let mut parts = text.split('\0');
+    let template = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let messages: Vec<(&str, &str)> = rest
+        .chunks(2)
+        .map(|c| (c[0], c.get(1).copied().unwrap_or_default()))
+        .collect();
+    let _ = render_chat(template, &messages, "<s>", "</s>");
+});
