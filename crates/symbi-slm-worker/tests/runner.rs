@@ -1061,8 +1061,10 @@ async fn profiles_built_in_code_are_validated() {
 /// The sandbox report is checked, not trusted: a fake worker (a Python
 /// script speaking the protocol) that claims every layer without applying
 /// one is refused before it is sent anything, so is one that sets
-/// `no_new_privs` but installs no filter, and one that reports ready
-/// without reporting its confinement. The real worker passes the same
+/// `no_new_privs` but installs no filter, one that shows the kernel every
+/// layer `/proc/<pid>/status` can show but never entered the network
+/// namespace it claims, and one that reports ready without reporting its
+/// confinement. The real worker passes the same
 /// check in every other test here.
 #[tokio::test]
 async fn a_worker_that_lies_about_its_sandbox_is_refused() {
@@ -1121,9 +1123,27 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
         script
     };
     let nnp = "import ctypes\nctypes.CDLL(None).prctl(38, 1, 0, 0, 0)";
+    // Everything /proc/<pid>/status shows, but still in our namespaces.
+    let all_but_namespaces = "import ctypes\n\
+        libc = ctypes.CDLL(None)\n\
+        class F(ctypes.Structure): _fields_ = [('code', ctypes.c_ushort), ('jt', ctypes.c_ubyte), ('jf', ctypes.c_ubyte), ('k', ctypes.c_uint)]\n\
+        class P(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.POINTER(F))]\n\
+        class H(ctypes.Structure): _fields_ = [('version', ctypes.c_uint), ('pid', ctypes.c_int)]\n\
+        class D(ctypes.Structure): _fields_ = [('e', ctypes.c_uint), ('p', ctypes.c_uint), ('i', ctypes.c_uint)]\n\
+        [libc.prctl(24, c, 0, 0, 0) for c in range(64)]\n\
+        libc.prctl(38, 1, 0, 0, 0)\n\
+        prog = P(1, (F * 1)(F(6, 0, 0, 0x7fff0000)))\n\
+        [libc.prctl(22, 2, ctypes.byref(prog), 0, 0) for _ in range(3)]\n\
+        libc.capset(ctypes.byref(H(0x20080522, 0)), (D * 2)())";
     for (name, frames, prelude, why) in [
         ("no-sandbox", vec![&confined, &ready], "", "NoNewPrivs"),
         ("no-filter", vec![&confined, &ready], nnp, "Seccomp"),
+        (
+            "no-namespace",
+            vec![&confined, &ready],
+            all_but_namespaces,
+            "shares the supervisor's net namespace",
+        ),
         (
             "silent",
             vec![&ready],
@@ -1162,13 +1182,18 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
 fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
     use symbiont_slm_protocol::{Applied, FromWorker, Layer, ModelFacts};
     let sandbox = Applied {
-        layers: ["no_new_privs", "landlock", "seccomp deny-list"]
-            .iter()
-            .map(|n| Layer {
-                name: n.to_string(),
-                enforced: Ok(()),
-            })
-            .collect(),
+        layers: [
+            "network namespace",
+            "no_new_privs",
+            "landlock",
+            "seccomp deny-list",
+        ]
+        .iter()
+        .map(|n| Layer {
+            name: n.to_string(),
+            enforced: Ok(()),
+        })
+        .collect(),
         setup_micros: 1,
     };
     let confined = serde_json::to_string(&FromWorker::Confined {
@@ -1199,6 +1224,10 @@ class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.
 class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
 class H(ctypes.Structure): _fields_ = [("version", ctypes.c_uint), ("pid", ctypes.c_int)]
 class D(ctypes.Structure): _fields_ = [("e", ctypes.c_uint), ("p", ctypes.c_uint), ("i", ctypes.c_uint)]
+assert libc.unshare(0x40000000) == 0
+for cap in range(64):
+    if libc.prctl(24, cap, 0, 0, 0) != 0:
+        break
 assert libc.prctl(38, 1, 0, 0, 0) == 0
 allow = (F * 1)(F(6, 0, 0, 0x7fff0000))
 prog = P(1, allow)

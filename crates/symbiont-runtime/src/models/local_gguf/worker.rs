@@ -464,6 +464,41 @@ pub(super) fn verify_confinement(
     if plan.strict && reported.gaps().next().is_some() {
         return Err("a strict plan reported a gap instead of refusing to start".into());
     }
+    // Namespaces: what the report says is in force must show in the
+    // worker's namespace links (which differ from ours only if it really
+    // entered new ones).
+    let ns = |pid: &str, kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .map_err(|e| format!("cannot read /proc/{pid}/ns/{kind}: {e}"))
+    };
+    let own = pid.to_string();
+    for (layer, kind) in [
+        ("network namespace", "net"),
+        ("scratch tmpfs (size-limited)", "mnt"),
+    ] {
+        if in_force(layer) && ns(&own, kind)? == ns("self", kind)? {
+            return Err(format!(
+                "the report says {layer} is in force, but the worker shares the supervisor's {kind} namespace"
+            ));
+        }
+    }
+    if plan.network == symbiont_sandbox::NetworkMode::None
+        && !reported
+            .layers
+            .iter()
+            .any(|l| l.name == "network namespace")
+    {
+        return Err("the plan asks for no network; the report leaves out the namespace".into());
+    }
+    // The bounding set is empty whenever the worker could empty it: as
+    // root, or inside a user namespace of its own.
+    let own_userns = ns(&own, "user")? != ns("self", "user")?;
+    if plan.drop_capabilities && (own_userns || nix::unistd::geteuid().is_root()) {
+        let v = field("CapBnd").unwrap_or("missing");
+        if u64::from_str_radix(v, 16) != Ok(0) {
+            return Err(format!("CapBnd is {v}: the worker kept its bounding set"));
+        }
+    }
     Ok(())
 }
 
