@@ -666,6 +666,27 @@ fn kernel_attack_surface_is_refused() {
     }
 }
 
+/// A confined worker makes no memory executable (no code of its own after
+/// the model is parsed: `mmap` and `mprotect` with PROT_EXEC are refused),
+/// while a program under `sandbox exec` may (its loader maps libraries):
+/// the rule is the worker's. The runner tests show llama.cpp loads and
+/// generates under it.
+#[test]
+fn the_worker_makes_no_memory_executable() {
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::ExecutableMemory),
+        "unconfined",
+    );
+    for (name, _d, p) in hardened_plans() {
+        let o = probe(&p, ProbeAction::ExecutableMemory);
+        if name.starts_with("worker") {
+            refused_by_filter(o, &name);
+        } else {
+            allowed(o, &name);
+        }
+    }
+}
+
 /// `clone` with a CLONE_NEW* flag is refused by the filter (EPERM) before
 /// the kernel's own checks (EINVAL for a thread in a new user namespace,
 /// the combination the probe uses so that nothing is ever created).

@@ -296,6 +296,9 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 Ok(()),
             );
             record("seccomp: no terminal input injection (TIOCSTI)", Ok(()));
+            if plan.no_exec_memory {
+                record("seccomp: no new executable memory (PROT_EXEC)", Ok(()));
+            }
             record(
                 match plan.sockets {
                     SocketPolicy::None => "seccomp: no sockets",
@@ -765,6 +768,15 @@ fn restrict(rules: &mut BTreeMap<i64, Vec<SeccompRule>>, nr: i64, conditions: Ve
     }
 }
 
+/// The calls that can make memory executable, the argument that carries
+/// the protection, and the bit that asks for it.
+const EXEC_MEMORY_CALLS: &[(&str, u8, u64)] = &[
+    ("mmap", 2, libc::PROT_EXEC as u64),
+    ("mprotect", 2, libc::PROT_EXEC as u64),
+    ("pkey_mprotect", 2, libc::PROT_EXEC as u64),
+    ("shmat", 2, libc::SHM_EXEC as u64),
+];
+
 /// Socket families a plan refuses when sockets follow the network mode.
 fn refused_families(plan: &SandboxPlan) -> Vec<libc::c_int> {
     match plan.network {
@@ -838,6 +850,12 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 options.push(rule(vec![cond(0, Dword, SeccompCmpOp::Eq, *option)?])?);
             }
             restrict(&mut rules, prctl, options);
+            if plan.no_exec_memory {
+                for (name, arg, bit) in EXEC_MEMORY_CALLS {
+                    let without = cond(*arg, Qword, SeccompCmpOp::MaskedEq(*bit), 0)?;
+                    restrict(&mut rules, nr(name)?, vec![rule(vec![without])?]);
+                }
+            }
             match plan.sockets {
                 SocketPolicy::None => {
                     rules.remove(&socket);
@@ -886,6 +904,12 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 prctls.push(rule(vec![cond(0, Dword, SeccompCmpOp::Eq, *option)?])?);
             }
             rules.insert(prctl, prctls);
+            if plan.no_exec_memory {
+                for (name, arg, bit) in EXEC_MEMORY_CALLS {
+                    let with = cond(*arg, Qword, SeccompCmpOp::MaskedEq(*bit), *bit)?;
+                    rules.insert(nr(name)?, vec![rule(vec![with])?]);
+                }
+            }
             match plan.sockets {
                 SocketPolicy::None => {
                     rules.insert(socket, Vec::new());

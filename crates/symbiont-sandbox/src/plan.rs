@@ -50,6 +50,13 @@ pub struct SandboxPlan {
     pub no_child_processes: bool,
     /// Undumpable, untraceable.
     pub disable_debugging: bool,
+    /// No new executable memory once the sandbox is in place: `mmap`,
+    /// `mprotect`, `pkey_mprotect` with `PROT_EXEC` and `shmat` with
+    /// `SHM_EXEC` fail (seccomp). The worker's code is all mapped before;
+    /// a program under `sandbox exec` needs its loader to map libraries, so
+    /// its plan leaves this off.
+    #[serde(default)]
+    pub no_exec_memory: bool,
     /// Drop every capability (all sets) before Landlock and seccomp.
     pub drop_capabilities: bool,
     /// The process will `execve` one program after applying (sandbox exec):
@@ -121,6 +128,7 @@ impl SandboxPlan {
             syscalls: SyscallPolicy::Off,
             no_child_processes: false,
             disable_debugging: false,
+            no_exec_memory: false,
             drop_capabilities: false,
             allow_exec: false,
             strict: false,

@@ -57,6 +57,9 @@ pub enum ProbeAction {
     MemfdCreate,
     /// Read the local descriptor table.
     ModifyLdt,
+    /// Make memory executable: map a page with `PROT_EXEC`, then make a
+    /// writable page executable with `mprotect`.
+    ExecutableMemory,
     /// `clone` a thread into a new user namespace (a combination the kernel
     /// itself refuses with EINVAL, so nothing is ever created: the answer
     /// tells whether the call reached the kernel).
@@ -295,6 +298,50 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
                 return Err(errno());
             }
             Ok(format!("memfd {fd}"))
+        }
+        ProbeAction::ExecutableMemory => {
+            let len = 4096;
+            // SAFETY: an anonymous private mapping of one page; nothing
+            // aliases it, and it is unmapped below.
+            let exec = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if exec == libc::MAP_FAILED {
+                return Err(format!("mmap(PROT_EXEC): {}", errno()));
+            }
+            // SAFETY: unmaps the page mapped just above.
+            unsafe { libc::munmap(exec, len) };
+            // SAFETY: as above, a writable page this time.
+            let page = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if page == libc::MAP_FAILED {
+                return Err(format!("mmap(PROT_WRITE): {}", errno()));
+            }
+            // SAFETY: changes the protection of our own page only.
+            let rc = unsafe { libc::mprotect(page, len, libc::PROT_READ | libc::PROT_EXEC) };
+            let result = if rc != 0 {
+                Err(format!("mprotect(PROT_EXEC): {}", errno()))
+            } else {
+                Ok("mapped executable memory twice".to_string())
+            };
+            // SAFETY: unmaps our own page.
+            unsafe { libc::munmap(page, len) };
+            result
         }
         ProbeAction::ModifyLdt => {
             let mut buf = [0u8; 64];

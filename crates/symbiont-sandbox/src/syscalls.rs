@@ -283,6 +283,7 @@ static TABLE: &[(&str, i64)] = &[
     ("lseek", libc::SYS_lseek),
     ("mmap", libc::SYS_mmap),
     ("mprotect", libc::SYS_mprotect),
+    ("pkey_mprotect", libc::SYS_pkey_mprotect),
     ("munmap", libc::SYS_munmap),
     ("brk", libc::SYS_brk),
     ("rt_sigaction", libc::SYS_rt_sigaction),

@@ -23,6 +23,8 @@
 //!   both: x32 numbers kill, pid-taking calls reach only the caller, no
 //!   `TIOCSTI`, `clone` without namespaces; the worker creates no socket,
 //!   a `sandbox exec` program only socket pairs unless the network is `Full`.
+//! - executable memory: none new in the worker once it is confined
+//!   (seccomp on `PROT_EXEC`/`SHM_EXEC`).
 //! - open files: `RLIMIT_NOFILE` ([`WORKER_OPEN_FILES`], [`EXEC_OPEN_FILES`]).
 
 use std::path::{Path, PathBuf};
@@ -115,6 +117,8 @@ pub fn plan_for(
         },
         no_child_processes: profile.process_limits.max_child_processes == 0,
         disable_debugging: profile.security.disable_debugging,
+        // llama.cpp's code is mapped when the worker starts; no JIT.
+        no_exec_memory: true,
         // Root widens nothing: no capability survives, whatever the profile.
         drop_capabilities: true,
         allow_exec: false,
@@ -193,6 +197,8 @@ pub fn exec_plan_for(
     let (reads, writes) = (&reads[..], &writes[..]);
     let mut plan = plan_for(profile, program, scratch, threads)?;
     plan.read_fds.clear();
+    // The program's loader maps its libraries executable.
+    plan.no_exec_memory = false;
     plan.read_paths.extend(reads.iter().cloned());
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {
@@ -403,6 +409,12 @@ pub fn sandbox_report(
             "(always) syscall hardening".into(),
             "-".into(),
             "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging".into(),
+            vec![Need::Seccomp],
+        ),
+        (
+            "(always) executable memory".into(),
+            "-".into(),
+            "seccomp: once confined, the worker maps no new executable memory (mmap, mprotect, pkey_mprotect with PROT_EXEC; shmat with SHM_EXEC), before or after the model is parsed; `sandbox exec` programs may (their loader maps libraries)".into(),
             vec![Need::Seccomp],
         ),
         (
