@@ -593,6 +593,38 @@ async fn a_swapped_model_path_loads_nothing() {
     r.preload().await.expect("the model back in place loads");
 }
 
+/// The worker dies with its supervisor's process, not with the thread that
+/// happened to start it: a load driven from a short-lived thread (here
+/// `Handle::block_on` on a thread that then ends) leaves a worker that
+/// lives on and serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_outlives_the_thread_that_started_it() {
+    let _serial = serial();
+    let r = runner().await;
+    let handle = tokio::runtime::Handle::current();
+    let r2 = r.clone();
+    std::thread::spawn(move || handle.block_on(r2.preload()))
+        .join()
+        .unwrap()
+        .expect("preload");
+    let pid = r.worker_pid().await.expect("a loaded worker");
+    // A parent-death signal tied to that thread would have killed it by
+    // now; give it time to be delivered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(") ").next().unwrap_or("").chars().next();
+    assert!(
+        matches!(state, Some('R' | 'S' | 'D')),
+        "worker {pid} is not alive (state {state:?})"
+    );
+    let out = r
+        .execute("Say hi.", Some(greedy(4)))
+        .await
+        .expect("request");
+    assert!(out.metadata.output_tokens.unwrap_or(0) > 0);
+    assert_eq!(r.worker_pid().await, Some(pid), "the same worker served it");
+}
+
 /// The reference README's "Basic Model Execution", with the only changes
 /// needed to run here: the config comes from TOML (not `Slm::default()`,
 /// which defines no model), and the model id and file are the default

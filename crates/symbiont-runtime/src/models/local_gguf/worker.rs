@@ -37,6 +37,48 @@ const STDERR_TAIL_LINES: usize = 20;
 /// Longest stderr line kept; longer lines are cut.
 const STDERR_LINE_BYTES: usize = 1024;
 
+/// Forks `cmd` on a thread that lives as long as the process. The worker's
+/// parent-death signal (`PR_SET_PDEATHSIG`) fires when the *thread* that
+/// forked it exits, and the threads that poll a future come and go (a
+/// `block_in_place`, a `Handle::block_on` from a short-lived thread, a
+/// runtime dropped while another goes on): forked there, a worker would be
+/// killed while its supervisor lives. The child is registered with the
+/// caller's runtime.
+async fn spawn_on_lasting_thread(mut cmd: Command) -> std::io::Result<Child> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
+    let spawner = match SPAWNER.get() {
+        Some(s) => s,
+        None => {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("symbi-slm-spawner".into())
+                .spawn(move || {
+                    for job in rx {
+                        // A panic in one spawn must not take the thread
+                        // (and every later start) with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })?;
+            // A racing caller may have set it first; this thread then ends
+            // when `tx` goes.
+            let _ = SPAWNER.set(tx);
+            SPAWNER.get().expect("set just above")
+        }
+    };
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _runtime = handle.enter();
+        let _ = tx.send(cmd.spawn());
+    });
+    spawner
+        .send(job)
+        .map_err(|_| std::io::Error::other("the worker spawner thread is gone"))?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the worker spawner thread dropped the request"))?
+}
+
 /// A running, loaded worker.
 #[derive(Debug)]
 pub(super) struct Worker {
@@ -87,11 +129,11 @@ impl Worker {
         // The model, as the descriptor the supervisor checked (the worker's
         // MODEL_FD; closed here when `cmd` goes).
         symbiont_sandbox::spawn::inherit_fd(cmd.as_std_mut(), model_file.into(), MODEL_FD);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SlmRunnerError::InitializationFailed {
+        let mut child = spawn_on_lasting_thread(cmd).await.map_err(|e| {
+            SlmRunnerError::InitializationFailed {
                 reason: format!("cannot start worker {}: {e}", worker_path.display()),
-            })?;
+            }
+        })?;
         let pid = child.id().unwrap_or(0);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
