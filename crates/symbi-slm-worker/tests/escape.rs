@@ -550,10 +550,23 @@ fn refused_syscalls_are_kernel_audit_records() {
     // Reading the kernel log needs root: as another user this test fails
     // (scripts/test-unprivileged skips it by name; the root run covers it).
     assert!(is_root(), "this test reads the kernel log and needs root");
+    // Only records from now on: a pid seen in an older record may be a
+    // reused one. The log stamps lines with seconds since boot.
+    let uptime = |s: &str| -> f64 {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let since = uptime(&std::fs::read_to_string("/proc/uptime").unwrap()) - 1.0;
     let records = |pid: u32| -> Vec<String> {
         let out = Command::new("dmesg").output().expect("dmesg");
         String::from_utf8_lossy(&out.stdout)
             .lines()
+            .filter(|l| {
+                let stamp = l.trim_start_matches('[').split(']').next().unwrap_or("");
+                uptime(stamp) >= since
+            })
             .filter(|l| l.contains("type=1326") && l.contains(&format!(" pid={pid} ")))
             .map(str::to_string)
             .collect()
@@ -663,6 +676,78 @@ fn kernel_attack_surface_is_refused() {
         for (name, _d, p) in hardened_plans() {
             refused_by_filter(probe(&p, action.clone()), &format!("{action:?}, {name}"));
         }
+    }
+}
+
+/// A worker cannot start threads without end: RLIMIT_NPROC, counted in its
+/// own user namespace (root in the initial one would be exempt), stops it
+/// well short of 200, under both built-in profiles; unconfined the same
+/// probe starts them all. What llama.cpp needs fits (every runner test).
+#[test]
+fn the_worker_cannot_start_threads_without_end() {
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::Threads(200)),
+        "unconfined",
+    );
+    for (name, prof) in [
+        ("secure", secure()),
+        ("standard", SandboxProfile::standard()),
+    ] {
+        let (_d, p) = plan(&prof);
+        let cap = p.max_threads.expect("worker plans cap threads");
+        assert!(cap < 200, "{cap}");
+        let e = denied(probe(&p, ProbeAction::Threads(200)), name);
+        assert!(
+            e.contains("Resource temporarily unavailable"),
+            "{name}: {e}"
+        );
+        // The allowed twin: as many as the cap leaves beside the probe's
+        // own main thread.
+        allowed(
+            probe(&p, ProbeAction::Threads(cap as u32 - 2)),
+            &format!("{name}: below the cap"),
+        );
+    }
+}
+
+/// Root widens nothing: started by root, the worker is `nobody` outside its
+/// user namespace, so a root-only file in a read path stays closed (with
+/// every capability dropped, root would still read a file it owns). A
+/// world-readable file in the same place opens (the twin). As another user
+/// only the twin is checked: the file is that user's own.
+#[test]
+fn root_widens_nothing_for_the_worker() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let private = dir.path().join("private");
+    let public = dir.path().join("public");
+    std::fs::write(&private, "root only").unwrap();
+    std::fs::write(&public, "anyone").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut prof = SandboxProfile::standard();
+    prof.filesystem.read_paths = vec![dir.path().display().to_string()];
+    let (_d, p) = plan(&prof);
+    allowed(
+        probe(&p, ProbeAction::Read(public.clone())),
+        "a world-readable file in a read path",
+    );
+    if is_root() {
+        allowed(
+            probe(
+                &SandboxPlan::unconfined(),
+                ProbeAction::Read(private.clone()),
+            ),
+            "root reads its own file unconfined",
+        );
+        let e = denied(
+            probe(&p, ProbeAction::Read(private)),
+            "a root-only file in a read path",
+        );
+        assert!(e.contains("Permission denied"), "{e}");
+    } else {
+        eprintln!("not root: nothing for root to widen; only the twin was checked");
     }
 }
 
@@ -856,26 +941,46 @@ fn write_paths_cannot_hold_special_files() {
 }
 
 /// No capability survives the sandbox, for root too: giving a file to
-/// another owner needs CAP_CHOWN, which root has unconfined and loses
-/// confined (under the deny-list, where seccomp allows `chown`, so only
-/// the capability drop stands in the way). As another user the kernel
-/// refuses it anyway: only the denial is checked then.
+/// another owner needs CAP_CHOWN, which root has unconfined. Confined
+/// (under the deny-list, where seccomp allows `chown`), the worker is an
+/// unprivileged id in a user namespace of its own where uid 4242 is not
+/// even mapped (EINVAL), with no capability left (EPERM where it is).
+/// `sandbox exec` keeps root's uid but no capability: EPERM. The supervisor
+/// also checks every capability set of every worker from outside.
 #[test]
 fn no_capabilities_even_for_root() {
-    let (d, p) = plan(&SandboxProfile::standard());
-    let e = denied(
-        probe(&p, ProbeAction::GiveAway(d.path().join("mine"))),
-        "chown to another user, confined",
-    );
-    // Refused by chown itself (the file was written): without CAP_CHOWN,
-    // EPERM; as another user in its own user namespace, EINVAL (uid 4242
-    // is not mapped there).
-    assert!(
-        e.contains(EPERM) || e.contains("Invalid argument"),
-        "not chown's refusal: {e}"
-    );
+    for (name, d, p) in [
+        {
+            let (d, p) = plan(&SandboxProfile::standard());
+            ("worker", d, p)
+        },
+        {
+            let d = tempfile::tempdir().unwrap();
+            let p = sandbox_exec_plan_for(
+                &SandboxProfile::standard(),
+                Path::new(&worker()),
+                &[],
+                &[],
+                Some(d.path()),
+                1,
+            )
+            .unwrap();
+            ("sandbox exec", d, p)
+        },
+    ] {
+        let e = denied(
+            probe(&p, ProbeAction::GiveAway(d.path().join("mine"))),
+            &format!("{name}: chown to another user, confined"),
+        );
+        assert!(
+            e.contains(EPERM) || e.contains("Invalid argument"),
+            "{name}: not chown's refusal: {e}"
+        );
+        if is_root() && name == "sandbox exec" {
+            assert!(e.contains(EPERM), "{name}: {e}");
+        }
+    }
     if is_root() {
-        assert!(e.contains(EPERM), "{e}");
         let dir = tempfile::tempdir().unwrap();
         allowed(
             probe(

@@ -1106,6 +1106,7 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
     let claimed = Applied {
         layers: [
             "inherited file descriptors closed",
+            "user namespace",
             "network namespace",
             "no_new_privs",
             "landlock",
@@ -1163,6 +1164,7 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
         class H(ctypes.Structure): _fields_ = [('version', ctypes.c_uint), ('pid', ctypes.c_int)]\n\
         class D(ctypes.Structure): _fields_ = [('e', ctypes.c_uint), ('p', ctypes.c_uint), ('i', ctypes.c_uint)]\n\
         [libc.prctl(24, c, 0, 0, 0) for c in range(64)]\n\
+        libc.setgroups(0, None); libc.setresgid(65534, 65534, 65534); libc.setresuid(65534, 65534, 65534)\n\
         libc.prctl(38, 1, 0, 0, 0)\n\
         prog = P(1, (F * 1)(F(6, 0, 0, 0x7fff0000)))\n\
         [libc.prctl(22, 2, ctypes.byref(prog), 0, 0) for _ in range(3)]\n\
@@ -1174,7 +1176,7 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
             "no-namespace",
             vec![&confined, &ready],
             all_but_namespaces,
-            "shares the supervisor's net namespace",
+            "shares the supervisor's user namespace",
         ),
         (
             "silent",
@@ -1206,8 +1208,9 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
 }
 
 /// A fake worker: a Python script that confines itself just enough to pass
-/// the supervisor's check (no_new_privs, three allow-all seccomp filters,
-/// no capabilities), reports ready, then answers each request according to
+/// the supervisor's check (uid 65534 in its own user and network
+/// namespaces, an empty bounding set, no_new_privs, three allow-all
+/// seccomp filters, no capabilities), reports ready, then answers each request according to
 /// `mode` the first time it is started and honestly ("ok") afterwards (a
 /// marker file in `dir` remembers), so that "the next request works" can
 /// be seen.
@@ -1215,6 +1218,7 @@ fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
     use symbiont_slm_protocol::{Applied, FromWorker, Layer, ModelFacts};
     let sandbox = Applied {
         layers: [
+            "user namespace",
             "network namespace",
             "no_new_privs",
             "landlock",
@@ -1256,7 +1260,19 @@ class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.
 class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
 class H(ctypes.Structure): _fields_ = [("version", ctypes.c_uint), ("pid", ctypes.c_int)]
 class D(ctypes.Structure): _fields_ = [("e", ctypes.c_uint), ("p", ctypes.c_uint), ("i", ctypes.c_uint)]
-assert libc.unshare(0x40000000) == 0
+# The marker first: the test's directory is root's, and the fake gives
+# root up below as the real worker does.
+marker = {marker:?}
+mode = "honest" if os.path.exists(marker) else {mode:?}
+open(marker, "a").close()
+assert libc.setgroups(0, None) == 0
+assert libc.setresgid(65534, 65534, 65534) == 0
+assert libc.setresuid(65534, 65534, 65534) == 0
+assert libc.prctl(4, 1, 0, 0, 0) == 0
+assert libc.unshare(0x10000000 | 0x40000000) == 0
+for f, t in [("setgroups", "deny"), ("uid_map", "65534 65534 1"), ("gid_map", "65534 65534 1")]:
+    with open("/proc/self/" + f, "w") as m:
+        m.write(t)
 for cap in range(64):
     if libc.prctl(24, cap, 0, 0, 0) != 0:
         break
@@ -1283,9 +1299,6 @@ def done(i, n):
 read()
 send(raw={confined:?}.encode())
 send(raw={ready:?}.encode())
-marker = {marker:?}
-mode = "honest" if os.path.exists(marker) else {mode:?}
-open(marker, "a").close()
 while True:
     m = read()
     if m["type"] == "shutdown":

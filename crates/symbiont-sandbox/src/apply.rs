@@ -154,15 +154,44 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     close_inherited(&plan.read_fds)?;
     record("inherited file descriptors closed", Ok(()));
 
-    // 2. Namespaces: a private network namespace (no interfaces but a down
-    //    loopback) and a private mount namespace for the scratch tmpfs.
-    //    Unprivileged, both need a user namespace, which needs a
+    // 2. Priority, while root still may set a negative nice value
+    //    (CAP_SYS_NICE in the initial namespace), which step 3 gives up.
+    if let Some(n) = plan.nice {
+        // SAFETY: setpriority on this process with an integer value.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+            // A negative nice value needs CAP_SYS_NICE in the initial user
+            // namespace: a gap for a lenient plan, fatal for a strict one.
+            let e = os_err("setpriority");
+            if plan.strict {
+                return Err(e);
+            }
+            record("priority: setpriority", Err(e.to_string()));
+        } else {
+            record("priority: setpriority", Ok(()));
+        }
+    }
+
+    // 3. Identity and namespaces: started as root, become the plan's
+    //    unprivileged id first; then a user namespace (always when the plan
+    //    asks, and whenever another namespace needs one), a private network
+    //    namespace (no interfaces but a down loopback) and a private mount
+    //    namespace for the scratch tmpfs. A user namespace needs a
     //    single-threaded process.
     let threads = thread_count();
     if threads > 1 {
         return Err(SandboxError::NotSingleThreaded(threads));
     }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if let Some(id) = plan.unprivileged_id.filter(|_| root) {
+        become_unprivileged(id)?;
+        record(&format!("identity: root gave up for uid/gid {id}"), Ok(()));
+    }
+    let mut own_user_namespace = false;
     let mut flags = 0;
+    if plan.user_namespace {
+        flags |= libc::CLONE_NEWUSER;
+    }
     if plan.network == NetworkMode::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -171,7 +200,11 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     }
     if flags != 0 {
         match enter_namespaces(flags) {
-            Ok(()) => {
+            Ok(user) => {
+                own_user_namespace = user;
+                if user {
+                    record("user namespace", Ok(()));
+                }
                 if flags & libc::CLONE_NEWNET != 0 {
                     record("network namespace", Ok(()));
                 }
@@ -182,6 +215,9 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             }
             Err(e) if plan.strict => return Err(e),
             Err(e) => {
+                if plan.user_namespace {
+                    record("user namespace", Err(e.to_string()));
+                }
                 if flags & libc::CLONE_NEWNET != 0 {
                     record("network namespace", Err(e.to_string()));
                 }
@@ -192,9 +228,31 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         }
     }
 
-    // 3. Resource limits. No core dumps ever (they would write the model's
+    // 4. Resource limits. No core dumps ever (they would write the model's
     //    memory, and the prompt, to disk).
     set_rlimit(libc::RLIMIT_CORE, 0, "setrlimit(RLIMIT_CORE)")?;
+    if let Some(n) = plan.max_threads {
+        // Counted per user in the process's own user namespace; root in
+        // the initial one is exempt from it.
+        set_rlimit(libc::RLIMIT_NPROC, n, "setrlimit(RLIMIT_NPROC)")?;
+        if own_user_namespace {
+            record("threads: RLIMIT_NPROC (own user namespace)", Ok(()));
+        } else {
+            // Still root here: no identity to give up was planned.
+            let gap = if root && plan.unprivileged_id.is_none() {
+                Err("root outside a user namespace is exempt from RLIMIT_NPROC".to_string())
+            } else {
+                Err("counted with every process of this user (no user namespace)".to_string())
+            };
+            if plan.strict && root && plan.unprivileged_id.is_none() {
+                return Err(SandboxError::Call {
+                    call: "setrlimit(RLIMIT_NPROC)",
+                    source: io::Error::other("root outside a user namespace is exempt from it"),
+                });
+            }
+            record("threads: RLIMIT_NPROC (own user namespace)", gap);
+        }
+    }
     if let Some(b) = plan.address_space_bytes {
         set_rlimit(libc::RLIMIT_AS, b, "setrlimit(RLIMIT_AS)")?;
         record("memory: RLIMIT_AS", Ok(()));
@@ -217,8 +275,8 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         record("file size: RLIMIT_FSIZE", Ok(()));
     }
 
-    // 4. Process attributes: no privilege gain through exec, no debugging,
-    //    priority, CPUs.
+    // 5. Process attributes: no privilege gain through exec, no debugging,
+    //    CPUs.
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(os_err("prctl(PR_SET_NO_NEW_PRIVS)"));
@@ -230,20 +288,6 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
         }
         record("undumpable (no ptrace, no /proc/<pid>/mem)", Ok(()));
-    }
-    if let Some(n) = plan.nice {
-        // SAFETY: setpriority on this process with an integer value.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
-            // A negative nice value needs CAP_SYS_NICE in the initial user
-            // namespace: a gap for a lenient plan, fatal for a strict one.
-            let e = os_err("setpriority");
-            if plan.strict {
-                return Err(e);
-            }
-            record("priority: setpriority", Err(e.to_string()));
-        } else {
-            record("priority: setpriority", Ok(()));
-        }
     }
     if let Some(n) = plan.cpu_count {
         set_affinity(n as usize)?;
@@ -373,7 +417,33 @@ pub(crate) fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
-fn enter_namespaces(mut flags: libc::c_int) -> Result<(), SandboxError> {
+/// Started as root: no supplementary groups, then gid and uid `id` (real,
+/// effective, saved). The process becomes dumpable again (a change of uid
+/// clears it), so that it may write its own user namespace's id maps; the
+/// plan's `disable_debugging` clears it again later.
+fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
+    // SAFETY: setgroups with an empty list reads no memory.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(os_err("setgroups([])"));
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresgid(id, id, id) } != 0 {
+        return Err(os_err("setresgid"));
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresuid(id, id, id) } != 0 {
+        return Err(os_err("setresuid"));
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+        return Err(os_err("prctl(PR_SET_DUMPABLE, 1)"));
+    }
+    Ok(())
+}
+
+/// Enters the namespaces in `flags` (and a user namespace whenever the
+/// process is not root); returns whether a user namespace was entered.
+fn enter_namespaces(mut flags: libc::c_int) -> Result<bool, SandboxError> {
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid != 0 {
@@ -406,7 +476,7 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<(), SandboxError> {
         write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
         write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
     }
-    Ok(())
+    Ok(flags & libc::CLONE_NEWUSER != 0)
 }
 
 /// `struct __user_cap_header_struct`.

@@ -57,6 +57,22 @@ pub struct SandboxPlan {
     /// its plan leaves this off.
     #[serde(default)]
     pub no_exec_memory: bool,
+    /// Enter a user namespace of its own even when no other namespace is
+    /// needed: its threads are then counted apart (`max_threads`), and
+    /// capabilities held in it are worthless outside.
+    #[serde(default)]
+    pub user_namespace: bool,
+    /// Started as root: become this user and group (no supplementary
+    /// groups) before the namespaces, so that the process is this
+    /// unprivileged id outside its user namespace and root widens nothing
+    /// (files are opened with its rights; the model comes as a descriptor).
+    #[serde(default)]
+    pub unprivileged_id: Option<u32>,
+    /// `RLIMIT_NPROC` inside the process's own user namespace: threads (and
+    /// processes) at once. Not enforced for root in the initial namespace,
+    /// hence `user_namespace`.
+    #[serde(default)]
+    pub max_threads: Option<u64>,
     /// Drop every capability (all sets) before Landlock and seccomp.
     pub drop_capabilities: bool,
     /// The process will `execve` one program after applying (sandbox exec):
@@ -129,6 +145,9 @@ impl SandboxPlan {
             no_child_processes: false,
             disable_debugging: false,
             no_exec_memory: false,
+            user_namespace: false,
+            unprivileged_id: None,
+            max_threads: None,
             drop_capabilities: false,
             allow_exec: false,
             strict: false,

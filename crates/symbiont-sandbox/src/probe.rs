@@ -57,6 +57,9 @@ pub enum ProbeAction {
     MemfdCreate,
     /// Read the local descriptor table.
     ModifyLdt,
+    /// Start this many threads at once (each waits until all are started
+    /// or one fails).
+    Threads(u32),
     /// Make memory executable: map a page with `PROT_EXEC`, then make a
     /// writable page executable with `mprotect`.
     ExecutableMemory,
@@ -298,6 +301,35 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
                 return Err(errno());
             }
             Ok(format!("memfd {fd}"))
+        }
+        ProbeAction::Threads(n) => {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+            let mut handles = Vec::new();
+            let mut failed = None;
+            for i in 0..*n {
+                let wait = wait.clone();
+                match std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        // Blocks until the sender goes.
+                        let _ = wait.lock().map(|w| w.recv());
+                    }) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        failed = Some(format!("thread {} of {n}: {e}", i + 1));
+                        break;
+                    }
+                }
+            }
+            drop(release);
+            for h in handles {
+                let _ = h.join();
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(format!("{n} threads at once")),
+            }
         }
         ProbeAction::ExecutableMemory => {
             let len = 4096;

@@ -1399,6 +1399,25 @@ fn open_model_file(path: &Path) -> Result<(std::fs::File, GgufSummary), SlmRunne
     if !meta.is_file() {
         return Err(invalid("not a regular file".into()));
     }
+    // Started by root, the worker is an unprivileged id outside its user
+    // namespace and opens the model (through its descriptor) with that
+    // id's rights.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let id = sandbox_plan::WORKER_UNPRIVILEGED_ID;
+        let mode = meta.mode();
+        let readable = mode & 0o004 != 0
+            || (meta.uid() == id && mode & 0o400 != 0)
+            || (meta.gid() == id && mode & 0o040 != 0);
+        if !readable {
+            return Err(invalid(format!(
+                "mode {:o}, owner {}:{}: the worker runs as uid/gid {id} outside its sandbox and could not read it; make it readable by others (chmod o+r)",
+                mode & 0o7777,
+                meta.uid(),
+                meta.gid()
+            )));
+        }
+    }
     let summary = gguf::read_summary_of(&file).map_err(|e| match e {
         GgufError::Io(io) => invalid(format!("not readable: {io}")),
         other => invalid(other.to_string()),

@@ -48,6 +48,16 @@ pub(super) fn cpu_backstop_seconds(profile: &SandboxProfile, threads: u32) -> u6
 /// Open files at once for the worker: its pipes, the model, llama.cpp's
 /// and OpenMP's few descriptors, with room to spare.
 pub const WORKER_OPEN_FILES: u64 = 256;
+/// The user and group a worker started by root runs as outside its user
+/// namespace (`nobody`/`nogroup` on Debian): root widens nothing.
+pub const WORKER_UNPRIVILEGED_ID: u32 = 65534;
+
+/// Threads (and processes) a worker may have at once: its compute threads,
+/// the main and command threads, and room for the runtime's helpers.
+pub fn worker_max_threads(threads: u32) -> u64 {
+    2 * u64::from(threads.max(1)) + 16
+}
+
 /// Open files at once for a program under `sandbox exec`.
 pub const EXEC_OPEN_FILES: u64 = 1024;
 
@@ -119,6 +129,11 @@ pub fn plan_for(
         disable_debugging: profile.security.disable_debugging,
         // llama.cpp's code is mapped when the worker starts; no JIT.
         no_exec_memory: true,
+        // Its own user namespace always (threads counted apart); as root,
+        // nobody outside it.
+        user_namespace: true,
+        unprivileged_id: Some(WORKER_UNPRIVILEGED_ID),
+        max_threads: Some(worker_max_threads(threads)),
         // Root widens nothing: no capability survives, whatever the profile.
         drop_capabilities: true,
         allow_exec: false,
@@ -199,6 +214,12 @@ pub fn exec_plan_for(
     plan.read_fds.clear();
     // The program's loader maps its libraries executable.
     plan.no_exec_memory = false;
+    // The program keeps the caller's identity (its write paths are the
+    // caller's), with no capability left; a user namespace only where
+    // another namespace needs one.
+    plan.user_namespace = false;
+    plan.unprivileged_id = None;
+    plan.max_threads = None;
     plan.read_paths.extend(reads.iter().cloned());
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {

@@ -506,24 +506,6 @@ pub(super) fn verify_confinement(
     if plan.strict && reported.gaps().next().is_some() {
         return Err("a strict plan reported a gap instead of refusing to start".into());
     }
-    // Namespaces: what the report says is in force must show in the
-    // worker's namespace links (which differ from ours only if it really
-    // entered new ones).
-    let ns = |pid: &str, kind: &str| {
-        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
-            .map_err(|e| format!("cannot read /proc/{pid}/ns/{kind}: {e}"))
-    };
-    let own = pid.to_string();
-    for (layer, kind) in [
-        ("network namespace", "net"),
-        ("scratch tmpfs (size-limited)", "mnt"),
-    ] {
-        if in_force(layer) && ns(&own, kind)? == ns("self", kind)? {
-            return Err(format!(
-                "the report says {layer} is in force, but the worker shares the supervisor's {kind} namespace"
-            ));
-        }
-    }
     if plan.network == symbiont_sandbox::NetworkMode::None
         && !reported
             .layers
@@ -532,13 +514,56 @@ pub(super) fn verify_confinement(
     {
         return Err("the plan asks for no network; the report leaves out the namespace".into());
     }
+    if plan.user_namespace && !reported.layers.iter().any(|l| l.name == "user namespace") {
+        return Err("the plan asks for a user namespace; the report leaves it out".into());
+    }
+    let root = nix::unistd::geteuid().is_root();
     // The bounding set is empty whenever the worker could empty it: as
     // root, or inside a user namespace of its own.
-    let own_userns = ns(&own, "user")? != ns("self", "user")?;
-    if plan.drop_capabilities && (own_userns || nix::unistd::geteuid().is_root()) {
+    if plan.drop_capabilities && (plan.user_namespace || root) {
         let v = field("CapBnd").unwrap_or("missing");
         if u64::from_str_radix(v, 16) != Ok(0) {
             return Err(format!("CapBnd is {v}: the worker kept its bounding set"));
+        }
+    }
+    // Started by root, the worker gave root up for the plan's id.
+    if let Some(id) = plan.unprivileged_id.filter(|_| root) {
+        let uids = field("Uid").unwrap_or("missing");
+        if !uids.split_whitespace().all(|u| u == id.to_string()) || uids.is_empty() {
+            return Err(format!("Uid is {uids}: the worker did not become uid {id}"));
+        }
+    }
+    // Namespaces: what the report says is in force must show in the
+    // worker's namespace links (which differ from ours only if it really
+    // entered new ones). An unprivileged supervisor cannot read the links
+    // of an undumpable worker (the kernel asks for CAP_SYS_PTRACE): then
+    // this part is not checked, and says so once.
+    if !root
+        && std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            tracing::warn!(
+                "the worker's namespaces are not checked from outside: an unprivileged supervisor cannot read an undumpable process's /proc/<pid>/ns (run as root to check them)"
+            )
+        });
+        return Ok(());
+    }
+    let ns = |pid: &str, kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .map_err(|e| format!("cannot read /proc/{pid}/ns/{kind}: {e}"))
+    };
+    let own = pid.to_string();
+    for (layer, kind) in [
+        ("user namespace", "user"),
+        ("network namespace", "net"),
+        ("scratch tmpfs (size-limited)", "mnt"),
+    ] {
+        if in_force(layer) && ns(&own, kind)? == ns("self", kind)? {
+            return Err(format!(
+                "the report says {layer} is in force, but the worker shares the supervisor's {kind} namespace"
+            ));
         }
     }
     Ok(())
