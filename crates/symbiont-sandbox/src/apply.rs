@@ -232,25 +232,29 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     //    memory, and the prompt, to disk).
     set_rlimit(libc::RLIMIT_CORE, 0, "setrlimit(RLIMIT_CORE)")?;
     if let Some(n) = plan.max_threads {
-        // Counted per user in the process's own user namespace; root in
-        // the initial one is exempt from it.
         set_rlimit(libc::RLIMIT_NPROC, n, "setrlimit(RLIMIT_NPROC)")?;
-        if own_user_namespace {
-            record("threads: RLIMIT_NPROC (own user namespace)", Ok(()));
+        // Counted per user in the process's own user namespace; uid 0 of
+        // the host is exempt from it wherever it is.
+        // SAFETY: geteuid has no preconditions.
+        let gap = if unsafe { libc::geteuid() } == 0 {
+            Some("uid 0 is exempt from RLIMIT_NPROC (root was not given up)")
+        } else if !own_user_namespace {
+            Some("counted with every process of this user (no user namespace of its own)")
         } else {
-            // Still root here: no identity to give up was planned.
-            let gap = if root && plan.unprivileged_id.is_none() {
-                Err("root outside a user namespace is exempt from RLIMIT_NPROC".to_string())
-            } else {
-                Err("counted with every process of this user (no user namespace)".to_string())
-            };
-            if plan.strict && root && plan.unprivileged_id.is_none() {
+            None
+        };
+        match gap {
+            None => record("threads: RLIMIT_NPROC (own user namespace)", Ok(())),
+            Some(why) if plan.strict => {
                 return Err(SandboxError::Call {
                     call: "setrlimit(RLIMIT_NPROC)",
-                    source: io::Error::other("root outside a user namespace is exempt from it"),
-                });
+                    source: io::Error::other(why),
+                })
             }
-            record("threads: RLIMIT_NPROC (own user namespace)", gap);
+            Some(why) => record(
+                "threads: RLIMIT_NPROC (own user namespace)",
+                Err(why.into()),
+            ),
         }
     }
     if let Some(b) = plan.address_space_bytes {

@@ -40,6 +40,11 @@ impl HostSupport {
             .is_some_and(|n| n > 0)
             && std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
                 .map(|s| s.trim() != "0")
+                .unwrap_or(true)
+            // Ubuntu's AppArmor confines unprivileged user namespaces
+            // unless the program has a profile that allows them.
+            && std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+                .map(|s| s.trim() != "1")
                 .unwrap_or(true);
         let cgroup_memory = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
             .map(|s| s.split_whitespace().any(|c| c == "memory"))
@@ -113,6 +118,9 @@ pub enum Need {
     Seccomp,
     /// Namespaces (root, or unprivileged user namespaces).
     Namespaces,
+    /// Unprivileged user namespaces, even for root (a process that gave
+    /// root up creates one).
+    UnprivilegedUserNamespaces,
     /// Nothing beyond POSIX (rlimits, prctl).
     Always,
     /// Something this project never uses here (cgroups): the string says.
@@ -129,6 +137,9 @@ impl Need {
             Need::Seccomp if !h.seccomp => Some("seccomp unavailable".into()),
             Need::Namespaces if !h.root && !h.user_namespaces => {
                 Some("unprivileged user namespaces are disabled".into())
+            }
+            Need::UnprivilegedUserNamespaces if !h.user_namespaces => {
+                Some("unprivileged user namespaces are disabled or restricted on this host".into())
             }
             Need::Unavailable(why) => Some(why.into()),
             _ => None,

@@ -243,13 +243,28 @@ impl LocalGgufRunnerBuilder {
         }
         // A lenient profile below one core runs on one whole core: a gap,
         // reported like the layers the host cannot give.
-        let host_gaps = if cores < 1.0 {
-            vec![format!(
-                "cpus: max_cpu_cores = {cores} runs on 1 whole CPU (a fraction needs cgroup cpu.max, not used)"
-            )]
-        } else {
-            Vec::new()
-        };
+        let mut host_gaps = Vec::new();
+        if cores < 1.0 {
+            host_gaps.push(HostGap {
+                control: "resources.max_cpu_cores",
+                text: format!(
+                    "cpus: max_cpu_cores = {cores} runs on 1 whole CPU (a fraction needs cgroup cpu.max, not used)"
+                ),
+            });
+        }
+        if nix::unistd::geteuid().is_root() && !sandbox_plan::gives_root_up() {
+            let text = "identity: the worker would keep uid 0 (without any capability) and its threads would not be capped (uid 0 is exempt from RLIMIT_NPROC): unprivileged user namespaces are disabled or restricted on this host".to_string();
+            if self.profile.security.strict_syscall_filtering {
+                return Err(SlmRunnerError::SandboxViolation {
+                    control: "identity".into(),
+                    detail: format!("{text}; a strict profile refuses to run so"),
+                });
+            }
+            host_gaps.push(HostGap {
+                control: "identity",
+                text,
+            });
+        }
         let worker_path = find_worker(self.worker_path.as_deref())?;
         let threads = self.threads.unwrap_or(allowed_threads);
         // Refuse a profile the sandbox cannot express now, not at first use.
@@ -322,7 +337,7 @@ struct Shared {
     threads: u32,
     /// Controls of the profile the supervisor knows are not enforced here
     /// (beside the layers the worker reports).
-    host_gaps: Vec<String>,
+    host_gaps: Vec<HostGap>,
     queue_capacity: usize,
     /// The worker, behind a FIFO-fair lock: one request at a time, in order.
     slot: Mutex<Slot>,
@@ -331,6 +346,15 @@ struct Shared {
     next_id: AtomicU64,
     /// Facts of the last loaded model, for `get_info`.
     facts: StdMutex<Option<ModelFacts>>,
+}
+
+/// A control of the profile the supervisor knows is not enforced here.
+#[derive(Debug, Clone)]
+struct HostGap {
+    /// The control, as audit events name it.
+    control: &'static str,
+    /// What is not enforced, and why.
+    text: String,
 }
 
 #[derive(Debug, Default)]
@@ -546,7 +570,7 @@ impl SlmRunner for LocalGgufRunner {
         let mut sandbox_gaps = Vec::new();
         if let Some(f) = &facts {
             set_sandbox_facts(&mut sandbox_layers, &mut sandbox_gaps, &f.sandbox);
-            sandbox_gaps.extend(s.host_gaps.iter().cloned());
+            sandbox_gaps.extend(s.host_gaps.iter().map(|g| g.text.clone()));
             model.insert(
                 "sandbox_setup_us".into(),
                 f.sandbox.setup_micros.to_string(),
@@ -707,7 +731,7 @@ impl Shared {
                     );
                     r.metadata
                         .sandbox_gaps
-                        .extend(self.host_gaps.iter().cloned());
+                        .extend(self.host_gaps.iter().map(|g| g.text.clone()));
                     Ok(r)
                 }
             }
@@ -951,8 +975,8 @@ impl Shared {
                 for gap in &self.host_gaps {
                     self.audit(
                         AuditKind::SandboxGap,
-                        "resources.max_cpu_cores",
-                        format!("not enforced on this host: {gap}"),
+                        gap.control,
+                        format!("not enforced on this host: {}", gap.text),
                         None,
                     );
                 }

@@ -52,6 +52,14 @@ pub const WORKER_OPEN_FILES: u64 = 256;
 /// namespace (`nobody`/`nogroup` on Debian): root widens nothing.
 pub const WORKER_UNPRIVILEGED_ID: u32 = 65534;
 
+/// Whether a worker started here gives root up: only where the id it
+/// becomes may then create its user namespace (unprivileged user
+/// namespaces allowed). Elsewhere root keeps uid 0 in a user namespace of
+/// its own, without any capability, and the runner reports the gap.
+pub(super) fn gives_root_up() -> bool {
+    HostSupport::probe().user_namespaces
+}
+
 /// Threads (and processes) a worker may have at once: its compute threads,
 /// the main and command threads, and room for the runtime's helpers.
 pub fn worker_max_threads(threads: u32) -> u64 {
@@ -132,7 +140,7 @@ pub fn plan_for(
         // Its own user namespace always (threads counted apart); as root,
         // nobody outside it.
         user_namespace: true,
-        unprivileged_id: Some(WORKER_UNPRIVILEGED_ID),
+        unprivileged_id: gives_root_up().then_some(WORKER_UNPRIVILEGED_ID),
         max_threads: Some(worker_max_threads(threads)),
         // Root widens nothing: no capability survives, whatever the profile.
         drop_capabilities: true,
@@ -300,7 +308,7 @@ pub fn sandbox_report(
         (
             "filesystem.read_paths".into(),
             format!("{:?} + the model file", f.read_paths),
-            "Landlock read-only rules".into(),
+            "Landlock read-only rules; the model only as the descriptor the supervisor opened (O_NOFOLLOW, regular file) and checked, never by name".into(),
             vec![Need::Landlock(1)],
         ),
         (
@@ -431,6 +439,14 @@ pub fn sandbox_report(
             "-".into(),
             "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging".into(),
             vec![Need::Seccomp],
+        ),
+        (
+            "(always) identity".into(),
+            "-".into(),
+            format!(
+                "own user namespace; started by root, uid/gid {WORKER_UNPRIVILEGED_ID} outside it (root widens nothing; the model must be readable by others); at most 2 × threads + 16 threads (RLIMIT_NPROC, counted in that namespace)"
+            ),
+            vec![Need::UnprivilegedUserNamespaces],
         ),
         (
             "(always) executable memory".into(),
