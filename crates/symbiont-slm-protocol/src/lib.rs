@@ -392,6 +392,23 @@ pub fn read_message<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameE
 mod tests {
     use super::*;
 
+    /// Found by the `protocol` fuzz target: a float with more digits than
+    /// an f64 holds decoded to a value that did not survive encoding and
+    /// decoding again (serde_json's fast float parser is not correctly
+    /// rounded; the `float_roundtrip` feature is).
+    #[test]
+    fn long_floats_decode_to_what_they_encode_to() {
+        let text = r#"{"type": "pong", "nonce": 1}"#;
+        let _: FromWorker = decode(text.as_bytes()).unwrap();
+        let stats = r#"{"type": "done", "id": 1, "stats": {"input_tokens": 1, "output_tokens": 1,
+            "prompt_ms": 124444444444444444444444444444444444444444444444440.5,
+            "generation_ms": 0.30000000000000004441, "total_ms": 1e-320,
+            "finish": "max_tokens", "stop_sequence": null}}"#;
+        let m: FromWorker = decode(stats.as_bytes()).unwrap();
+        let again: FromWorker = decode(&encode(&m).unwrap()[4..]).unwrap();
+        assert_eq!(again, m);
+    }
+
     #[test]
     fn round_trip_and_limits() {
         let msg = ToWorker::Cancel { id: 7 };
