@@ -1100,41 +1100,18 @@ async fn profiles_built_in_code_are_validated() {
 /// check in every other test here.
 #[tokio::test]
 async fn a_worker_that_lies_about_its_sandbox_is_refused() {
-    use symbiont_slm_protocol::{encode, Applied, FromWorker, Layer, ModelFacts};
+    use symbiont_slm_protocol::{encode, FromWorker};
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let claimed = Applied {
-        layers: [
-            "inherited file descriptors closed",
-            "user namespace",
-            "network namespace",
-            "no_new_privs",
-            "landlock",
-            "seccomp deny-list",
-        ]
-        .iter()
-        .map(|n| Layer {
-            name: n.to_string(),
-            enforced: Ok(()),
-        })
-        .collect(),
-        setup_micros: 1,
-    };
-    let ready = FromWorker::Ready(ModelFacts {
-        protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
-        worker_version: "fake".into(),
-        architecture: Some("llama".into()),
-        name: None,
-        parameters: 1,
-        size_bytes: 1,
-        trained_context: 2048,
-        context_size: 2048,
-        vocab_size: 1,
-        chat_template: false,
-        threads: 1,
-        load_ms: 1.0,
-        sandbox: claimed.clone(),
-    });
+    let (claimed, facts) = fake_report(&[
+        "inherited file descriptors closed",
+        "user namespace",
+        "network namespace",
+        "no_new_privs",
+        "landlock",
+        "seccomp deny-list",
+    ]);
+    let ready = FromWorker::Ready(facts);
     let confined = FromWorker::Confined { sandbox: claimed };
     let fake = |name: &str, frames: &[&FromWorker], prelude: &str| {
         let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
@@ -1207,36 +1184,25 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
     }
 }
 
-/// A fake worker: a Python script that confines itself just enough to pass
-/// the supervisor's check (uid 65534 in its own user and network
-/// namespaces, an empty bounding set, no_new_privs, three allow-all
-/// seccomp filters, no capabilities), reports ready, then answers each request according to
-/// `mode` the first time it is started and honestly ("ok") afterwards (a
-/// marker file in `dir` remembers), so that "the next request works" can
-/// be seen.
-fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
-    use symbiont_slm_protocol::{Applied, FromWorker, Layer, ModelFacts};
+/// What a fake worker reports: these layers in force, and a tiny model.
+fn fake_report(
+    layers: &[&str],
+) -> (
+    symbiont_slm_protocol::Applied,
+    symbiont_slm_protocol::ModelFacts,
+) {
+    use symbiont_slm_protocol::{Applied, Layer, ModelFacts};
     let sandbox = Applied {
-        layers: [
-            "user namespace",
-            "network namespace",
-            "no_new_privs",
-            "landlock",
-            "seccomp deny-list",
-        ]
-        .iter()
-        .map(|n| Layer {
-            name: n.to_string(),
-            enforced: Ok(()),
-        })
-        .collect(),
+        layers: layers
+            .iter()
+            .map(|n| Layer {
+                name: n.to_string(),
+                enforced: Ok(()),
+            })
+            .collect(),
         setup_micros: 1,
     };
-    let confined = serde_json::to_string(&FromWorker::Confined {
-        sandbox: sandbox.clone(),
-    })
-    .unwrap();
-    let ready = serde_json::to_string(&FromWorker::Ready(ModelFacts {
+    let facts = ModelFacts {
         protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
         worker_version: "fake".into(),
         architecture: Some("llama".into()),
@@ -1249,9 +1215,29 @@ fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
         chat_template: false,
         threads: 1,
         load_ms: 1.0,
-        sandbox,
-    }))
-    .unwrap();
+        sandbox: sandbox.clone(),
+    };
+    (sandbox, facts)
+}
+
+/// A fake worker: a Python script that confines itself just enough to pass
+/// the supervisor's check (uid 65534 in its own user and network
+/// namespaces, an empty bounding set, no_new_privs, three allow-all
+/// seccomp filters, no capabilities), reports ready, then answers each request according to
+/// `mode` the first time it is started and honestly ("ok") afterwards (a
+/// marker file in `dir` remembers), so that "the next request works" can
+/// be seen.
+fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
+    use symbiont_slm_protocol::FromWorker;
+    let (sandbox, facts) = fake_report(&[
+        "user namespace",
+        "network namespace",
+        "no_new_privs",
+        "landlock",
+        "seccomp deny-list",
+    ]);
+    let confined = serde_json::to_string(&FromWorker::Confined { sandbox }).unwrap();
+    let ready = serde_json::to_string(&FromWorker::Ready(facts)).unwrap();
     let script = format!(
         r#"#!/usr/bin/python3
 import ctypes, json, os, sys

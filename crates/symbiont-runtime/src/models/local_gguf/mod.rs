@@ -168,12 +168,7 @@ impl LocalGgufRunnerBuilder {
     /// Validates the model file and the settings; starts nothing.
     pub async fn build(mut self) -> Result<LocalGgufRunner, SlmRunnerError> {
         self.model_path = resolve_model_path(&self.model_path)?;
-        let path = self.model_path.clone();
-        let (_, summary) = tokio::task::spawn_blocking(move || open_model_file(&path))
-            .await
-            .map_err(|e| SlmRunnerError::InitializationFailed {
-                reason: format!("model check task: {e}"),
-            })??;
+        let (_, summary) = open_model_file_blocking(&self.model_path).await?;
         let max_mb = self.profile.resources.max_memory_mb;
         let file_mb = summary.file_size.div_ceil(1024 * 1024);
         if file_mb > max_mb {
@@ -906,12 +901,7 @@ impl Shared {
         }
         // Opened and checked again for every worker: the worker inherits
         // this descriptor and loads nothing else.
-        let path = self.model_path.clone();
-        let (model_file, summary) = tokio::task::spawn_blocking(move || open_model_file(&path))
-            .await
-            .map_err(|e| SlmRunnerError::InitializationFailed {
-                reason: format!("model check task: {e}"),
-            })??;
+        let (model_file, summary) = open_model_file_blocking(&self.model_path).await?;
         if summary != self.summary {
             return Err(SlmRunnerError::InvalidModelFile {
                 path: self.model_path.clone(),
@@ -1391,6 +1381,18 @@ fn resolve_model_path(path: &Path) -> Result<PathBuf, SlmRunnerError> {
             reason: format!("cannot resolve: {e}"),
         },
     })
+}
+
+/// [`open_model_file`] on the blocking pool (it reads the header).
+async fn open_model_file_blocking(
+    path: &Path,
+) -> Result<(std::fs::File, GgufSummary), SlmRunnerError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || open_model_file(&path))
+        .await
+        .map_err(|e| SlmRunnerError::InitializationFailed {
+            reason: format!("model check task: {e}"),
+        })?
 }
 
 /// Opens the model file for a worker and checks it on that descriptor: not
