@@ -150,13 +150,16 @@ fn main() {
 }
 
 /// Probe mode (test equipment, `probe` feature): the same sandbox as a
-/// launch, then one action, reported.
+/// launch (after the same parent-death signal), then one action, reported.
 #[cfg(feature = "probe")]
 fn probe(
     out: &mut Out,
     plan: &symbiont_slm_protocol::SandboxPlan,
     action: &symbiont_slm_protocol::ProbeAction,
 ) -> ! {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        fail(out, LoadStage::Launch, format!("PR_SET_PDEATHSIG: {e}"));
+    }
     let applied = match symbiont_sandbox::apply(plan) {
         Ok(applied) => applied,
         Err(e) => fail(out, LoadStage::Sandbox, e.to_string()),

@@ -167,9 +167,15 @@ fn sandbox_applies_every_layer_without_gaps() {
 /// reads what was checked.
 #[test]
 fn a_model_swapped_after_the_check_is_not_readable() {
-    let (_d, p) = plan(&secure());
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.gguf");
+    // The plan for this very model: were its path a rule, the swapped-in
+    // file would open by name.
+    let scratch = tempfile::tempdir().unwrap();
+    let p = sandbox_plan_for(&secure(), &model, Some(scratch.path()), 1).unwrap();
+    // Open to anyone, so that only the sandbox can refuse.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&model, b"checked").unwrap();
     let checked = std::fs::File::open(&model).unwrap();
     let other = dir.path().join("other");
@@ -708,18 +714,20 @@ fn the_worker_cannot_start_threads_without_end() {
             &format!("{name}: below the cap"),
         );
         // Where unprivileged user namespaces are restricted, a worker
-        // started by root keeps uid 0, which the kernel exempts from the
-        // cap: a strict plan refuses to start, a lenient one runs with the
-        // gap reported (and is not capped: the twin that shows why).
+        // that gave root up has no user namespace of its own to count its
+        // threads in: a strict plan refuses to start, a lenient one runs
+        // uncapped with the gap reported (the twin that shows why the cap
+        // needs the namespace). Only root can leave it out: another user
+        // gets one with the network namespace anyway.
         if is_root() {
             let mut kept = p.clone();
-            kept.unprivileged_id = None;
+            kept.user_namespace = false;
             match probe(&kept, ProbeAction::Threads(200)) {
                 Outcome::SetupFailed(e) if kept.strict => {
                     assert!(e.contains("RLIMIT_NPROC"), "{name}: {e}")
                 }
                 Outcome::Allowed(_) if !kept.strict => {}
-                other => panic!("{name}, root kept: {other:?}"),
+                other => panic!("{name}, no user namespace: {other:?}"),
             }
         }
     }
@@ -773,18 +781,47 @@ fn root_widens_nothing_for_the_worker() {
 /// generates under it.
 #[test]
 fn the_worker_makes_no_memory_executable() {
-    allowed(
-        probe(&SandboxPlan::unconfined(), ProbeAction::ExecutableMemory),
-        "unconfined",
-    );
-    for (name, _d, p) in hardened_plans() {
-        let o = probe(&p, ProbeAction::ExecutableMemory);
-        if name.starts_with("worker") {
-            refused_by_filter(o, &name);
-        } else {
-            allowed(o, &name);
+    let routes = ["mmap", "mprotect", "pkey_mprotect", "shmat", "personality"];
+    for route in routes {
+        let action = || ProbeAction::ExecutableMemory(route.into());
+        allowed(
+            probe(&SandboxPlan::unconfined(), action()),
+            &format!("{route}, unconfined"),
+        );
+        for (name, _d, p) in hardened_plans() {
+            let o = probe(&p, action());
+            if name.starts_with("worker") || route == "personality" {
+                refused_by_filter(o, &format!("{route}, {name}"));
+            } else if matches!(route, "mmap" | "mprotect") {
+                // A program's loader maps its libraries so.
+                allowed(o, &format!("{route}, {name}"));
+            }
         }
     }
+    // The routes are refused by their own rules, not by a call before
+    // them: under the deny-list, shmget works and shmat with SHM_EXEC is
+    // what fails.
+    let (_d, p) = plan(&SandboxProfile::standard());
+    let e = denied(
+        probe(&p, ProbeAction::ExecutableMemory("shmat".into())),
+        "shmat",
+    );
+    assert!(!e.starts_with("shmget"), "{e}");
+}
+
+/// The worker dies with its supervisor, also after giving root up (a
+/// change of ids clears the parent-death signal; the sandbox sets it
+/// again).
+#[test]
+fn the_parent_death_signal_survives_the_sandbox() {
+    // Under the deny-list, which lets the probe ask (PR_GET_PDEATHSIG).
+    let (_d, p) = plan(&SandboxProfile::standard());
+    let sig = allowed(probe(&p, ProbeAction::ParentDeathSignal), "confined");
+    assert_eq!(sig, "9", "SIGKILL when the supervisor dies");
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::ParentDeathSignal),
+        "unconfined",
+    );
 }
 
 /// `clone` with a CLONE_NEW* flag is refused by the filter (EPERM) before

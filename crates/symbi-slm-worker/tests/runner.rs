@@ -1251,12 +1251,14 @@ class D(ctypes.Structure): _fields_ = [("e", ctypes.c_uint), ("p", ctypes.c_uint
 marker = {marker:?}
 mode = "honest" if os.path.exists(marker) else {mode:?}
 open(marker, "a").close()
-assert libc.setgroups(0, None) == 0
-assert libc.setresgid(65534, 65534, 65534) == 0
-assert libc.setresuid(65534, 65534, 65534) == 0
-assert libc.prctl(4, 1, 0, 0, 0) == 0
+if os.geteuid() == 0:
+    assert libc.setgroups(0, None) == 0
+    assert libc.setresgid(65534, 65534, 65534) == 0
+    assert libc.setresuid(65534, 65534, 65534) == 0
+    assert libc.prctl(4, 1, 0, 0, 0) == 0
+uid, gid = os.geteuid(), os.getegid()
 assert libc.unshare(0x10000000 | 0x40000000) == 0
-for f, t in [("setgroups", "deny"), ("uid_map", "65534 65534 1"), ("gid_map", "65534 65534 1")]:
+for f, t in [("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))]:
     with open("/proc/self/" + f, "w") as m:
         m.write(t)
 for cap in range(64):

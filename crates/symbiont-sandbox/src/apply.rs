@@ -171,32 +171,32 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         }
     }
 
-    // 3. Identity and namespaces: started as root, become the plan's
-    //    unprivileged id first; then a user namespace (always when the plan
-    //    asks, and whenever another namespace needs one), a private network
-    //    namespace (no interfaces but a down loopback) and a private mount
-    //    namespace for the scratch tmpfs. A user namespace needs a
-    //    single-threaded process.
+    // 3. Namespaces and identity. A private network namespace (no
+    //    interfaces but a down loopback) and a private mount namespace for
+    //    the scratch tmpfs. Started as root with an unprivileged id to
+    //    become: those two first, owned by the initial user namespace (so
+    //    that no other process of that id can enter them), then the id
+    //    change, then a user namespace of its own (threads are counted
+    //    there). Otherwise a user namespace when the plan asks or another
+    //    namespace needs one (not root), together with the others. A user
+    //    namespace needs a single-threaded process.
     let threads = thread_count();
     if threads > 1 {
         return Err(SandboxError::NotSingleThreaded(threads));
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if let Some(id) = plan.unprivileged_id.filter(|_| root) {
-        become_unprivileged(id)?;
-        record(&format!("identity: root gave up for uid/gid {id}"), Ok(()));
-    }
+    let give_up = plan.unprivileged_id.filter(|_| root);
     let mut own_user_namespace = false;
     let mut flags = 0;
-    if plan.user_namespace {
-        flags |= libc::CLONE_NEWUSER;
-    }
     if plan.network == NetworkMode::None {
         flags |= libc::CLONE_NEWNET;
     }
     if plan.scratch.is_some() {
         flags |= libc::CLONE_NEWNS;
+    }
+    if plan.user_namespace && give_up.is_none() {
+        flags |= libc::CLONE_NEWUSER;
     }
     if flags != 0 {
         match enter_namespaces(flags) {
@@ -209,13 +209,13 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                     record("network namespace", Ok(()));
                 }
                 if let Some((path, bytes)) = &plan.scratch {
-                    mount_scratch(path, *bytes)?;
+                    mount_scratch(path, *bytes, give_up)?;
                     record("scratch tmpfs (size-limited)", Ok(()));
                 }
             }
             Err(e) if plan.strict => return Err(e),
             Err(e) => {
-                if plan.user_namespace {
+                if flags & libc::CLONE_NEWUSER != 0 {
                     record("user namespace", Err(e.to_string()));
                 }
                 if flags & libc::CLONE_NEWNET != 0 {
@@ -227,24 +227,49 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             }
         }
     }
+    if let Some(id) = give_up {
+        become_unprivileged(id)?;
+        record(&format!("identity: root gave up for uid/gid {id}"), Ok(()));
+        if plan.user_namespace {
+            match enter_namespaces(libc::CLONE_NEWUSER) {
+                Ok(_) => {
+                    own_user_namespace = true;
+                    record("user namespace", Ok(()));
+                }
+                Err(e) if plan.strict => return Err(e),
+                Err(e) => record("user namespace", Err(e.to_string())),
+            }
+        }
+        // Dumpable only for the id maps: as an unprivileged id, a
+        // dumpable process could be traced by any other process of that
+        // id.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
+        }
+    }
 
     // 4. Resource limits. No core dumps ever (they would write the model's
     //    memory, and the prompt, to disk).
     set_rlimit(libc::RLIMIT_CORE, 0, "setrlimit(RLIMIT_CORE)")?;
     if let Some(n) = plan.max_threads {
-        set_rlimit(libc::RLIMIT_NPROC, n, "setrlimit(RLIMIT_NPROC)")?;
-        // Counted per user in the process's own user namespace; uid 0 of
-        // the host is exempt from it wherever it is.
+        // Counted per user in the process's own user namespace (kernels
+        // 5.14 and later); uid 0 of the host is exempt wherever it is, and
+        // outside a namespace of its own the count would include every
+        // other process of the same user: then the limit is not set.
         // SAFETY: geteuid has no preconditions.
         let gap = if unsafe { libc::geteuid() } == 0 {
-            Some("uid 0 is exempt from RLIMIT_NPROC (root was not given up)")
+            Some("uid 0 is exempt from RLIMIT_NPROC")
         } else if !own_user_namespace {
-            Some("counted with every process of this user (no user namespace of its own)")
+            Some("no user namespace of its own to count threads in")
         } else {
             None
         };
         match gap {
-            None => record("threads: RLIMIT_NPROC (own user namespace)", Ok(())),
+            None => {
+                set_rlimit(libc::RLIMIT_NPROC, n, "setrlimit(RLIMIT_NPROC)")?;
+                record("threads: RLIMIT_NPROC (own user namespace)", Ok(()));
+            }
             Some(why) if plan.strict => {
                 return Err(SandboxError::Call {
                     call: "setrlimit(RLIMIT_NPROC)",
@@ -280,7 +305,22 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     }
 
     // 5. Process attributes: no privilege gain through exec, no debugging,
-    //    CPUs.
+    //    CPUs; no READ_IMPLIES_EXEC persona (the kernel would add
+    //    PROT_EXEC to readable mappings behind seccomp's back). On x86-64
+    //    exec of a 64-bit program already clears it (`setarch -X` does not
+    //    reach the worker); this is for callers that apply a plan without
+    //    an exec, and seccomp keeps `personality` from setting it again.
+    if plan.no_exec_memory {
+        // SAFETY: personality(0xffffffff) only reads the persona.
+        let persona = unsafe { libc::personality(0xffff_ffff) };
+        if persona >= 0 && persona & READ_IMPLIES_EXEC != 0 {
+            // SAFETY: sets the persona without the one flag; no memory.
+            if unsafe { libc::personality((persona & !READ_IMPLIES_EXEC) as libc::c_ulong) } < 0 {
+                return Err(os_err("personality"));
+            }
+            record("inherited READ_IMPLIES_EXEC persona cleared", Ok(()));
+        }
+    }
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(os_err("prctl(PR_SET_NO_NEW_PRIVS)"));
@@ -392,6 +432,14 @@ fn close_inherited(keep: &[i32]) -> Result<(), SandboxError> {
                 reason: "not a regular file".into(),
             });
         }
+        // SAFETY: F_GETFL reads the descriptor's flags; no memory.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if fl < 0 || fl & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(SandboxError::Descriptor {
+                fd,
+                reason: "not opened read-only".into(),
+            });
+        }
     }
     let mut from = 3u32;
     for upto in keep.iter().map(|&fd| fd as u32).chain(std::iter::once(0)) {
@@ -422,10 +470,19 @@ pub(crate) fn thread_count() -> usize {
 }
 
 /// Started as root: no supplementary groups, then gid and uid `id` (real,
-/// effective, saved). The process becomes dumpable again (a change of uid
-/// clears it), so that it may write its own user namespace's id maps; the
-/// plan's `disable_debugging` clears it again later.
+/// effective, saved), keeping the parent-death signal (which the change
+/// clears). The process becomes dumpable again (the change clears that
+/// too) so that it may write its own user namespace's id maps; the caller
+/// makes it undumpable right after.
 fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
+    // A change of effective ids clears the parent-death signal: keep it.
+    let mut pdeathsig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int into `pdeathsig`.
+    if unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut pdeathsig as *mut libc::c_int) } != 0 {
+        return Err(os_err("prctl(PR_GET_PDEATHSIG)"));
+    }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
     // SAFETY: setgroups with an empty list reads no memory.
     if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
         return Err(os_err("setgroups([])"));
@@ -441,6 +498,20 @@ fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
         return Err(os_err("prctl(PR_SET_DUMPABLE, 1)"));
+    }
+    if pdeathsig != 0 {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, pdeathsig as libc::c_ulong) } != 0 {
+            return Err(os_err("prctl(PR_SET_PDEATHSIG)"));
+        }
+        // The parent may have died while the signal was off.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != parent {
+            return Err(SandboxError::Call {
+                call: "getppid",
+                source: io::Error::other("the parent died while the ids changed"),
+            });
+        }
     }
     Ok(())
 }
@@ -581,7 +652,9 @@ fn drop_capabilities() -> Result<(), SandboxError> {
 /// would let a process fill kernel memory with empty files.
 pub const SCRATCH_INODES: u64 = 4096;
 
-fn mount_scratch(path: &Path, bytes: u64) -> Result<(), SandboxError> {
+/// Mounts the size-limited tmpfs on `path`, owned by `owner` (uid and gid)
+/// when the process is about to become that id, else by the caller.
+fn mount_scratch(path: &Path, bytes: u64, owner: Option<u32>) -> Result<(), SandboxError> {
     let err = |source| SandboxError::Mount {
         path: path.to_path_buf(),
         source,
@@ -603,8 +676,13 @@ fn mount_scratch(path: &Path, bytes: u64) -> Result<(), SandboxError> {
     }
     let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| err(io::Error::other(e)))?;
     let fstype = CString::new("tmpfs").map_err(|e| err(io::Error::other(e)))?;
-    let data = CString::new(format!("size={bytes},nr_inodes={SCRATCH_INODES},mode=0700"))
-        .map_err(|e| err(io::Error::other(e)))?;
+    let owner = owner
+        .map(|id| format!(",uid={id},gid={id}"))
+        .unwrap_or_default();
+    let data = CString::new(format!(
+        "size={bytes},nr_inodes={SCRATCH_INODES},mode=0700{owner}"
+    ))
+    .map_err(|e| err(io::Error::other(e)))?;
     // SAFETY: valid C strings for source, target, type and data.
     let rc = unsafe {
         libc::mount(
@@ -685,12 +763,22 @@ fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
         .map_err(ll)?
         .create()
         .map_err(ll)?;
-    let read = AccessFs::from_read(abi);
+    // `from_read` includes Execute: a worker that maps no new executable
+    // memory executes no file either.
+    let read = if plan.no_exec_memory {
+        AccessFs::from_read(abi) & !AccessFs::Execute
+    } else {
+        AccessFs::from_read(abi)
+    };
     let exec = read | AccessFs::Execute;
     // Writable paths get every right but making device nodes, fifos and
     // sockets: a device node is a way around every other rule.
     let nodes = AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::MakeFifo | AccessFs::MakeSock;
-    let write = AccessFs::from_all(abi) & !nodes;
+    let write = if plan.no_exec_memory {
+        AccessFs::from_all(abi) & !nodes & !AccessFs::Execute
+    } else {
+        AccessFs::from_all(abi) & !nodes
+    };
     let groups = [
         (&plan.read_paths, read),
         (&plan.exec_paths, exec),
@@ -842,6 +930,9 @@ fn restrict(rules: &mut BTreeMap<i64, Vec<SeccompRule>>, nr: i64, conditions: Ve
     }
 }
 
+/// `personality` flag that makes every readable mapping executable.
+const READ_IMPLIES_EXEC: libc::c_int = 0x0400000;
+
 /// The calls that can make memory executable, the argument that carries
 /// the protection, and the bit that asks for it.
 const EXEC_MEMORY_CALLS: &[(&str, u8, u64)] = &[
@@ -899,7 +990,7 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             if plan.allow_exec {
                 rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
             }
-            if plan.no_child_processes && !plan.allow_exec {
+            if (plan.no_child_processes || plan.no_exec_memory) && !plan.allow_exec {
                 rules.remove(&nr("execve")?);
                 rules.remove(&nr("execveat")?);
             }
@@ -955,6 +1046,10 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 if !plan.allow_exec {
                     rules.extend(rules_for(["execve"])?);
                 }
+            }
+            // A program the kernel maps is executable memory too.
+            if plan.no_exec_memory && !plan.allow_exec {
+                rules.extend(rules_for(["execve", "execveat"])?);
             }
             rules.insert(clone, clone_denied(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {

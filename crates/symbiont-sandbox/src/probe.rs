@@ -60,9 +60,13 @@ pub enum ProbeAction {
     /// Start this many threads at once (each waits until all are started
     /// or one fails).
     Threads(u32),
-    /// Make memory executable: map a page with `PROT_EXEC`, then make a
-    /// writable page executable with `mprotect`.
-    ExecutableMemory,
+    /// Make memory executable by one route: `mmap` (a page with
+    /// `PROT_EXEC`), `mprotect` or `pkey_mprotect` (a writable page made
+    /// executable), `shmat` (a private segment with `SHM_EXEC`), or
+    /// `personality` (turn on READ_IMPLIES_EXEC).
+    ExecutableMemory(String),
+    /// The parent-death signal in force (`PR_GET_PDEATHSIG`).
+    ParentDeathSignal,
     /// `clone` a thread into a new user namespace (a combination the kernel
     /// itself refuses with EINVAL, so nothing is ever created: the answer
     /// tells whether the call reached the kernel).
@@ -331,49 +335,14 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
                 None => Ok(format!("{n} threads at once")),
             }
         }
-        ProbeAction::ExecutableMemory => {
-            let len = 4096;
-            // SAFETY: an anonymous private mapping of one page; nothing
-            // aliases it, and it is unmapped below.
-            let exec = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_EXEC,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if exec == libc::MAP_FAILED {
-                return Err(format!("mmap(PROT_EXEC): {}", errno()));
+        ProbeAction::ExecutableMemory(how) => executable_memory(how),
+        ProbeAction::ParentDeathSignal => {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: PR_GET_PDEATHSIG writes one int into `sig`.
+            if unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) } != 0 {
+                return Err(errno());
             }
-            // SAFETY: unmaps the page mapped just above.
-            unsafe { libc::munmap(exec, len) };
-            // SAFETY: as above, a writable page this time.
-            let page = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if page == libc::MAP_FAILED {
-                return Err(format!("mmap(PROT_WRITE): {}", errno()));
-            }
-            // SAFETY: changes the protection of our own page only.
-            let rc = unsafe { libc::mprotect(page, len, libc::PROT_READ | libc::PROT_EXEC) };
-            let result = if rc != 0 {
-                Err(format!("mprotect(PROT_EXEC): {}", errno()))
-            } else {
-                Ok("mapped executable memory twice".to_string())
-            };
-            // SAFETY: unmaps our own page.
-            unsafe { libc::munmap(page, len) };
-            result
+            Ok(sig.to_string())
         }
         ProbeAction::ModifyLdt => {
             let mut buf = [0u8; 64];
@@ -545,5 +514,94 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             }
             Ok(format!("wrote {n} bytes to fd {fd}"))
         }
+    }
+}
+
+/// One route to executable memory (see [`ProbeAction::ExecutableMemory`]).
+fn executable_memory(how: &str) -> Result<String, String> {
+    let len = 4096;
+    let rx = libc::PROT_READ | libc::PROT_EXEC;
+    let page = |prot| {
+        // SAFETY: an anonymous private mapping of one page; nothing aliases
+        // it, and the caller unmaps it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            Err(format!("mmap: {}", errno()))
+        } else {
+            Ok(p)
+        }
+    };
+    let unmap = |p| {
+        // SAFETY: unmaps a page `page` mapped, used no more.
+        unsafe { libc::munmap(p, len) }
+    };
+    match how {
+        "mmap" => {
+            let p = page(rx)?;
+            unmap(p);
+            Ok("mapped an executable page".into())
+        }
+        "mprotect" | "pkey_mprotect" => {
+            let p = page(libc::PROT_READ | libc::PROT_WRITE)?;
+            let rc = if how == "mprotect" {
+                // SAFETY: changes the protection of our own page only.
+                unsafe { libc::mprotect(p, len, rx) }
+            } else {
+                // SAFETY: as above; pkey -1 is "no key".
+                unsafe { libc::syscall(libc::SYS_pkey_mprotect, p, len, rx, -1) as libc::c_int }
+            };
+            let out = if rc != 0 {
+                Err(errno())
+            } else {
+                Ok(format!("{how} made a page executable"))
+            };
+            unmap(p);
+            out
+        }
+        "shmat" => {
+            // SAFETY: a private segment of one page (executable by its owner:
+            // SHM_EXEC asks for that right), removed below.
+            let id = unsafe { libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o700) };
+            if id < 0 {
+                return Err(format!("shmget: {}", errno()));
+            }
+            // SAFETY: attaches the segment made above at an address the
+            // kernel picks.
+            let at = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_EXEC) };
+            let out = if at as isize == -1 {
+                Err(errno())
+            } else {
+                // SAFETY: detaches what was attached above.
+                unsafe { libc::shmdt(at) };
+                Ok("attached an executable segment".into())
+            };
+            // SAFETY: removes the segment made above.
+            unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+            out
+        }
+        "personality" => {
+            // SAFETY: personality(0xffffffff) only reads the persona.
+            let persona = unsafe { libc::personality(0xffff_ffff) };
+            // SAFETY: sets one flag on this process's persona.
+            if unsafe { libc::personality((persona | 0x0400000) as libc::c_ulong) } < 0 {
+                return Err(errno());
+            }
+            // SAFETY: reads it back.
+            let now = unsafe { libc::personality(0xffff_ffff) };
+            if now & 0x0400000 == 0 {
+                return Err("READ_IMPLIES_EXEC did not stick".into());
+            }
+            Ok("READ_IMPLIES_EXEC on".into())
+        }
+        other => Err(format!("unknown route {other}")),
     }
 }

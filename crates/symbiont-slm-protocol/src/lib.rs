@@ -127,22 +127,39 @@ pub struct ChatMessage {
 }
 
 /// Sampling parameters, all resolved (no defaults left to the worker).
+/// Each float is finite: a number beyond `f32`'s range is refused when
+/// decoded (it would otherwise become infinity, which JSON cannot carry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     /// 0 means greedy.
+    #[serde(deserialize_with = "finite_f32")]
     pub temperature: f32,
     /// Top-k, 0 disables.
     pub top_k: u32,
     /// Top-p, 1 disables.
+    #[serde(deserialize_with = "finite_f32")]
     pub top_p: f32,
     /// Min-p, 0 disables.
+    #[serde(deserialize_with = "finite_f32")]
     pub min_p: f32,
     /// Repeat penalty, 1 disables.
+    #[serde(deserialize_with = "finite_f32")]
     pub repeat_penalty: f32,
     /// Tokens the repeat penalty looks back over.
     pub repeat_last_n: u32,
     /// Random seed.
     pub seed: u32,
+}
+
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f32::deserialize(d)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(
+            "a number beyond the range of a 32-bit float",
+        ))
+    }
 }
 
 /// Messages from the worker to the supervisor.
@@ -407,6 +424,28 @@ mod tests {
         let m: FromWorker = decode(stats.as_bytes()).unwrap();
         let again: FromWorker = decode(&encode(&m).unwrap()[4..]).unwrap();
         assert_eq!(again, m);
+    }
+
+    /// Found by the `protocol` fuzz target: a sampling value beyond f32's
+    /// range decoded to infinity, which encodes as `null` and then fails to
+    /// decode. Such a value is refused at once; a large finite one passes.
+    #[test]
+    fn sampling_floats_beyond_f32_are_refused() {
+        let frame = |penalty: &str| {
+            format!(
+                r#"{{"type": "generate", "id": 7, "prompt": "Hi", "chat": true, "max_tokens": 8,
+                "sampling": {{"temperature": 0.0, "top_k": 40, "top_p": 1.0, "min_p": 0.0,
+                "repeat_penalty": {penalty}, "repeat_last_n": 64, "seed": 1}},
+                "stop": [], "timeout_ms": 1000}}"#
+            )
+        };
+        assert!(matches!(
+            decode::<ToWorker>(frame("1.5e79").as_bytes()),
+            Err(FrameError::Malformed(_))
+        ));
+        let ok: ToWorker = decode(frame("3.0e38").as_bytes()).unwrap();
+        let again: ToWorker = decode(&encode(&ok).unwrap()[4..]).unwrap();
+        assert_eq!(again, ok);
     }
 
     #[test]

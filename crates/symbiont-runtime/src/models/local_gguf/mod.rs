@@ -247,16 +247,16 @@ impl LocalGgufRunnerBuilder {
                 ),
             });
         }
-        if nix::unistd::geteuid().is_root() && !sandbox_plan::gives_root_up() {
-            let text = "identity: the worker would keep uid 0 (without any capability) and its threads would not be capped (uid 0 is exempt from RLIMIT_NPROC): unprivileged user namespaces are disabled or restricted on this host".to_string();
+        if !sandbox_plan::threads_countable() {
+            let text = "threads: not capped (RLIMIT_NPROC needs a user namespace of the worker's own, and unprivileged user namespaces are disabled or restricted on this host)".to_string();
             if self.profile.security.strict_syscall_filtering {
                 return Err(SlmRunnerError::SandboxViolation {
-                    control: "identity".into(),
+                    control: "threads".into(),
                     detail: format!("{text}; a strict profile refuses to run so"),
                 });
             }
             host_gaps.push(HostGap {
-                control: "identity",
+                control: "threads",
                 text,
             });
         }
@@ -1432,12 +1432,18 @@ fn open_model_file(path: &Path) -> Result<(std::fs::File, GgufSummary), SlmRunne
         use std::os::unix::fs::MetadataExt;
         let id = sandbox_plan::WORKER_UNPRIVILEGED_ID;
         let mode = meta.mode();
-        let readable = mode & 0o004 != 0
-            || (meta.uid() == id && mode & 0o400 != 0)
-            || (meta.gid() == id && mode & 0o040 != 0);
+        // The kernel looks at the owner's bits, else the group's, else
+        // the others' (ACLs aside).
+        let readable = if meta.uid() == id {
+            mode & 0o400 != 0
+        } else if meta.gid() == id {
+            mode & 0o040 != 0
+        } else {
+            mode & 0o004 != 0
+        };
         if !readable {
             return Err(invalid(format!(
-                "mode {:o}, owner {}:{}: the worker runs as uid/gid {id} outside its sandbox and could not read it; make it readable by others (chmod o+r)",
+                "mode {:o}, owner {}:{}: the worker runs as uid/gid {id} outside its sandbox and could not read it; make it readable by others (chmod o+r), or by group {id} (chgrp {id}, chmod g+r)",
                 mode & 0o7777,
                 meta.uid(),
                 meta.gid()

@@ -52,11 +52,10 @@ pub const WORKER_OPEN_FILES: u64 = 256;
 /// namespace (`nobody`/`nogroup` on Debian): root widens nothing.
 pub const WORKER_UNPRIVILEGED_ID: u32 = 65534;
 
-/// Whether a worker started here gives root up: only where the id it
-/// becomes may then create its user namespace (unprivileged user
-/// namespaces allowed). Elsewhere root keeps uid 0 in a user namespace of
-/// its own, without any capability, and the runner reports the gap.
-pub(super) fn gives_root_up() -> bool {
+/// Whether a worker started here can count its threads in a user namespace
+/// of its own: a worker started by root creates it after giving root up,
+/// so unprivileged user namespaces must be allowed.
+pub(super) fn threads_countable() -> bool {
     HostSupport::probe().user_namespaces
 }
 
@@ -140,7 +139,7 @@ pub fn plan_for(
         // Its own user namespace always (threads counted apart); as root,
         // nobody outside it.
         user_namespace: true,
-        unprivileged_id: gives_root_up().then_some(WORKER_UNPRIVILEGED_ID),
+        unprivileged_id: Some(WORKER_UNPRIVILEGED_ID),
         max_threads: Some(worker_max_threads(threads)),
         // Root widens nothing: no capability survives, whatever the profile.
         drop_capabilities: true,
@@ -444,7 +443,7 @@ pub fn sandbox_report(
             "(always) identity".into(),
             "-".into(),
             format!(
-                "own user namespace; started by root, uid/gid {WORKER_UNPRIVILEGED_ID} outside it (root widens nothing; the model must be readable by others); at most 2 × threads + 16 threads (RLIMIT_NPROC, counted in that namespace)"
+                "started by root, uid/gid {WORKER_UNPRIVILEGED_ID} and no supplementary groups (root widens nothing; the model must be readable by that id), its network and mount namespaces owned by the host's root; own user namespace with at most 2 × threads + 16 threads (RLIMIT_NPROC, counted there; kernel 5.14 or later)"
             ),
             vec![Need::UnprivilegedUserNamespaces],
         ),

@@ -44,7 +44,7 @@ const STDERR_LINE_BYTES: usize = 1024;
 /// runtime dropped while another goes on): forked there, a worker would be
 /// killed while its supervisor lives. The child is registered with the
 /// caller's runtime.
-async fn spawn_on_lasting_thread(mut cmd: Command) -> std::io::Result<Child> {
+async fn spawn_on_lasting_thread(mut cmd: Command, deadline: Instant) -> std::io::Result<Child> {
     type Job = Box<dyn FnOnce() + Send>;
     static SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
     let spawner = match SPAWNER.get() {
@@ -75,7 +75,11 @@ async fn spawn_on_lasting_thread(mut cmd: Command) -> std::io::Result<Child> {
     spawner
         .send(job)
         .map_err(|_| std::io::Error::other("the worker spawner thread is gone"))?;
-    rx.await
+    // A spawn stuck in the kernel (a worker binary on a hung mount) holds
+    // the spawner; this start gives up at its deadline.
+    tokio::time::timeout_at(deadline, rx)
+        .await
+        .map_err(|_| std::io::Error::other("the worker did not start before the deadline"))?
         .map_err(|_| std::io::Error::other("the worker spawner thread dropped the request"))?
 }
 
@@ -129,7 +133,7 @@ impl Worker {
         // The model, as the descriptor the supervisor checked (the worker's
         // MODEL_FD; closed here when `cmd` goes).
         symbiont_sandbox::spawn::inherit_fd(cmd.as_std_mut(), model_file.into(), MODEL_FD);
-        let mut child = spawn_on_lasting_thread(cmd).await.map_err(|e| {
+        let mut child = spawn_on_lasting_thread(cmd, deadline).await.map_err(|e| {
             SlmRunnerError::InitializationFailed {
                 reason: format!("cannot start worker {}: {e}", worker_path.display()),
             }
@@ -528,10 +532,25 @@ pub(super) fn verify_confinement(
     }
     // Started by root, the worker gave root up for the plan's id.
     if let Some(id) = plan.unprivileged_id.filter(|_| root) {
-        let uids = field("Uid").unwrap_or("missing");
-        if !uids.split_whitespace().all(|u| u == id.to_string()) || uids.is_empty() {
-            return Err(format!("Uid is {uids}: the worker did not become uid {id}"));
+        for name in ["Uid", "Gid"] {
+            let ids = field(name).unwrap_or("");
+            if ids.is_empty() || !ids.split_whitespace().all(|u| u == id.to_string()) {
+                return Err(format!("{name} is {ids:?}: the worker did not become {id}"));
+            }
         }
+        if field("Groups").is_some_and(|g| !g.is_empty()) {
+            return Err(format!(
+                "Groups is {:?}: the worker kept supplementary groups",
+                field("Groups").unwrap_or("")
+            ));
+        }
+    }
+    // Nobody traces it.
+    if field("TracerPid") != Some("0") {
+        return Err(format!(
+            "TracerPid is {}: something traces the worker",
+            field("TracerPid").unwrap_or("missing")
+        ));
     }
     // Namespaces: what the report says is in force must show in the
     // worker's namespace links (which differ from ours only if it really
