@@ -561,10 +561,25 @@ pub(super) fn verify_confinement(
         && std::fs::read_link(format!("/proc/{pid}/ns/net"))
             .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
     {
+        // The id map is readable, though: a worker in our user namespace
+        // shows ours.
+        let map = |p: &str| std::fs::read_to_string(format!("/proc/{p}/uid_map"));
+        if in_force("user namespace") {
+            match (map(&pid.to_string()), map("self")) {
+                (Ok(theirs), Ok(ours)) if theirs == ours => {
+                    return Err(
+                        "the report says user namespace is in force, but the worker has the supervisor's id map"
+                            .into(),
+                    )
+                }
+                (Err(e), _) => return Err(format!("cannot read /proc/{pid}/uid_map: {e}")),
+                _ => {}
+            }
+        }
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             tracing::warn!(
-                "the worker's namespaces are not checked from outside: an unprivileged supervisor cannot read an undumpable process's /proc/<pid>/ns (run as root to check them)"
+                "the worker's network and mount namespaces are not checked from outside (its user namespace is, by its id map): an unprivileged supervisor cannot read an undumpable process's /proc/<pid>/ns (run as root to check them)"
             )
         });
         return Ok(());
