@@ -144,7 +144,10 @@ fn main() {
     profile.resources.max_cpu_cores = threads as f32;
     profile.process_limits.process_priority = 0;
     let confined = sandbox_plan_for(&profile, &model, Some(scratch.path()), threads).unwrap();
-    let unconfined = SandboxPlan::unconfined();
+    // Unconfined but for keeping the model's descriptor, which the worker
+    // loads in both cases.
+    let mut unconfined = SandboxPlan::unconfined();
+    unconfined.read_fds = vec![MODEL_FD];
 
     // 1. Set-up.
     let spawns = 40;
