@@ -48,7 +48,7 @@ def value(r, ty, cut):
 
 with open(model, "rb") as f:
     raw = f.read(16 << 20)
-put("gguf_header", "real-first-64k.gguf", raw[:64 << 10])
+put("gguf_header", "real-first-64k", raw[:64 << 10])
 r = R(raw)
 assert r.take(4) == b"GGUF"
 version, n_t, n_kv = r.u32(), r.u64(), r.u64()
@@ -77,8 +77,8 @@ for name, ty in tensors:
     offset += (nbytes + 31) // 32 * 32
 head = b"".join(out)
 head += b"\0" * ((-len(head)) % 32)
-put("gguf_header", "real-cut.gguf", head + b"\x11" * offset)
-put("gguf_header", "empty-v3.gguf", b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+put("gguf_header", "real-cut", head + b"\x11" * offset)
+put("gguf_header", "empty-v3", b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
 
 # --- chat templates -------------------------------------------------------
 if template:
