@@ -228,24 +228,17 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         }
     }
     if let Some(id) = give_up {
-        become_unprivileged(id)?;
+        let userns = give_root_up(id, plan.user_namespace)?;
         record(&format!("identity: root gave up for uid/gid {id}"), Ok(()));
         if plan.user_namespace {
-            match enter_namespaces(libc::CLONE_NEWUSER) {
-                Ok(_) => {
+            match userns {
+                Ok(()) => {
                     own_user_namespace = true;
                     record("user namespace", Ok(()));
                 }
                 Err(e) if plan.strict => return Err(e),
                 Err(e) => record("user namespace", Err(e.to_string())),
             }
-        }
-        // Dumpable only for the id maps: as an unprivileged id, a
-        // dumpable process could be traced by any other process of that
-        // id.
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-            return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
         }
     }
 
@@ -260,6 +253,8 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         // SAFETY: geteuid has no preconditions.
         let gap = if unsafe { libc::geteuid() } == 0 {
             Some("uid 0 is exempt from RLIMIT_NPROC")
+        } else if !crate::report::kernel_counts_threads_per_namespace() {
+            Some("this kernel (before 5.14) counts every process of the uid on the host")
         } else if !own_user_namespace {
             Some("no user namespace of its own to count threads in")
         } else {
@@ -471,9 +466,7 @@ pub(crate) fn thread_count() -> usize {
 
 /// Started as root: no supplementary groups, then gid and uid `id` (real,
 /// effective, saved), keeping the parent-death signal (which the change
-/// clears). The process becomes dumpable again (the change clears that
-/// too) so that it may write its own user namespace's id maps; the caller
-/// makes it undumpable right after.
+/// clears), undumpable.
 fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
     // A change of effective ids clears the parent-death signal: keep it.
     let mut pdeathsig: libc::c_int = 0;
@@ -495,9 +488,11 @@ fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
     if unsafe { libc::setresuid(id, id, id) } != 0 {
         return Err(os_err("setresuid"));
     }
+    // The change left the process undumpable (suid_dumpable is 0 on any
+    // sane host): make sure, so that no other process of `id` can open it.
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
-        return Err(os_err("prctl(PR_SET_DUMPABLE, 1)"));
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
     }
     if pdeathsig != 0 {
         // SAFETY: prctl with integer arguments only.
@@ -554,6 +549,126 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<bool, SandboxError> {
     Ok(flags & libc::CLONE_NEWUSER != 0)
 }
 
+/// Empties the bounding set where the process may (CAP_SETPCAP); without it
+/// (an unprivileged process outside a user namespace) there is nothing to
+/// drop, and no_new_privs keeps exec from granting anything.
+fn drop_bounding_set() -> Result<(), SandboxError> {
+    let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                // No CAP_SETPCAP: nothing to drop.
+                Some(libc::EPERM) => break,
+                // Past the kernel's last capability.
+                Some(libc::EINVAL) => break,
+                _ => return Err(os_err("prctl(PR_CAPBSET_DROP)")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Started as root: gives root up for `id` (bounding set emptied first,
+/// while root may), then, when `user_namespace`, enters a user namespace of
+/// its own whose id maps a root helper process writes: a process may write
+/// its own maps only while dumpable, and a dumpable process of `id` could
+/// be opened (`/proc/<pid>/mem`) by any other process of `id`. Returns
+/// whether the user namespace was made (its failure is the caller's to
+/// judge).
+fn give_root_up(id: u32, user_namespace: bool) -> Result<Result<(), SandboxError>, SandboxError> {
+    drop_bounding_set()?;
+    if !user_namespace {
+        become_unprivileged(id)?;
+        return Ok(Err(SandboxError::Namespace {
+            flags: "CLONE_NEWUSER".into(),
+            source: io::Error::other("not planned"),
+        }));
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os_err("pipe2"));
+    }
+    let (go_read, go_write) = (fds[0], fds[1]);
+    // SAFETY: the process is single-threaded (checked by the caller), so
+    // the child may allocate and use std; it only writes three /proc
+    // files of its parent and exits with `_exit`.
+    let helper = unsafe { libc::fork() };
+    if helper < 0 {
+        return Err(os_err("fork (id map helper)"));
+    }
+    if helper == 0 {
+        // SAFETY: closes our copy of the write end; reads one byte into a
+        // local buffer.
+        let go = unsafe {
+            libc::close(go_write);
+            let mut b = 0u8;
+            libc::read(go_read, (&mut b as *mut u8).cast(), 1)
+        };
+        let code = if go != 1 {
+            2
+        } else {
+            // SAFETY: getppid has no preconditions.
+            let parent = unsafe { libc::getppid() };
+            let write = |file: &str, text: &str| {
+                std::fs::write(format!("/proc/{parent}/{file}"), text).is_ok()
+            };
+            let map = format!("{id} {id} 1");
+            if write("setgroups", "deny") && write("uid_map", &map) && write("gid_map", &map) {
+                0
+            } else {
+                1
+            }
+        };
+        // SAFETY: ends the helper without running the parent's exit
+        // handlers.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: closes our copy of the read end.
+    unsafe { libc::close(go_read) };
+    let finish = |go: bool| -> Result<bool, SandboxError> {
+        if go {
+            // SAFETY: writes one byte from a local to our pipe end.
+            unsafe { libc::write(go_write, b"g".as_ptr().cast(), 1) };
+        }
+        let mut status = 0;
+        // SAFETY: closes our pipe end, then reaps our own child.
+        let reaped = unsafe {
+            libc::close(go_write);
+            libc::waitpid(helper, &mut status, 0)
+        };
+        if reaped != helper {
+            return Err(os_err("waitpid (id map helper)"));
+        }
+        Ok(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+    };
+    if let Err(e) = become_unprivileged(id) {
+        let _ = finish(false);
+        return Err(e);
+    }
+    // SAFETY: unshare takes flags only; single-threaded (the helper is a
+    // separate process).
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        let e = SandboxError::Namespace {
+            flags: "CLONE_NEWUSER".into(),
+            source: io::Error::last_os_error(),
+        };
+        finish(false)?;
+        return Ok(Err(e));
+    }
+    if !finish(true)? {
+        return Err(SandboxError::IdMap {
+            file: "/proc/<pid>/uid_map (written by the root helper)",
+            source: io::Error::other("the helper could not write the id maps"),
+        });
+    }
+    Ok(Ok(()))
+}
+
 /// `struct __user_cap_header_struct`.
 #[repr(C)]
 struct CapHeader {
@@ -590,24 +705,7 @@ fn drop_capabilities() -> Result<(), SandboxError> {
     {
         return Err(os_err("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
     }
-    let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(63);
-    for cap in 0..=last {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
-            match io::Error::last_os_error().raw_os_error() {
-                // No CAP_SETPCAP: an unprivileged process outside a user
-                // namespace, which has nothing to drop, and no_new_privs
-                // keeps exec from granting anything.
-                Some(libc::EPERM) => break,
-                // Past the kernel's last capability.
-                Some(libc::EINVAL) => break,
-                _ => return Err(os_err("prctl(PR_CAPBSET_DROP)")),
-            }
-        }
-    }
+    drop_bounding_set()?;
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,

@@ -25,5 +25,7 @@ pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
 pub use plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 #[cfg(feature = "probe")]
 pub use probe::ProbeAction;
-pub use report::{report, ControlRow, Enforcement, HostSupport, Need};
+pub use report::{
+    kernel_counts_threads_per_namespace, report, ControlRow, Enforcement, HostSupport, Need,
+};
 pub use syscalls::{never_allowed, syscall_number, WORKER_ALLOW_LIST, X32_SYSCALL_BIT};

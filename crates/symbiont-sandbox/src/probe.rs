@@ -67,6 +67,8 @@ pub enum ProbeAction {
     ExecutableMemory(String),
     /// The parent-death signal in force (`PR_GET_PDEATHSIG`).
     ParentDeathSignal,
+    /// How many capabilities the bounding set holds (`PR_CAPBSET_READ`).
+    BoundingSet,
     /// `clone` a thread into a new user namespace (a combination the kernel
     /// itself refuses with EINVAL, so nothing is ever created: the answer
     /// tells whether the call reached the kernel).
@@ -336,6 +338,19 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             }
         }
         ProbeAction::ExecutableMemory(how) => executable_memory(how),
+        ProbeAction::BoundingSet => {
+            let mut held = 0;
+            for cap in 0..64 {
+                // SAFETY: prctl with integer arguments only.
+                match unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } {
+                    1 => held += 1,
+                    0 => {}
+                    _ if cap == 0 => return Err(errno()),
+                    _ => break,
+                }
+            }
+            Ok(held.to_string())
+        }
         ProbeAction::ParentDeathSignal => {
             let mut sig: libc::c_int = 0;
             // SAFETY: PR_GET_PDEATHSIG writes one int into `sig`.

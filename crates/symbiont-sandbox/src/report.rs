@@ -17,6 +17,19 @@ pub struct HostSupport {
     pub cgroup_memory: bool,
 }
 
+/// Whether this kernel counts `RLIMIT_NPROC` per user namespace (5.14 and
+/// later, with ucounts); before, it counts every process of the uid on the
+/// host.
+pub fn kernel_counts_threads_per_namespace() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version >= (5, 14)
+}
+
 impl HostSupport {
     /// Reads the host's facts (no side effects).
     pub fn probe() -> Self {

@@ -111,6 +111,8 @@ pub const WORKER_ALLOW_LIST: &[(&str, &str)] = &[
 /// surface, privilege changes, and ways out of the other layers.
 pub const DENY_LIST: &[&str] = &[
     "ptrace",
+    // Maps an ELF library executable inside the kernel, around mmap's rule.
+    "uselib",
     "process_vm_readv",
     "process_vm_writev",
     "mount",
@@ -367,6 +369,7 @@ static TABLE: &[(&str, i64)] = &[
     ("sysinfo", libc::SYS_sysinfo),
     ("times", libc::SYS_times),
     ("ptrace", libc::SYS_ptrace),
+    ("uselib", libc::SYS_uselib),
     ("getuid", libc::SYS_getuid),
     ("syslog", libc::SYS_syslog),
     ("getgid", libc::SYS_getgid),

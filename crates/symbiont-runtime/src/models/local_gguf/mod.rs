@@ -248,7 +248,7 @@ impl LocalGgufRunnerBuilder {
             });
         }
         if !sandbox_plan::threads_countable() {
-            let text = "threads: not capped (RLIMIT_NPROC needs a user namespace of the worker's own, and unprivileged user namespaces are disabled or restricted on this host)".to_string();
+            let text = "threads: not capped (RLIMIT_NPROC needs a user namespace of the worker's own and kernel 5.14 or later; here unprivileged user namespaces are disabled or restricted, or the kernel is older)".to_string();
             if self.profile.security.strict_syscall_filtering {
                 return Err(SlmRunnerError::SandboxViolation {
                     control: "threads".into(),

@@ -56,7 +56,7 @@ pub const WORKER_UNPRIVILEGED_ID: u32 = 65534;
 /// of its own: a worker started by root creates it after giving root up,
 /// so unprivileged user namespaces must be allowed.
 pub(super) fn threads_countable() -> bool {
-    HostSupport::probe().user_namespaces
+    HostSupport::probe().user_namespaces && symbiont_sandbox::kernel_counts_threads_per_namespace()
 }
 
 /// Threads (and processes) a worker may have at once: its compute threads,
