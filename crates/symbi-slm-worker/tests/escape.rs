@@ -820,6 +820,40 @@ fn the_worker_makes_no_memory_executable() {
     assert!(!e.starts_with("shmget"), "{e}");
 }
 
+/// Landlock does not govern modes, owners or attributes: the worker's
+/// filter refuses the calls that change them, so it cannot make a file of
+/// its uid world-readable by path (under the deny-list, where nothing else
+/// stands in the way: the file is the worker's own). Unconfined, and under
+/// `sandbox exec`, the same call works.
+#[test]
+fn the_worker_changes_no_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, "secret").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        // The worker's uid outside its sandbox.
+        std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    }
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::ChangeMode(file.clone()),
+        ),
+        "unconfined",
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (name, _d, p) in hardened_plans() {
+        if name.starts_with("worker") {
+            refused_by_filter(probe(&p, ProbeAction::ChangeMode(file.clone())), &name);
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}: the mode stayed");
+        }
+    }
+}
+
 /// The worker dies with its supervisor, also after giving root up (a
 /// change of ids clears the parent-death signal; the sandbox sets it
 /// again).

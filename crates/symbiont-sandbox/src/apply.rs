@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 use crate::syscalls::{
     never_allowed, syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_FCNTL,
-    DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, PID_CALLS, WORKER_ALLOW_LIST,
-    X32_SYSCALL_BIT,
+    DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, METADATA_WRITES, PID_CALLS,
+    WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
 };
 
 /// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
@@ -1148,6 +1148,11 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             // A program the kernel maps is executable memory too.
             if plan.no_exec_memory && !plan.allow_exec {
                 rules.extend(rules_for(["execve", "execveat"])?);
+            }
+            // Modes, owners and attributes, which Landlock does not govern:
+            // the worker changes none.
+            if !plan.allow_exec {
+                rules.extend(rules_for(METADATA_WRITES.iter())?);
             }
             rules.insert(clone, clone_denied(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {

@@ -69,6 +69,8 @@ pub enum ProbeAction {
     ParentDeathSignal,
     /// How many capabilities the bounding set holds (`PR_CAPBSET_READ`).
     BoundingSet,
+    /// Make a file world-readable by path (`fchmodat`, mode 0644).
+    ChangeMode(PathBuf),
     /// `clone` a thread into a new user namespace (a combination the kernel
     /// itself refuses with EINVAL, so nothing is ever created: the answer
     /// tells whether the call reached the kernel).
@@ -338,6 +340,15 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             }
         }
         ProbeAction::ExecutableMemory(how) => executable_memory(how),
+        ProbeAction::ChangeMode(path) => {
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|e| e.to_string())?;
+            // SAFETY: a valid C string path and an integer mode.
+            if unsafe { libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), 0o644, 0) } != 0 {
+                return Err(errno());
+            }
+            Ok("mode changed".into())
+        }
         ProbeAction::BoundingSet => {
             let mut held = 0;
             for cap in 0..64 {
@@ -572,7 +583,15 @@ fn executable_memory(how: &str) -> Result<String, String> {
                 unsafe { libc::mprotect(p, len, rx) }
             } else {
                 // SAFETY: as above; pkey -1 is "no key".
-                unsafe { libc::syscall(libc::SYS_pkey_mprotect, p, len, rx, -1) as libc::c_int }
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pkey_mprotect,
+                        p,
+                        len,
+                        rx as libc::c_ulong,
+                        -1 as libc::c_long,
+                    ) as libc::c_int
+                }
             };
             let out = if rc != 0 {
                 Err(errno())
@@ -606,6 +625,9 @@ fn executable_memory(how: &str) -> Result<String, String> {
         "personality" => {
             // SAFETY: personality(0xffffffff) only reads the persona.
             let persona = unsafe { libc::personality(0xffff_ffff) };
+            if persona < 0 {
+                return Err(errno());
+            }
             // SAFETY: sets one flag on this process's persona.
             if unsafe { libc::personality((persona | 0x0400000) as libc::c_ulong) } < 0 {
                 return Err(errno());

@@ -180,6 +180,31 @@ pub fn never_allowed(name: &str) -> bool {
 /// `fcntl` commands refused under both policies: `F_SETOWN` and
 /// `F_SETOWN_EX` would make the kernel signal another process (the
 /// supervisor reading the worker's pipe) with the signal `F_SETSIG` picks.
+/// Calls that change a file's mode, owner or extended attributes. Landlock
+/// governs none of them, so under the deny-list a worker could otherwise
+/// change any file its uid owns, by path or through the model's descriptor
+/// (make a private key world-readable, say). The allow-list never lists
+/// them; the deny-list refuses them for the worker (a `sandbox exec`
+/// program keeps them: tools set modes on what they write).
+pub const METADATA_WRITES: &[&str] = &[
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "setxattrat",
+    "removexattrat",
+];
+
 pub const DENIED_FCNTL: &[(&str, u64)] = &[("F_SETOWN", 8), ("F_SETSIG", 10), ("F_SETOWN_EX", 15)];
 
 /// Calls whose target is a process named by a pid argument: allowed only on
@@ -359,6 +384,18 @@ static TABLE: &[(&str, i64)] = &[
     ("readlink", libc::SYS_readlink),
     ("chmod", libc::SYS_chmod),
     ("fchmod", libc::SYS_fchmod),
+    ("fchmodat", libc::SYS_fchmodat),
+    ("fchmodat2", libc::SYS_fchmodat2),
+    ("fchownat", libc::SYS_fchownat),
+    ("setxattr", libc::SYS_setxattr),
+    ("lsetxattr", libc::SYS_lsetxattr),
+    ("fsetxattr", libc::SYS_fsetxattr),
+    ("removexattr", libc::SYS_removexattr),
+    ("lremovexattr", libc::SYS_lremovexattr),
+    ("fremovexattr", libc::SYS_fremovexattr),
+    // Linux 6.13; not in libc's table yet.
+    ("setxattrat", 463),
+    ("removexattrat", 466),
     ("chown", libc::SYS_chown),
     ("fchown", libc::SYS_fchown),
     ("lchown", libc::SYS_lchown),

@@ -69,6 +69,11 @@ async fn spawn_on_lasting_thread(mut cmd: Command, deadline: Instant) -> std::io
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
+        // The start gave up (its deadline passed while this waited): no
+        // worker to kill at once.
+        if tx.is_closed() {
+            return;
+        }
         let _runtime = handle.enter();
         let _ = tx.send(cmd.spawn());
     });
