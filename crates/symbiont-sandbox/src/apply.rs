@@ -382,6 +382,9 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             if plan.no_exec_memory {
                 record("seccomp: no new executable memory (PROT_EXEC)", Ok(()));
             }
+            if !plan.allow_exec {
+                record("seccomp: no file mode, owner or attribute changes", Ok(()));
+            }
             record(
                 match plan.sockets {
                     SocketPolicy::None => "seccomp: no sockets",

@@ -436,7 +436,7 @@ pub fn sandbox_report(
         (
             "(always) syscall hardening".into(),
             "-".into(),
-            "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging".into(),
+            "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt, uselib refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging".into(),
             vec![Need::Seccomp],
         ),
         (
@@ -451,6 +451,12 @@ pub fn sandbox_report(
             "(always) executable memory".into(),
             "-".into(),
             "seccomp: once confined, the worker maps no new executable memory (mmap, mprotect, pkey_mprotect with PROT_EXEC; shmat with SHM_EXEC), before or after the model is parsed; `sandbox exec` programs may (their loader maps libraries)".into(),
+            vec![Need::Seccomp],
+        ),
+        (
+            "(always) file metadata".into(),
+            "-".into(),
+            "seccomp: the worker changes no file's mode, owner or extended attributes (chmod, chown, xattr writes, which Landlock does not govern); `sandbox exec` programs may".into(),
             vec![Need::Seccomp],
         ),
         (
