@@ -14,6 +14,7 @@
 //! cargo's `deps/`). Never `$PATH`, never a relative path.
 
 pub mod gguf;
+mod model_file;
 mod sandbox_plan;
 mod worker;
 
@@ -36,6 +37,7 @@ pub use sandbox_plan::{
     exec_plan_for as sandbox_exec_plan_for, plan_for as sandbox_plan_for, sandbox_report,
 };
 
+use self::model_file::{open_model_file_blocking, resolve_model_path};
 use self::worker::{Next, Worker};
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelResourceRequirements, SandboxProfile};
@@ -1359,102 +1361,6 @@ fn result(
             sandbox_gaps: Vec::new(),
         },
     }
-}
-
-/// Resolves the model path once, when the runner is built: absolute, every
-/// symbolic link followed (the operator's choice, taken at configuration
-/// time). Every worker start then opens exactly this path without following
-/// a link ([`open_model_file`]).
-fn resolve_model_path(path: &Path) -> Result<PathBuf, SlmRunnerError> {
-    if !path.is_absolute() {
-        return Err(SlmRunnerError::InvalidInput {
-            field: "model_path",
-            reason: format!("{} is not an absolute path", path.display()),
-        });
-    }
-    std::fs::canonicalize(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => SlmRunnerError::ModelFileNotFound {
-            path: path.to_path_buf(),
-        },
-        _ => SlmRunnerError::InvalidModelFile {
-            path: path.to_path_buf(),
-            reason: format!("cannot resolve: {e}"),
-        },
-    })
-}
-
-/// [`open_model_file`] on the blocking pool (it reads the header).
-async fn open_model_file_blocking(
-    path: &Path,
-) -> Result<(std::fs::File, GgufSummary), SlmRunnerError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || open_model_file(&path))
-        .await
-        .map_err(|e| SlmRunnerError::InitializationFailed {
-            reason: format!("model check task: {e}"),
-        })?
-}
-
-/// Opens the model file for a worker and checks it on that descriptor: not
-/// a symbolic link (`O_NOFOLLOW`), not a fifo or device (`O_NONBLOCK`, then
-/// `fstat`: regular files only), a sane GGUF header. The worker inherits
-/// this very descriptor, so what it loads is what was checked, whatever the
-/// path names by then.
-fn open_model_file(path: &Path) -> Result<(std::fs::File, GgufSummary), SlmRunnerError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let invalid = |reason: String| SlmRunnerError::InvalidModelFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match (e.kind(), e.raw_os_error()) {
-            (std::io::ErrorKind::NotFound, _) => SlmRunnerError::ModelFileNotFound {
-                path: path.to_path_buf(),
-            },
-            (_, Some(nix::libc::ELOOP)) => invalid(
-                "is now a symbolic link (links are resolved once, when the runner is built)".into(),
-            ),
-            _ => invalid(format!("cannot open: {e}")),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| invalid(format!("cannot stat: {e}")))?;
-    if !meta.is_file() {
-        return Err(invalid("not a regular file".into()));
-    }
-    // Started by root, the worker is an unprivileged id outside its user
-    // namespace and opens the model (through its descriptor) with that
-    // id's rights.
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::fs::MetadataExt;
-        let id = sandbox_plan::WORKER_UNPRIVILEGED_ID;
-        let mode = meta.mode();
-        // The kernel looks at the owner's bits, else the group's, else
-        // the others' (ACLs aside).
-        let readable = if meta.uid() == id {
-            mode & 0o400 != 0
-        } else if meta.gid() == id {
-            mode & 0o040 != 0
-        } else {
-            mode & 0o004 != 0
-        };
-        if !readable {
-            return Err(invalid(format!(
-                "mode {:o}, owner {}:{}: the worker runs as uid/gid {id} outside its sandbox and could not read it; make it readable by others (chmod o+r), or by group {id} (chgrp {id}, chmod g+r)",
-                mode & 0o7777,
-                meta.uid(),
-                meta.gid()
-            )));
-        }
-    }
-    let summary = gguf::read_summary_of(&file).map_err(|e| match e {
-        GgufError::Io(io) => invalid(format!("not readable: {io}")),
-        other => invalid(other.to_string()),
-    })?;
-    Ok((file, summary))
 }
 
 /// Finds the worker executable (see the module docs for the order).
