@@ -1,9 +1,13 @@
 //! Overhead of the supervised worker against the same decode loop run
 //! in-process, on the default model, alternating the two sides in one run.
 //!
-//! In-process: `Engine::generate` called directly (no worker process, no
-//! protocol, no sandbox). Runner: `LocalGgufRunner::execute` (supervisor,
-//! pipes, worker). Same prompt, greedy, 64 tokens, same thread count.
+//! In-process: the worker's engine serving on a thread of this process,
+//! fed through a channel (no worker process, no pipes, no supervisor, no
+//! sandbox). Runner: `LocalGgufRunner::execute` (supervisor, queue,
+//! driver, pipes, worker). Same prompt, greedy, 64 tokens, same thread
+//! count, one slot each. Every time is taken by the caller, here: from
+//! handing the request over to the first token and to the end, so the
+//! supervisor's cost shows in the difference.
 //!
 //! Prints medians, spread (min–max) and ratios. Targets (issue 3):
 //! generation tokens/s ≥ 0.97 × in-process; warm request overhead < 2 ms.
@@ -48,20 +52,28 @@ fn main() {
         threads,
         context_size: 2048,
         batch_size: 512,
+        slots: 1,
         supervisor_pid: std::process::id(),
         sandbox: symbiont_slm_protocol::SandboxPlan::unconfined(),
     };
-    let engine = Engine::load(
-        &spec,
-        &model,
-        symbiont_slm_protocol::Applied {
-            layers: vec![],
-            setup_micros: 0,
-        },
-    )
-    .expect("in-process load");
-    let mut ctx = engine.new_context().expect("context");
-    let (_keep_tx, rx) = mpsc::channel::<ToWorker>();
+    // The engine serves on its own thread, as in the worker.
+    let (to_engine, rx) = mpsc::channel::<ToWorker>();
+    let (events_tx, events) = mpsc::channel::<FromWorker>();
+    let engine_model = model.clone();
+    std::thread::spawn(move || {
+        let engine = Engine::load(
+            &spec,
+            &engine_model,
+            symbiont_slm_protocol::Applied {
+                layers: vec![],
+                setup_micros: 0,
+            },
+        )
+        .expect("in-process load");
+        engine.serve(&rx, &mut |m: &FromWorker| {
+            let _ = events_tx.send(m.clone());
+        });
+    });
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -74,6 +86,7 @@ fn main() {
             LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
                 .worker_path(worker)
                 .threads(threads)
+                .slots(1)
                 .build(),
         )
         .expect("runner");
@@ -98,28 +111,26 @@ fn main() {
         let started = Instant::now();
         let mut first: Option<f64> = None;
         let mut text = String::new();
-        let mut queued = Default::default();
-        let stats = engine
-            .generate(
-                &mut ctx,
-                &req,
-                &rx,
-                &mut |m: &FromWorker| {
-                    if let FromWorker::Token { text: t, .. } = m {
-                        first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
-                        text.push_str(t);
-                    }
-                },
-                &mut queued,
-            )
-            .expect("in-process generate");
+        to_engine.send(ToWorker::Generate(req)).expect("engine");
+        let stats = loop {
+            match events.recv().expect("engine") {
+                FromWorker::Token { text: t, .. } => {
+                    first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+                    text.push_str(&t);
+                }
+                FromWorker::Done { stats, .. } => break stats,
+                FromWorker::Failed { error, .. } => panic!("in-process: {error}"),
+                _ => {}
+            }
+        };
         let wall = started.elapsed().as_secs_f64() * 1e3;
-        ctx.clear_kv_cache();
 
         std::thread::sleep(settle);
+        let started = Instant::now();
         let res = rt
             .block_on(runner.execute(PROMPT, Some(options.clone())))
             .expect("runner");
+        let runner_wall = started.elapsed().as_secs_f64() * 1e3;
         if round == 0 {
             texts = (text, res.response.clone());
             continue;
@@ -134,8 +145,8 @@ fn main() {
             .gen_tps
             .push(m.generation_tokens_per_second.unwrap());
         supervised.ttft_ms.push(m.time_to_first_token_ms.unwrap());
-        supervised.wall_ms.push(m.execution_time_ms);
-        overhead.push(m.execution_time_ms - m.worker_time_ms.unwrap());
+        supervised.wall_ms.push(runner_wall);
+        overhead.push(runner_wall - wall);
     }
     assert_eq!(texts.0, texts.1, "both sides must generate the same text");
     println!(
@@ -161,7 +172,7 @@ fn main() {
     );
     let (o0, o1) = spread(&overhead);
     println!(
-        "warm request overhead      median {:.3} ms [{o0:.3}–{o1:.3}] (runner wall − worker's own time: supervisor + protocol + process hop)",
+        "warm request overhead      median {:.3} ms [{o0:.3}–{o1:.3}] (runner wall − in-process wall of the same round, both timed by the caller: supervisor + queue + protocol + process hop)",
         median(&overhead)
     );
 }

@@ -96,6 +96,7 @@ fn load(model: &Path, threads: u32, plan: SandboxPlan) -> Loaded {
         threads,
         context_size: 2048,
         batch_size: 512,
+        slots: 1,
         supervisor_pid: std::process::id(),
         sandbox: plan,
     };

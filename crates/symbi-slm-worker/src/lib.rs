@@ -5,5 +5,7 @@
 
 #[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "engine")]
+pub mod slots;
 pub mod template;
 pub mod text;

@@ -128,7 +128,7 @@ async fn generates_text_with_measured_metadata() {
     assert!(m.time_to_first_token_ms.unwrap() > 0.0);
     assert!(m.execution_time_ms >= m.time_to_first_token_ms.unwrap());
     assert!(m.model_load_ms.is_some(), "first request loads the model");
-    let peak = m.peak_memory_mb.unwrap();
+    let peak = m.worker_peak_memory_mb.unwrap();
     assert!((50.0..2048.0).contains(&peak), "peak {peak} MB");
     assert!(m.finish_reason.is_some());
     if out > 2 {
@@ -383,7 +383,7 @@ async fn queue_capacity_is_enforced() {
         .collect();
     let mut overloaded = 0;
     for j in jobs {
-        if let Err(SlmRunnerError::Overloaded { capacity: 2 }) = j.await.unwrap() {
+        if let Err(SlmRunnerError::Overloaded { capacity: 2, .. }) = j.await.unwrap() {
             overloaded += 1;
         }
     }
@@ -1350,7 +1350,7 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
     for (mode, why) in [
         ("huge", "protocol violation: a frame of"),
         ("flood", "more text than max_tokens = 4"),
-        ("forged", "unexpected during request"),
+        ("forged", "a message for no running request"),
         ("overcount", "1000000 tokens reported for max_tokens = 4"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -1381,13 +1381,14 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
         r.execute("Hi", Some(greedy(4))).await.unwrap().response,
         "ok"
     );
-    let pid = r.worker_pid().await.unwrap();
-    // Whether the late frame is read before the next request starts or
-    // during it, the worker is replaced and the request runs on the new one.
+    // The driver reads the late frame as it comes and kills the worker
+    // (it may be gone already). Whether the frame is read before the next
+    // request starts or during it, that request runs on a fresh worker.
+    let pid = r.worker_pid().await;
     let next = r.execute("Hi", Some(greedy(4))).await.unwrap();
     assert_eq!(next.response, "ok");
     assert!(next.metadata.model_load_ms.is_some(), "not a fresh worker");
-    assert_ne!(r.worker_pid().await, Some(pid));
+    assert!(pid.is_none() || r.worker_pid().await != pid);
     let events = audit_events(&dir);
     assert!(
         events

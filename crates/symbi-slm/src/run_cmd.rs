@@ -359,13 +359,13 @@ fn summary(model: &str, profile: &str, m: &ExecutionMetadata) -> String {
         )
     };
     format!(
-        "[{model} · profile {profile} · {sandbox}] {} prompt + {} generated tokens · {} · first token {} · {:.0} ms total · peak {} · finish {}",
+        "[{model} · profile {profile} · {sandbox}] {} prompt + {} generated tokens · {} · first token {} · {:.0} ms total · worker peak {} · finish {}",
         m.input_tokens.map_or("?".into(), |n| n.to_string()),
         m.output_tokens.map_or("?".into(), |n| n.to_string()),
         opt(m.generation_tokens_per_second, " tok/s"),
         opt(m.time_to_first_token_ms, " ms"),
         m.execution_time_ms,
-        opt(m.peak_memory_mb, " MB"),
+        opt(m.worker_peak_memory_mb, " MB"),
         m.finish_reason
             .map(|f| format!("{f:?}").to_lowercase())
             .unwrap_or_else(|| "?".into()),

@@ -217,7 +217,7 @@ fn run_streams_text_and_prints_json() {
     assert!(m["input_tokens"].as_u64().unwrap() > 10);
     assert!(m["output_tokens"].as_u64().unwrap() <= 8);
     assert!(m["time_to_first_token_ms"].as_f64().unwrap() > 0.0);
-    assert!(m["peak_memory_mb"].as_f64().unwrap() > 10.0);
+    assert!(m["worker_peak_memory_mb"].as_f64().unwrap() > 10.0);
     assert!(["length", "stop"].contains(&m["finish_reason"].as_str().unwrap()));
 
     // Prompt on stdin, text streamed to stdout, summary on stderr.

@@ -8,9 +8,9 @@
 //!
 //! The first message is always [`ToWorker::Launch`]; the worker answers
 //! [`FromWorker::Ready`] or [`FromWorker::LoadFailed`]. Requests carry an id
-//! chosen by the supervisor; every event about a request carries that id, so
-//! several requests can later share one worker (batching) without changing
-//! the protocol.
+//! chosen by the supervisor; every event about a request carries that id:
+//! up to [`LaunchSpec::slots`] requests run at once in one worker (continuous
+//! batching), their events interleaved.
 //!
 //! This crate owns the message types and the framing; it never spawns,
 //! sandboxes or runs anything.
@@ -25,7 +25,7 @@ pub use symbiont_sandbox::ProbeAction;
 pub use symbiont_sandbox::{Applied, Layer, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the
@@ -87,6 +87,10 @@ pub struct LaunchSpec {
     pub context_size: u32,
     /// Tokens decoded per batch while reading a prompt.
     pub batch_size: u32,
+    /// Requests the worker runs at once, each in its own sequence of one
+    /// context (and its own `context_size` tokens of KV cache); more are
+    /// refused.
+    pub slots: u32,
     /// Process id of the supervisor: the worker exits if its parent changes.
     pub supervisor_pid: u32,
     /// The sandbox to apply before the model file is parsed.
@@ -303,6 +307,11 @@ pub struct GenerationStats {
     pub generation_ms: f64,
     /// Time from receiving the request to sending `Done`, in milliseconds.
     pub total_ms: f64,
+    /// Prompt tokens found already in the slot's KV cache (a prefix shared
+    /// with an earlier request) and not decoded again; included in
+    /// `input_tokens`.
+    #[serde(default)]
+    pub cached_tokens: u32,
     /// Why it ended.
     pub finish: Finish,
     /// The stop sequence that matched.
@@ -338,6 +347,13 @@ pub enum RequestError {
     BadRequest {
         /// What was wrong.
         detail: String,
+    },
+    /// Every slot was busy: the supervisor sent more requests at once than
+    /// the launch spec's `slots`.
+    #[error("all {slots} slots are busy")]
+    SlotsFull {
+        /// The worker's slots.
+        slots: u32,
     },
 }
 

@@ -281,9 +281,15 @@ pub struct ExecutionMetadata {
     pub worker_time_ms: Option<f64>,
     /// Time spent loading the model for this request, if it loaded.
     pub model_load_ms: Option<f64>,
-    /// Peak resident memory of the process that ran the model, in MB, from
-    /// the kernel's accounting.
-    pub peak_memory_mb: Option<f64>,
+    /// Peak resident memory of the worker process that ran the model, in
+    /// MB, from the kernel's accounting (`VmHWM`): its high-water mark since
+    /// it started, shared by every request it has run, alone or batched
+    /// beside this one. Not this request's own share.
+    pub worker_peak_memory_mb: Option<f64>,
+    /// Prompt tokens that were already in the worker's cache (a prefix
+    /// shared with an earlier request: the same instructions, a growing
+    /// chat) and were not computed again; part of `input_tokens`.
+    pub cached_tokens: Option<u32>,
     /// Why generation ended.
     pub finish_reason: Option<FinishReason>,
     /// The stop sequence that ended generation, if one did.
@@ -384,11 +390,19 @@ pub enum SlmRunnerError {
         /// The end of its stderr.
         stderr_tail: String,
     },
-    /// Too many requests are waiting.
-    #[error("runner overloaded: {capacity} requests already queued")]
+    /// The model's queue is full: retry later.
+    #[error(
+        "runner overloaded: {queued} requests waiting, {capacity} may run or wait at once; retry in about {:.1} s",
+        retry_after.as_secs_f64()
+    )]
     Overloaded {
-        /// The queue's capacity.
+        /// Requests that may run or wait at once.
         capacity: usize,
+        /// Requests waiting when this one was refused.
+        queued: usize,
+        /// A hint: about when a slot may be free, from recent request
+        /// times.
+        retry_after: std::time::Duration,
     },
     /// An I/O error talking to the worker or reading the model.
     #[error("I/O error while {context}: {source}")]

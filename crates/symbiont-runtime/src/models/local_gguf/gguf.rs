@@ -43,6 +43,30 @@ pub struct GgufSummary {
     pub has_chat_template: bool,
     /// File size in bytes.
     pub file_size: u64,
+    /// `<architecture>.block_count`: layers.
+    pub block_count: Option<u64>,
+    /// `<architecture>.embedding_length`.
+    pub embedding_length: Option<u64>,
+    /// `<architecture>.attention.head_count`.
+    pub head_count: Option<u64>,
+    /// `<architecture>.attention.head_count_kv` (grouped-query attention;
+    /// absent means one per head).
+    pub head_count_kv: Option<u64>,
+}
+
+impl GgufSummary {
+    /// Bytes of KV cache one token takes with llama.cpp's default cache
+    /// type (16-bit keys and values), from the header: layers × 2 ×
+    /// (KV heads × head size) × 2 bytes. `None` when the header lacks a
+    /// figure (or they are absurd).
+    pub fn kv_bytes_per_token(&self) -> Option<u64> {
+        let layers = self.block_count?;
+        let embd = self.embedding_length?;
+        let heads = self.head_count.filter(|&h| h > 0)?;
+        let kv_heads = self.head_count_kv.unwrap_or(heads);
+        let per_layer = embd.checked_div(heads)?.checked_mul(kv_heads)?;
+        layers.checked_mul(per_layer)?.checked_mul(4)
+    }
 }
 
 /// Why a GGUF header was refused.
@@ -188,7 +212,16 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
     let context_length = architecture
         .as_ref()
         .and_then(|a| numbers.get(&format!("{a}.context_length")).copied());
+    let arch_number = |key: &str| {
+        architecture
+            .as_ref()
+            .and_then(|a| numbers.get(&format!("{a}.{key}")).copied())
+    };
     Ok(GgufSummary {
+        block_count: arch_number("block_count"),
+        embedding_length: arch_number("embedding_length"),
+        head_count: arch_number("attention.head_count"),
+        head_count_kv: arch_number("attention.head_count_kv"),
         version,
         tensor_count,
         metadata_count,

@@ -318,20 +318,6 @@ impl Worker {
         }
     }
 
-    /// What the worker sent while no request was running, if anything: a
-    /// message (a protocol violation: it may send none then), or the end
-    /// of its output (it died meanwhile).
-    pub fn between_requests(&mut self) -> Option<Next> {
-        match self.events.try_recv() {
-            Ok(Ok(msg)) => Some(Next::Event(msg)),
-            Ok(Err(e)) => Some(Next::Lost(e.to_string())),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                Some(Next::Lost("worker output closed".into()))
-            }
-        }
-    }
-
     /// Kills a worker that broke the protocol and builds the error: a
     /// `WorkerCrashed` naming the violation.
     pub async fn violated(&mut self, why: &str) -> SlmRunnerError {
@@ -407,18 +393,6 @@ impl Worker {
             .lock()
             .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
             .unwrap_or_default()
-    }
-
-    /// CPU seconds (user + system) the worker has used, from /proc.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the command name, which may hold spaces: utime is
-        // the 14th field, stime the 15th.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
-        Some(ticks as f64 / hz as f64)
     }
 }
 
@@ -831,4 +805,16 @@ async fn read_stderr<R: AsyncRead + Unpin>(mut r: R, tail: Arc<Mutex<VecDeque<St
         }
     }
     push(&mut line);
+}
+
+/// CPU seconds (user + system) process `pid` has used, from /proc.
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: utime is
+    // the 14th field, stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(ticks as f64 / hz as f64)
 }

@@ -1,0 +1,471 @@
+//! Several requests in one llama.cpp context (continuous batching).
+//!
+//! Each request runs in a slot: a sequence of the context with its own KV
+//! cache of `context_size` tokens. Every decode step carries one token for
+//! each generating slot plus a chunk of the prompts still being read, so a
+//! request joins at the next step and a long prompt does not stall the
+//! others (while any slot generates, a step reads at most
+//! [`PREFILL_CHUNK_WHILE_GENERATING`] prompt tokens). A finished, cancelled
+//! or failed request frees its slot at once.
+//!
+//! A slot keeps the tokens of its last request in its cache. A new request
+//! goes to the free slot whose cache shares the longest prefix with its
+//! prompt (the least recently used one on a tie), and only the rest of the
+//! prompt is decoded: the same instructions in front of every prompt, or a
+//! growing chat, are read once.
+//!
+//! Sampling, stop sequences, limits and the deadline stay per request: each
+//! slot has its own sampler chain (and seed).
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use symbiont_slm_protocol::{
+    Finish, FromWorker, GenerateRequest, GenerationStats, RequestError, ToWorker,
+};
+
+use crate::engine::{Engine, Sink};
+use crate::text::{Matched, StopMatcher, Utf8Stream};
+
+/// Most prompt tokens a decode step carries while a slot is generating: a
+/// generated token then waits for at most this many prompt tokens (about
+/// 0.15 s for the default model on 2 cores) instead of a whole batch.
+pub const PREFILL_CHUNK_WHILE_GENERATING: usize = 64;
+
+/// One sequence of the context.
+struct Slot {
+    /// The sequence id.
+    seq: i32,
+    /// The tokens whose keys and values are in this sequence's cache, at
+    /// positions `0..cache.len()`.
+    cache: Vec<LlamaToken>,
+    /// When the slot was last freed (a counter), for the least recently used
+    /// choice.
+    freed_at: u64,
+    active: Option<Active>,
+}
+
+/// The request a slot runs.
+struct Active {
+    id: u64,
+    max_tokens: u32,
+    started: Instant,
+    deadline: Instant,
+    /// The whole prompt; `cache.len() < prompt.len()` while it is read.
+    prompt: Vec<LlamaToken>,
+    cached_tokens: u32,
+    sampler: LlamaSampler,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    output_tokens: u32,
+    prompt_done_at: Option<Instant>,
+    first_token_at: Option<Instant>,
+    /// The last sampled token, decoded in the next step.
+    next: Option<LlamaToken>,
+    /// Where this slot's logits are in the batch just decoded.
+    logits: Option<i32>,
+}
+
+/// What [`Slots::commands`] says the loop should do.
+enum Control {
+    Go,
+    Exit,
+}
+
+/// The slots of one context and the decode loop over them.
+#[allow(missing_debug_implementations)] // llama-cpp-2's handles have no Debug
+pub struct Slots<'e, 'm> {
+    engine: &'e Engine,
+    ctx: LlamaContext<'m>,
+    slots: Vec<Slot>,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+    /// Tokens one sequence may hold.
+    per_slot: usize,
+    clock: u64,
+}
+
+impl<'e, 'm> Slots<'e, 'm>
+where
+    'e: 'm,
+{
+    /// `count` slots over `ctx`, whose context holds `per_slot` tokens per
+    /// sequence.
+    pub fn new(engine: &'e Engine, ctx: LlamaContext<'m>, count: u32, per_slot: u32) -> Self {
+        let n_batch = (ctx.n_batch() as usize).max(1);
+        let count = count.max(1);
+        Self {
+            engine,
+            ctx,
+            slots: (0..count as i32)
+                .map(|seq| Slot {
+                    seq,
+                    cache: Vec::new(),
+                    freed_at: 0,
+                    active: None,
+                })
+                .collect(),
+            batch: LlamaBatch::new(n_batch, 1),
+            n_batch,
+            per_slot: per_slot as usize,
+            clock: 0,
+        }
+    }
+
+    /// Serves requests until `Shutdown` or the supervisor hangs up.
+    pub fn serve(&mut self, rx: &Receiver<ToWorker>, out: &mut impl Sink) {
+        loop {
+            if let Control::Exit = self.commands(rx, out) {
+                return;
+            }
+            self.step(out);
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.slots.iter().any(|s| s.active.is_some())
+    }
+
+    /// Takes the commands that arrived: waits for one while no slot is
+    /// busy, else only drains what is there.
+    fn commands(&mut self, rx: &Receiver<ToWorker>, out: &mut impl Sink) -> Control {
+        let mut first = None;
+        if !self.busy() {
+            match rx.recv() {
+                Ok(m) => first = Some(m),
+                Err(_) => return Control::Exit,
+            }
+        }
+        loop {
+            let msg = match first.take() {
+                Some(m) => m,
+                None => match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => return Control::Go,
+                    // The supervisor is gone: nobody to answer.
+                    Err(TryRecvError::Disconnected) => return Control::Exit,
+                },
+            };
+            match msg {
+                ToWorker::Generate(req) => self.admit(&req, out),
+                ToWorker::Cancel { id } => {
+                    if let Some(i) = self.slot_of(id) {
+                        self.finish(i, Finish::Cancelled, None, out);
+                    }
+                }
+                ToWorker::Ping { nonce } => out.send(&FromWorker::Pong { nonce }),
+                ToWorker::Shutdown => {
+                    for i in 0..self.slots.len() {
+                        if self.slots[i].active.is_some() {
+                            self.finish(i, Finish::Cancelled, None, out);
+                        }
+                    }
+                    return Control::Exit;
+                }
+                ToWorker::Launch(_) => {
+                    eprintln!("symbi-slm-worker: ignoring a launch after start-up")
+                }
+                #[cfg(feature = "probe")]
+                ToWorker::Probe { .. } => {
+                    eprintln!("symbi-slm-worker: ignoring a probe after start-up")
+                }
+            }
+        }
+    }
+
+    fn slot_of(&self, id: u64) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.active.as_ref().is_some_and(|a| a.id == id))
+    }
+
+    /// Tokenizes a request and gives it the free slot that already holds
+    /// the longest prefix of its prompt.
+    fn admit(&mut self, req: &GenerateRequest, out: &mut impl Sink) {
+        let started = Instant::now();
+        let fail = |out: &mut dyn FnMut(&FromWorker), error| {
+            out(&FromWorker::Failed { id: req.id, error })
+        };
+        let mut send = |m: &FromWorker| out.send(m);
+        let tokens = match self.engine.prompt_tokens(req) {
+            Ok(t) => t,
+            Err(error) => return fail(&mut send, error),
+        };
+        let input_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        let refusal = if tokens.is_empty() {
+            Some(RequestError::BadRequest {
+                detail: "the prompt has no tokens".into(),
+            })
+        } else if tokens.len() >= self.per_slot {
+            Some(RequestError::PromptTooLong {
+                tokens: input_tokens,
+                context_size: self.per_slot as u32,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            return fail(&mut send, error);
+        }
+        let free = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .max_by_key(|(_, s)| (common_prefix(&s.cache, &tokens), u64::MAX - s.freed_at));
+        let Some((index, _)) = free else {
+            return fail(
+                &mut send,
+                RequestError::SlotsFull {
+                    slots: self.slots.len() as u32,
+                },
+            );
+        };
+        let slot = &mut self.slots[index];
+        // At least the prompt's last token is decoded again: its logits
+        // give the first generated token.
+        let mut reuse = common_prefix(&slot.cache, &tokens).min(tokens.len() - 1);
+        if reuse < slot.cache.len() {
+            let removed = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), Some(reuse as u32), None)
+                .unwrap_or(false);
+            if !removed {
+                // A model whose cache cannot drop a suffix starts over.
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                reuse = 0;
+            }
+            slot.cache.truncate(reuse);
+        }
+        send(&FromWorker::PromptRead {
+            id: req.id,
+            input_tokens,
+        });
+        slot.active = Some(Active {
+            id: req.id,
+            max_tokens: req.max_tokens,
+            started,
+            deadline: started + Duration::from_millis(req.timeout_ms),
+            prompt: tokens,
+            cached_tokens: reuse as u32,
+            sampler: self.engine.sampler(req),
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(&req.stop),
+            output_tokens: 0,
+            prompt_done_at: None,
+            first_token_at: None,
+            next: None,
+            logits: None,
+        });
+    }
+
+    /// One decode step over every busy slot.
+    fn step(&mut self, out: &mut impl Sink) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| now >= a.deadline)
+            {
+                self.finish(i, Finish::Timeout, None, out);
+            }
+        }
+        self.batch.clear();
+        let mut in_batch: Vec<usize> = Vec::new();
+        // One token for each generating slot.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            let Some(token) = a.next.take() else { continue };
+            let pos = slot.cache.len() as i32;
+            if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                // The batch holds n_batch tokens and there are fewer slots;
+                // not reached.
+                a.next = Some(token);
+                continue;
+            }
+            slot.cache.push(token);
+            a.logits = Some(self.batch.n_tokens() - 1);
+            in_batch.push(i);
+        }
+        // Then the prompts being read, oldest request first, in chunks.
+        let mut budget = self.n_batch - self.batch.n_tokens() as usize;
+        if !in_batch.is_empty() {
+            budget = budget.min(PREFILL_CHUNK_WHILE_GENERATING);
+        }
+        let mut reading: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.active
+                    .as_ref()
+                    .is_some_and(|a| s.cache.len() < a.prompt.len())
+            })
+            .collect();
+        reading.sort_by_key(|&i| self.slots[i].active.as_ref().map(|a| a.started));
+        for i in reading {
+            if budget == 0 {
+                break;
+            }
+            let slot = &mut self.slots[i];
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            let from = slot.cache.len();
+            let to = (from + budget).min(a.prompt.len());
+            for pos in from..to {
+                let last = pos + 1 == a.prompt.len();
+                if self
+                    .batch
+                    .add(a.prompt[pos], pos as i32, &[slot.seq], last)
+                    .is_err()
+                {
+                    break;
+                }
+                slot.cache.push(a.prompt[pos]);
+                budget -= 1;
+                if last {
+                    a.logits = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            in_batch.push(i);
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            let detail = e.to_string();
+            for i in in_batch {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(self.slots[i].seq as u32), None, None);
+                self.slots[i].cache.clear();
+                self.fail(
+                    i,
+                    RequestError::Decode {
+                        detail: detail.clone(),
+                    },
+                    out,
+                );
+            }
+            return;
+        }
+        for i in in_batch {
+            self.sample(i, out);
+        }
+    }
+
+    /// Samples the next token of slot `i` if its logits are in the batch
+    /// just decoded, and streams it.
+    fn sample(&mut self, i: usize, out: &mut impl Sink) {
+        let per_slot = self.per_slot;
+        let engine = self.engine;
+        let vocab = engine.model().vocab();
+        let slot = &mut self.slots[i];
+        let cache_len = slot.cache.len();
+        let Some(a) = slot.active.as_mut() else {
+            return;
+        };
+        let Some(index) = a.logits.take() else {
+            return;
+        };
+        a.prompt_done_at.get_or_insert_with(Instant::now);
+        if a.output_tokens >= a.max_tokens {
+            return self.finish(i, Finish::MaxTokens, None, out);
+        }
+        if cache_len >= per_slot {
+            return self.finish(i, Finish::ContextFull, None, out);
+        }
+        let token = a.sampler.sample(&self.ctx, index);
+        a.sampler.accept(token);
+        if vocab.is_eog(token) {
+            return self.finish(i, Finish::EndOfText, None, out);
+        }
+        a.output_tokens += 1;
+        a.first_token_at.get_or_insert_with(Instant::now);
+        let text = a.utf8.push(&vocab.token_to_piece(token, false, None));
+        match a.stops.push(&text) {
+            Matched::Continue(t) => emit(out, a.id, t),
+            Matched::Stop { text, stop } => {
+                emit(out, a.id, text);
+                return self.finish(i, Finish::StopSequence, Some(stop), out);
+            }
+        }
+        if a.output_tokens >= a.max_tokens {
+            return self.finish(i, Finish::MaxTokens, None, out);
+        }
+        a.next = Some(token);
+    }
+
+    /// Ends the request in slot `i` with `Done`; the slot keeps its cache.
+    fn finish(&mut self, i: usize, finish: Finish, stop: Option<String>, out: &mut impl Sink) {
+        self.clock += 1;
+        let slot = &mut self.slots[i];
+        slot.freed_at = self.clock;
+        let Some(mut a) = slot.active.take() else {
+            return;
+        };
+        // A token sampled but never decoded is not in the cache.
+        let mut stop_sequence = stop;
+        if stop_sequence.is_none() {
+            let tail = a.utf8.finish();
+            let mut rest = match a.stops.push(&tail) {
+                Matched::Continue(t) => t,
+                Matched::Stop { text, stop } => {
+                    stop_sequence = Some(stop);
+                    text
+                }
+            };
+            if stop_sequence.is_none() {
+                rest.push_str(&a.stops.finish());
+            }
+            emit(out, a.id, rest);
+        }
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let total_ms = ms(now - a.started);
+        let stats = GenerationStats {
+            input_tokens: a.prompt.len() as u32,
+            output_tokens: a.output_tokens,
+            prompt_ms: a.prompt_done_at.map_or(total_ms, |t| ms(t - a.started)),
+            generation_ms: a.first_token_at.map_or(0.0, |t| ms(now - t)),
+            total_ms,
+            finish: if stop_sequence.is_some() {
+                Finish::StopSequence
+            } else {
+                finish
+            },
+            stop_sequence,
+            cached_tokens: a.cached_tokens,
+        };
+        out.send(&FromWorker::Done { id: a.id, stats });
+    }
+
+    /// Ends the request in slot `i` with `Failed`.
+    fn fail(&mut self, i: usize, error: RequestError, out: &mut impl Sink) {
+        self.clock += 1;
+        let slot = &mut self.slots[i];
+        slot.freed_at = self.clock;
+        if let Some(a) = slot.active.take() {
+            out.send(&FromWorker::Failed { id: a.id, error });
+        }
+    }
+}
+
+/// How many tokens two sequences share at their start.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn emit(out: &mut impl Sink, id: u64, text: String) {
+    if !text.is_empty() {
+        out.send(&FromWorker::Token { id, text });
+    }
+}

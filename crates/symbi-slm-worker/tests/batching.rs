@@ -1,0 +1,248 @@
+//! Many requests in one worker: continuous batching, prefix reuse and
+//! cancellation that follows the caller, with the real worker and the
+//! default model (`scripts/setup.sh` fetches it; without it these tests
+//! fail and say so).
+
+// Each test holds the SERIAL guard for its whole body on purpose: that
+// serializes tests, it cannot deadlock a runtime.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+
+use common::{model_path, worker};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
+use symbiont_runtime::models::{
+    ExecutionOptions, ExecutionResult, FinishReason, LocalGgufRunner, SlmRunnerError, StreamEvent,
+};
+
+/// One test at a time: each test's worker uses both cores (see
+/// ../shared/FACTS.md on oversubscription).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn profile() -> SandboxProfile {
+    let mut p = SandboxProfile::standard();
+    p.process_limits.max_execution_time_seconds = 600;
+    p
+}
+
+async fn runner(slots: u32) -> LocalGgufRunner {
+    LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(worker())
+    .slots(slots)
+    .build()
+    .await
+    .expect("runner")
+}
+
+fn options(max_tokens: u32, temperature: f32, seed: u32) -> ExecutionOptions {
+    ExecutionOptions {
+        temperature: Some(temperature),
+        seed: Some(seed),
+        max_tokens: Some(max_tokens),
+        ..Default::default()
+    }
+}
+
+const PROMPTS: [&str; 4] = [
+    "Name three colours.",
+    "What is the capital of France?",
+    "Write a haiku about rain.",
+    "Count from one to five.",
+];
+
+async fn all_at_once(r: &LocalGgufRunner, o: &ExecutionOptions) -> Vec<ExecutionResult> {
+    let jobs: Vec<_> = PROMPTS
+        .iter()
+        .map(|p| {
+            let (r, o) = (r.clone(), o.clone());
+            tokio::spawn(async move { r.execute(p, Some(o)).await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for j in jobs {
+        out.push(j.await.unwrap());
+    }
+    out
+}
+
+/// Each request's text is the same alone and batched with three others,
+/// greedy and sampled with a fixed seed; the batched ones really ran
+/// together (their worker times overlap).
+#[tokio::test]
+async fn batched_requests_generate_what_they_generate_alone() {
+    let _serial = serial();
+    let r = runner(4).await;
+    assert_eq!(r.slots(), 4);
+    r.preload().await.unwrap();
+    for o in [options(24, 0.0, 1), options(24, 0.9, 1234)] {
+        let mut alone = Vec::new();
+        for p in PROMPTS {
+            alone.push(r.execute(p, Some(o.clone())).await.unwrap().response);
+        }
+        let batched = all_at_once(&r, &o).await;
+        let texts: Vec<&str> = batched.iter().map(|b| b.response.as_str()).collect();
+        assert_eq!(texts, alone, "temperature {:?}", o.temperature);
+        // Four requests of 24 tokens, together: the sum of their worker
+        // times exceeds the wall time they took if they overlapped.
+        let worker_sum: f64 = batched
+            .iter()
+            .map(|b| b.metadata.worker_time_ms.unwrap())
+            .sum();
+        let longest = batched
+            .iter()
+            .map(|b| b.metadata.execution_time_ms)
+            .fold(0.0, f64::max);
+        assert!(
+            worker_sum > 1.5 * longest,
+            "not batched: worker times {worker_sum:.0} ms in total, {longest:.0} ms wall"
+        );
+    }
+}
+
+/// A long shared prefix (the same instructions before every question) is
+/// read once: the next requests find it in the cache, count it in
+/// `cached_tokens`, and generate the same text as a fresh worker that read
+/// it all. (Greedy text can differ where the model's top two tokens are
+/// nearly tied: llama.cpp's logits are not bit-identical between a prompt
+/// read in one batch and one read in two; see README "Prefix reuse".
+/// These chat prompts are not such cases, on this model.)
+#[tokio::test]
+async fn a_shared_prefix_is_read_once() {
+    use symbiont_runtime::models::{ChatMessage, ChatRole};
+    let _serial = serial();
+    let rules =
+        "You are a careful assistant for a logistics company. Answer in one short sentence. "
+            .repeat(25);
+    let o = ExecutionOptions {
+        history: vec![ChatMessage {
+            role: ChatRole::System,
+            content: rules,
+        }],
+        ..options(12, 0.0, 1)
+    };
+    let r = runner(1).await;
+    let first = r.execute("Say hello.", Some(o.clone())).await.unwrap();
+    assert_eq!(first.metadata.cached_tokens, Some(0));
+    for q in ["What is a pallet?", "What is a truck?", "Who wrote Hamlet?"] {
+        let cached = r.execute(q, Some(o.clone())).await.unwrap();
+        let n = cached.metadata.cached_tokens.unwrap();
+        let input = cached.metadata.input_tokens.unwrap();
+        assert!(n >= 400 && n < input, "{q}: {n} of {input} tokens cached");
+        let fresh = runner(1).await.execute(q, Some(o.clone())).await.unwrap();
+        assert_eq!(fresh.metadata.cached_tokens, Some(0));
+        assert_eq!(cached.response, fresh.response, "{q}");
+    }
+}
+
+/// Dropping a request's future cancels it in the worker: its slot is free
+/// within a few decode steps (the slot is released only when the worker
+/// says the request ended), the worker is not replaced, and a request
+/// batched beside it generates exactly what it generates alone.
+#[tokio::test]
+async fn a_dropped_request_stops_and_leaves_the_others_intact() {
+    let _serial = serial();
+    let r = runner(2).await;
+    r.preload().await.unwrap();
+    let pid = r.worker_pid().await;
+    let beside = "Name three colours.";
+    let alone = r
+        .execute(beside, Some(options(40, 0.0, 1)))
+        .await
+        .unwrap()
+        .response;
+
+    // The allowed twin first: a request that is not dropped holds its
+    // slot while it generates.
+    let long = options(2000, 0.0, 1);
+    let mut stream = Box::pin(r.execute_stream("Write a long story about the sea.", Some(long)));
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(StreamEvent::Token(_)))
+    ));
+    let other = {
+        let r = r.clone();
+        tokio::spawn(async move { r.execute(beside, Some(options(40, 0.0, 1))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.load().busy >= 1, "the long request stopped by itself");
+    // Now drop it: its slot comes free long before 2,000 tokens could be
+    // generated (about 20 s here).
+    drop(stream);
+    let dropped_at = Instant::now();
+    while r.load().busy > 0 && dropped_at.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other = other.await.unwrap().unwrap();
+    assert_eq!(other.response, alone, "the request beside it changed");
+    let freed = dropped_at.elapsed();
+    assert_eq!(r.load().busy, 0, "the dropped request still runs");
+    assert!(freed < Duration::from_secs(10), "freed after {freed:?}");
+    assert_eq!(r.worker_pid().await, pid, "the worker was replaced");
+
+    // The same with `execute`'s future dropped by a timeout around it.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(1500),
+        r.execute(
+            "Write a long story about the sea.",
+            Some(options(2000, 0.0, 1)),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "finished 2,000 tokens in 1.5 s");
+    let dropped_at = Instant::now();
+    while r.load().busy > 0 && dropped_at.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(r.load().busy, 0, "the dropped request still runs");
+    let next = r
+        .execute("Say yes.", Some(options(4, 0.0, 1)))
+        .await
+        .unwrap();
+    assert_eq!(next.metadata.finish_reason, Some(FinishReason::Length));
+    assert_eq!(r.worker_pid().await, pid, "the worker was replaced");
+}
+
+/// More requests than slots: the rest wait in the queue, and a request
+/// whose deadline passes while it waits fails with `ExecutionTimeout` and
+/// never runs (the worker's slot is not taken by it).
+#[tokio::test]
+async fn a_request_that_times_out_in_the_queue_never_runs() {
+    let _serial = serial();
+    let r = runner(1).await;
+    r.preload().await.unwrap();
+    let busy = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.execute("Tell a long story.", Some(options(200, 0.0, 1)))
+                .await
+        })
+    };
+    while r.load().busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let late = ExecutionOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..options(4, 0.0, 1)
+    };
+    let started = Instant::now();
+    match r.execute("Say yes.", Some(late)).await {
+        Err(SlmRunnerError::ExecutionTimeout { .. }) => {}
+        other => panic!("expected a timeout in the queue, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.load().queued, 0);
+    // The request in the slot was not disturbed.
+    let done = busy.await.unwrap().unwrap();
+    assert!(done.metadata.output_tokens.unwrap() >= 1);
+}

@@ -1,0 +1,341 @@
+//! Building a [`LocalGgufRunner`]: the model file checked, the settings and
+//! the profile validated, nothing started.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::model_file::{open_model_file_blocking, resolve_model_path};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex as StdMutex;
+
+use super::queue::Admission;
+use super::{
+    defaults, sandbox_plan, GgufSummary, HostGap, LocalGgufRunner, Shared, WorkerState, WORKER_ENV,
+    WORKER_FILE,
+};
+use crate::audit::AuditLog;
+use crate::config::{ModelResourceRequirements, SandboxProfile};
+use crate::models::{ResourceLimit, SlmRunnerError};
+
+/// Builds a [`LocalGgufRunner`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct LocalGgufRunnerBuilder {
+    model_path: PathBuf,
+    profile: SandboxProfile,
+    requirements: ModelResourceRequirements,
+    worker_path: Option<PathBuf>,
+    keep_alive: Duration,
+    context_size: u32,
+    batch_size: u32,
+    threads: Option<u32>,
+    queue_capacity: usize,
+    slots: Option<u32>,
+    audit: AuditLog,
+    labels: Option<(String, String)>,
+}
+
+impl LocalGgufRunnerBuilder {
+    pub(super) fn new(
+        model_path: PathBuf,
+        profile: SandboxProfile,
+        requirements: ModelResourceRequirements,
+    ) -> Self {
+        Self {
+            model_path,
+            profile,
+            requirements,
+            worker_path: None,
+            keep_alive: defaults::KEEP_ALIVE,
+            context_size: defaults::CONTEXT_SIZE,
+            batch_size: defaults::BATCH_SIZE,
+            threads: None,
+            queue_capacity: defaults::QUEUE_CAPACITY,
+            slots: None,
+            audit: AuditLog::tracing_only(),
+            labels: None,
+        }
+    }
+
+    /// Where security events go (default: `tracing` only). The file gets
+    /// them only when the profile has `enable_audit_logging = true`.
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit = log;
+        self
+    }
+    /// The model id and profile name that audit events name (default: the
+    /// model file's name, no profile name).
+    pub fn labels(mut self, model_id: impl Into<String>, profile_name: impl Into<String>) -> Self {
+        self.labels = Some((model_id.into(), profile_name.into()));
+        self
+    }
+    /// The worker executable (absolute path).
+    pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_path = Some(path.into());
+        self
+    }
+    /// Idle time before the worker exits; zero unloads after each request.
+    pub fn keep_alive(mut self, d: Duration) -> Self {
+        self.keep_alive = d;
+        self
+    }
+    /// Context size in tokens.
+    pub fn context_size(mut self, n: u32) -> Self {
+        self.context_size = n;
+        self
+    }
+    /// Compute threads; default: the profile's `max_cpu_cores` rounded down
+    /// (at least 1), capped at the machine's cores.
+    pub fn threads(mut self, n: u32) -> Self {
+        self.threads = Some(n);
+        self
+    }
+    /// Requests that may wait or run at once.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+    /// Requests the worker runs at once (continuous batching), each with
+    /// its own `context_size` tokens of KV cache. Default: as many as the
+    /// profile's `max_memory_mb` holds beside the model and
+    /// [`defaults::WORKER_OVERHEAD_MB`], at most [`defaults::SLOTS`], at
+    /// least one; see [`default_slots`].
+    pub fn slots(mut self, n: u32) -> Self {
+        self.slots = Some(n);
+        self
+    }
+
+    /// Validates the model file and the settings; starts nothing.
+    pub async fn build(mut self) -> Result<LocalGgufRunner, SlmRunnerError> {
+        self.model_path = resolve_model_path(&self.model_path)?;
+        let (_, summary) = open_model_file_blocking(&self.model_path).await?;
+        let max_mb = self.profile.resources.max_memory_mb;
+        let file_mb = summary.file_size.div_ceil(1024 * 1024);
+        if file_mb > max_mb {
+            return Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::Memory,
+                detail: format!(
+                    "the model file is {file_mb} MB, more than the profile's max_memory_mb = {max_mb}"
+                ),
+            });
+        }
+        if self.requirements.min_memory_mb > max_mb {
+            return Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::Memory,
+                detail: format!(
+                    "the model needs min_memory_mb = {}, more than the profile's max_memory_mb = {max_mb}",
+                    self.requirements.min_memory_mb
+                ),
+            });
+        }
+        if self.requirements.gpu_requirements.is_some() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "resource_requirements.gpu_requirements",
+                reason:
+                    "this runner is a CPU build; models that require a GPU are not supported yet"
+                        .into(),
+            });
+        }
+        if self.context_size < 16 || self.batch_size == 0 || self.queue_capacity == 0 {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "runner settings",
+                reason: format!(
+                    "context_size {} (min 16), batch_size {}, queue_capacity {} (min 1)",
+                    self.context_size, self.batch_size, self.queue_capacity
+                ),
+            });
+        }
+        // A profile built in code meets the same rules as one from a config
+        // file: nothing the loader refuses runs through the builder.
+        let issues = crate::config::check_sandbox_profile("sandbox_profile", &self.profile);
+        if !issues.is_empty() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "sandbox_profile",
+                reason: issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+        let cores = self.profile.resources.max_cpu_cores;
+        let allowed_threads = threads_for(cores);
+        if cores < 1.0 && self.profile.security.strict_syscall_filtering {
+            return Err(SlmRunnerError::SandboxViolation {
+                control: "resources.max_cpu_cores".into(),
+                detail: format!(
+                    "max_cpu_cores = {cores} is less than one core, which needs cgroup cpu.max (not used); a strict profile refuses to run on a whole core"
+                ),
+            });
+        }
+        if let Some(n) = self.threads.filter(|&n| n > allowed_threads) {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "threads",
+                reason: format!(
+                    "{n} threads exceed the profile's max_cpu_cores = {cores} ({allowed_threads} thread(s) on this host)"
+                ),
+            });
+        }
+        // A lenient profile below one core runs on one whole core: a gap,
+        // reported like the layers the host cannot give.
+        let mut host_gaps = Vec::new();
+        if cores < 1.0 {
+            host_gaps.push(HostGap {
+                control: "resources.max_cpu_cores",
+                text: format!(
+                    "cpus: max_cpu_cores = {cores} runs on 1 whole CPU (a fraction needs cgroup cpu.max, not used)"
+                ),
+            });
+        }
+        if !sandbox_plan::threads_countable() {
+            let text = "threads: not capped (RLIMIT_NPROC needs a user namespace of the worker's own and kernel 5.14 or later; here unprivileged user namespaces are disabled or restricted, or the kernel is older)".to_string();
+            if self.profile.security.strict_syscall_filtering {
+                return Err(SlmRunnerError::SandboxViolation {
+                    control: "threads".into(),
+                    detail: format!("{text}; a strict profile refuses to run so"),
+                });
+            }
+            host_gaps.push(HostGap {
+                control: "threads",
+                text,
+            });
+        }
+        let context_size = self.context_size.min(
+            summary
+                .context_length
+                .map_or(u32::MAX, |c| c.max(16) as u32),
+        );
+        let slots = match self.slots {
+            Some(0) => {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: "slots",
+                    reason: "at least one slot is needed".into(),
+                })
+            }
+            Some(n) => {
+                let need = memory_need_mb(&summary, context_size, n);
+                if need > max_mb {
+                    return Err(SlmRunnerError::ResourceLimitExceeded {
+                        limit: ResourceLimit::Memory,
+                        detail: format!(
+                            "{n} slots of {context_size} tokens need about {need} MB (model {file_mb} MB + KV caches + {} MB overhead), more than the profile's max_memory_mb = {max_mb}",
+                            defaults::WORKER_OVERHEAD_MB
+                        ),
+                    });
+                }
+                n
+            }
+            None => default_slots(&summary, context_size, max_mb),
+        };
+        let worker_path = find_worker(self.worker_path.as_deref())?;
+        let threads = self.threads.unwrap_or(allowed_threads);
+        // Refuse a profile the sandbox cannot express now, not at first use.
+        sandbox_plan::plan_for(&self.profile, &self.model_path, None, threads)?;
+        let (model_label, profile_label) = match self.labels {
+            Some((m, p)) => (m, Some(p)),
+            None => (
+                self.model_path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                None,
+            ),
+        };
+        Ok(LocalGgufRunner {
+            shared: Arc::new(Shared {
+                audit: self.audit,
+                model_label,
+                profile_label,
+                model_path: self.model_path,
+                profile: self.profile,
+                requirements: self.requirements,
+                summary,
+                worker_path,
+                keep_alive: self.keep_alive,
+                context_size,
+                batch_size: self.batch_size,
+                threads: threads.max(1),
+                slots,
+                host_gaps,
+                queue_capacity: self.queue_capacity,
+                admission: Admission::new(slots as usize, self.queue_capacity),
+                state: tokio::sync::Mutex::new(WorkerState::default()),
+                next_id: AtomicU64::new(1),
+                facts: StdMutex::new(None),
+            }),
+        })
+    }
+}
+
+/// Memory a worker with `slots` slots of `context_size` tokens needs, in
+/// MB: the mapped model, the KV caches (from the header's figures; an
+/// eighth of the model per slot when the header lacks them) and
+/// [`defaults::WORKER_OVERHEAD_MB`].
+pub(super) fn memory_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
+    const MB: u64 = 1024 * 1024;
+    let per_slot = summary
+        .kv_bytes_per_token()
+        .map(|b| b.saturating_mul(u64::from(context_size)))
+        .unwrap_or(summary.file_size / 8);
+    (summary.file_size + per_slot.saturating_mul(u64::from(slots))).div_ceil(MB)
+        + defaults::WORKER_OVERHEAD_MB
+}
+
+/// The default slots: as many as `max_memory_mb` holds, at most
+/// [`defaults::SLOTS`], at least one.
+pub fn default_slots(summary: &GgufSummary, context_size: u32, max_memory_mb: u64) -> u32 {
+    (1..=defaults::SLOTS)
+        .rev()
+        .find(|&n| memory_need_mb(summary, context_size, n) <= max_memory_mb)
+        .unwrap_or(1)
+}
+
+/// Threads for a CPU budget: whole cores only (fractions round down, at
+/// least one), never more than the machine has.
+pub fn threads_for(max_cpu_cores: f32) -> u32 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    (max_cpu_cores.floor() as u32).clamp(1, cores.max(1))
+}
+
+/// Finds the worker executable (see the module docs for the order).
+fn find_worker(explicit: Option<&Path>) -> Result<PathBuf, SlmRunnerError> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else if let Some(p) = std::env::var_os(WORKER_ENV).filter(|v| !v.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    } else if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join(WORKER_FILE));
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                if let Some(up) = dir.parent() {
+                    candidates.push(up.join(WORKER_FILE));
+                }
+            }
+        }
+    }
+    for c in candidates {
+        if !c.is_absolute() {
+            tried.push(format!("{} (not absolute)", c.display()));
+            continue;
+        }
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(SlmRunnerError::InitializationFailed {
+        reason: format!(
+            "worker executable `{WORKER_FILE}` not found (tried: {}); build it with \
+             `cargo build -p symbi-slm-worker`, or set ${WORKER_ENV} to its absolute path",
+            if tried.is_empty() {
+                "nothing".to_string()
+            } else {
+                tried.join(", ")
+            }
+        ),
+    })
+}

@@ -1,0 +1,636 @@
+//! One worker's driver: the task that owns a running worker and everything
+//! said to it.
+//!
+//! Requests reach it as [`Command::Run`] with their slot permit and a
+//! channel for their events; it sends `Generate`, routes the worker's
+//! events by request id, and holds each permit until the worker has
+//! finished that request, so a slot is free only when the worker says so.
+//! It enforces each request's deadline (`Cancel`, then the kill after the
+//! grace), cancels a request whose caller went away (its future or stream
+//! dropped: [`CancelOnDrop`]), and unloads the worker after its keep-alive.
+//!
+//! The worker is untrusted: anything it sends is checked against what the
+//! protocol allows for the requests it runs (their ids, order, text and
+//! token caps); a violation kills it. Requests that had already received
+//! something fail with `WorkerCrashed` naming the violation; those that had
+//! not get [`Event::Retry`] with their permit and run again on a fresh
+//! worker (once). When no request takes the blame, the driver records the
+//! kill in the audit log itself.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use symbiont_slm_protocol::{FromWorker, GenerateRequest, GenerationStats, ModelFacts, ToWorker};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::queue::SlotPermit;
+use super::worker::{self, Next, Worker};
+use crate::audit::AuditKind;
+use crate::models::SlmRunnerError;
+
+/// What the driver tells a request.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// The worker tokenized the prompt.
+    PromptRead,
+    /// Generated text.
+    Token(String),
+    /// The end, with the worker's figures and its peak resident memory.
+    Done {
+        stats: GenerationStats,
+        peak_rss: Option<u64>,
+    },
+    /// The request's deadline passed (the worker stopped it, or was killed).
+    Timeout,
+    /// The request failed.
+    Failed(SlmRunnerError),
+    /// The worker was lost before this request received anything, through
+    /// no fault of its own: run it again (with this permit) on a fresh one.
+    Retry(SlotPermit),
+}
+
+/// What a request or the runner asks of the driver.
+pub(super) enum Command {
+    Run {
+        request: Box<GenerateRequest>,
+        deadline: Instant,
+        events: mpsc::UnboundedSender<Event>,
+        permit: SlotPermit,
+    },
+    /// The caller went away: stop the request within one decode step.
+    Cancel {
+        id: u64,
+    },
+    Ping {
+        nonce: u64,
+        reply: PingReply,
+    },
+    /// Finish what runs, then exit (a worker near its CPU backstop).
+    Drain,
+}
+
+type PingReply = oneshot::Sender<Result<(), SlmRunnerError>>;
+
+/// Records an audit event: kind, control, detail.
+pub(super) type Audit = Arc<dyn Fn(AuditKind, &str, String) + Send + Sync>;
+
+/// Settings the driver needs from its runner.
+pub(super) struct Settings {
+    pub keep_alive: Duration,
+    pub batch_size: u32,
+    pub context_size: u32,
+    pub cancel_grace_steps: u32,
+    pub audit: Audit,
+}
+
+/// A handle on a driven worker; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Driven {
+    tx: mpsc::UnboundedSender<Command>,
+    pid: u32,
+    facts: Arc<ModelFacts>,
+    alive: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Driven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driven")
+            .field("pid", &self.pid)
+            .field("alive", &self.alive())
+            .finish()
+    }
+}
+
+impl Driven {
+    /// Starts the driver task for a loaded worker.
+    pub fn spawn(worker: Worker, settings: Settings) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let alive = Arc::new(AtomicBool::new(true));
+        let driven = Self {
+            tx,
+            pid: worker.pid(),
+            facts: Arc::new(worker.facts.clone()),
+            alive: alive.clone(),
+        };
+        let driver = Driver {
+            w: worker,
+            settings,
+            active: HashMap::new(),
+            pings: Vec::new(),
+            draining: false,
+            idle_since: Some(Instant::now()),
+            fresh: true,
+        };
+        tokio::spawn(async move {
+            driver.run(rx).await;
+            alive.store(false, Ordering::Release);
+        });
+        driven
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn facts(&self) -> &ModelFacts {
+        &self.facts
+    }
+
+    /// Whether the worker still runs (not killed, crashed, unloaded).
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+
+    /// Hands a command to the driver; gives it back if the driver is gone.
+    pub fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.tx.send(cmd).map_err(|e| e.0)
+    }
+
+    /// A guard that cancels request `id` when dropped unless disarmed.
+    pub fn cancel_on_drop(&self, id: u64) -> CancelOnDrop {
+        CancelOnDrop {
+            tx: self.tx.clone(),
+            id,
+            armed: true,
+        }
+    }
+}
+
+/// Cancels a request when the future that follows it is dropped.
+pub(super) struct CancelOnDrop {
+    tx: mpsc::UnboundedSender<Command>,
+    id: u64,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    /// The request ended: nothing to cancel.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.tx.send(Command::Cancel { id: self.id });
+        }
+    }
+}
+
+/// A request the worker runs.
+struct Active {
+    events: mpsc::UnboundedSender<Event>,
+    permit: SlotPermit,
+    deadline: Instant,
+    max_tokens: usize,
+    /// When the driver sent `Cancel`, and how long the worker has to answer.
+    cancelled: Option<(Instant, Duration)>,
+    /// Whether the deadline (not the caller) cancelled it.
+    timed_out: bool,
+    prompt_read: Option<(Instant, u32)>,
+    last_token_at: Option<Instant>,
+    frames: usize,
+    bytes: usize,
+    /// Whether anything reached the caller.
+    received: bool,
+}
+
+struct Driver {
+    w: Worker,
+    settings: Settings,
+    active: HashMap<u64, Active>,
+    /// Pings sent: nonce, when the answer is due, whom to tell.
+    pings: Vec<(u64, Instant, PingReply)>,
+    draining: bool,
+    idle_since: Option<Instant>,
+    /// No command yet: the request that started the worker is on its way.
+    fresh: bool,
+}
+
+/// How the worker ended, for the requests it ran.
+enum End {
+    /// Unloaded (idle, drained, or the runner is gone).
+    Unloaded,
+    /// It broke the protocol: kill; `culprit` is the request it concerned.
+    Violation { why: String, culprit: Option<u64> },
+    /// It died or closed its output.
+    Lost(String),
+    /// It ignored a cancel of request `id`.
+    IgnoredCancel { id: u64, grace: Duration },
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let end = loop {
+            let wake = self.next_wake();
+            let step = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    // The runner is gone.
+                    None => Err(End::Unloaded),
+                },
+                next = self.w.next(wake) => self.event(next).await,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+            if self.active.is_empty() {
+                let idle = *self.idle_since.get_or_insert_with(Instant::now);
+                if self.draining || idle.elapsed() >= self.keep_alive() {
+                    break End::Unloaded;
+                }
+            } else {
+                self.idle_since = None;
+            }
+        };
+        // Commands that came too late: requests go to a fresh worker.
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Command::Run { events, permit, .. } => {
+                    let _ = events.send(Event::Retry(permit));
+                }
+                Command::Ping { reply, .. } => {
+                    let _ = reply.send(Err(SlmRunnerError::ExecutionFailed {
+                        reason: "the worker stopped".into(),
+                    }));
+                }
+                Command::Cancel { .. } | Command::Drain => {}
+            }
+        }
+        self.end(end).await;
+    }
+
+    /// Idle time before unloading: the setting, but at least a second
+    /// before the first command (the request that started the worker is
+    /// on its way).
+    fn keep_alive(&self) -> Duration {
+        if self.fresh {
+            self.settings.keep_alive.max(Duration::from_secs(1))
+        } else {
+            self.settings.keep_alive
+        }
+    }
+
+    /// The next moment something is due: a deadline, the end of a cancel
+    /// grace, a ping's answer, the keep-alive.
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let requests = self.active.values().map(|a| match a.cancelled {
+            Some((at, grace)) => at + grace,
+            None => a.deadline,
+        });
+        let pings = self.pings.iter().map(|p| p.1);
+        let idle = self.idle_since.map(|t| t + self.keep_alive());
+        requests.chain(pings).chain(idle).min().unwrap_or(far)
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<(), End> {
+        self.fresh = false;
+        match cmd {
+            Command::Run {
+                request,
+                deadline,
+                events,
+                permit,
+            } => {
+                let id = request.id;
+                let max_tokens = request.max_tokens as usize;
+                if self.draining {
+                    let _ = events.send(Event::Retry(permit));
+                    return Ok(());
+                }
+                if let Err(e) = self.w.send(&ToWorker::Generate(*request)).await {
+                    let _ = events.send(Event::Failed(e));
+                    return Err(End::Lost("writing to the worker failed".into()));
+                }
+                self.active.insert(
+                    id,
+                    Active {
+                        events,
+                        permit,
+                        deadline,
+                        max_tokens,
+                        cancelled: None,
+                        timed_out: false,
+                        prompt_read: None,
+                        last_token_at: None,
+                        frames: 0,
+                        bytes: 0,
+                        received: false,
+                    },
+                );
+                Ok(())
+            }
+            Command::Cancel { id } => self.cancel(id, false).await,
+            Command::Ping { nonce, reply } => {
+                if let Err(e) = self.w.send(&ToWorker::Ping { nonce }).await {
+                    let _ = reply.send(Err(e));
+                    return Err(End::Lost("writing to the worker failed".into()));
+                }
+                self.pings
+                    .push((nonce, Instant::now() + Duration::from_secs(5), reply));
+                Ok(())
+            }
+            Command::Drain => {
+                self.draining = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `Cancel` for a running request (once) and starts its grace.
+    async fn cancel(&mut self, id: u64, timed_out: bool) -> Result<(), End> {
+        let batch = self.settings.batch_size.max(1);
+        let Some(a) = self.active.get_mut(&id) else {
+            return Ok(());
+        };
+        if a.cancelled.is_some() {
+            return Ok(());
+        }
+        // The grace fits the step the worker may be in: a prompt batch
+        // (while this request's prompt is read), else one generated token.
+        let grace = self.w.cancel_grace(match (a.prompt_read, a.last_token_at) {
+            (Some((_, tokens)), None) => Some(tokens.min(batch)),
+            (None, None) => Some(batch),
+            _ => None,
+        });
+        a.cancelled = Some((Instant::now(), grace));
+        a.timed_out = timed_out;
+        self.w
+            .send(&ToWorker::Cancel { id })
+            .await
+            .map_err(|_| End::Lost("writing to the worker failed".into()))
+    }
+
+    async fn event(&mut self, next: Next) -> Result<(), End> {
+        let msg = match next {
+            Next::Event(msg) => msg,
+            Next::Lost(why) => {
+                // A frame the reader refused (too large, malformed) is the
+                // worker's doing: name it, whatever it exits with.
+                return Err(
+                    if why.contains("protocol violation") || why.contains("malformed") {
+                        End::Violation {
+                            why: why
+                                .trim_start_matches("I/O: ")
+                                .trim_start_matches("protocol violation: ")
+                                .to_string(),
+                            culprit: None,
+                        }
+                    } else {
+                        End::Lost(why)
+                    },
+                );
+            }
+            Next::Deadline => return self.deadlines().await,
+        };
+        let violation = |why: String, culprit: Option<u64>| Err(End::Violation { why, culprit });
+        match msg {
+            FromWorker::PromptRead { id, input_tokens } => {
+                let Some(a) = self.active.get_mut(&id) else {
+                    return violation(stray(&msg), None);
+                };
+                if a.prompt_read.is_some() || a.frames > 0 {
+                    return violation(format!("a second prompt_read for request {id}"), Some(id));
+                }
+                a.prompt_read = Some((Instant::now(), input_tokens));
+                a.received = true;
+                let _ = a.events.send(Event::PromptRead);
+                Ok(())
+            }
+            FromWorker::Token { id, ref text } => {
+                let Some(a) = self.active.get_mut(&id) else {
+                    return violation(stray(&msg), None);
+                };
+                // What an honest worker can send for a request, at most: no
+                // more pieces than it or the context allows, each small.
+                let frame_cap = a.max_tokens.min(self.settings.context_size as usize) + 2;
+                a.frames += 1;
+                a.bytes += text.len();
+                if a.frames > frame_cap
+                    || text.len() > worker::MAX_PIECE_BYTES
+                    || a.bytes > frame_cap * worker::MAX_PIECE_BYTES
+                {
+                    let why = format!(
+                        "more text than max_tokens = {} allows ({} pieces, {} bytes)",
+                        a.max_tokens, a.frames, a.bytes
+                    );
+                    return violation(why, Some(id));
+                }
+                let now = Instant::now();
+                match (a.last_token_at, a.prompt_read) {
+                    (Some(last), _) => self.w.observe_token(now - last),
+                    // The first token: the whole prompt (and one sampling
+                    // step, counted with it).
+                    (None, Some((at, tokens))) => self.w.observe_prompt(now - at, tokens),
+                    (None, None) => {}
+                }
+                a.last_token_at = Some(now);
+                a.received = true;
+                if a.events.send(Event::Token(text.clone())).is_err() {
+                    // Nobody follows it any more.
+                    return self.cancel(id, false).await;
+                }
+                Ok(())
+            }
+            FromWorker::Done { id, stats } => {
+                let Some(a) = self.active.remove(&id) else {
+                    return violation(format!("done for request {id}, which is not running"), None);
+                };
+                if stats.output_tokens as usize > a.max_tokens {
+                    let why = format!(
+                        "{} tokens reported for max_tokens = {}",
+                        stats.output_tokens, a.max_tokens
+                    );
+                    self.active.insert(id, a);
+                    return violation(why, Some(id));
+                }
+                let event = if a.timed_out {
+                    Event::Timeout
+                } else {
+                    Event::Done {
+                        stats,
+                        peak_rss: self.w.peak_rss_bytes(),
+                    }
+                };
+                // The slot is free before the caller hears of the end.
+                drop(a.permit);
+                let _ = a.events.send(event);
+                Ok(())
+            }
+            FromWorker::Failed { id, error } => {
+                let Some(a) = self.active.remove(&id) else {
+                    return violation(
+                        format!("failed for request {id}, which is not running"),
+                        None,
+                    );
+                };
+                drop(a.permit);
+                let _ = a.events.send(if a.timed_out {
+                    Event::Timeout
+                } else {
+                    Event::Failed(super::metadata::map_request_error(error))
+                });
+                Ok(())
+            }
+            FromWorker::Pong { nonce } => {
+                let Some(at) = self.pings.iter().position(|p| p.0 == nonce) else {
+                    return violation(format!("a pong for nonce {nonce}, never sent"), None);
+                };
+                let (_, _, reply) = self.pings.swap_remove(at);
+                let _ = reply.send(Ok(()));
+                Ok(())
+            }
+            other => violation(stray(&other), None),
+        }
+    }
+
+    /// A wake-up: deadlines, cancel graces, pings.
+    async fn deadlines(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let due: Vec<(u64, Option<Duration>)> = self
+            .active
+            .iter()
+            .filter_map(|(&id, a)| match a.cancelled {
+                Some((at, grace)) if now >= at + grace => Some((id, Some(grace))),
+                None if now >= a.deadline => Some((id, None)),
+                _ => None,
+            })
+            .collect();
+        for (id, grace) in due {
+            match grace {
+                Some(grace) => return Err(End::IgnoredCancel { id, grace }),
+                None => self.cancel(id, true).await?,
+            }
+        }
+        let mut i = 0;
+        while i < self.pings.len() {
+            if now >= self.pings[i].1 {
+                let (_, _, reply) = self.pings.swap_remove(i);
+                let _ = reply.send(Err(SlmRunnerError::ExecutionFailed {
+                    reason: "the worker did not answer a ping within 5 s".into(),
+                }));
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the worker and tells every request it ran.
+    async fn end(mut self, end: End) {
+        let pid = self.w.pid();
+        let audit = self.settings.audit.clone();
+        match end {
+            End::Unloaded => {
+                for (_, a) in self.active.drain() {
+                    let _ = a.events.send(Event::Retry(a.permit));
+                }
+                tracing::debug!(pid, "worker unloaded");
+                self.w.shutdown().await;
+            }
+            End::Violation { why, culprit } => {
+                let err = self.w.violated(&why).await;
+                let mut blamed = false;
+                for (id, a) in self.active.drain() {
+                    if Some(id) == culprit || a.received {
+                        blamed = true;
+                        let _ = a.events.send(Event::Failed(clone_error(&err)));
+                    } else {
+                        let _ = a.events.send(Event::Retry(a.permit));
+                    }
+                }
+                if !blamed {
+                    audit(AuditKind::Kill, "worker protocol", err.to_string());
+                }
+            }
+            End::Lost(why) => {
+                let err = self.w.crashed(&why).await;
+                for (_, a) in self.active.drain() {
+                    let _ = a.events.send(if a.timed_out {
+                        Event::Timeout
+                    } else {
+                        Event::Failed(clone_error(&err))
+                    });
+                }
+            }
+            End::IgnoredCancel { id, grace } => {
+                tracing::warn!(
+                    request = id,
+                    pid,
+                    "worker ignored cancel; killing its process group"
+                );
+                self.w.kill().await;
+                audit(
+                    AuditKind::Kill,
+                    "process_limits.max_execution_time_seconds",
+                    format!(
+                        "worker pid {pid} did not answer a cancel within {} ms (grace: {} × its slowest measured step); its process group was killed",
+                        grace.as_millis(),
+                        self.settings.cancel_grace_steps
+                    ),
+                );
+                for (other, a) in self.active.drain() {
+                    let event = if a.timed_out {
+                        Event::Timeout
+                    } else if other == id {
+                        Event::Failed(SlmRunnerError::ExecutionFailed {
+                            reason: "the worker ignored a cancel and was killed".into(),
+                        })
+                    } else if !a.received {
+                        Event::Retry(a.permit)
+                    } else {
+                        Event::Failed(SlmRunnerError::WorkerCrashed {
+                            status: format!(
+                                "the worker was killed: it ignored the cancel of request {id}, which it ran beside this one"
+                            ),
+                            stderr_tail: String::new(),
+                        })
+                    };
+                    let _ = a.events.send(event);
+                }
+            }
+        }
+        for (_, _, reply) in self.pings.drain(..) {
+            let _ = reply.send(Err(SlmRunnerError::ExecutionFailed {
+                reason: "the worker stopped".into(),
+            }));
+        }
+    }
+}
+
+/// A message for no running request, described.
+fn stray(msg: &FromWorker) -> String {
+    format!(
+        "a message for no running request: {}",
+        worker::describe(msg)
+    )
+}
+
+/// The errors a dead worker gives every request it ran.
+fn clone_error(e: &SlmRunnerError) -> SlmRunnerError {
+    match e {
+        SlmRunnerError::WorkerCrashed {
+            status,
+            stderr_tail,
+        } => SlmRunnerError::WorkerCrashed {
+            status: status.clone(),
+            stderr_tail: stderr_tail.clone(),
+        },
+        SlmRunnerError::ResourceLimitExceeded { limit, detail } => {
+            SlmRunnerError::ResourceLimitExceeded {
+                limit: *limit,
+                detail: detail.clone(),
+            }
+        }
+        other => SlmRunnerError::WorkerCrashed {
+            status: other.to_string(),
+            stderr_tail: String::new(),
+        },
+    }
+}

@@ -1,0 +1,312 @@
+//! The life of one request: options validated → a slot in the fair queue
+//! → a worker → `Generate` → its events followed to the end → the result.
+//! Dropping the future at any point cancels it: it leaves the queue, or
+//! the worker stops it within one decode step and frees its slot.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use symbiont_slm_protocol::{Finish, GenerateRequest, Sampling, MAX_PROMPT_BYTES};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::driver::{Command, Event};
+use super::metadata::{limit_key, ms, result, set_sandbox_facts};
+use super::queue::Refusal;
+use super::{defaults, Shared};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::models::{ChatRole, ExecutionOptions, ExecutionResult, PromptMode, SlmRunnerError};
+
+/// Times a request may be handed to a fresh worker because the one it was
+/// sent to was lost before it began (a protocol violation by another
+/// request, an unload racing it).
+const MAX_ATTEMPTS: u32 = 3;
+
+impl Shared {
+    /// Records a security event about this runner's model and profile.
+    pub(super) fn audit(
+        &self,
+        kind: AuditKind,
+        control: &str,
+        detail: String,
+        agent: Option<&str>,
+    ) {
+        let event = AuditEvent::new(kind, control, detail).about(
+            agent,
+            Some(&self.model_label),
+            self.profile_label.as_deref(),
+        );
+        self.audit
+            .record(&event, self.profile.security.enable_audit_logging);
+    }
+
+    /// Runs a request and records its security-relevant failure, if any.
+    pub(super) async fn run(
+        self: &Arc<Self>,
+        prompt: &str,
+        options: ExecutionOptions,
+        on_token: impl FnMut(&str) -> bool + Send,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        let agent = options.agent_id.clone();
+        let result = self.run_inner(prompt, options, on_token).await;
+        if let Err(e) = &result {
+            let event = match e {
+                SlmRunnerError::WorkerCrashed { .. } => {
+                    Some((AuditKind::WorkerCrash, "worker".to_string()))
+                }
+                SlmRunnerError::ResourceLimitExceeded { limit, .. } => {
+                    Some((AuditKind::LimitHit, limit_key(*limit).to_string()))
+                }
+                SlmRunnerError::ExecutionTimeout { .. } => Some((
+                    AuditKind::LimitHit,
+                    "process_limits.max_execution_time_seconds".to_string(),
+                )),
+                SlmRunnerError::SandboxViolation { control, .. } => {
+                    Some((AuditKind::Denial, control.clone()))
+                }
+                SlmRunnerError::Overloaded { .. } => {
+                    Some((AuditKind::LimitHit, "queue_capacity".to_string()))
+                }
+                _ => None,
+            };
+            if let Some((kind, control)) = event {
+                self.audit(kind, &control, e.to_string(), agent.as_deref());
+            }
+        }
+        result
+    }
+
+    async fn run_inner(
+        self: &Arc<Self>,
+        prompt: &str,
+        options: ExecutionOptions,
+        mut on_token: impl FnMut(&str) -> bool + Send,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        let started = Instant::now();
+        let mut request = self.request(prompt, &options)?;
+        let timeout = Duration::from_millis(request.timeout_ms);
+        let deadline = started + timeout;
+        let timeout_err = || SlmRunnerError::ExecutionTimeout {
+            seconds: timeout.as_secs_f64(),
+        };
+        let agent = options.agent_id.as_deref().unwrap_or("");
+        let mut permit = self
+            .admission
+            .acquire(agent, deadline)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Full {
+                    queued,
+                    retry_after,
+                } => SlmRunnerError::Overloaded {
+                    capacity: self.queue_capacity,
+                    queued,
+                    retry_after,
+                },
+                Refusal::Deadline { .. } => timeout_err(),
+            })?;
+        let mut model_load_ms = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (driven, load_ms) = self.worker_for(deadline, timeout).await?;
+            if load_ms.is_some() {
+                model_load_ms = load_ms;
+            }
+            request.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            request.timeout_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .max(1) as u64;
+            let id = request.id;
+            let (events, mut rx) = mpsc::unbounded_channel();
+            let mut cancel_on_drop = driven.cancel_on_drop(id);
+            let run = Command::Run {
+                request: Box::new(request.clone()),
+                deadline,
+                events,
+                permit,
+            };
+            if let Err(cmd) = driven.send(run) {
+                // The worker was unloaded meanwhile: take a fresh one.
+                cancel_on_drop.disarm();
+                match cmd {
+                    Command::Run { permit: p, .. } if attempts < MAX_ATTEMPTS => {
+                        permit = p;
+                        continue;
+                    }
+                    _ => {
+                        return Err(SlmRunnerError::WorkerCrashed {
+                            status:
+                                "the worker stopped before the request reached it, again and again"
+                                    .into(),
+                            stderr_tail: String::new(),
+                        })
+                    }
+                }
+            }
+            let mut text = String::new();
+            let mut ttft = None;
+            let mut consumer_gone = false;
+            let outcome = loop {
+                match rx.recv().await {
+                    Some(Event::PromptRead) => {}
+                    Some(Event::Token(t)) => {
+                        ttft.get_or_insert_with(|| ms(started.elapsed()));
+                        text.push_str(&t);
+                        if !consumer_gone && !on_token(&t) {
+                            // The stream's reader went away: stop.
+                            consumer_gone = true;
+                            let _ = driven.send(Command::Cancel { id });
+                        }
+                    }
+                    Some(Event::Done { stats, peak_rss }) => break Ok((stats, peak_rss)),
+                    Some(Event::Timeout) => break Err(Ok(timeout_err())),
+                    Some(Event::Failed(e)) => break Err(Ok(e)),
+                    Some(Event::Retry(p)) => break Err(Err(p)),
+                    None => {
+                        break Err(Ok(SlmRunnerError::WorkerCrashed {
+                            status: "the worker's driver ended without an answer".into(),
+                            stderr_tail: String::new(),
+                        }))
+                    }
+                }
+            };
+            cancel_on_drop.disarm();
+            self.unload_if_idle_now().await;
+            let outcome = match outcome {
+                Ok(done) => Ok(done),
+                Err(Ok(e)) => Err(e),
+                Err(Err(p)) if attempts < MAX_ATTEMPTS => {
+                    permit = p;
+                    continue;
+                }
+                Err(Err(_)) => Err(SlmRunnerError::WorkerCrashed {
+                    status: format!(
+                        "the worker was lost {attempts} times before this request began"
+                    ),
+                    stderr_tail: String::new(),
+                }),
+            };
+            let mut state = self.state.lock().await;
+            return match outcome {
+                Ok((stats, peak)) => {
+                    state.crashes = 0;
+                    if stats.finish == Finish::Timeout {
+                        return Err(timeout_err());
+                    }
+                    let mut r = result(text, stats, started, ttft, peak, model_load_ms);
+                    set_sandbox_facts(
+                        &mut r.metadata.sandbox_layers,
+                        &mut r.metadata.sandbox_gaps,
+                        &driven.facts().sandbox,
+                    );
+                    r.metadata
+                        .sandbox_gaps
+                        .extend(self.host_gaps.iter().map(|g| g.text.clone()));
+                    Ok(r)
+                }
+                Err(e) => {
+                    if let SlmRunnerError::WorkerCrashed { .. } = &e {
+                        state.crashes += 1;
+                        state.last_crash = Some(Instant::now());
+                        tracing::warn!(request = id, "worker crashed");
+                    }
+                    Err(e)
+                }
+            };
+        }
+    }
+
+    /// Resolves options into a worker request, refusing what cannot be
+    /// honoured.
+    fn request(
+        &self,
+        prompt: &str,
+        o: &ExecutionOptions,
+    ) -> Result<GenerateRequest, SlmRunnerError> {
+        o.validate()?;
+        if let Some(name) = o.custom_parameters.keys().next() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "custom_parameters",
+                reason: format!("LocalGgufRunner knows no custom parameter `{name}`"),
+            });
+        }
+        if prompt.is_empty() {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "prompt",
+                reason: "the prompt is empty".into(),
+            });
+        }
+        let total = prompt.len() + o.history.iter().map(|m| m.content.len()).sum::<usize>();
+        if total > MAX_PROMPT_BYTES {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "prompt",
+                reason: format!(
+                    "the prompt (with its history) is {total} bytes, more than the {MAX_PROMPT_BYTES} allowed"
+                ),
+            });
+        }
+        if !o.history.is_empty() && o.prompt_mode == PromptMode::Raw {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "history",
+                reason: "a conversation history needs the chat template; PromptMode::Raw takes one prompt".into(),
+            });
+        }
+        if let Some(i) = o
+            .history
+            .iter()
+            .skip(1)
+            .position(|m| m.role == ChatRole::System)
+        {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "history",
+                reason: format!("turn {} is a system turn; only the first may be", i + 1),
+            });
+        }
+        let max_secs = self.profile.process_limits.max_execution_time_seconds;
+        let limit = Duration::from_secs(max_secs);
+        let timeout = o.timeout.unwrap_or(limit);
+        if timeout > limit {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "timeout",
+                reason: format!(
+                    "{:.1} s exceeds the profile's max_execution_time_seconds = {max_secs}",
+                    timeout.as_secs_f64()
+                ),
+            });
+        }
+        let seed = o.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+                .unwrap_or(0)
+        });
+        Ok(GenerateRequest {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            prompt: prompt.to_string(),
+            chat: o.prompt_mode == PromptMode::Chat,
+            history: o
+                .history
+                .iter()
+                .map(|m| symbiont_slm_protocol::ChatMessage {
+                    role: m.role.as_str().into(),
+                    content: m.content.clone(),
+                })
+                .collect(),
+            max_tokens: o.max_tokens.unwrap_or(defaults::MAX_TOKENS),
+            sampling: Sampling {
+                temperature: o.temperature.unwrap_or(defaults::TEMPERATURE),
+                top_k: o.top_k.unwrap_or(defaults::TOP_K),
+                top_p: o.top_p.unwrap_or(defaults::TOP_P),
+                min_p: o.min_p.unwrap_or(defaults::MIN_P),
+                repeat_penalty: o.repeat_penalty.unwrap_or(defaults::REPEAT_PENALTY),
+                repeat_last_n: defaults::REPEAT_LAST_N,
+                seed,
+            },
+            stop: o.stop.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+        })
+    }
+}
