@@ -14,15 +14,14 @@
 //!
 //! `cargo bench -p symbi-slm-worker --bench throughput --profile dev [-- ROUNDS THREADS]`
 
+#[allow(dead_code)] // each bench uses a part of it
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{median, spread};
+use common::{median, spread, TOKENS};
 use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
 use symbiont_runtime::models::{ChatMessage, ChatRole, ExecutionOptions, LocalGgufRunner};
-
-const TOKENS: u32 = 64;
 
 const PROMPTS: [&str; 8] = [
     "Explain quantum computing in simple words.",

@@ -246,3 +246,135 @@ async fn a_request_that_times_out_in_the_queue_never_runs() {
     let done = busy.await.unwrap().unwrap();
     assert!(done.metadata.output_tokens.unwrap() >= 1);
 }
+
+/// `isolate_agents` (on in `secure`): requests of different agents run in
+/// different workers and never find each other's prompts in the cache;
+/// off (`standard`), they share one worker and its cache.
+#[tokio::test]
+async fn isolated_agents_share_no_worker_and_no_cache() {
+    use symbiont_runtime::models::{ChatMessage, ChatRole};
+    let _serial = serial();
+    let rules =
+        "You are a careful assistant for a logistics company. Answer in one short sentence. "
+            .repeat(20);
+    let asking = |agent: &str| ExecutionOptions {
+        agent_id: Some(agent.into()),
+        history: vec![ChatMessage {
+            role: ChatRole::System,
+            content: rules.clone(),
+        }],
+        ..options(4, 0.0, 1)
+    };
+    for isolate in [false, true] {
+        let mut p = profile();
+        p.security.isolate_agents = isolate;
+        p.resources.max_cpu_cores = 1.0;
+        let r = LocalGgufRunner::builder(model_path(), p, ModelResourceRequirements::default())
+            .worker_path(worker())
+            .slots(1)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(r.isolates_agents(), isolate);
+        let a = r
+            .execute("What is a pallet?", Some(asking("alice")))
+            .await
+            .unwrap();
+        assert_eq!(a.metadata.cached_tokens, Some(0));
+        let b = r
+            .execute("What is a truck?", Some(asking("bob")))
+            .await
+            .unwrap();
+        let again = r
+            .execute("What is a crate?", Some(asking("alice")))
+            .await
+            .unwrap();
+        let (b_cached, again_cached) = (
+            b.metadata.cached_tokens.unwrap(),
+            again.metadata.cached_tokens.unwrap(),
+        );
+        // Alice's own prefix is cached in her worker either way.
+        assert!(again_cached > 300, "isolate {isolate}: {again_cached}");
+        if isolate {
+            assert_eq!(r.load().workers, 2);
+            assert_eq!(b_cached, 0, "bob found alice's prompt in his worker");
+            assert!(
+                b.metadata.model_load_ms.is_some(),
+                "bob's worker was not his own"
+            );
+        } else {
+            assert_eq!(r.load().workers, 1);
+            assert!(
+                b_cached > 300,
+                "shared worker, but {b_cached} tokens cached"
+            );
+        }
+    }
+}
+
+/// Runners sharing a host budget that holds one worker: the idle worker
+/// of one runner is evicted when the other needs room, a busy one is not
+/// (the other waits for it to finish), and every request completes.
+#[tokio::test]
+async fn a_shared_budget_evicts_only_idle_workers() {
+    use symbiont_runtime::models::{Budget, HostBudget};
+    let _serial = serial();
+    let budget = Budget::new(HostBudget {
+        memory_mb: 4096,
+        cores: 2,
+        max_workers: 1,
+    });
+    let make = || {
+        LocalGgufRunner::builder(
+            model_path(),
+            profile(),
+            ModelResourceRequirements::default(),
+        )
+        .worker_path(worker())
+        .slots(1)
+        .budget(budget.clone())
+        .build()
+    };
+    let (one, two) = (make().await.unwrap(), make().await.unwrap());
+    one.execute("Say yes.", Some(options(2, 0.0, 1)))
+        .await
+        .unwrap();
+    assert_eq!(one.load().workers, 1);
+    // Two needs the room: one's idle worker goes.
+    let r2 = two
+        .execute("Say yes.", Some(options(2, 0.0, 1)))
+        .await
+        .unwrap();
+    assert!(r2.metadata.model_load_ms.is_some());
+    assert_eq!(one.load().workers, 0, "the idle worker was not evicted");
+    assert_eq!(budget.in_use().0, 1);
+    // Two busy with a long request: one waits for it instead of evicting.
+    let long = {
+        let two = two.clone();
+        tokio::spawn(async move {
+            two.execute("Tell a long story.", Some(options(150, 0.0, 1)))
+                .await
+        })
+    };
+    while two.load().busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let r1 = one
+        .execute("Say yes.", Some(options(2, 0.0, 1)))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    let long = long.await.unwrap().unwrap();
+    assert!(
+        long.metadata.finish_reason.is_some(),
+        "the busy request was cut"
+    );
+    assert_ne!(long.metadata.finish_reason, Some(FinishReason::Cancelled));
+    assert!(r1.metadata.model_load_ms.is_some());
+    assert!(
+        waited.as_secs_f64() * 1e3 >= long.metadata.worker_time_ms.unwrap() * 0.5,
+        "it did not wait for the busy worker ({waited:?})"
+    );
+    assert_eq!(budget.in_use().0, 1);
+}

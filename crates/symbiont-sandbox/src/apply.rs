@@ -329,7 +329,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         record("undumpable (no ptrace, no /proc/<pid>/mem)", Ok(()));
     }
     if let Some(n) = plan.cpu_count {
-        set_affinity(n as usize)?;
+        set_affinity(n as usize, plan.cpu_offset as usize)?;
         record("cpus: sched_setaffinity", Ok(()));
     }
 
@@ -816,7 +816,10 @@ fn set_rlimit(
     Ok(())
 }
 
-fn set_affinity(n: usize) -> Result<(), SandboxError> {
+/// Keeps `n` of the CPUs this process may run on, after skipping the first
+/// `skip` of them (fewer when there are not so many: at least the last
+/// `n`).
+fn set_affinity(n: usize, skip: usize) -> Result<(), SandboxError> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::cpu_set_t>();
@@ -826,14 +829,14 @@ fn set_affinity(n: usize) -> Result<(), SandboxError> {
     }
     // SAFETY: as above; CPU_* only touch the set.
     let mut keep: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let mut kept = 0;
-    for cpu in 0..libc::CPU_SETSIZE as usize {
+    let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
         // SAFETY: cpu < CPU_SETSIZE.
-        if kept < n && unsafe { libc::CPU_ISSET(cpu, &set) } {
-            // SAFETY: cpu < CPU_SETSIZE.
-            unsafe { libc::CPU_SET(cpu, &mut keep) };
-            kept += 1;
-        }
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    let skip = skip.min(allowed.len().saturating_sub(n));
+    for &cpu in allowed.iter().skip(skip).take(n) {
+        // SAFETY: cpu < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut keep) };
     }
     // SAFETY: `keep` is a valid set of `size` bytes.
     if unsafe { libc::sched_setaffinity(0, size, &keep) } != 0 {

@@ -15,8 +15,13 @@ pub struct SandboxPlan {
     pub cpu_seconds: Option<u64>,
     /// `RLIMIT_FSIZE`: largest file the process may write, bytes.
     pub file_size_bytes: Option<u64>,
-    /// CPUs the process may run on (affinity): the first `n` it has now.
+    /// CPUs the process may run on (affinity): `n` of those it has now,
+    /// after skipping the first `cpu_offset` (so that workers given
+    /// different offsets never share a CPU).
     pub cpu_count: Option<u32>,
+    /// How many of the allowed CPUs to skip before taking `cpu_count`.
+    #[serde(default)]
+    pub cpu_offset: u32,
     /// Nice value.
     pub nice: Option<i32>,
     /// Confine the filesystem with Landlock to the paths below.
@@ -131,6 +136,7 @@ impl SandboxPlan {
             cpu_seconds: None,
             file_size_bytes: None,
             cpu_count: None,
+            cpu_offset: 0,
             nice: None,
             confine_filesystem: false,
             read_paths: Vec::new(),

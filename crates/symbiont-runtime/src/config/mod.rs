@@ -390,6 +390,14 @@ pub struct SecuritySettings {
     pub enable_audit_logging: bool,
     /// Require encryption (not supported yet: must be `false`).
     pub require_encryption: bool,
+    /// Give every agent a worker of its own: requests of different agents
+    /// never share a process, its memory or its prompt cache (a cached
+    /// prefix would otherwise tell one agent, by its speed, what another
+    /// agent's prompt began with; a prompt that takes the worker over would
+    /// see the others'). Costs a worker's KV cache and compute buffers per
+    /// agent, not the model (its weights are a shared read-only mapping).
+    /// On in `secure`, off in `standard`.
+    pub isolate_agents: bool,
 }
 
 impl SandboxProfile {
@@ -427,6 +435,7 @@ impl SandboxProfile {
                 disable_debugging: true,
                 enable_audit_logging: true,
                 require_encryption: false,
+                isolate_agents: true,
             },
         }
     }
@@ -442,6 +451,7 @@ impl SandboxProfile {
         p.process_limits.max_execution_time_seconds = 600;
         p.process_limits.process_priority = 0;
         p.security.strict_syscall_filtering = false;
+        p.security.isolate_agents = false;
         p
     }
 

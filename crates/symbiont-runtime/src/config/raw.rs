@@ -116,6 +116,7 @@ struct RawSecurity {
     disable_debugging: Option<bool>,
     enable_audit_logging: Option<bool>,
     require_encryption: Option<bool>,
+    isolate_agents: Option<bool>,
 }
 
 /// Parses the document; a syntax, type or unknown-key error names its key
@@ -311,6 +312,7 @@ impl RawProfile {
                 (&mut sec.disable_debugging, s.disable_debugging),
                 (&mut sec.enable_audit_logging, s.enable_audit_logging),
                 (&mut sec.require_encryption, s.require_encryption),
+                (&mut sec.isolate_agents, s.isolate_agents),
             ] {
                 if let Some(v) = v {
                     *slot = v;

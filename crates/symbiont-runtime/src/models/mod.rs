@@ -8,9 +8,9 @@ pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
 };
 pub use local_gguf::{
-    defaults, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report, threads_for,
-    GgufError, GgufSummary, LocalGgufRunner, LocalGgufRunnerBuilder, StreamEvent, WORKER_ENV,
-    WORKER_FILE,
+    default_slots, defaults, gguf, physical_memory_mb, sandbox_exec_plan_for, sandbox_plan_for,
+    sandbox_report, threads_for, Budget, GgufError, GgufSummary, HostBudget, LocalGgufRunner,
+    LocalGgufRunnerBuilder, RunnerLoad, StreamEvent, WORKER_ENV, WORKER_FILE,
 };
 pub use runner::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,

@@ -2,17 +2,14 @@
 //! the profile validated, nothing started.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use super::budget::{Budget, HostBudget};
 use super::model_file::{open_model_file_blocking, resolve_model_path};
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex as StdMutex;
-
-use super::queue::Admission;
 use super::{
-    defaults, sandbox_plan, GgufSummary, HostGap, LocalGgufRunner, Shared, WorkerState, WORKER_ENV,
-    WORKER_FILE,
+    defaults, sandbox_plan, GgufSummary, HostGap, LocalGgufRunner, Shared, WORKER_ENV, WORKER_FILE,
 };
 use crate::audit::AuditLog;
 use crate::config::{ModelResourceRequirements, SandboxProfile};
@@ -31,6 +28,7 @@ pub struct LocalGgufRunnerBuilder {
     threads: Option<u32>,
     queue_capacity: usize,
     slots: Option<u32>,
+    budget: Option<Arc<Budget>>,
     audit: AuditLog,
     labels: Option<(String, String)>,
 }
@@ -52,6 +50,7 @@ impl LocalGgufRunnerBuilder {
             threads: None,
             queue_capacity: defaults::QUEUE_CAPACITY,
             slots: None,
+            budget: None,
             audit: AuditLog::tracing_only(),
             labels: None,
         }
@@ -102,6 +101,13 @@ impl LocalGgufRunnerBuilder {
     /// least one; see [`default_slots`].
     pub fn slots(mut self, n: u32) -> Self {
         self.slots = Some(n);
+        self
+    }
+    /// The host budget the workers draw on (memory, cores, count); share
+    /// one between runners so that together they stay within it. Default:
+    /// a budget of this runner's own, [`HostBudget::from_host`].
+    pub fn budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -241,6 +247,8 @@ impl LocalGgufRunnerBuilder {
                 None,
             ),
         };
+        let isolate_agents = self.profile.security.isolate_agents;
+        let need_mb = memory_need_mb(&summary, context_size, slots);
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
                 audit: self.audit,
@@ -258,8 +266,12 @@ impl LocalGgufRunnerBuilder {
                 slots,
                 host_gaps,
                 queue_capacity: self.queue_capacity,
-                admission: Admission::new(slots as usize, self.queue_capacity),
-                state: tokio::sync::Mutex::new(WorkerState::default()),
+                isolate_agents,
+                budget: self
+                    .budget
+                    .unwrap_or_else(|| Budget::new(HostBudget::from_host())),
+                need_mb,
+                tenants: StdMutex::new(Default::default()),
                 next_id: AtomicU64::new(1),
                 facts: StdMutex::new(None),
             }),

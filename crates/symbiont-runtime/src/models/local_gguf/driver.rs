@@ -26,6 +26,7 @@ use symbiont_slm_protocol::{FromWorker, GenerateRequest, GenerationStats, ModelF
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::budget::Lease;
 use super::queue::SlotPermit;
 use super::worker::{self, Next, Worker};
 use crate::audit::AuditKind;
@@ -106,8 +107,14 @@ impl std::fmt::Debug for Driven {
 
 impl Driven {
     /// Starts the driver task for a loaded worker.
-    pub fn spawn(worker: Worker, settings: Settings) -> Self {
+    pub fn spawn(worker: Worker, lease: Lease, settings: Settings) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        // Evicted for room only while idle: it drains (nothing to finish)
+        // and exits, returning its lease.
+        let evict = tx.clone();
+        lease.on_evict(move || {
+            let _ = evict.send(Command::Drain);
+        });
         let alive = Arc::new(AtomicBool::new(true));
         let driven = Self {
             tx,
@@ -123,6 +130,7 @@ impl Driven {
             draining: false,
             idle_since: Some(Instant::now()),
             fresh: true,
+            lease,
         };
         tokio::spawn(async move {
             driver.run(rx).await;
@@ -209,6 +217,9 @@ struct Driver {
     idle_since: Option<Instant>,
     /// No command yet: the request that started the worker is on its way.
     fresh: bool,
+    /// The worker's share of the host budget, returned when the driver
+    /// ends (after the worker is gone).
+    lease: Lease,
 }
 
 /// How the worker ended, for the requests it ran.
@@ -238,6 +249,7 @@ impl Driver {
             if let Err(end) = step {
                 break end;
             }
+            self.lease.set_idle(self.active.is_empty() && !self.fresh);
             if self.active.is_empty() {
                 let idle = *self.idle_since.get_or_insert_with(Instant::now);
                 if self.draining || idle.elapsed() >= self.keep_alive() {

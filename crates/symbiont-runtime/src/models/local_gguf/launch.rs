@@ -13,7 +13,7 @@ use super::driver::{Command, Driven, Settings};
 use super::metadata::ms;
 use super::model_file::open_model_file_blocking;
 use super::worker::{self, Worker};
-use super::{defaults, sandbox_plan, Shared, WorkerState};
+use super::{defaults, sandbox_plan, Shared, Tenant, WorkerState};
 use crate::audit::AuditKind;
 use crate::models::SlmRunnerError;
 
@@ -23,13 +23,14 @@ impl Shared {
     /// passed is its timeout.
     pub(super) async fn worker_for(
         self: &Arc<Self>,
+        tenant: &Tenant,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(Driven, Option<f64>), SlmRunnerError> {
         let timeout_err = || SlmRunnerError::ExecutionTimeout {
             seconds: timeout.as_secs_f64(),
         };
-        let mut state = tokio::time::timeout_at(deadline, self.state.lock())
+        let mut state = tokio::time::timeout_at(deadline, tenant.state.lock())
             .await
             .map_err(|_| timeout_err())?;
         if let Some(d) = state.driven.take() {
@@ -56,12 +57,12 @@ impl Shared {
 
     /// With a keep-alive of zero, unloads the worker as soon as no request
     /// runs or waits (it finishes nothing: there is nothing to finish).
-    pub(super) async fn unload_if_idle_now(&self) {
+    pub(super) async fn unload_if_idle_now(&self, tenant: &Tenant) {
         if !self.keep_alive.is_zero() {
             return;
         }
-        let mut state = self.state.lock().await;
-        if self.admission.load() == (0, 0) {
+        let mut state = tenant.state.lock().await;
+        if tenant.admission.load() == (0, 0) {
             if let Some(d) = state.driven.take() {
                 let _ = d.send(Command::Drain);
             }
@@ -148,12 +149,19 @@ impl Shared {
         } else {
             None
         };
-        let sandbox = sandbox_plan::plan_for(
+        let mut sandbox = sandbox_plan::plan_for(
             &self.profile,
             &self.model_path,
             scratch.as_ref().map(|d| d.path()),
             self.threads,
         )?;
+        // Room in the host budget (idle workers evicted for it, or a wait);
+        // the worker's CPUs are its lease's, shared with no other worker.
+        let lease = self
+            .budget
+            .lease(self.need_mb, self.threads, deadline)
+            .await?;
+        sandbox.cpu_offset = lease.first_cpu;
         let spec = LaunchSpec {
             protocol_version: PROTOCOL_VERSION,
             model_path: self.model_path.clone(),
@@ -195,7 +203,7 @@ impl Shared {
                 if let Ok(mut f) = self.facts.lock() {
                     *f = Some(w.facts.clone());
                 }
-                Ok(Driven::spawn(w, self.driver_settings()))
+                Ok(Driven::spawn(w, lease, self.driver_settings()))
             }
             Err(e) => {
                 if matches!(e, SlmRunnerError::WorkerCrashed { .. }) {

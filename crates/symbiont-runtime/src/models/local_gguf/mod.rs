@@ -25,6 +25,7 @@
 //! the current executable (or beside its parent directory when that is
 //! cargo's `deps/`). Never `$PATH`, never a relative path.
 
+mod budget;
 mod builder;
 mod driver;
 pub mod gguf;
@@ -36,6 +37,7 @@ mod request;
 mod sandbox_plan;
 mod worker;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -47,7 +49,8 @@ use symbiont_slm_protocol::ModelFacts;
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
-pub use builder::{threads_for, LocalGgufRunnerBuilder};
+pub use budget::{physical_memory_mb, Budget, HostBudget};
+pub use builder::{default_slots, threads_for, LocalGgufRunnerBuilder};
 pub use gguf::{GgufError, GgufSummary};
 pub use sandbox_plan::{
     exec_plan_for as sandbox_exec_plan_for, plan_for as sandbox_plan_for, sandbox_report,
@@ -148,6 +151,9 @@ pub struct RunnerLoad {
     pub queued: usize,
     /// Whether a worker is loaded.
     pub loaded: bool,
+    /// Workers loaded (one per agent with requests when agents are
+    /// isolated).
+    pub workers: usize,
 }
 
 /// Runs a GGUF model through llama.cpp in a supervised worker process.
@@ -178,10 +184,15 @@ struct Shared {
     /// (beside the layers the worker reports).
     host_gaps: Vec<HostGap>,
     queue_capacity: usize,
-    /// The worker's slots and the fair queue in front of them.
-    admission: Arc<Admission>,
-    /// The running worker, if any, and its crash history.
-    state: Mutex<WorkerState>,
+    /// One worker per agent (the profile's `isolate_agents`), or one for
+    /// all.
+    isolate_agents: bool,
+    /// The host's budget this runner's workers draw on.
+    budget: Arc<Budget>,
+    /// Estimated memory of one worker, MB.
+    need_mb: u64,
+    /// Who shares a worker: one tenant for all requests, or one per agent.
+    tenants: StdMutex<HashMap<String, Arc<Tenant>>>,
     next_id: AtomicU64,
     /// Facts of the last loaded model, for `get_info`.
     facts: StdMutex<Option<ModelFacts>>,
@@ -194,6 +205,16 @@ struct HostGap {
     control: &'static str,
     /// What is not enforced, and why.
     text: String,
+}
+
+/// The requests that share one worker: its slots and queue, and the
+/// worker.
+#[derive(Debug)]
+struct Tenant {
+    /// The worker's slots and the fair queue in front of them.
+    admission: Arc<Admission>,
+    /// The running worker, if any, and its crash history.
+    state: Mutex<WorkerState>,
 }
 
 #[derive(Debug, Default)]
@@ -251,14 +272,34 @@ impl LocalGgufRunner {
         self.shared.slots
     }
 
-    /// Slots busy and requests waiting, now.
+    /// Whether requests of different agents run in different workers
+    /// (the profile's `isolate_agents`).
+    pub fn isolates_agents(&self) -> bool {
+        self.shared.isolate_agents
+    }
+
+    /// Estimated memory of one worker, MB: the mapped model, the KV caches
+    /// of its slots, the overhead (what it leases from the host budget).
+    pub fn worker_memory_estimate_mb(&self) -> u64 {
+        self.shared.need_mb
+    }
+
+    /// Slots busy and requests waiting, now (over every agent's worker
+    /// when agents are isolated).
     pub fn load(&self) -> RunnerLoad {
-        let (busy, queued) = self.shared.admission.load();
+        let (mut busy, mut queued) = (0, 0);
+        for t in self.shared.all_tenants() {
+            let (b, q) = t.admission.load();
+            busy += b;
+            queued += q;
+        }
+        let workers = self.shared.workers();
         RunnerLoad {
             slots: self.shared.slots as usize,
             busy,
             queued,
-            loaded: self.shared.loaded(),
+            loaded: workers > 0 || self.shared.loaded(),
+            workers,
         }
     }
 
@@ -278,17 +319,24 @@ impl LocalGgufRunner {
     /// Loads the model now instead of on first use.
     pub async fn preload(&self) -> Result<(), SlmRunnerError> {
         let deadline = Instant::now() + defaults::LOAD_TIMEOUT;
+        let tenant = self.shared.tenant(None);
         self.shared
-            .worker_for(deadline, defaults::LOAD_TIMEOUT)
+            .worker_for(&tenant, deadline, defaults::LOAD_TIMEOUT)
             .await?;
-        self.shared.unload_if_idle_now().await;
+        self.shared.unload_if_idle_now(&tenant).await;
         Ok(())
     }
 
-    /// The pid of the running worker, if one is loaded.
+    /// The pid of the running worker, if one is loaded (with agents
+    /// isolated: the worker of requests without an agent, else any).
     pub async fn worker_pid(&self) -> Option<u32> {
-        let state = self.shared.state.lock().await;
-        state.driven.as_ref().filter(|d| d.alive()).map(Driven::pid)
+        for t in self.shared.all_tenants() {
+            let state = t.state.lock().await;
+            if let Some(pid) = state.driven.as_ref().filter(|d| d.alive()).map(Driven::pid) {
+                return Some(pid);
+            }
+        }
+        None
     }
 
     /// Runs a prompt and streams its text; the stream ends with
@@ -340,9 +388,10 @@ impl SlmRunner for LocalGgufRunner {
     /// Loads the model if needed, then pings the worker.
     async fn health_check(&self) -> Result<(), SlmRunnerError> {
         let deadline = Instant::now() + defaults::LOAD_TIMEOUT;
+        let tenant = self.shared.tenant(None);
         let (driven, _) = self
             .shared
-            .worker_for(deadline, defaults::LOAD_TIMEOUT)
+            .worker_for(&tenant, deadline, defaults::LOAD_TIMEOUT)
             .await?;
         let nonce = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -414,9 +463,52 @@ impl Shared {
     /// Whether a worker is loaded now (true while its state is being
     /// changed).
     fn loaded(&self) -> bool {
-        self.state
-            .try_lock()
-            .map(|s| s.driven.as_ref().is_some_and(Driven::alive))
-            .unwrap_or(true)
+        self.all_tenants().iter().any(|t| {
+            t.state
+                .try_lock()
+                .map(|s| s.driven.as_ref().is_some_and(Driven::alive))
+                .unwrap_or(true)
+        })
+    }
+
+    /// Workers loaded now (those whose state is being changed count).
+    fn workers(&self) -> usize {
+        self.all_tenants()
+            .iter()
+            .filter(|t| {
+                t.state
+                    .try_lock()
+                    .map(|s| s.driven.as_ref().is_some_and(Driven::alive))
+                    .unwrap_or(true)
+            })
+            .count()
+    }
+
+    /// The tenant whose worker runs `agent`'s requests: the agent's own
+    /// when agents are isolated, else the one shared by all.
+    fn tenant(&self, agent: Option<&str>) -> Arc<Tenant> {
+        let key = if self.isolate_agents {
+            agent.unwrap_or("")
+        } else {
+            ""
+        };
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Tenant {
+                    admission: Admission::new(self.slots as usize, self.queue_capacity),
+                    state: Mutex::new(WorkerState::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Every tenant, the shared one (no agent) first.
+    fn all_tenants(&self) -> Vec<Arc<Tenant>> {
+        let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(&String, &Arc<Tenant>)> = tenants.iter().collect();
+        all.sort_by_key(|(k, _)| k.as_str());
+        all.into_iter().map(|(_, t)| t.clone()).collect()
     }
 }

@@ -91,7 +91,8 @@ impl Shared {
             seconds: timeout.as_secs_f64(),
         };
         let agent = options.agent_id.as_deref().unwrap_or("");
-        let mut permit = self
+        let tenant = self.tenant(options.agent_id.as_deref());
+        let mut permit = tenant
             .admission
             .acquire(agent, deadline)
             .await
@@ -110,7 +111,7 @@ impl Shared {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (driven, load_ms) = self.worker_for(deadline, timeout).await?;
+            let (driven, load_ms) = self.worker_for(&tenant, deadline, timeout).await?;
             if load_ms.is_some() {
                 model_load_ms = load_ms;
             }
@@ -174,7 +175,7 @@ impl Shared {
                 }
             };
             cancel_on_drop.disarm();
-            self.unload_if_idle_now().await;
+            self.unload_if_idle_now(&tenant).await;
             let outcome = match outcome {
                 Ok(done) => Ok(done),
                 Err(Ok(e)) => Err(e),
@@ -189,7 +190,7 @@ impl Shared {
                     stderr_tail: String::new(),
                 }),
             };
-            let mut state = self.state.lock().await;
+            let mut state = tenant.state.lock().await;
             return match outcome {
                 Ok((stats, peak)) => {
                     state.crashes = 0;

@@ -106,6 +106,7 @@ pub fn plan_for(
         cpu_seconds: Some(cpu_backstop_seconds(profile, threads)),
         file_size_bytes: Some(profile.filesystem.max_file_size_mb.saturating_mul(MB)),
         cpu_count: Some(threads),
+        cpu_offset: 0,
         nice: Some(i32::from(profile.process_limits.process_priority)),
         confine_filesystem: true,
         read_paths,
@@ -404,6 +405,16 @@ pub fn sandbox_report(
             "security.disable_debugging".into(),
             s.disable_debugging.to_string(),
             "PR_SET_DUMPABLE 0, no core dumps, seccomp denies ptrace".into(),
+            vec![Need::Always],
+        ),
+        (
+            "security.isolate_agents".into(),
+            s.isolate_agents.to_string(),
+            if s.isolate_agents {
+                "one worker process per agent: requests of different agents share no process, memory or prompt cache".into()
+            } else {
+                "requests of different agents may share a worker (its slots and its prompt cache: a cached prefix shows in another agent's time to first token)".into()
+            },
             vec![Need::Always],
         ),
         (
