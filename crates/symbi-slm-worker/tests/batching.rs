@@ -378,3 +378,74 @@ async fn a_shared_budget_evicts_only_idle_workers() {
     );
     assert_eq!(budget.in_use().0, 1);
 }
+
+/// The pool: three models (the default model under three ids) under a
+/// budget of two workers, one of them pinned. Every request completes, the
+/// pinned model stays loaded, the others take turns (the idle one is
+/// evicted), at most two workers are ever loaded; an agent outside a
+/// model's allow-list is refused (and audited), an unknown model is named.
+#[tokio::test]
+async fn a_pool_runs_three_models_under_a_budget_of_two() {
+    use symbiont_runtime::config::Slm;
+    use symbiont_runtime::models::{ModelCatalog, ModelPool};
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_path();
+    let models: String = ["pinned", "second", "third"]
+        .iter()
+        .map(|id| {
+            format!(
+                "[[slm.model_allow_lists.global_models]]\nid = \"{id}\"\nname = \"{id}\"\nprovider = {{ LocalFile = {{ file_path = {:?} }} }}\ncapabilities = [\"TextGeneration\"]\n",
+                model.display().to_string()
+            )
+        })
+        .collect();
+    let toml = format!(
+        "[slm]\nenabled = true\ndefault_sandbox_profile = \"standard\"\naudit_log_path = {:?}\n{models}\n[slm.model_allow_lists.agent_model_maps]\nalice = [\"pinned\", \"second\", \"third\"]\nbob = [\"second\"]\n[slm.pool]\nmax_loaded_workers = 2\ncores = 2\npinned_models = [\"pinned\"]\n[slm.sandbox_profiles.standard.resources]\nmax_cpu_cores = 1.0\n",
+        dir.path().join("audit.jsonl").display().to_string()
+    );
+    let catalog = ModelCatalog::new(Slm::from_toml_str(&toml).unwrap()).unwrap();
+    let pool = ModelPool::builder(catalog)
+        .worker_path(worker())
+        .build()
+        .unwrap();
+    pool.preload_pinned().await.unwrap();
+    assert_eq!(pool.budget().in_use().0, 1);
+    let o = options(2, 0.0, 1);
+    for id in ["second", "third", "second", "pinned", "third"] {
+        let r = pool
+            .execute("alice", id, None, "Say yes.", Some(o.clone()))
+            .await
+            .unwrap();
+        assert!(r.metadata.output_tokens.unwrap() >= 1, "{id}");
+        assert!(pool.budget().in_use().0 <= 2);
+        let loads = pool.loads().await;
+        let loaded = |m: &str| loads.iter().any(|(id, _, l)| id == m && l.workers == 1);
+        assert!(loaded("pinned"), "the pinned model was unloaded");
+        assert!(loaded(id), "{id} is not loaded after its request");
+    }
+    match pool
+        .execute("bob", "third", None, "Hi", Some(o.clone()))
+        .await
+    {
+        Err(SlmRunnerError::AccessDenied {
+            agent_id, model_id, ..
+        }) => {
+            assert_eq!((agent_id.as_str(), model_id.as_str()), ("bob", "third"))
+        }
+        other => panic!("expected AccessDenied, got {other:?}"),
+    }
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("access_refused") && audit.contains("\"bob\""),
+        "{audit}"
+    );
+    assert!(pool
+        .execute("bob", "second", None, "Say yes.", Some(o.clone()))
+        .await
+        .is_ok());
+    assert!(matches!(
+        pool.execute("alice", "fourth", None, "Hi", Some(o)).await,
+        Err(SlmRunnerError::UnknownModel { .. })
+    ));
+}

@@ -181,6 +181,12 @@ pub enum Problem {
         /// The missing model id.
         model: String,
     },
+    /// A setting names a model that is not in `global_models`.
+    #[error("model `{model}` is not defined in slm.model_allow_lists.global_models")]
+    UnknownModel {
+        /// The missing model id.
+        model: String,
+    },
     /// `default_sandbox_profile` names no profile.
     #[error("no sandbox profile is named `{name}` (profiles: {})", available.join(", "))]
     UnknownDefaultProfile {

@@ -69,6 +69,39 @@ pub struct Slm {
     /// that names none gets [`default_audit_log_path`]). `None`: events go
     /// to `tracing` (target `symbi_slm_audit`) only.
     pub audit_log_path: Option<String>,
+    /// The host budget and keep-alive of the model pool (`[slm.pool]`).
+    pub pool: PoolSettings,
+}
+
+/// `[slm.pool]`: what the workers of every model may use together, and
+/// how long they stay loaded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolSettings {
+    /// Memory for all workers, MB; `None`: half of the physical memory.
+    pub memory_budget_mb: Option<u64>,
+    /// CPUs granted to the runtime's workers; `None`: every CPU.
+    pub cores: Option<u32>,
+    /// Workers loaded at once; `None`: one per granted core.
+    pub max_loaded_workers: Option<usize>,
+    /// Idle time before a worker is unloaded, seconds.
+    pub keep_alive_seconds: u64,
+    /// Idle time per model id, seconds, where it differs.
+    pub keep_alive_by_model: BTreeMap<String, u64>,
+    /// Models loaded when the pool starts, never unloaded or evicted.
+    pub pinned_models: Vec<String>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            memory_budget_mb: None,
+            cores: None,
+            max_loaded_workers: None,
+            keep_alive_seconds: 300,
+            keep_alive_by_model: BTreeMap::new(),
+            pinned_models: Vec::new(),
+        }
+    }
 }
 
 /// Models and the agents allowed to use them.
@@ -485,6 +518,7 @@ impl Default for Slm {
                 .collect(),
             default_sandbox_profile: "secure".into(),
             audit_log_path: None,
+            pool: PoolSettings::default(),
         }
     }
 }

@@ -26,6 +26,18 @@ pub(super) struct RawSlm {
     sandbox_profiles: Option<BTreeMap<String, RawProfile>>,
     default_sandbox_profile: Option<String>,
     audit_log_path: Option<String>,
+    pool: Option<RawPool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    memory_budget_mb: Option<NonNeg>,
+    cores: Option<NonNeg>,
+    max_loaded_workers: Option<NonNeg>,
+    keep_alive_seconds: Option<NonNeg>,
+    keep_alive_by_model: Option<BTreeMap<String, NonNeg>>,
+    pinned_models: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +234,27 @@ impl RawSlm {
             audit_log_path: self.audit_log_path.or_else(|| {
                 super::default_audit_log_path().map(|p| p.to_string_lossy().into_owned())
             }),
+            pool: {
+                let raw = self.pool.unwrap_or_default();
+                let d = super::PoolSettings::default();
+                super::PoolSettings {
+                    memory_budget_mb: raw.memory_budget_mb.map(|v| v.0),
+                    cores: raw.cores.map(|v| u32::try_from(v.0).unwrap_or(u32::MAX)),
+                    max_loaded_workers: raw
+                        .max_loaded_workers
+                        .map(|v| usize::try_from(v.0).unwrap_or(usize::MAX)),
+                    keep_alive_seconds: raw
+                        .keep_alive_seconds
+                        .map_or(d.keep_alive_seconds, |v| v.0),
+                    keep_alive_by_model: raw
+                        .keep_alive_by_model
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect(),
+                    pinned_models: raw.pinned_models.unwrap_or_default(),
+                }
+            },
         }
     }
 }

@@ -44,6 +44,7 @@ pub(super) fn check(slm: &Slm) -> Issues {
         }
         check_profile(&base, profile, &mut out);
     }
+    check_pool(slm, &mut out);
     if let Some(path) = &slm.audit_log_path {
         if !path.starts_with('/') {
             out.push((
@@ -391,4 +392,57 @@ fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `[slm.pool]`: positive budgets, no more cores than this host has, and
+/// model ids that exist.
+fn check_pool(slm: &Slm, out: &mut Issues) {
+    let pool = &slm.pool;
+    let positive = [
+        ("memory_budget_mb", pool.memory_budget_mb),
+        ("cores", pool.cores.map(u64::from)),
+        (
+            "max_loaded_workers",
+            pool.max_loaded_workers.map(|v| v as u64),
+        ),
+    ];
+    for (key, value) in positive {
+        if value == Some(0) {
+            out.push((format!("slm.pool.{key}"), Problem::NotPositive));
+        }
+    }
+    let host = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    if let Some(cores) = pool.cores.filter(|&c| u64::from(c) > host) {
+        out.push((
+            "slm.pool.cores".into(),
+            Problem::TooLarge {
+                value: u64::from(cores),
+                max: host,
+            },
+        ));
+    }
+    let known = |id: &str| {
+        slm.model_allow_lists
+            .global_models
+            .iter()
+            .any(|m| m.id == id)
+    };
+    for (i, id) in pool.pinned_models.iter().enumerate() {
+        if !known(id) {
+            out.push((
+                format!("slm.pool.pinned_models[{i}]"),
+                Problem::UnknownModel { model: id.clone() },
+            ));
+        }
+    }
+    for id in pool.keep_alive_by_model.keys() {
+        if !known(id) {
+            out.push((
+                format!("slm.pool.keep_alive_by_model.{id}"),
+                Problem::UnknownModel { model: id.clone() },
+            ));
+        }
+    }
 }

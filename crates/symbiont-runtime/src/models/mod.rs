@@ -2,6 +2,7 @@
 
 mod catalog;
 mod local_gguf;
+mod pool;
 mod runner;
 
 pub use catalog::{
@@ -12,6 +13,7 @@ pub use local_gguf::{
     sandbox_report, threads_for, Budget, GgufError, GgufSummary, HostBudget, LocalGgufRunner,
     LocalGgufRunnerBuilder, RunnerLoad, StreamEvent, WORKER_ENV, WORKER_FILE,
 };
+pub use pool::{ModelPool, ModelPoolBuilder};
 pub use runner::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
     PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,

@@ -374,6 +374,23 @@ pub enum SlmRunnerError {
         /// The limit, in seconds.
         seconds: f64,
     },
+    /// The catalog has no model of that id.
+    #[error("unknown model `{model_id}`")]
+    UnknownModel {
+        /// The id asked for.
+        model_id: String,
+    },
+    /// The agent may not use the model (its allow-list, or the rule for
+    /// agents without one); recorded in the audit log.
+    #[error("access denied: {detail}")]
+    AccessDenied {
+        /// The agent.
+        agent_id: String,
+        /// The model.
+        model_id: String,
+        /// Which rule denies it.
+        detail: String,
+    },
     /// The request or an option is invalid.
     #[error("invalid input: {field}: {reason}")]
     InvalidInput {

@@ -468,3 +468,41 @@ fn allowed_syscalls_must_be_real_system_calls() {
         ["uname"]
     );
 }
+
+#[test]
+fn the_pool_table_is_checked() {
+    let ok = Slm::from_toml_str(&format!(
+        "[slm]\n{MODEL}[slm.pool]\nmemory_budget_mb = 2048\ncores = 1\nmax_loaded_workers = 3\nkeep_alive_seconds = 0\npinned_models = [\"m\"]\n[slm.pool.keep_alive_by_model]\nm = 60\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.pool.memory_budget_mb, Some(2048));
+    assert_eq!(ok.pool.cores, Some(1));
+    assert_eq!(ok.pool.max_loaded_workers, Some(3));
+    assert_eq!(ok.pool.keep_alive_seconds, 0);
+    assert_eq!(ok.pool.pinned_models, ["m"]);
+    assert_eq!(ok.pool.keep_alive_by_model.get("m"), Some(&60));
+    // Defaults: the host's, five minutes.
+    let d = Slm::from_toml_str("[slm]\n").unwrap();
+    assert_eq!(d.pool.memory_budget_mb, None);
+    assert_eq!(d.pool.keep_alive_seconds, 300);
+    invalid(
+        &format!("[slm]\n{MODEL}[slm.pool]\npinned_models = [\"m\", \"ghost\"]\n"),
+        "slm.pool.pinned_models[1]",
+        |p| matches!(p, Problem::UnknownModel { model } if model == "ghost"),
+    );
+    invalid(
+        "[slm]\n[slm.pool]\nmax_loaded_workers = 0\n",
+        "slm.pool.max_loaded_workers",
+        |p| matches!(p, Problem::NotPositive),
+    );
+    invalid(
+        "[slm]\n[slm.pool]\ncores = 100000\n",
+        "slm.pool.cores",
+        |p| matches!(p, Problem::TooLarge { value: 100000, .. }),
+    );
+    parse_err(
+        "[slm]\n[slm.pool]\nmemory_budget = 1\n",
+        "slm.pool.memory_budget",
+        "unknown field",
+    );
+}

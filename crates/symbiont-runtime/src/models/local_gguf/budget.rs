@@ -34,6 +34,18 @@ pub struct HostBudget {
 }
 
 impl HostBudget {
+    /// The config's `[slm.pool]`, with the host's defaults where it is
+    /// silent.
+    pub fn from_settings(settings: &crate::config::PoolSettings) -> Self {
+        let host = Self::from_host();
+        let cores = settings.cores.unwrap_or(host.cores).max(1);
+        Self {
+            memory_mb: settings.memory_budget_mb.unwrap_or(host.memory_mb),
+            cores,
+            max_workers: settings.max_loaded_workers.unwrap_or(cores as usize),
+        }
+    }
+
     /// Half of the machine's physical memory, every CPU this process may
     /// run on, as many workers as those cores hold.
     pub fn from_host() -> Self {
@@ -64,6 +76,8 @@ pub(super) struct Held {
     pub first_cpu: u32,
     pub cpus: u32,
     pub idle: bool,
+    /// Never evicted (a pinned model).
+    pub pinned: bool,
     pub last_used: Instant,
 }
 
@@ -105,7 +119,11 @@ impl Ledger {
             }
         }
         // Evict idle workers, least recently used first, until it fits.
-        let mut idle: Vec<(&u64, &Held)> = self.held.iter().filter(|(_, h)| h.idle).collect();
+        let mut idle: Vec<(&u64, &Held)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.idle && !h.pinned)
+            .collect();
         idle.sort_by_key(|(_, h)| h.last_used);
         let mut victims = Vec::new();
         let mut freed = 0;
@@ -208,6 +226,7 @@ impl Budget {
         self: &Arc<Self>,
         need_mb: u64,
         cpus: u32,
+        pinned: bool,
         deadline: Instant,
     ) -> Result<Lease, SlmRunnerError> {
         loop {
@@ -227,6 +246,7 @@ impl Budget {
                                 first_cpu,
                                 cpus,
                                 idle: false,
+                                pinned,
                                 last_used: Instant::now(),
                             },
                         );
@@ -327,6 +347,7 @@ mod tests {
             first_cpu,
             cpus,
             idle,
+            pinned: false,
             last_used: Instant::now() - std::time::Duration::from_secs(age),
         }
     }
@@ -368,12 +389,12 @@ mod tests {
     async fn a_lease_waits_for_room_and_gets_it_when_one_is_returned() {
         let b = Budget::new(budget(1000, 2, 4));
         let far = Instant::now() + std::time::Duration::from_secs(60);
-        let first = b.lease(600, 1, far).await.unwrap();
+        let first = b.lease(600, 1, false, far).await.unwrap();
         assert_eq!(first.first_cpu, 0);
         // Busy and in the way: a second start waits, then times out with
         // the numbers.
         let soon = Instant::now() + std::time::Duration::from_millis(50);
-        match b.lease(600, 1, soon).await {
+        match b.lease(600, 1, false, soon).await {
             Err(SlmRunnerError::ResourceLimitExceeded { detail, .. }) => {
                 assert!(detail.contains("1000 MB"), "{detail}")
             }
@@ -385,7 +406,8 @@ mod tests {
         first.on_evict(move || flag.store(true, Ordering::SeqCst));
         first.set_idle(true);
         let b2 = b.clone();
-        let next = tokio::spawn(async move { b2.lease(600, 1, far).await.map(|l| l.first_cpu) });
+        let next =
+            tokio::spawn(async move { b2.lease(600, 1, false, far).await.map(|l| l.first_cpu) });
         tokio::task::yield_now().await;
         assert!(
             evicted.load(Ordering::SeqCst),

@@ -29,6 +29,7 @@ pub struct LocalGgufRunnerBuilder {
     queue_capacity: usize,
     slots: Option<u32>,
     budget: Option<Arc<Budget>>,
+    pinned: bool,
     audit: AuditLog,
     labels: Option<(String, String)>,
 }
@@ -51,6 +52,7 @@ impl LocalGgufRunnerBuilder {
             queue_capacity: defaults::QUEUE_CAPACITY,
             slots: None,
             budget: None,
+            pinned: false,
             audit: AuditLog::tracing_only(),
             labels: None,
         }
@@ -108,6 +110,12 @@ impl LocalGgufRunnerBuilder {
     /// a budget of this runner's own, [`HostBudget::from_host`].
     pub fn budget(mut self, budget: Arc<Budget>) -> Self {
         self.budget = Some(budget);
+        self
+    }
+    /// Keeps the worker loaded while the runner lives (no keep-alive) and
+    /// never evicts it for another worker's room.
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
         self
     }
 
@@ -271,6 +279,7 @@ impl LocalGgufRunnerBuilder {
                     .budget
                     .unwrap_or_else(|| Budget::new(HostBudget::from_host())),
                 need_mb,
+                pinned: self.pinned,
                 tenants: StdMutex::new(Default::default()),
                 next_id: AtomicU64::new(1),
                 facts: StdMutex::new(None),

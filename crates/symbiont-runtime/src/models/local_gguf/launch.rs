@@ -83,7 +83,13 @@ impl Shared {
     fn driver_settings(self: &Arc<Self>) -> Settings {
         let shared = Arc::downgrade(self);
         Settings {
-            keep_alive: self.keep_alive,
+            // Pinned: loaded for as long as the runner lives (the driver
+            // ends when the runner goes).
+            keep_alive: if self.pinned {
+                Duration::from_secs(u32::MAX as u64)
+            } else {
+                self.keep_alive
+            },
             batch_size: self.batch_size,
             context_size: self.context_size,
             cancel_grace_steps: defaults::CANCEL_GRACE_STEPS,
@@ -159,7 +165,7 @@ impl Shared {
         // the worker's CPUs are its lease's, shared with no other worker.
         let lease = self
             .budget
-            .lease(self.need_mb, self.threads, deadline)
+            .lease(self.need_mb, self.threads, self.pinned, deadline)
             .await?;
         sandbox.cpu_offset = lease.first_cpu;
         let spec = LaunchSpec {

@@ -191,6 +191,8 @@ struct Shared {
     budget: Arc<Budget>,
     /// Estimated memory of one worker, MB.
     need_mb: u64,
+    /// Loaded until the runner is dropped, never evicted.
+    pinned: bool,
     /// Who shares a worker: one tenant for all requests, or one per agent.
     tenants: StdMutex<HashMap<String, Arc<Tenant>>>,
     next_id: AtomicU64,

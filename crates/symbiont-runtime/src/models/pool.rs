@@ -1,0 +1,266 @@
+//! The model pool: one object that runs every model of a catalog, for any
+//! agent, under one host budget.
+//!
+//! A request names an agent and a model. The pool checks the agent's
+//! access in the catalog (a refusal is an audit event), then hands the
+//! request to that model's runner, built on first use with the profile
+//! asked for (default: the config's) and the pool's [`Budget`], so that the
+//! workers of every model stay together within `[slm.pool]`'s memory,
+//! cores and worker count (idle ones evicted least recently used first).
+//! Pinned models are loaded by [`ModelPool::preload_pinned`] and never
+//! unloaded; the others unload after their keep-alive.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
+use crate::config::ModelProvider;
+use crate::models::{
+    Budget, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner, ModelCatalog,
+    ModelCatalogError, RunnerLoad, SlmRunnerError,
+};
+
+/// Every model of a catalog, run for agents under one host budget. Cheap
+/// to clone; clones share the runners.
+#[derive(Debug, Clone)]
+pub struct ModelPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    catalog: ModelCatalog,
+    budget: Arc<Budget>,
+    audit: AuditLog,
+    worker_path: Option<PathBuf>,
+    /// Runners by (model id, profile name).
+    runners: Mutex<HashMap<(String, String), LocalGgufRunner>>,
+}
+
+/// Builds a [`ModelPool`].
+#[derive(Debug)]
+pub struct ModelPoolBuilder {
+    catalog: ModelCatalog,
+    budget: Option<Arc<Budget>>,
+    audit: Option<AuditLog>,
+    worker_path: Option<PathBuf>,
+}
+
+impl ModelPoolBuilder {
+    /// The host budget (default: from the config's `[slm.pool]`).
+    pub fn budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+    /// Where security events go (default: the config's `audit_log_path`,
+    /// else `tracing` only).
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+    /// The worker executable (default: as [`LocalGgufRunner`] finds it).
+    pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_path = Some(path.into());
+        self
+    }
+    /// The pool; nothing is loaded yet.
+    pub fn build(self) -> Result<ModelPool, SlmRunnerError> {
+        let settings = &self.catalog.config().pool;
+        let audit = match self.audit {
+            Some(a) => a,
+            None => match &self.catalog.config().audit_log_path {
+                Some(p) => AuditLog::to_file(p).map_err(|source| SlmRunnerError::Io {
+                    context: format!("opening the audit log {p}"),
+                    source,
+                })?,
+                None => AuditLog::tracing_only(),
+            },
+        };
+        let budget = self
+            .budget
+            .unwrap_or_else(|| Budget::new(HostBudget::from_settings(settings)));
+        Ok(ModelPool {
+            inner: Arc::new(Inner {
+                catalog: self.catalog,
+                budget,
+                audit,
+                worker_path: self.worker_path,
+                runners: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl ModelPool {
+    /// A builder over a validated catalog.
+    pub fn builder(catalog: ModelCatalog) -> ModelPoolBuilder {
+        ModelPoolBuilder {
+            catalog,
+            budget: None,
+            audit: None,
+            worker_path: None,
+        }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &ModelCatalog {
+        &self.inner.catalog
+    }
+
+    /// The host budget every worker draws on.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.inner.budget
+    }
+
+    /// Runs `prompt` on `model_id` for `agent_id`, under `profile` (default:
+    /// the config's `default_sandbox_profile`), after checking the agent's
+    /// access (a refusal is recorded in the audit log). The agent is the
+    /// request's `agent_id` (for the fair queue, isolation and the audit).
+    pub async fn execute(
+        &self,
+        agent_id: &str,
+        model_id: &str,
+        profile: Option<&str>,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        let runner = self.runner_for_agent(agent_id, model_id, profile).await?;
+        let mut options = options.unwrap_or_default();
+        options.agent_id = Some(agent_id.to_string());
+        runner.execute(prompt, Some(options)).await
+    }
+
+    /// The runner of `model_id` under `profile`, after checking that
+    /// `agent_id` may use the model (a refusal is recorded in the audit
+    /// log). Requests through it should carry the agent in
+    /// `ExecutionOptions::agent_id`.
+    pub async fn runner_for_agent(
+        &self,
+        agent_id: &str,
+        model_id: &str,
+        profile: Option<&str>,
+    ) -> Result<LocalGgufRunner, SlmRunnerError> {
+        let catalog = &self.inner.catalog;
+        if let Err(e) = catalog.validate_model_access(model_id, agent_id) {
+            return Err(match e {
+                ModelCatalogError::ModelNotFound { .. } => SlmRunnerError::UnknownModel {
+                    model_id: model_id.to_string(),
+                },
+                other => {
+                    let (name, p) = self.profile(profile)?;
+                    let event = AuditEvent::new(
+                        AuditKind::AccessRefused,
+                        "model_allow_lists",
+                        other.to_string(),
+                    )
+                    .about(Some(agent_id), Some(model_id), Some(&name));
+                    self.inner
+                        .audit
+                        .record(&event, p.security.enable_audit_logging);
+                    SlmRunnerError::AccessDenied {
+                        agent_id: agent_id.to_string(),
+                        model_id: model_id.to_string(),
+                        detail: other.to_string(),
+                    }
+                }
+            });
+        }
+        self.runner(model_id, profile).await
+    }
+
+    /// The runner of `model_id` under `profile` (built on first use; no
+    /// access check: for callers that made their own).
+    pub async fn runner(
+        &self,
+        model_id: &str,
+        profile: Option<&str>,
+    ) -> Result<LocalGgufRunner, SlmRunnerError> {
+        let (profile_name, profile) = self.profile(profile)?;
+        let key = (model_id.to_string(), profile_name.clone());
+        let mut runners = self.inner.runners.lock().await;
+        if let Some(r) = runners.get(&key) {
+            return Ok(r.clone());
+        }
+        let catalog = &self.inner.catalog;
+        let model = catalog
+            .get_model(model_id)
+            .ok_or_else(|| SlmRunnerError::UnknownModel {
+                model_id: model_id.to_string(),
+            })?;
+        let ModelProvider::LocalFile { file_path } = &model.provider else {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "model",
+                reason: format!(
+                    "model `{model_id}` has provider {}; only LocalFile models run in this pool",
+                    model.provider.kind()
+                ),
+            });
+        };
+        let settings = &catalog.config().pool;
+        let keep_alive = settings
+            .keep_alive_by_model
+            .get(model_id)
+            .copied()
+            .unwrap_or(settings.keep_alive_seconds);
+        let mut builder = LocalGgufRunner::builder(
+            file_path,
+            profile.clone(),
+            model.resource_requirements.clone(),
+        )
+        .budget(self.inner.budget.clone())
+        .keep_alive(Duration::from_secs(keep_alive))
+        .pinned(settings.pinned_models.iter().any(|m| m == model_id))
+        .audit_log(self.inner.audit.clone())
+        .labels(model_id, &profile_name);
+        if let Some(w) = &self.inner.worker_path {
+            builder = builder.worker_path(w);
+        }
+        let runner = builder.build().await?;
+        runners.insert(key, runner.clone());
+        Ok(runner)
+    }
+
+    /// Loads every pinned model (under the default profile) now.
+    pub async fn preload_pinned(&self) -> Result<(), SlmRunnerError> {
+        for id in &self.inner.catalog.config().pool.pinned_models {
+            self.runner(id, None).await?.preload().await?;
+        }
+        Ok(())
+    }
+
+    /// Every runner built so far: model id, profile name, its load.
+    pub async fn loads(&self) -> Vec<(String, String, RunnerLoad)> {
+        let runners = self.inner.runners.lock().await;
+        let mut out: Vec<_> = runners
+            .iter()
+            .map(|((m, p), r)| (m.clone(), p.clone(), r.load()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    fn profile(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(String, crate::config::SandboxProfile), SlmRunnerError> {
+        let catalog = &self.inner.catalog;
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| catalog.config().default_sandbox_profile.clone());
+        let profile =
+            catalog
+                .get_sandbox_profile(&name)
+                .ok_or_else(|| SlmRunnerError::InvalidInput {
+                    field: "profile",
+                    reason: format!(
+                        "no sandbox profile is named `{name}` (profiles: {})",
+                        catalog.list_sandbox_profiles().join(", ")
+                    ),
+                })?;
+        Ok((name, profile.clone()))
+    }
+}
