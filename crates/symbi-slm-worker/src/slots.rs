@@ -229,6 +229,12 @@ where
         // At least the prompt's last token is decoded again: its logits
         // give the first generated token.
         let mut reuse = common_prefix(&slot.cache, &tokens).min(tokens.len() - 1);
+        // A cache that no longer holds the sequence from position 0 (a
+        // sliding-window model drops what falls out of its window) cannot
+        // serve a prefix: start over.
+        if reuse > 0 && self.ctx.kv_cache_seq_pos_min(slot.seq) > 0 {
+            reuse = 0;
+        }
         if reuse < slot.cache.len() {
             let removed = self
                 .ctx
@@ -246,6 +252,7 @@ where
         send(&FromWorker::PromptRead {
             id: req.id,
             input_tokens,
+            cached_tokens: reuse as u32,
         });
         slot.active = Some(Active {
             id: req.id,

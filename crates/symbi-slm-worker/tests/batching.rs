@@ -61,19 +61,37 @@ const PROMPTS: [&str; 4] = [
     "Count from one to five.",
 ];
 
-async fn all_at_once(r: &LocalGgufRunner, o: &ExecutionOptions) -> Vec<ExecutionResult> {
+/// Runs the four prompts at once, streamed; returns their results and the
+/// order in which their pieces of text arrived (request indices).
+async fn all_at_once(
+    r: &LocalGgufRunner,
+    o: &ExecutionOptions,
+) -> (Vec<ExecutionResult>, Vec<usize>) {
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let jobs: Vec<_> = PROMPTS
         .iter()
-        .map(|p| {
-            let (r, o) = (r.clone(), o.clone());
-            tokio::spawn(async move { r.execute(p, Some(o)).await.unwrap() })
+        .enumerate()
+        .map(|(i, p)| {
+            let (r, o, order) = (r.clone(), o.clone(), order.clone());
+            tokio::spawn(async move {
+                let mut stream = Box::pin(r.execute_stream(p, Some(o)));
+                while let Some(event) = stream.next().await {
+                    match event.unwrap() {
+                        StreamEvent::Token(_) => order.lock().unwrap().push(i),
+                        StreamEvent::Done(result) => return *result,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                panic!("the stream ended without a result")
+            })
         })
         .collect();
     let mut out = Vec::new();
     for j in jobs {
         out.push(j.await.unwrap());
     }
-    out
+    let order = order.lock().unwrap().clone();
+    (out, order)
 }
 
 /// Each request's text is the same alone and batched with three others,
@@ -90,22 +108,15 @@ async fn batched_requests_generate_what_they_generate_alone() {
         for p in PROMPTS {
             alone.push(r.execute(p, Some(o.clone())).await.unwrap().response);
         }
-        let batched = all_at_once(&r, &o).await;
+        let (batched, order) = all_at_once(&r, &o).await;
         let texts: Vec<&str> = batched.iter().map(|b| b.response.as_str()).collect();
         assert_eq!(texts, alone, "temperature {:?}", o.temperature);
-        // Four requests of 24 tokens, together: the sum of their worker
-        // times exceeds the wall time they took if they overlapped.
-        let worker_sum: f64 = batched
-            .iter()
-            .map(|b| b.metadata.worker_time_ms.unwrap())
-            .sum();
-        let longest = batched
-            .iter()
-            .map(|b| b.metadata.execution_time_ms)
-            .fold(0.0, f64::max);
+        // Decoded together, not one after another: their pieces arrive
+        // interleaved (one after another would switch requests 3 times).
+        let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
         assert!(
-            worker_sum > 1.5 * longest,
-            "not batched: worker times {worker_sum:.0} ms in total, {longest:.0} ms wall"
+            switches >= 20,
+            "not interleaved ({switches} switches): {order:?}"
         );
     }
 }
@@ -174,8 +185,14 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
         let r = r.clone();
         tokio::spawn(async move { r.execute(beside, Some(options(40, 0.0, 1))).await })
     };
+    while r.load().busy < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(r.load().busy >= 1, "the long request stopped by itself");
+    assert!(
+        r.load().busy == 2 || !other.is_finished(),
+        "the long request stopped by itself"
+    );
     // Now drop it: its slot comes free long before 2,000 tokens could be
     // generated (about 20 s here).
     drop(stream);
@@ -242,6 +259,10 @@ async fn a_request_that_times_out_in_the_queue_never_runs() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(r.load().queued, 0);
+    let m = r.metrics();
+    assert_eq!(m.requests_expired_in_queue, 1);
+    // Only the busy request took a slot.
+    assert_eq!(m.admitted, 1, "the late request took a slot: {m:?}");
     // The request in the slot was not disturbed.
     let done = busy.await.unwrap().unwrap();
     assert!(done.metadata.output_tokens.unwrap() >= 1);
@@ -367,10 +388,16 @@ async fn a_shared_budget_evicts_only_idle_workers() {
     let waited = started.elapsed();
     let long = long.await.unwrap().unwrap();
     assert!(
-        long.metadata.finish_reason.is_some(),
-        "the busy request was cut"
+        matches!(
+            long.metadata.finish_reason,
+            Some(FinishReason::Stop | FinishReason::Length)
+        ),
+        "the busy request was cut: {:?}",
+        long.metadata.finish_reason
     );
-    assert_ne!(long.metadata.finish_reason, Some(FinishReason::Cancelled));
+    // Each was evicted once, when idle, for the other.
+    assert_eq!(two.metrics().evictions, 1);
+    assert_eq!(one.metrics().evictions, 1);
     assert!(r1.metadata.model_load_ms.is_some());
     assert!(
         waited.as_secs_f64() * 1e3 >= long.metadata.worker_time_ms.unwrap() * 0.5,
@@ -448,4 +475,43 @@ async fn a_pool_runs_three_models_under_a_budget_of_two() {
         pool.execute("alice", "fourth", None, "Hi", Some(o)).await,
         Err(SlmRunnerError::UnknownModel { .. })
     ));
+}
+
+/// A runner's workers end with it (nothing keeps them alive: not the
+/// budget, not a pending keep-alive), and its metrics count what happened.
+#[tokio::test]
+async fn workers_end_with_their_runner_and_metrics_count() {
+    let _serial = serial();
+    let r = runner(2).await;
+    r.execute("Say yes.", Some(options(3, 0.0, 1)))
+        .await
+        .unwrap();
+    r.execute("Say no.", Some(options(3, 0.0, 1)))
+        .await
+        .unwrap();
+    let m = r.metrics();
+    assert_eq!(
+        (m.requests_ok, m.requests_failed, m.loads),
+        (2, 0, 1),
+        "{m:?}"
+    );
+    assert!(m.input_tokens > 10 && m.output_tokens >= 2, "{m:?}");
+    assert!(
+        m.cached_tokens > 0,
+        "the template's prefix was not reused: {m:?}"
+    );
+    assert_eq!((m.slots, m.workers, m.slots_busy), (2, 1, 0));
+    // The estimate (model + KV caches + compute buffers) against the
+    // kernel's figure: within a quarter.
+    let peak = m.memory_peak_mb.expect("a measured peak");
+    let estimate = m.memory_estimate_mb as f64;
+    assert!((peak - estimate).abs() < 0.25 * estimate, "{m:?}");
+    let pid = r.worker_pid().await.expect("loaded");
+    drop(r);
+    let gone = Instant::now();
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    while alive() && gone.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(), "worker {pid} outlived its runner");
 }

@@ -1240,7 +1240,7 @@ fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
     let ready = serde_json::to_string(&FromWorker::Ready(facts)).unwrap();
     let script = format!(
         r#"#!/usr/bin/python3
-import ctypes, json, os, sys
+import ctypes, json, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
 class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
@@ -1287,6 +1287,8 @@ def done(i, n):
 read()
 send(raw={confined:?}.encode())
 send(raw={ready:?}.encode())
+if mode == "deaf":
+    time.sleep(3600)
 while True:
     m = read()
     if m["type"] == "shutdown":
@@ -1395,6 +1397,24 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
             .iter()
             .any(|e| e["kind"] == "kill" && e["control"] == "worker protocol"),
         "{events:?}"
+    );
+    // A worker that stops reading its input: a write that blocks (a prompt
+    // larger than the pipe) is bounded; the worker is killed, the request
+    // fails naming it, and the next one works.
+    let dir = tempfile::tempdir().unwrap();
+    let r = runner_for("deaf", &dir).await.unwrap();
+    let big = "word ".repeat(60_000);
+    let started = Instant::now();
+    match r.execute(&big, Some(greedy(4))).await {
+        Err(SlmRunnerError::WorkerCrashed { status, .. }) => {
+            assert!(status.contains("stopped reading its input"), "{status}")
+        }
+        other => panic!("deaf: expected WorkerCrashed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        r.execute("Hi", Some(greedy(4))).await.unwrap().response,
+        "ok"
     );
     // A stderr flood with terminal escapes: the request is unaffected.
     let dir = tempfile::tempdir().unwrap();

@@ -200,6 +200,9 @@ pub enum FromWorker {
         id: u64,
         /// Prompt tokens, from the tokenizer.
         input_tokens: u32,
+        /// Of those, the tokens found in the slot's cache (not decoded).
+        #[serde(default)]
+        cached_tokens: u32,
     },
     /// A piece of generated text: always whole UTF-8 characters.
     Token {

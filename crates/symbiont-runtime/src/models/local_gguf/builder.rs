@@ -226,6 +226,16 @@ impl LocalGgufRunnerBuilder {
                     reason: "at least one slot is needed".into(),
                 })
             }
+            Some(n) if n > self.batch_size.min(MAX_SLOTS) => {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: "slots",
+                    reason: format!(
+                        "{n} slots: at most {} (one token of each per decode step must fit the batch of {}, and llama.cpp holds at most {MAX_SLOTS} sequences)",
+                        self.batch_size.min(MAX_SLOTS),
+                        self.batch_size
+                    ),
+                })
+            }
             Some(n) => {
                 let need = memory_need_mb(&summary, context_size, n);
                 if need > max_mb {
@@ -256,7 +266,7 @@ impl LocalGgufRunnerBuilder {
             ),
         };
         let isolate_agents = self.profile.security.isolate_agents;
-        let need_mb = memory_need_mb(&summary, context_size, slots);
+        let need_mb = resident_need_mb(&summary, context_size, slots);
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
                 audit: self.audit,
@@ -281,6 +291,7 @@ impl LocalGgufRunnerBuilder {
                 need_mb,
                 pinned: self.pinned,
                 tenants: StdMutex::new(Default::default()),
+                counters: Arc::default(),
                 next_id: AtomicU64::new(1),
                 facts: StdMutex::new(None),
             }),
@@ -288,18 +299,35 @@ impl LocalGgufRunnerBuilder {
     }
 }
 
-/// Memory a worker with `slots` slots of `context_size` tokens needs, in
-/// MB: the mapped model, the KV caches (from the header's figures; an
-/// eighth of the model per slot when the header lacks them) and
-/// [`defaults::WORKER_OVERHEAD_MB`].
+/// Most slots of one worker (llama.cpp's sequence limit).
+const MAX_SLOTS: u32 = 256;
+
+/// Address space a worker with `slots` slots of `context_size` tokens
+/// needs (what the profile's `max_memory_mb` limits), MB: the mapped
+/// model and KV caches ([`model_and_caches_mb`]) + [`defaults::WORKER_OVERHEAD_MB`].
 pub(super) fn memory_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
+    model_and_caches_mb(summary, context_size, slots) + defaults::WORKER_OVERHEAD_MB
+}
+
+/// Resident memory the same worker needs (what it leases from the host
+/// budget), MB: [`model_and_caches_mb`] +
+/// [`defaults::WORKER_RESIDENT_OVERHEAD_MB`]. The model's pages are shared
+/// between workers of one file, but each lease counts them: the budget
+/// errs on the safe side.
+pub(super) fn resident_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
+    model_and_caches_mb(summary, context_size, slots) + defaults::WORKER_RESIDENT_OVERHEAD_MB
+}
+
+/// The mapped model and the KV caches of `slots` slots (from the header's
+/// figures; an eighth of the model per slot when the header lacks them),
+/// MB.
+fn model_and_caches_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
     const MB: u64 = 1024 * 1024;
     let per_slot = summary
         .kv_bytes_per_token()
         .map(|b| b.saturating_mul(u64::from(context_size)))
         .unwrap_or(summary.file_size / 8);
     (summary.file_size + per_slot.saturating_mul(u64::from(slots))).div_ceil(MB)
-        + defaults::WORKER_OVERHEAD_MB
 }
 
 /// The default slots: as many as `max_memory_mb` holds, at most

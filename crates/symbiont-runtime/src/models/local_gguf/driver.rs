@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::budget::Lease;
+use super::metrics::{Counters, Unload};
 use super::queue::SlotPermit;
 use super::worker::{self, Next, Worker};
 use crate::audit::AuditKind;
@@ -69,8 +70,9 @@ pub(super) enum Command {
         nonce: u64,
         reply: PingReply,
     },
-    /// Finish what runs, then exit (a worker near its CPU backstop).
-    Drain,
+    /// Finish what runs, then exit: evicted for room, or retired near its
+    /// CPU backstop.
+    Drain(Unload),
 }
 
 type PingReply = oneshot::Sender<Result<(), SlmRunnerError>>;
@@ -85,7 +87,38 @@ pub(super) struct Settings {
     pub context_size: u32,
     pub cancel_grace_steps: u32,
     pub audit: Audit,
+    /// Worker failures in a row (for the start's back-off).
+    pub crashes: Arc<CrashLog>,
+    pub counters: Arc<Counters>,
 }
+
+/// Workers of one tenant that failed in a row (crashed, killed for a
+/// violation or an ignored cancel), counted once per worker; a request
+/// that finishes resets it.
+#[derive(Debug, Default)]
+pub(super) struct CrashLog {
+    inner: std::sync::Mutex<(u32, Option<Instant>)>,
+}
+
+impl CrashLog {
+    pub fn record(&self) {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *c = (c.0 + 1, Some(Instant::now()));
+    }
+
+    fn reset(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0 = 0;
+    }
+
+    /// Failures in a row, and when the last one was.
+    pub fn get(&self) -> (u32, Option<Instant>) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long a fresh worker waits for the request that started it before
+/// it counts as idle (and may be evicted or unloaded).
+const FRESH: Duration = Duration::from_secs(1);
 
 /// A handle on a driven worker; cheap to clone.
 #[derive(Clone)]
@@ -94,6 +127,8 @@ pub(super) struct Driven {
     pid: u32,
     facts: Arc<ModelFacts>,
     alive: Arc<AtomicBool>,
+    /// Told to drain: it takes no new request.
+    draining: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Driven {
@@ -109,11 +144,18 @@ impl Driven {
     /// Starts the driver task for a loaded worker.
     pub fn spawn(worker: Worker, lease: Lease, settings: Settings) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let draining = Arc::new(AtomicBool::new(false));
         // Evicted for room only while idle: it drains (nothing to finish)
-        // and exits, returning its lease.
-        let evict = tx.clone();
+        // and exits, returning its lease. A weak sender: the budget holding
+        // this callback must not keep the driver alive once the runner is
+        // gone.
+        let evict = tx.downgrade();
+        let evicting = draining.clone();
         lease.on_evict(move || {
-            let _ = evict.send(Command::Drain);
+            evicting.store(true, Ordering::Release);
+            if let Some(tx) = evict.upgrade() {
+                let _ = tx.send(Command::Drain(Unload::Evicted));
+            }
         });
         let alive = Arc::new(AtomicBool::new(true));
         let driven = Self {
@@ -121,6 +163,7 @@ impl Driven {
             pid: worker.pid(),
             facts: Arc::new(worker.facts.clone()),
             alive: alive.clone(),
+            draining,
         };
         let driver = Driver {
             w: worker,
@@ -130,7 +173,9 @@ impl Driven {
             draining: false,
             idle_since: Some(Instant::now()),
             fresh: true,
+            started: Instant::now(),
             lease,
+            unload: Unload::KeepAlive,
         };
         tokio::spawn(async move {
             driver.run(rx).await;
@@ -147,9 +192,18 @@ impl Driven {
         &self.facts
     }
 
-    /// Whether the worker still runs (not killed, crashed, unloaded).
+    /// Whether the worker still runs and takes requests (not killed,
+    /// crashed, unloaded, or draining).
     pub fn alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire) && !self.tx.is_closed()
+        self.alive.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && !self.tx.is_closed()
+    }
+
+    /// Lets the worker finish what it runs, then exit; it takes nothing new.
+    pub fn drain(&self, why: Unload) {
+        self.draining.store(true, Ordering::Release);
+        let _ = self.tx.send(Command::Drain(why));
     }
 
     /// Hands a command to the driver; gives it back if the driver is gone.
@@ -215,8 +269,12 @@ struct Driver {
     pings: Vec<(u64, Instant, PingReply)>,
     draining: bool,
     idle_since: Option<Instant>,
-    /// No command yet: the request that started the worker is on its way.
+    /// No command yet: the request that started the worker is on its way
+    /// (for at most [`FRESH`]).
     fresh: bool,
+    started: Instant,
+    /// Why it will stop, if it drains.
+    unload: Unload,
     /// The worker's share of the host budget, returned when the driver
     /// ends (after the worker is gone).
     lease: Lease,
@@ -249,6 +307,9 @@ impl Driver {
             if let Err(end) = step {
                 break end;
             }
+            if self.fresh && self.started.elapsed() >= FRESH {
+                self.fresh = false;
+            }
             self.lease.set_idle(self.active.is_empty() && !self.fresh);
             if self.active.is_empty() {
                 let idle = *self.idle_since.get_or_insert_with(Instant::now);
@@ -271,7 +332,7 @@ impl Driver {
                         reason: "the worker stopped".into(),
                     }));
                 }
-                Command::Cancel { .. } | Command::Drain => {}
+                Command::Cancel { .. } | Command::Drain(_) => {}
             }
         }
         self.end(end).await;
@@ -298,7 +359,13 @@ impl Driver {
         });
         let pings = self.pings.iter().map(|p| p.1);
         let idle = self.idle_since.map(|t| t + self.keep_alive());
-        requests.chain(pings).chain(idle).min().unwrap_or(far)
+        let fresh = self.fresh.then_some(self.started + FRESH);
+        requests
+            .chain(pings)
+            .chain(idle)
+            .chain(fresh)
+            .min()
+            .unwrap_or(far)
     }
 
     async fn command(&mut self, cmd: Command) -> Result<(), End> {
@@ -348,7 +415,10 @@ impl Driver {
                     .push((nonce, Instant::now() + Duration::from_secs(5), reply));
                 Ok(())
             }
-            Command::Drain => {
+            Command::Drain(why) => {
+                if !self.draining {
+                    self.unload = why;
+                }
                 self.draining = true;
                 Ok(())
             }
@@ -364,13 +434,16 @@ impl Driver {
         if a.cancelled.is_some() {
             return Ok(());
         }
-        // The grace fits the step the worker may be in: a prompt batch
-        // (while this request's prompt is read), else one generated token.
-        let grace = self.w.cancel_grace(match (a.prompt_read, a.last_token_at) {
-            (Some((_, tokens)), None) => Some(tokens.min(batch)),
-            (None, None) => Some(batch),
-            _ => None,
-        });
+        a.cancelled = Some((Instant::now(), Duration::ZERO));
+        a.timed_out = timed_out;
+        // The grace fits the step the worker may be in: while any request
+        // is still reading its prompt, a step may carry a whole batch of
+        // prompt tokens (this request's or another's); else one token.
+        let reading = self.active.values().any(|a| a.last_token_at.is_none());
+        let grace = self.w.cancel_grace(reading.then_some(batch));
+        let Some(a) = self.active.get_mut(&id) else {
+            return Ok(());
+        };
         a.cancelled = Some((Instant::now(), grace));
         a.timed_out = timed_out;
         self.w
@@ -403,14 +476,20 @@ impl Driver {
         };
         let violation = |why: String, culprit: Option<u64>| Err(End::Violation { why, culprit });
         match msg {
-            FromWorker::PromptRead { id, input_tokens } => {
+            FromWorker::PromptRead {
+                id,
+                input_tokens,
+                cached_tokens,
+            } => {
                 let Some(a) = self.active.get_mut(&id) else {
                     return violation(stray(&msg), None);
                 };
                 if a.prompt_read.is_some() || a.frames > 0 {
                     return violation(format!("a second prompt_read for request {id}"), Some(id));
                 }
-                a.prompt_read = Some((Instant::now(), input_tokens));
+                // The tokens it decodes: those not found in the cache.
+                let decoded = input_tokens.saturating_sub(cached_tokens);
+                a.prompt_read = Some((Instant::now(), decoded));
                 a.received = true;
                 let _ = a.events.send(Event::PromptRead);
                 Ok(())
@@ -462,13 +541,15 @@ impl Driver {
                     self.active.insert(id, a);
                     return violation(why, Some(id));
                 }
+                self.settings.crashes.reset();
+                let peak_rss = self.w.peak_rss_bytes();
+                if let Some(bytes) = peak_rss {
+                    self.settings.counters.peak(bytes);
+                }
                 let event = if a.timed_out {
                     Event::Timeout
                 } else {
-                    Event::Done {
-                        stats,
-                        peak_rss: self.w.peak_rss_bytes(),
-                    }
+                    Event::Done { stats, peak_rss }
                 };
                 // The slot is free before the caller hears of the end.
                 drop(a.permit);
@@ -538,6 +619,17 @@ impl Driver {
     async fn end(mut self, end: End) {
         let pid = self.w.pid();
         let audit = self.settings.audit.clone();
+        let counters = self.settings.counters.clone();
+        if matches!(end, End::Unloaded) {
+            counters.unloaded(if self.draining {
+                self.unload
+            } else {
+                Unload::KeepAlive
+            });
+        } else {
+            counters.unloaded(Unload::Failed);
+            self.settings.crashes.record();
+        }
         match end {
             End::Unloaded => {
                 for (_, a) in self.active.drain() {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use symbiont_slm_protocol::{LaunchSpec, PROTOCOL_VERSION};
 use tokio::time::Instant;
 
-use super::driver::{Command, Driven, Settings};
+use super::driver::{Driven, Settings};
 use super::metadata::ms;
+use super::metrics::Unload;
 use super::model_file::open_model_file_blocking;
 use super::worker::{self, Worker};
-use super::{defaults, sandbox_plan, Shared, Tenant, WorkerState};
+use super::{defaults, sandbox_plan, Shared, Tenant};
 use crate::audit::AuditKind;
 use crate::models::SlmRunnerError;
 
@@ -41,11 +42,11 @@ impl Shared {
                 }
                 // It finishes what it runs, then exits; new requests go to
                 // a fresh worker.
-                let _ = d.send(Command::Drain);
+                d.drain(Unload::Retired);
             }
         }
         let started = Instant::now();
-        match self.start(&mut state, deadline).await {
+        match self.start(tenant, deadline).await {
             Ok(d) => {
                 state.driven = Some(d.clone());
                 Ok((d, Some(ms(started.elapsed()))))
@@ -64,7 +65,7 @@ impl Shared {
         let mut state = tenant.state.lock().await;
         if tenant.admission.load() == (0, 0) {
             if let Some(d) = state.driven.take() {
-                let _ = d.send(Command::Drain);
+                d.drain(Unload::KeepAlive);
             }
         }
     }
@@ -80,7 +81,7 @@ impl Shared {
         worker::cpu_seconds(d.pid()).is_some_and(|used| used + one_request > limit)
     }
 
-    fn driver_settings(self: &Arc<Self>) -> Settings {
+    fn driver_settings(self: &Arc<Self>, tenant: &Tenant) -> Settings {
         let shared = Arc::downgrade(self);
         Settings {
             // Pinned: loaded for as long as the runner lives (the driver
@@ -93,6 +94,8 @@ impl Shared {
             batch_size: self.batch_size,
             context_size: self.context_size,
             cancel_grace_steps: defaults::CANCEL_GRACE_STEPS,
+            crashes: tenant.crashes.clone(),
+            counters: self.counters.clone(),
             audit: Arc::new(move |kind: AuditKind, control: &str, detail: String| {
                 if let Some(s) = shared.upgrade() {
                     s.audit(kind, control, detail, None);
@@ -104,20 +107,20 @@ impl Shared {
     /// Starts a worker, backing off after repeated crashes.
     async fn start(
         self: &Arc<Self>,
-        state: &mut WorkerState,
+        tenant: &Tenant,
         deadline: Instant,
     ) -> Result<Driven, SlmRunnerError> {
-        if state.crashes >= 2 {
+        let (crashes, last_crash) = tenant.crashes.get();
+        if crashes >= 2 {
             let backoff = Duration::from_millis(250)
-                .saturating_mul(1 << (state.crashes - 2).min(5))
+                .saturating_mul(1 << (crashes - 2).min(5))
                 .min(Duration::from_secs(8));
-            if let Some(at) = state.last_crash {
+            if let Some(at) = last_crash {
                 let wait_until = at + backoff;
                 if wait_until > deadline {
                     return Err(SlmRunnerError::InitializationFailed {
                         reason: format!(
-                            "the worker crashed {} times in a row; next start in {:.1} s",
-                            state.crashes,
+                            "the worker crashed {crashes} times in a row; next start in {:.1} s",
                             wait_until
                                 .saturating_duration_since(Instant::now())
                                 .as_secs_f64()
@@ -179,6 +182,7 @@ impl Shared {
             sandbox,
         };
         let load_deadline = deadline.min(Instant::now() + defaults::LOAD_TIMEOUT);
+        let started = Instant::now();
         match Worker::start(&self.worker_path, spec, model_file, scratch, load_deadline).await {
             Ok(w) => {
                 if w.facts.protocol_version != PROTOCOL_VERSION {
@@ -209,12 +213,12 @@ impl Shared {
                 if let Ok(mut f) = self.facts.lock() {
                     *f = Some(w.facts.clone());
                 }
-                Ok(Driven::spawn(w, lease, self.driver_settings()))
+                self.counters.loaded(started.elapsed());
+                Ok(Driven::spawn(w, lease, self.driver_settings(tenant)))
             }
             Err(e) => {
                 if matches!(e, SlmRunnerError::WorkerCrashed { .. }) {
-                    state.crashes += 1;
-                    state.last_crash = Some(Instant::now());
+                    tenant.crashes.record();
                 }
                 Err(e)
             }

@@ -73,7 +73,11 @@ pub(super) fn result(
             output_tokens: Some(stats.output_tokens),
             execution_time_ms: ms(started.elapsed()),
             time_to_first_token_ms: ttft,
-            prompt_tokens_per_second: per_second(stats.input_tokens as f64, stats.prompt_ms),
+            // Only the tokens decoded: those found in the cache cost nothing.
+            prompt_tokens_per_second: per_second(
+                stats.input_tokens.saturating_sub(stats.cached_tokens) as f64,
+                stats.prompt_ms,
+            ),
             // The first token's time belongs to the prompt; the rate counts
             // the tokens decoded after it.
             generation_tokens_per_second: per_second(

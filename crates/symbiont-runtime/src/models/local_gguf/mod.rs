@@ -31,6 +31,7 @@ mod driver;
 pub mod gguf;
 mod launch;
 mod metadata;
+mod metrics;
 mod model_file;
 mod queue;
 mod request;
@@ -52,12 +53,14 @@ use tokio::time::Instant;
 pub use budget::{physical_memory_mb, Budget, HostBudget};
 pub use builder::{default_slots, threads_for, LocalGgufRunnerBuilder};
 pub use gguf::{GgufError, GgufSummary};
+pub use metrics::RunnerMetrics;
 pub use sandbox_plan::{
     exec_plan_for as sandbox_exec_plan_for, plan_for as sandbox_plan_for, sandbox_report,
 };
 
-use self::driver::{Command, Driven};
+use self::driver::{Command, CrashLog, Driven};
 use self::metadata::set_sandbox_facts;
+use self::metrics::Counters;
 use self::queue::Admission;
 use crate::audit::AuditLog;
 use crate::config::{ModelResourceRequirements, SandboxProfile};
@@ -88,8 +91,15 @@ pub mod defaults {
     pub const SLOTS: u32 = 4;
     /// Address space a worker needs beyond the mapped model and its KV
     /// caches (llama.cpp's compute buffers, thread stacks and allocator
-    /// arenas, the runtime): measured for the default model, with margin.
+    /// arenas, the runtime), for the profile's `max_memory_mb`
+    /// (`RLIMIT_AS`). Measured, default model, 4 slots of 2048 tokens:
+    /// `VmPeak` 528 MB where model + KV caches are 278 MB.
     pub const WORKER_OVERHEAD_MB: u64 = 256;
+    /// Resident memory a worker needs beyond the mapped model and its KV
+    /// caches (llama.cpp touches the whole cache when it creates it), for
+    /// the host budget. Measured, default model, 4 slots of 2048 tokens:
+    /// `VmHWM` 304 MB where model + KV caches are 278 MB.
+    pub const WORKER_RESIDENT_OVERHEAD_MB: u64 = 32;
     /// Tokens generated when `max_tokens` is not given.
     pub const MAX_TOKENS: u32 = 512;
     /// Sampling temperature.
@@ -196,6 +206,8 @@ struct Shared {
     /// Who shares a worker: one tenant for all requests, or one per agent.
     tenants: StdMutex<HashMap<String, Arc<Tenant>>>,
     next_id: AtomicU64,
+    /// What the runner counts.
+    counters: Arc<Counters>,
     /// Facts of the last loaded model, for `get_info`.
     facts: StdMutex<Option<ModelFacts>>,
 }
@@ -215,16 +227,17 @@ struct HostGap {
 struct Tenant {
     /// The worker's slots and the fair queue in front of them.
     admission: Arc<Admission>,
-    /// The running worker, if any, and its crash history.
+    /// The running worker, if any.
     state: Mutex<WorkerState>,
+    /// Its workers' failures in a row, for the back-off.
+    crashes: Arc<CrashLog>,
+    /// Request ids (and ping nonces) of this tenant.
+    next_id: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct WorkerState {
     driven: Option<Driven>,
-    /// Crashes in a row, for back-off.
-    crashes: u32,
-    last_crash: Option<Instant>,
 }
 
 impl LocalGgufRunner {
@@ -280,10 +293,23 @@ impl LocalGgufRunner {
         self.shared.isolate_agents
     }
 
-    /// Estimated memory of one worker, MB: the mapped model, the KV caches
-    /// of its slots, the overhead (what it leases from the host budget).
+    /// Estimated resident memory of one worker, MB: the mapped model, the
+    /// KV caches of its slots, the compute buffers (what it leases from
+    /// the host budget; compare with `metrics().memory_peak_mb`).
     pub fn worker_memory_estimate_mb(&self) -> u64 {
         self.shared.need_mb
+    }
+
+    /// What the runner counted since it was built, with its load now.
+    pub fn metrics(&self) -> RunnerMetrics {
+        let mut m = self.shared.counters.snapshot();
+        let load = self.load();
+        m.queued = load.queued;
+        m.slots_busy = load.busy;
+        m.slots = load.slots;
+        m.workers = load.workers;
+        m.memory_estimate_mb = self.shared.need_mb;
+        m
     }
 
     /// Slots busy and requests waiting, now (over every agent's worker
@@ -395,7 +421,7 @@ impl SlmRunner for LocalGgufRunner {
             .shared
             .worker_for(&tenant, deadline, defaults::LOAD_TIMEOUT)
             .await?;
-        let nonce = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let nonce = tenant.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = tokio::sync::oneshot::channel();
         if driven.send(Command::Ping { nonce, reply }).is_err() {
             return Err(SlmRunnerError::ExecutionFailed {
@@ -501,6 +527,8 @@ impl Shared {
                 Arc::new(Tenant {
                     admission: Admission::new(self.slots as usize, self.queue_capacity),
                     state: Mutex::new(WorkerState::default()),
+                    crashes: Arc::default(),
+                    next_id: AtomicU64::new(1),
                 })
             })
             .clone()

@@ -218,12 +218,12 @@ impl Admission {
             Some(m) => (m * 7 + held) / 8,
             None => held,
         });
-        while let Some(next) = s.lines.pop() {
-            if let Some(tx) = s.grants.remove(&next) {
-                if tx.send(()).is_ok() {
-                    return;
-                }
-            }
+        if let Some(tx) = s.lines.pop().and_then(|next| s.grants.remove(&next)) {
+            // Granted, received or not: a waiter that left meanwhile (its
+            // receiver gone) finds itself out of its line when it drops,
+            // and passes the slot on then. Never two grants for one slot.
+            let _ = tx.send(());
+            return;
         }
         s.free = (s.free + 1).min(self.slots);
     }
@@ -252,12 +252,9 @@ impl Drop for Waiting<'_> {
             // The slot was handed to us as we left: pass it on (not a real
             // hold, so it does not count towards the mean).
             let mut s = self.admission.lock();
-            while let Some(next) = s.lines.pop() {
-                if let Some(tx) = s.grants.remove(&next) {
-                    if tx.send(()).is_ok() {
-                        return;
-                    }
-                }
+            if let Some(tx) = s.lines.pop().and_then(|next| s.grants.remove(&next)) {
+                let _ = tx.send(());
+                return;
             }
             s.free = (s.free + 1).min(self.admission.slots);
         }

@@ -50,6 +50,14 @@ impl Shared {
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let agent = options.agent_id.clone();
         let result = self.run_inner(prompt, options, on_token).await;
+        self.counters.finished(result.as_ref().ok().map(|r| {
+            let m = &r.metadata;
+            (
+                m.input_tokens.unwrap_or(0),
+                m.cached_tokens.unwrap_or(0),
+                m.output_tokens.unwrap_or(0),
+            )
+        }));
         if let Err(e) = &result {
             let event = match e {
                 SlmRunnerError::WorkerCrashed { .. } => {
@@ -100,13 +108,20 @@ impl Shared {
                 Refusal::Full {
                     queued,
                     retry_after,
-                } => SlmRunnerError::Overloaded {
-                    capacity: self.queue_capacity,
-                    queued,
-                    retry_after,
-                },
-                Refusal::Deadline { .. } => timeout_err(),
+                } => {
+                    self.counters.overloaded();
+                    SlmRunnerError::Overloaded {
+                        capacity: self.queue_capacity,
+                        queued,
+                        retry_after,
+                    }
+                }
+                Refusal::Deadline { .. } => {
+                    self.counters.expired_in_queue();
+                    timeout_err()
+                }
             })?;
+        self.counters.admitted(started.elapsed());
         let mut model_load_ms = None;
         let mut attempts = 0;
         loop {
@@ -115,7 +130,9 @@ impl Shared {
             if load_ms.is_some() {
                 model_load_ms = load_ms;
             }
-            request.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Ids count per tenant: a worker learns nothing of the others'
+            // traffic from the gaps between them.
+            request.id = tenant.next_id.fetch_add(1, Ordering::Relaxed);
             request.timeout_ms = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis()
@@ -150,8 +167,17 @@ impl Shared {
             let mut text = String::new();
             let mut ttft = None;
             let mut consumer_gone = false;
+            // A backstop behind the driver's own deadline, grace and kill:
+            // a caller never waits past them.
+            let backstop = deadline + defaults::CANCEL_GRACE_MAX + Duration::from_secs(15);
             let outcome = loop {
-                match rx.recv().await {
+                let Ok(event) = tokio::time::timeout_at(backstop, rx.recv()).await else {
+                    break Err(Ok(SlmRunnerError::WorkerCrashed {
+                        status: "the worker's driver gave no answer past the request's deadline and cancel grace".into(),
+                        stderr_tail: String::new(),
+                    }));
+                };
+                match event {
                     Some(Event::PromptRead) => {}
                     Some(Event::Token(t)) => {
                         ttft.get_or_insert_with(|| ms(started.elapsed()));
@@ -190,10 +216,8 @@ impl Shared {
                     stderr_tail: String::new(),
                 }),
             };
-            let mut state = tenant.state.lock().await;
             return match outcome {
                 Ok((stats, peak)) => {
-                    state.crashes = 0;
                     if stats.finish == Finish::Timeout {
                         return Err(timeout_err());
                     }
@@ -210,8 +234,6 @@ impl Shared {
                 }
                 Err(e) => {
                     if let SlmRunnerError::WorkerCrashed { .. } = &e {
-                        state.crashes += 1;
-                        state.last_crash = Some(Instant::now());
                         tracing::warn!(request = id, "worker crashed");
                     }
                     Err(e)

@@ -29,6 +29,9 @@ pub(super) const MAX_FRAME_FROM_WORKER: usize = 64 * 1024;
 /// but text held back while it might start a stop sequence (at most
 /// `MAX_STOP_BYTES`) comes out with a later piece.
 pub(super) const MAX_PIECE_BYTES: usize = 4096;
+/// How long a write to the worker may block before the worker is taken
+/// for lost (it reads its input on a thread of its own, always).
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of the worker's stderr passed on to `tracing` per second; the
 /// rest are counted and reported as suppressed.
 const STDERR_LINES_PER_SECOND: u32 = 50;
@@ -292,7 +295,9 @@ impl Worker {
             .clamp(CANCEL_GRACE_MIN, CANCEL_GRACE_MAX)
     }
 
-    /// Sends one message.
+    /// Sends one message. The worker reads its input on a thread of its
+    /// own at all times; one that stops reading (its pipe full for
+    /// [`WRITE_TIMEOUT`]) is lost, never waited on.
     pub async fn send(&mut self, msg: &ToWorker) -> Result<(), SlmRunnerError> {
         let frame = encode(msg).map_err(|e| SlmRunnerError::InvalidInput {
             field: "prompt",
@@ -302,9 +307,19 @@ impl Worker {
             self.stdin.write_all(&frame).await?;
             self.stdin.flush().await
         };
-        match write.await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.crashed(&format!("writing to worker: {e}")).await),
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.crashed(&format!("writing to worker: {e}")).await),
+            Err(_) => {
+                self.kill().await;
+                Err(SlmRunnerError::WorkerCrashed {
+                    status: format!(
+                        "the worker stopped reading its input (a write blocked for {} s); it was killed",
+                        WRITE_TIMEOUT.as_secs()
+                    ),
+                    stderr_tail: self.stderr_text().await,
+                })
+            }
         }
     }
 
@@ -343,8 +358,11 @@ impl Worker {
     /// Asks the worker to exit; kills it if it does not within a second.
     pub async fn shutdown(mut self) {
         let msg = encode(&ToWorker::Shutdown).unwrap_or_default();
-        let _ = self.stdin.write_all(&msg).await;
-        let _ = self.stdin.flush().await;
+        let write = async {
+            self.stdin.write_all(&msg).await?;
+            self.stdin.flush().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
         if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
             .await
             .is_err()

@@ -1,0 +1,141 @@
+//! What a runner counts: requests and their outcome, queue waits, tokens,
+//! loads and unloads with their reason, and its memory estimate against
+//! the kernel's figure. A snapshot ([`RunnerMetrics`]) is cheap; the
+//! service exports it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Why a worker stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unload {
+    /// Idle past its keep-alive (or the runner was dropped).
+    KeepAlive,
+    /// Evicted, idle, for another worker's room in the host budget.
+    Evicted,
+    /// Near its CPU-time backstop; a fresh worker took over.
+    Retired,
+    /// Crashed, killed for a protocol violation or an ignored cancel.
+    Failed,
+}
+
+/// A runner's counters since it was built, and its load now.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RunnerMetrics {
+    /// Requests that ended with a result.
+    pub requests_ok: u64,
+    /// Requests that ended with an error (any, including the two below).
+    pub requests_failed: u64,
+    /// Requests refused at once because the queue was full.
+    pub requests_overloaded: u64,
+    /// Requests whose deadline passed while they waited (never run).
+    pub requests_expired_in_queue: u64,
+    /// Requests that took a slot, and their total wait for it, ms.
+    pub admitted: u64,
+    /// Total time admitted requests waited for a slot, ms.
+    pub queue_wait_ms_total: f64,
+    /// Longest wait for a slot, ms.
+    pub queue_wait_ms_max: f64,
+    /// Requests waiting now.
+    pub queued: usize,
+    /// Slots running a request now (over every worker).
+    pub slots_busy: usize,
+    /// Slots per worker.
+    pub slots: usize,
+    /// Workers loaded now.
+    pub workers: usize,
+    /// Prompt tokens of finished requests (from the tokenizer).
+    pub input_tokens: u64,
+    /// Prompt tokens found in a slot's cache and not computed again.
+    pub cached_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Workers started, and their total load time, ms.
+    pub loads: u64,
+    /// Total load time, ms.
+    pub load_ms_total: f64,
+    /// Workers unloaded after their keep-alive.
+    pub unloads_keep_alive: u64,
+    /// Idle workers evicted for another's room in the host budget.
+    pub evictions: u64,
+    /// Workers retired near their CPU-time backstop.
+    pub retirements: u64,
+    /// Workers lost: crashed, or killed for a protocol violation or an
+    /// ignored cancel.
+    pub worker_failures: u64,
+    /// The resident memory each worker leases from the budget, MB (the
+    /// estimate: model + KV caches + compute buffers).
+    pub memory_estimate_mb: u64,
+    /// The highest resident peak (`VmHWM`) measured of this runner's
+    /// workers, MB; compare with `memory_estimate_mb`.
+    pub memory_peak_mb: Option<f64>,
+}
+
+/// The counters, updated as things happen (per request or per worker,
+/// never per token).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    m: Mutex<RunnerMetrics>,
+}
+
+impl Counters {
+    fn with(&self, f: impl FnOnce(&mut RunnerMetrics)) {
+        let mut m = self.m.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut m);
+    }
+
+    pub fn overloaded(&self) {
+        self.with(|m| m.requests_overloaded += 1);
+    }
+
+    pub fn expired_in_queue(&self) {
+        self.with(|m| m.requests_expired_in_queue += 1);
+    }
+
+    pub fn admitted(&self, waited: Duration) {
+        let ms = waited.as_secs_f64() * 1e3;
+        self.with(|m| {
+            m.admitted += 1;
+            m.queue_wait_ms_total += ms;
+            m.queue_wait_ms_max = m.queue_wait_ms_max.max(ms);
+        });
+    }
+
+    pub fn finished(&self, ok: Option<(u32, u32, u32)>) {
+        self.with(|m| match ok {
+            Some((input, cached, output)) => {
+                m.requests_ok += 1;
+                m.input_tokens += u64::from(input);
+                m.cached_tokens += u64::from(cached);
+                m.output_tokens += u64::from(output);
+            }
+            None => m.requests_failed += 1,
+        });
+    }
+
+    pub fn loaded(&self, load: Duration) {
+        self.with(|m| {
+            m.loads += 1;
+            m.load_ms_total += load.as_secs_f64() * 1e3;
+        });
+    }
+
+    pub fn unloaded(&self, why: Unload) {
+        self.with(|m| match why {
+            Unload::KeepAlive => m.unloads_keep_alive += 1,
+            Unload::Evicted => m.evictions += 1,
+            Unload::Retired => m.retirements += 1,
+            Unload::Failed => m.worker_failures += 1,
+        });
+    }
+
+    pub fn peak(&self, bytes: u64) {
+        let mb = bytes as f64 / (1024.0 * 1024.0);
+        self.with(|m| m.memory_peak_mb = Some(m.memory_peak_mb.map_or(mb, |p| p.max(mb))));
+    }
+
+    pub fn snapshot(&self) -> RunnerMetrics {
+        self.m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
