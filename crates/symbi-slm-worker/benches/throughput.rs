@@ -11,8 +11,13 @@
 //!    worker process per request (keep-alive 0: the reference design's
 //!    one-process-per-request, with our sandbox): end-to-end ratio
 //!    (target ≥ 5×).
+//! 4. Three models (the default model under three ids) in a `ModelPool`
+//!    whose budget holds two workers, three agents asking at once: every
+//!    request completes, evictions, and the largest sum of the workers'
+//!    resident memory (`VmRSS`, sampled every 20 ms) against the budget.
 //!
-//! `cargo bench -p symbi-slm-worker --bench throughput --profile dev [-- ROUNDS THREADS]`
+//! `cargo bench -p symbi-slm-worker --bench throughput --profile dev [-- ROUNDS THREADS [concurrency]]`
+//! (`concurrency`: part 1 only, as `bench/server-compare.sh` uses it).
 
 #[allow(dead_code)] // each bench uses a part of it
 mod common;
@@ -20,8 +25,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{median, spread, TOKENS};
-use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
-use symbiont_runtime::models::{ChatMessage, ChatRole, ExecutionOptions, LocalGgufRunner};
+use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile, Slm};
+use symbiont_runtime::models::{
+    Budget, ChatMessage, ChatRole, ExecutionOptions, HostBudget, LocalGgufRunner, ModelCatalog,
+    ModelPool,
+};
 
 const PROMPTS: [&str; 8] = [
     "Explain quantum computing in simple words.",
@@ -82,6 +90,7 @@ async fn concurrent(r: &LocalGgufRunner, n: usize) -> f64 {
 
 fn main() {
     let (rounds, threads, model) = common::setup(3);
+    let only_concurrency = std::env::args().any(|a| a == "concurrency");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,6 +123,9 @@ fn main() {
             );
         }
         drop(r);
+        if only_concurrency {
+            return;
+        }
 
         // 2. Shared prefix.
         let rules = "You are a careful assistant for a logistics company. Answer in one short sentence. "
@@ -187,5 +199,106 @@ fn main() {
             "{n} sequential 8-token requests   warm runner {warm_s:.2} s, fresh worker per request {cold_s:.2} s   ×{:.1}",
             cold_s / warm_s
         );
+
+        // 4. Three models under a budget of two workers.
+        let mut profile = SandboxProfile::standard();
+        profile.resources.max_cpu_cores = 1.0;
+        let estimate = LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
+            .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+            .build()
+            .await
+            .unwrap()
+            .worker_memory_estimate_mb();
+        let budget_mb = 2 * estimate + estimate / 2;
+        let ids = ["model-a", "model-b", "model-c"];
+        let models: String = ids
+            .iter()
+            .map(|id| {
+                format!(
+                    "[[slm.model_allow_lists.global_models]]\nid = \"{id}\"\nname = \"{id}\"\nprovider = {{ LocalFile = {{ file_path = {:?} }} }}\n",
+                    model.display().to_string()
+                )
+            })
+            .collect();
+        let toml = format!(
+            "[slm]\nenabled = true\ndefault_sandbox_profile = \"standard\"\n{models}[slm.model_allow_lists]\nunmapped_agent_access = \"all_global_models\"\n[slm.sandbox_profiles.standard.resources]\nmax_cpu_cores = 1.0\n"
+        );
+        let catalog = ModelCatalog::new(Slm::from_toml_str(&toml).unwrap()).unwrap();
+        let pool = ModelPool::builder(catalog)
+            .worker_path(env!("CARGO_BIN_EXE_symbi-slm-worker"))
+            .budget(Budget::new(HostBudget {
+                memory_mb: budget_mb,
+                cores: 2,
+                max_workers: 3,
+            }))
+            .build()
+            .unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (pool, done) = (pool.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut max_rss = 0.0f64;
+                let mut max_leased = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let mut rss = 0.0;
+                    for id in ids {
+                        if let Some(pid) = pool.runner(id, None).await.unwrap().worker_pid().await {
+                            rss += vm_rss_mb(pid);
+                        }
+                    }
+                    max_rss = max_rss.max(rss);
+                    max_leased = max_leased.max(pool.budget().in_use().1);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (max_rss, max_leased)
+            })
+        };
+        let started = Instant::now();
+        let jobs: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(agent, _)| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let mut finished = 0;
+                    for round in 0..4 {
+                        let id = ids[(agent + round) % ids.len()];
+                        let r = pool
+                            .execute(&format!("agent-{agent}"), id, None, PROMPTS[round], Some(greedy(16)))
+                            .await
+                            .expect("request");
+                        assert!(r.metadata.output_tokens.unwrap() >= 1);
+                        finished += 1;
+                    }
+                    finished
+                })
+            })
+            .collect();
+        let mut finished = 0;
+        for j in jobs {
+            finished += j.await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let (max_rss, max_leased) = sampler.await.unwrap();
+        let mut evictions = 0;
+        for id in ids {
+            evictions += pool.runner(id, None).await.unwrap().metrics().evictions;
+        }
+        println!(
+            "3 models, budget {budget_mb} MB (2.5 workers of {estimate} MB)   {finished}/12 requests in {:.1} s, {evictions} idle workers evicted   largest sum of leases {max_leased} MB, of measured VmRSS {max_rss:.0} MB",
+            started.elapsed().as_secs_f64()
+        );
     });
+}
+
+/// `VmRSS` of a process, MB (0 once it is gone).
+fn vm_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
