@@ -78,6 +78,8 @@ pub(super) struct Held {
     pub idle: bool,
     /// Never evicted (a pinned model).
     pub pinned: bool,
+    /// Asked to go; its room is on its way back.
+    pub evicting: bool,
     pub last_used: Instant,
 }
 
@@ -118,22 +120,36 @@ impl Ledger {
                 return Decision::Fits { first_cpu };
             }
         }
+        // Workers already asked to go count as gone: if that is enough,
+        // wait for them rather than evict more.
+        let mut leaving: Vec<u64> = Vec::new();
+        let mut freed = 0;
+        for (id, h) in self.held.iter().filter(|(_, h)| h.evicting) {
+            leaving.push(*id);
+            freed += h.need_mb;
+        }
+        let fits = |gone: &[u64], freed: u64| {
+            fits_memory(freed)
+                && fits_count(gone.len())
+                && self.free_cpus(budget.cores, cpus, gone).is_some()
+        };
+        if !leaving.is_empty() && fits(&leaving, freed) {
+            return Decision::Wait;
+        }
         // Evict idle workers, least recently used first, until it fits.
         let mut idle: Vec<(&u64, &Held)> = self
             .held
             .iter()
-            .filter(|(_, h)| h.idle && !h.pinned)
+            .filter(|(_, h)| h.idle && !h.pinned && !h.evicting)
             .collect();
         idle.sort_by_key(|(_, h)| h.last_used);
+        let mut gone = leaving;
         let mut victims = Vec::new();
-        let mut freed = 0;
         for (id, h) in idle {
+            gone.push(*id);
             victims.push(*id);
             freed += h.need_mb;
-            if fits_memory(freed)
-                && fits_count(victims.len())
-                && self.free_cpus(budget.cores, cpus, &victims).is_some()
-            {
+            if fits(&gone, freed) {
                 return Decision::Evict(victims);
             }
         }
@@ -247,6 +263,7 @@ impl Budget {
                                 cpus,
                                 idle: false,
                                 pinned,
+                                evicting: false,
                                 last_used: Instant::now(),
                             },
                         );
@@ -263,9 +280,10 @@ impl Budget {
                                 tracing::debug!(lease = v, "evicting an idle worker for room");
                                 evict();
                             }
-                            // Not idle any more: not chosen twice.
+                            // Leaving: not chosen twice, and its room
+                            // counts as coming.
                             if let Some(h) = s.ledger.held.get_mut(&v) {
-                                h.idle = false;
+                                h.evicting = true;
                             }
                         }
                     }
@@ -348,6 +366,7 @@ mod tests {
             cpus,
             idle,
             pinned: false,
+            evicting: false,
             last_used: Instant::now() - std::time::Duration::from_secs(age),
         }
     }
@@ -371,6 +390,12 @@ mod tests {
         l.held.get_mut(&1).unwrap().idle = false;
         l.held.get_mut(&2).unwrap().idle = false;
         assert_eq!(l.decide(&b, 300, 1), Decision::Wait);
+        // One asked to go already: wait for its room, evict nothing more.
+        l.held.get_mut(&1).unwrap().evicting = true;
+        l.held.get_mut(&2).unwrap().idle = true;
+        assert_eq!(l.decide(&b, 300, 1), Decision::Wait);
+        l.held.get_mut(&1).unwrap().evicting = false;
+        l.held.get_mut(&2).unwrap().idle = false;
         // Larger than the whole budget: never.
         assert!(matches!(l.decide(&b, 1001, 1), Decision::Never(_)));
         assert!(matches!(l.decide(&b, 10, 5), Decision::Never(_)));

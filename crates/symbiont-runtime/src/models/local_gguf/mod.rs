@@ -521,6 +521,20 @@ impl Shared {
             ""
         };
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        // Agents come and go: forget a tenant nobody uses, with no worker,
+        // nothing queued and no crash history (its back-off must stay).
+        if tenants.len() > 64 {
+            tenants.retain(|k, t| {
+                k == key
+                    || Arc::strong_count(t) > 1
+                    || t.admission.load() != (0, 0)
+                    || t.crashes.get().0 > 0
+                    || t.state
+                        .try_lock()
+                        .map(|s| s.driven.as_ref().is_some_and(Driven::alive))
+                        .unwrap_or(true)
+            });
+        }
         tenants
             .entry(key.to_string())
             .or_insert_with(|| {
