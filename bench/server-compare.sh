@@ -19,7 +19,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/symbiont-runtime/targe
 [ -f "$MODEL" ] || { echo "missing $MODEL: run scripts/setup.sh" >&2; exit 2; }
 PORT=18089
 "$SERVER" -m "$MODEL" -t 2 -tb 2 -np 8 -c 16384 --port "$PORT" --host 127.0.0.1 \
-  --no-webui >/tmp/llama-server-compare.log 2>&1 &
+  --jinja --no-webui >/tmp/llama-server-compare.log 2>&1 &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
 

@@ -9,28 +9,14 @@
 
 mod common;
 
-use common::{model_path, worker};
+use common::{model_path, profile, serial, worker};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
+use symbiont_runtime::config::ModelResourceRequirements;
 use symbiont_runtime::models::{
     ExecutionOptions, ExecutionResult, FinishReason, LocalGgufRunner, SlmRunnerError, StreamEvent,
 };
-
-/// One test at a time: each test's worker uses both cores (see
-/// ../shared/FACTS.md on oversubscription).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn profile() -> SandboxProfile {
-    let mut p = SandboxProfile::standard();
-    p.process_limits.max_execution_time_seconds = 600;
-    p
-}
 
 async fn runner(slots: u32) -> LocalGgufRunner {
     LocalGgufRunner::builder(
@@ -189,12 +175,10 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        r.load().busy == 2 || !other.is_finished(),
-        "the long request stopped by itself"
-    );
     // Now drop it: its slot comes free long before 2,000 tokens could be
-    // generated (about 20 s here).
+    // generated (about 20 s here), and the worker says it stopped it for
+    // the cancel (not at an end of text: `requests_cancelled` counts only
+    // a `Cancelled` finish of a request whose caller went away).
     drop(stream);
     let dropped_at = Instant::now();
     while r.load().busy > 0 && dropped_at.elapsed() < Duration::from_secs(15) {
@@ -205,6 +189,7 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
     let freed = dropped_at.elapsed();
     assert_eq!(r.load().busy, 0, "the dropped request still runs");
     assert!(freed < Duration::from_secs(10), "freed after {freed:?}");
+    assert_eq!(r.metrics().requests_cancelled, 1, "{:?}", r.metrics());
     assert_eq!(r.worker_pid().await, pid, "the worker was replaced");
 
     // The same with `execute`'s future dropped by a timeout around it.
@@ -222,6 +207,7 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(r.load().busy, 0, "the dropped request still runs");
+    assert_eq!(r.metrics().requests_cancelled, 2, "{:?}", r.metrics());
     let next = r
         .execute("Say yes.", Some(options(4, 0.0, 1)))
         .await
@@ -451,6 +437,21 @@ async fn a_pool_runs_three_models_under_a_budget_of_two() {
         assert!(loaded("pinned"), "the pinned model was unloaded");
         assert!(loaded(id), "{id} is not loaded after its request");
     }
+    // "second" and "third" took turns beside the pinned one: each was
+    // evicted, idle, for the other; the pinned one never.
+    let mut evicted = 0;
+    for id in ["second", "third"] {
+        evicted += pool.runner(id, None).await.unwrap().metrics().evictions;
+    }
+    assert!(evicted >= 2, "{evicted} evictions");
+    assert_eq!(
+        pool.runner("pinned", None)
+            .await
+            .unwrap()
+            .metrics()
+            .evictions,
+        0
+    );
     match pool
         .execute("bob", "third", None, "Hi", Some(o.clone()))
         .await
@@ -514,4 +515,42 @@ async fn workers_end_with_their_runner_and_metrics_count() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!alive(), "worker {pid} outlived its runner");
+}
+
+/// A pinned model keeps one shared worker: a profile that isolates agents
+/// (a worker per agent) cannot pin it, and says why.
+#[tokio::test]
+async fn a_pinned_model_needs_a_shared_worker() {
+    let _serial = serial();
+    let mut p = profile();
+    p.security.isolate_agents = true;
+    let refused = LocalGgufRunner::builder(model_path(), p, ModelResourceRequirements::default())
+        .worker_path(worker())
+        .pinned(true)
+        .build()
+        .await;
+    match refused {
+        Err(SlmRunnerError::InvalidInput { field, reason }) => {
+            assert_eq!(field, "pinned");
+            assert!(reason.contains("isolate_agents"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The allowed twin: shared, pinned, keep-alive 0 (ignored when pinned).
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(worker())
+    .pinned(true)
+    .keep_alive(Duration::ZERO)
+    .build()
+    .await
+    .unwrap();
+    r.preload().await.unwrap();
+    r.execute("Say yes.", Some(options(2, 0.0, 1)))
+        .await
+        .unwrap();
+    assert_eq!(r.load().workers, 1, "the pinned worker was unloaded");
 }

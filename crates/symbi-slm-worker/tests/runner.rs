@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{model_path, worker};
+use common::{model_path, profile, serial, worker};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,25 +20,6 @@ use symbiont_runtime::models::{
     defaults, ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, SlmRunner,
     SlmRunnerError, StreamEvent,
 };
-
-/// One test at a time: each test's worker uses both cores, and OpenMP
-/// threads of several workers spinning against each other collapse
-/// throughput (see ../shared/FACTS.md), which would turn timing into noise.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `standard` with a generous time limit: on a busy host two llama.cpp
-/// threads beside other work can fall to a few tokens per second (see
-/// ../shared/FACTS.md), and queued requests wait their turn inside the same
-/// limit. Tests that are about the limit set their own timeouts.
-fn profile() -> SandboxProfile {
-    let mut p = SandboxProfile::standard();
-    p.process_limits.max_execution_time_seconds = 600;
-    p
-}
 
 async fn runner() -> LocalGgufRunner {
     runner_with(profile()).await

@@ -22,3 +22,26 @@ pub fn model_path() -> PathBuf {
     );
     p
 }
+
+/// One test at a time: each test's worker uses both cores, and OpenMP
+/// threads of several workers spinning against each other collapse
+/// throughput (see ../shared/FACTS.md), which would turn timing into noise.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the one-test-at-a-time guard (a test that panicked does not
+/// poison it for the others).
+#[allow(dead_code)] // not every test binary runs models
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `standard` with a generous time limit: on a busy host two llama.cpp
+/// threads beside other work can fall to a few tokens per second (see
+/// ../shared/FACTS.md), and queued requests wait their turn inside the same
+/// limit. Tests that are about the limit set their own timeouts.
+#[allow(dead_code)] // not every test binary runs models
+pub fn profile() -> symbiont_runtime::config::SandboxProfile {
+    let mut p = symbiont_runtime::config::SandboxProfile::standard();
+    p.process_limits.max_execution_time_seconds = 600;
+    p
+}

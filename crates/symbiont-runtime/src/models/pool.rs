@@ -151,16 +151,19 @@ impl ModelPool {
                     model_id: model_id.to_string(),
                 },
                 other => {
-                    let (name, p) = self.profile(profile)?;
+                    // Recorded whatever profile was asked for; to the file
+                    // when that profile logs (an unknown name: it does).
+                    let (name, to_file) = match self.profile(profile) {
+                        Ok((name, p)) => (Some(name), p.security.enable_audit_logging),
+                        Err(_) => (None, true),
+                    };
                     let event = AuditEvent::new(
                         AuditKind::AccessRefused,
                         "model_allow_lists",
                         other.to_string(),
                     )
-                    .about(Some(agent_id), Some(model_id), Some(&name));
-                    self.inner
-                        .audit
-                        .record(&event, p.security.enable_audit_logging);
+                    .about(Some(agent_id), Some(model_id), name.as_deref());
+                    self.inner.audit.record(&event, to_file);
                     SlmRunnerError::AccessDenied {
                         agent_id: agent_id.to_string(),
                         model_id: model_id.to_string(),
@@ -181,10 +184,11 @@ impl ModelPool {
     ) -> Result<LocalGgufRunner, SlmRunnerError> {
         let (profile_name, profile) = self.profile(profile)?;
         let key = (model_id.to_string(), profile_name.clone());
-        let mut runners = self.inner.runners.lock().await;
-        if let Some(r) = runners.get(&key) {
+        if let Some(r) = self.inner.runners.lock().await.get(&key) {
             return Ok(r.clone());
         }
+        // Built without the lock (it reads the model file's header): one
+        // slow build does not stall the other models.
         let catalog = &self.inner.catalog;
         let model = catalog
             .get_model(model_id)
@@ -220,8 +224,15 @@ impl ModelPool {
             builder = builder.worker_path(w);
         }
         let runner = builder.build().await?;
-        runners.insert(key, runner.clone());
-        Ok(runner)
+        // A racing build of the same key may have won: keep the first.
+        Ok(self
+            .inner
+            .runners
+            .lock()
+            .await
+            .entry(key)
+            .or_insert(runner)
+            .clone())
     }
 
     /// Loads every pinned model (under the default profile) now.

@@ -2,7 +2,6 @@
 //! the profile validated, nothing started.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -77,7 +76,8 @@ impl LocalGgufRunnerBuilder {
     }
     /// Idle time before the worker exits; zero unloads after each request.
     pub fn keep_alive(mut self, d: Duration) -> Self {
-        self.keep_alive = d;
+        // At most about 136 years: a deadline must stay representable.
+        self.keep_alive = d.min(Duration::from_secs(u64::from(u32::MAX)));
         self
     }
     /// Context size in tokens.
@@ -266,6 +266,12 @@ impl LocalGgufRunnerBuilder {
             ),
         };
         let isolate_agents = self.profile.security.isolate_agents;
+        if self.pinned && isolate_agents {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "pinned",
+                reason: "a pinned model keeps one shared worker loaded, but this profile isolates agents (security.isolate_agents = true: a worker per agent); pin it under a profile with isolate_agents = false".into(),
+            });
+        }
         let need_mb = resident_need_mb(&summary, context_size, slots);
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
@@ -292,7 +298,6 @@ impl LocalGgufRunnerBuilder {
                 pinned: self.pinned,
                 tenants: StdMutex::new(Default::default()),
                 counters: Arc::default(),
-                next_id: AtomicU64::new(1),
                 facts: StdMutex::new(None),
             }),
         })

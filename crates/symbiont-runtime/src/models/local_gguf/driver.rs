@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use symbiont_slm_protocol::{FromWorker, GenerateRequest, GenerationStats, ModelFacts, ToWorker};
+use symbiont_slm_protocol::{
+    Finish, FromWorker, GenerateRequest, GenerationStats, ModelFacts, ToWorker,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -383,9 +385,18 @@ impl Driver {
                     let _ = events.send(Event::Retry(permit));
                     return Ok(());
                 }
-                if let Err(e) = self.w.send(&ToWorker::Generate(*request)).await {
-                    let _ = events.send(Event::Failed(e));
-                    return Err(End::Lost("writing to the worker failed".into()));
+                match self.w.send(&ToWorker::Generate(*request)).await {
+                    Ok(()) => {}
+                    // The request cannot be put in a frame: its fault, not
+                    // the worker's (nothing was written).
+                    Err(e @ SlmRunnerError::InvalidInput { .. }) => {
+                        let _ = events.send(Event::Failed(e));
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Failed(e));
+                        return Err(End::Lost("writing to the worker failed".into()));
+                    }
                 }
                 self.active.insert(
                     id,
@@ -542,6 +553,9 @@ impl Driver {
                     return violation(why, Some(id));
                 }
                 self.settings.crashes.reset();
+                if a.cancelled.is_some() && !a.timed_out && stats.finish == Finish::Cancelled {
+                    self.settings.counters.cancelled();
+                }
                 let peak_rss = self.w.peak_rss_bytes();
                 if let Some(bytes) = peak_rss {
                     self.settings.counters.peak(bytes);

@@ -59,7 +59,7 @@ impl Shared {
     /// With a keep-alive of zero, unloads the worker as soon as no request
     /// runs or waits (it finishes nothing: there is nothing to finish).
     pub(super) async fn unload_if_idle_now(&self, tenant: &Tenant) {
-        if !self.keep_alive.is_zero() {
+        if !self.keep_alive.is_zero() || self.pinned {
             return;
         }
         let mut state = tenant.state.lock().await;

@@ -31,7 +31,10 @@ pub struct RunnerMetrics {
     pub requests_overloaded: u64,
     /// Requests whose deadline passed while they waited (never run).
     pub requests_expired_in_queue: u64,
-    /// Requests that took a slot, and their total wait for it, ms.
+    /// Requests the worker stopped because their caller went away (a
+    /// dropped future or stream): counted when the worker confirms.
+    pub requests_cancelled: u64,
+    /// Requests that took a slot.
     pub admitted: u64,
     /// Total time admitted requests waited for a slot, ms.
     pub queue_wait_ms_total: f64,
@@ -87,6 +90,10 @@ impl Counters {
 
     pub fn overloaded(&self) {
         self.with(|m| m.requests_overloaded += 1);
+    }
+
+    pub fn cancelled(&self) {
+        self.with(|m| m.requests_cancelled += 1);
     }
 
     pub fn expired_in_queue(&self) {

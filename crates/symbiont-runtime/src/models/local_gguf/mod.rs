@@ -86,8 +86,10 @@ pub mod defaults {
     /// Most slots (requests one worker runs at once) chosen by default;
     /// fewer when the profile's memory does not hold their KV caches (see
     /// [`super::LocalGgufRunnerBuilder::slots`]). Four is where batching
-    /// pays on 2 cores (measured: 105 tokens/s with one sequence, 156 with
-    /// four, 184 with eight) without multiplying the KV cache further.
+    /// pays on 2 cores (../shared/FACTS.md, the crate driven directly: 105
+    /// tokens/s with one sequence, 156 with four, 184 with eight; through
+    /// the runner see the README's benchmarks) without multiplying the KV
+    /// cache further.
     pub const SLOTS: u32 = 4;
     /// Address space a worker needs beyond the mapped model and its KV
     /// caches (llama.cpp's compute buffers, thread stacks and allocator
@@ -205,7 +207,6 @@ struct Shared {
     pinned: bool,
     /// Who shares a worker: one tenant for all requests, or one per agent.
     tenants: StdMutex<HashMap<String, Arc<Tenant>>>,
-    next_id: AtomicU64,
     /// What the runner counts.
     counters: Arc<Counters>,
     /// Facts of the last loaded model, for `get_info`.

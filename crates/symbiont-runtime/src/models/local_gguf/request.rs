@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use symbiont_slm_protocol::{Finish, GenerateRequest, Sampling, MAX_PROMPT_BYTES};
+use symbiont_slm_protocol::{Finish, GenerateRequest, Sampling, ToWorker, MAX_PROMPT_BYTES};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -306,8 +306,9 @@ impl Shared {
                 .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
                 .unwrap_or(0)
         });
-        Ok(GenerateRequest {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        let request = GenerateRequest {
+            // Given per attempt, from the tenant's counter.
+            id: 0,
             prompt: prompt.to_string(),
             chat: o.prompt_mode == PromptMode::Chat,
             history: o
@@ -330,6 +331,16 @@ impl Shared {
             },
             stop: o.stop.clone(),
             timeout_ms: timeout.as_millis() as u64,
-        })
+        };
+        // The frame must fit the protocol (JSON escapes a control character
+        // as six bytes): refused here, never at the worker's pipe.
+        let frame = symbiont_slm_protocol::encode(&ToWorker::Generate(request.clone()));
+        if let Err(e) = frame {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "prompt",
+                reason: format!("the request does not fit one protocol frame: {e}"),
+            });
+        }
+        Ok(request)
     }
 }
