@@ -304,6 +304,24 @@ async fn isolated_agents_share_no_worker_and_no_cache() {
         assert!(again_cached > 300, "isolate {isolate}: {again_cached}");
         if isolate {
             assert_eq!(r.load().workers, 2);
+            // One core each, and not the same one: their leases hold
+            // different CPUs, which the sandbox makes their affinity.
+            let cpus: Vec<String> = r
+                .worker_pids()
+                .await
+                .iter()
+                .map(|pid| {
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(cpus.len(), 2);
+            assert_ne!(cpus[0], cpus[1], "two workers share a CPU: {cpus:?}");
             assert_eq!(b_cached, 0, "bob found alice's prompt in his worker");
             assert!(
                 b.metadata.model_load_ms.is_some(),

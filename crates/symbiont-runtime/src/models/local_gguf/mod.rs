@@ -356,6 +356,17 @@ impl LocalGgufRunner {
         Ok(())
     }
 
+    /// The pids of every running worker (one per agent with agents
+    /// isolated).
+    pub async fn worker_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for t in self.shared.all_tenants() {
+            let state = t.state.lock().await;
+            pids.extend(state.driven.as_ref().filter(|d| d.alive()).map(Driven::pid));
+        }
+        pids
+    }
+
     /// The pid of the running worker, if one is loaded (with agents
     /// isolated: the worker of requests without an agent, else any).
     pub async fn worker_pid(&self) -> Option<u32> {
