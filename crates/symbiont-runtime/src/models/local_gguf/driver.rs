@@ -290,6 +290,9 @@ enum End {
     Violation { why: String, culprit: Option<u64> },
     /// It died or closed its output.
     Lost(String),
+    /// A write to it failed; the error already says why (a worker that
+    /// stopped reading was killed for it, a dead one was described).
+    WriteFailed(SlmRunnerError),
     /// It ignored a cancel of request `id`.
     IgnoredCancel { id: u64, grace: Duration },
 }
@@ -394,8 +397,8 @@ impl Driver {
                         return Ok(());
                     }
                     Err(e) => {
-                        let _ = events.send(Event::Failed(e));
-                        return Err(End::Lost("writing to the worker failed".into()));
+                        let _ = events.send(Event::Failed(clone_error(&e)));
+                        return Err(End::WriteFailed(e));
                     }
                 }
                 self.active.insert(
@@ -419,8 +422,8 @@ impl Driver {
             Command::Cancel { id } => self.cancel(id, false).await,
             Command::Ping { nonce, reply } => {
                 if let Err(e) = self.w.send(&ToWorker::Ping { nonce }).await {
-                    let _ = reply.send(Err(e));
-                    return Err(End::Lost("writing to the worker failed".into()));
+                    let _ = reply.send(Err(clone_error(&e)));
+                    return Err(End::WriteFailed(e));
                 }
                 self.pings
                     .push((nonce, Instant::now() + Duration::from_secs(5), reply));
@@ -460,7 +463,7 @@ impl Driver {
         self.w
             .send(&ToWorker::Cancel { id })
             .await
-            .map_err(|_| End::Lost("writing to the worker failed".into()))
+            .map_err(End::WriteFailed)
     }
 
     async fn event(&mut self, next: Next) -> Result<(), End> {
@@ -629,6 +632,18 @@ impl Driver {
         Ok(())
     }
 
+    /// Fails every running request with `err` (a timed-out one with its
+    /// timeout).
+    fn fail_all(&mut self, err: &SlmRunnerError) {
+        for (_, a) in self.active.drain() {
+            let _ = a.events.send(if a.timed_out {
+                Event::Timeout
+            } else {
+                Event::Failed(clone_error(err))
+            });
+        }
+    }
+
     /// Stops the worker and tells every request it ran.
     async fn end(mut self, end: End) {
         let pid = self.w.pid();
@@ -669,13 +684,13 @@ impl Driver {
             }
             End::Lost(why) => {
                 let err = self.w.crashed(&why).await;
-                for (_, a) in self.active.drain() {
-                    let _ = a.events.send(if a.timed_out {
-                        Event::Timeout
-                    } else {
-                        Event::Failed(clone_error(&err))
-                    });
-                }
+                self.fail_all(&err);
+            }
+            End::WriteFailed(err) => {
+                // Make sure it is gone (a failed write may leave a live
+                // process behind).
+                self.w.kill().await;
+                self.fail_all(&err);
             }
             End::IgnoredCancel { id, grace } => {
                 tracing::warn!(
