@@ -65,7 +65,7 @@ for n in (1, 4, 8):
     for _ in range(rounds):
         time.sleep(0.4)
         v.append(run(n))
-    res[n] = statistics.median(v)
+    res[n] = [statistics.median(v), min(v), max(v)]
 print(json.dumps(res))
 PY
 )
@@ -74,13 +74,13 @@ wait $SERVER_PID 2>/dev/null || true
 trap - EXIT
 
 ours=$(cargo bench -q -p symbi-slm-worker --bench throughput --profile dev -- "$ROUNDS" 2 concurrency 2>/dev/null \
-  | awk '/concurrent ×/ { printf "%s %s\n", $1, $6 }')
+  | awk '/concurrent ×/ { printf "%s %s %s\n", $1, $6, $9 }')
 python3 - "$theirs" "$ours" <<'PY'
 import json, sys
 theirs = json.loads(sys.argv[1])
-ours = {int(l.split()[0]): float(l.split()[1]) for l in sys.argv[2].splitlines() if l.strip()}
-print("default model, 2 threads, 64-token greedy chat requests (median tok/s total)")
+ours = {int(l.split()[0]): (float(l.split()[1]), l.split()[2]) for l in sys.argv[2].splitlines() if l.strip()}
+print("default model, 2 threads, 64-token greedy chat requests (tok/s total, median [min–max])")
 for n in (1, 4, 8):
-    t, o = theirs[str(n)], ours[n]
-    print(f"{n} concurrent   llama-server -np 8 {t:7.1f}   runner (8 slots) {o:7.1f}   ratio {o / t:.2f}")
+    (t, lo, hi), (o, spread) = theirs[str(n)], ours[n]
+    print(f"{n} concurrent   llama-server -np 8 {t:7.1f} [{lo:.1f}–{hi:.1f}]   runner (8 slots) {o:7.1f} {spread}   ratio {o / t:.2f}")
 PY
