@@ -8,6 +8,7 @@ mod catalog_cmds;
 mod config_source;
 mod run_cmd;
 mod sandbox_cmd;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,14 @@ enum Command {
     /// What a sandbox profile enforces on this host; run a program under it.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCmd),
+    /// The HTTP service: OpenAI-compatible API, native API, metrics; every
+    /// agent proves itself with a token and gets only its allowed models.
+    /// Stops on SIGTERM or SIGINT after requests in progress finish
+    /// (slm.service.shutdown_grace_seconds).
+    Serve(serve_cmd::ServeArgs),
+    /// Agent tokens for the service.
+    #[command(subcommand)]
+    Agents(serve_cmd::AgentsCmd),
 }
 
 /// A failure, classified by whose fault it is.
@@ -79,8 +88,13 @@ fn main() -> ExitCode {
     // (they repeat the error printed below and go to the audit file);
     // $SYMBI_SLM_LOG takes a filter such as `debug`, `symbi_slm_audit=warn`
     // or `symbi_slm_worker=debug` (llama.cpp's own log).
+    // The service logs what it does (info); commands only what went wrong.
+    let default = match cli.command {
+        Command::Serve(_) => "info,symbi_slm_audit=off",
+        _ => "warn,symbi_slm_audit=off",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYMBI_SLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symbi_slm_audit=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -94,6 +108,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args, cli.config.as_deref()),
         Command::Chat(args) => run_cmd::chat(args, cli.config.as_deref()),
         Command::Sandbox(cmd) => sandbox_cmd::sandbox(cmd, cli.config.as_deref()),
+        Command::Serve(args) => serve_cmd::serve(args, cli.config.as_deref()),
+        Command::Agents(cmd) => serve_cmd::agents(cmd, cli.config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,13 +7,10 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use futures::StreamExt;
-use symbiont_runtime::audit::{AuditEvent, AuditKind, AuditLog};
-use symbiont_runtime::config::{
-    ModelCapability, ModelProvider, ModelResourceRequirements, SandboxProfile,
-};
+use symbiont_runtime::config::ModelCapability;
 use symbiont_runtime::models::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, LocalGgufRunner, ModelCatalog,
-    PromptMode, SlmRunnerError, StreamEvent,
+    ModelPool, PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
@@ -79,35 +76,28 @@ pub struct ChatArgs {
     system: Option<String>,
 }
 
-/// A model resolved from the config, its access checked, ready to run.
+/// A model resolved from the config, ready to run through the pool.
 struct Prepared {
     model_id: String,
     profile_name: String,
-    profile: SandboxProfile,
-    file_path: PathBuf,
-    requirements: ModelResourceRequirements,
-    audit: AuditLog,
+    pool: ModelPool,
 }
 
 impl Prepared {
-    /// Builds the runner (nothing starts until the first request).
-    async fn runner(
-        &self,
-        args: &ModelArgs,
-        keep_alive: Duration,
-    ) -> Result<LocalGgufRunner, Failure> {
-        let mut builder = LocalGgufRunner::builder(
-            &self.file_path,
-            self.profile.clone(),
-            self.requirements.clone(),
-        )
-        .keep_alive(keep_alive)
-        .audit_log(self.audit.clone())
-        .labels(&self.model_id, &self.profile_name);
-        if let Some(w) = &args.worker {
-            builder = builder.worker_path(w);
+    /// The model's runner from the pool; for `--agent`, after the pool has
+    /// checked the agent's access (a refusal is audited there). Nothing
+    /// starts until the first request.
+    async fn runner(&self, args: &ModelArgs) -> Result<LocalGgufRunner, Failure> {
+        let profile = Some(self.profile_name.as_str());
+        match &args.agent {
+            Some(agent) => {
+                self.pool
+                    .runner_for_agent(agent, &self.model_id, profile)
+                    .await
+            }
+            None => self.pool.runner(&self.model_id, profile).await,
         }
-        builder.build().await.map_err(classify)
+        .map_err(classify)
     }
 
     fn options(&self, args: &ModelArgs) -> ExecutionOptions {
@@ -121,8 +111,8 @@ impl Prepared {
     }
 }
 
-/// Loads the config, picks the model, checks the agent's access (recording
-/// a refusal in the audit log) and the profile.
+/// Loads the config, picks the model and the profile, and makes the pool
+/// that checks access and runs it.
 fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure> {
     let source = config_source::pick(config);
     let slm = config_source::load(&source).map_err(|e| Failure::Input(anyhow!("{source}: {e}")))?;
@@ -132,13 +122,11 @@ fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure>
         )));
     }
     let catalog = ModelCatalog::new(slm).map_err(|e| Failure::Input(e.into()))?;
-    let model = match &args.model {
-        Some(id) => catalog
-            .get_model(id)
-            .ok_or_else(|| Failure::Input(anyhow!("unknown model `{id}`")))?,
+    let model_id = match &args.model {
+        Some(id) => id.clone(),
         // The best TextGeneration model the agent may use; when it may use
-        // none, the best overall, so that the access check below names the
-        // rule that denies it.
+        // none, the best overall, so that the pool's access check names
+        // the rule that denies it.
         None => catalog
             .find_best_model_for_requirements(
                 &[ModelCapability::TextGeneration],
@@ -152,33 +140,21 @@ fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure>
                     None,
                 )
             })
-            .ok_or_else(|| Failure::Input(anyhow!("no TextGeneration model in {source}")))?,
+            .ok_or_else(|| Failure::Input(anyhow!("no TextGeneration model in {source}")))?
+            .id
+            .clone(),
     };
-    let (profile_name, profile) = crate::catalog_cmds::profile(&catalog, args.profile.as_deref())?;
+    let (profile_name, _) = crate::catalog_cmds::profile(&catalog, args.profile.as_deref())?;
     let audit = crate::catalog_cmds::audit_log(&catalog)?;
-    if let Some(agent) = &args.agent {
-        if let Err(e) = catalog.validate_model_access(&model.id, agent) {
-            let event =
-                AuditEvent::new(AuditKind::AccessRefused, "model_allow_lists", e.to_string())
-                    .about(Some(agent), Some(&model.id), Some(&profile_name));
-            audit.record(&event, profile.security.enable_audit_logging);
-            return Err(Failure::Input(e.into()));
-        }
+    let mut pool = ModelPool::builder(catalog).audit_log(audit);
+    if let Some(w) = &args.worker {
+        pool = pool.worker_path(w);
     }
-    let ModelProvider::LocalFile { file_path } = &model.provider else {
-        return Err(Failure::Input(anyhow!(
-            "model `{}` has provider {}; only LocalFile models can run here",
-            model.id,
-            model.provider.kind()
-        )));
-    };
+    let pool = pool.build().map_err(classify)?;
     Ok(Prepared {
-        model_id: model.id.clone(),
+        model_id,
         profile_name,
-        profile: profile.clone(),
-        file_path: file_path.clone(),
-        requirements: model.resource_requirements.clone(),
-        audit,
+        pool,
     })
 }
 
@@ -214,7 +190,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
 
     let rt = runtime()?;
     rt.block_on(async {
-        let runner = prep.runner(&args.common, Duration::ZERO).await?;
+        let runner = prep.runner(&args.common).await?;
         let mut stream = Box::pin(runner.execute_stream(&prompt, Some(options)));
         let mut stdout = std::io::stdout().lock();
         while let Some(event) = stream.next().await {
@@ -252,7 +228,7 @@ pub fn chat(args: ChatArgs, config: Option<&Path>) -> Result<(), Failure> {
     let interactive = std::io::stdin().is_terminal();
     let rt = runtime()?;
     rt.block_on(async {
-        let runner = prep.runner(&args.common, Duration::from_secs(300)).await?;
+        let runner = prep.runner(&args.common).await?;
         let opening: Vec<ChatMessage> = args
             .system
             .iter()
@@ -338,6 +314,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn classify(e: SlmRunnerError) -> Failure {
     match e {
         SlmRunnerError::InvalidInput { .. }
+        | SlmRunnerError::UnknownModel { .. }
+        | SlmRunnerError::AccessDenied { .. }
         | SlmRunnerError::ModelFileNotFound { .. }
         | SlmRunnerError::InvalidModelFile { .. } => Failure::Input(e.into()),
         _ => Failure::Runtime(e.into()),

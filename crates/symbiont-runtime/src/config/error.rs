@@ -246,4 +246,8 @@ pub enum Problem {
     /// Two values contradict each other.
     #[error("{0}")]
     Conflict(&'static str),
+    /// An agent token's hash is not in the accepted form (the value is
+    /// not repeated: it may be a token pasted by mistake).
+    #[error("must be `sha256:` followed by the 64 lowercase hex digits of the token's SHA-256 (`symbi-slm agents token AGENT` prints the line); the config never holds a token itself")]
+    BadTokenHash,
 }

@@ -71,6 +71,56 @@ pub struct Slm {
     pub audit_log_path: Option<String>,
     /// The host budget and keep-alive of the model pool (`[slm.pool]`).
     pub pool: PoolSettings,
+    /// The HTTP service, `symbi-slm serve` (`[slm.service]`).
+    pub service: ServiceSettings,
+}
+
+/// `[slm.service]`: the HTTP service. Agents prove who they are with a
+/// bearer token; the config holds only each token's SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSettings {
+    /// Address and port to listen on (default `127.0.0.1:8080`). A
+    /// non-loopback address is refused while no agent token is configured.
+    pub listen: String,
+    /// Agent id → `sha256:<lowercase hex SHA-256 of the token's UTF-8
+    /// bytes>` (`symbi-slm agents token AGENT` makes one).
+    pub agent_tokens: BTreeMap<String, String>,
+    /// Requests without a token act as this agent (its allow-list
+    /// applies). `None` (the default): a request without a token is 401.
+    /// For local development only.
+    pub anonymous_agent: Option<String>,
+    /// The sandbox profile models run under (default: the config's
+    /// `default_sandbox_profile`).
+    pub sandbox_profile: Option<String>,
+    /// Largest request body, bytes (default 4 MiB).
+    pub max_body_bytes: u64,
+    /// Largest prompt (every message's text together), bytes (default
+    /// 256 KiB).
+    pub max_prompt_bytes: u64,
+    /// Requests in progress at once over every agent (default 64); more
+    /// are refused with 429.
+    pub max_concurrent_requests: usize,
+    /// Requests in progress at once per agent (default 16).
+    pub max_concurrent_per_agent: usize,
+    /// On SIGTERM or SIGINT, how long requests in progress may take to
+    /// finish before the service stops anyway, seconds (default 30).
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            agent_tokens: BTreeMap::new(),
+            anonymous_agent: None,
+            sandbox_profile: None,
+            max_body_bytes: 4 << 20,
+            max_prompt_bytes: 256 << 10,
+            max_concurrent_requests: 64,
+            max_concurrent_per_agent: 16,
+            shutdown_grace_seconds: 30,
+        }
+    }
 }
 
 /// `[slm.pool]`: what the workers of every model may use together, and
@@ -519,6 +569,7 @@ impl Default for Slm {
             default_sandbox_profile: "secure".into(),
             audit_log_path: None,
             pool: PoolSettings::default(),
+            service: ServiceSettings::default(),
         }
     }
 }

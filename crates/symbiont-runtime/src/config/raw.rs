@@ -27,6 +27,21 @@ pub(super) struct RawSlm {
     default_sandbox_profile: Option<String>,
     audit_log_path: Option<String>,
     pool: Option<RawPool>,
+    service: Option<RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    listen: Option<String>,
+    agent_tokens: Option<BTreeMap<String, String>>,
+    anonymous_agent: Option<String>,
+    sandbox_profile: Option<String>,
+    max_body_bytes: Option<NonNeg>,
+    max_prompt_bytes: Option<NonNeg>,
+    max_concurrent_requests: Option<NonNeg>,
+    max_concurrent_per_agent: Option<NonNeg>,
+    shutdown_grace_seconds: Option<NonNeg>,
 }
 
 #[derive(Deserialize, Default)]
@@ -253,6 +268,27 @@ impl RawSlm {
                         .map(|(k, v)| (k, v.0))
                         .collect(),
                     pinned_models: raw.pinned_models.unwrap_or_default(),
+                }
+            },
+            service: {
+                let raw = self.service.unwrap_or_default();
+                let d = super::ServiceSettings::default();
+                let size =
+                    |v: Option<NonNeg>| v.map(|v| usize::try_from(v.0).unwrap_or(usize::MAX));
+                super::ServiceSettings {
+                    listen: raw.listen.unwrap_or(d.listen),
+                    agent_tokens: raw.agent_tokens.unwrap_or_default(),
+                    anonymous_agent: raw.anonymous_agent,
+                    sandbox_profile: raw.sandbox_profile,
+                    max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |v| v.0),
+                    max_prompt_bytes: raw.max_prompt_bytes.map_or(d.max_prompt_bytes, |v| v.0),
+                    max_concurrent_requests: size(raw.max_concurrent_requests)
+                        .unwrap_or(d.max_concurrent_requests),
+                    max_concurrent_per_agent: size(raw.max_concurrent_per_agent)
+                        .unwrap_or(d.max_concurrent_per_agent),
+                    shutdown_grace_seconds: raw
+                        .shutdown_grace_seconds
+                        .map_or(d.shutdown_grace_seconds, |v| v.0),
                 }
             },
         }

@@ -45,6 +45,7 @@ pub(super) fn check(slm: &Slm) -> Issues {
         check_profile(&base, profile, &mut out);
     }
     check_pool(slm, &mut out);
+    check_service(slm, &mut out);
     if let Some(path) = &slm.audit_log_path {
         if !path.starts_with('/') {
             out.push((
@@ -445,4 +446,81 @@ fn check_pool(slm: &Slm, out: &mut Issues) {
             ));
         }
     }
+}
+
+/// `[slm.service]`: an address that parses, token hashes in the one
+/// accepted form (never echoed: a raw token pasted there by mistake must
+/// not reach a log), agent names, a profile that exists, positive limits.
+fn check_service(slm: &Slm, out: &mut Issues) {
+    let svc = &slm.service;
+    if svc.listen.parse::<std::net::SocketAddr>().is_err() {
+        out.push((
+            "slm.service.listen".into(),
+            Problem::InvalidName {
+                what: "socket address (such as `127.0.0.1:8080` or `[::1]:8080`)",
+                value: svc.listen.clone(),
+            },
+        ));
+    }
+    for (agent, hash) in &svc.agent_tokens {
+        let key = format!("slm.service.agent_tokens.{agent}");
+        if !is_identifier(agent) {
+            out.push((
+                key.clone(),
+                Problem::InvalidName {
+                    what: "agent id (letters, digits, `_` and `-`)",
+                    value: agent.clone(),
+                },
+            ));
+        }
+        if !is_token_hash(hash) {
+            out.push((key, Problem::BadTokenHash));
+        }
+    }
+    if let Some(agent) = svc.anonymous_agent.as_ref().filter(|a| !is_identifier(a)) {
+        out.push((
+            "slm.service.anonymous_agent".into(),
+            Problem::InvalidName {
+                what: "agent id (letters, digits, `_` and `-`)",
+                value: agent.clone(),
+            },
+        ));
+    }
+    if let Some(name) = &svc.sandbox_profile {
+        if !slm.sandbox_profiles.contains_key(name) {
+            out.push((
+                "slm.service.sandbox_profile".into(),
+                Problem::UnknownDefaultProfile {
+                    name: name.clone(),
+                    available: slm.sandbox_profiles.keys().cloned().collect(),
+                },
+            ));
+        }
+    }
+    let positive = [
+        ("max_body_bytes", svc.max_body_bytes),
+        ("max_prompt_bytes", svc.max_prompt_bytes),
+        (
+            "max_concurrent_requests",
+            svc.max_concurrent_requests as u64,
+        ),
+        (
+            "max_concurrent_per_agent",
+            svc.max_concurrent_per_agent as u64,
+        ),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            out.push((format!("slm.service.{key}"), Problem::NotPositive));
+        }
+    }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+pub(crate) fn is_token_hash(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }

@@ -11,7 +11,7 @@ pub use catalog::{
 pub use local_gguf::{
     default_slots, defaults, gguf, physical_memory_mb, sandbox_exec_plan_for, sandbox_plan_for,
     sandbox_report, threads_for, Budget, GgufError, GgufSummary, HostBudget, LocalGgufRunner,
-    LocalGgufRunnerBuilder, RunnerLoad, StreamEvent, WORKER_ENV, WORKER_FILE,
+    LocalGgufRunnerBuilder, RunnerLoad, RunnerMetrics, StreamEvent, WORKER_ENV, WORKER_FILE,
 };
 pub use pool::{ModelPool, ModelPoolBuilder};
 pub use runner::{

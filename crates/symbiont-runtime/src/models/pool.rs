@@ -21,7 +21,7 @@ use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::ModelProvider;
 use crate::models::{
     Budget, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner, ModelCatalog,
-    ModelCatalogError, RunnerLoad, SlmRunnerError,
+    ModelCatalogError, RunnerLoad, RunnerMetrics, SlmRunnerError,
 };
 
 /// Every model of a catalog, run for agents under one host budget. Cheap
@@ -249,6 +249,18 @@ impl ModelPool {
         let mut out: Vec<_> = runners
             .iter()
             .map(|((m, p), r)| (m.clone(), p.clone(), r.load()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    /// The counters of every runner built so far: model id, profile name,
+    /// its metrics.
+    pub async fn metrics(&self) -> Vec<(String, String, RunnerMetrics)> {
+        let runners = self.inner.runners.lock().await;
+        let mut out: Vec<_> = runners
+            .iter()
+            .map(|((m, p), r)| (m.clone(), p.clone(), r.metrics()))
             .collect();
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out

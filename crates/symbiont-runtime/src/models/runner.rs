@@ -34,6 +34,7 @@ pub trait SlmRunner: Send + Sync {
 }
 
 /// How the prompt is given to the model.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -47,6 +48,7 @@ pub enum PromptMode {
 }
 
 /// Who said a turn of a conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatRole {
@@ -70,6 +72,7 @@ impl ChatRole {
 }
 
 /// One turn of a conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Who said it.
@@ -93,12 +96,14 @@ pub const MAX_STOP_BYTES: usize = 1024;
 
 /// Per-request options. Every `None` takes the runner's documented default.
 /// An option a runner cannot honour is an [`SlmRunnerError::InvalidInput`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionOptions {
     /// Wall-clock limit of this request; default: the profile's
     /// `max_execution_time_seconds`. It cannot exceed that either.
     #[serde(with = "opt_duration_secs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub timeout: Option<Duration>,
     /// Sampling temperature, 0 for greedy decoding.
     pub temperature: Option<f32>,
@@ -196,6 +201,7 @@ mod opt_duration_secs {
 }
 
 /// The outcome of one execution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionResult {
     /// The generated text.
@@ -205,6 +211,7 @@ pub struct ExecutionResult {
 }
 
 /// Why generation ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -220,6 +227,7 @@ pub enum FinishReason {
 }
 
 /// A limit that stopped or shaped an execution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -261,6 +269,7 @@ impl std::fmt::Display for ResourceLimit {
 }
 
 /// What was measured during one execution. `None` means not measured.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionMetadata {
     /// Prompt tokens, as counted by the model's tokenizer.

@@ -506,3 +506,54 @@ fn the_pool_table_is_checked() {
         "unknown field",
     );
 }
+
+#[test]
+fn the_service_table_is_checked_and_never_echoes_a_token() {
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let ok = Slm::from_toml_str(&format!(
+        "[slm]\n[slm.service]\nlisten = \"0.0.0.0:9000\"\nmax_concurrent_per_agent = 2\nshutdown_grace_seconds = 0\n[slm.service.agent_tokens]\nscanner = \"{hash}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.service.listen, "0.0.0.0:9000");
+    assert_eq!(ok.service.agent_tokens.get("scanner"), Some(&hash));
+    assert_eq!(ok.service.max_concurrent_per_agent, 2);
+    assert_eq!(ok.service.shutdown_grace_seconds, 0);
+    let d = Slm::from_toml_str("[slm]\n").unwrap();
+    assert_eq!(d.service.listen, "127.0.0.1:8080");
+    assert_eq!(d.service.anonymous_agent, None);
+    // A raw token pasted where its hash belongs: refused, and not repeated.
+    let text = "[slm]\n[slm.service.agent_tokens]\nscanner = \"symbi_0123456789secret\"\n";
+    let err = Slm::from_toml_str(text).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+    invalid(text, "slm.service.agent_tokens.scanner", |p| {
+        matches!(p, Problem::BadTokenHash)
+    });
+    invalid(
+        &format!(
+            "[slm]\n[slm.service.agent_tokens]\nscanner = \"{}\"\n",
+            hash.to_uppercase().replace("SHA256", "sha256")
+        ),
+        "slm.service.agent_tokens.scanner",
+        |p| matches!(p, Problem::BadTokenHash),
+    );
+    invalid(
+        "[slm]\n[slm.service]\nlisten = \"localhost\"\n",
+        "slm.service.listen",
+        |p| matches!(p, Problem::InvalidName { .. }),
+    );
+    invalid(
+        "[slm]\n[slm.service]\nsandbox_profile = \"ghost\"\n",
+        "slm.service.sandbox_profile",
+        |p| matches!(p, Problem::UnknownDefaultProfile { .. }),
+    );
+    invalid(
+        "[slm]\n[slm.service]\nmax_concurrent_requests = 0\n",
+        "slm.service.max_concurrent_requests",
+        |p| matches!(p, Problem::NotPositive),
+    );
+    parse_err(
+        "[slm]\n[slm.service]\ntokens = 1\n",
+        "slm.service.tokens",
+        "unknown field",
+    );
+}

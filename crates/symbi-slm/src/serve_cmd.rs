@@ -1,0 +1,143 @@
+//! `symbi-slm serve` (the HTTP service of `symbiont-service`) and
+//! `symbi-slm agents token` (a new agent token and its config line).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use symbiont_runtime::models::ModelPool;
+use symbiont_service::Service;
+
+use crate::catalog_cmds;
+use crate::Failure;
+
+/// `symbi-slm serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: slm.service.listen, 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
+    #[arg(long, value_name = "PATH")]
+    worker: Option<PathBuf>,
+}
+
+/// `symbi-slm agents …`
+#[derive(Debug, Subcommand)]
+pub enum AgentsCmd {
+    /// Make a random token for AGENT (256 bits), print it once, and print
+    /// the line that gives it to AGENT in [slm.service.agent_tokens]. The
+    /// config holds only the token's SHA-256.
+    Token {
+        /// The agent id.
+        agent: String,
+    },
+}
+
+pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
+    let (source, catalog) = catalog_cmds::catalog(config)?;
+    if !catalog.config().enabled {
+        return Err(Failure::Input(anyhow!(
+            "small language models are disabled: set `slm.enabled = true` in {source}"
+        )));
+    }
+    let audit = catalog_cmds::audit_log(&catalog)?;
+    let mut pool = ModelPool::builder(catalog).audit_log(audit);
+    if let Some(w) = &args.worker {
+        pool = pool.worker_path(w);
+    }
+    let pool = pool.build().map_err(|e| Failure::Input(e.into()))?;
+    let service = Service::new(pool);
+    let addr = match args.listen {
+        Some(a) => a,
+        None => service
+            .settings()
+            .listen
+            .parse()
+            .map_err(|e| Failure::Input(anyhow!("slm.service.listen: {e}")))?,
+    };
+    service
+        .check_listen(addr)
+        .map_err(|e| Failure::Input(e.into()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::Runtime(anyhow!("listening on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        service
+            .pool()
+            .preload_pinned()
+            .await
+            .map_err(|e| Failure::Runtime(anyhow!("loading the pinned models: {e}")))?;
+        // One line on stdout once the socket is bound (scripts and tests
+        // wait for it); the rest goes to the log on stderr.
+        println!(
+            "symbi-slm serve: listening on http://{local} ({source}, profile {})",
+            service.profile()
+        );
+        tracing::info!(%local, "listening");
+        service
+            .serve(listener, shutdown_signal())
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))
+    })?;
+    // The runtime and with it the pool and its workers are gone here.
+    drop(rt);
+    eprintln!("symbi-slm serve: stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!(
+            "cannot install the SIGTERM/SIGINT handlers; stop the service with SIGKILL"
+        );
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
+    let AgentsCmd::Token { agent } = cmd;
+    if agent.is_empty()
+        || !agent
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Failure::Input(anyhow!(
+            "`{agent}` is not a valid agent id (letters, digits, `_` and `-`)"
+        )));
+    }
+    let token = symbiont_service::auth::new_token()
+        .map_err(|e| Failure::Runtime(anyhow!("reading random bytes from the kernel: {e}")))?;
+    let hash = symbiont_service::auth::token_hash(&token);
+    println!("{token}");
+    println!("\"{agent}\" = \"{hash}\"");
+    eprintln!(
+        "The first line is {agent}'s token: it is shown only now; give it to the agent as its API key (Authorization: Bearer …)."
+    );
+    eprintln!("Add the second line under [slm.service.agent_tokens] in the config.");
+    if let Ok((source, catalog)) = catalog_cmds::catalog(config) {
+        if catalog.get_models_for_agent(&agent).is_empty() {
+            eprintln!(
+                "Note: in {source}, `{agent}` may use no model yet: add it to [slm.model_allow_lists.agent_model_maps]."
+            );
+        }
+    }
+    Ok(())
+}

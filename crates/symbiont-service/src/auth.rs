@@ -1,0 +1,191 @@
+//! Who is asking: a bearer token proves an agent id. The config holds only
+//! each token's SHA-256; a presented token is hashed and compared with
+//! every configured hash in constant time.
+
+use std::fmt;
+
+use axum::http::{header, HeaderMap};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use symbiont_runtime::config::ServiceSettings;
+
+use crate::error::ApiError;
+
+/// The configured agents' token hashes.
+pub struct Tokens {
+    hashes: Vec<(String, [u8; 32])>,
+    anonymous: Option<String>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field(
+                "agents",
+                &self.hashes.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// From `[slm.service]` (validated: every hash is `sha256:` + 64 hex).
+    pub fn new(settings: &ServiceSettings) -> Self {
+        let hashes = settings
+            .agent_tokens
+            .iter()
+            .filter_map(|(agent, h)| Some((agent.clone(), parse_hash(h)?)))
+            .collect();
+        Self {
+            hashes,
+            anonymous: settings.anonymous_agent.clone(),
+        }
+    }
+
+    /// Whether any agent has a token.
+    pub fn any(&self) -> bool {
+        !self.hashes.is_empty()
+    }
+
+    /// The agent a request speaks for: its `Authorization: Bearer` token
+    /// (or `x-api-key`), else the configured anonymous agent, else 401.
+    pub fn agent(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let Some(token) = presented(headers) else {
+            return self.anonymous.clone().ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_api_key",
+                    "no token: send `Authorization: Bearer <token>` (symbi-slm agents token AGENT makes one)",
+                )
+            });
+        };
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Every hash is compared, whichever matches: the time taken does
+        // not depend on which agent (if any) the token belongs to.
+        let mut found: Option<&str> = None;
+        for (agent, h) in &self.hashes {
+            if bool::from(h.ct_eq(&hash)) {
+                found = Some(agent);
+            }
+        }
+        found
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the token is not valid"))
+    }
+}
+
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?.trim();
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn parse_hash(s: &str) -> Option<[u8; 32]> {
+    let hex = s.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `sha256:<lowercase hex>` of a token, the form the config holds.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut s = String::from("sha256:");
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A new token: 256 random bits from the kernel, hex, with a prefix that
+/// makes it recognizable in a leak scan.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let mut s = String::from("symbi_");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn settings(pairs: &[(&str, &str)], anonymous: Option<&str>) -> ServiceSettings {
+        ServiceSettings {
+            agent_tokens: pairs
+                .iter()
+                .map(|(a, t)| (a.to_string(), token_hash(t)))
+                .collect(),
+            anonymous_agent: anonymous.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn bearer(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_token_proves_its_agent_and_no_other() {
+        let tokens = Tokens::new(&settings(&[("a1", "secret-1"), ("a2", "secret-2")], None));
+        assert_eq!(tokens.agent(&bearer("secret-1")).unwrap(), "a1");
+        assert_eq!(tokens.agent(&bearer("secret-2")).unwrap(), "a2");
+        let e = tokens.agent(&bearer("secret-3")).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (401, "invalid_api_key"));
+        let e = tokens.agent(&HeaderMap::new()).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (401, "missing_api_key"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("secret-2"));
+        assert_eq!(tokens.agent(&h).unwrap(), "a2");
+        // A hash is not a token.
+        let e = tokens.agent(&bearer(&token_hash("secret-1"))).unwrap_err();
+        assert_eq!(e.status.as_u16(), 401);
+    }
+
+    #[test]
+    fn anonymous_only_when_configured_and_only_without_a_token() {
+        let tokens = Tokens::new(&settings(&[("a1", "s")], Some("dev")));
+        assert_eq!(tokens.agent(&HeaderMap::new()).unwrap(), "dev");
+        assert_eq!(
+            tokens.agent(&bearer("wrong")).unwrap_err().status.as_u16(),
+            401
+        );
+    }
+
+    #[test]
+    fn new_tokens_are_long_random_and_hash_to_the_config_form() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "symbi_".len() + 64);
+        let h = token_hash(&a);
+        assert!(parse_hash(&h).is_some(), "{h}");
+        assert_eq!(
+            token_hash("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

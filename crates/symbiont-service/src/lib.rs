@@ -1,0 +1,364 @@
+//! `symbiont-service`: the HTTP face of symbiont-runtime, for agents in
+//! any language.
+//!
+//! - **Who**: a bearer token proves an agent id (`[slm.service.agent_tokens]`
+//!   holds their SHA-256); every model request goes through
+//!   [`ModelPool::runner_for_agent`], which checks the agent's allow-list
+//!   and audits a refusal. Nothing here checks access on its own.
+//! - **What**: the OpenAI-compatible API ([`openai`]), the native
+//!   `POST /v1/execute` ([`native`]), `/health`, `/ready`, `/metrics`
+//!   (Prometheus) and `/openapi.json`.
+//! - **How much**: body and prompt size limits, concurrency per agent and
+//!   in all ([`limits`]), the models' bounded queues behind them: every
+//!   refusal is a 429 with `Retry-After`. A client that goes away cancels
+//!   its generation (the handler's future, or the stream, is dropped).
+//!
+//! ```no_run
+//! # async fn demo(pool: symbiont_runtime::models::ModelPool) -> std::io::Result<()> {
+//! let service = symbiont_service::Service::new(pool);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! service.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+pub mod auth;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod native;
+pub mod openai;
+pub mod openapi;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use symbiont_runtime::config::ServiceSettings;
+use symbiont_runtime::models::{ExecutionResult, LocalGgufRunner, ModelPool, SlmRunnerError};
+
+use crate::auth::Tokens;
+use crate::error::ApiError;
+use crate::limits::{Limits, Permit};
+use crate::metrics::{Metrics, RequestLabels};
+
+/// The service: cheap to clone (an `Arc`).
+#[derive(Debug, Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pool: ModelPool,
+    settings: ServiceSettings,
+    profile: String,
+    tokens: Tokens,
+    limits: Limits,
+    metrics: Metrics,
+    started: i64,
+    next_id: AtomicU64,
+    id_prefix: String,
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A non-loopback address with nothing to authenticate agents.
+    #[error("refusing to listen on {addr}: it is not a loopback address and {why}")]
+    UnsafeListen {
+        /// The address.
+        addr: SocketAddr,
+        /// What is missing.
+        why: &'static str,
+    },
+}
+
+impl Service {
+    /// A service over a pool, with the pool's config's `[slm.service]`.
+    pub fn new(pool: ModelPool) -> Self {
+        let config = pool.catalog().config();
+        let settings = config.service.clone();
+        let profile = settings
+            .sandbox_profile
+            .clone()
+            .unwrap_or_else(|| config.default_sandbox_profile.clone());
+        let mut salt = [0u8; 4];
+        let _ = getrandom::fill(&mut salt);
+        Self {
+            shared: Arc::new(Shared {
+                tokens: Tokens::new(&settings),
+                limits: Limits::new(
+                    settings.max_concurrent_requests,
+                    settings.max_concurrent_per_agent,
+                ),
+                metrics: Metrics::new(),
+                started: jiff::Timestamp::now().as_second(),
+                next_id: AtomicU64::new(1),
+                id_prefix: salt.iter().map(|b| format!("{b:02x}")).collect(),
+                pool,
+                settings,
+                profile,
+            }),
+        }
+    }
+
+    /// The pool the service runs models in.
+    pub fn pool(&self) -> &ModelPool {
+        &self.shared.pool
+    }
+
+    /// `[slm.service]`.
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.shared.settings
+    }
+
+    /// The sandbox profile models run under.
+    pub fn profile(&self) -> &str {
+        &self.shared.profile
+    }
+
+    /// Unix time the service started.
+    pub fn started(&self) -> i64 {
+        self.shared.started
+    }
+
+    /// Refuses a non-loopback address while no agent token is configured,
+    /// or while an anonymous agent is (anyone who can connect would be it).
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ServiceError> {
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.shared.tokens.any() {
+            return Err(ServiceError::UnsafeListen {
+                addr,
+                why: "no agent token is configured ([slm.service.agent_tokens]; symbi-slm agents token AGENT makes one)",
+            });
+        }
+        if self.shared.settings.anonymous_agent.is_some() {
+            return Err(ServiceError::UnsafeListen {
+                addr,
+                why: "slm.service.anonymous_agent is set (anyone who can connect would act as that agent)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Every route.
+    pub fn router(&self) -> Router {
+        let limit = usize::try_from(self.shared.settings.max_body_bytes).unwrap_or(usize::MAX);
+        Router::new()
+            .route("/v1/chat/completions", post(openai::chat_completions))
+            .route("/v1/completions", post(openai::completions))
+            .route("/v1/models", get(openai::models))
+            .route("/v1/execute", post(native::execute))
+            .route("/health", get(native::health))
+            .route("/ready", get(native::ready))
+            .route("/metrics", get(native::metrics))
+            .route("/openapi.json", get(native::openapi))
+            .fallback(|uri: Uri| async move { ApiError::no_route(uri.path()).into_response() })
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; then stops
+    /// accepting, lets requests in progress finish for
+    /// `shutdown_grace_seconds`, and returns (dropping the last handle on
+    /// the pool stops its workers).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let grace = Duration::from_secs(self.shared.settings.shutdown_grace_seconds);
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = self.router();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; requests in progress may finish");
+            let _ = signalled_tx.send(());
+        });
+        let deadline = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = server => r,
+            () = deadline => {
+                tracing::warn!("shutdown grace of {} s passed; stopping with requests still in progress", grace.as_secs());
+                Ok(())
+            }
+        }
+    }
+
+    fn call(&self, endpoint: &'static str) -> Call {
+        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        Call {
+            id: format!("req-{}-{n}", self.shared.id_prefix),
+            created: jiff::Timestamp::now().as_second(),
+            started: Instant::now(),
+            agent: String::new(),
+            model: None,
+            endpoint,
+            status: None,
+            armed: true,
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// One request as the service sees it: who, which model, its status.
+/// Counted once in the metrics when it ends (when dropped): with the status
+/// it was answered with, or 499 when the client went away first.
+pub(crate) struct Call {
+    pub id: String,
+    pub created: i64,
+    started: Instant,
+    pub agent: String,
+    /// Set once the model is known to the catalog (label values come only
+    /// from the config).
+    model: Option<String>,
+    endpoint: &'static str,
+    status: Option<u16>,
+    armed: bool,
+    metrics: Service,
+}
+
+impl Call {
+    fn authenticate(&mut self, service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.agent = service.shared.tokens.agent(headers)?;
+        Ok(())
+    }
+
+    /// The model's runner for this agent (access checked and audited by
+    /// the pool) and a concurrency permit.
+    async fn admit(
+        &mut self,
+        service: &Service,
+        model: &str,
+    ) -> Result<(LocalGgufRunner, Permit), ApiError> {
+        let pool = &service.shared.pool;
+        if pool.catalog().get_model(model).is_some() {
+            self.model = Some(model.to_string());
+        }
+        let runner = pool
+            .runner_for_agent(&self.agent, model, Some(&service.shared.profile))
+            .await
+            .map_err(|e| self.runner_error(service, e))?;
+        let permit = service.shared.limits.admit(&self.agent)?;
+        Ok((runner, permit))
+    }
+
+    /// A runner's error as the client gets it; counted in the metrics.
+    fn runner_error(&mut self, service: &Service, e: SlmRunnerError) -> ApiError {
+        let model = self.model.as_deref().unwrap_or("-");
+        let m = &service.shared.metrics;
+        match &e {
+            SlmRunnerError::ResourceLimitExceeded { limit, .. } => {
+                m.limit_hit(model, &format!("{limit:?}"))
+            }
+            SlmRunnerError::ExecutionTimeout { .. } => m.limit_hit(model, "ExecutionTime"),
+            SlmRunnerError::SandboxViolation { .. } => m.sandbox_denial(model),
+            _ => {}
+        }
+        ApiError::from_runner(e, &self.id)
+    }
+
+    fn completed(&mut self, service: &Service, r: &ExecutionResult) {
+        self.status = Some(200);
+        let model = self.model.as_deref().unwrap_or("-");
+        service.shared.metrics.completed(
+            &self.agent,
+            model,
+            &r.metadata,
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+
+    /// The response; its status is what the metrics count.
+    fn respond(&mut self, result: Result<Response, ApiError>) -> Response {
+        let response = result.unwrap_or_else(|e| e.into_response());
+        // A stream's outcome is counted when the stream ends.
+        if self.armed {
+            self.status = Some(response.status().as_u16());
+        }
+        response
+    }
+
+    /// Moves the duty to count this request to a stream that outlives the
+    /// handler.
+    fn hand_off(&mut self) -> Call {
+        self.armed = false;
+        Call {
+            id: self.id.clone(),
+            created: self.created,
+            started: self.started,
+            agent: self.agent.clone(),
+            model: self.model.clone(),
+            endpoint: self.endpoint,
+            status: None,
+            armed: true,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let agent = if self.agent.is_empty() {
+            "-".to_string()
+        } else {
+            self.agent.clone()
+        };
+        self.metrics.shared.metrics.request(RequestLabels {
+            agent,
+            model: self.model.clone().unwrap_or_else(|| "-".into()),
+            endpoint: self.endpoint.into(),
+            status: self.status.unwrap_or(499).to_string(),
+        });
+    }
+}
+
+/// The request body as `T`: a 413 past the limit, a 400 naming the field
+/// that does not parse.
+fn parse_body<T: DeserializeOwned>(
+    service: &Service,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(service.shared.settings.max_body_bytes)
+        } else {
+            ApiError::bad_request(
+                "invalid_body",
+                None,
+                format!("reading the body: {}", e.body_text()),
+            )
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != ".").then_some(path.as_str());
+        let message = match param {
+            Some(p) => format!("{p}: {}", e.inner()),
+            None => format!("the body is not a valid request: {}", e.inner()),
+        };
+        ApiError::bad_request("invalid_request", param, message)
+    })
+}

@@ -1,0 +1,183 @@
+//! The native API: `POST /v1/execute` (the runner's own request and
+//! result, with the full metadata), and the operator's endpoints:
+//! `/health`, `/ready`, `/metrics`, `/openapi.json`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use symbiont_runtime::config::ModelProvider;
+use symbiont_runtime::models::{ExecutionOptions, ExecutionResult};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::{parse_body, Service};
+
+/// `POST /v1/execute`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// A model id from `GET /v1/models`.
+    pub model: String,
+    /// The prompt (the new user message in chat mode).
+    pub prompt: String,
+    /// The runner's options; `agent_id` is the token's agent (another
+    /// value is refused).
+    #[serde(default)]
+    pub options: ExecutionOptions,
+}
+
+/// Runs a prompt with the runner's options; answers the runner's result
+/// with everything it measured (tokens, time to first token, the
+/// worker's peak memory, limits hit, sandbox layers in force).
+#[utoipa::path(post, path = "/v1/execute", tag = "native",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, body = ExecutionResult),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn execute(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut call = service.call("/v1/execute");
+    let result = async {
+        call.authenticate(&service, &headers)?;
+        let request: ExecuteRequest = parse_body(&service, body)?;
+        let mut options = request.options;
+        if options.agent_id.as_ref().is_some_and(|a| *a != call.agent) {
+            return Err(ApiError::bad_request(
+                "agent_mismatch",
+                Some("options.agent_id"),
+                "options.agent_id: requests run for the token's agent; leave it out",
+            ));
+        }
+        options.agent_id = Some(call.agent.clone());
+        let max = service.settings().max_prompt_bytes;
+        if request.prompt.len() as u64 > max {
+            return Err(ApiError::bad_request(
+                "prompt_too_large",
+                Some("prompt"),
+                format!(
+                    "the prompt is {} bytes, more than {max} (slm.service.max_prompt_bytes)",
+                    request.prompt.len()
+                ),
+            ));
+        }
+        let (runner, permit) = call.admit(&service, &request.model).await?;
+        let result = runner
+            .execute(&request.prompt, Some(options))
+            .await
+            .map_err(|e| call.runner_error(&service, e))?;
+        drop(permit);
+        call.completed(&service, &result);
+        Ok(Json(result).into_response())
+    }
+    .await;
+    call.respond(result)
+}
+
+/// `/health` and `/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok`, or `unavailable`.
+    pub status: String,
+    /// What keeps the service from being ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Status)))]
+pub async fn health() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+        problems: vec![],
+    })
+}
+
+/// Readiness: the config is loaded and every local model's runner can be
+/// built (its file opens and its header checks out; the worker executable
+/// is found). No model is loaded by this check.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Status), (status = 503, body = Status)))]
+pub async fn ready(State(service): State<Service>) -> Response {
+    let mut problems = Vec::new();
+    for model in service.pool().catalog().list_models() {
+        if !matches!(model.provider, ModelProvider::LocalFile { .. }) {
+            continue;
+        }
+        match service
+            .pool()
+            .runner(&model.id, Some(service.profile()))
+            .await
+        {
+            Ok(runner) => {
+                if !runner.worker_path().is_file() {
+                    problems.push(format!(
+                        "model `{}`: the worker executable is missing",
+                        model.id
+                    ));
+                }
+            }
+            // The reason may hold a path: the operator reads it in the log.
+            Err(e) => {
+                tracing::warn!(model = %model.id, "not ready: {e}");
+                problems.push(format!(
+                    "model `{}` cannot be run (see the service log)",
+                    model.id
+                ));
+            }
+        }
+    }
+    let (code, status) = if problems.is_empty() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (
+        code,
+        Json(Status {
+            status: status.into(),
+            problems,
+        }),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(service): State<Service>) -> Response {
+    let runners = service.pool().metrics().await;
+    let text = service.shared.metrics.render(runners);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document of this API", content_type = "application/json", body = Object)))]
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
