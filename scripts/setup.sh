@@ -11,7 +11,7 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/symbiont/models"
 MODEL_PATH="$CACHE_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 need_pkgs=()
-for pkg in cmake libclang-dev clang pkg-config python3-pip unzip strace; do
+for pkg in cmake libclang-dev clang pkg-config python3-pip python3-venv unzip strace curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -42,3 +42,8 @@ else
   mv "$MODEL_PATH.partial" "$MODEL_PATH"
   echo "setup: default model installed: $MODEL_PATH" >&2
 fi
+
+# The Python clients the service tests run against (pinned; a virtual
+# environment outside the clone).
+scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$scripts_dir/python-env" >/dev/null

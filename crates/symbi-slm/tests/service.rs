@@ -1,0 +1,845 @@
+//! `symbi-slm serve` as a client sees it: real processes, real sockets, the
+//! official `openai` Python client, schemathesis, curl; signals and a
+//! killed worker. One server per test, one test at a time (each runs
+//! models on both cores).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_symbi-slm")
+}
+
+fn worker() -> PathBuf {
+    let w = Path::new(bin()).with_file_name("symbi-slm-worker");
+    assert!(
+        w.is_file(),
+        "{} is missing: run the workspace's tests (scripts/test) so that it is built",
+        w.display()
+    );
+    w
+}
+
+fn model() -> PathBuf {
+    let p = symbiont_runtime::config::default_model_path().expect("HOME must be set");
+    assert!(
+        p.is_file(),
+        "the default model is missing at {}: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+/// The repository's root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The python of the pinned client environment (made by scripts/python-env
+/// if it is missing).
+fn python() -> String {
+    let out = Command::new(root().join("scripts/python-env"))
+        .output()
+        .expect("run scripts/python-env");
+    assert!(
+        out.status.success(),
+        "scripts/python-env failed (it installs the pinned openai and schemathesis packages from PyPI):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A new token for `agent` from `symbi-slm agents token`: (token, config
+/// line).
+fn token(agent: &str) -> (String, String) {
+    let out = Command::new(bin())
+        .args(["agents", "token", agent])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let token = lines.next().unwrap().to_string();
+    let line = lines.next().unwrap().to_string();
+    assert!(token.starts_with("symbi_") && token.len() == 70, "{token}");
+    assert!(
+        !line.contains(&token),
+        "the config line must hold only the hash"
+    );
+    (token, line)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    addr: String,
+    tokens: BTreeMap<&'static str, String>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// A service with agents a1 (model `smollm2`) and a2 (models `smollm2`
+    /// and `other`, the same file), `extra` appended to `[slm.service]`.
+    /// Each worker of the `standard` profile takes both cores of a 2-core
+    /// host, so the two models take turns (the budget evicts).
+    fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, l1) = token("a1");
+        let (t2, l2) = token("a2");
+        let model = model();
+        let config = format!(
+            r#"[slm]
+enabled = true
+audit_log_path = "{audit}"
+[[slm.model_allow_lists.global_models]]
+id = "smollm2"
+name = "SmolLM2"
+provider = {{ LocalFile = {{ file_path = "{model}" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "other"
+name = "SmolLM2 again"
+provider = {{ LocalFile = {{ file_path = "{model}" }} }}
+capabilities = ["TextGeneration"]
+[slm.model_allow_lists.agent_model_maps]
+a1 = ["smollm2"]
+a2 = ["smollm2", "other"]
+[slm.sandbox_profiles.standard.process_limits]
+max_execution_time_seconds = 600
+[slm.service]
+sandbox_profile = "standard"
+{extra}
+[slm.service.agent_tokens]
+{l1}
+{l2}
+"#,
+            audit = dir.path().join("audit.jsonl").display(),
+            model = model.display(),
+        );
+        let path = dir.path().join("service.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(&path)
+            .args(["serve", "--listen", "127.0.0.1:0", "--worker"])
+            .arg(worker())
+            .env("SYMBI_SLM_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // Keep draining stderr so that the service never blocks on it.
+        let mut stderr = child.stderr.take().unwrap();
+        let log = dir.path().join("service.log");
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(log).unwrap();
+            let _ = std::io::copy(&mut stderr, &mut f);
+        });
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string();
+        let addr = url.trim_start_matches("http://").to_string();
+        Server {
+            child,
+            url,
+            addr,
+            tokens: [("a1", t1), ("a2", t2)].into_iter().collect(),
+            dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    /// curl → (status, body). `token`: an agent name, or a raw header
+    /// value after `Bearer `.
+    fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-S",
+            "--max-time",
+            "300",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ]);
+        cmd.arg(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            let value = self.tokens.get(t).cloned().unwrap_or_else(|| t.to_string());
+            cmd.arg("-H").arg(format!("Authorization: Bearer {value}"));
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(b);
+        }
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    fn metrics(&self) -> String {
+        let (code, text) = self.curl("GET", "/metrics", None, None);
+        assert_eq!(code, 200, "{text}");
+        text
+    }
+
+    /// Waits until `cond(metrics)` holds.
+    fn wait_metrics(&self, what: &str, timeout: Duration, cond: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            if cond(&m) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "waited {timeout:?} for {what}; metrics:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("SYMBI_URL", format!("{}/v1", self.url))
+            .env("SYMBI_TOKEN_A1", &self.tokens["a1"])
+            .env("SYMBI_TOKEN_A2", &self.tokens["a2"]);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of a metric's samples whose labels contain every `labels` part.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The live children of `pid` (the service's workers).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) && fields[0] != "Z" {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether `pid` is gone (or a zombie waiting for its reaper).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_gone(pids: &[u32], timeout: Duration) {
+    let start = Instant::now();
+    while !pids.iter().all(|&p| gone(p)) {
+        assert!(
+            start.elapsed() < timeout,
+            "processes {pids:?} still alive after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn chat_body(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+/// A long generation: a raw prompt the model keeps continuing.
+fn long_body(stream: bool) -> String {
+    serde_json::json!({
+        "model": "smollm2",
+        "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+        "max_tokens": 1500,
+        "temperature": 0,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+#[test]
+fn refusals_are_openai_shaped_named_and_audited() {
+    let _g = serial();
+    let s = Server::start("max_body_bytes = 2048\nmax_prompt_bytes = 100");
+    let chat = chat_body("smollm2", "hi", 2, false);
+    let err = |body: &str| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        v["error"].clone()
+    };
+    // Who: no token, a wrong one.
+    let (code, body) = s.curl("POST", "/v1/chat/completions", None, Some(&chat));
+    assert_eq!(
+        (code, err(&body)["code"].as_str()),
+        (401, Some("missing_api_key")),
+        "{body}"
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("symbi_nope"),
+        Some(&chat),
+    );
+    assert_eq!(
+        (code, err(&body)["code"].as_str()),
+        (401, Some("invalid_api_key")),
+        "{body}"
+    );
+    // Which model: another agent's (403, audited), an unknown one (404).
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("other", "hi", 2, false)),
+    );
+    assert_eq!(code, 403, "{body}");
+    let e = err(&body);
+    assert_eq!(e["code"], "model_access_denied");
+    assert_eq!(e["type"], "permission_error");
+    assert!(e["message"].as_str().unwrap().contains("`other`"), "{e}");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    let refusal: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "access_refused")
+        .unwrap_or_else(|| panic!("no access_refused event in {audit}"));
+    assert_eq!(
+        (refusal["agent"].as_str(), refusal["model"].as_str()),
+        (Some("a1"), Some("other"))
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("ghost", "hi", 2, false)),
+    );
+    assert_eq!(
+        (code, err(&body)["code"].as_str()),
+        (404, Some("model_not_found")),
+        "{body}"
+    );
+    // What: a field of the wrong type is named; an unknown route; limits.
+    let (code, body) = s.curl("POST", "/v1/chat/completions", Some("a1"), Some(r#"{"model":"smollm2","messages":[{"role":"user","content":"hi"}],"max_tokens":"many"}"#));
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(err(&body)["param"], "max_tokens", "{body}");
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some("{not json"),
+    );
+    assert_eq!(
+        (code, err(&body)["type"].as_str()),
+        (400, Some("invalid_request_error")),
+        "{body}"
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", &"x".repeat(4000), 2, false)),
+    );
+    assert_eq!(
+        (code, err(&body)["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{body}"
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", &"x".repeat(200), 2, false)),
+    );
+    assert_eq!(
+        (code, err(&body)["code"].as_str()),
+        (400, Some("prompt_too_large")),
+        "{body}"
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(r#"{"model":"smollm2","messages":[{"role":"user","content":"hi"}],"tools":[]}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        err(&body)["message"].as_str().unwrap().contains("tools"),
+        "{body}"
+    );
+    let (code, body) = s.curl("GET", "/v2/anything", Some("a1"), None);
+    assert_eq!(
+        (code, err(&body)["code"].as_str()),
+        (404, Some("unknown_url")),
+        "{body}"
+    );
+    // The allowed case through the same path: 200, and a model list that
+    // holds only the agent's models.
+    let (code, body) = s.curl("POST", "/v1/chat/completions", Some("a1"), Some(&chat));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = s.curl("GET", "/v1/models", Some("a2"), None);
+    assert_eq!(code, 200);
+    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["smollm2", "other"]);
+    let (_, body) = s.curl("GET", "/v1/models", Some("a1"), None);
+    assert!(!body.contains("other"), "{body}");
+    // No internal detail reached a client: no path, no stderr.
+    let m = s.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "symbi_slm_requests_total",
+            &[r#"agent="-""#, r#"status="401""#]
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "symbi_slm_requests_total",
+            &[r#"agent="a1""#, r#"model="other""#, r#"status="403""#]
+        ),
+        1.0,
+        "{m}"
+    );
+    // Client-chosen names never become label values.
+    assert!(!m.contains("ghost"), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "symbi_slm_requests_total",
+            &[r#"agent="a1""#, r#"model="smollm2""#, r#"status="200""#]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_non_loopback_address_needs_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[slm]\nenabled = true\n").unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("agent token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_openai_python_client_works_against_the_service() {
+    let _g = serial();
+    let python = python();
+    let s = Server::start("max_concurrent_per_agent = 2");
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("tests/python/openai_client.py"));
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nservice log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        5,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
+    let _g = serial();
+    let python = python();
+    let s = Server::start("");
+    let schemathesis = Path::new(&python).with_file_name("schemathesis");
+    let out = Command::new(schemathesis)
+        .args(["run", &format!("{}/openapi.json", s.url)])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples",
+            "25",
+            "--request-timeout",
+            "120",
+            "--generation-deterministic",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {}", s.tokens["a1"]))
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nservice log (tail):\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn under_load_every_request_succeeds_or_gets_a_429_and_the_metrics_agree() {
+    let _g = serial();
+    let python = python();
+    // 16 clients, 12 requests in progress at most: some are refused and
+    // come back after Retry-After.
+    let s = Server::start("max_concurrent_per_agent = 8\nmax_concurrent_requests = 12");
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("tests/python/load.py"))
+        .args(["200", "16"]);
+    s.env(&mut cmd);
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("load: {report} in {:?}", started.elapsed());
+    let seen: BTreeMap<String, f64> = serde_json::from_value(report["attempts"].clone()).unwrap();
+    let final_ok = report["final"]["200"].as_f64().unwrap_or(0.0);
+    let final_429 = report["final"]["429"].as_f64().unwrap_or(0.0);
+    assert_eq!(final_ok + final_429, 200.0, "{report}");
+    assert!(
+        final_ok >= 150.0,
+        "most requests should get through within 3 attempts: {report}"
+    );
+    assert!(
+        seen.contains_key("a1 200") && seen.contains_key("a2 200"),
+        "{report}"
+    );
+    let m = s.metrics();
+    for (key, n) in &seen {
+        let (agent, status) = key.split_once(' ').unwrap();
+        let counted = metric(
+            &m,
+            "symbi_slm_requests_total",
+            &[
+                &format!(r#"agent="{agent}""#),
+                r#"endpoint="/v1/chat/completions""#,
+                &format!(r#"status="{status}""#),
+            ],
+        );
+        assert_eq!(
+            counted, *n,
+            "{key}: the client saw {n}, the metrics count {counted}\n{m}"
+        );
+    }
+    assert_eq!(
+        metric(&m, "symbi_slm_requests_total", &[r#"status="499""#]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "symbi_slm_slots_busy", &[]), 0.0, "{m}");
+}
+
+#[test]
+fn a_client_that_disconnects_frees_its_slot() {
+    let _g = serial();
+    let s = Server::start("");
+    // The worker loaded first: the requests below reach it.
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 200);
+    for (round, stream) in [(1.0, false), (2.0, true)] {
+        let body = long_body(stream);
+        let mut tcp = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(
+            tcp,
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            s.tokens["a1"],
+            body.len()
+        )
+        .unwrap();
+        if stream {
+            // Read until the first tokens arrived.
+            let mut buf = [0u8; 4096];
+            let mut got = String::new();
+            while !got.contains("data: ") {
+                let n = tcp.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        s.wait_metrics("the request to run", Duration::from_secs(120), |m| {
+            metric(m, "symbi_slm_slots_busy", &[]) == 1.0
+        });
+        // Well into its generation.
+        std::thread::sleep(Duration::from_millis(500));
+        let dropped = Instant::now();
+        drop(tcp);
+        s.wait_metrics("the slot to be freed", Duration::from_secs(10), |m| {
+            metric(m, "symbi_slm_slots_busy", &[]) == 0.0
+                && metric(m, "symbi_slm_runner_requests_cancelled_total", &[]) == round
+        });
+        eprintln!(
+            "slot freed {:?} after the disconnect (stream: {stream})",
+            dropped.elapsed()
+        );
+        let m = s.metrics();
+        assert_eq!(
+            metric(&m, "symbi_slm_requests_total", &[r#"status="499""#]),
+            round,
+            "{m}"
+        );
+        assert_eq!(
+            metric(&m, "symbi_slm_worker_failures_total", &[]),
+            0.0,
+            "{m}"
+        );
+    }
+    // The worker goes on serving.
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", "hi", 3, false)),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
+    let _g = serial();
+    let s = Server::start("");
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 200);
+    let workers = children(s.pid());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    // Two long streams on the worker; a2's model has its own worker.
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let url = format!("{}/v1/completions", s.url);
+            let token = s.tokens["a1"].clone();
+            std::thread::spawn(move || {
+                let out = Command::new("curl")
+                    .args(["-s", "-N", "--max-time", "300", "-H"])
+                    .arg(format!("Authorization: Bearer {token}"))
+                    .args(["-H", "Content-Type: application/json", "-d"])
+                    .arg(long_body(true))
+                    .arg(url)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+        })
+        .collect();
+    s.wait_metrics("both streams to run", Duration::from_secs(120), |m| {
+        metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 2.0
+    });
+    nix_kill(workers[0]);
+    for t in streams {
+        let out = t.join().unwrap();
+        assert!(
+            out.contains(r#""code":"worker_crashed""#),
+            "{}",
+            &out[out.len().saturating_sub(500)..]
+        );
+        assert!(
+            !out.contains("stderr") && !out.contains("/proc"),
+            "internal details leaked: {out}"
+        );
+    }
+    // The next request gets a fresh worker.
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", "hi", 3, false)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let m = s.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "symbi_slm_worker_failures_total",
+            &[r#"model="smollm2""#]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "symbi_slm_requests_total", &[r#"status="500""#]),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        s.log().contains("worker crashed"),
+        "the details belong in the log"
+    );
+}
+
+fn nix_kill(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn sigterm_lets_requests_finish_then_stops_every_worker() {
+    let _g = serial();
+    let mut s = Server::start("shutdown_grace_seconds = 60");
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a2"),
+        Some(&chat_body("other", "hi", 2, false)),
+    );
+    assert_eq!(code, 200);
+    let url = format!("{}/v1/chat/completions", s.url);
+    let token = s.tokens["a1"].clone();
+    let stream = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args(["-s", "-N", "--max-time", "300", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(serde_json::json!({
+                "model": "smollm2",
+                "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+                "max_tokens": 200, "temperature": 0, "stream": true,
+                "stream_options": {"include_usage": true},
+            }).to_string())
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    s.wait_metrics("the stream to run", Duration::from_secs(120), |m| {
+        metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 1.0
+    });
+    let workers = children(s.pid());
+    assert!(!workers.is_empty());
+    let st = Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // No new connection is served once the signal arrived.
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = s.curl("GET", "/health", None, None);
+    assert_ne!(code, 200, "a new request was served after SIGTERM");
+    // The request in progress finishes whole.
+    let out = stream.join().unwrap();
+    assert!(out.trim_end().ends_with("data: [DONE]"), "{out}");
+    assert!(out.contains(r#""usage""#), "{out}");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", s.log());
+    wait_gone(&workers, Duration::from_secs(5));
+}
+
+#[test]
+fn sigkill_of_the_service_takes_its_workers_with_it() {
+    let _g = serial();
+    let mut s = Server::start("");
+    for (agent, model) in [("a1", "smollm2"), ("a2", "other")] {
+        let (code, _) = s.curl(
+            "POST",
+            "/v1/chat/completions",
+            Some(agent),
+            Some(&chat_body(model, "hi", 2, false)),
+        );
+        assert_eq!(code, 200);
+    }
+    let workers = children(s.pid());
+    assert!(!workers.is_empty());
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    wait_gone(&workers, Duration::from_secs(5));
+}
