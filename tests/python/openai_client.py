@@ -102,6 +102,29 @@ def models_list():
     assert ids == ["smollm2", "other"], ids
 
 
+def embeddings():
+    import math
+
+    c = client(A1)
+    # The client asks for base64 by default and decodes it.
+    r = c.embeddings.create(model="smollm2", input=["The cat sat on the mat.", "Quarterly revenue fell."])
+    assert [d.index for d in r.data] == [0, 1], r
+    a, b = r.data[0].embedding, r.data[1].embedding
+    assert len(a) == len(b) == 576, len(a)
+    assert abs(math.sqrt(sum(x * x for x in a)) - 1) < 1e-3
+    assert r.usage.prompt_tokens >= 8 and r.usage.total_tokens == r.usage.prompt_tokens, r.usage
+    f = c.embeddings.create(model="smollm2", input="The cat sat on the mat.", encoding_format="float")
+    assert max(abs(x - y) for x, y in zip(f.data[0].embedding, a)) < 1e-4
+    assert sum(x * y for x, y in zip(a, b)) < 0.9999
+    # A model without the Embeddings capability: 400 naming it.
+    try:
+        client(A2).embeddings.create(model="other", input="x")
+    except openai.BadRequestError as e:
+        assert e.code == "model_without_embeddings" and "other" in e.message, e
+    else:
+        raise AssertionError("expected BadRequestError")
+
+
 def errors():
     def expect(exc, status, fn):
         try:
@@ -144,6 +167,7 @@ if __name__ == "__main__":
         ("stream_with_usage", stream_with_usage),
         ("completions", completions),
         ("models_list", models_list),
+        ("embeddings", embeddings),
         ("errors", errors),
     ]:
         if not only or name in only:

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -14,7 +14,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use symbiont_slm_protocol::{
     Applied, FromWorker, GenerateRequest, LaunchSpec, LoadStage, ModelFacts, RequestError,
-    ToWorker, PROTOCOL_VERSION,
+    ToWorker, MAX_EMBED_TOKENS, PROTOCOL_VERSION,
 };
 
 use crate::slots::Slots;
@@ -79,6 +79,7 @@ impl Engine {
             context_size: spec.context_size.min(trained.max(1)),
             vocab_size: u32::try_from(model.n_vocab()).unwrap_or(0),
             chat_template: chat_template.is_some(),
+            embedding_size: u32::try_from(model.n_embd_out()).unwrap_or(0),
             threads: spec.threads,
             load_ms: 0.0,
             sandbox,
@@ -122,6 +123,28 @@ impl Engine {
             .with_n_seq_max(self.slots())
             .with_n_batch(self.spec.batch_size.max(1))
             .with_n_ubatch(self.spec.batch_size.max(1))
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        self.model
+            .new_context(&self.backend, params)
+            .map_err(|e| (LoadStage::Context, e.to_string()))
+    }
+
+    /// The context of embedding requests (made on the first one): one
+    /// sequence of [`MAX_EMBED_TOKENS`] tokens, embeddings on, mean
+    /// pooling. A context of its own because llama-cpp-2 cannot switch the
+    /// generation context's embedding mode, and because every token of a
+    /// pooled input is an output row (vocabulary-sized logits included):
+    /// the generation context stays as small as it is.
+    pub fn new_embedding_context(&self) -> Result<LlamaContext<'_>, LoadError> {
+        let threads = i32::try_from(self.spec.threads.max(1)).unwrap_or(1);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(MAX_EMBED_TOKENS))
+            .with_n_seq_max(1)
+            .with_n_batch(MAX_EMBED_TOKENS)
+            .with_n_ubatch(MAX_EMBED_TOKENS)
+            .with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::Mean)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         self.model

@@ -25,7 +25,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use symbiont_slm_protocol::{
-    Finish, FromWorker, GenerateRequest, GenerationStats, RequestError, ToWorker,
+    Finish, FromWorker, GenerateRequest, GenerationStats, RequestError, ToWorker, MAX_EMBED_TOKENS,
 };
 
 use crate::engine::{Engine, Sink};
@@ -87,6 +87,8 @@ pub struct Slots<'e, 'm> {
     /// Tokens one sequence may hold.
     per_slot: usize,
     clock: u64,
+    /// The embedding context, made on the first embedding request.
+    embed_ctx: Option<LlamaContext<'m>>,
 }
 
 impl<'e, 'm> Slots<'e, 'm>
@@ -113,6 +115,7 @@ where
             n_batch,
             per_slot: per_slot as usize,
             clock: 0,
+            embed_ctx: None,
         }
     }
 
@@ -186,6 +189,9 @@ where
     /// Tokenizes a request and gives it the free slot that already holds
     /// the longest prefix of its prompt.
     fn admit(&mut self, req: &GenerateRequest, out: &mut impl Sink) {
+        if req.embed {
+            return self.embed(req, out);
+        }
         let started = Instant::now();
         let fail = |out: &mut dyn FnMut(&FromWorker), error| {
             out(&FromWorker::Failed { id: req.id, error })
@@ -270,6 +276,84 @@ where
             next: None,
             logits: None,
         });
+    }
+
+    /// An embedding request, answered at once between two decode steps
+    /// (the input is read in one batch of at most [`MAX_EMBED_TOKENS`]):
+    /// `Embedding`, then `Done`; generation in the slots waits that long.
+    fn embed(&mut self, req: &GenerateRequest, out: &mut impl Sink) {
+        let started = Instant::now();
+        let fail = |out: &mut dyn FnMut(&FromWorker), error| {
+            out(&FromWorker::Failed { id: req.id, error })
+        };
+        let mut send = |m: &FromWorker| out.send(m);
+        let tokens = match self.engine.prompt_tokens(req) {
+            Ok(t) => t,
+            Err(error) => return fail(&mut send, error),
+        };
+        let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if tokens.is_empty() {
+            let detail = "the input has no tokens".into();
+            return fail(&mut send, RequestError::BadRequest { detail });
+        }
+        if n > MAX_EMBED_TOKENS {
+            return fail(
+                &mut send,
+                RequestError::PromptTooLong {
+                    tokens: n,
+                    context_size: MAX_EMBED_TOKENS,
+                },
+            );
+        }
+        if self.embed_ctx.is_none() {
+            match self.engine.new_embedding_context() {
+                Ok(c) => self.embed_ctx = Some(c),
+                Err((_, detail)) => {
+                    let detail = format!("creating the embedding context: {detail}");
+                    return fail(&mut send, RequestError::Decode { detail });
+                }
+            }
+        }
+        let Some(ctx) = self.embed_ctx.as_mut() else {
+            return;
+        };
+        ctx.clear_kv_cache();
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        for (pos, &t) in tokens.iter().enumerate() {
+            if batch.add(t, pos as i32, &[0], true).is_err() {
+                let detail = "the input does not fit its batch".into();
+                return fail(&mut send, RequestError::Decode { detail });
+            }
+        }
+        if let Err(e) = ctx.decode(&mut batch) {
+            let detail = format!("decoding the input: {e}");
+            return fail(&mut send, RequestError::Decode { detail });
+        }
+        let mut vector = match ctx.embeddings_seq_ith(0) {
+            Ok(v) => v.to_vec(),
+            Err(e) => {
+                let detail = format!("reading the embedding: {e}");
+                return fail(&mut send, RequestError::Decode { detail });
+            }
+        };
+        ctx.clear_kv_cache();
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 && norm.is_finite() {
+            vector.iter_mut().for_each(|x| *x /= norm);
+        }
+        send(&FromWorker::Embedding { id: req.id, vector });
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        let stats = GenerationStats {
+            input_tokens: n,
+            output_tokens: 0,
+            prompt_ms: total_ms,
+            generation_ms: 0.0,
+            total_ms,
+            cached_tokens: 0,
+            finish: Finish::EndOfText,
+            stop_sequence: None,
+        };
+        send(&FromWorker::Done { id: req.id, stats });
     }
 
     /// One decode step over every busy slot.

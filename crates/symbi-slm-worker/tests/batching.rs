@@ -572,3 +572,90 @@ async fn a_pinned_model_needs_a_shared_worker() {
         .unwrap();
     assert_eq!(r.load().workers, 1, "the pinned worker was unloaded");
 }
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Embeddings through the same worker: the same text gives the same unit
+/// vector of the model's size, a different text a different one, an input
+/// past the limit is refused, a generation beside them is unchanged, and a
+/// runner built without embeddings refuses them.
+#[tokio::test]
+async fn embeddings_are_unit_vectors_of_the_text_and_leave_generation_alone() {
+    let _serial = serial();
+    let plain = runner(2).await;
+    let e = plain.embed("hello", None).await.unwrap_err();
+    assert!(
+        matches!(e, SlmRunnerError::InvalidInput { field: "model", .. }),
+        "{e}"
+    );
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(worker())
+    .slots(2)
+    .embeddings(true)
+    .build()
+    .await
+    .unwrap();
+    // Its lease counts the embedding context.
+    assert!(r.worker_memory_estimate_mb() > plain.worker_memory_estimate_mb() + 40);
+    let greedy = options(24, 0.0, 1);
+    let alone = r
+        .execute(PROMPTS[1], Some(greedy.clone()))
+        .await
+        .unwrap()
+        .response;
+    let cat = "The cat sat on the mat.";
+    let (generated, a) = tokio::join!(
+        r.execute(PROMPTS[1], Some(greedy.clone())),
+        r.embed(cat, None)
+    );
+    assert_eq!(
+        generated.unwrap().response,
+        alone,
+        "a generation beside an embedding changed"
+    );
+    let a = a.unwrap();
+    assert_eq!(a.embedding.len(), 576, "SmolLM2-135M's n_embd");
+    let norm: f32 = cosine(&a.embedding, &a.embedding).sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
+    assert!(a.metadata.input_tokens.unwrap() >= 6, "{:?}", a.metadata);
+    assert_eq!(a.metadata.output_tokens, Some(0));
+    let again = r.embed(cat, None).await.unwrap();
+    assert!(
+        cosine(&a.embedding, &again.embedding) > 0.9999,
+        "not deterministic"
+    );
+    let kitten = r.embed("A kitten rested on the rug.", None).await.unwrap();
+    let stocks = r
+        .embed("Quarterly revenue fell by four percent.", None)
+        .await
+        .unwrap();
+    let (near, far) = (
+        cosine(&a.embedding, &kitten.embedding),
+        cosine(&a.embedding, &stocks.embedding),
+    );
+    assert!(near < 0.9999 && far < 0.9999, "{near} {far}");
+    // Meaning shows: a kitten on a rug is nearer the cat than revenue is.
+    assert!(near > far, "{near} {far}");
+    eprintln!("cosine: cat/kitten {near:.3}, cat/revenue {far:.3}");
+    let long = "word ".repeat(400);
+    let e = r.embed(&long, None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SlmRunnerError::InvalidInput {
+                field: "prompt",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The worker is still the same one and still serves.
+    assert_eq!(r.metrics().worker_failures, 0);
+    assert!(r.embed("still here", None).await.is_ok());
+}

@@ -1194,6 +1194,7 @@ fn fake_report(
         context_size: 2048,
         vocab_size: 1,
         chat_template: false,
+        embedding_size: 4,
         threads: 1,
         load_ms: 1.0,
         sandbox: sandbox.clone(),
@@ -1277,6 +1278,11 @@ while True:
     if m["type"] != "generate":
         continue
     i = m["id"]
+    if m.get("embed"):
+        n = 5 if mode == "bad_embedding" else 4
+        send({{"type": "embedding", "id": i, "vector": [0.5] * n}})
+        done(i, 0)
+        continue
     send({{"type": "prompt_read", "id": i, "input_tokens": 3}})
     if mode == "huge":
         token(i, "x" * (1 << 20))
@@ -1379,6 +1385,32 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
             .any(|e| e["kind"] == "kill" && e["control"] == "worker protocol"),
         "{events:?}"
     );
+    // An embedding of another size than the model's: a violation like the
+    // others; the honest case (4 numbers, the fake's size) goes through.
+    for (mode, ok) in [("bad_embedding", false), ("normal", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = LocalGgufRunner::builder(
+            model_path(),
+            profile(),
+            ModelResourceRequirements::default(),
+        )
+        .worker_path(python_fake(dir.path(), mode))
+        .embeddings(true)
+        .build()
+        .await
+        .unwrap();
+        match r.embed("Hi", None).await {
+            Ok(e) if ok => assert_eq!(e.embedding, [0.5; 4]),
+            Err(SlmRunnerError::WorkerCrashed { status, .. }) if !ok => {
+                assert!(status.contains("an embedding of 5 numbers"), "{status}")
+            }
+            other => panic!("{mode}: {other:?}"),
+        }
+        assert_eq!(
+            r.execute("Hi", Some(greedy(4))).await.unwrap().response,
+            "ok"
+        );
+    }
     // A worker that stops reading its input: a write that blocks (a prompt
     // larger than the pipe) is bounded; the worker is killed, the request
     // fails naming it, and the next one works.

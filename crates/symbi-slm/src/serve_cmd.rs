@@ -110,6 +110,16 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }
+    // A second signal does not wait for the grace: the process exits now,
+    // and its workers with it (their parent-death signal).
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("symbi-slm serve: second signal, stopping now");
+        std::process::exit(1);
+    });
 }
 
 pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {

@@ -104,7 +104,7 @@ audit_log_path = "{audit}"
 id = "smollm2"
 name = "SmolLM2"
 provider = {{ LocalFile = {{ file_path = "{model}" }} }}
-capabilities = ["TextGeneration"]
+capabilities = ["TextGeneration", "Embeddings"]
 [[slm.model_allow_lists.global_models]]
 id = "other"
 name = "SmolLM2 again"
@@ -434,6 +434,16 @@ fn refusals_are_openai_shaped_named_and_audited() {
         (404, Some("unknown_url")),
         "{body}"
     );
+    // Not JSON (what a web page can send without a preflight): 415.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", s.tokens["a1"]))
+        .args(["-H", "Content-Type: text/plain", "--data-binary"])
+        .arg(&chat)
+        .arg(format!("{}/v1/chat/completions", s.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "415");
     // The allowed case through the same path: 200, and a model list that
     // holds only the agent's models.
     let (code, body) = s.curl("POST", "/v1/chat/completions", Some("a1"), Some(&chat));
@@ -449,7 +459,6 @@ fn refusals_are_openai_shaped_named_and_audited() {
     assert_eq!(ids, ["smollm2", "other"]);
     let (_, body) = s.curl("GET", "/v1/models", Some("a1"), None);
     assert!(!body.contains("other"), "{body}");
-    // No internal detail reached a client: no path, no stderr.
     let m = s.metrics();
     assert_eq!(
         metric(
@@ -519,7 +528,7 @@ fn the_openai_python_client_works_against_the_service() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        5,
+        6,
         "{stdout}"
     );
 }
@@ -722,6 +731,9 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
     s.wait_metrics("both streams to run", Duration::from_secs(120), |m| {
         metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 2.0
     });
+    // Well into their generation: the failure comes in the middle of a
+    // 200 stream, as an error event.
+    std::thread::sleep(Duration::from_millis(800));
     nix_kill(workers[0]);
     for t in streams {
         let out = t.join().unwrap();
@@ -730,8 +742,13 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
             "{}",
             &out[out.len().saturating_sub(500)..]
         );
+        let path = model().display().to_string();
         assert!(
-            !out.contains("stderr") && !out.contains("/proc"),
+            out.starts_with("data: ") && out.contains(r#""text":"#),
+            "the stream had begun: {out}"
+        );
+        assert!(
+            !out.contains("stderr") && !out.contains("/proc") && !out.contains(&path),
             "internal details leaked: {out}"
         );
     }
@@ -758,6 +775,11 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
         2.0,
         "{m}"
     );
+    assert_eq!(
+        metric(&m, "symbi_slm_requests_total", &[r#"status="499""#]),
+        0.0,
+        "a failure in the middle of a stream is the server's, not the client's: {m}"
+    );
     assert!(
         s.log().contains("worker crashed"),
         "the details belong in the log"
@@ -776,11 +798,12 @@ fn nix_kill(pid: u32) {
 fn sigterm_lets_requests_finish_then_stops_every_worker() {
     let _g = serial();
     let mut s = Server::start("shutdown_grace_seconds = 60");
+    // The model loaded first: the worker below is the one the stream uses.
     let (code, _) = s.curl(
         "POST",
         "/v1/chat/completions",
-        Some("a2"),
-        Some(&chat_body("other", "hi", 2, false)),
+        Some("a1"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
     );
     assert_eq!(code, 200);
     let url = format!("{}/v1/chat/completions", s.url);
@@ -805,7 +828,7 @@ fn sigterm_lets_requests_finish_then_stops_every_worker() {
         metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 1.0
     });
     let workers = children(s.pid());
-    assert!(!workers.is_empty());
+    assert_eq!(workers.len(), 1, "{workers:?}");
     let st = Command::new("kill")
         .args(["-TERM", &s.pid().to_string()])
         .status()

@@ -59,6 +59,12 @@ impl Tokens {
                 )
             });
         };
+        if token.is_empty() {
+            return Err(ApiError::unauthorized(
+                "invalid_api_key",
+                "the Authorization header is not `Bearer <token>`",
+            ));
+        }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every hash is compared, whichever matches: the time taken does
         // not depend on which agent (if any) the token belongs to.
@@ -74,20 +80,23 @@ impl Tokens {
     }
 }
 
+/// The token a request presents: `None` when it sends none; an
+/// `Authorization` or `x-api-key` header that is there but unusable (not
+/// Bearer, not ASCII, empty) presents an empty token, which matches no
+/// agent: a 401, never the anonymous agent.
 fn presented(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().ok()?.trim();
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
+        let token = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        return Some(token.unwrap_or(""));
     }
     headers
         .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .map(|v| v.to_str().map(str::trim).unwrap_or(""))
 }
 
 fn parse_hash(s: &str) -> Option<[u8; 32]> {
@@ -174,6 +183,20 @@ mod tests {
             tokens.agent(&bearer("wrong")).unwrap_err().status.as_u16(),
             401
         );
+        // A header that is there but unusable is no way to become `dev`.
+        for bad in ["Basic czpz", "Bearer", "Bearer   ", "token"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
+            let e = tokens.agent(&h).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (401, "invalid_api_key"),
+                "{bad}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static(""));
+        assert_eq!(tokens.agent(&h).unwrap_err().status.as_u16(), 401);
     }
 
     #[test]

@@ -108,6 +108,16 @@ impl ApiError {
         )
     }
 
+    /// 415: the body is not JSON.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)".into(),
+        )
+    }
+
     /// 429 with `Retry-After`.
     pub fn too_many(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         Self {

@@ -35,16 +35,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use symbiont_runtime::config::ServiceSettings;
-use symbiont_runtime::models::{ExecutionResult, LocalGgufRunner, ModelPool, SlmRunnerError};
+use symbiont_runtime::models::{
+    ExecutionMetadata, ExecutionResult, LocalGgufRunner, ModelPool, SlmRunnerError,
+};
 
 use crate::auth::Tokens;
 use crate::error::ApiError;
@@ -67,7 +67,6 @@ struct Shared {
     metrics: Metrics,
     started: i64,
     next_id: AtomicU64,
-    id_prefix: String,
 }
 
 /// Why the service cannot start.
@@ -92,8 +91,6 @@ impl Service {
             .sandbox_profile
             .clone()
             .unwrap_or_else(|| config.default_sandbox_profile.clone());
-        let mut salt = [0u8; 4];
-        let _ = getrandom::fill(&mut salt);
         Self {
             shared: Arc::new(Shared {
                 tokens: Tokens::new(&settings),
@@ -104,7 +101,6 @@ impl Service {
                 metrics: Metrics::new(),
                 started: jiff::Timestamp::now().as_second(),
                 next_id: AtomicU64::new(1),
-                id_prefix: salt.iter().map(|b| format!("{b:02x}")).collect(),
                 pool,
                 settings,
                 profile,
@@ -155,18 +151,17 @@ impl Service {
 
     /// Every route.
     pub fn router(&self) -> Router {
-        let limit = usize::try_from(self.shared.settings.max_body_bytes).unwrap_or(usize::MAX);
         Router::new()
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/v1/completions", post(openai::completions))
             .route("/v1/models", get(openai::models))
+            .route("/v1/embeddings", post(openai::embeddings))
             .route("/v1/execute", post(native::execute))
             .route("/health", get(native::health))
             .route("/ready", get(native::ready))
             .route("/metrics", get(native::metrics))
             .route("/openapi.json", get(native::openapi))
             .fallback(|uri: Uri| async move { ApiError::no_route(uri.path()).into_response() })
-            .layer(DefaultBodyLimit::max(limit))
             .with_state(self.clone())
     }
 
@@ -179,9 +174,20 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Ok(addr) = listener.local_addr() {
+            self.check_listen(addr).map_err(std::io::Error::other)?;
+        }
         let grace = Duration::from_secs(self.shared.settings.shutdown_grace_seconds);
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let app = self.router();
+        // Tokens go out as small writes, one after another: without
+        // TCP_NODELAY, Nagle's algorithm holds each behind the peer's
+        // delayed ACK (up to 40 ms a token).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; requests in progress may finish");
@@ -204,9 +210,23 @@ impl Service {
     }
 
     fn call(&self, endpoint: &'static str) -> Call {
-        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // Random: a global counter would tell an agent how busy the
+        // others are.
+        let mut r = [0u8; 12];
+        if getrandom::fill(&mut r).is_err() {
+            let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            r[..8].copy_from_slice(&n.to_le_bytes());
+        }
+        let prefix = match endpoint {
+            "/v1/chat/completions" => "chatcmpl",
+            "/v1/completions" => "cmpl",
+            _ => "req",
+        };
         Call {
-            id: format!("req-{}-{n}", self.shared.id_prefix),
+            id: format!(
+                "{prefix}-{}",
+                r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
             created: jiff::Timestamp::now().as_second(),
             started: Instant::now(),
             agent: String::new(),
@@ -277,12 +297,16 @@ impl Call {
     }
 
     fn completed(&mut self, service: &Service, r: &ExecutionResult) {
+        self.completed_metadata(service, &r.metadata);
+    }
+
+    fn completed_metadata(&mut self, service: &Service, m: &ExecutionMetadata) {
         self.status = Some(200);
         let model = self.model.as_deref().unwrap_or("-");
         service.shared.metrics.completed(
             &self.agent,
             model,
-            &r.metadata,
+            m,
             self.started.elapsed().as_secs_f64(),
         );
     }
@@ -334,23 +358,36 @@ impl Drop for Call {
     }
 }
 
-/// The request body as `T`: a 413 past the limit, a 400 naming the field
+/// The request body as `T`, read only now (after the token was checked):
+/// a 415 unless it is JSON, a 413 past the limit, a 400 naming the field
 /// that does not parse.
-fn parse_body<T: DeserializeOwned>(
+async fn parse_body<T: DeserializeOwned>(
     service: &Service,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::body_too_large(service.shared.settings.max_body_bytes)
-        } else {
-            ApiError::bad_request(
-                "invalid_body",
-                None,
-                format!("reading the body: {}", e.body_text()),
-            )
-        }
-    })?;
+    // JSON only: a web page cannot send it to a local service without a
+    // CORS preflight, which this service never answers.
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let limit = service.shared.settings.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::body_too_large(limit)
+            } else {
+                ApiError::bad_request("invalid_body", None, format!("reading the body: {e}"))
+            }
+        })?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

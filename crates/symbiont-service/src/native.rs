@@ -2,8 +2,7 @@
 //! result, with the full metadata), and the operator's endpoints:
 //! `/health`, `/ready`, `/metrics`, `/openapi.json`.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,20 +38,17 @@ pub struct ExecuteRequest {
         (status = 200, body = ExecutionResult),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
         (status = 504, body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn execute(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn execute(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
     let mut call = service.call("/v1/execute");
     let result = async {
         call.authenticate(&service, &headers)?;
-        let request: ExecuteRequest = parse_body(&service, body)?;
+        let request: ExecuteRequest = parse_body(&service, &headers, body).await?;
         let mut options = request.options;
         if options.agent_id.as_ref().is_some_and(|a| *a != call.agent) {
             return Err(ApiError::bad_request(
@@ -63,13 +59,14 @@ pub async fn execute(
         }
         options.agent_id = Some(call.agent.clone());
         let max = service.settings().max_prompt_bytes;
-        if request.prompt.len() as u64 > max {
+        let bytes = request.prompt.len() as u64
+            + options.history.iter().map(|m| m.content.len() as u64).sum::<u64>();
+        if bytes > max {
             return Err(ApiError::bad_request(
                 "prompt_too_large",
                 Some("prompt"),
                 format!(
-                    "the prompt is {} bytes, more than {max} (slm.service.max_prompt_bytes)",
-                    request.prompt.len()
+                    "the prompt and its history hold {bytes} bytes, more than {max} (slm.service.max_prompt_bytes)"
                 ),
             ));
         }
@@ -157,14 +154,15 @@ pub async fn ready(State(service): State<Service>) -> Response {
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(service): State<Service>) -> Response {
     let runners = service.pool().metrics().await;
     let text = service.shared.metrics.render(runners);
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            // What prometheus-client writes: OpenMetrics text.
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )

@@ -5,8 +5,7 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -140,6 +139,13 @@ pub struct ChatCompletionRequest {
     pub frequency_penalty: Option<f32>,
     /// Only 0 (not supported).
     pub presence_penalty: Option<f32>,
+    /// Only false (log probabilities are not returned).
+    pub logprobs: Option<bool>,
+    /// Only `{"type": "text"}`.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<serde_json::Value>,
+    /// Accepted; nothing is stored either way.
+    pub store: Option<bool>,
     /// Extension (as llama.cpp's server): keep the k most likely tokens.
     #[schema(minimum = 1)]
     pub top_k: Option<u32>,
@@ -387,9 +393,40 @@ fn text_of(i: usize, c: Content) -> Result<String, ApiError> {
     }
 }
 
+fn stream_options_need_stream(
+    stream: Option<bool>,
+    o: &Option<StreamOptions>,
+) -> Result<(), ApiError> {
+    if o.is_some() && stream != Some(true) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            Some("stream_options"),
+            "stream_options: only allowed with stream: true",
+        ));
+    }
+    Ok(())
+}
+
 impl ChatCompletionRequest {
     pub(crate) fn into_job(self, max_prompt_bytes: u64) -> Result<Job, ApiError> {
         only_one("n", self.n)?;
+        stream_options_need_stream(self.stream, &self.stream_options)?;
+        if self.logprobs == Some(true) {
+            return Err(ApiError::bad_request(
+                "unsupported_parameter",
+                Some("logprobs"),
+                "logprobs: log probabilities are not returned; only false is supported",
+            ));
+        }
+        if let Some(f) = &self.response_format {
+            if f.get("type").and_then(|t| t.as_str()) != Some("text") {
+                return Err(ApiError::bad_request(
+                    "unsupported_parameter",
+                    Some("response_format"),
+                    "response_format: only {\"type\": \"text\"} is supported",
+                ));
+            }
+        }
         only_zero("frequency_penalty", self.frequency_penalty)?;
         only_zero("presence_penalty", self.presence_penalty)?;
         let mut turns = Vec::with_capacity(self.messages.len());
@@ -458,6 +495,7 @@ impl ChatCompletionRequest {
 impl CompletionRequest {
     pub(crate) fn into_job(self, max_prompt_bytes: u64) -> Result<Job, ApiError> {
         only_one("n", self.n)?;
+        stream_options_need_stream(self.stream, &self.stream_options)?;
         only_zero("frequency_penalty", self.frequency_penalty)?;
         only_zero("presence_penalty", self.presence_penalty)?;
         if self.echo == Some(true) {
@@ -616,6 +654,7 @@ async fn answer(
         }
     };
     let mut call = call.hand_off();
+    let mut permit = Some(permit);
     let service = service.clone();
     let include_usage = job.include_usage;
     let opening = match shape {
@@ -626,13 +665,14 @@ async fn answer(
         futures::stream::once(async { Ok(first) })
             .chain(events)
             .flat_map(move |event| {
-                // The permit lives as long as the stream.
-                let _held = &permit;
                 let out: Vec<Result<Event, Infallible>> = match event {
                     Ok(StreamEvent::Token(t)) => {
                         vec![data(&shape.chunk(&call, &model, Some(&t), None))]
                     }
                     Ok(StreamEvent::Done(result)) => {
+                        // The generation is over: its permit is free even
+                        // if the client reads the rest slowly.
+                        permit.take();
                         call.completed(&service, &result);
                         let m = &result.metadata;
                         let mut v = vec![data(&shape.chunk(&call, &model, None, Some(finish(m))))];
@@ -644,7 +684,10 @@ async fn answer(
                     }
                     Ok(_) => vec![],
                     Err(e) => {
+                        permit.take();
                         let e = call.runner_error(&service, e);
+                        // Counted with the status it would have had.
+                        call.status = Some(e.status.as_u16());
                         vec![data(&serde_json::to_value(e.body()).unwrap_or_default())]
                     }
                 };
@@ -710,6 +753,7 @@ fn completion(call: &Call, model: &str, r: ExecutionResult) -> Completion {
         (status = 403, description = "The agent may not use the model", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many requests: concurrency limit or full queue (see Retry-After)", body = ErrorBody),
         (status = 500, description = "The worker failed", body = ErrorBody),
         (status = 503, description = "The model cannot run", body = ErrorBody),
@@ -719,12 +763,12 @@ fn completion(call: &Call, model: &str, r: ExecutionResult) -> Completion {
 pub async fn chat_completions(
     State(service): State<Service>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let mut call = service.call("/v1/chat/completions");
     let result = async {
         call.authenticate(&service, &headers)?;
-        let request: ChatCompletionRequest = parse_body(&service, body)?;
+        let request: ChatCompletionRequest = parse_body(&service, &headers, body).await?;
         let job = request.into_job(service.settings().max_prompt_bytes)?;
         answer(&service, &mut call, job, Shape::Chat).await
     }
@@ -743,7 +787,8 @@ pub async fn chat_completions(
         )),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
         (status = 504, body = ErrorBody),
     ),
@@ -751,12 +796,12 @@ pub async fn chat_completions(
 pub async fn completions(
     State(service): State<Service>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let mut call = service.call("/v1/completions");
     let result = async {
         call.authenticate(&service, &headers)?;
-        let request: CompletionRequest = parse_body(&service, body)?;
+        let request: CompletionRequest = parse_body(&service, &headers, body).await?;
         let job = request.into_job(service.settings().max_prompt_bytes)?;
         answer(&service, &mut call, job, Shape::Text).await
     }
@@ -792,4 +837,246 @@ pub async fn models(State(service): State<Service>, headers: HeaderMap) -> Respo
         .into_response()
     });
     call.respond(result)
+}
+
+/// `input` of an embeddings request: a string or a list of strings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    /// One text.
+    One(String),
+    /// Several texts (at most 256), one vector each, in order.
+    Many(Vec<String>),
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingRequest {
+    /// A model with the `Embeddings` capability.
+    pub model: String,
+    /// The text(s), each at most 256 tokens.
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64` (little-endian 32-bit floats).
+    pub encoding_format: Option<String>,
+    /// Only the model's own size (not supported otherwise).
+    pub dimensions: Option<u32>,
+    /// Accepted, not used.
+    pub user: Option<String>,
+}
+
+/// One vector: numbers, or base64 of little-endian 32-bit floats.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    /// `encoding_format: float`.
+    Float(Vec<f32>),
+    /// `encoding_format: base64`.
+    Base64(String),
+}
+
+/// One embedding.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingObject {
+    /// `embedding`.
+    pub object: String,
+    /// Its input's position.
+    pub index: u32,
+    /// The vector, L2-normalized (mean-pooled over the input's tokens).
+    pub embedding: EmbeddingVector,
+}
+
+/// Token counts of an embeddings request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingUsage {
+    /// Tokens of every input, from the tokenizer.
+    pub prompt_tokens: u32,
+    /// The same.
+    pub total_tokens: u32,
+}
+
+/// The embeddings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingList {
+    /// `list`.
+    pub object: String,
+    /// One per input, in order.
+    pub data: Vec<EmbeddingObject>,
+    /// The model id.
+    pub model: String,
+    /// Token counts.
+    pub usage: EmbeddingUsage,
+}
+
+/// Most inputs in one embeddings request.
+pub const MAX_EMBEDDING_INPUTS: usize = 256;
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Embeddings, OpenAI-compatible, for models with the `Embeddings`
+/// capability: one vector per input.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, body = EmbeddingList),
+        (status = 400, description = "Malformed request, an input too long, or a model without the Embeddings capability", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 500, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn embeddings(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut call = service.call("/v1/embeddings");
+    let result = async {
+        call.authenticate(&service, &headers)?;
+        let request: EmbeddingRequest = parse_body(&service, &headers, body).await?;
+        let base64_out = match request.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    Some("encoding_format"),
+                    format!("encoding_format: `{other}` is neither `float` nor `base64`"),
+                ))
+            }
+        };
+        let inputs = match request.input {
+            EmbeddingInput::One(s) => vec![s],
+            EmbeddingInput::Many(v) => v,
+        };
+        if inputs.is_empty() || inputs.len() > MAX_EMBEDDING_INPUTS {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                Some("input"),
+                format!(
+                    "input: 1 to {MAX_EMBEDDING_INPUTS} texts, got {}",
+                    inputs.len()
+                ),
+            ));
+        }
+        let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
+        let max = service.settings().max_prompt_bytes;
+        if bytes > max {
+            return Err(ApiError::bad_request(
+                "prompt_too_large",
+                Some("input"),
+                format!(
+                    "the inputs hold {bytes} bytes, more than {max} (slm.service.max_prompt_bytes)"
+                ),
+            ));
+        }
+        let (runner, permit) = call.admit(&service, &request.model).await?;
+        let has_capability = service
+            .pool()
+            .catalog()
+            .get_model(&request.model)
+            .is_some_and(|m| {
+                m.capabilities
+                    .contains(&symbiont_runtime::config::ModelCapability::Embeddings)
+            });
+        if !has_capability {
+            return Err(ApiError::bad_request(
+                "model_without_embeddings",
+                Some("model"),
+                format!(
+                    "the model `{}` does not have the Embeddings capability",
+                    request.model
+                ),
+            ));
+        }
+        let mut data = Vec::with_capacity(inputs.len());
+        let mut tokens = 0u32;
+        let mut last = None;
+        for (i, text) in inputs.iter().enumerate() {
+            let options = ExecutionOptions {
+                agent_id: Some(call.agent.clone()),
+                ..Default::default()
+            };
+            let r = runner
+                .embed(text, Some(options))
+                .await
+                .map_err(|e| call.runner_error(&service, e))?;
+            if let Some(d) = request
+                .dimensions
+                .filter(|&d| d as usize != r.embedding.len())
+            {
+                return Err(ApiError::bad_request(
+                    "unsupported_parameter",
+                    Some("dimensions"),
+                    format!(
+                        "dimensions: this model's embeddings have {} numbers, not {d}",
+                        r.embedding.len()
+                    ),
+                ));
+            }
+            tokens += r.metadata.input_tokens.unwrap_or(0);
+            let embedding = if base64_out {
+                let raw: Vec<u8> = r.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
+                EmbeddingVector::Base64(base64(&raw))
+            } else {
+                EmbeddingVector::Float(r.embedding)
+            };
+            data.push(EmbeddingObject {
+                object: "embedding".into(),
+                index: i as u32,
+                embedding,
+            });
+            last = Some(r.metadata);
+        }
+        drop(permit);
+        if let Some(mut m) = last {
+            m.input_tokens = Some(tokens);
+            call.completed_metadata(&service, &m);
+        }
+        Ok(Json(EmbeddingList {
+            object: "list".into(),
+            data,
+            model: request.model,
+            usage: EmbeddingUsage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+        })
+        .into_response())
+    }
+    .await;
+    call.respond(result)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_is_the_standard_alphabet_with_padding() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(super::base64(&1.0f32.to_le_bytes()), "AACAPw==");
+    }
 }

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         crate::openai::chat_completions,
         crate::openai::completions,
         crate::openai::models,
+        crate::openai::embeddings,
         crate::native::execute,
         crate::native::health,
         crate::native::ready,

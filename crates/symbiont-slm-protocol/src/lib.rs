@@ -25,7 +25,7 @@ pub use symbiont_sandbox::ProbeAction;
 pub use symbiont_sandbox::{Applied, Layer, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the
@@ -119,7 +119,18 @@ pub struct GenerateRequest {
     /// The worker stops by itself after this long (the supervisor also
     /// cancels, then kills).
     pub timeout_ms: u64,
+    /// Instead of generating: the embedding of the prompt as it is (no
+    /// template), mean-pooled over its tokens and L2-normalized, sent as
+    /// [`FromWorker::Embedding`] before `Done`. At most
+    /// [`MAX_EMBED_TOKENS`] tokens.
+    #[serde(default)]
+    pub embed: bool,
 }
+
+/// Most tokens an embedding request may have: the worker's embedding
+/// context decodes the whole input in one batch, and llama.cpp keeps an
+/// output row (vocabulary-sized logits and the embedding) per token.
+pub const MAX_EMBED_TOKENS: u32 = 256;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +236,13 @@ pub enum FromWorker {
         /// Why.
         error: RequestError,
     },
+    /// The embedding of an `embed` request (then `Done`).
+    Embedding {
+        /// The request.
+        id: u64,
+        /// `embedding_size` numbers, L2-normalized.
+        vector: Vec<f32>,
+    },
     /// Answer to [`ToWorker::Ping`].
     Pong {
         /// The ping's nonce.
@@ -271,6 +289,9 @@ pub struct ModelFacts {
     pub vocab_size: u32,
     /// Whether the GGUF carries a chat template.
     pub chat_template: bool,
+    /// Length of the model's embeddings (`n_embd`).
+    #[serde(default)]
+    pub embedding_size: u32,
     /// Compute threads.
     pub threads: u32,
     /// Time to load the model and create the context, in milliseconds.

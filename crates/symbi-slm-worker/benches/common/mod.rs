@@ -58,6 +58,7 @@ pub fn summary(v: &[f64], k: f64) -> String {
 }
 
 /// A greedy chat request for [`PROMPT`], [`TOKENS`] tokens.
+#[allow(dead_code)] // not every bench sends protocol requests itself
 pub fn greedy_request(id: u64) -> GenerateRequest {
     GenerateRequest {
         id,
@@ -76,5 +77,6 @@ pub fn greedy_request(id: u64) -> GenerateRequest {
         },
         stop: vec![],
         timeout_ms: 60_000,
+        embed: false,
     }
 }

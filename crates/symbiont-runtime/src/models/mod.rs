@@ -9,12 +9,13 @@ pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
 };
 pub use local_gguf::{
-    default_slots, defaults, gguf, physical_memory_mb, sandbox_exec_plan_for, sandbox_plan_for,
-    sandbox_report, threads_for, Budget, GgufError, GgufSummary, HostBudget, LocalGgufRunner,
-    LocalGgufRunnerBuilder, RunnerLoad, RunnerMetrics, StreamEvent, WORKER_ENV, WORKER_FILE,
+    default_slots, defaults, embed_context_mb, gguf, physical_memory_mb, sandbox_exec_plan_for,
+    sandbox_plan_for, sandbox_report, threads_for, Budget, GgufError, GgufSummary, HostBudget,
+    LocalGgufRunner, LocalGgufRunnerBuilder, RunnerLoad, RunnerMetrics, StreamEvent, WORKER_ENV,
+    WORKER_FILE,
 };
 pub use pool::{ModelPool, ModelPoolBuilder};
 pub use runner::{
-    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
-    PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,
+    ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
+    FinishReason, PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,
 };

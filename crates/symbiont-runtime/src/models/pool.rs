@@ -218,6 +218,11 @@ impl ModelPool {
         .budget(self.inner.budget.clone())
         .keep_alive(Duration::from_secs(keep_alive))
         .pinned(settings.pinned_models.iter().any(|m| m == model_id))
+        .embeddings(
+            model
+                .capabilities
+                .contains(&crate::config::ModelCapability::Embeddings),
+        )
         .audit_log(self.inner.audit.clone())
         .labels(model_id, &profile_name);
         if let Some(w) = &self.inner.worker_path {

@@ -23,6 +23,19 @@ pub trait SlmRunner: Send + Sync {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError>;
+    /// The embedding of `text`. Runners that compute none refuse it
+    /// (the default).
+    async fn embed(
+        &self,
+        text: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<EmbeddingResult, SlmRunnerError> {
+        let _ = (text, options);
+        Err(SlmRunnerError::InvalidInput {
+            field: "model",
+            reason: "this runner computes no embeddings".into(),
+        })
+    }
     /// The profile every execution runs under.
     fn get_sandbox_profile(&self) -> &SandboxProfile;
     /// What the model needs.
@@ -207,6 +220,17 @@ pub struct ExecutionResult {
     /// The generated text.
     pub response: String,
     /// What was measured while generating it.
+    pub metadata: ExecutionMetadata,
+}
+
+/// An embedding and what was measured computing it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingResult {
+    /// The vector, L2-normalized.
+    pub embedding: Vec<f32>,
+    /// Tokens (`input_tokens`), times, the worker's peak memory, sandbox
+    /// layers.
     pub metadata: ExecutionMetadata,
 }
 

@@ -13,6 +13,7 @@ use super::{
 use crate::audit::AuditLog;
 use crate::config::{ModelResourceRequirements, SandboxProfile};
 use crate::models::{ResourceLimit, SlmRunnerError};
+use symbiont_slm_protocol::MAX_EMBED_TOKENS;
 
 /// Builds a [`LocalGgufRunner`] with non-default settings.
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub struct LocalGgufRunnerBuilder {
     slots: Option<u32>,
     budget: Option<Arc<Budget>>,
     pinned: bool,
+    embeddings: bool,
     audit: AuditLog,
     labels: Option<(String, String)>,
 }
@@ -52,6 +54,7 @@ impl LocalGgufRunnerBuilder {
             slots: None,
             budget: None,
             pinned: false,
+            embeddings: false,
             audit: AuditLog::tracing_only(),
             labels: None,
         }
@@ -119,11 +122,33 @@ impl LocalGgufRunnerBuilder {
         self
     }
 
+    /// Lets the runner compute embeddings ([`LocalGgufRunner::embed`]):
+    /// its workers then make an embedding context on the first embedding
+    /// request, and the memory it takes ([`embed_context_mb`]) is counted
+    /// in the worker's estimate (fewer default slots within
+    /// `max_memory_mb`, a larger lease). Off by default; the pool turns it
+    /// on for models with the `Embeddings` capability.
+    pub fn embeddings(mut self, on: bool) -> Self {
+        self.embeddings = on;
+        self
+    }
+
     /// Validates the model file and the settings; starts nothing.
     pub async fn build(mut self) -> Result<LocalGgufRunner, SlmRunnerError> {
         self.model_path = resolve_model_path(&self.model_path)?;
         let (_, summary) = open_model_file_blocking(&self.model_path).await?;
-        let max_mb = self.profile.resources.max_memory_mb;
+        let embed_mb = if self.embeddings {
+            embed_context_mb(&summary)
+        } else {
+            0
+        };
+        // What the generation slots may use: the embedding context's share
+        // comes first.
+        let max_mb = self
+            .profile
+            .resources
+            .max_memory_mb
+            .saturating_sub(embed_mb);
         let file_mb = summary.file_size.div_ceil(1024 * 1024);
         if file_mb > max_mb {
             return Err(SlmRunnerError::ResourceLimitExceeded {
@@ -272,7 +297,7 @@ impl LocalGgufRunnerBuilder {
                 reason: "a pinned model keeps one shared worker loaded, but this profile isolates agents (security.isolate_agents = true: a worker per agent); pin it under a profile with isolate_agents = false".into(),
             });
         }
-        let need_mb = resident_need_mb(&summary, context_size, slots);
+        let need_mb = resident_need_mb(&summary, context_size, slots) + embed_mb;
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
                 audit: self.audit,
@@ -296,6 +321,7 @@ impl LocalGgufRunnerBuilder {
                     .unwrap_or_else(|| Budget::new(HostBudget::from_host())),
                 need_mb,
                 pinned: self.pinned,
+                embeddings: self.embeddings,
                 tenants: StdMutex::new(Default::default()),
                 counters: Arc::default(),
                 facts: StdMutex::new(None),
@@ -333,6 +359,22 @@ fn model_and_caches_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> 
         .map(|b| b.saturating_mul(u64::from(context_size)))
         .unwrap_or(summary.file_size / 8);
     (summary.file_size + per_slot.saturating_mul(u64::from(slots))).div_ceil(MB)
+}
+
+/// The embedding context of a worker, MB: the KV cache of
+/// [`MAX_EMBED_TOKENS`] tokens, an output row per token (the vocabulary's
+/// logits and the embedding, 4 bytes each; llama.cpp keeps logits even in
+/// embedding mode), and 16 MB of compute buffers. A header without a
+/// vocabulary size is taken as 152,064 tokens (a large one).
+pub fn embed_context_mb(summary: &GgufSummary) -> u64 {
+    const MB: u64 = 1024 * 1024;
+    let tokens = u64::from(MAX_EMBED_TOKENS);
+    let kv = summary
+        .kv_bytes_per_token()
+        .map_or(summary.file_size / 8, |b| b.saturating_mul(tokens));
+    let row = (summary.vocab_size.unwrap_or(152_064) + summary.embedding_length.unwrap_or(8192))
+        .saturating_mul(4);
+    (kv + row.saturating_mul(tokens)).div_ceil(MB) + 16
 }
 
 /// The default slots: as many as `max_memory_mb` holds, at most

@@ -49,6 +49,8 @@ pub(super) enum Event {
     },
     /// The request's deadline passed (the worker stopped it, or was killed).
     Timeout,
+    /// The embedding of an embedding request (then `Done`).
+    Embedding(Vec<f32>),
     /// The request failed.
     Failed(SlmRunnerError),
     /// The worker was lost before this request received anything, through
@@ -261,6 +263,8 @@ struct Active {
     bytes: usize,
     /// Whether anything reached the caller.
     received: bool,
+    /// An embedding request: one `Embedding`, no text.
+    embed: bool,
 }
 
 struct Driver {
@@ -384,6 +388,7 @@ impl Driver {
             } => {
                 let id = request.id;
                 let max_tokens = request.max_tokens as usize;
+                let embed = request.embed;
                 if self.draining {
                     let _ = events.send(Event::Retry(permit));
                     return Ok(());
@@ -415,6 +420,7 @@ impl Driver {
                         frames: 0,
                         bytes: 0,
                         received: false,
+                        embed,
                     },
                 );
                 Ok(())
@@ -512,6 +518,9 @@ impl Driver {
                 let Some(a) = self.active.get_mut(&id) else {
                     return violation(stray(&msg), None);
                 };
+                if a.embed {
+                    return violation(format!("text for embedding request {id}"), Some(id));
+                }
                 // What an honest worker can send for a request, at most: no
                 // more pieces than it or the context allows, each small.
                 let frame_cap = a.max_tokens.min(self.settings.context_size as usize) + 2;
@@ -543,10 +552,43 @@ impl Driver {
                 }
                 Ok(())
             }
+            FromWorker::Embedding { id, vector } => {
+                let size = self.w.facts.embedding_size as usize;
+                let Some(a) = self.active.get_mut(&id) else {
+                    return violation(
+                        format!("an embedding for request {id}, which is not running"),
+                        None,
+                    );
+                };
+                // Exactly one, of the model's size, finite, for a request
+                // that asked for it.
+                if !a.embed
+                    || a.frames > 0
+                    || vector.len() != size
+                    || vector.iter().any(|x| !x.is_finite())
+                {
+                    let why = format!(
+                        "an embedding of {} numbers for request {id} (expected one of {size} finite numbers, for an embedding request)",
+                        vector.len()
+                    );
+                    return violation(why, Some(id));
+                }
+                a.frames += 1;
+                a.received = true;
+                let _ = a.events.send(Event::Embedding(vector));
+                Ok(())
+            }
             FromWorker::Done { id, stats } => {
                 let Some(a) = self.active.remove(&id) else {
                     return violation(format!("done for request {id}, which is not running"), None);
                 };
+                if a.embed && a.frames == 0 && !a.timed_out && a.cancelled.is_none() {
+                    self.active.insert(id, a);
+                    return violation(
+                        format!("done without an embedding for request {id}"),
+                        Some(id),
+                    );
+                }
                 if stats.output_tokens as usize > a.max_tokens {
                     let why = format!(
                         "{} tokens reported for max_tokens = {}",

@@ -52,6 +52,8 @@ pub struct GgufSummary {
     /// `<architecture>.attention.head_count_kv` (grouped-query attention;
     /// absent means one per head).
     pub head_count_kv: Option<u64>,
+    /// Entries of `tokenizer.ggml.tokens`: the vocabulary's size.
+    pub vocab_size: Option<u64>,
 }
 
 impl GgufSummary {
@@ -144,6 +146,7 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
 
     let mut strings: BTreeMap<String, String> = BTreeMap::new();
     let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
+    let mut arrays: BTreeMap<String, u64> = BTreeMap::new();
     let mut alignment = 32u64;
     for _ in 0..metadata_count {
         let key = r.string(MAX_KEY_BYTES, "key length")?;
@@ -160,6 +163,9 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
                     alignment = n;
                 }
                 numbers.insert(key, n);
+            }
+            Value::Array(n) => {
+                arrays.insert(key, n);
             }
             Value::Other => {}
         }
@@ -222,6 +228,7 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
         embedding_length: arch_number("embedding_length"),
         head_count: arch_number("attention.head_count"),
         head_count_kv: arch_number("attention.head_count_kv"),
+        vocab_size: arrays.get("tokenizer.ggml.tokens").copied(),
         version,
         tensor_count,
         metadata_count,
@@ -266,6 +273,8 @@ fn tensor_bytes(ty: u32, elements: u64) -> Option<u64> {
 enum Value {
     Str(String),
     Num(u64),
+    /// An array: its length.
+    Array(u64),
     Other,
 }
 
@@ -420,7 +429,7 @@ impl<R: Read> Reader<R> {
                 }
             }
         }
-        Ok(Value::Other)
+        Ok(Value::Array(count))
     }
 }
 

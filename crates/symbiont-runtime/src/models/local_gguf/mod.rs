@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
 pub use budget::{physical_memory_mb, Budget, HostBudget};
-pub use builder::{default_slots, threads_for, LocalGgufRunnerBuilder};
+pub use builder::{default_slots, embed_context_mb, threads_for, LocalGgufRunnerBuilder};
 pub use gguf::{GgufError, GgufSummary};
 pub use metrics::RunnerMetrics;
 pub use sandbox_plan::{
@@ -64,7 +64,9 @@ use self::metrics::Counters;
 use self::queue::Admission;
 use crate::audit::AuditLog;
 use crate::config::{ModelResourceRequirements, SandboxProfile};
-use crate::models::{ExecutionOptions, ExecutionResult, RunnerInfo, SlmRunner, SlmRunnerError};
+use crate::models::{
+    EmbeddingResult, ExecutionOptions, ExecutionResult, RunnerInfo, SlmRunner, SlmRunnerError,
+};
 
 /// Environment variable naming the worker executable (absolute path).
 pub const WORKER_ENV: &str = "SYMBI_SLM_WORKER";
@@ -203,6 +205,8 @@ struct Shared {
     budget: Arc<Budget>,
     /// Estimated memory of one worker, MB.
     need_mb: u64,
+    /// Whether [`LocalGgufRunner::embed`] may run.
+    embeddings: bool,
     /// Loaded until the runner is dropped, never evicted.
     pinned: bool,
     /// Who shares a worker: one tenant for all requests, or one per agent.
@@ -345,6 +349,24 @@ impl LocalGgufRunner {
             .await
     }
 
+    /// The embedding of `text` as the model sees it (no chat template):
+    /// mean-pooled over its tokens, L2-normalized, `embedding_size`
+    /// numbers; at most `MAX_EMBED_TOKENS` (256) tokens. The request goes
+    /// through the same queue, slots, deadlines and sandbox as a
+    /// generation; `metadata.input_tokens` counts its tokens. The runner
+    /// must be built with [`LocalGgufRunnerBuilder::embeddings`].
+    pub async fn embed(
+        &self,
+        text: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<EmbeddingResult, SlmRunnerError> {
+        let (result, embedding) = self.shared.embed(text, options.unwrap_or_default()).await?;
+        Ok(EmbeddingResult {
+            embedding,
+            metadata: result.metadata,
+        })
+    }
+
     /// Loads the model now instead of on first use.
     pub async fn preload(&self) -> Result<(), SlmRunnerError> {
         let deadline = Instant::now() + defaults::LOAD_TIMEOUT;
@@ -415,6 +437,14 @@ impl SlmRunner for LocalGgufRunner {
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         LocalGgufRunner::execute(self, prompt, options).await
+    }
+
+    async fn embed(
+        &self,
+        text: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<EmbeddingResult, SlmRunnerError> {
+        LocalGgufRunner::embed(self, text, options).await
     }
 
     fn get_sandbox_profile(&self) -> &SandboxProfile {

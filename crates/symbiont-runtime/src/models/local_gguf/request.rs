@@ -41,15 +41,55 @@ impl Shared {
             .record(&event, self.profile.security.enable_audit_logging);
     }
 
-    /// Runs a request and records its security-relevant failure, if any.
+    /// Runs a generation and records its security-relevant failure, if
+    /// any.
     pub(super) async fn run(
         self: &Arc<Self>,
         prompt: &str,
         options: ExecutionOptions,
         on_token: impl FnMut(&str) -> bool + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
+        self.run_job(prompt, options, false, on_token, |_| {}).await
+    }
+
+    /// Computes the embedding of `text` (a request like any other: the
+    /// queue, a slot, the worker, the same failures and audit).
+    pub(super) async fn embed(
+        self: &Arc<Self>,
+        text: &str,
+        options: ExecutionOptions,
+    ) -> Result<(ExecutionResult, Vec<f32>), SlmRunnerError> {
+        if !self.embeddings {
+            return Err(SlmRunnerError::InvalidInput {
+                field: "model",
+                reason: "this runner was built without embeddings (LocalGgufRunnerBuilder::embeddings; the pool turns them on for models with the Embeddings capability)".into(),
+            });
+        }
+        let mut vector = None;
+        let result = self
+            .run_job(text, options, true, |_| true, |v| vector = Some(v))
+            .await?;
+        // The driver lets `Done` through for an embedding request only
+        // after its embedding.
+        let vector = vector.ok_or_else(|| SlmRunnerError::ExecutionFailed {
+            reason: "the worker finished without an embedding".into(),
+        })?;
+        Ok((result, vector))
+    }
+
+    /// Runs a request and records its security-relevant failure, if any.
+    async fn run_job(
+        self: &Arc<Self>,
+        prompt: &str,
+        options: ExecutionOptions,
+        embed: bool,
+        on_token: impl FnMut(&str) -> bool + Send,
+        on_embedding: impl FnMut(Vec<f32>) + Send,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
         let agent = options.agent_id.clone();
-        let result = self.run_inner(prompt, options, on_token).await;
+        let result = self
+            .run_inner(prompt, options, embed, on_token, on_embedding)
+            .await;
         self.counters.finished(result.as_ref().ok().map(|r| {
             let m = &r.metadata;
             (
@@ -89,10 +129,24 @@ impl Shared {
         self: &Arc<Self>,
         prompt: &str,
         options: ExecutionOptions,
+        embed: bool,
         mut on_token: impl FnMut(&str) -> bool + Send,
+        mut on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
         let mut request = self.request(prompt, &options)?;
+        if embed {
+            if !options.history.is_empty() {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: "history",
+                    reason: "an embedding is of one text; it takes no history".into(),
+                });
+            }
+            // The text as it is, no template, nothing generated.
+            request.embed = true;
+            request.chat = false;
+            request.max_tokens = 1;
+        }
         let timeout = Duration::from_millis(request.timeout_ms);
         let deadline = started + timeout;
         let timeout_err = || SlmRunnerError::ExecutionTimeout {
@@ -187,6 +241,10 @@ impl Shared {
                             consumer_gone = true;
                             let _ = driven.send(Command::Cancel { id });
                         }
+                    }
+                    Some(Event::Embedding(v)) => {
+                        ttft.get_or_insert_with(|| ms(started.elapsed()));
+                        on_embedding(v);
                     }
                     Some(Event::Done { stats, peak_rss }) => break Ok((stats, peak_rss)),
                     Some(Event::Timeout) => break Err(Ok(timeout_err())),
@@ -331,6 +389,7 @@ impl Shared {
             },
             stop: o.stop.clone(),
             timeout_ms: timeout.as_millis() as u64,
+            embed: false,
         };
         // The frame must fit the protocol (JSON escapes a control character
         // as six bytes): refused here, never at the worker's pipe.

@@ -24,7 +24,7 @@ use crate::models::SlmRunnerError;
 /// Largest frame the supervisor reads from a worker. A worker's messages
 /// are small (a token's text, figures, the model's facts); a bigger frame
 /// is a protocol violation, refused before its bytes are read.
-pub(super) const MAX_FRAME_FROM_WORKER: usize = 64 * 1024;
+pub(super) const MAX_FRAME_FROM_WORKER: usize = 256 * 1024;
 /// Longest text one piece may carry: llama.cpp's pieces are a few bytes,
 /// but text held back while it might start a stop sequence (at most
 /// `MAX_STOP_BYTES`) comes out with a later piece.
@@ -694,6 +694,7 @@ fn placeholder_facts() -> ModelFacts {
         context_size: 0,
         vocab_size: 0,
         chat_template: false,
+        embedding_size: 0,
         threads: 0,
         load_ms: 0.0,
         sandbox: symbiont_slm_protocol::Applied {
