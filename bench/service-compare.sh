@@ -6,7 +6,8 @@
 # requests of 64 tokens (greedy, the same prompts), through
 # /v1/chat/completions. Prints total generated tokens/s and the time to
 # first token as the client saw them (medians [min–max] over ROUNDS), and
-# the ratios. The two servers run one after the other, never together.
+# the ratios. Both servers stay up (idle, neither uses the CPU); the client
+# drives one at a time, alternating which goes first in each round.
 #
 #   bench/build-reference-llama.sh llama-server   # once, ~15 min
 #   bench/service-compare.sh [ROUNDS]
@@ -25,21 +26,23 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-drive() { # URL TOKEN ROUNDS → JSON
+drive() { # URL_A TOKEN_A URL_B TOKEN_B ROUNDS → JSON {a: …, b: …}
   python3 - "$@" <<'PY'
 import json, statistics, sys, threading, time, urllib.request
-base, token, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for _ in range(300):
-    try:
-        if urllib.request.urlopen(base + "/health", timeout=1).status == 200:
-            break
-    except Exception:
-        time.sleep(0.1)
-else:
-    sys.exit(f"{base} did not come up")
+sides = {"a": (sys.argv[1], sys.argv[2]), "b": (sys.argv[3], sys.argv[4])}
+rounds = int(sys.argv[5])
+for base, _ in sides.values():
+    for _ in range(600):
+        try:
+            if urllib.request.urlopen(base + "/health", timeout=1).status == 200:
+                break
+        except Exception:
+            time.sleep(0.1)
+    else:
+        sys.exit(f"{base} did not come up")
 prompts = ["Explain quantum computing in simple words.", "Write a short story about a lighthouse keeper.",
            "Describe how a bicycle works.", "Explain why the sky is blue."]
-def one(i, out):
+def one(base, token, i, out):
     body = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": prompts[i % 4]}],
                        "max_tokens": 64, "temperature": 0, "stream": True,
                        "stream_options": {"include_usage": True}}).encode()
@@ -57,23 +60,28 @@ def one(i, out):
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     out[i] = (ttft, tokens)
-def run(n):
+def run(side, n):
+    base, token = sides[side]
     out = [None] * n
     started = time.monotonic()
-    ts = [threading.Thread(target=one, args=(i, out)) for i in range(n)]
+    ts = [threading.Thread(target=one, args=(base, token, i, out)) for i in range(n)]
     for t in ts: t.start()
     for t in ts: t.join()
     return sum(o[1] for o in out) / (time.monotonic() - started), [o[0] for o in out]
-run(4)  # warm-up: the model loaded, the prompts cached
-res = {}
+for side in sides:
+    run(side, 4)  # warm-up: the model loaded, the prompts cached
+res = {side: {} for side in sides}
 for n in (1, 4):
-    tps, ttft = [], []
-    for _ in range(rounds):
-        time.sleep(0.3)
-        t, f = run(n)
-        tps.append(t); ttft.extend(f)
-    res[n] = {"tps": [statistics.median(tps), min(tps), max(tps)],
-              "ttft": [statistics.median(ttft), min(ttft), max(ttft)]}
+    got = {side: ([], []) for side in sides}
+    for r in range(rounds):
+        # Alternate which side goes first.
+        for side in (("a", "b") if r % 2 == 0 else ("b", "a")):
+            time.sleep(0.3)
+            t, f = run(side, n)
+            got[side][0].append(t); got[side][1].extend(f)
+    for side, (tps, ttft) in got.items():
+        res[side][n] = {"tps": [statistics.median(tps), min(tps), max(tps)],
+                        "ttft": [statistics.median(ttft), min(ttft), max(ttft)]}
 print(json.dumps(res))
 PY
 }
@@ -82,8 +90,6 @@ PORT=18091
 "$SERVER" -m "$MODEL" -t 2 -tb 2 -np 4 -c 8192 --port "$PORT" --host 127.0.0.1 \
   --jinja --no-webui >"$tmp/llama-server.log" 2>&1 &
 pids+=($!)
-theirs=$(drive "http://127.0.0.1:$PORT" none "$ROUNDS")
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 
 token=$("$BIN/symbi-slm" agents token bench 2>/dev/null)
 cat >"$tmp/service.toml" <<TOML
@@ -106,7 +112,9 @@ TOML
 "$BIN/symbi-slm" --config "$tmp/service.toml" serve --worker "$BIN/symbi-slm-worker" \
   >"$tmp/serve.out" 2>"$tmp/serve.log" &
 pids+=($!)
-ours=$(drive "http://127.0.0.1:$((PORT + 1))" "$(echo "$token" | head -1)" "$ROUNDS")
+both=$(drive "http://127.0.0.1:$PORT" none "http://127.0.0.1:$((PORT + 1))" "$(echo "$token" | head -1)" "$ROUNDS")
+theirs=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["a"]))' "$both")
+ours=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["b"]))' "$both")
 
 python3 - "$theirs" "$ours" <<'PY'
 import json, sys

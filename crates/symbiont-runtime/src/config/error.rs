@@ -250,4 +250,10 @@ pub enum Problem {
     /// not repeated: it may be a token pasted by mistake).
     #[error("must be `sha256:` followed by the 64 lowercase hex digits of the token's SHA-256 (`symbi-slm agents token AGENT` prints the line); the config never holds a token itself")]
     BadTokenHash,
+    /// Two agents have the same token.
+    #[error("the same token hash as agent `{first}`: one token would prove two agents; make a token per agent")]
+    DuplicateTokenHash {
+        /// The agent that has it first.
+        first: String,
+    },
 }

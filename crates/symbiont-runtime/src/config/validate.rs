@@ -475,6 +475,18 @@ fn check_service(slm: &Slm, out: &mut Issues) {
         }
         if !is_token_hash(hash) {
             out.push((key, Problem::BadTokenHash));
+        } else if let Some((first, _)) = svc
+            .agent_tokens
+            .iter()
+            .find(|(a, h)| *h == hash && a.as_str() < agent.as_str())
+        {
+            // One token would prove two agents: whichever matched last.
+            out.push((
+                key,
+                Problem::DuplicateTokenHash {
+                    first: first.clone(),
+                },
+            ));
         }
     }
     if let Some(agent) = svc.anonymous_agent.as_ref().filter(|a| !is_identifier(a)) {

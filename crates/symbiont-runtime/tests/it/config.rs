@@ -537,6 +537,11 @@ fn the_service_table_is_checked_and_never_echoes_a_token() {
         |p| matches!(p, Problem::BadTokenHash),
     );
     invalid(
+        &format!("[slm]\n[slm.service.agent_tokens]\na1 = \"{hash}\"\na2 = \"{hash}\"\n"),
+        "slm.service.agent_tokens.a2",
+        |p| matches!(p, Problem::DuplicateTokenHash { first } if first == "a1"),
+    );
+    invalid(
         "[slm]\n[slm.service]\nlisten = \"localhost\"\n",
         "slm.service.listen",
         |p| matches!(p, Problem::InvalidName { .. }),
