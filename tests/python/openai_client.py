@@ -5,6 +5,7 @@ with SYMBI_URL (…/v1), SYMBI_TOKEN_A1 (may use model `smollm2`),
 SYMBI_TOKEN_A2 (may use models `smollm2` and `other`), and slm.service.max_concurrent_per_agent = 2.
 """
 
+import json
 import os
 import sys
 
@@ -113,6 +114,11 @@ def embeddings():
     assert len(a) == len(b) == 576, len(a)
     assert abs(math.sqrt(sum(x * x for x in a)) - 1) < 1e-3
     assert r.usage.prompt_tokens >= 8 and r.usage.total_tokens == r.usage.prompt_tokens, r.usage
+    # What went over the wire was base64 (4 bytes a number), not numbers
+    # the client happened to accept.
+    raw = c.embeddings.with_raw_response.create(model="smollm2", input="The cat sat on the mat.")
+    wire = json.loads(raw.http_response.text)["data"][0]["embedding"]
+    assert isinstance(wire, str) and len(wire) == 4 * ((576 * 4 + 2) // 3), len(wire)
     f = c.embeddings.create(model="smollm2", input="The cat sat on the mat.", encoding_format="float")
     assert max(abs(x - y) for x, y in zip(f.data[0].embedding, a)) < 1e-4
     assert sum(x * y for x, y in zip(a, b)) < 0.9999

@@ -89,6 +89,8 @@ pub struct Slots<'e, 'm> {
     clock: u64,
     /// The embedding context, made on the first embedding request.
     embed_ctx: Option<LlamaContext<'m>>,
+    /// Why it could not be made, if it could not.
+    embed_failed: Option<String>,
 }
 
 impl<'e, 'm> Slots<'e, 'm>
@@ -116,6 +118,7 @@ where
             per_slot: per_slot as usize,
             clock: 0,
             embed_ctx: None,
+            embed_failed: None,
         }
     }
 
@@ -305,11 +308,17 @@ where
                 },
             );
         }
+        if let Some(detail) = &self.embed_failed {
+            // Not tried again: each try is a large allocation.
+            let detail = detail.clone();
+            return fail(&mut send, RequestError::Decode { detail });
+        }
         if self.embed_ctx.is_none() {
             match self.engine.new_embedding_context() {
                 Ok(c) => self.embed_ctx = Some(c),
                 Err((_, detail)) => {
                     let detail = format!("creating the embedding context: {detail}");
+                    self.embed_failed = Some(detail.clone());
                     return fail(&mut send, RequestError::Decode { detail });
                 }
             }
@@ -338,9 +347,13 @@ where
         };
         ctx.clear_kv_cache();
         let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 && norm.is_finite() {
-            vector.iter_mut().for_each(|x| *x /= norm);
+        if !(norm > 0.0 && norm.is_finite()) {
+            // An input that overflows the model's arithmetic: this request
+            // fails, the worker goes on.
+            let detail = format!("the embedding has no finite direction (norm {norm})");
+            return fail(&mut send, RequestError::Decode { detail });
         }
+        vector.iter_mut().for_each(|x| *x /= norm);
         send(&FromWorker::Embedding { id: req.id, vector });
         let total_ms = started.elapsed().as_secs_f64() * 1e3;
         let stats = GenerationStats {

@@ -601,6 +601,22 @@ async fn embeddings_are_unit_vectors_of_the_text_and_leave_generation_alone() {
     .build()
     .await
     .unwrap();
+    // `secure`'s 512 MB cannot hold a 2048-token slot beside the embedding
+    // context: refused at build, with the numbers, not at the first embed.
+    let refused = LocalGgufRunner::builder(
+        model_path(),
+        symbiont_runtime::config::SandboxProfile::secure(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(worker())
+    .embeddings(true)
+    .build()
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, SlmRunnerError::ResourceLimitExceeded { detail, .. } if detail.contains("embedding context")),
+        "{refused}"
+    );
     // Its lease counts the embedding context.
     assert!(r.worker_memory_estimate_mb() > plain.worker_memory_estimate_mb() + 40);
     let greedy = options(24, 0.0, 1);
@@ -658,4 +674,57 @@ async fn embeddings_are_unit_vectors_of_the_text_and_leave_generation_alone() {
     // The worker is still the same one and still serves.
     assert_eq!(r.metrics().worker_failures, 0);
     assert!(r.embed("still here", None).await.is_ok());
+}
+
+/// The memory estimate holds what the kernel measures: a worker's resident
+/// peak (VmHWM) after a 250-word embedding stays within the lease the
+/// runner takes for it, with embeddings and without.
+#[tokio::test]
+async fn the_embedding_context_is_within_the_memory_estimate() {
+    let _serial = serial();
+    for embeddings in [false, true] {
+        let r = LocalGgufRunner::builder(
+            model_path(),
+            profile(),
+            ModelResourceRequirements::default(),
+        )
+        .worker_path(worker())
+        .slots(1)
+        .embeddings(embeddings)
+        .build()
+        .await
+        .unwrap();
+        r.execute("Hi", Some(options(4, 0.0, 1))).await.unwrap();
+        if embeddings {
+            let text = "word ".repeat(250);
+            r.embed(&text, None).await.unwrap();
+        }
+        let pid = r.worker_pid().await.unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let pick = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .unwrap()
+                .to_string()
+        };
+        eprintln!(
+            "embeddings {embeddings}: estimate {} MB; {} {} {}",
+            r.worker_memory_estimate_mb(),
+            pick("VmPeak"),
+            pick("VmHWM"),
+            pick("VmRSS")
+        );
+        let hwm_mb = pick("VmHWM")
+            .split_whitespace()
+            .nth(1)
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap()
+            / 1024;
+        assert!(
+            hwm_mb <= r.worker_memory_estimate_mb(),
+            "embeddings {embeddings}: VmHWM {hwm_mb} MB above the estimate {} MB",
+            r.worker_memory_estimate_mb()
+        );
+    }
 }

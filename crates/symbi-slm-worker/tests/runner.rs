@@ -1279,8 +1279,13 @@ while True:
         continue
     i = m["id"]
     if m.get("embed"):
-        n = 5 if mode == "bad_embedding" else 4
-        send({{"type": "embedding", "id": i, "vector": [0.5] * n}})
+        v = [0.5] * (5 if mode == "bad_embedding" else 4)
+        if mode == "text_for_embed":
+            token(i, "x")
+        if mode != "done_without_embedding":
+            send({{"type": "embedding", "id": i, "vector": v}})
+        if mode == "embed_twice":
+            send({{"type": "embedding", "id": i, "vector": v}})
         done(i, 0)
         continue
     send({{"type": "prompt_read", "id": i, "input_tokens": 3}})
@@ -1291,6 +1296,8 @@ while True:
             token(i, "x")
     elif mode == "forged":
         token(i + 1, "x")
+    elif mode == "embed_for_generate":
+        send({{"type": "embedding", "id": i, "vector": [0.5] * 4}})
     elif mode == "overcount":
         token(i, "ok")
         done(i, 1000000)
@@ -1385,9 +1392,16 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
             .any(|e| e["kind"] == "kill" && e["control"] == "worker protocol"),
         "{events:?}"
     );
-    // An embedding of another size than the model's: a violation like the
-    // others; the honest case (4 numbers, the fake's size) goes through.
-    for (mode, ok) in [("bad_embedding", false), ("normal", true)] {
+    // Embeddings: one, of the model's size, for an embedding request only,
+    // before its Done; anything else is a violation like the others, and
+    // the honest case (4 numbers, the fake's size) goes through.
+    for (mode, why) in [
+        ("bad_embedding", Some("an embedding of 5 numbers")),
+        ("embed_twice", Some("an embedding of 4 numbers")),
+        ("text_for_embed", Some("text for embedding request")),
+        ("done_without_embedding", Some("without an embedding")),
+        ("normal", None),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let r = LocalGgufRunner::builder(
             model_path(),
@@ -1399,17 +1413,27 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
         .build()
         .await
         .unwrap();
-        match r.embed("Hi", None).await {
-            Ok(e) if ok => assert_eq!(e.embedding, [0.5; 4]),
-            Err(SlmRunnerError::WorkerCrashed { status, .. }) if !ok => {
-                assert!(status.contains("an embedding of 5 numbers"), "{status}")
+        match (r.embed("Hi", None).await, why) {
+            (Ok(e), None) => assert_eq!(e.embedding, [0.5; 4]),
+            (Err(SlmRunnerError::WorkerCrashed { status, .. }), Some(why)) => {
+                assert!(status.contains(why), "{mode}: {status}")
             }
-            other => panic!("{mode}: {other:?}"),
+            (other, _) => panic!("{mode}: {other:?}"),
         }
         assert_eq!(
             r.execute("Hi", Some(greedy(4))).await.unwrap().response,
-            "ok"
+            "ok",
+            "{mode}"
         );
+    }
+    // An embedding sent for a generation.
+    let dir = tempfile::tempdir().unwrap();
+    let r = runner_for("embed_for_generate", &dir).await.unwrap();
+    match r.execute("Hi", Some(greedy(4))).await {
+        Err(SlmRunnerError::WorkerCrashed { status, .. }) => {
+            assert!(status.contains("an embedding of 4 numbers"), "{status}")
+        }
+        other => panic!("embed_for_generate: {other:?}"),
     }
     // A worker that stops reading its input: a write that blocks (a prompt
     // larger than the pipe) is bounded; the worker is killed, the request

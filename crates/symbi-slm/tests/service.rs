@@ -494,20 +494,26 @@ fn refusals_are_openai_shaped_named_and_audited() {
 #[test]
 fn a_non_loopback_address_needs_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[slm]\nenabled = true\n").unwrap();
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(&path)
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("not a loopback address") && err.contains("agent token"),
-        "{err}"
-    );
+    let (_, line) = token("a1");
+    for (config, why) in [
+        ("[slm]\nenabled = true\n".to_string(), "agent token"),
+        (
+            format!("[slm]\nenabled = true\n[slm.service]\nanonymous_agent = \"dev\"\n[slm.service.agent_tokens]\n{line}\n"),
+            "anonymous_agent",
+        ),
+    ] {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&path)
+            .args(["serve", "--listen", "0.0.0.0:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a loopback address") && err.contains(why), "{err}");
+    }
 }
 
 #[test]

@@ -229,7 +229,7 @@ impl Usage {
         Self {
             prompt_tokens: p,
             completion_tokens: c,
-            total_tokens: p + c,
+            total_tokens: p.saturating_add(c),
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: m.cached_tokens.unwrap_or(0),
             },
@@ -1034,7 +1034,7 @@ pub async fn embeddings(
                     ),
                 ));
             }
-            tokens += r.metadata.input_tokens.unwrap_or(0);
+            tokens = tokens.saturating_add(r.metadata.input_tokens.unwrap_or(0));
             let embedding = if base64_out {
                 let raw: Vec<u8> = r.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
                 EmbeddingVector::Base64(base64(&raw))

@@ -11,8 +11,8 @@ pub use catalog::{
 pub use local_gguf::{
     default_slots, defaults, embed_context_mb, gguf, physical_memory_mb, sandbox_exec_plan_for,
     sandbox_plan_for, sandbox_report, threads_for, Budget, GgufError, GgufSummary, HostBudget,
-    LocalGgufRunner, LocalGgufRunnerBuilder, RunnerLoad, RunnerMetrics, StreamEvent, WORKER_ENV,
-    WORKER_FILE,
+    LocalGgufRunner, LocalGgufRunnerBuilder, RunnerLoad, RunnerMetrics, StreamEvent,
+    EMBED_ADDRESS_EXTRA_MB, WORKER_ENV, WORKER_FILE,
 };
 pub use pool::{ModelPool, ModelPoolBuilder};
 pub use runner::{

@@ -143,12 +143,16 @@ impl LocalGgufRunnerBuilder {
             0
         };
         // What the generation slots may use: the embedding context's share
-        // comes first.
-        let max_mb = self
-            .profile
-            .resources
-            .max_memory_mb
-            .saturating_sub(embed_mb);
+        // of the address space comes first.
+        let embed_space_mb = if self.embeddings {
+            embed_mb.saturating_add(EMBED_ADDRESS_EXTRA_MB)
+        } else {
+            0
+        };
+        let max_mb = self.profile.resources.max_memory_mb;
+        // What the generation slots may use: the embedding context's share
+        // of the address space comes first.
+        let slots_mb = max_mb.saturating_sub(embed_space_mb);
         let file_mb = summary.file_size.div_ceil(1024 * 1024);
         if file_mb > max_mb {
             return Err(SlmRunnerError::ResourceLimitExceeded {
@@ -263,19 +267,35 @@ impl LocalGgufRunnerBuilder {
             }
             Some(n) => {
                 let need = memory_need_mb(&summary, context_size, n);
-                if need > max_mb {
+                if need > slots_mb {
                     return Err(SlmRunnerError::ResourceLimitExceeded {
                         limit: ResourceLimit::Memory,
                         detail: format!(
-                            "{n} slots of {context_size} tokens need about {need} MB (model {file_mb} MB + KV caches + {} MB overhead), more than the profile's max_memory_mb = {max_mb}",
-                            defaults::WORKER_OVERHEAD_MB
+                            "{n} slots of {context_size} tokens need about {} MB (model {file_mb} MB + KV caches + {} MB overhead{}), more than the profile's max_memory_mb = {max_mb}",
+                            need + embed_space_mb,
+                            defaults::WORKER_OVERHEAD_MB,
+                            if embed_space_mb > 0 {
+                                format!(" + the embedding context's {embed_space_mb} MB")
+                            } else {
+                                String::new()
+                            }
                         ),
                     });
                 }
                 n
             }
-            None => default_slots(&summary, context_size, max_mb),
+            None => default_slots(&summary, context_size, slots_mb),
         };
+        if self.embeddings && memory_need_mb(&summary, context_size, slots) > slots_mb {
+            return Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::Memory,
+                detail: format!(
+                    "with embeddings, {slots} slot(s) of {context_size} tokens need about {} MB (the embedding context about {embed_space_mb} MB of it), more than the profile's max_memory_mb = {}; raise it or shorten the context",
+                    memory_need_mb(&summary, context_size, slots) + embed_space_mb,
+                    max_mb
+                ),
+            });
+        }
         let worker_path = find_worker(self.worker_path.as_deref())?;
         let threads = self.threads.unwrap_or(allowed_threads);
         // Refuse a profile the sandbox cannot express now, not at first use.
@@ -358,24 +378,40 @@ fn model_and_caches_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> 
         .kv_bytes_per_token()
         .map(|b| b.saturating_mul(u64::from(context_size)))
         .unwrap_or(summary.file_size / 8);
-    (summary.file_size + per_slot.saturating_mul(u64::from(slots))).div_ceil(MB)
+    summary
+        .file_size
+        .saturating_add(per_slot.saturating_mul(u64::from(slots)))
+        .div_ceil(MB)
 }
 
-/// The embedding context of a worker, MB: the KV cache of
-/// [`MAX_EMBED_TOKENS`] tokens, an output row per token (the vocabulary's
-/// logits and the embedding, 4 bytes each; llama.cpp keeps logits even in
-/// embedding mode), and 16 MB of compute buffers. A header without a
-/// vocabulary size is taken as 152,064 tokens (a large one).
+/// The embedding context of a worker, resident MB: the KV cache of
+/// [`MAX_EMBED_TOKENS`] tokens, and twice a row per token of the
+/// vocabulary's logits and the embedding (4 bytes each: llama.cpp keeps
+/// logits even in embedding mode, once in its output buffer and once in its
+/// compute buffer), and 16 MB of other buffers. A header without a
+/// vocabulary size is taken as 152,064 tokens (a large one). Measured for
+/// the default model: VmHWM +108 MB after a 256-token embedding, against
+/// 122 MB from this; the address space grows by [`EMBED_ADDRESS_EXTRA_MB`]
+/// more (VmPeak +155 MB).
 pub fn embed_context_mb(summary: &GgufSummary) -> u64 {
     const MB: u64 = 1024 * 1024;
     let tokens = u64::from(MAX_EMBED_TOKENS);
     let kv = summary
         .kv_bytes_per_token()
         .map_or(summary.file_size / 8, |b| b.saturating_mul(tokens));
-    let row = (summary.vocab_size.unwrap_or(152_064) + summary.embedding_length.unwrap_or(8192))
+    let row = summary
+        .vocab_size
+        .unwrap_or(152_064)
+        .saturating_add(summary.embedding_length.unwrap_or(8192))
         .saturating_mul(4);
-    (kv + row.saturating_mul(tokens)).div_ceil(MB) + 16
+    kv.saturating_add(row.saturating_mul(tokens).saturating_mul(2))
+        .div_ceil(MB)
+        .saturating_add(16)
 }
+
+/// Address space the embedding context takes beyond its resident
+/// estimate, MB (see [`embed_context_mb`]).
+pub const EMBED_ADDRESS_EXTRA_MB: u64 = 32;
 
 /// The default slots: as many as `max_memory_mb` holds, at most
 /// [`defaults::SLOTS`], at least one.

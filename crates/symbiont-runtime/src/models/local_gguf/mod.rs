@@ -51,7 +51,9 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
 pub use budget::{physical_memory_mb, Budget, HostBudget};
-pub use builder::{default_slots, embed_context_mb, threads_for, LocalGgufRunnerBuilder};
+pub use builder::{
+    default_slots, embed_context_mb, threads_for, LocalGgufRunnerBuilder, EMBED_ADDRESS_EXTRA_MB,
+};
 pub use gguf::{GgufError, GgufSummary};
 pub use metrics::RunnerMetrics;
 pub use sandbox_plan::{
