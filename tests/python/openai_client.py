@@ -122,6 +122,19 @@ def embeddings():
     f = c.embeddings.create(model="smollm2", input="The cat sat on the mat.", encoding_format="float")
     assert max(abs(x - y) for x, y in zip(f.data[0].embedding, a)) < 1e-4
     assert sum(x * y for x, y in zip(a, b)) < 0.9999
+    # An input past the limit: 400 naming which one.
+    try:
+        c.embeddings.create(model="smollm2", input=["short", "word " * 400])
+    except openai.BadRequestError as e:
+        assert e.param == "input[1]" and e.code == "context_length_exceeded", (e.param, e.code, e.message)
+    else:
+        raise AssertionError("expected BadRequestError")
+    try:
+        c.embeddings.create(model="smollm2", input="x", dimensions=64)
+    except openai.BadRequestError as e:
+        assert e.param == "dimensions" and "576" in e.message, e
+    else:
+        raise AssertionError("expected BadRequestError")
     # A model without the Embeddings capability: 400 naming it.
     try:
         client(A2).embeddings.create(model="other", input="x")

@@ -115,7 +115,7 @@ impl Metrics {
         let duration: HistogramFamily<ModelLabel> = Family::new_with_constructor(seconds_histogram);
         registry.register(
             "request_duration_seconds",
-            "Time from the request to its last byte, as the service measured it (successful requests)",
+            "Time from the request to its complete result, as the service measured it (successful requests; a stream's last chunks are written after)",
             duration.clone(),
         );
         let limit_hits = Family::<LimitLabels, Counter>::default();

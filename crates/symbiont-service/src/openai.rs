@@ -1009,6 +1009,17 @@ pub async fn embeddings(
                 ),
             ));
         }
+        // Known from the model's header: refused before anything runs.
+        let size = runner.model_summary().embedding_length;
+        if let (Some(d), Some(size)) = (request.dimensions, size) {
+            if u64::from(d) != size {
+                return Err(ApiError::bad_request(
+                    "unsupported_parameter",
+                    Some("dimensions"),
+                    format!("dimensions: this model's embeddings have {size} numbers, not {d}"),
+                ));
+            }
+        }
         let mut data = Vec::with_capacity(inputs.len());
         let mut tokens = 0u32;
         let mut last = None;
@@ -1017,10 +1028,15 @@ pub async fn embeddings(
                 agent_id: Some(call.agent.clone()),
                 ..Default::default()
             };
-            let r = runner
-                .embed(text, Some(options))
-                .await
-                .map_err(|e| call.runner_error(&service, e))?;
+            let r = runner.embed(text, Some(options)).await.map_err(|e| {
+                let mut e = call.runner_error(&service, e);
+                if e.param.as_deref() == Some("prompt") {
+                    // The runner's name for it; the client sent `input`.
+                    e.param = Some(format!("input[{i}]"));
+                    e.message = format!("input[{i}]: {}", e.message);
+                }
+                e
+            })?;
             if let Some(d) = request
                 .dimensions
                 .filter(|&d| d as usize != r.embedding.len())
