@@ -1013,7 +1013,7 @@ async fn a_broken_model_is_not_a_memory_limit() {
 /// refused by a strict profile and reported as a gap by a lenient one.
 #[tokio::test]
 async fn profiles_built_in_code_are_validated() {
-    use symbiont_runtime::config::NetworkAccessMode;
+    use symbiont_runtime::config::{NetworkAccessMode, NetworkDestination};
     let _serial = serial();
     let build = |p: SandboxProfile, threads: Option<u32>| {
         let mut b = LocalGgufRunner::builder(model_path(), p, ModelResourceRequirements::default())
@@ -1028,15 +1028,18 @@ async fn profiles_built_in_code_are_validated() {
     assert!(build(profile(), Some(1)).await.is_ok());
     let mut forks = profile();
     forks.process_limits.max_child_processes = 4;
+    // Restricted: the worker gets no network at all (it needs none).
     let mut restricted = profile();
     restricted.network.access_mode = NetworkAccessMode::Restricted;
+    restricted.network.allowed_destinations = vec![NetworkDestination {
+        host: "127.0.0.1".into(),
+        port: Some(9),
+        protocol: None,
+    }];
+    assert!(build(restricted, None).await.is_ok());
     let mut huge = profile();
     huge.resources.max_memory_mb = u64::MAX;
-    for (p, key) in [
-        (forks, "max_child_processes"),
-        (restricted, "access_mode"),
-        (huge, "max_memory_mb"),
-    ] {
+    for (p, key) in [(forks, "max_child_processes"), (huge, "max_memory_mb")] {
         match build(p, None).await {
             Err(SlmRunnerError::InvalidInput { field, reason }) => {
                 assert_eq!(field, "sandbox_profile");

@@ -151,10 +151,10 @@ fn location(m: &Model) -> String {
     match &m.provider {
         ModelProvider::LocalFile { file_path } => file_path.display().to_string(),
         ModelProvider::HuggingFace { model_path } => model_path.clone(),
-        ModelProvider::OpenAI { model_name } | ModelProvider::Anthropic { model_name } => {
+        ModelProvider::OpenAI { model_name, .. } | ModelProvider::Anthropic { model_name, .. } => {
             model_name.clone()
         }
-        ModelProvider::Custom { endpoint_url } => endpoint_url.clone(),
+        ModelProvider::Custom { endpoint_url, .. } => endpoint_url.clone(),
         _ => String::new(),
     }
 }

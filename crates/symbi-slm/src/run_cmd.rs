@@ -9,8 +9,8 @@ use clap::Args;
 use futures::StreamExt;
 use symbiont_runtime::config::ModelCapability;
 use symbiont_runtime::models::{
-    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, LocalGgufRunner, ModelCatalog,
-    ModelPool, PromptMode, SlmRunnerError, StreamEvent,
+    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ModelCatalog, ModelPool,
+    PoolRunner, PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
@@ -87,7 +87,7 @@ impl Prepared {
     /// The model's runner from the pool; for `--agent`, after the pool has
     /// checked the agent's access (a refusal is audited there). Nothing
     /// starts until the first request.
-    async fn runner(&self, args: &ModelArgs) -> Result<LocalGgufRunner, Failure> {
+    async fn runner(&self, args: &ModelArgs) -> Result<PoolRunner, Failure> {
         let profile = Some(self.profile_name.as_str());
         match &args.agent {
             Some(agent) => {

@@ -2,13 +2,16 @@
 //! any program under it.
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Subcommand;
 use symbiont_runtime::audit::{AuditEvent, AuditKind};
+use symbiont_runtime::egress::AuditRefusals;
 use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_report, threads_for};
 use symbiont_sandbox::{exec, Enforcement, HostSupport};
 
@@ -142,7 +145,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             } else {
                 None
             };
-            let plan = sandbox_exec_plan_for(
+            let mut plan = sandbox_exec_plan_for(
                 p,
                 &program,
                 &reads,
@@ -158,15 +161,58 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             if let Some(s) = &scratch {
                 env.push((OsString::from("TMPDIR"), s.path().as_os_str().to_owned()));
             }
+            // Restricted: the egress proxy, served here on a listener the
+            // program's own network namespace holds; its address in there
+            // goes to the program in the usual variables.
+            let egress = symbiont_runtime::egress::policy_for(&profile_name, p, None);
+            let handoff = match egress {
+                Some(_) => Some(
+                    symbiont_sandbox::proxy_handoff()
+                        .map_err(|e| Failure::Runtime(anyhow!("egress hand-off: {e}")))?,
+                ),
+                None => None,
+            };
+            if let Some((_, theirs)) = &handoff {
+                plan.proxy_handoff_fd = Some(theirs.as_raw_fd());
+                let url = OsString::from(format!(
+                    "http://127.0.0.1:{}",
+                    symbiont_runtime::egress::PROXY_PORT
+                ));
+                for var in [
+                    "http_proxy",
+                    "https_proxy",
+                    "HTTP_PROXY",
+                    "HTTPS_PROXY",
+                    "ALL_PROXY",
+                    "all_proxy",
+                ] {
+                    env.push((OsString::from(var), url.clone()));
+                }
+            }
             let limit = p.process_limits.max_execution_time_seconds;
-            let ended = exec::run_confined(
-                &plan,
-                &program,
-                &command,
-                &env,
-                Some(Duration::from_secs(limit)),
-            )
-            .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
+            let child = exec::spawn_confined(&plan, &program, &command, &env)
+                .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
+            if let (Some((mine, theirs)), Some(policy)) = (handoff, egress) {
+                drop(theirs);
+                match symbiont_sandbox::receive_listener(&mine, Duration::from_secs(10)) {
+                    Ok(listener) => {
+                        let observer = audit_log(&c).ok().map(|log| {
+                            Arc::new(AuditRefusals::new(
+                                log,
+                                p.security.enable_audit_logging,
+                                None,
+                            )) as Arc<dyn symbiont_egress::Observer>
+                        });
+                        serve_egress(listener, policy, observer);
+                    }
+                    // The child failed before its namespace was ready: it
+                    // says why and exits 125; nothing is served.
+                    Err(e) => eprintln!("symbi-slm sandbox: no egress proxy: {e}"),
+                }
+            }
+            let ended = child
+                .wait(Some(Duration::from_secs(limit)))
+                .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
             drop(scratch);
             if ended.timed_out {
                 let detail = format!(
@@ -197,6 +243,34 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             std::process::exit(code);
         }
     }
+}
+
+/// Serves the egress proxy on `listener` from a thread of its own until
+/// the process exits.
+fn serve_egress(
+    listener: std::net::TcpListener,
+    policy: symbiont_egress::Policy,
+    observer: Option<Arc<dyn symbiont_egress::Observer>>,
+) {
+    let mut proxy = symbiont_egress::Proxy::new(policy);
+    if let Some(o) = observer {
+        proxy = proxy.observed_by(o);
+    }
+    std::thread::spawn(move || {
+        let served = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                rt.block_on(async {
+                    listener.set_nonblocking(true)?;
+                    let l = tokio::net::TcpListener::from_std(listener)?;
+                    Arc::new(proxy).serve(l).await
+                })
+            });
+        if let Err(e) = served {
+            eprintln!("symbi-slm sandbox: the egress proxy stopped: {e}");
+        }
+    });
 }
 
 fn yes_no(b: bool) -> &'static str {

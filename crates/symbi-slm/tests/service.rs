@@ -125,6 +125,22 @@ sandbox_profile = "standard"
             audit = dir.path().join("audit.jsonl").display(),
             model = model.display(),
         );
+        Self::launch(
+            dir,
+            &config,
+            [("a1", t1), ("a2", t2)].into_iter().collect(),
+            &[],
+        )
+    }
+
+    /// A service of `config` (written into `dir`), with `env` added to its
+    /// environment; `tokens` by agent.
+    fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        tokens: BTreeMap<&'static str, String>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let path = dir.path().join("service.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(bin())
@@ -133,6 +149,7 @@ sandbox_profile = "standard"
             .args(["serve", "--listen", "127.0.0.1:0", "--worker"])
             .arg(worker())
             .env("SYMBI_SLM_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -158,7 +175,7 @@ sandbox_profile = "standard"
             child,
             url,
             addr,
-            tokens: [("a1", t1), ("a2", t2)].into_iter().collect(),
+            tokens,
             dir,
         }
     }
@@ -232,6 +249,7 @@ sandbox_profile = "standard"
 
     fn env(&self, cmd: &mut Command) {
         cmd.env("SYMBI_URL", format!("{}/v1", self.url))
+            .env("SYMBI_BASE", &self.url)
             .env("SYMBI_TOKEN_A1", &self.tokens["a1"])
             .env("SYMBI_TOKEN_A2", &self.tokens["a2"]);
     }
@@ -516,13 +534,11 @@ fn a_non_loopback_address_needs_tokens() {
     }
 }
 
-#[test]
-fn the_openai_python_client_works_against_the_service() {
-    let _g = serial();
-    let python = python();
-    let s = Server::start("max_concurrent_per_agent = 2");
-    let mut cmd = Command::new(python);
-    cmd.arg(root().join("tests/python/openai_client.py"));
+/// Runs `tests/python/<script>` against `s`; it must pass `checks` checks
+/// (lines `ok NAME`).
+fn python_client(s: &Server, script: &str, checks: usize) {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/python").join(script));
     s.env(&mut cmd);
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -534,9 +550,23 @@ fn the_openai_python_client_works_against_the_service() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        6,
+        checks,
         "{stdout}"
     );
+}
+
+#[test]
+fn the_openai_python_client_works_against_the_service() {
+    let _g = serial();
+    let s = Server::start("max_concurrent_per_agent = 2");
+    python_client(&s, "openai_client.py", 6);
+}
+
+#[test]
+fn the_anthropic_python_client_works_against_the_service() {
+    let _g = serial();
+    let s = Server::start("");
+    python_client(&s, "anthropic_client.py", 3);
 }
 
 #[test]
@@ -871,4 +901,250 @@ fn sigkill_of_the_service_takes_its_workers_with_it() {
     s.child.kill().unwrap();
     s.child.wait().unwrap();
     wait_gone(&workers, Duration::from_secs(5));
+}
+
+/// Remote models against this project's own service on loopback: the
+/// `Custom`, `OpenAI` (base URL overridden) and `Anthropic` providers reach
+/// it through the egress proxy of a `Restricted` profile, from the CLI and
+/// from a second service. A wrong or missing key is a clear error naming
+/// the variable; an endpoint outside the allow-list is refused before any
+/// byte leaves; the key appears in no log, audit line, error, response,
+/// nor in a worker's environment or arguments.
+#[test]
+fn remote_models_go_through_the_egress_policy_and_keys_never_leak() {
+    let _g = serial();
+    let upstream = Server::start("");
+    // The upstream agent's token is the downstream's API key.
+    let key = upstream.tokens["a1"].clone();
+    let up_port: u16 = upstream.addr.rsplit(':').next().unwrap().parse().unwrap();
+    // Outside the allow-list: it must never see a connection.
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    outside.set_nonblocking(true).unwrap();
+    let outside_port = outside.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let (caller, line) = token("caller");
+    let audit = dir.path().join("audit.jsonl");
+    let config = format!(
+        r#"[slm]
+enabled = true
+audit_log_path = "{audit}"
+default_sandbox_profile = "remote"
+[[slm.model_allow_lists.global_models]]
+id = "local"
+name = "SmolLM2 here"
+provider = {{ LocalFile = {{ file_path = "{model}" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "via-custom"
+name = "SmolLM2 over there"
+provider = {{ Custom = {{ endpoint_url = "{up}/v1", model_name = "smollm2", api_key_env = "UPSTREAM_KEY" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "via-openai"
+name = "SmolLM2 as OpenAI"
+provider = {{ OpenAI = {{ model_name = "smollm2", base_url = "{up}/v1" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "via-anthropic"
+name = "SmolLM2 as Anthropic"
+provider = {{ Anthropic = {{ model_name = "smollm2", base_url = "{up}" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "outside"
+name = "Not allowed"
+provider = {{ Custom = {{ endpoint_url = "http://127.0.0.1:{outside_port}/v1" }} }}
+capabilities = ["TextGeneration"]
+[slm.model_allow_lists.agent_model_maps]
+caller = ["local", "via-custom", "via-openai", "via-anthropic", "outside"]
+[slm.sandbox_profiles.remote.network]
+access_mode = "Restricted"
+allowed_destinations = [{{ host = "127.0.0.1", port = {up_port} }}]
+[slm.sandbox_profiles.remote.process_limits]
+max_execution_time_seconds = 600
+[slm.service]
+sandbox_profile = "remote"
+[slm.service.agent_tokens]
+{line}
+"#,
+        audit = audit.display(),
+        model = model().display(),
+        up = upstream.url,
+    );
+    let cfg = dir.path().join("remote.toml");
+    std::fs::write(&cfg, &config).unwrap();
+    let keys = [
+        ("UPSTREAM_KEY", key.as_str()),
+        ("OPENAI_API_KEY", key.as_str()),
+        ("ANTHROPIC_API_KEY", key.as_str()),
+    ];
+    let run = |model: &str, env: &[(&str, &str)]| {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["run", "--model", model, "--agent", "caller", "--worker"])
+            .arg(worker())
+            .args(["--temperature", "0", "--max-tokens", "8", "--json"])
+            .arg("Name one colour.")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("UPSTREAM_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let mut seen = String::new();
+
+    // The three providers, from the CLI: the same greedy text, with the
+    // provider's own counts and a measured first token.
+    let mut texts = Vec::new();
+    for m in ["via-custom", "via-openai", "via-anthropic"] {
+        let out = run(m, &keys);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "{m}: {stdout}{stderr}\n{}",
+            upstream.log()
+        );
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let meta = &r["metadata"];
+        assert!(
+            r["response"].as_str().is_some_and(|t| !t.is_empty()),
+            "{m}: {r}"
+        );
+        let out_tokens = meta["output_tokens"].as_u64().unwrap();
+        assert!((1..=8).contains(&out_tokens), "{m}: {meta}");
+        assert!(meta["input_tokens"].as_u64().unwrap() > 5, "{m}: {meta}");
+        assert!(
+            meta["time_to_first_token_ms"].as_f64().unwrap() > 0.0,
+            "{m}: {meta}"
+        );
+        assert!(
+            meta["sandbox_layers"][0]
+                .as_str()
+                .unwrap()
+                .contains(&format!(
+                    "127.0.0.1:{up_port} only through the egress proxy of profile `remote`"
+                )),
+            "{m}: {meta}"
+        );
+        texts.push(r["response"].as_str().unwrap().to_string());
+        seen += &stdout;
+        seen += &stderr;
+    }
+    eprintln!("the three providers answered {texts:?}");
+    assert!(texts.windows(2).all(|w| w[0] == w[1]), "{texts:?}");
+
+    // A wrong key: the provider's 401, naming the variable, not the key.
+    let wrong = "symbi_this-key-is-wrong-0123456789";
+    let out = run("via-custom", &[("UPSTREAM_KEY", wrong)]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("$UPSTREAM_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong), "{err}");
+    // A missing key: named before anything is sent.
+    let out = run("via-openai", &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("OPENAI_API_KEY, which is not set"), "{err}");
+    seen += &err;
+    // Outside the allow-list: refused, naming destination and profile;
+    // the listener there never saw a connection.
+    let out = run("outside", &keys);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{outside_port}")) && err.contains("profile `remote`"),
+        "{err}"
+    );
+    assert_eq!(
+        outside.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a byte left for a destination outside the allow-list"
+    );
+    seen += &err;
+
+    // A second service serves the remote models like local ones.
+    let downstream = Server::launch(
+        tempfile::tempdir().unwrap(),
+        &config,
+        [("caller", caller)].into_iter().collect(),
+        &keys,
+    );
+    let chat = |model: &str, stream: bool| {
+        downstream.curl(
+            "POST",
+            "/v1/chat/completions",
+            Some("caller"),
+            Some(&format!(
+                r#"{{"model":"{model}","messages":[{{"role":"user","content":"Name one colour."}}],"max_tokens":8,"temperature":0,"stream":{stream}}}"#
+            )),
+        )
+    };
+    let (code, body) = chat("via-anthropic", false);
+    assert_eq!(code, 200, "{body}\n{}", downstream.log());
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        texts[0].as_str(),
+        "{v}"
+    );
+    seen += &body;
+    let (code, body) = chat("via-custom", true);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("data: [DONE]"), "{body}");
+    seen += &body;
+    let (code, body) = downstream.curl(
+        "POST",
+        "/v1/messages",
+        Some("caller"),
+        Some(r#"{"model":"via-openai","max_tokens":8,"temperature":0,"messages":[{"role":"user","content":"Name one colour."}]}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    seen += &body;
+    // A local model beside them: its worker must not hold the key.
+    let (code, body) = chat("local", false);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = downstream.curl("GET", "/ready", None, None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("model `outside`"), "{body}");
+    let metrics = downstream.metrics();
+    assert!(
+        metrics.contains(r#"model="via-custom""#) && metrics.contains(r#"model="via-anthropic""#),
+        "{metrics}"
+    );
+    let mut workers = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(downstream.pid()) {
+            workers += 1;
+            for f in ["environ", "cmdline"] {
+                let bytes = std::fs::read(entry.path().join(f)).unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(&key),
+                    "the key is in worker {:?}'s {f}",
+                    entry.path()
+                );
+            }
+        }
+    }
+    assert!(workers >= 1, "no worker of the local model was found");
+    seen += &downstream.log();
+    seen += &std::fs::read_to_string(&audit).unwrap_or_default();
+    assert!(
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .contains("egress_refused"),
+        "the refusal of `outside` is not in the audit log"
+    );
+    assert!(!seen.contains(&key), "the key leaked:\n{seen}");
 }

@@ -40,6 +40,8 @@ pub enum AuditKind {
     WorkerCrash,
     /// A sandbox layer is not in force on this host.
     SandboxGap,
+    /// The egress policy refused a network destination.
+    EgressRefused,
 }
 
 /// One event.

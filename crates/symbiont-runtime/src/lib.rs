@@ -10,4 +10,5 @@
 
 pub mod audit;
 pub mod config;
+pub mod egress;
 pub mod models;

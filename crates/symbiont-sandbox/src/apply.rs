@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use seccompiler::SeccompCmpArgLen::{Dword, Qword};
@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 use crate::syscalls::{
     never_allowed, syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_FCNTL,
-    DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, METADATA_WRITES, PID_CALLS,
-    WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
+    DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, EXEC_NET_ALLOW_LIST, METADATA_WRITES,
+    PID_CALLS, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
 };
 
 /// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
@@ -151,7 +151,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
 
     // 1. Inherited file descriptors: keep only stdin, stdout, stderr (the
     //    protocol pipes and the log) and the plan's read-only files.
-    close_inherited(&plan.read_fds)?;
+    close_inherited(&plan.read_fds, plan.proxy_handoff_fd)?;
     record("inherited file descriptors closed", Ok(()));
 
     // 2. Priority, while root still may set a negative nice value
@@ -189,7 +189,11 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     let give_up = plan.unprivileged_id.filter(|_| root);
     let mut own_user_namespace = false;
     let mut flags = 0;
-    if plan.network == NetworkMode::None {
+    let proxy_port = match plan.network {
+        NetworkMode::Proxy { port } => Some(port),
+        _ => None,
+    };
+    if plan.network != NetworkMode::Full {
         flags |= libc::CLONE_NEWNET;
     }
     if plan.scratch.is_some() {
@@ -208,12 +212,21 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 if flags & libc::CLONE_NEWNET != 0 {
                     record("network namespace", Ok(()));
                 }
+                if let Some(port) = proxy_port {
+                    crate::handoff::hand_proxy_listener_over(port, plan.proxy_handoff_fd)?;
+                    record(
+                        &format!("network: only the egress proxy (127.0.0.1:{port} in its own namespace)"),
+                        Ok(()),
+                    );
+                }
                 if let Some((path, bytes)) = &plan.scratch {
                     mount_scratch(path, *bytes, give_up)?;
                     record("scratch tmpfs (size-limited)", Ok(()));
                 }
             }
-            Err(e) if plan.strict => return Err(e),
+            // Without its namespace the proxy would be no bound at all:
+            // a restricted network fails closed, strict or not.
+            Err(e) if plan.strict || proxy_port.is_some() => return Err(e),
             Err(e) => {
                 if flags & libc::CLONE_NEWUSER != 0 {
                     record("user namespace", Err(e.to_string()));
@@ -390,6 +403,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                     SocketPolicy::None => "seccomp: no sockets",
                     SocketPolicy::PairsOnly => "seccomp: socket pairs only",
                     SocketPolicy::Any => "seccomp: sockets as the network allows",
+                    SocketPolicy::InetOnly => "seccomp: inet sockets and socket pairs only",
                 },
                 Ok(()),
             );
@@ -403,11 +417,23 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
 
 /// Closes every descriptor above 2 but `keep`, each of which must be an open
 /// regular file.
-fn close_inherited(keep: &[i32]) -> Result<(), SandboxError> {
-    let mut keep: Vec<i32> = keep.to_vec();
+fn close_inherited(files: &[i32], handoff: Option<i32>) -> Result<(), SandboxError> {
+    if let Some(fd) = handoff {
+        // SAFETY: fstat writes into a zeroed stat buffer we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; a bad descriptor is an error return.
+        let ok = fd > 2 && unsafe { libc::fstat(fd, &mut st) } == 0;
+        if !ok || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(SandboxError::Descriptor {
+                fd,
+                reason: "the proxy hand-off is not an open socket".into(),
+            });
+        }
+    }
+    let mut keep: Vec<i32> = files.iter().copied().chain(handoff).collect();
     keep.sort_unstable();
     keep.dedup();
-    for &fd in &keep {
+    for &fd in files {
         if fd <= 2 {
             return Err(SandboxError::Descriptor {
                 fd,
@@ -857,7 +883,7 @@ fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
         .set_compatibility(level)
         .handle_access(AccessFs::from_all(abi))
         .map_err(ll)?;
-    if plan.network == NetworkMode::None {
+    if plan.network != NetworkMode::Full {
         ruleset = ruleset
             .handle_access(AccessNet::from_all(abi))
             .map_err(ll)?;
@@ -909,6 +935,11 @@ fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
         let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         created = created
             .add_rule(PathBeneath::new(file, read & AccessFs::from_file(abi)))
+            .map_err(ll)?;
+    }
+    if let NetworkMode::Proxy { port } = plan.network {
+        created = created
+            .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
             .map_err(ll)?;
     }
     let status = created.restrict_self().map_err(ll)?;
@@ -1046,6 +1077,9 @@ const EXEC_MEMORY_CALLS: &[(&str, u8, u64)] = &[
     ("shmat", 2, libc::SHM_EXEC as u64),
 ];
 
+/// The only families `SocketPolicy::InetOnly` lets `socket` create.
+const INET_FAMILIES: [libc::c_int; 2] = [libc::AF_INET, libc::AF_INET6];
+
 /// Socket families a plan refuses when sockets follow the network mode.
 fn refused_families(plan: &SandboxPlan) -> Vec<libc::c_int> {
     match plan.network {
@@ -1057,6 +1091,14 @@ fn refused_families(plan: &SandboxPlan) -> Vec<libc::c_int> {
         ],
         // Netlink talks to the kernel's configuration interfaces.
         NetworkMode::Full => vec![libc::AF_NETLINK],
+        // `SocketPolicy::InetOnly` allows families rather than refusing
+        // them; with `Any` these are refused.
+        NetworkMode::Proxy { .. } => vec![
+            libc::AF_UNIX,
+            libc::AF_PACKET,
+            libc::AF_NETLINK,
+            libc::AF_VSOCK,
+        ],
     }
 }
 
@@ -1093,6 +1135,9 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             )?;
             if plan.allow_exec {
                 rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
+                if plan.network != NetworkMode::None {
+                    rules.extend(rules_for(EXEC_NET_ALLOW_LIST.iter().map(|(n, _)| *n))?);
+                }
             }
             if (plan.no_child_processes || plan.no_exec_memory) && !plan.allow_exec {
                 rules.remove(&nr("execve")?);
@@ -1139,6 +1184,18 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                         allowed.push(cond(0, Dword, SeccompCmpOp::Ne, family as u64)?);
                     }
                     restrict(&mut rules, socket, vec![rule(allowed)?]);
+                }
+                SocketPolicy::InetOnly => {
+                    let mut families = Vec::new();
+                    for family in INET_FAMILIES {
+                        families.push(rule(vec![cond(
+                            0,
+                            Dword,
+                            SeccompCmpOp::Eq,
+                            family as u64,
+                        )?])?);
+                    }
+                    restrict(&mut rules, socket, families);
                 }
             }
             SeccompFilter::new(rules, eperm, SeccompAction::Allow, arch).map_err(seccomp_err)?
@@ -1207,6 +1264,16 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                         )?])?);
                     }
                     rules.insert(socket, families);
+                }
+                SocketPolicy::InetOnly => {
+                    let [v4, v6] = INET_FAMILIES;
+                    rules.insert(
+                        socket,
+                        vec![rule(vec![
+                            cond(0, Dword, SeccompCmpOp::Ne, v4 as u64)?,
+                            cond(0, Dword, SeccompCmpOp::Ne, v6 as u64)?,
+                        ])?],
+                    );
                 }
             }
             SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch).map_err(seccomp_err)?

@@ -58,6 +58,24 @@ pub fn run_confined(
     env: &[(OsString, OsString)],
     time_limit: Option<Duration>,
 ) -> io::Result<Ended> {
+    spawn_confined(plan, program, args, env)?.wait(time_limit)
+}
+
+/// A confined program started by [`spawn_confined`].
+#[derive(Debug)]
+#[must_use = "a confined child must be waited for"]
+pub struct Confined {
+    pid: libc::pid_t,
+}
+
+/// [`run_confined`] without the wait: the caller may start threads (an
+/// egress proxy) once this returns, then [`Confined::wait`].
+pub fn spawn_confined(
+    plan: &SandboxPlan,
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> io::Result<Confined> {
     let threads = thread_count();
     if threads > 1 {
         return Err(io::Error::other(format!(
@@ -136,6 +154,22 @@ pub fn run_confined(
         // handlers or flushing its copied stdio buffers twice.
         unsafe { libc::_exit(code) };
     }
+    Ok(Confined { pid })
+}
+
+impl Confined {
+    /// The child's process id (the leader of its process group).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for the program; kills its process group at `time_limit`.
+    pub fn wait(self, time_limit: Option<Duration>) -> io::Result<Ended> {
+        wait_for(self.pid, time_limit)
+    }
+}
+
+fn wait_for(pid: libc::pid_t, time_limit: Option<Duration>) -> io::Result<Ended> {
     let deadline = time_limit.map(|t| Instant::now() + t);
     let mut timed_out = false;
     let mut status = 0;

@@ -14,6 +14,7 @@
 
 mod apply;
 pub mod exec;
+mod handoff;
 mod plan;
 #[cfg(feature = "probe")]
 pub mod probe;
@@ -22,6 +23,7 @@ pub mod spawn;
 mod syscalls;
 
 pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
+pub use handoff::{proxy_handoff, receive_listener};
 pub use plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 #[cfg(feature = "probe")]
 pub use probe::ProbeAction;

@@ -47,6 +47,12 @@ pub struct SandboxPlan {
     pub max_open_files: Option<u64>,
     /// Network access.
     pub network: NetworkMode,
+    /// With [`NetworkMode::Proxy`]: an inherited UNIX socket (a
+    /// `socketpair` end) over which the process sends the proxy's listener,
+    /// made inside its own network namespace, to the caller, which serves
+    /// it from outside. Closed once sent.
+    #[serde(default)]
+    pub proxy_handoff_fd: Option<i32>,
     /// Which sockets may be created at all (beside what `network` allows).
     pub sockets: SocketPolicy,
     /// Syscall filtering.
@@ -95,6 +101,16 @@ pub enum NetworkMode {
     None,
     /// No restriction.
     Full,
+    /// A fresh network namespace whose loopback is up and holds one
+    /// listener, `127.0.0.1:port`, handed to the caller (the egress proxy
+    /// serves it from outside the namespace: the one way out); Landlock
+    /// allows TCP connect to that port only and no bind; seccomp allows
+    /// only inet sockets (no UNIX socket by path, no packet, netlink or
+    /// vsock sockets).
+    Proxy {
+        /// The listener's port on the namespace's loopback.
+        port: u16,
+    },
 }
 
 /// Which sockets a sandboxed process may create. A UNIX socket with a path
@@ -111,6 +127,9 @@ pub enum SocketPolicy {
     /// Whatever `network` allows (with `NetworkMode::None`, inet, packet
     /// and netlink sockets stay refused).
     Any,
+    /// Socket pairs, and `socket` of `AF_INET`/`AF_INET6` only (with
+    /// [`NetworkMode::Proxy`]: TCP to the proxy on loopback).
+    InetOnly,
 }
 
 /// Syscall filtering.
@@ -146,6 +165,7 @@ impl SandboxPlan {
             scratch: None,
             max_open_files: None,
             network: NetworkMode::Full,
+            proxy_handoff_fd: None,
             sockets: SocketPolicy::Any,
             syscalls: SyscallPolicy::Off,
             no_child_processes: false,

@@ -41,6 +41,37 @@ pub const EXEC_ALLOW_LIST: &[(&str, &str)] = &[
     ("wait4", "shells reap (no child can exist without fork)"),
 ];
 
+/// Added to [`EXEC_ALLOW_LIST`] when the program has a network (`Full`,
+/// or `Proxy`: TCP to the egress proxy only, which Landlock and the
+/// namespace bound): what `curl` and Python's `urllib` need, from
+/// `strace -f -c` of both fetching through the proxy.
+pub const EXEC_NET_ALLOW_LIST: &[(&str, &str)] = &[
+    ("socket", "by family, as the plan's socket policy allows"),
+    ("socketpair", "curl's wake-up pair"),
+    ("connect", "Landlock allows only the permitted ports"),
+    ("getsockopt", "connection status"),
+    ("setsockopt", "TCP_NODELAY, keep-alive"),
+    ("getsockname", "local address"),
+    ("getpeername", "peer address"),
+    ("sendto", "sending"),
+    ("recvfrom", "receiving"),
+    ("sendmsg", "sending"),
+    ("recvmsg", "receiving"),
+    ("sendmmsg", "resolver queries"),
+    ("shutdown", "half-close"),
+    ("poll", "waiting for sockets"),
+    ("ppoll", "waiting for sockets"),
+    ("pselect6", "waiting for sockets"),
+    ("select", "waiting for sockets"),
+    ("epoll_create1", "event loops"),
+    ("epoll_ctl", "event loops"),
+    ("epoll_wait", "event loops"),
+    ("epoll_pwait", "event loops"),
+    ("eventfd2", "event loops"),
+    ("clock_gettime", "timeouts (when the vDSO is not used)"),
+    ("gettimeofday", "timeouts"),
+];
+
 /// (name, why) for every call the worker may make once sandboxed.
 pub const WORKER_ALLOW_LIST: &[(&str, &str)] = &[
     // Memory: the allocator, llama.cpp's buffers, the model's mapping.

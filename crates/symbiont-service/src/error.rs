@@ -78,6 +78,18 @@ impl ApiError {
         }
     }
 
+    /// 400 `prompt_too_large`: `what` (field `param`) holds `bytes`
+    /// bytes of text, more than `max` (`slm.service.max_prompt_bytes`).
+    pub fn prompt_too_large(param: &str, what: &str, bytes: u64, max: u64) -> Self {
+        Self::bad_request(
+            "prompt_too_large",
+            Some(param),
+            format!(
+                "{what}: {bytes} bytes of text, more than {max} (slm.service.max_prompt_bytes)"
+            ),
+        )
+    }
+
     /// 401.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(
@@ -202,6 +214,43 @@ impl ApiError {
                 limit: ResourceLimit::QueueCapacity,
                 ..
             } => Self::too_many("model_overloaded", "the model's queue is full", 1),
+            // A remote model's provider: the agent's own mistakes are a
+            // 400 with the provider's words; the operator's (a refused
+            // key, a wrong model name) a 502 whose details stay in the log.
+            SlmRunnerError::Remote {
+                status: 429, ..
+            } => Self::too_many(
+                "model_overloaded",
+                "the remote model's provider is rate-limiting this runtime",
+                1,
+            ),
+            SlmRunnerError::Remote {
+                status: 400 | 413 | 422,
+                detail,
+                ..
+            } => Self::bad_request(
+                "invalid_value",
+                None,
+                format!("the remote model's provider refused the request: {detail}"),
+            ),
+            SlmRunnerError::Remote {
+                status,
+                endpoint,
+                detail,
+            } => {
+                tracing::error!(request_id, endpoint, status, "{detail}");
+                let (code, what) = match status {
+                    401 | 403 => (
+                        "upstream_authentication",
+                        "the remote model's provider refused the runtime's key",
+                    ),
+                    _ => (
+                        "upstream_error",
+                        "the remote model's provider answered with an error",
+                    ),
+                };
+                Self::internal(StatusCode::BAD_GATEWAY, code, what, request_id)
+            }
             other => {
                 let (status, code, what) = match &other {
                     SlmRunnerError::ResourceLimitExceeded { .. } => (

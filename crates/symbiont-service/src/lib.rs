@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+pub mod anthropic;
 pub mod auth;
 pub mod error;
 pub mod limits;
@@ -40,10 +41,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures::stream::{BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
 use symbiont_runtime::config::ServiceSettings;
 use symbiont_runtime::models::{
-    ExecutionMetadata, ExecutionResult, LocalGgufRunner, ModelPool, SlmRunnerError,
+    ExecutionMetadata, ExecutionOptions, ExecutionResult, ModelPool, PoolRunner, SlmRunnerError,
+    StreamEvent,
 };
 
 use crate::auth::Tokens;
@@ -156,6 +159,7 @@ impl Service {
             .route("/v1/completions", post(openai::completions))
             .route("/v1/models", get(openai::models))
             .route("/v1/embeddings", post(openai::embeddings))
+            .route("/v1/messages", post(anthropic::messages))
             .route("/v1/execute", post(native::execute))
             .route("/health", get(native::health))
             .route("/ready", get(native::ready))
@@ -220,6 +224,7 @@ impl Service {
         let prefix = match endpoint {
             "/v1/chat/completions" => "chatcmpl",
             "/v1/completions" => "cmpl",
+            "/v1/messages" => "msg",
             _ => "req",
         };
         Call {
@@ -268,7 +273,7 @@ impl Call {
         &mut self,
         service: &Service,
         model: &str,
-    ) -> Result<(LocalGgufRunner, Permit), ApiError> {
+    ) -> Result<(PoolRunner, Permit), ApiError> {
         let pool = &service.shared.pool;
         if pool.catalog().get_model(model).is_some() {
             self.model = Some(model.to_string());
@@ -319,6 +324,43 @@ impl Call {
             self.status = Some(response.status().as_u16());
         }
         response
+    }
+
+    /// Starts `prompt` as a stream and waits for its first event, so that
+    /// a refusal before it (a full queue, a deadline passed while queued)
+    /// is still an HTTP status; then the duty to count the request moves
+    /// to the stream (the returned `Call`), which holds the first event
+    /// again at its head.
+    async fn open_stream(
+        &mut self,
+        service: &Service,
+        runner: &PoolRunner,
+        prompt: &str,
+        options: ExecutionOptions,
+    ) -> Result<
+        (
+            Call,
+            BoxStream<'static, Result<StreamEvent, SlmRunnerError>>,
+        ),
+        ApiError,
+    > {
+        let mut events = runner.execute_stream(prompt, Some(options));
+        let first = match events.next().await {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Err(self.runner_error(service, e)),
+            None => {
+                return Err(ApiError::internal(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "stream_ended",
+                    "the generation ended without a result",
+                    &self.id,
+                ))
+            }
+        };
+        let events = futures::stream::once(async { Ok(first) })
+            .chain(events)
+            .boxed();
+        Ok((self.hand_off(), events))
     }
 
     /// Moves the duty to count this request to a stream that outlives the

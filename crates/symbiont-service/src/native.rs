@@ -41,6 +41,7 @@ pub struct ExecuteRequest {
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 502, description = "A remote model's provider failed", body = ErrorBody),
         (status = 504, body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -60,14 +61,17 @@ pub async fn execute(State(service): State<Service>, headers: HeaderMap, body: B
         options.agent_id = Some(call.agent.clone());
         let max = service.settings().max_prompt_bytes;
         let bytes = request.prompt.len() as u64
-            + options.history.iter().map(|m| m.content.len() as u64).sum::<u64>();
+            + options
+                .history
+                .iter()
+                .map(|m| m.content.len() as u64)
+                .sum::<u64>();
         if bytes > max {
-            return Err(ApiError::bad_request(
-                "prompt_too_large",
-                Some("prompt"),
-                format!(
-                    "the prompt and its history hold {bytes} bytes, more than {max} (slm.service.max_prompt_bytes)"
-                ),
+            return Err(ApiError::prompt_too_large(
+                "prompt",
+                "the prompt and its history",
+                bytes,
+                max,
             ));
         }
         let (runner, permit) = call.admit(&service, &request.model).await?;
@@ -111,7 +115,10 @@ pub async fn health() -> Json<Status> {
 pub async fn ready(State(service): State<Service>) -> Response {
     let mut problems = Vec::new();
     for model in service.pool().catalog().list_models() {
-        if !matches!(model.provider, ModelProvider::LocalFile { .. }) {
+        // Catalog-only entries never run; remote models are ready when
+        // their runner builds (key present, endpoint allowed by the
+        // profile); nothing is sent to them.
+        if matches!(model.provider, ModelProvider::HuggingFace { .. }) {
             continue;
         }
         match service
@@ -120,7 +127,7 @@ pub async fn ready(State(service): State<Service>) -> Response {
             .await
         {
             Ok(runner) => {
-                if !runner.worker_path().is_file() {
+                if runner.local().is_some_and(|r| !r.worker_path().is_file()) {
                     problems.push(format!(
                         "model `{}`: the worker executable is missing",
                         model.id

@@ -442,12 +442,11 @@ impl ChatCompletionRequest {
             turns.push(ChatMessage::new(role, text));
         }
         if bytes > max_prompt_bytes {
-            return Err(ApiError::bad_request(
-                "prompt_too_large",
-                Some("messages"),
-                format!(
-                    "the messages hold {bytes} bytes of text, more than {max_prompt_bytes} (slm.service.max_prompt_bytes)"
-                ),
+            return Err(ApiError::prompt_too_large(
+                "messages",
+                "the messages",
+                bytes,
+                max_prompt_bytes,
             ));
         }
         let last = match turns.pop() {
@@ -520,13 +519,11 @@ impl CompletionRequest {
             }
         };
         if prompt.len() as u64 > max_prompt_bytes {
-            return Err(ApiError::bad_request(
-                "prompt_too_large",
-                Some("prompt"),
-                format!(
-                    "the prompt is {} bytes, more than {max_prompt_bytes} (slm.service.max_prompt_bytes)",
-                    prompt.len()
-                ),
+            return Err(ApiError::prompt_too_large(
+                "prompt",
+                "the prompt",
+                prompt.len() as u64,
+                max_prompt_bytes,
             ));
         }
         Ok(Job {
@@ -640,20 +637,9 @@ async fn answer(
         )
         .into_response());
     }
-    let mut events = Box::pin(runner.execute_stream(&job.prompt, Some(options)));
-    let first = match events.next().await {
-        Some(Ok(e)) => e,
-        Some(Err(e)) => return Err(call.runner_error(service, e)),
-        None => {
-            return Err(ApiError::internal(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "stream_ended",
-                "the generation ended without a result",
-                &call.id,
-            ))
-        }
-    };
-    let mut call = call.hand_off();
+    let (mut call, events) = call
+        .open_stream(service, &runner, &job.prompt, options)
+        .await?;
     let mut permit = Some(permit);
     let service = service.clone();
     let include_usage = job.include_usage;
@@ -661,39 +647,35 @@ async fn answer(
         Shape::Chat => vec![data(&shape.chunk(&call, &model, None, None))],
         Shape::Text => vec![],
     };
-    let body = futures::stream::iter(opening).chain(
-        futures::stream::once(async { Ok(first) })
-            .chain(events)
-            .flat_map(move |event| {
-                let out: Vec<Result<Event, Infallible>> = match event {
-                    Ok(StreamEvent::Token(t)) => {
-                        vec![data(&shape.chunk(&call, &model, Some(&t), None))]
-                    }
-                    Ok(StreamEvent::Done(result)) => {
-                        // The generation is over: its permit is free even
-                        // if the client reads the rest slowly.
-                        permit.take();
-                        call.completed(&service, &result);
-                        let m = &result.metadata;
-                        let mut v = vec![data(&shape.chunk(&call, &model, None, Some(finish(m))))];
-                        if include_usage {
-                            v.push(data(&shape.usage_chunk(&call, &model, m)));
-                        }
-                        v.push(Ok(Event::default().data("[DONE]")));
-                        v
-                    }
-                    Ok(_) => vec![],
-                    Err(e) => {
-                        permit.take();
-                        let e = call.runner_error(&service, e);
-                        // Counted with the status it would have had.
-                        call.status = Some(e.status.as_u16());
-                        vec![data(&serde_json::to_value(e.body()).unwrap_or_default())]
-                    }
-                };
-                futures::stream::iter(out)
-            }),
-    );
+    let body = futures::stream::iter(opening).chain(events.flat_map(move |event| {
+        let out: Vec<Result<Event, Infallible>> = match event {
+            Ok(StreamEvent::Token(t)) => {
+                vec![data(&shape.chunk(&call, &model, Some(&t), None))]
+            }
+            Ok(StreamEvent::Done(result)) => {
+                // The generation is over: its permit is free even
+                // if the client reads the rest slowly.
+                permit.take();
+                call.completed(&service, &result);
+                let m = &result.metadata;
+                let mut v = vec![data(&shape.chunk(&call, &model, None, Some(finish(m))))];
+                if include_usage {
+                    v.push(data(&shape.usage_chunk(&call, &model, m)));
+                }
+                v.push(Ok(Event::default().data("[DONE]")));
+                v
+            }
+            Ok(_) => vec![],
+            Err(e) => {
+                permit.take();
+                let e = call.runner_error(&service, e);
+                // Counted with the status it would have had.
+                call.status = Some(e.status.as_u16());
+                vec![data(&serde_json::to_value(e.body()).unwrap_or_default())]
+            }
+        };
+        futures::stream::iter(out)
+    }));
     Ok(sse(body))
 }
 
@@ -757,6 +739,7 @@ fn completion(call: &Call, model: &str, r: ExecutionResult) -> Completion {
         (status = 429, description = "Too many requests: concurrency limit or full queue (see Retry-After)", body = ErrorBody),
         (status = 500, description = "The worker failed", body = ErrorBody),
         (status = 503, description = "The model cannot run", body = ErrorBody),
+        (status = 502, description = "A remote model's provider failed (details in the service log)", body = ErrorBody),
         (status = 504, description = "The request ran out of time", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -789,8 +772,8 @@ pub async fn chat_completions(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody),
-        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
-        (status = 504, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn completions(
@@ -982,12 +965,11 @@ pub async fn embeddings(
         let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
         let max = service.settings().max_prompt_bytes;
         if bytes > max {
-            return Err(ApiError::bad_request(
-                "prompt_too_large",
-                Some("input"),
-                format!(
-                    "the inputs hold {bytes} bytes, more than {max} (slm.service.max_prompt_bytes)"
-                ),
+            return Err(ApiError::prompt_too_large(
+                "input",
+                "the inputs",
+                bytes,
+                max,
             ));
         }
         let (runner, permit) = call.admit(&service, &request.model).await?;
@@ -1010,7 +992,9 @@ pub async fn embeddings(
             ));
         }
         // Known from the model's header: refused before anything runs.
-        let size = runner.model_summary().embedding_length;
+        let size = runner
+            .local()
+            .and_then(|r| r.model_summary().embedding_length);
         if let (Some(d), Some(size)) = (request.dimensions, size) {
             if u64::from(d) != size {
                 return Err(ApiError::bad_request(

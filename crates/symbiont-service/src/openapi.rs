@@ -2,7 +2,7 @@
 //! (`utoipa`). The copy in the repository (`openapi.json` in this crate) is
 //! checked against it by a test.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 /// The API.
@@ -10,13 +10,14 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "symbiont-runtime service",
-        description = "Small language models for agents, run in sandboxed workers. OpenAI-compatible endpoints under /v1, the native /v1/execute, and operations endpoints. Every model request needs an agent's bearer token; the agent's allow-list decides which models it may use.",
+        description = "Small language models for agents, run in sandboxed workers. OpenAI-compatible endpoints under /v1, Anthropic's /v1/messages, the native /v1/execute, and operations endpoints. Every model request needs an agent's bearer token; the agent's allow-list decides which models it may use.",
     ),
     paths(
         crate::openai::chat_completions,
         crate::openai::completions,
         crate::openai::models,
         crate::openai::embeddings,
+        crate::anthropic::messages,
         crate::native::execute,
         crate::native::health,
         crate::native::ready,
@@ -26,6 +27,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Bearer),
     tags(
         (name = "openai", description = "OpenAI-compatible"),
+        (name = "anthropic", description = "Anthropic-compatible (Messages API); the token as `x-api-key` or bearer"),
         (name = "native", description = "The runner's own request and result"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
@@ -41,6 +43,10 @@ impl Modify for Bearer {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "x-api-key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
     }
 }

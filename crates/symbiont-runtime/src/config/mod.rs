@@ -198,9 +198,12 @@ pub struct Model {
 /// Where a model comes from. Externally tagged, as in the Symbiont schema:
 /// `provider = { LocalFile = { file_path = "/models/x.gguf" } }`.
 ///
-/// All providers may be listed in the catalog; only `LocalFile` models can be
-/// run by this crate's runners.
+/// All providers may be listed in the catalog; `LocalFile` models run in
+/// sandboxed workers, `OpenAI`, `Anthropic` and `Custom` ones through
+/// `RemoteRunner`; `HuggingFace` entries are catalog only. A key is never
+/// part of the config (unknown fields such as `api_key` are refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub enum ModelProvider {
     /// A model on the Hugging Face hub (catalog only: nothing is downloaded).
@@ -213,20 +216,46 @@ pub enum ModelProvider {
         /// Absolute path of the file.
         file_path: PathBuf,
     },
-    /// An OpenAI model (catalog only).
+    /// A model of OpenAI's API (Chat Completions), run by `RemoteRunner`.
+    /// The key comes from the environment: `$OPENAI_API_KEY`, or the
+    /// variable `api_key_env` names.
     OpenAI {
         /// The API's model name.
         model_name: String,
+        /// The API's base URL (default `https://api.openai.com/v1`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
+        /// The environment variable holding the key (default
+        /// `OPENAI_API_KEY`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
     },
-    /// An Anthropic model (catalog only).
+    /// A model of Anthropic's Messages API, run by `RemoteRunner`. The key
+    /// comes from `$ANTHROPIC_API_KEY`, or the variable `api_key_env` names.
     Anthropic {
         /// The API's model name.
         model_name: String,
+        /// The API's base URL (default `https://api.anthropic.com`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
+        /// The environment variable holding the key (default
+        /// `ANTHROPIC_API_KEY`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
     },
-    /// A custom endpoint (catalog only).
+    /// Any OpenAI-compatible endpoint (vLLM, llama.cpp's server, another
+    /// symbi-slm serve), run by `RemoteRunner`.
     Custom {
-        /// The endpoint's URL.
+        /// The endpoint's base URL, such as `http://10.0.0.5:8000/v1`
+        /// (`/chat/completions` is added).
         endpoint_url: String,
+        /// The model to ask the endpoint for (default: the catalog id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_name: Option<String>,
+        /// The environment variable holding a bearer key, if the endpoint
+        /// wants one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
     },
 }
 

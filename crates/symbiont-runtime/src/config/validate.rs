@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use super::{
-    ConfigIssue, GpuAccess, ModelProvider, NetworkAccessMode, Problem, SandboxProfile, Slm,
+    ConfigIssue, GpuAccess, ModelProvider, NetworkAccessMode, NetworkProtocol, Problem,
+    SandboxProfile, Slm,
 };
 
 /// Largest memory or disk size accepted, in MB (16 TiB).
@@ -130,23 +131,107 @@ fn check_provider(base: &str, provider: &ModelProvider, out: &mut Issues) {
             return;
         }
         ModelProvider::HuggingFace { model_path } => ("HuggingFace.model_path", model_path),
-        ModelProvider::OpenAI { model_name } => ("OpenAI.model_name", model_name),
-        ModelProvider::Anthropic { model_name } => ("Anthropic.model_name", model_name),
-        ModelProvider::Custom { endpoint_url } => {
-            if !(endpoint_url.starts_with("https://") || endpoint_url.starts_with("http://")) {
-                out.push((
-                    format!("{base}.Custom.endpoint_url"),
-                    Problem::InvalidName {
-                        what: "endpoint URL (http:// or https://)",
-                        value: endpoint_url.clone(),
-                    },
-                ));
-            }
+        ModelProvider::OpenAI {
+            model_name,
+            base_url,
+            api_key_env,
+        } => {
+            remote_fields(
+                base,
+                "OpenAI",
+                base_url.as_ref(),
+                None,
+                api_key_env.as_ref(),
+                out,
+            );
+            ("OpenAI.model_name", model_name)
+        }
+        ModelProvider::Anthropic {
+            model_name,
+            base_url,
+            api_key_env,
+        } => {
+            remote_fields(
+                base,
+                "Anthropic",
+                base_url.as_ref(),
+                None,
+                api_key_env.as_ref(),
+                out,
+            );
+            ("Anthropic.model_name", model_name)
+        }
+        ModelProvider::Custom {
+            endpoint_url,
+            model_name,
+            api_key_env,
+        } => {
+            remote_fields(
+                base,
+                "Custom",
+                Some(endpoint_url),
+                model_name.as_ref(),
+                api_key_env.as_ref(),
+                out,
+            );
             return;
         }
     };
     if value.trim().is_empty() {
         out.push((format!("{base}.{key}"), Problem::Empty));
+    }
+}
+
+/// A remote provider's URL (http or https, with a host, no credentials or
+/// query in it), model name and key variable.
+fn remote_fields(
+    base: &str,
+    kind: &str,
+    url: Option<&String>,
+    model_name: Option<&String>,
+    api_key_env: Option<&String>,
+    out: &mut Issues,
+) {
+    if let Some(u) = url {
+        let key = if kind == "Custom" {
+            "endpoint_url"
+        } else {
+            "base_url"
+        };
+        let rest = u
+            .strip_prefix("https://")
+            .or_else(|| u.strip_prefix("http://"));
+        let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+        let ok = match (rest, authority) {
+            (Some(r), Some(a)) => !a.is_empty() && !a.contains('@') && !r.contains(['?', '#']),
+            _ => false,
+        };
+        if !ok {
+            out.push((
+                format!("{base}.{kind}.{key}"),
+                Problem::InvalidName {
+                    what: "endpoint URL (http:// or https://, a host, no user, query or fragment)",
+                    value: u.clone(),
+                },
+            ));
+        }
+    }
+    if model_name.is_some_and(|m| m.trim().is_empty()) {
+        out.push((format!("{base}.{kind}.model_name"), Problem::Empty));
+    }
+    if let Some(v) = api_key_env {
+        let ok = !v.is_empty()
+            && !v.starts_with(|c: char| c.is_ascii_digit())
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            out.push((
+                format!("{base}.{kind}.api_key_env"),
+                Problem::InvalidName {
+                    what: "environment variable name (letters, digits, `_`)",
+                    value: v.clone(),
+                },
+            ));
+        }
     }
 }
 
@@ -296,13 +381,41 @@ fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
     let n = &p.network;
     let nb = format!("{base}.network");
     if n.access_mode == NetworkAccessMode::Restricted {
-        out.push((
-            format!("{nb}.access_mode"),
-            Problem::NotSupportedYet {
-                what: "access_mode = \"Restricted\"".into(),
-                why: "host and port allow-lists are not enforced yet; use \"None\" or \"Full\"",
-            },
-        ));
+        if n.allowed_destinations.is_empty() {
+            out.push((
+                format!("{nb}.allowed_destinations"),
+                Problem::Conflict(
+                    "access_mode = \"Restricted\" with no allowed_destinations reaches nothing; list destinations or use \"None\"",
+                ),
+            ));
+        }
+        for (i, d) in n.allowed_destinations.iter().enumerate() {
+            let key = format!("{nb}.allowed_destinations[{i}]");
+            if matches!(
+                crate::egress::rule(d),
+                Err(symbiont_egress::PolicyError::BadHost(_))
+            ) {
+                out.push((
+                    format!("{key}.host"),
+                    Problem::InvalidName {
+                        what: "host name or IP address",
+                        value: d.host.clone(),
+                    },
+                ));
+            }
+            if d.port == Some(0) {
+                out.push((format!("{key}.port"), Problem::NotPositive));
+            }
+            if d.protocol == Some(NetworkProtocol::UDP) {
+                out.push((
+                    format!("{key}.protocol"),
+                    Problem::NotSupportedYet {
+                        what: "protocol = \"UDP\"".into(),
+                        why: "the egress proxy carries TCP (HTTP and CONNECT tunnels) only; a restricted process has no other way out",
+                    },
+                ));
+            }
+        }
     } else if !n.allowed_destinations.is_empty() {
         out.push((
             format!("{nb}.allowed_destinations"),
@@ -311,14 +424,15 @@ fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
             ),
         ));
     }
-    if n.max_bandwidth_mbps.is_some() {
-        out.push((
+    match n.max_bandwidth_mbps {
+        Some(0) => out.push((format!("{nb}.max_bandwidth_mbps"), Problem::NotPositive)),
+        Some(_) if n.access_mode != NetworkAccessMode::Restricted => out.push((
             format!("{nb}.max_bandwidth_mbps"),
-            Problem::NotSupportedYet {
-                what: "max_bandwidth_mbps".into(),
-                why: "network bandwidth shaping is not implemented; remove the key",
-            },
-        ));
+            Problem::Conflict(
+                "max_bandwidth_mbps is enforced by the egress proxy, which only access_mode = \"Restricted\" uses",
+            ),
+        )),
+        _ => {}
     }
     if p.security.require_encryption {
         out.push((

@@ -3,6 +3,7 @@
 mod catalog;
 mod local_gguf;
 mod pool;
+mod remote;
 mod runner;
 
 pub use catalog::{
@@ -14,7 +15,8 @@ pub use local_gguf::{
     LocalGgufRunner, LocalGgufRunnerBuilder, RunnerLoad, RunnerMetrics, StreamEvent,
     EMBED_ADDRESS_EXTRA_MB, WORKER_ENV, WORKER_FILE,
 };
-pub use pool::{ModelPool, ModelPoolBuilder};
+pub use pool::{ModelPool, ModelPoolBuilder, PoolRunner};
+pub use remote::{RemoteRunner, REMOTE_CONCURRENCY, REMOTE_QUEUE};
 pub use runner::{
     ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
     FinishReason, PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,

@@ -19,9 +19,12 @@ use tokio::sync::Mutex;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::ModelProvider;
+use futures::stream::{BoxStream, StreamExt};
+
 use crate::models::{
-    Budget, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner, ModelCatalog,
-    ModelCatalogError, RunnerLoad, RunnerMetrics, SlmRunnerError,
+    Budget, EmbeddingResult, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner,
+    ModelCatalog, ModelCatalogError, RemoteRunner, RunnerLoad, RunnerMetrics, SlmRunner,
+    SlmRunnerError, StreamEvent,
 };
 
 /// Every model of a catalog, run for agents under one host budget. Cheap
@@ -38,7 +41,112 @@ struct Inner {
     audit: AuditLog,
     worker_path: Option<PathBuf>,
     /// Runners by (model id, profile name).
-    runners: Mutex<HashMap<(String, String), LocalGgufRunner>>,
+    runners: Mutex<HashMap<(String, String), PoolRunner>>,
+}
+
+/// A model's runner in the pool: a sandboxed local worker, or a remote
+/// endpoint reached under the profile's network policy. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum PoolRunner {
+    /// A GGUF model in sandboxed workers.
+    Local(LocalGgufRunner),
+    /// An `OpenAI`, `Anthropic` or `Custom` endpoint.
+    Remote(RemoteRunner),
+}
+
+impl PoolRunner {
+    /// The local runner, if it is one.
+    pub fn local(&self) -> Option<&LocalGgufRunner> {
+        match self {
+            Self::Local(r) => Some(r),
+            Self::Remote(_) => None,
+        }
+    }
+
+    /// The remote runner, if it is one.
+    pub fn remote(&self) -> Option<&RemoteRunner> {
+        match self {
+            Self::Remote(r) => Some(r),
+            Self::Local(_) => None,
+        }
+    }
+
+    /// Runs a prompt (see [`LocalGgufRunner::execute`]).
+    pub async fn execute(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        match self {
+            Self::Local(r) => r.execute(prompt, options).await,
+            Self::Remote(r) => r.execute(prompt, options).await,
+        }
+    }
+
+    /// Streams a prompt's text, ending with [`StreamEvent::Done`];
+    /// dropping the stream cancels the request.
+    pub fn execute_stream(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
+        match self {
+            Self::Local(r) => r.execute_stream(prompt, options).boxed(),
+            Self::Remote(r) => r.execute_stream(prompt, options).boxed(),
+        }
+    }
+
+    /// An embedding (local models only).
+    pub async fn embed(
+        &self,
+        text: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<EmbeddingResult, SlmRunnerError> {
+        match self {
+            Self::Local(r) => r.embed(text, options).await,
+            Self::Remote(r) => SlmRunner::embed(r, text, options).await,
+        }
+    }
+
+    /// The runner's counters.
+    pub fn metrics(&self) -> RunnerMetrics {
+        match self {
+            Self::Local(r) => r.metrics(),
+            Self::Remote(r) => r.metrics(),
+        }
+    }
+
+    /// Slots and queue now.
+    pub fn load(&self) -> RunnerLoad {
+        match self {
+            Self::Local(r) => r.load(),
+            Self::Remote(r) => r.load(),
+        }
+    }
+
+    /// Requests it runs at once.
+    pub fn slots(&self) -> u32 {
+        match self {
+            Self::Local(r) => r.slots(),
+            Self::Remote(_) => crate::models::remote::REMOTE_CONCURRENCY as u32,
+        }
+    }
+
+    /// Loads a local model's worker now (a remote one has nothing to load).
+    pub async fn preload(&self) -> Result<(), SlmRunnerError> {
+        match self {
+            Self::Local(r) => r.preload().await,
+            Self::Remote(_) => Ok(()),
+        }
+    }
+
+    /// A local model's worker process, if one runs.
+    pub async fn worker_pid(&self) -> Option<u32> {
+        match self {
+            Self::Local(r) => r.worker_pid().await,
+            Self::Remote(_) => None,
+        }
+    }
 }
 
 /// Builds a [`ModelPool`].
@@ -143,7 +251,7 @@ impl ModelPool {
         agent_id: &str,
         model_id: &str,
         profile: Option<&str>,
-    ) -> Result<LocalGgufRunner, SlmRunnerError> {
+    ) -> Result<PoolRunner, SlmRunnerError> {
         let catalog = &self.inner.catalog;
         if let Err(e) = catalog.validate_model_access(model_id, agent_id) {
             return Err(match e {
@@ -181,7 +289,7 @@ impl ModelPool {
         &self,
         model_id: &str,
         profile: Option<&str>,
-    ) -> Result<LocalGgufRunner, SlmRunnerError> {
+    ) -> Result<PoolRunner, SlmRunnerError> {
         let (profile_name, profile) = self.profile(profile)?;
         let key = (model_id.to_string(), profile_name.clone());
         if let Some(r) = self.inner.runners.lock().await.get(&key) {
@@ -195,14 +303,35 @@ impl ModelPool {
             .ok_or_else(|| SlmRunnerError::UnknownModel {
                 model_id: model_id.to_string(),
             })?;
-        let ModelProvider::LocalFile { file_path } = &model.provider else {
-            return Err(SlmRunnerError::InvalidInput {
-                field: "model",
-                reason: format!(
-                    "model `{model_id}` has provider {}; only LocalFile models run in this pool",
-                    model.provider.kind()
-                ),
-            });
+        let file_path = match &model.provider {
+            ModelProvider::LocalFile { file_path } => file_path,
+            ModelProvider::HuggingFace { .. } => {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: "model",
+                    reason: format!(
+                        "model `{model_id}` has provider HuggingFace, which is a catalog entry only (nothing is downloaded); use a LocalFile or a remote provider"
+                    ),
+                })
+            }
+            remote => {
+                let runner = RemoteRunner::new(
+                    model_id,
+                    remote,
+                    &profile_name,
+                    profile,
+                    model.resource_requirements.clone(),
+                    self.inner.audit.clone(),
+                )
+                .await?;
+                return Ok(self
+                    .inner
+                    .runners
+                    .lock()
+                    .await
+                    .entry(key)
+                    .or_insert(PoolRunner::Remote(runner))
+                    .clone());
+            }
         };
         let settings = &catalog.config().pool;
         let keep_alive = settings
@@ -236,7 +365,7 @@ impl ModelPool {
             .lock()
             .await
             .entry(key)
-            .or_insert(runner)
+            .or_insert(PoolRunner::Local(runner))
             .clone())
     }
 

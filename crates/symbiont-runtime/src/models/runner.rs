@@ -454,6 +454,18 @@ pub enum SlmRunnerError {
         /// times.
         retry_after: std::time::Duration,
     },
+    /// A remote model's endpoint answered with an error (after the
+    /// retries a 429 or 5xx gets). `detail` is the provider's message,
+    /// shortened; the key is never in it.
+    #[error("{endpoint} answered HTTP {status}: {detail}")]
+    Remote {
+        /// The endpoint's URL.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the provider said.
+        detail: String,
+    },
     /// An I/O error talking to the worker or reading the model.
     #[error("I/O error while {context}: {source}")]
     Io {

@@ -311,8 +311,8 @@ fn empty_ids_and_relative_paths() {
 fn values_not_supported_yet_are_rejected_not_ignored() {
     let cases = [
         (
-            "[slm.sandbox_profiles.secure.network]\naccess_mode = \"Restricted\"\n",
-            "slm.sandbox_profiles.secure.network.access_mode",
+            "[slm.sandbox_profiles.secure.network]\naccess_mode = \"Restricted\"\nallowed_destinations = [{ host = \"10.0.0.1\", protocol = \"UDP\" }]\n",
+            "slm.sandbox_profiles.secure.network.allowed_destinations[0].protocol",
         ),
         (
             "[slm.sandbox_profiles.secure.resources]\ngpu_access = \"Exclusive\"\n",
@@ -561,4 +561,49 @@ fn the_service_table_is_checked_and_never_echoes_a_token() {
         "slm.service.tokens",
         "unknown field",
     );
+}
+
+#[test]
+fn restricted_network_rules_are_checked() {
+    let ok = Slm::from_toml_str(
+        "[slm.sandbox_profiles.tools.network]\naccess_mode = \"Restricted\"\nallowed_destinations = [{ host = \"api.example.com\", port = 443, protocol = \"HTTPS\" }, { host = \"127.0.0.1\", port = 9000 }, { host = \"[::1]\" }]\nmax_bandwidth_mbps = 8\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.sandbox_profiles["tools"].network.max_bandwidth_mbps,
+        Some(8)
+    );
+    for (toml, key) in [
+        (
+            "access_mode = \"Restricted\"\n",
+            "slm.sandbox_profiles.tools.network.allowed_destinations",
+        ),
+        (
+            "access_mode = \"Restricted\"\nallowed_destinations = [{ host = \"not a host\" }]\n",
+            "slm.sandbox_profiles.tools.network.allowed_destinations[0].host",
+        ),
+        (
+            "access_mode = \"Restricted\"\nallowed_destinations = [{ host = \"a.example\", port = 0 }]\n",
+            "slm.sandbox_profiles.tools.network.allowed_destinations[0].port",
+        ),
+        (
+            "access_mode = \"Restricted\"\nallowed_destinations = [{ host = \"a.example\" }]\nmax_bandwidth_mbps = 0\n",
+            "slm.sandbox_profiles.tools.network.max_bandwidth_mbps",
+        ),
+        (
+            "access_mode = \"Full\"\nmax_bandwidth_mbps = 8\n",
+            "slm.sandbox_profiles.tools.network.max_bandwidth_mbps",
+        ),
+        (
+            "access_mode = \"None\"\nallowed_destinations = [{ host = \"a.example\" }]\n",
+            "slm.sandbox_profiles.tools.network.allowed_destinations",
+        ),
+    ] {
+        let err = Slm::from_toml_str(&format!("[slm.sandbox_profiles.tools.network]\n{toml}"))
+            .unwrap_err();
+        assert!(
+            err.issues().iter().any(|i| i.key_path == key),
+            "{key}: {err}"
+        );
+    }
 }

@@ -18,6 +18,9 @@
 //!   denied path inside an allowed one cannot be carved out by Landlock: that
 //!   profile is refused.
 //! - network `None`: network namespace, Landlock TCP rules, seccomp.
+//! - network `Restricted`: the worker as `None`; a `sandbox exec` program
+//!   in its own namespace whose only listener is the egress proxy's
+//!   (`NetworkMode::Proxy`), Landlock TCP connect to that port only.
 //! - syscalls: `strict_syscall_filtering` → allow-list (+ `allowed_syscalls`),
 //!   else a deny-list. Strictness also makes every layer fail closed. Under
 //!   both: x32 numbers kill, pid-taking calls reach only the caller, no
@@ -120,10 +123,13 @@ pub fn plan_for(
             )
         }),
         max_open_files: Some(WORKER_OPEN_FILES),
+        // The worker needs no network: under `Restricted` it gets none at
+        // all (the proxy is for programs under `sandbox exec`).
         network: match profile.network.access_mode {
             NetworkAccessMode::Full => NetworkMode::Full,
             _ => NetworkMode::None,
         },
+        proxy_handoff_fd: None,
         // The worker talks to its supervisor over its standard pipes only.
         sockets: SocketPolicy::None,
         syscalls: if strict {
@@ -251,11 +257,21 @@ pub fn exec_plan_for(
     )?;
     plan.allow_exec = true;
     plan.max_open_files = Some(EXEC_OPEN_FILES);
+    // `Restricted`: the egress proxy's listener in the program's own
+    // network namespace is its only way out (the caller sets
+    // `proxy_handoff_fd` and serves it).
+    if profile.network.access_mode == NetworkAccessMode::Restricted {
+        plan.network = NetworkMode::Proxy {
+            port: crate::egress::PROXY_PORT,
+        };
+    }
     // No socket by path to a host daemon without the network: socket
-    // pairs only. With `Full` network, whatever the program asks.
+    // pairs only; with the proxy, inet sockets too. With `Full` network,
+    // whatever the program asks.
     plan.sockets = match plan.network {
         NetworkMode::Full => SocketPolicy::Any,
         NetworkMode::None => SocketPolicy::PairsOnly,
+        NetworkMode::Proxy { .. } => SocketPolicy::InetOnly,
     };
     Ok(plan)
 }
@@ -384,6 +400,15 @@ pub fn sandbox_report(
             format!("{:?}", profile.network.access_mode),
             match profile.network.access_mode {
                 NetworkAccessMode::Full => "no restriction".into(),
+                NetworkAccessMode::Restricted => format!(
+                    "worker: none at all (as None); `sandbox exec`: own network namespace with only loopback, whose one listener (127.0.0.1:{port}) is the egress proxy served from outside; Landlock TCP connect to port {port} only, no bind; seccomp: inet sockets only (no UNIX socket by path); the proxy checks {n} destination(s) on the address it connects to{bw}; refusals audited",
+                    port = crate::egress::PROXY_PORT,
+                    n = profile.network.allowed_destinations.len(),
+                    bw = match profile.network.max_bandwidth_mbps {
+                        Some(m) => format!(", {m} Mbit/s each way (token bucket)"),
+                        None => String::new(),
+                    },
+                ),
                 _ => "network namespace + Landlock TCP bind/connect denial + seccomp socket denial".into(),
             },
             match profile.network.access_mode {

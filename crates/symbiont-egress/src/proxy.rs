@@ -1,0 +1,425 @@
+//! The HTTP proxy: `CONNECT host:port` tunnels and plain `http://`
+//! requests, each connection to one destination the policy allowed.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::bucket::Bucket;
+use crate::policy::{Kind, Policy, Refusal};
+
+/// Largest request head the proxy reads.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection to an allowed destination may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Told of every refusal (the runtime writes an audit event).
+pub trait Observer: Send + Sync + fmt::Debug {
+    /// `policy` refused `refusal`.
+    fn refused(&self, policy: &Policy, refusal: &Refusal);
+}
+
+/// What one proxy has done, counted as it happens.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Connections made to an allowed destination.
+    pub allowed: AtomicU64,
+    /// Requests refused by the policy.
+    pub refused: AtomicU64,
+    /// Bytes sent from the client to destinations.
+    pub bytes_out: AtomicU64,
+    /// Bytes sent from destinations to the client.
+    pub bytes_in: AtomicU64,
+}
+
+/// An egress proxy for one policy (one sandboxed process, or one host
+/// process's remote models).
+#[derive(Debug)]
+pub struct Proxy {
+    policy: Policy,
+    out: Option<Bucket>,
+    into: Option<Bucket>,
+    observer: Option<Arc<dyn Observer>>,
+    credential: Option<String>,
+    stats: Arc<ProxyStats>,
+}
+
+impl Proxy {
+    /// A proxy enforcing `policy` (its allow-list and bandwidth).
+    pub fn new(policy: Policy) -> Self {
+        let bucket = policy.bytes_per_second.map(Bucket::new);
+        Self {
+            out: policy.bytes_per_second.map(Bucket::new),
+            into: bucket,
+            policy,
+            observer: None,
+            credential: None,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Reports refusals to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Serves only clients that send `Proxy-Authorization: Basic` with
+    /// this user and password: a proxy on the host's loopback is then no
+    /// open door for other local processes.
+    pub fn require_credential(mut self, user: &str, password: &str) -> Self {
+        self.credential = Some(base64(format!("{user}:{password}").as_bytes()));
+        self
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<ProxyStats> {
+        self.stats.clone()
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Serves `listener` until the task is dropped; each client in a task
+    /// of its own.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> io::Result<()> {
+        loop {
+            let (client, _) = match listener.accept().await {
+                Ok(c) => c,
+                // Out of descriptors or a client gone before accept: the
+                // listener itself is fine.
+                Err(e) if e.raw_os_error().is_some() && e.kind() != io::ErrorKind::InvalidInput => {
+                    tracing::warn!(target: "symbi_slm_egress", "accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.handle(client).await {
+                    tracing::debug!(target: "symbi_slm_egress", "connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, mut client: TcpStream) -> io::Result<()> {
+        let _ = client.set_nodelay(true);
+        let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return reply(&mut client, 408, "request head not sent in time").await,
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = req.parse(&head) else {
+            return reply(&mut client, 400, "not an HTTP request").await;
+        };
+        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
+        else {
+            return reply(&mut client, 400, "not an HTTP request").await;
+        };
+        if let Some(want) = &self.credential {
+            let given = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .and_then(|v| v.strip_prefix("Basic "));
+            if given.map(str::trim) != Some(want.as_str()) {
+                return reply(&mut client, 407, "proxy credential missing or wrong").await;
+            }
+        }
+        let (kind, host, port, path) = if method.eq_ignore_ascii_case("CONNECT") {
+            match split_authority(target, None) {
+                Some((h, p)) => (Kind::Tunnel, h, p, String::new()),
+                None => return reply(&mut client, 400, "CONNECT needs host:port").await,
+            }
+        } else if let Some(after) = strip_prefix_ci(target, "http://") {
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            let (authority, path) = after.split_at(end);
+            let path = if path.is_empty() || path.starts_with('?') {
+                format!("/{path}")
+            } else {
+                path.to_string()
+            };
+            match split_authority(authority, Some(80)) {
+                Some((h, p)) => (Kind::Http, h, p, path),
+                None => return reply(&mut client, 400, "bad host in the request URL").await,
+            }
+        } else {
+            return reply(
+                &mut client,
+                400,
+                "only CONNECT and absolute http:// requests are proxied",
+            )
+            .await;
+        };
+        let addrs = match self.policy.resolve(&host, port, kind).await {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "symbi_slm_egress",
+                    profile = %self.policy.profile,
+                    agent = self.policy.agent.as_deref().unwrap_or("-"),
+                    "egress refused: {refusal}"
+                );
+                if let Some(o) = &self.observer {
+                    o.refused(&self.policy, &refusal);
+                }
+                return reply(&mut client, 403, &format!("refused {refusal}")).await;
+            }
+        };
+        let Some(mut upstream) = connect_any(&addrs).await else {
+            return reply(
+                &mut client,
+                502,
+                &format!("cannot connect to {host}:{port}"),
+            )
+            .await;
+        };
+        self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+        let _ = upstream.set_nodelay(true);
+        match kind {
+            Kind::Tunnel => {
+                client
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await?;
+                if !rest.is_empty() {
+                    self.send(&mut upstream, &rest, &self.out, &self.stats.bytes_out)
+                        .await?;
+                }
+                self.relay(client, upstream, false).await
+            }
+            Kind::Http => {
+                let mut fwd = format!("{method} {path} HTTP/1.{version}\r\n").into_bytes();
+                for h in req.headers.iter() {
+                    let n = h.name.to_ascii_lowercase();
+                    if n.starts_with("proxy-") || n == "connection" || n == "keep-alive" {
+                        continue;
+                    }
+                    fwd.extend_from_slice(h.name.as_bytes());
+                    fwd.extend_from_slice(b": ");
+                    fwd.extend_from_slice(h.value);
+                    fwd.extend_from_slice(b"\r\n");
+                }
+                // One request per connection: a second request on it could
+                // name another host.
+                fwd.extend_from_slice(b"Connection: close\r\n\r\n");
+                fwd.extend_from_slice(&rest);
+                self.send(&mut upstream, &fwd, &self.out, &self.stats.bytes_out)
+                    .await?;
+                self.relay(client, upstream, true).await
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        to: &mut (impl AsyncWrite + Unpin),
+        bytes: &[u8],
+        bucket: &Option<Bucket>,
+        count: &AtomicU64,
+    ) -> io::Result<()> {
+        if let Some(b) = bucket {
+            b.spend(bytes.len()).await;
+        }
+        to.write_all(bytes).await?;
+        count.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copies both ways until both are done, or (`response_ends`) until
+    /// the destination has finished its answer.
+    async fn relay(
+        &self,
+        client: TcpStream,
+        upstream: TcpStream,
+        response_ends: bool,
+    ) -> io::Result<()> {
+        let (cr, cw) = client.into_split();
+        let (ur, uw) = upstream.into_split();
+        let out = self.pump(cr, uw, &self.out, &self.stats.bytes_out);
+        let back = self.pump(ur, cw, &self.into, &self.stats.bytes_in);
+        if response_ends {
+            // The request's end (the client's half-close) does not end the
+            // exchange; the destination's answer does.
+            let out = async move {
+                let _ = out.await;
+                std::future::pending::<io::Result<()>>().await
+            };
+            tokio::select! {
+                r = back => r,
+                r = out => r,
+            }
+        } else {
+            let (a, b) = tokio::join!(out, back);
+            a.and(b)
+        }
+    }
+
+    async fn pump(
+        &self,
+        mut from: impl AsyncRead + Unpin,
+        mut to: impl AsyncWrite + Unpin,
+        bucket: &Option<Bucket>,
+        count: &AtomicU64,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return to.shutdown().await;
+            }
+            self.send(&mut to, &buf[..n], bucket, count).await?;
+        }
+    }
+}
+
+/// Reads up to the end of the head; returns it and what followed it.
+async fn read_head(client: &mut TcpStream) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let end = from + i + 4;
+            let rest = buf.split_off(end);
+            return Ok(Some((buf, rest)));
+        }
+        if buf.len() > MAX_HEAD {
+            let _ = reply(client, 431, "request head too large").await;
+            return Ok(None);
+        }
+    }
+}
+
+/// `host:port` (IPv6 in brackets); `default` when no port is given.
+fn split_authority(a: &str, default: Option<u16>) -> Option<(String, u16)> {
+    if a.contains('@') || a.is_empty() {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = a.strip_prefix('[') {
+        let (h, tail) = v6.split_once(']')?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if tail.is_empty() => None,
+            None => return None,
+        };
+        (h.to_string(), port)
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (a.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+        None => default?,
+    };
+    Some((host, port))
+}
+
+/// Standard base64 with padding (RFC 4648), as `Basic` credentials use.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= c.len() {
+                out.push(A[(n >> shift & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+async fn connect_any(addrs: &[SocketAddr]) -> Option<TcpStream> {
+    for a in addrs {
+        if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
+            return Some(s);
+        }
+    }
+    None
+}
+
+async fn reply(client: &mut TcpStream, status: u16, text: &str) -> io::Result<()> {
+    let reason = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        _ => "Bad Gateway",
+    };
+    let body = format!("symbiont egress: {text}\n");
+    let auth = if status == 407 {
+        "Proxy-Authenticate: Basic realm=\"symbiont-egress\"\r\n"
+    } else {
+        ""
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Symbiont-Egress: {}\r\n{auth}Connection: close\r\n\r\n{body}",
+        body.len(),
+        if status == 403 { "refused" } else { "error" },
+    );
+    client.write_all(msg.as_bytes()).await?;
+    client.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_standard_base64() {
+        assert_eq!(base64(b"u:pass"), "dTpwYXNz");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn authorities_parse() {
+        assert_eq!(split_authority("a.b:443", None), Some(("a.b".into(), 443)));
+        assert_eq!(split_authority("a.b", Some(80)), Some(("a.b".into(), 80)));
+        assert_eq!(split_authority("a.b", None), None);
+        assert_eq!(
+            split_authority("[::1]:8080", None),
+            Some(("::1".into(), 8080))
+        );
+        assert_eq!(split_authority("[::1]", Some(80)), Some(("::1".into(), 80)));
+        assert_eq!(split_authority("user@a.b:80", None), None);
+        assert_eq!(split_authority("a.b:0", None), None);
+        assert_eq!(split_authority("a.b:99999", None), None);
+        assert_eq!(split_authority("[::1]x", Some(80)), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! The proxy against real sockets on loopback: what it lets through, what
+//! it refuses, and that a refusal reaches the observer and the counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use symbiont_egress::{Observer, Policy, Proxy, Refusal, Rule};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An origin server: answers every request with the head it received
+/// (so a test sees what the proxy forwarded), or a redirect for `/redirect`.
+async fn origin(redirect_to: Option<String>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let redirect_to = redirect_to.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let resp = match (&redirect_to, head.starts_with("GET /redirect")) {
+                    (Some(to), true) => format!(
+                        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                    _ => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                        head.len()
+                    ),
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[derive(Debug, Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl Observer for Seen {
+    fn refused(&self, policy: &Policy, refusal: &Refusal) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", policy.profile, refusal.destination));
+    }
+}
+
+async fn proxy(rules: Vec<Rule>, credential: Option<(&str, &str)>) -> (u16, Arc<Proxy>, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let mut p = Proxy::new(Policy::new("tools", rules)).observed_by(seen.clone());
+    if let Some((user, password)) = credential {
+        p = p.require_credential(user, password);
+    }
+    let p = Arc::new(p);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(p.clone().serve(l));
+    (port, p, seen)
+}
+
+async fn exchange(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+fn rule(host: &str, port: u16) -> Rule {
+    Rule::new(host, Some(port), None).unwrap()
+}
+
+#[tokio::test]
+async fn allowed_destinations_are_reached_and_others_refused() {
+    let allowed = origin(None).await;
+    let other = origin(None).await;
+    let (px, proxy, seen) = proxy(vec![rule("127.0.0.1", allowed)], None).await;
+
+    // Plain HTTP: forwarded in origin form, proxy headers dropped, one
+    // request per connection.
+    let got = exchange(
+        px,
+        &format!(
+            "GET http://127.0.0.1:{allowed}/v1/x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:{allowed}\r\nProxy-Authorization: Basic c2VjcmV0\r\nConnection: keep-alive\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(got.contains("GET /v1/x?q=1 HTTP/1.1\r\n"), "{got}");
+    assert!(got.contains("Connection: close"), "{got}");
+    assert!(
+        !got.to_ascii_lowercase().contains("proxy-authorization"),
+        "{got}"
+    );
+
+    // A CONNECT tunnel, then a request inside it.
+    let mut s = TcpStream::connect(("127.0.0.1", px)).await.unwrap();
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{allowed} HTTP/1.1\r\n\r\nGET /in HTTP/1.1\r\nHost: x\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let got = String::from_utf8_lossy(&out);
+    assert!(
+        got.starts_with("HTTP/1.1 200 Connection Established\r\n\r\nHTTP/1.1 200 OK"),
+        "{got}"
+    );
+    assert!(got.contains("GET /in HTTP/1.1"), "{got}");
+    assert_eq!(proxy.stats().allowed.load(Ordering::Relaxed), 2);
+    assert!(proxy.stats().bytes_in.load(Ordering::Relaxed) > 100);
+
+    // Refused: another port, another address, a name not listed, a name
+    // that leads to an address not listed literally.
+    for (req, dest) in [
+        (
+            format!("CONNECT 127.0.0.1:{other} HTTP/1.1\r\n\r\n"),
+            format!("127.0.0.1:{other}"),
+        ),
+        (
+            format!("GET http://127.0.0.2:{allowed}/ HTTP/1.1\r\n\r\n"),
+            format!("127.0.0.2:{allowed}"),
+        ),
+        (
+            format!("CONNECT example.com:{allowed} HTTP/1.1\r\n\r\n"),
+            format!("example.com:{allowed}"),
+        ),
+        (
+            format!("GET http://[::ffff:127.0.0.1]:{other}/ HTTP/1.1\r\n\r\n"),
+            format!("::ffff:127.0.0.1:{other}"),
+        ),
+    ] {
+        let got = exchange(px, &req).await;
+        assert!(got.starts_with("HTTP/1.1 403 Forbidden"), "{req}: {got}");
+        assert!(got.contains("X-Symbiont-Egress: refused"), "{got}");
+        assert!(
+            got.contains("not in allowed_destinations of profile `tools`"),
+            "{got}"
+        );
+        assert!(!got.contains("Connection Established"));
+        let last = seen.0.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            last.starts_with("tools ")
+                && last.ends_with(&format!(":{}", dest.rsplit(':').next().unwrap())),
+            "{last}"
+        );
+    }
+    assert_eq!(proxy.stats().refused.load(Ordering::Relaxed), 4);
+    assert_eq!(proxy.stats().allowed.load(Ordering::Relaxed), 2);
+
+    // Not a proxy request at all.
+    let got = exchange(px, "GET / HTTP/1.1\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    let got = exchange(
+        px,
+        &format!("GET http://user@127.0.0.1:{allowed}/ HTTP/1.1\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+}
+
+#[tokio::test]
+async fn a_name_leading_to_loopback_is_refused_unless_the_address_is_listed() {
+    let allowed = origin(None).await;
+    let (px, _, seen) = proxy(vec![rule("localhost", allowed)], None).await;
+    let got = exchange(px, &format!("CONNECT localhost:{allowed} HTTP/1.1\r\n\r\n")).await;
+    assert!(got.starts_with("HTTP/1.1 403"), "{got}");
+    assert!(got.contains("loopback"), "{got}");
+    assert_eq!(seen.0.lock().unwrap().len(), 1);
+
+    let (px, _, _) = proxy(
+        vec![rule("localhost", allowed), rule("127.0.0.1", allowed)],
+        None,
+    )
+    .await;
+    let got = exchange(
+        px,
+        &format!("GET http://localhost:{allowed}/ HTTP/1.1\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+}
+
+#[tokio::test]
+async fn a_redirect_is_passed_back_never_followed() {
+    let denied = origin(None).await;
+    let allowed = origin(Some(format!("http://127.0.0.1:{denied}/secret"))).await;
+    let (px, proxy, _) = proxy(vec![rule("127.0.0.1", allowed)], None).await;
+    let got = exchange(
+        px,
+        &format!("GET http://127.0.0.1:{allowed}/redirect HTTP/1.1\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 302"), "{got}");
+    assert_eq!(proxy.stats().allowed.load(Ordering::Relaxed), 1);
+    // The client's own follow-up is a new request, judged afresh.
+    let got = exchange(
+        px,
+        &format!("GET http://127.0.0.1:{denied}/secret HTTP/1.1\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 403"), "{got}");
+}
+
+#[tokio::test]
+async fn a_credential_is_required_when_set() {
+    let allowed = origin(None).await;
+    let (px, proxy, _) = proxy(vec![rule("127.0.0.1", allowed)], Some(("u", "pass"))).await;
+    let req = |auth: &str| format!("GET http://127.0.0.1:{allowed}/ HTTP/1.1\r\n{auth}\r\n");
+    let got = exchange(px, &req("")).await;
+    assert!(got.starts_with("HTTP/1.1 407"), "{got}");
+    let got = exchange(px, &req("Proxy-Authorization: Basic d3Jvbmc=\r\n")).await;
+    assert!(got.starts_with("HTTP/1.1 407"), "{got}");
+    let got = exchange(px, &req("Proxy-Authorization: Basic dTpwYXNz\r\n")).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(proxy.stats().allowed.load(Ordering::Relaxed), 1);
+}

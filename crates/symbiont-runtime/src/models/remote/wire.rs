@@ -1,0 +1,375 @@
+//! The two wire formats a remote model speaks: OpenAI's Chat Completions
+//! (also every OpenAI-compatible server) and Anthropic's Messages, both
+//! streamed as server-sent events.
+
+use serde_json::{json, Value};
+
+use crate::models::{ChatRole, ExecutionOptions, FinishReason, SlmRunnerError};
+
+/// Which API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// OpenAI's own service: `max_completion_tokens`, no extensions.
+    OpenAi,
+    /// An OpenAI-compatible server: `max_tokens`, and `top_k`, `min_p`,
+    /// `repeat_penalty` passed on when asked for.
+    Compatible,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// Tokens asked of Anthropic when the caller sets no `max_tokens` (the API
+/// requires one).
+pub(crate) const ANTHROPIC_DEFAULT_MAX_TOKENS: u32 = 1024;
+/// The `anthropic-version` header sent.
+pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The request body for `prompt` after `options.history`.
+pub(crate) fn body(
+    api: Api,
+    model: &str,
+    prompt: &str,
+    o: &ExecutionOptions,
+) -> Result<Value, SlmRunnerError> {
+    let unsupported = |field: &'static str| SlmRunnerError::InvalidInput {
+        field,
+        reason: format!("{field} is not an option of OpenAI's API; leave it unset for this model"),
+    };
+    let role = |r: ChatRole| match r {
+        ChatRole::System => "system",
+        ChatRole::User => "user",
+        ChatRole::Assistant => "assistant",
+    };
+    match api {
+        Api::OpenAi | Api::Compatible => {
+            if api == Api::OpenAi {
+                if o.top_k.is_some() {
+                    return Err(unsupported("top_k"));
+                }
+                if o.min_p.is_some() {
+                    return Err(unsupported("min_p"));
+                }
+                if o.repeat_penalty.is_some() {
+                    return Err(unsupported("repeat_penalty"));
+                }
+            }
+            let mut messages: Vec<Value> = o
+                .history
+                .iter()
+                .map(|m| json!({"role": role(m.role), "content": m.content}))
+                .collect();
+            messages.push(json!({"role": "user", "content": prompt}));
+            let mut b = json!({
+                "model": model,
+                "messages": messages,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            });
+            let m = b.as_object_mut().expect("an object");
+            if let Some(n) = o.max_tokens {
+                let key = if api == Api::OpenAi {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                };
+                m.insert(key.into(), json!(n));
+            }
+            put(m, "temperature", o.temperature.map(f64::from));
+            put(m, "top_p", o.top_p.map(f64::from));
+            put(m, "seed", o.seed);
+            if !o.stop.is_empty() {
+                m.insert("stop".into(), json!(o.stop));
+            }
+            put(m, "top_k", o.top_k);
+            put(m, "min_p", o.min_p.map(f64::from));
+            put(m, "repeat_penalty", o.repeat_penalty.map(f64::from));
+            Ok(b)
+        }
+        Api::Anthropic => {
+            if o.min_p.is_some() || o.repeat_penalty.is_some() || o.seed.is_some() {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: "options",
+                    reason: "min_p, repeat_penalty and seed are not options of Anthropic's API"
+                        .into(),
+                });
+            }
+            let system: Vec<&str> = o
+                .history
+                .iter()
+                .filter(|m| m.role == ChatRole::System)
+                .map(|m| m.content.as_str())
+                .collect();
+            let mut messages: Vec<Value> = o
+                .history
+                .iter()
+                .filter(|m| m.role != ChatRole::System)
+                .map(|m| json!({"role": role(m.role), "content": m.content}))
+                .collect();
+            messages.push(json!({"role": "user", "content": prompt}));
+            let mut b = json!({
+                "model": model,
+                "messages": messages,
+                "max_tokens": o.max_tokens.unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS),
+                "stream": true,
+            });
+            let m = b.as_object_mut().expect("an object");
+            if !system.is_empty() {
+                m.insert("system".into(), json!(system.join("\n\n")));
+            }
+            put(m, "temperature", o.temperature.map(f64::from));
+            put(m, "top_p", o.top_p.map(f64::from));
+            put(m, "top_k", o.top_k);
+            if !o.stop.is_empty() {
+                m.insert("stop_sequences".into(), json!(o.stop));
+            }
+            Ok(b)
+        }
+    }
+}
+
+fn put<T: serde::Serialize>(m: &mut serde_json::Map<String, Value>, k: &str, v: Option<T>) {
+    if let Some(v) = v {
+        m.insert(k.into(), json!(v));
+    }
+}
+
+/// What one event of a stream says.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Delta {
+    /// Text generated.
+    pub text: Option<String>,
+    /// Prompt tokens (all of them, cached included).
+    pub input_tokens: Option<u32>,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_tokens: Option<u32>,
+    /// Tokens generated, so far or in all.
+    pub output_tokens: Option<u32>,
+    /// How it ended.
+    pub finish: Option<FinishReason>,
+    /// The stop sequence that ended it (Anthropic).
+    pub stop_sequence: Option<String>,
+    /// The stream is over.
+    pub done: bool,
+}
+
+/// Reads one `data:` payload (with its `event:` name, if any).
+pub(crate) fn delta(api: Api, event: Option<&str>, data: &str) -> Result<Delta, String> {
+    if data.trim() == "[DONE]" {
+        return Ok(Delta {
+            done: true,
+            ..Delta::default()
+        });
+    }
+    let v: Value = serde_json::from_str(data).map_err(|e| format!("an event is not JSON: {e}"))?;
+    if let Some(e) = v.get("error") {
+        return Err(format!(
+            "the endpoint reported an error in the stream: {}",
+            error_text(e)
+        ));
+    }
+    let u32_at = |v: &Value, path: &[&str]| -> Option<u32> {
+        let mut cur = v;
+        for p in path {
+            cur = cur.get(*p)?;
+        }
+        cur.as_u64().map(|n| n.min(u64::from(u32::MAX)) as u32)
+    };
+    let mut d = Delta::default();
+    match api {
+        Api::OpenAi | Api::Compatible => {
+            if let Some(c) = v.get("choices").and_then(|c| c.get(0)) {
+                d.text = c
+                    .get("delta")
+                    .and_then(|x| x.get("content"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string);
+                d.finish = match c.get("finish_reason").and_then(Value::as_str) {
+                    Some("length") => Some(FinishReason::Length),
+                    Some(_) => Some(FinishReason::Stop),
+                    None => None,
+                };
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                d.input_tokens = u32_at(u, &["prompt_tokens"]);
+                d.output_tokens = u32_at(u, &["completion_tokens"]);
+                d.cached_tokens = u32_at(u, &["prompt_tokens_details", "cached_tokens"]);
+            }
+        }
+        Api::Anthropic => {
+            let kind = v
+                .get("type")
+                .and_then(Value::as_str)
+                .or(event)
+                .unwrap_or("");
+            match kind {
+                "message_start" => {
+                    let u = &v["message"]["usage"];
+                    let fresh = u32_at(u, &["input_tokens"]);
+                    let cached = u32_at(u, &["cache_read_input_tokens"]).unwrap_or(0);
+                    let created = u32_at(u, &["cache_creation_input_tokens"]).unwrap_or(0);
+                    d.input_tokens =
+                        fresh.map(|f| f.saturating_add(cached).saturating_add(created));
+                    d.cached_tokens = Some(cached);
+                }
+                "content_block_delta" => {
+                    d.text = v["delta"]["text"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string);
+                }
+                "message_delta" => {
+                    d.finish = match v["delta"]["stop_reason"].as_str() {
+                        Some("max_tokens") => Some(FinishReason::Length),
+                        Some(_) => Some(FinishReason::Stop),
+                        None => None,
+                    };
+                    d.stop_sequence = v["delta"]["stop_sequence"].as_str().map(str::to_string);
+                    let u = &v["usage"];
+                    d.output_tokens = u32_at(u, &["output_tokens"]);
+                    // Cumulative totals, when the server sends them.
+                    if let Some(fresh) = u32_at(u, &["input_tokens"]) {
+                        let cached = u32_at(u, &["cache_read_input_tokens"]).unwrap_or(0);
+                        d.input_tokens = Some(fresh.saturating_add(cached));
+                        d.cached_tokens = Some(cached);
+                    }
+                }
+                "message_stop" => d.done = true,
+                _ => {}
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// The message of an error object (OpenAI's or Anthropic's), shortened.
+pub(crate) fn error_text(e: &Value) -> String {
+    let msg = e
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| e.to_string());
+    let kind = e.get("type").and_then(Value::as_str).unwrap_or("");
+    let mut s = if kind.is_empty() {
+        msg
+    } else {
+        format!("{kind}: {msg}")
+    };
+    if s.len() > 300 {
+        let mut end = 300;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Splits a byte stream into server-sent events: `(event name, data)`.
+#[derive(Debug, Default)]
+pub(crate) struct SseParser {
+    buf: Vec<u8>,
+    event: Option<String>,
+    data: String,
+}
+
+/// The longest line an event may have.
+pub(crate) const MAX_SSE_LINE: usize = 1024 * 1024;
+
+impl SseParser {
+    /// Feeds bytes; returns the events completed by them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<(Option<String>, String)>, String> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    out.push((self.event.take(), std::mem::take(&mut self.data)));
+                }
+                self.event = None;
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            } else if let Some(e) = line.strip_prefix("event:") {
+                self.event = Some(e.trim().to_string());
+            }
+            // Comments (`:`), `id:` and `retry:` lines are ignored.
+        }
+        if self.buf.len() > MAX_SSE_LINE || self.data.len() > MAX_SSE_LINE {
+            return Err(format!("an event is longer than {MAX_SSE_LINE} bytes"));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_reads() {
+        let mut p = SseParser::default();
+        assert!(p.feed(b"event: message_start\nda").unwrap().is_empty());
+        let got = p
+            .feed(b"ta: {\"a\":1}\r\n\r\n: ping\n\ndata: [DONE]\n\n")
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (Some("message_start".into()), "{\"a\":1}".into()),
+                (None, "[DONE]".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn openai_and_anthropic_deltas() {
+        let d = delta(
+            Api::Compatible,
+            None,
+            r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.text.as_deref(), Some("Hi"));
+        let d = delta(
+            Api::OpenAi,
+            None,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.input_tokens, d.output_tokens, d.cached_tokens),
+            (Some(9), Some(3), Some(4))
+        );
+        let d = delta(
+            Api::Anthropic,
+            Some("message_start"),
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":5,"cache_read_input_tokens":7}}}"#,
+        )
+        .unwrap();
+        assert_eq!((d.input_tokens, d.cached_tokens), (Some(12), Some(7)));
+        let d = delta(
+            Api::Anthropic,
+            None,
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},"usage":{"output_tokens":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.finish, d.output_tokens),
+            (Some(FinishReason::Length), Some(4))
+        );
+        assert!(delta(
+            Api::Anthropic,
+            Some("error"),
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#
+        )
+        .unwrap_err()
+        .contains("overloaded_error: busy"));
+    }
+}

@@ -1,0 +1,482 @@
+//! Anthropic's Messages API: `POST /v1/messages`, JSON or server-sent
+//! events, so that agents written against the Anthropic SDK use the same
+//! models, tokens, allow-lists and limits. The token comes as
+//! `x-api-key` or `Authorization: Bearer` (the SDK sends either, by
+//! version); `anthropic-version` is accepted whatever its value. Errors
+//! have Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
+//!
+//! Usage follows Anthropic's meaning: `input_tokens` are the prompt tokens
+//! that were computed, `cache_read_input_tokens` those reused from the
+//! prefix cache (their sum is the prompt's length in tokens). In a stream,
+//! `message_start` carries 0 for both (the prompt is tokenized in the
+//! worker); the measured counts come in `message_delta`, which the SDK
+//! folds into the final message.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use symbiont_runtime::models::{
+    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, FinishReason, PromptMode,
+    StreamEvent,
+};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::{parse_body, Call, Service};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    /// The agent.
+    User,
+    /// The model.
+    Assistant,
+    /// Instructions (as newer SDKs may send them inside `messages`).
+    System,
+}
+
+/// Text, or content blocks of which only `text` ones are supported.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Blocks.
+    Blocks(Vec<ContentBlock>),
+}
+
+/// One content block. Blocks of another type (images, tool use) are
+/// refused with the block's place named, never skipped.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ContentBlock {
+    /// Only `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Accepted and ignored: every prompt prefix is cached anyway.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub cache_control: Option<serde_json::Value>,
+    /// Any other field (refused).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One turn.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputMessage {
+    /// Who wrote it.
+    pub role: MessageRole,
+    /// What it says.
+    pub content: MessageContent,
+}
+
+/// `metadata`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMetadata {
+    /// Accepted, not used (the token names the agent).
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// `POST /v1/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesRequest {
+    /// A model id from `GET /v1/models`.
+    pub model: String,
+    /// The most tokens to generate.
+    pub max_tokens: u32,
+    /// The conversation; the last message is the user's.
+    pub messages: Vec<InputMessage>,
+    /// Instructions.
+    #[serde(default)]
+    pub system: Option<MessageContent>,
+    /// Up to 16 stop sequences.
+    #[serde(default)]
+    pub stop_sequences: Option<Vec<String>>,
+    /// 0 (greedy) to 2.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Top-k sampling.
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    /// Answer as server-sent events.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Accepted, not used.
+    #[serde(default)]
+    pub metadata: Option<RequestMetadata>,
+    /// Extension: seed of the sampler.
+    #[serde(default)]
+    pub seed: Option<u32>,
+    /// Extension: min-p sampling.
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Extension: repetition penalty.
+    #[serde(default)]
+    pub repeat_penalty: Option<f32>,
+}
+
+/// A text block of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextBlock {
+    /// `text`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The text.
+    pub text: String,
+}
+
+/// Token counts, as Anthropic defines them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageUsage {
+    /// Prompt tokens computed (not read from the cache).
+    pub input_tokens: u32,
+    /// Tokens generated.
+    pub output_tokens: u32,
+    /// Prompt tokens reused from the prefix cache.
+    pub cache_read_input_tokens: u32,
+    /// Always 0: nothing is written to a cache on request.
+    pub cache_creation_input_tokens: u32,
+}
+
+impl MessageUsage {
+    fn of(m: &ExecutionMetadata) -> Self {
+        let prompt = m.input_tokens.unwrap_or(0);
+        let cached = m.cached_tokens.unwrap_or(0).min(prompt);
+        Self {
+            input_tokens: prompt - cached,
+            output_tokens: m.output_tokens.unwrap_or(0),
+            cache_read_input_tokens: cached,
+            cache_creation_input_tokens: 0,
+        }
+    }
+}
+
+/// The answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    /// `msg_…`.
+    pub id: String,
+    /// `message`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `assistant`.
+    pub role: &'static str,
+    /// The model id asked for.
+    pub model: String,
+    /// One text block.
+    pub content: Vec<TextBlock>,
+    /// `end_turn`, `max_tokens` or `stop_sequence`.
+    pub stop_reason: &'static str,
+    /// The stop sequence that ended the answer.
+    pub stop_sequence: Option<String>,
+    /// Token counts.
+    pub usage: MessageUsage,
+    /// Everything the runner measured.
+    #[schema(value_type = Object)]
+    pub symbiont: ExecutionMetadata,
+}
+
+/// Anthropic's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnthropicErrorBody {
+    /// `error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What went wrong.
+    pub error: AnthropicError,
+    /// The request id (also the `request-id` header).
+    pub request_id: String,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnthropicError {
+    /// `invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `not_found_error`, `request_too_large`,
+    /// `rate_limit_error`, `timeout_error`, `api_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// For people (the OpenAI-style `code` is in brackets at the start).
+    pub message: String,
+}
+
+fn error_body(e: &ApiError, request_id: &str) -> AnthropicErrorBody {
+    let kind = match e.status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+        StatusCode::GATEWAY_TIMEOUT => "timeout_error",
+        s if s.is_server_error() => "api_error",
+        _ => e.kind,
+    };
+    AnthropicErrorBody {
+        kind: "error",
+        error: AnthropicError {
+            kind,
+            message: format!("[{}] {}", e.code, e.message),
+        },
+        request_id: request_id.to_string(),
+    }
+}
+
+fn error_response(e: ApiError, request_id: &str) -> Response {
+    let mut r = (e.status, Json(error_body(&e, request_id))).into_response();
+    if let Some(secs) = e.retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn text_of(at: &str, c: MessageContent) -> Result<String, ApiError> {
+    match c {
+        MessageContent::Text(s) => Ok(s),
+        MessageContent::Blocks(blocks) => {
+            let mut out = String::new();
+            for (j, b) in blocks.into_iter().enumerate() {
+                match (b.kind.as_str(), b.text) {
+                    ("text", Some(t)) if b.other.is_empty() => out.push_str(&t),
+                    _ => {
+                        let field = format!("{at}[{j}]");
+                        return Err(ApiError::bad_request(
+                            "unsupported_content",
+                            Some(&field),
+                            format!("{field}: only blocks of type `text` with a `text` field (and `cache_control`) are supported"),
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+struct Job {
+    model: String,
+    prompt: String,
+    options: ExecutionOptions,
+    stream: bool,
+}
+
+impl MessagesRequest {
+    fn into_job(self, max_prompt_bytes: u64) -> Result<Job, ApiError> {
+        let mut turns = Vec::with_capacity(self.messages.len() + 1);
+        let mut bytes = 0u64;
+        if let Some(system) = self.system {
+            let text = text_of("system", system)?;
+            bytes += text.len() as u64;
+            turns.push(ChatMessage::new(ChatRole::System, text));
+        }
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let text = text_of(&format!("messages[{i}].content"), m.content)?;
+            bytes += text.len() as u64;
+            let role = match m.role {
+                MessageRole::User => ChatRole::User,
+                MessageRole::Assistant => ChatRole::Assistant,
+                MessageRole::System => ChatRole::System,
+            };
+            turns.push(ChatMessage::new(role, text));
+        }
+        if bytes > max_prompt_bytes {
+            return Err(ApiError::prompt_too_large(
+                "messages",
+                "the system text and messages",
+                bytes,
+                max_prompt_bytes,
+            ));
+        }
+        let last = match turns.pop() {
+            Some(m) if m.role == ChatRole::User => m,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_messages",
+                    Some("messages"),
+                    "messages: the last message must be the user's",
+                ))
+            }
+        };
+        Ok(Job {
+            model: self.model,
+            prompt: last.content,
+            options: ExecutionOptions {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                top_k: self.top_k,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                max_tokens: Some(self.max_tokens),
+                seed: self.seed,
+                stop: self.stop_sequences.unwrap_or_default(),
+                prompt_mode: PromptMode::Chat,
+                history: turns,
+                ..Default::default()
+            },
+            stream: self.stream.unwrap_or(false),
+        })
+    }
+}
+
+fn stop_reason(m: &ExecutionMetadata) -> &'static str {
+    match (m.finish_reason, &m.stop_sequence) {
+        (Some(FinishReason::Length), _) => "max_tokens",
+        (_, Some(_)) => "stop_sequence",
+        _ => "end_turn",
+    }
+}
+
+fn event(name: &'static str, v: serde_json::Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event(name).data(v.to_string()))
+}
+
+/// Messages, Anthropic-compatible.
+#[utoipa::path(post, path = "/v1/messages", tag = "anthropic",
+    request_body = MessagesRequest,
+    responses(
+        (status = 200, description = "The message (JSON), or with `stream: true` server-sent events: message_start, content_block_start, content_block_delta…, content_block_stop, message_delta, message_stop", content(
+            (MessageResponse = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, body = AnthropicErrorBody), (status = 401, body = AnthropicErrorBody),
+        (status = 403, body = AnthropicErrorBody), (status = 404, body = AnthropicErrorBody),
+        (status = 413, body = AnthropicErrorBody), (status = 415, body = AnthropicErrorBody),
+        (status = 429, body = AnthropicErrorBody),
+        (status = 500, body = AnthropicErrorBody), (status = 503, body = AnthropicErrorBody),
+        (status = 502, description = "A remote model's provider failed", body = AnthropicErrorBody),
+        (status = 504, body = AnthropicErrorBody),
+    ),
+    security(("bearer" = []), ("x-api-key" = [])))]
+pub async fn messages(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
+    let mut call = service.call("/v1/messages");
+    let result = async {
+        call.authenticate(&service, &headers)?;
+        let request: MessagesRequest = parse_body(&service, &headers, body).await?;
+        let job = request.into_job(service.settings().max_prompt_bytes)?;
+        answer(&service, &mut call, job).await
+    }
+    .await;
+    let id = call.id.clone();
+    let mut response = call.respond(Ok(result.unwrap_or_else(|e| error_response(e, &id))));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("request-id", v);
+    }
+    response
+}
+
+async fn answer(service: &Service, call: &mut Call, job: Job) -> Result<Response, ApiError> {
+    let (runner, permit) = call.admit(service, &job.model).await?;
+    let mut options = job.options;
+    options.agent_id = Some(call.agent.clone());
+    let model = job.model;
+    if !job.stream {
+        let result = runner
+            .execute(&job.prompt, Some(options))
+            .await
+            .map_err(|e| call.runner_error(service, e))?;
+        drop(permit);
+        call.completed(service, &result);
+        let m = &result.metadata;
+        let body = MessageResponse {
+            id: message_id(&call.id),
+            kind: "message",
+            role: "assistant",
+            model,
+            content: vec![TextBlock {
+                kind: "text",
+                text: result.response.clone(),
+            }],
+            stop_reason: stop_reason(m),
+            stop_sequence: m.stop_sequence.clone(),
+            usage: MessageUsage::of(m),
+            symbiont: result.metadata,
+        };
+        return Ok(Json(body).into_response());
+    }
+    let (mut call, events) = call
+        .open_stream(service, &runner, &job.prompt, options)
+        .await?;
+    let mut permit = Some(permit);
+    let service = service.clone();
+    let id = message_id(&call.id);
+    let opening = vec![
+        event(
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        ),
+        event(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    let body = futures::stream::iter(opening).chain(
+        events
+            .flat_map(move |ev| {
+                let out: Vec<Result<Event, Infallible>> = match ev {
+                    Ok(StreamEvent::Token(t)) => vec![event(
+                        "content_block_delta",
+                        serde_json::json!({"type": "content_block_delta", "index": 0,
+                            "delta": {"type": "text_delta", "text": t}}),
+                    )],
+                    Ok(StreamEvent::Done(result)) => {
+                        permit.take();
+                        call.completed(&service, &result);
+                        let m = &result.metadata;
+                        vec![
+                            event(
+                                "content_block_stop",
+                                serde_json::json!({"type": "content_block_stop", "index": 0}),
+                            ),
+                            event(
+                                "message_delta",
+                                serde_json::json!({"type": "message_delta",
+                                    "delta": {"stop_reason": stop_reason(m), "stop_sequence": m.stop_sequence},
+                                    "usage": MessageUsage::of(m)}),
+                            ),
+                            event("message_stop", serde_json::json!({"type": "message_stop"})),
+                        ]
+                    }
+                    Ok(_) => vec![],
+                    Err(e) => {
+                        permit.take();
+                        let e = call.runner_error(&service, e);
+                        call.status = Some(e.status.as_u16());
+                        vec![event(
+                            "error",
+                            serde_json::to_value(error_body(&e, &call.id)).unwrap_or_default(),
+                        )]
+                    }
+                };
+                futures::stream::iter(out)
+            }),
+    );
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `msg_` and the random part of the request id.
+fn message_id(request_id: &str) -> String {
+    let random = request_id.rsplit('-').next().unwrap_or(request_id);
+    format!("msg_{random}")
+}
