@@ -196,13 +196,22 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                 drop(theirs);
                 match symbiont_sandbox::receive_listener(&mine, Duration::from_secs(10)) {
                     Ok(listener) => {
-                        let observer = audit_log(&c).ok().map(|log| {
-                            Arc::new(AuditRefusals::new(
-                                log,
-                                p.security.enable_audit_logging,
-                                None,
-                            )) as Arc<dyn symbiont_egress::Observer>
+                        // Refusals are audited; a log that cannot be
+                        // opened is said, and refusals still go to the
+                        // tracing output.
+                        let log = audit_log(&c).unwrap_or_else(|e| {
+                            let (Failure::Input(e) | Failure::Runtime(e)) = e;
+                            eprintln!(
+                                "symbi-slm sandbox: egress refusals go to the log output only: {e}"
+                            );
+                            symbiont_runtime::audit::AuditLog::tracing_only()
                         });
+                        let observer = Some(Arc::new(AuditRefusals::new(
+                            log,
+                            p.security.enable_audit_logging,
+                            None,
+                        ))
+                            as Arc<dyn symbiont_egress::Observer>);
                         serve_egress(listener, policy, observer);
                     }
                     // The child failed before its namespace was ready: it

@@ -254,6 +254,12 @@ except OSError as e:
     print("unix", e.errno)
 a, b = socket.socketpair()
 print("pair ok")
+# A datagram pair could send to any socket path (/dev/log): refused.
+try:
+    socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    print("dgram pair ok")
+except OSError as e:
+    print("dgram pair", e.errno)
 "#
     );
     let (out, _) = exec(&s, &["/usr/bin/python3", "-c", &script]);
@@ -267,7 +273,8 @@ print("pair ok")
          connect {allowed} {eacces}\n\
          connect {denied} {eacces}\n\
          unix {eperm}\n\
-         pair ok\n",
+         pair ok\n\
+         dgram pair {eperm}\n",
         eacces = 13,
         eperm = 1,
     );

@@ -954,8 +954,21 @@ id = "outside"
 name = "Not allowed"
 provider = {{ Custom = {{ endpoint_url = "http://127.0.0.1:{outside_port}/v1" }} }}
 capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "by-name"
+name = "A listed name that leads to loopback"
+provider = {{ Custom = {{ endpoint_url = "http://localhost:{up_port}/v1", model_name = "smollm2", api_key_env = "UPSTREAM_KEY" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "by-name-tls"
+name = "The same through a CONNECT tunnel"
+provider = {{ Custom = {{ endpoint_url = "https://localhost:{up_port}/v1", model_name = "smollm2", api_key_env = "UPSTREAM_KEY" }} }}
+capabilities = ["TextGeneration"]
 [slm.model_allow_lists.agent_model_maps]
-caller = ["local", "via-custom", "via-openai", "via-anthropic", "outside"]
+caller = ["local", "via-custom", "via-openai", "via-anthropic", "outside", "by-name", "by-name-tls"]
+[slm.sandbox_profiles.named.network]
+access_mode = "Restricted"
+allowed_destinations = [{{ host = "localhost", port = {up_port} }}]
 [slm.sandbox_profiles.remote.network]
 access_mode = "Restricted"
 allowed_destinations = [{{ host = "127.0.0.1", port = {up_port} }}]
@@ -977,11 +990,20 @@ sandbox_profile = "remote"
         ("OPENAI_API_KEY", key.as_str()),
         ("ANTHROPIC_API_KEY", key.as_str()),
     ];
-    let run = |model: &str, env: &[(&str, &str)]| {
+    let run_in = |profile: &str, model: &str, env: &[(&str, &str)]| {
         Command::new(bin())
             .arg("--config")
             .arg(&cfg)
-            .args(["run", "--model", model, "--agent", "caller", "--worker"])
+            .args([
+                "run",
+                "--model",
+                model,
+                "--agent",
+                "caller",
+                "--profile",
+                profile,
+            ])
+            .arg("--worker")
             .arg(worker())
             .args(["--temperature", "0", "--max-tokens", "8", "--json"])
             .arg("Name one colour.")
@@ -992,6 +1014,7 @@ sandbox_profile = "remote"
             .output()
             .unwrap()
     };
+    let run = |model: &str, env: &[(&str, &str)]| run_in("remote", model, env);
     let mut seen = String::new();
 
     // The three providers, from the CLI: the same greedy text, with the
@@ -1068,6 +1091,28 @@ sandbox_profile = "remote"
         "a byte left for a destination outside the allow-list"
     );
     seen += &err;
+    // A listed name that resolves to an address no rule names: the
+    // runner is built (the name is listed), the proxy refuses at the
+    // request, before connecting, once (no retry), plain or tunnelled.
+    let refusals = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("egress_refused") && l.contains(&format!("localhost:{up_port}")))
+            .count()
+    };
+    for (i, m) in ["by-name", "by-name-tls"].into_iter().enumerate() {
+        let out = run_in("named", m, &keys);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{m}: {err}");
+        assert!(
+            err.contains("the egress proxy of profile `named` refused")
+                && err.contains(&format!("localhost:{up_port}")),
+            "{m}: {err}"
+        );
+        assert_eq!(refusals(), i + 1, "{m}: one refusal, not one per retry");
+        seen += &err;
+    }
 
     // A second service serves the remote models like local ones.
     let downstream = Server::launch(

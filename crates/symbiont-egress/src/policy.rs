@@ -192,6 +192,9 @@ impl Policy {
             Host::Addr(a) => return Ok(vec![SocketAddr::new(a, port)]),
             Host::Name(n) => n,
         };
+        // The system resolver (with /etc/hosts and its search domains): the
+        // address it gives is what gets checked below, wherever it came
+        // from.
         let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
             .await
             .map_err(|e| refuse(format!("cannot resolve the name: {e}")))?
@@ -261,13 +264,15 @@ fn parse_host(host: &str) -> Option<Host> {
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return None;
     }
-    // Something like `2130706433` or `0x7f.1` is an address to some
-    // resolvers: never a name here.
-    if name
-        .split('.')
-        .all(|l| l.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x'))
-        && name.bytes().any(|b| b.is_ascii_digit())
-    {
+    // Something like `2130706433`, `0x7f.1` or `127.1` is an address to
+    // some resolvers (inet_aton): never a name here. A label is a number
+    // when it is all digits, or `0x` and hex digits.
+    let numeric = |l: &str| {
+        l.bytes().all(|b| b.is_ascii_digit())
+            || l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+                && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if name.split('.').all(numeric) {
         return None;
     }
     Some(Host::Name(name))
@@ -298,7 +303,7 @@ fn special_v4(a: Ipv4Addr) -> Option<&'static str> {
         "loopback"
     } else if a.is_unspecified() || o[0] == 0 {
         "this network"
-    } else if o == [169, 254, 169, 254] {
+    } else if o == [169, 254, 169, 254] || o == [168, 63, 129, 16] {
         "cloud metadata"
     } else if a.is_link_local() {
         "link-local"
@@ -329,6 +334,8 @@ fn special_v6(a: Ipv6Addr) -> Option<&'static str> {
         "link-local"
     } else if (s[0] & 0xfe00) == 0xfc00 {
         "unique local (private)"
+    } else if (s[0] & 0xffc0) == 0xfec0 {
+        "site-local (deprecated, private)"
     } else if a.is_multicast() {
         "multicast"
     } else if s[0] == 0x64 && s[1] == 0xff9b {
@@ -378,6 +385,7 @@ mod tests {
             "a b",
             "2130706433",
             "0x7f.1",
+            "127.1",
             "a..b",
             "[api.example.com]",
             "ex/ample",
@@ -385,6 +393,10 @@ mod tests {
             assert_eq!(parse_host(bad), None, "{bad}");
         }
         assert!(Rule::new("not a host", None, None).is_err());
+        // Names whose labels only look like hex are names.
+        for good in ["db1.de", "a1.ca", "3dfx.be", "0xdead.example"] {
+            assert_eq!(parse_host(good), Some(Host::Name(good.into())), "{good}");
+        }
     }
 
     #[test]
@@ -423,6 +435,8 @@ mod tests {
         for (a, class) in [
             ("127.0.0.1", "loopback"),
             ("169.254.169.254", "cloud metadata"),
+            ("168.63.129.16", "cloud metadata"),
+            ("fec0::1", "site-local (deprecated, private)"),
             ("169.254.1.1", "link-local"),
             ("10.1.2.3", "private"),
             ("192.168.0.1", "private"),

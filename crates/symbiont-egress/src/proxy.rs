@@ -20,6 +20,10 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection to an allowed destination may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one proxy serves at once; more are closed at accept (the
+/// proxy runs in the unconfined host process: a confined program must not
+/// exhaust its descriptors).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Told of every refusal (the runtime writes an audit event).
 pub trait Observer: Send + Sync + fmt::Debug {
@@ -50,6 +54,7 @@ pub struct Proxy {
     observer: Option<Arc<dyn Observer>>,
     credential: Option<String>,
     stats: Arc<ProxyStats>,
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {
@@ -63,6 +68,7 @@ impl Proxy {
             observer: None,
             credential: None,
             stats: Arc::default(),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         }
     }
 
@@ -105,8 +111,14 @@ impl Proxy {
                 }
                 Err(e) => return Err(e),
             };
+            let Ok(slot) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(target: "symbi_slm_egress", "{MAX_CONNECTIONS} connections open: one more closed");
+                drop(client);
+                continue;
+            };
             let me = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = me.handle(client).await {
                     tracing::debug!(target: "symbi_slm_egress", "connection ended: {e}");
                 }
@@ -125,7 +137,12 @@ impl Proxy {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         let Ok(httparse::Status::Complete(_)) = req.parse(&head) else {
-            return reply(&mut client, 400, "not an HTTP request").await;
+            return reply(
+                &mut client,
+                400,
+                "not an HTTP request (or more than 64 headers)",
+            )
+            .await;
         };
         let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
         else {
@@ -138,7 +155,10 @@ impl Proxy {
                 .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
                 .and_then(|h| std::str::from_utf8(h.value).ok())
                 .and_then(|v| v.strip_prefix("Basic "));
-            if given.map(str::trim) != Some(want.as_str()) {
+            let matches = given
+                .map(str::trim)
+                .is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes()));
+            if !matches {
                 return reply(&mut client, 407, "proxy credential missing or wrong").await;
             }
         }
@@ -167,6 +187,31 @@ impl Proxy {
             )
             .await;
         };
+        // A plain request's body: as long as `Content-Length` says, never
+        // chunked (so that where it ends, and the request with it, is known
+        // before anything is sent).
+        let mut body = 0u64;
+        if kind == Kind::Http {
+            for h in req.headers.iter() {
+                if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    return reply(
+                        &mut client,
+                        411,
+                        "a request body needs Content-Length (no chunked bodies)",
+                    )
+                    .await;
+                }
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    match std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                    {
+                        Some(len) => body = len,
+                        None => return reply(&mut client, 400, "bad Content-Length").await,
+                    }
+                }
+            }
+        }
         let addrs = match self.policy.resolve(&host, port, kind).await {
             Ok(a) => a,
             Err(refusal) => {
@@ -202,13 +247,22 @@ impl Proxy {
                     self.send(&mut upstream, &rest, &self.out, &self.stats.bytes_out)
                         .await?;
                 }
-                self.relay(client, upstream, false).await
+                self.relay(client, upstream).await
             }
             Kind::Http => {
+                // The head as the destination gets it: origin form, `Host`
+                // set to the host that was judged (a shared host routes by
+                // `Host`: the client's own could name another site there),
+                // one request per connection.
                 let mut fwd = format!("{method} {path} HTTP/1.{version}\r\n").into_bytes();
                 for h in req.headers.iter() {
                     let n = h.name.to_ascii_lowercase();
-                    if n.starts_with("proxy-") || n == "connection" || n == "keep-alive" {
+                    if n.starts_with("proxy-")
+                        || matches!(
+                            n.as_str(),
+                            "connection" | "keep-alive" | "host" | "upgrade" | "te"
+                        )
+                    {
                         continue;
                     }
                     fwd.extend_from_slice(h.name.as_bytes());
@@ -216,13 +270,22 @@ impl Proxy {
                     fwd.extend_from_slice(h.value);
                     fwd.extend_from_slice(b"\r\n");
                 }
-                // One request per connection: a second request on it could
-                // name another host.
-                fwd.extend_from_slice(b"Connection: close\r\n\r\n");
-                fwd.extend_from_slice(&rest);
+                let authority = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                fwd.extend_from_slice(
+                    format!("Host: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
+                );
+                // The body, exactly as long as declared; nothing after it
+                // (a pipelined request could name another host).
+                let first = rest.len().min(usize::try_from(body).unwrap_or(usize::MAX));
+                fwd.extend_from_slice(&rest[..first]);
                 self.send(&mut upstream, &fwd, &self.out, &self.stats.bytes_out)
                     .await?;
-                self.relay(client, upstream, true).await
+                self.relay_request(client, upstream, body - first as u64)
+                    .await
             }
         }
     }
@@ -242,50 +305,67 @@ impl Proxy {
         Ok(())
     }
 
-    /// Copies both ways until both are done, or (`response_ends`) until
-    /// the destination has finished its answer.
-    async fn relay(
+    /// A tunnel: copies both ways until both are done.
+    async fn relay(&self, client: TcpStream, upstream: TcpStream) -> io::Result<()> {
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let out = self.pump(&mut cr, &mut uw, &self.out, &self.stats.bytes_out, u64::MAX);
+        let back = self.pump(&mut ur, &mut cw, &self.into, &self.stats.bytes_in, u64::MAX);
+        let (a, b) = tokio::join!(out, back);
+        a.and(b)
+    }
+
+    /// One plain request: the rest of its body (`body` bytes) to the
+    /// destination, then nothing more from the client; its answer back,
+    /// which ends the exchange.
+    async fn relay_request(
         &self,
         client: TcpStream,
         upstream: TcpStream,
-        response_ends: bool,
+        body: u64,
     ) -> io::Result<()> {
-        let (cr, cw) = client.into_split();
-        let (ur, uw) = upstream.into_split();
-        let out = self.pump(cr, uw, &self.out, &self.stats.bytes_out);
-        let back = self.pump(ur, cw, &self.into, &self.stats.bytes_in);
-        if response_ends {
-            // The request's end (the client's half-close) does not end the
-            // exchange; the destination's answer does.
-            let out = async move {
-                let _ = out.await;
-                std::future::pending::<io::Result<()>>().await
-            };
-            tokio::select! {
-                r = back => r,
-                r = out => r,
-            }
-        } else {
-            let (a, b) = tokio::join!(out, back);
-            a.and(b)
+        // The halves live until the answer is through: dropping the
+        // destination's write half would half-close it, and a server may
+        // take that for a client that left.
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let out = self.pump(&mut cr, &mut uw, &self.out, &self.stats.bytes_out, body);
+        let back = self.pump(&mut ur, &mut cw, &self.into, &self.stats.bytes_in, u64::MAX);
+        let out = async move {
+            let _ = out.await;
+            std::future::pending::<io::Result<()>>().await
+        };
+        tokio::select! {
+            r = back => r,
+            r = out => r,
         }
     }
 
+    /// Copies at most `limit` bytes, then half-closes `to`.
     async fn pump(
         &self,
-        mut from: impl AsyncRead + Unpin,
-        mut to: impl AsyncWrite + Unpin,
+        from: &mut (impl AsyncRead + Unpin),
+        to: &mut (impl AsyncWrite + Unpin),
         bucket: &Option<Bucket>,
         count: &AtomicU64,
+        mut limit: u64,
     ) -> io::Result<()> {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = from.read(&mut buf).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        while limit > 0 {
+            let want = buf.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+            let n = from.read(&mut buf[..want]).await?;
             if n == 0 {
-                return to.shutdown().await;
+                break;
             }
-            self.send(&mut to, &buf[..n], bucket, count).await?;
+            self.send(to, &buf[..n], bucket, count).await?;
+            limit -= n as u64;
         }
+        if limit == 0 {
+            // The declared body is sent: half-close nothing (the answer
+            // still comes on this connection).
+            return Ok(());
+        }
+        to.shutdown().await
     }
 }
 
@@ -298,12 +378,16 @@ async fn read_head(client: &mut TcpStream) -> io::Result<Option<(Vec<u8>, Vec<u8
         if n == 0 {
             return Ok(None);
         }
-        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            let end = from + i + 4;
-            let rest = buf.split_off(end);
-            return Ok(Some((buf, rest)));
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match httparse::Request::new(&mut headers).parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => {
+                let rest = buf.split_off(end);
+                return Ok(Some((buf, rest)));
+            }
+            Ok(httparse::Status::Partial) => {}
+            // Malformed: `handle` answers 400 when it parses it again.
+            Err(_) => return Ok(Some((buf, Vec::new()))),
         }
         if buf.len() > MAX_HEAD {
             let _ = reply(client, 431, "request head too large").await;
@@ -336,6 +420,11 @@ fn split_authority(a: &str, default: Option<u16>) -> Option<(String, u16)> {
         None => default?,
     };
     Some((host, port))
+}
+
+/// Equal, in a time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// Standard base64 with padding (RFC 4648), as `Basic` credentials use.
@@ -377,6 +466,7 @@ async fn reply(client: &mut TcpStream, status: u16, text: &str) -> io::Result<()
         403 => "Forbidden",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        411 => "Length Required",
         431 => "Request Header Fields Too Large",
         _ => "Bad Gateway",
     };

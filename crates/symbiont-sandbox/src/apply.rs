@@ -1077,6 +1077,46 @@ const EXEC_MEMORY_CALLS: &[(&str, u8, u64)] = &[
     ("shmat", 2, libc::SHM_EXEC as u64),
 ];
 
+/// `socketpair` of stream or seqpacket sockets only. A datagram pair's
+/// end can `sendto` any socket path (`/dev/log`, a journal), which
+/// Landlock does not govern and a network namespace does not isolate;
+/// stream and seqpacket ends ignore or refuse an address.
+const PAIR_TYPES: [libc::c_int; 2] = [libc::SOCK_STREAM, libc::SOCK_SEQPACKET];
+/// The type bits of `socketpair`'s second argument (without `SOCK_CLOEXEC`
+/// and `SOCK_NONBLOCK`).
+const SOCK_TYPE_MASK: u64 = 0xf;
+
+/// Allow-list rules: `socketpair` of the types in [`PAIR_TYPES`].
+fn pairs_allowed() -> Result<Vec<SeccompRule>, SandboxError> {
+    PAIR_TYPES
+        .iter()
+        .map(|&t| {
+            rule(vec![cond(
+                1,
+                Dword,
+                SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+                t as u64,
+            )?])
+        })
+        .collect()
+}
+
+/// Deny-list rules: `socketpair` of every other type (one rule per value
+/// of the type bits: seccomp compares masked arguments for equality only).
+fn pairs_denied() -> Result<Vec<SeccompRule>, SandboxError> {
+    (0..=SOCK_TYPE_MASK)
+        .filter(|t| !PAIR_TYPES.contains(&(*t as libc::c_int)))
+        .map(|t| {
+            rule(vec![cond(
+                1,
+                Dword,
+                SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+                t,
+            )?])
+        })
+        .collect()
+}
+
 /// The only families `SocketPolicy::InetOnly` lets `socket` create.
 const INET_FAMILIES: [libc::c_int; 2] = [libc::AF_INET, libc::AF_INET6];
 
@@ -1177,6 +1217,7 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 }
                 SocketPolicy::PairsOnly => {
                     rules.remove(&socket);
+                    restrict(&mut rules, socketpair, pairs_allowed()?);
                 }
                 SocketPolicy::Any => {
                     let mut allowed = Vec::new();
@@ -1196,6 +1237,7 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                         )?])?);
                     }
                     restrict(&mut rules, socket, families);
+                    restrict(&mut rules, socketpair, pairs_allowed()?);
                 }
             }
             SeccompFilter::new(rules, eperm, SeccompAction::Allow, arch).map_err(seccomp_err)?
@@ -1252,6 +1294,7 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                 }
                 SocketPolicy::PairsOnly => {
                     rules.insert(socket, Vec::new());
+                    rules.insert(socketpair, pairs_denied()?);
                 }
                 SocketPolicy::Any => {
                     let mut families = Vec::new();
@@ -1274,6 +1317,7 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                             cond(0, Dword, SeccompCmpOp::Ne, v6 as u64)?,
                         ])?],
                     );
+                    rules.insert(socketpair, pairs_denied()?);
                 }
             }
             SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch).map_err(seccomp_err)?

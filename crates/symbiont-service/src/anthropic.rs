@@ -67,6 +67,12 @@ pub struct ContentBlock {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub cache_control: Option<serde_json::Value>,
+    /// Accepted when null or empty (a transcript echoed back from the
+    /// Anthropic API carries `"citations": null`); citations themselves
+    /// are refused.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub citations: Option<serde_json::Value>,
     /// Any other field (refused).
     #[serde(flatten)]
     #[schema(ignore)]
@@ -212,15 +218,20 @@ pub struct AnthropicErrorBody {
 pub struct AnthropicError {
     /// `invalid_request_error`, `authentication_error`,
     /// `permission_error`, `not_found_error`, `request_too_large`,
-    /// `rate_limit_error`, `timeout_error`, `api_error`.
+    /// `rate_limit_error`, `overloaded_error`, `timeout_error`,
+    /// `api_error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// For people (the OpenAI-style `code` is in brackets at the start).
     pub message: String,
 }
 
+/// Anthropic's status for an overloaded model.
+const OVERLOADED: u16 = 529;
+
 fn error_body(e: &ApiError, request_id: &str) -> AnthropicErrorBody {
     let kind = match e.status {
+        _ if e.code == "model_overloaded" => "overloaded_error",
         StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
         StatusCode::GATEWAY_TIMEOUT => "timeout_error",
         s if s.is_server_error() => "api_error",
@@ -236,8 +247,15 @@ fn error_body(e: &ApiError, request_id: &str) -> AnthropicErrorBody {
     }
 }
 
+/// The error as Anthropic sends it; a full queue is its 529
+/// `overloaded_error` (the SDK retries it after `Retry-After`).
 fn error_response(e: ApiError, request_id: &str) -> Response {
-    let mut r = (e.status, Json(error_body(&e, request_id))).into_response();
+    let status = if e.code == "model_overloaded" {
+        StatusCode::from_u16(OVERLOADED).unwrap_or(e.status)
+    } else {
+        e.status
+    };
+    let mut r = (status, Json(error_body(&e, request_id))).into_response();
     if let Some(secs) = e.retry_after {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -252,7 +270,14 @@ fn text_of(at: &str, c: MessageContent) -> Result<String, ApiError> {
             let mut out = String::new();
             for (j, b) in blocks.into_iter().enumerate() {
                 match (b.kind.as_str(), b.text) {
-                    ("text", Some(t)) if b.other.is_empty() => out.push_str(&t),
+                    ("text", Some(t))
+                        if b.other.is_empty()
+                            && b.citations
+                                .as_ref()
+                                .is_none_or(|c| c.as_array().is_some_and(Vec::is_empty)) =>
+                    {
+                        out.push_str(&t)
+                    }
                     _ => {
                         let field = format!("{at}[{j}]");
                         return Err(ApiError::bad_request(
@@ -360,6 +385,7 @@ fn event(name: &'static str, v: serde_json::Value) -> Result<Event, Infallible> 
         (status = 500, body = AnthropicErrorBody), (status = 503, body = AnthropicErrorBody),
         (status = 502, description = "A remote model's provider failed", body = AnthropicErrorBody),
         (status = 504, body = AnthropicErrorBody),
+        (status = 529, description = "The model's queue is full (Retry-After)", body = AnthropicErrorBody),
     ),
     security(("bearer" = []), ("x-api-key" = [])))]
 pub async fn messages(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {

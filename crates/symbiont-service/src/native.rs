@@ -121,13 +121,23 @@ pub async fn ready(State(service): State<Service>) -> Response {
         if matches!(model.provider, ModelProvider::HuggingFace { .. }) {
             continue;
         }
-        match service
-            .pool()
-            .runner(&model.id, Some(service.profile()))
-            .await
-        {
+        let local = matches!(model.provider, ModelProvider::LocalFile { .. });
+        let checked = if local {
+            service
+                .pool()
+                .runner(&model.id, Some(service.profile()))
+                .await
+                .map(Some)
+        } else {
+            service
+                .pool()
+                .check(&model.id, Some(service.profile()))
+                .await
+                .map(|()| None)
+        };
+        match checked {
             Ok(runner) => {
-                if runner.local().is_some_and(|r| !r.worker_path().is_file()) {
+                if runner.is_some_and(|r| r.local().is_some_and(|r| !r.worker_path().is_file())) {
                     problems.push(format!(
                         "model `{}`: the worker executable is missing",
                         model.id

@@ -369,6 +369,30 @@ impl ModelPool {
             .clone())
     }
 
+    /// Whether `model_id` could run under `profile`, without side effects:
+    /// a local model's runner is built (cached, nothing loaded); a remote
+    /// one is only checked (URL, key variable, network policy), with no
+    /// audit event and no proxy started, so that a readiness probe called
+    /// in a loop writes nothing.
+    pub async fn check(&self, model_id: &str, profile: Option<&str>) -> Result<(), SlmRunnerError> {
+        let model =
+            self.inner
+                .catalog
+                .get_model(model_id)
+                .ok_or_else(|| SlmRunnerError::UnknownModel {
+                    model_id: model_id.to_string(),
+                })?;
+        match &model.provider {
+            ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. } => {
+                self.runner(model_id, profile).await.map(|_| ())
+            }
+            remote => {
+                let (name, p) = self.profile(profile)?;
+                RemoteRunner::preflight(model_id, remote, &name, p).await
+            }
+        }
+    }
+
     /// Loads every pinned model (under the default profile) now.
     pub async fn preload_pinned(&self) -> Result<(), SlmRunnerError> {
         for id in &self.inner.catalog.config().pool.pinned_models {

@@ -70,6 +70,7 @@ struct Inner {
     destination: String,
     model_name: String,
     key_var: Option<String>,
+    key: Option<Secret>,
     headers: Vec<(HeaderName, HeaderValue)>,
     client: reqwest::Client,
     profile_name: String,
@@ -79,6 +80,15 @@ struct Inner {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     counters: Mutex<RunnerMetrics>,
+}
+
+/// A key, kept only to take it out of error texts; never printed.
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// The runner's own egress proxy; stopped with the runner.
@@ -111,6 +121,47 @@ impl RemoteRunner {
         profile: SandboxProfile,
         requirements: ModelResourceRequirements,
         audit: AuditLog,
+    ) -> Result<Self, SlmRunnerError> {
+        Self::build(
+            model_id,
+            provider,
+            profile_name,
+            profile,
+            requirements,
+            Some(audit),
+        )
+        .await
+    }
+
+    /// What [`RemoteRunner::new`] checks (the endpoint's URL, the key's
+    /// variable, the profile's network policy), with no audit event and no
+    /// proxy started: for readiness probes, which anyone may call often.
+    pub async fn preflight(
+        model_id: &str,
+        provider: &ModelProvider,
+        profile_name: &str,
+        profile: SandboxProfile,
+    ) -> Result<(), SlmRunnerError> {
+        let requirements = ModelResourceRequirements::default();
+        Self::build(
+            model_id,
+            provider,
+            profile_name,
+            profile,
+            requirements,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn build(
+        model_id: &str,
+        provider: &ModelProvider,
+        profile_name: &str,
+        profile: SandboxProfile,
+        requirements: ModelResourceRequirements,
+        audit: Option<AuditLog>,
     ) -> Result<Self, SlmRunnerError> {
         let join = |base: &str, path: &str| {
             let base = base.trim_end_matches('/');
@@ -204,9 +255,11 @@ impl RemoteRunner {
 
         // The key: from the environment, never the config.
         let mut headers = Vec::new();
+        let mut key = None;
         if let Some(var) = &key_var {
             match std::env::var(var) {
                 Ok(k) if !k.trim().is_empty() => {
+                    key = Some(Secret(k.trim().to_string()));
                     let (name, value) = match api {
                         Api::Anthropic => ("x-api-key", k.trim().to_string()),
                         _ => ("authorization", format!("Bearer {}", k.trim())),
@@ -242,7 +295,9 @@ impl RemoteRunner {
                 format!("model `{model_id}`: {reason}"),
             )
             .about(None, Some(model_id), Some(profile_name));
-            audit.record(&event, profile.security.enable_audit_logging);
+            if let Some(audit) = &audit {
+                audit.record(&event, profile.security.enable_audit_logging);
+            }
             SlmRunnerError::InvalidInput {
                 field: "sandbox_profile",
                 reason,
@@ -255,6 +310,19 @@ impl RemoteRunner {
             .pool_idle_timeout(Duration::from_secs(60));
         let (client, egress) = match profile.network.access_mode {
             NetworkAccessMode::Full => (builder.build(), None),
+            // A preflight: the policy admits the endpoint; nothing starts.
+            NetworkAccessMode::Restricted if audit.is_none() => {
+                let policy = egress::policy_for(profile_name, &profile, None)
+                    .ok_or_else(|| init("a Restricted profile without a policy".into()))?;
+                let how = if url.scheme() == "https" { Kind::Tunnel } else { Kind::Http };
+                if let Err(r) = policy.admits_name(&host, port, how) {
+                    return Err(refuse(format!(
+                        "remote model `{model_id}` cannot reach {}: {}",
+                        r.destination, r.reason
+                    )));
+                }
+                (builder.build(), None)
+            }
             NetworkAccessMode::Restricted => {
                 let policy = egress::policy_for(profile_name, &profile, None).ok_or_else(|| {
                     init("a Restricted profile without a policy".into())
@@ -273,7 +341,7 @@ impl RemoteRunner {
                 let (user, secret) = ("symbiont", random_secret()?);
                 let proxy = Proxy::new(policy)
                     .observed_by(Arc::new(AuditRefusals::new(
-                        audit.clone(),
+                        audit.clone().unwrap_or_default(),
                         profile.security.enable_audit_logging,
                         Some(model_id.to_string()),
                     )))
@@ -307,6 +375,7 @@ impl RemoteRunner {
                 destination,
                 model_name,
                 key_var,
+                key,
                 headers,
                 client,
                 profile_name: profile_name.to_string(),
@@ -489,7 +558,10 @@ impl Inner {
             .await
     }
 
-    /// Sends the request; retries what failed before an answer started.
+    /// Sends the request; retries what failed before an answer started
+    /// (nothing of an answer was read, so nothing is repeated that was
+    /// generated for this caller). A wait that would pass the deadline
+    /// gives the failure that caused it, not a timeout.
     async fn send(
         &self,
         body: &serde_json::Value,
@@ -504,49 +576,94 @@ impl Inner {
                 req = req.header(k, v.clone());
             }
             let last = attempt >= ATTEMPTS;
-            let wait = match tokio::time::timeout_at(deadline, req.send()).await {
+            let refused_before = self.refusals();
+            let (error, wait) = match tokio::time::timeout_at(deadline, req.send()).await {
                 Err(_) => return Err(timed_out()),
                 Ok(Err(e)) => {
-                    let text = error_chain(&e);
-                    // The proxy answered the CONNECT with a refusal.
-                    if text.contains("unsuccessful tunnel") {
+                    let text = self.redact(&error_chain(&e));
+                    // A CONNECT the egress proxy refused (the client sees
+                    // only that the tunnel failed; the proxy counted it).
+                    if self.refusals() > refused_before {
                         return Err(self.refused_by_proxy(&text));
                     }
+                    let error = SlmRunnerError::ExecutionFailed {
+                        reason: format!(
+                            "model `{}`: cannot reach {}: {text}",
+                            self.model_id, self.destination
+                        ),
+                    };
                     if last || !(e.is_connect() || e.is_timeout()) {
-                        return Err(SlmRunnerError::ExecutionFailed {
-                            reason: format!(
-                                "model `{}`: cannot reach {}: {text}",
-                                self.model_id, self.destination
-                            ),
-                        });
+                        return Err(error);
                     }
-                    backoff(attempt, None)
+                    (error, backoff(attempt, None))
                 }
                 Ok(Ok(r)) if r.status().is_success() => return Ok(r),
                 Ok(Ok(r)) => {
                     let status = r.status().as_u16();
-                    if r.headers().get("x-symbiont-egress").is_some() {
-                        let text = read_capped(r).await;
-                        return Err(self.refused_by_proxy(text.trim()));
-                    }
-                    let retryable = matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529);
-                    if last || !retryable {
-                        return Err(self.failure(r).await);
-                    }
+                    let egress = r
+                        .headers()
+                        .get("x-symbiont-egress")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     let after = r
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64);
-                    backoff(attempt, after)
+                        .map(|s| Duration::from_secs_f64(s.min(MAX_BACKOFF.as_secs_f64())));
+                    let text = read_capped(r, deadline).await;
+                    match egress.as_deref() {
+                        // Our proxy refused (plain http://): a policy
+                        // decision, not repeated.
+                        Some("refused") => return Err(self.refused_by_proxy(text.trim())),
+                        // Our proxy could not connect onwards: as a
+                        // connection failure.
+                        Some(_) => {
+                            let error = SlmRunnerError::ExecutionFailed {
+                                reason: format!(
+                                    "model `{}`: cannot reach {}: {}",
+                                    self.model_id,
+                                    self.destination,
+                                    text.trim()
+                                ),
+                            };
+                            if last {
+                                return Err(error);
+                            }
+                            (error, backoff(attempt, None))
+                        }
+                        None => {
+                            let error = self.failure(status, &text);
+                            let retryable =
+                                matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529);
+                            if last || !retryable {
+                                return Err(error);
+                            }
+                            (error, backoff(attempt, after))
+                        }
+                    }
                 }
             };
             if tokio::time::Instant::now() + wait >= deadline {
-                return Err(timed_out());
+                return Err(error);
             }
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Refusals the runner's egress proxy has made so far.
+    fn refusals(&self) -> u64 {
+        self.egress
+            .as_ref()
+            .map_or(0, |e| e.stats.refused.load(Ordering::Relaxed))
+    }
+
+    /// `text` without the key, should a provider or a library quote it.
+    fn redact(&self, text: &str) -> String {
+        match &self.key {
+            Some(k) if !k.0.is_empty() => text.replace(k.0.as_str(), "[key]"),
+            _ => text.to_string(),
         }
     }
 
@@ -560,23 +677,25 @@ impl Inner {
         }
     }
 
-    /// The error an unsuccessful answer becomes.
-    async fn failure(&self, r: reqwest::Response) -> SlmRunnerError {
-        let status = r.status().as_u16();
-        let text = read_capped(r).await;
-        let detail = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").map(wire::error_text))
-            .unwrap_or_else(|| {
-                let t: String = text.chars().take(300).collect();
-                t.trim().to_string()
-            });
+    /// The error an unsuccessful answer (`status`, its body `text`)
+    /// becomes. A refused key is named by its variable only: the
+    /// provider's words about it may quote the key, masked or not.
+    fn failure(&self, status: u16, text: &str) -> SlmRunnerError {
         let detail = match (status, &self.key_var) {
-            (401 | 403, Some(var)) => {
-                format!("the endpoint refused the key in ${var}: {detail}")
-            }
-            (401 | 403, None) => format!("the endpoint wants a key (set api_key_env): {detail}"),
-            _ => detail,
+            (401 | 403, Some(var)) => format!("the endpoint refused the key in ${var}"),
+            (401 | 403, None) => "the endpoint wants a key (set api_key_env)".to_string(),
+            _ => self.redact(
+                &serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("error").map(wire::error_text))
+                    .unwrap_or_else(|| {
+                        text.chars()
+                            .take(300)
+                            .collect::<String>()
+                            .trim()
+                            .to_string()
+                    }),
+            ),
         };
         SlmRunnerError::Remote {
             endpoint: self.url.to_string(),
@@ -603,12 +722,20 @@ impl Inner {
         let mut first: Option<Instant> = None;
         let mut bytes = 0usize;
         let mut done = false;
-        while !done {
+        let mut eof = false;
+        while !done && !eof {
             let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
                 Err(_) => return Err(timed_out()),
-                Ok(None) => break,
+                // The end: a last event without its blank line still counts.
+                Ok(None) => {
+                    eof = true;
+                    bytes::Bytes::from_static(b"\n\n")
+                }
                 Ok(Some(Err(e))) => {
-                    return Err(failed(format!("the answer broke off: {}", error_chain(&e))))
+                    return Err(failed(format!(
+                        "the answer broke off: {}",
+                        self.redact(&error_chain(&e))
+                    )))
                 }
                 Ok(Some(Ok(c))) => c,
             };
@@ -619,7 +746,8 @@ impl Inner {
                 )));
             }
             for (event, data) in parser.feed(&chunk).map_err(&failed)? {
-                let d = wire::delta(self.api, event.as_deref(), &data).map_err(&failed)?;
+                let d = wire::delta(self.api, event.as_deref(), &data)
+                    .map_err(|e| failed(self.redact(&e)))?;
                 if let Some(t) = d.text {
                     first.get_or_insert_with(Instant::now);
                     text.push_str(&t);
@@ -690,9 +818,11 @@ fn error_chain(e: &reqwest::Error) -> String {
     s
 }
 
-async fn read_capped(mut r: reqwest::Response) -> String {
+/// At most [`MAX_ERROR_BYTES`] of an error answer, read until `deadline`
+/// at the latest.
+async fn read_capped(mut r: reqwest::Response, deadline: tokio::time::Instant) -> String {
     let mut out = Vec::new();
-    while let Ok(Some(c)) = r.chunk().await {
+    while let Ok(Ok(Some(c))) = tokio::time::timeout_at(deadline, r.chunk()).await {
         out.extend_from_slice(&c);
         if out.len() >= MAX_ERROR_BYTES {
             out.truncate(MAX_ERROR_BYTES);

@@ -230,7 +230,8 @@ pub(crate) fn delta(api: Api, event: Option<&str>, data: &str) -> Result<Delta, 
                     // Cumulative totals, when the server sends them.
                     if let Some(fresh) = u32_at(u, &["input_tokens"]) {
                         let cached = u32_at(u, &["cache_read_input_tokens"]).unwrap_or(0);
-                        d.input_tokens = Some(fresh.saturating_add(cached));
+                        let created = u32_at(u, &["cache_creation_input_tokens"]).unwrap_or(0);
+                        d.input_tokens = Some(fresh.saturating_add(cached).saturating_add(created));
                         d.cached_tokens = Some(cached);
                     }
                 }
@@ -270,6 +271,8 @@ pub(crate) fn error_text(e: &Value) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct SseParser {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no line end.
+    scanned: usize,
     event: Option<String>,
     data: String,
 }
@@ -282,10 +285,18 @@ impl SseParser {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<(Option<String>, String)>, String> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=i).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
+        let mut start = 0;
+        // Each byte is looked at once: a line trickled in small reads does
+        // not make the parse quadratic.
+        while let Some(i) = self.buf[self.scanned.max(start)..]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            let end = self.scanned.max(start) + i;
+            let line = String::from_utf8_lossy(&self.buf[start..end]).into_owned();
+            start = end + 1;
+            self.scanned = start;
+            let line = line.trim_end_matches('\r');
             if line.is_empty() {
                 if !self.data.is_empty() {
                     out.push((self.event.take(), std::mem::take(&mut self.data)));
@@ -301,6 +312,8 @@ impl SseParser {
             }
             // Comments (`:`), `id:` and `retry:` lines are ignored.
         }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
         if self.buf.len() > MAX_SSE_LINE || self.data.len() > MAX_SSE_LINE {
             return Err(format!("an event is longer than {MAX_SSE_LINE} bytes"));
         }
@@ -311,6 +324,19 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_trickled_byte_by_byte_is_one_event() {
+        let mut p = SseParser::default();
+        let msg = b"data: {\"x\": \"abcdefghij\"}\n";
+        for b in msg.iter() {
+            assert!(p.feed(&[*b]).unwrap().is_empty());
+        }
+        assert_eq!(
+            p.feed(b"\n").unwrap(),
+            vec![(None, "{\"x\": \"abcdefghij\"}".into())]
+        );
+    }
 
     #[test]
     fn events_split_across_reads() {
