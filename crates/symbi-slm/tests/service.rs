@@ -1163,6 +1163,22 @@ sandbox_profile = "remote"
         metrics.contains(r#"model="via-custom""#) && metrics.contains(r#"model="via-anthropic""#),
         "{metrics}"
     );
+    // The runners' egress proxies counted what went through them.
+    for (name, at_least) in [
+        ("symbi_slm_egress_received_bytes_total", 100.0),
+        ("symbi_slm_egress_sent_bytes_total", 100.0),
+    ] {
+        let got = metric(&metrics, name, &[r#"model="via-custom""#]);
+        assert!(got >= at_least, "{name} = {got}:\n{metrics}");
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "symbi_slm_egress_refused_total",
+            &[r#"model="via-custom""#]
+        ),
+        0.0
+    );
     let mut workers = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();

@@ -168,7 +168,9 @@ impl Proxy {
                 None => return reply(&mut client, 400, "CONNECT needs host:port").await,
             }
         } else if let Some(after) = strip_prefix_ci(target, "http://") {
-            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            // A fragment is the client's own; it never goes out.
+            let after = after.split('#').next().unwrap_or_default();
+            let end = after.find(['/', '?']).unwrap_or(after.len());
             let (authority, path) = after.split_at(end);
             let path = if path.is_empty() || path.starts_with('?') {
                 format!("/{path}")
@@ -190,7 +192,7 @@ impl Proxy {
         // A plain request's body: as long as `Content-Length` says, never
         // chunked (so that where it ends, and the request with it, is known
         // before anything is sent).
-        let mut body = 0u64;
+        let mut body: Option<u64> = None;
         if kind == Kind::Http {
             for h in req.headers.iter() {
                 if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -202,12 +204,22 @@ impl Proxy {
                     .await;
                 }
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    match std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                    {
-                        Some(len) => body = len,
-                        None => return reply(&mut client, 400, "bad Content-Length").await,
+                    // One header, ASCII digits only: a value two parsers
+                    // could read differently would split the request.
+                    let digits = h.value.trim_ascii();
+                    let len = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                        .flatten();
+                    match (body, len) {
+                        (None, Some(len)) => body = Some(len),
+                        _ => {
+                            return reply(
+                                &mut client,
+                                400,
+                                "one Content-Length of ASCII digits is needed",
+                            )
+                            .await
+                        }
                     }
                 }
             }
@@ -260,7 +272,12 @@ impl Proxy {
                     if n.starts_with("proxy-")
                         || matches!(
                             n.as_str(),
-                            "connection" | "keep-alive" | "host" | "upgrade" | "te"
+                            "connection"
+                                | "keep-alive"
+                                | "host"
+                                | "upgrade"
+                                | "te"
+                                | "content-length"
                         )
                     {
                         continue;
@@ -275,9 +292,13 @@ impl Proxy {
                 } else {
                     format!("{host}:{port}")
                 };
+                if let Some(len) = body {
+                    fwd.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+                }
                 fwd.extend_from_slice(
                     format!("Host: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
                 );
+                let body = body.unwrap_or(0);
                 // The body, exactly as long as declared; nothing after it
                 // (a pipelined request could name another host).
                 let first = rest.len().min(usize::try_from(body).unwrap_or(usize::MAX));
@@ -447,8 +468,11 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+        .then(|| s.get(prefix.len()..))
+        .flatten()
 }
 
 async fn connect_any(addrs: &[SocketAddr]) -> Option<TcpStream> {

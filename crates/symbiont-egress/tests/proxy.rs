@@ -138,6 +138,22 @@ async fn allowed_destinations_are_reached_and_others_refused() {
     )
     .await;
     assert!(got.starts_with("HTTP/1.1 411"), "{got}");
+    // Two lengths, or one a parser could read otherwise: refused.
+    for cl in [
+        "Content-Length: 0\r\nContent-Length: 40",
+        "Content-Length: +5",
+        "Content-Length: 5 5",
+    ] {
+        let got = exchange(
+            px,
+            &format!("POST http://127.0.0.1:{allowed}/p HTTP/1.1\r\n{cl}\r\n\r\nhello"),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{cl}: {got}");
+    }
+    // Bytes past ASCII where the scheme is looked for: a 400, not a panic.
+    let got = exchange(px, "GET http:/\u{e9}x HTTP/1.1\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
 
     // A CONNECT tunnel, then a request inside it.
     let mut s = TcpStream::connect(("127.0.0.1", px)).await.unwrap();

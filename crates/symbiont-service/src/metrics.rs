@@ -218,7 +218,7 @@ struct RunnerCollector(Arc<Mutex<Vec<(String, String, RunnerMetrics)>>>);
 impl Collector for RunnerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let runners = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let counters: [(&str, &str, GetCount); 8] = [
+        let counters: [(&str, &str, GetCount); 11] = [
             ("runner_requests_cancelled", "Requests the worker stopped because their caller went away", |m| m.requests_cancelled),
             ("runner_requests_overloaded", "Requests refused because the model's queue was full", |m| m.requests_overloaded),
             ("runner_requests_expired_in_queue", "Requests whose deadline passed while they waited for a slot", |m| m.requests_expired_in_queue),
@@ -227,6 +227,9 @@ impl Collector for RunnerCollector {
             ("worker_evictions", "Idle workers evicted for another's room in the host budget", |m| m.evictions),
             ("worker_unloads_keep_alive", "Workers unloaded after their keep-alive", |m| m.unloads_keep_alive),
             ("worker_retirements", "Workers retired near their CPU-time backstop", |m| m.retirements),
+            ("egress_refused", "A remote model's connections refused by its profile's egress policy (each also an audit event)", |m| m.egress_refused),
+            ("egress_sent_bytes", "Bytes a remote model's egress proxy sent to the endpoint", |m| m.egress_bytes_out),
+            ("egress_received_bytes", "Bytes a remote model's egress proxy received from the endpoint", |m| m.egress_bytes_in),
         ];
         for (name, help, get) in counters {
             let probe = ConstCounter::new(0u64);

@@ -73,6 +73,13 @@ pub struct RunnerMetrics {
     /// The highest resident peak (`VmHWM`) measured of this runner's
     /// workers, MB; compare with `memory_estimate_mb`.
     pub memory_peak_mb: Option<f64>,
+    /// A remote model's egress proxy (Restricted profiles): connections
+    /// refused by the policy.
+    pub egress_refused: u64,
+    /// A remote model's egress proxy: bytes sent to the endpoint.
+    pub egress_bytes_out: u64,
+    /// A remote model's egress proxy: bytes received from the endpoint.
+    pub egress_bytes_in: u64,
 }
 
 /// The counters, updated as things happen (per request or per worker,

@@ -412,6 +412,11 @@ impl RemoteRunner {
             .clone();
         m.queued = self.inner.waiting.load(Ordering::Relaxed);
         m.slots_busy = REMOTE_CONCURRENCY - self.inner.slots.available_permits();
+        if let Some(e) = &self.inner.egress {
+            m.egress_refused = e.stats.refused.load(Ordering::Relaxed);
+            m.egress_bytes_out = e.stats.bytes_out.load(Ordering::Relaxed);
+            m.egress_bytes_in = e.stats.bytes_in.load(Ordering::Relaxed);
+        }
         m
     }
 
@@ -583,7 +588,7 @@ impl Inner {
                     let text = self.redact(&error_chain(&e));
                     // A CONNECT the egress proxy refused (the client sees
                     // only that the tunnel failed; the proxy counted it).
-                    if self.refusals() > refused_before {
+                    if e.is_connect() && self.refusals() > refused_before {
                         return Err(self.refused_by_proxy(&text));
                     }
                     let error = SlmRunnerError::ExecutionFailed {
@@ -612,20 +617,22 @@ impl Inner {
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| Duration::from_secs_f64(s.min(MAX_BACKOFF.as_secs_f64())));
-                    let text = read_capped(r, deadline).await;
+                    let text = self.redact(&read_capped(r, deadline).await);
+                    // Only the runner's own proxy says this (a destination
+                    // reached without one could send the header too).
+                    let egress = egress.filter(|_| self.egress.is_some());
+                    let short: String = text.trim().chars().take(300).collect();
                     match egress.as_deref() {
                         // Our proxy refused (plain http://): a policy
                         // decision, not repeated.
-                        Some("refused") => return Err(self.refused_by_proxy(text.trim())),
+                        Some("refused") => return Err(self.refused_by_proxy(&short)),
                         // Our proxy could not connect onwards: as a
                         // connection failure.
-                        Some(_) => {
+                        Some(_) if status == 502 => {
                             let error = SlmRunnerError::ExecutionFailed {
                                 reason: format!(
-                                    "model `{}`: cannot reach {}: {}",
-                                    self.model_id,
-                                    self.destination,
-                                    text.trim()
+                                    "model `{}`: cannot reach {}: {short}",
+                                    self.model_id, self.destination
                                 ),
                             };
                             if last {
@@ -633,7 +640,7 @@ impl Inner {
                             }
                             (error, backoff(attempt, None))
                         }
-                        None => {
+                        _ => {
                             let error = self.failure(status, &text);
                             let retryable =
                                 matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529);
