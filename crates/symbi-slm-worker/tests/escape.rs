@@ -118,9 +118,13 @@ fn secure() -> SandboxProfile {
     SandboxProfile::secure()
 }
 
-#[test]
-fn sandbox_applies_every_layer_without_gaps() {
-    let (_d, p) = plan(&secure());
+/// Starts the worker in probe mode with the model as its descriptor and
+/// sends the probe; its stdout is left to read (stderr is dropped), and
+/// its stdin stays open while the second value lives.
+fn start_probe(
+    plan: SandboxPlan,
+    action: ProbeAction,
+) -> (std::process::Child, std::process::ChildStdin) {
     let mut cmd = Command::new(worker());
     let model = std::fs::File::open(model_path()).unwrap();
     symbiont_sandbox::spawn::inherit_fd(&mut cmd, model.into(), MODEL_FD);
@@ -131,14 +135,14 @@ fn sandbox_applies_every_layer_without_gaps() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    write_message(
-        &mut stdin,
-        &ToWorker::Probe {
-            plan: p,
-            action: ProbeAction::Spin(0),
-        },
-    )
-    .unwrap();
+    write_message(&mut stdin, &ToWorker::Probe { plan, action }).unwrap();
+    (child, stdin)
+}
+
+#[test]
+fn sandbox_applies_every_layer_without_gaps() {
+    let (_d, p) = plan(&secure());
+    let (mut child, _stdin) = start_probe(p, ProbeAction::Spin(0));
     match read_message::<_, FromWorker>(&mut child.stdout.take().unwrap()).unwrap() {
         FromWorker::ProbeResult { applied, .. } => {
             let names: Vec<&str> = applied.layers.iter().map(|l| l.name.as_str()).collect();
@@ -146,6 +150,7 @@ fn sandbox_applies_every_layer_without_gaps() {
                 "landlock",
                 "seccomp allow-list",
                 "network namespace",
+                "IPC namespace",
                 "scratch tmpfs (size-limited)",
                 "memory: RLIMIT_AS",
                 "no_new_privs",
@@ -810,9 +815,11 @@ fn the_worker_makes_no_memory_executable() {
         }
     }
     // The routes are refused by their own rules, not by a call before
-    // them: under the deny-list, shmget works and shmat with SHM_EXEC is
-    // what fails.
-    let (_d, p) = plan(&SandboxProfile::standard());
+    // them: under the deny-list, with System V IPC allowed (the worker's
+    // plan refuses it altogether), shmget works and shmat with SHM_EXEC
+    // is what fails.
+    let (_d, mut p) = plan(&SandboxProfile::standard());
+    p.no_sysv_ipc = false;
     let e = denied(
         probe(&p, ProbeAction::ExecutableMemory("shmat".into())),
         "shmat",
@@ -820,38 +827,319 @@ fn the_worker_makes_no_memory_executable() {
     assert!(!e.starts_with("shmget"), "{e}");
 }
 
-/// Landlock does not govern modes, owners or attributes: the worker's
-/// filter refuses the calls that change them, so it cannot make a file of
-/// its uid world-readable by path (under the deny-list, where nothing else
-/// stands in the way: the file is the worker's own). Unconfined, and under
-/// `sandbox exec`, the same call works.
+/// Row 1 of the attack (issue 18): Landlock governs no mode, owner, time
+/// or attribute change, so seccomp refuses every route to them under every
+/// plan, `sandbox exec`'s included. Each probe makes the file first in its
+/// own scratch dir (its own file on a path it may write: only the filter
+/// can refuse), and unconfined the same probe changes its own file.
+/// Started by root, a file of root's outside every allowed path keeps its
+/// mode (the attack's chmod 04755).
 #[test]
-fn the_worker_changes_no_file_mode() {
+fn no_file_metadata_changes_anywhere() {
     use std::os::unix::fs::PermissionsExt;
+    let routes = [
+        "chmod",
+        "fchmod",
+        "chown",
+        "utimensat",
+        "setxattr",
+        "chattr",
+    ];
+    let twin = tempfile::tempdir().unwrap();
+    for how in routes {
+        let action = |path: std::path::PathBuf| ProbeAction::Metadata {
+            path,
+            how: how.into(),
+            create: true,
+        };
+        allowed(
+            probe(&SandboxPlan::unconfined(), action(twin.path().join(how))),
+            &format!("{how} of its own file, unconfined"),
+        );
+        for (name, d, p) in hardened_plans() {
+            refused_by_filter(
+                probe(&p, action(d.path().join(how))),
+                &format!("{how} of its own file in its scratch dir, {name}"),
+            );
+        }
+    }
+    // A file of the caller's outside every path the plans allow.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = dir.path().join("key");
-    std::fs::write(&file, "secret").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    if is_root() {
-        // The worker's uid outside its sandbox.
-        std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "secret").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::metadata(&key).unwrap();
+    for (name, _d, p) in hardened_plans() {
+        for how in ["chmod", "utimensat", "setxattr"] {
+            denied(
+                probe(
+                    &p,
+                    ProbeAction::Metadata {
+                        path: key.clone(),
+                        how: how.into(),
+                        create: false,
+                    },
+                ),
+                &format!("{how} of the caller's file outside, {name}"),
+            );
+        }
     }
+    let after = std::fs::metadata(&key).unwrap();
+    assert_eq!(after.permissions().mode(), before.permissions().mode());
+    assert_eq!(
+        after.modified().unwrap(),
+        before.modified().unwrap(),
+        "the time stayed"
+    );
+}
+
+/// Row 2: System V IPC. A 0600 segment of the caller's, made by an
+/// unconfined probe, is readable by another unconfined one; the worker
+/// (and anything under `secure`'s allow-list) is refused the calls by the
+/// filter, and a program under `sandbox exec` lives in an IPC namespace of
+/// its own where the key names nothing. A
+/// segment made and left behind under a plan dies with its namespace;
+/// unconfined, the same probe's stays on the host (one page each, removed
+/// by the test: bounded).
+#[test]
+fn system_v_ipc_stays_inside() {
+    let key = 0x5e_0000 + (std::process::id() as i32 & 0xffff) * 16;
+    let _gone = ShmRemoved(vec![key]);
     allowed(
         probe(
             &SandboxPlan::unconfined(),
-            ProbeAction::ChangeMode(file.clone()),
+            ProbeAction::SysvShm { key, create: true },
+        ),
+        "unconfined, a segment left behind",
+    );
+    assert!(
+        host_has_segment(key),
+        "the unconfined probe's segment stays on the host"
+    );
+    let read = ProbeAction::SysvShm { key, create: false };
+    let got = allowed(
+        probe(&SandboxPlan::unconfined(), read.clone()),
+        "unconfined read",
+    );
+    assert_eq!(got, "left behind");
+    for (name, _d, p) in hardened_plans() {
+        let e = denied(
+            probe(&p, read.clone()),
+            &format!("the host's segment, {name}"),
+        );
+        // The allow-list of `secure` lists no System V call for programs
+        // either; under `standard` the namespace is what stands.
+        if name.starts_with("worker") || name.ends_with("secure") {
+            assert!(e.contains(EPERM), "{name}: {e}");
+        } else {
+            assert!(e.contains("No such file"), "{name}: not its namespace? {e}");
+        }
+    }
+    for (i, (name, _d, p)) in hardened_plans().into_iter().enumerate() {
+        let k = key + 1 + i as i32;
+        let _gone = ShmRemoved(vec![k]);
+        let o = probe(
+            &p,
+            ProbeAction::SysvShm {
+                key: k,
+                create: true,
+            },
+        );
+        if name.starts_with("worker") || name.ends_with("secure") {
+            refused_by_filter(o, &name);
+        } else {
+            allowed(o, &format!("{name}: a segment in its own namespace"));
+        }
+        assert!(
+            !host_has_segment(k),
+            "{name}: a segment outlived the program on the host"
+        );
+    }
+}
+
+/// Whether the host's IPC namespace holds a shared memory segment under
+/// `key` (`ipcs -m`).
+fn host_has_segment(key: i32) -> bool {
+    let out = Command::new("ipcs").arg("-m").output().expect("ipcs");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("0x{key:08x} "))
+}
+
+/// Removes the host's segments under these keys when dropped.
+struct ShmRemoved(Vec<i32>);
+impl Drop for ShmRemoved {
+    fn drop(&mut self) {
+        for key in &self.0 {
+            if host_has_segment(*key) {
+                let _ = Command::new("ipcrm")
+                    .args(["-M", &format!("0x{key:08x}")])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Row 3: quotas counted per user. Under every plan a process queues at
+/// most RLIMIT_SIGPENDING signals (the attack queued 96,367 as root, so
+/// that every other root process got EAGAIN); unconfined the same probe
+/// queues more (bounded: 200). A program under `sandbox exec` starts at
+/// most its thread cap, counted in its own user namespace; started by
+/// root it is a uid of its own (not root, not the host's nobody), so what
+/// it spends is charged to that uid.
+#[test]
+fn per_user_quotas_are_the_sandbox_s_own() {
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::QueueSignals(200)),
+        "unconfined, 200 pending signals",
+    );
+    for (name, _d, p) in hardened_plans() {
+        let cap = p
+            .max_pending_signals
+            .expect("every plan caps pending signals");
+        assert!(cap < 200);
+        let e = denied(probe(&p, ProbeAction::QueueSignals(200)), &name);
+        assert!(
+            e.contains("Resource temporarily unavailable"),
+            "{name}: {e}"
+        );
+        allowed(
+            probe(&p, ProbeAction::QueueSignals(cap as u32 / 2)),
+            &format!("{name}: below the cap"),
+        );
+    }
+    allowed(
+        probe(&SandboxPlan::unconfined(), ProbeAction::Threads(200)),
+        "unconfined, 200 threads",
+    );
+    for (name, _d, p) in hardened_plans()
+        .into_iter()
+        .filter(|(n, ..)| n.starts_with("sandbox exec"))
+    {
+        let cap = p.max_threads.expect("sandbox exec caps threads");
+        let e = denied(probe(&p, ProbeAction::Threads(200)), &name);
+        assert!(
+            e.contains("Resource temporarily unavailable"),
+            "{name}: {e}"
+        );
+        allowed(
+            probe(&p, ProbeAction::Threads(cap as u32 - 2)),
+            &format!("{name}: below the cap"),
+        );
+        let (pid, o) = probe_pid(&mut Command::new(worker()), &p, ProbeAction::Identity);
+        let ids = allowed(o, &name);
+        if is_root() {
+            let uid = symbiont_sandbox::per_process_uid(pid);
+            assert_eq!(ids, format!("{uid} 65534"), "{name}");
+        } else {
+            assert_eq!(
+                ids,
+                format!("{} {}", nix::unistd::getuid(), nix::unistd::getgid()),
+                "{name}: the caller's ids"
+            );
+        }
+    }
+}
+
+/// Row 4: the parent-death signal cannot be cleared (the program would
+/// outlive a killed caller and its time limit); unconfined it can.
+#[test]
+fn the_parent_death_signal_cannot_be_cleared() {
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::ClearParentDeathSignal,
         ),
         "unconfined",
     );
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     for (name, _d, p) in hardened_plans() {
-        if name.starts_with("worker") {
-            refused_by_filter(probe(&p, ProbeAction::ChangeMode(file.clone())), &name);
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{name}: the mode stayed");
-        }
+        refused_by_filter(probe(&p, ProbeAction::ClearParentDeathSignal), &name);
     }
+}
+
+/// Row 11: inotify reports the names of files other processes create or
+/// open in a watched directory, and Landlock governs no watch: refused
+/// under every plan; unconfined a watch on /etc works.
+#[test]
+fn no_file_watches() {
+    allowed(
+        probe(
+            &SandboxPlan::unconfined(),
+            ProbeAction::Inotify("/etc".into()),
+        ),
+        "unconfined",
+    );
+    for (name, d, p) in hardened_plans() {
+        refused_by_filter(probe(&p, ProbeAction::Inotify("/etc".into())), &name);
+        refused_by_filter(
+            probe(&p, ProbeAction::Inotify(d.path().to_path_buf())),
+            &format!("{name}: its own scratch dir"),
+        );
+    }
+}
+
+/// Row 9: started by root, a worker's uid is its own, so the host's
+/// `nobody` (and any other account) can neither signal nor re-limit it,
+/// while the same commands as `nobody` reach a process of `nobody`'s.
+#[test]
+fn the_host_s_nobody_cannot_reach_a_worker() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("not root: the worker keeps the caller's ids (its own user's processes may signal it); nothing to check");
+        return;
+    }
+    let (_d, p) = plan(&SandboxProfile::standard());
+    let (mut child, _stdin) = start_probe(p, ProbeAction::Sleep(30_000));
+    let pid = child.id();
+    let uid = symbiont_sandbox::per_process_uid(pid);
+    // Wait until it has given root up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if status.contains(&format!("Uid:\t{uid}\t")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let nobody = Sleeper(
+        Command::new("/bin/sleep")
+            .arg("30")
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .unwrap(),
+    );
+    let as_nobody = |args: &[&str]| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .uid(65534)
+            .gid(65534)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let np = nobody.0.id().to_string();
+    let wp = pid.to_string();
+    assert!(
+        as_nobody(&["/bin/kill", "-0", &np]),
+        "nobody signals its own process"
+    );
+    assert!(
+        as_nobody(&["/usr/bin/prlimit", "--pid", &np, "--as=50000000"]),
+        "nobody re-limits its own process"
+    );
+    assert!(
+        !as_nobody(&["/bin/kill", "-STOP", &wp]),
+        "nobody stopped the worker"
+    );
+    assert!(
+        !as_nobody(&["/usr/bin/prlimit", "--pid", &wp, "--as=50000000"]),
+        "nobody re-limited the worker"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The worker dies with its supervisor, also after giving root up (a
@@ -1038,12 +1326,12 @@ fn write_paths_cannot_hold_special_files() {
 }
 
 /// No capability survives the sandbox, for root too: giving a file to
-/// another owner needs CAP_CHOWN, which root has unconfined. Confined
-/// (under the deny-list, where seccomp allows `chown`), the worker is an
-/// unprivileged id in a user namespace of its own where uid 4242 is not
-/// even mapped (EINVAL), with no capability left (EPERM where it is).
-/// `sandbox exec` keeps root's uid but no capability: EPERM. The supervisor
-/// also checks every capability set of every worker from outside.
+/// another owner needs CAP_CHOWN, which root has unconfined. Confined, the
+/// filter refuses `chown` outright (`no_file_metadata_changes_anywhere`);
+/// behind it the process is an unprivileged id in a user namespace of its
+/// own where uid 4242 is not even mapped (EINVAL), with no capability left
+/// (EPERM). The supervisor also checks every capability set of every
+/// worker from outside (`no_capabilities` in the runner tests).
 #[test]
 fn no_capabilities_even_for_root() {
     for (name, d, p) in [

@@ -1091,6 +1091,7 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
         "inherited file descriptors closed",
         "user namespace",
         "network namespace",
+        "IPC namespace",
         "no_new_privs",
         "landlock",
         "seccomp deny-list",
@@ -1118,14 +1119,15 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
     };
     let nnp = "import ctypes\nctypes.CDLL(None).prctl(38, 1, 0, 0, 0)";
     // Everything /proc/<pid>/status shows, but still in our namespaces.
-    let all_but_namespaces = "import ctypes\n\
+    let all_but_namespaces = "import ctypes, os\n\
         libc = ctypes.CDLL(None)\n\
         class F(ctypes.Structure): _fields_ = [('code', ctypes.c_ushort), ('jt', ctypes.c_ubyte), ('jf', ctypes.c_ubyte), ('k', ctypes.c_uint)]\n\
         class P(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.POINTER(F))]\n\
         class H(ctypes.Structure): _fields_ = [('version', ctypes.c_uint), ('pid', ctypes.c_int)]\n\
         class D(ctypes.Structure): _fields_ = [('e', ctypes.c_uint), ('p', ctypes.c_uint), ('i', ctypes.c_uint)]\n\
         [libc.prctl(24, c, 0, 0, 0) for c in range(64)]\n\
-        libc.setgroups(0, None); libc.setresgid(65534, 65534, 65534); libc.setresuid(65534, 65534, 65534)\n\
+        uid = 0x7A000000 + (os.getpid() & 0x3FFFFF)\n\
+        libc.setgroups(0, None); libc.setresgid(65534, 65534, 65534); libc.setresuid(uid, uid, uid)\n\
         libc.prctl(38, 1, 0, 0, 0)\n\
         prog = P(1, (F * 1)(F(6, 0, 0, 0x7fff0000)))\n\
         [libc.prctl(22, 2, ctypes.byref(prog), 0, 0) for _ in range(3)]\n\
@@ -1206,8 +1208,8 @@ fn fake_report(
 }
 
 /// A fake worker: a Python script that confines itself just enough to pass
-/// the supervisor's check (uid 65534 in its own user and network
-/// namespaces, an empty bounding set, no_new_privs, three allow-all
+/// the supervisor's check (a uid of its own and gid 65534 in its own
+/// user, network and IPC namespaces, an empty bounding set, no_new_privs, three allow-all
 /// seccomp filters, no capabilities), reports ready, then answers each request according to
 /// `mode` the first time it is started and honestly ("ok") afterwards (a
 /// marker file in `dir` remembers), so that "the next request works" can
@@ -1217,6 +1219,7 @@ fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
     let (sandbox, facts) = fake_report(&[
         "user namespace",
         "network namespace",
+        "IPC namespace",
         "no_new_privs",
         "landlock",
         "seccomp deny-list",
@@ -1237,12 +1240,15 @@ marker = {marker:?}
 mode = "honest" if os.path.exists(marker) else {mode:?}
 open(marker, "a").close()
 if os.geteuid() == 0:
+    # The real worker's ids: a uid of its own (made from its pid), nogroup.
+    uid = 0x7A000000 + (os.getpid() & 0x3FFFFF)
     assert libc.setgroups(0, None) == 0
     assert libc.setresgid(65534, 65534, 65534) == 0
-    assert libc.setresuid(65534, 65534, 65534) == 0
+    assert libc.setresuid(uid, uid, uid) == 0
     assert libc.prctl(4, 1, 0, 0, 0) == 0
 uid, gid = os.geteuid(), os.getegid()
-assert libc.unshare(0x10000000 | 0x40000000) == 0
+# User, network and IPC namespaces.
+assert libc.unshare(0x10000000 | 0x40000000 | 0x08000000) == 0
 for f, t in [("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))]:
     with open("/proc/self/" + f, "w") as m:
         m.write(t)

@@ -192,6 +192,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             let limit = p.process_limits.max_execution_time_seconds;
             let child = exec::spawn_confined(&plan, &program, &command, &env)
                 .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
+            let child_pid = child.pid();
             if let (Some((mine, theirs)), Some(policy)) = (handoff, egress) {
                 drop(theirs);
                 match symbiont_sandbox::receive_listener(&mine, Duration::from_secs(10)) {
@@ -222,6 +223,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             let ended = child
                 .wait(Some(Duration::from_secs(limit)))
                 .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
+            hand_back(&plan, child_pid, scratch.as_ref().map(|s| s.path()));
             drop(scratch);
             if ended.timed_out {
                 let detail = format!(
@@ -280,6 +282,34 @@ fn serve_egress(
             eprintln!("symbi-slm sandbox: the egress proxy stopped: {e}");
         }
     });
+}
+
+/// Started by root, the program ran as a uid of its own: what it wrote in
+/// its write paths goes back to the caller (the scratch dir is removed).
+/// It has ended (it could start no process), so nothing writes there any
+/// more.
+fn hand_back(plan: &symbiont_sandbox::SandboxPlan, pid: i32, scratch: Option<&Path>) {
+    let root = nix::unistd::geteuid().is_root();
+    if !root || !plan.per_process_uid || plan.unprivileged_id.is_none() {
+        return;
+    }
+    let from = symbiont_sandbox::per_process_uid(pid as u32);
+    let to = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    for path in plan
+        .write_paths
+        .iter()
+        .filter(|w| Some(w.as_path()) != scratch)
+    {
+        if let Err(e) = exec::hand_back(path, from, to) {
+            eprintln!(
+                "symbi-slm sandbox: what the program wrote in {} could not all be handed back from uid {from}: {e}",
+                path.display()
+            );
+        }
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {

@@ -341,6 +341,10 @@ fn sandbox_report_has_a_row_per_control() {
         "(always) other processes",
         "(always) syscall hardening",
         "(always) sockets",
+        "(always) identity",
+        "(always) identity of sandbox exec",
+        "(always) System V IPC",
+        "(always) file metadata",
     ] {
         assert!(controls.contains(&want), "{want} missing from {controls:?}");
     }

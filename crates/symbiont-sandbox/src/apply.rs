@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use seccompiler::SeccompCmpArgLen::{Dword, Qword};
 use seccompiler::{
@@ -27,7 +27,7 @@ use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 use crate::syscalls::{
     never_allowed, syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_FCNTL,
     DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, EXEC_NET_ALLOW_LIST, METADATA_WRITES,
-    PID_CALLS, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
+    PID_CALLS, SYSV_IPC, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
 };
 
 /// The Landlock ABI whose rights we ask for: filesystem (incl. truncate and
@@ -186,7 +186,17 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let give_up = plan.unprivileged_id.filter(|_| root);
+    // (uid, gid) to become when started as root.
+    let give_up = plan.unprivileged_id.filter(|_| root).map(|gid| {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u32;
+        let uid = if plan.per_process_uid {
+            crate::plan::per_process_uid(pid)
+        } else {
+            gid
+        };
+        (uid, gid)
+    });
     let mut own_user_namespace = false;
     let mut flags = 0;
     let proxy_port = match plan.network {
@@ -198,6 +208,9 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     }
     if plan.scratch.is_some() {
         flags |= libc::CLONE_NEWNS;
+    }
+    if plan.ipc_namespace {
+        flags |= libc::CLONE_NEWIPC;
     }
     if plan.user_namespace && give_up.is_none() {
         flags |= libc::CLONE_NEWUSER;
@@ -211,6 +224,9 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 }
                 if flags & libc::CLONE_NEWNET != 0 {
                     record("network namespace", Ok(()));
+                }
+                if flags & libc::CLONE_NEWIPC != 0 {
+                    record("IPC namespace", Ok(()));
                 }
                 if let Some(port) = proxy_port {
                     crate::handoff::hand_proxy_listener_over(port, plan.proxy_handoff_fd)?;
@@ -234,15 +250,31 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 if flags & libc::CLONE_NEWNET != 0 {
                     record("network namespace", Err(e.to_string()));
                 }
+                if flags & libc::CLONE_NEWIPC != 0 {
+                    record("IPC namespace", Err(e.to_string()));
+                }
                 if plan.scratch.is_some() {
                     record("scratch tmpfs (size-limited)", Err(e.to_string()));
                 }
             }
         }
     }
-    if let Some(id) = give_up {
-        let userns = give_root_up(id, plan.user_namespace)?;
-        record(&format!("identity: root gave up for uid/gid {id}"), Ok(()));
+    // Landlock's paths are opened (O_PATH) before root is given up and
+    // after the scratch tmpfs is mounted: a rule names an inode whatever
+    // the unprivileged id may reach, and the id's own file rights still
+    // apply to every access beneath it (a path only root may read stays
+    // closed; `sandbox exec` says which).
+    let landlock_paths = if plan.confine_filesystem {
+        open_landlock_paths(plan)?
+    } else {
+        Vec::new()
+    };
+    if let Some((uid, gid)) = give_up {
+        let userns = give_root_up(uid, gid, plan.user_namespace)?;
+        record(
+            &format!("identity: root gave up for uid {uid}, gid {gid}"),
+            Ok(()),
+        );
         if plan.user_namespace {
             match userns {
                 Ok(()) => {
@@ -289,6 +321,10 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 Err(why.into()),
             ),
         }
+    }
+    if let Some(n) = plan.max_pending_signals {
+        set_rlimit(libc::RLIMIT_SIGPENDING, n, "setrlimit(RLIMIT_SIGPENDING)")?;
+        record("queued signals: RLIMIT_SIGPENDING", Ok(()));
     }
     if let Some(b) = plan.address_space_bytes {
         set_rlimit(libc::RLIMIT_AS, b, "setrlimit(RLIMIT_AS)")?;
@@ -351,7 +387,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     //    network, no TCP bind or connect either; no signals or abstract
     //    sockets outside the sandbox.
     if plan.confine_filesystem {
-        match landlock(plan) {
+        match landlock(plan, landlock_paths) {
             Ok(RulesetStatus::FullyEnforced) => record("landlock", Ok(())),
             Ok(other) if plan.strict => {
                 return Err(SandboxError::LandlockNotEnforced(format!("{other:?}")))
@@ -395,9 +431,14 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             if plan.no_exec_memory {
                 record("seccomp: no new executable memory (PROT_EXEC)", Ok(()));
             }
-            if !plan.allow_exec {
-                record("seccomp: no file mode, owner or attribute changes", Ok(()));
+            record(
+                "seccomp: no file mode, owner, time or attribute changes",
+                Ok(()),
+            );
+            if plan.no_sysv_ipc {
+                record("seccomp: no System V IPC", Ok(()));
             }
+            record("seccomp: the parent-death signal stays", Ok(()));
             record(
                 match plan.sockets {
                     SocketPolicy::None => "seccomp: no sockets",
@@ -493,10 +534,10 @@ pub(crate) fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
-/// Started as root: no supplementary groups, then gid and uid `id` (real,
+/// Started as root: no supplementary groups, then `gid` and `uid` (real,
 /// effective, saved), keeping the parent-death signal (which the change
 /// clears), undumpable.
-fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
+fn become_unprivileged(uid: u32, gid: u32) -> Result<(), SandboxError> {
     // A change of effective ids clears the parent-death signal: keep it.
     let mut pdeathsig: libc::c_int = 0;
     // SAFETY: PR_GET_PDEATHSIG writes one int into `pdeathsig`.
@@ -510,11 +551,11 @@ fn become_unprivileged(id: u32) -> Result<(), SandboxError> {
         return Err(os_err("setgroups([])"));
     }
     // SAFETY: integer arguments only.
-    if unsafe { libc::setresgid(id, id, id) } != 0 {
+    if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
         return Err(os_err("setresgid"));
     }
     // SAFETY: integer arguments only.
-    if unsafe { libc::setresuid(id, id, id) } != 0 {
+    if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
         return Err(os_err("setresuid"));
     }
     // The change left the process undumpable (suid_dumpable is 0 on any
@@ -552,6 +593,7 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<bool, SandboxError> {
         (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
         (libc::CLONE_NEWNET, "CLONE_NEWNET"),
         (libc::CLONE_NEWNS, "CLONE_NEWNS"),
+        (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
     ]
     .iter()
     .filter(|(f, _)| flags & f != 0)
@@ -601,17 +643,21 @@ fn drop_bounding_set() -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Started as root: gives root up for `id` (bounding set emptied first,
+/// Started as root: gives root up for `uid` and `gid` (bounding set emptied first,
 /// while root may), then, when `user_namespace`, enters a user namespace of
 /// its own whose id maps a root helper process writes: a process may write
 /// its own maps only while dumpable, and a dumpable process of `id` could
-/// be opened (`/proc/<pid>/mem`) by any other process of `id`. Returns
+/// be opened (`/proc/<pid>/mem`) by any other process of `uid`. Returns
 /// whether the user namespace was made (its failure is the caller's to
 /// judge).
-fn give_root_up(id: u32, user_namespace: bool) -> Result<Result<(), SandboxError>, SandboxError> {
+fn give_root_up(
+    uid: u32,
+    gid: u32,
+    user_namespace: bool,
+) -> Result<Result<(), SandboxError>, SandboxError> {
     drop_bounding_set()?;
     if !user_namespace {
-        become_unprivileged(id)?;
+        become_unprivileged(uid, gid)?;
         return Ok(Err(SandboxError::Namespace {
             flags: "CLONE_NEWUSER".into(),
             source: io::Error::other("not planned"),
@@ -646,8 +692,10 @@ fn give_root_up(id: u32, user_namespace: bool) -> Result<Result<(), SandboxError
             let write = |file: &str, text: &str| {
                 std::fs::write(format!("/proc/{parent}/{file}"), text).is_ok()
             };
-            let map = format!("{id} {id} 1");
-            if write("setgroups", "deny") && write("uid_map", &map) && write("gid_map", &map) {
+            if write("setgroups", "deny")
+                && write("uid_map", &format!("{uid} {uid} 1"))
+                && write("gid_map", &format!("{gid} {gid} 1"))
+            {
                 0
             } else {
                 1
@@ -675,7 +723,7 @@ fn give_root_up(id: u32, user_namespace: bool) -> Result<Result<(), SandboxError
         }
         Ok(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
     };
-    if let Err(e) = become_unprivileged(id) {
+    if let Err(e) = become_unprivileged(uid, gid) {
         let _ = finish(false);
         return Err(e);
     }
@@ -781,7 +829,7 @@ pub const SCRATCH_INODES: u64 = 4096;
 
 /// Mounts the size-limited tmpfs on `path`, owned by `owner` (uid and gid)
 /// when the process is about to become that id, else by the caller.
-fn mount_scratch(path: &Path, bytes: u64, owner: Option<u32>) -> Result<(), SandboxError> {
+fn mount_scratch(path: &Path, bytes: u64, owner: Option<(u32, u32)>) -> Result<(), SandboxError> {
     let err = |source| SandboxError::Mount {
         path: path.to_path_buf(),
         source,
@@ -804,7 +852,7 @@ fn mount_scratch(path: &Path, bytes: u64, owner: Option<u32>) -> Result<(), Sand
     let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| err(io::Error::other(e)))?;
     let fstype = CString::new("tmpfs").map_err(|e| err(io::Error::other(e)))?;
     let owner = owner
-        .map(|id| format!(",uid={id},gid={id}"))
+        .map(|(uid, gid)| format!(",uid={uid},gid={gid}"))
         .unwrap_or_default();
     let data = CString::new(format!(
         "size={bytes},nr_inodes={SCRATCH_INODES},mode=0700{owner}"
@@ -871,28 +919,13 @@ fn set_affinity(n: usize, skip: usize) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
-    let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+/// The plan's read, exec and write paths, opened (`O_PATH`), each with the
+/// rights it is to get: only the rights that apply to files for a path
+/// that is not a directory.
+fn open_landlock_paths(
+    plan: &SandboxPlan,
+) -> Result<Vec<(PathFd, BitFlags<AccessFs>)>, SandboxError> {
     let abi = LANDLOCK_ABI;
-    let level = if plan.strict {
-        CompatLevel::HardRequirement
-    } else {
-        CompatLevel::BestEffort
-    };
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(level)
-        .handle_access(AccessFs::from_all(abi))
-        .map_err(ll)?;
-    if plan.network != NetworkMode::Full {
-        ruleset = ruleset
-            .handle_access(AccessNet::from_all(abi))
-            .map_err(ll)?;
-    }
-    let mut created = ruleset
-        .scope(Scope::from_all(abi))
-        .map_err(ll)?
-        .create()
-        .map_err(ll)?;
     // `from_read` includes Execute: a worker that maps no new executable
     // memory executes no file either.
     let read = if plan.no_exec_memory {
@@ -914,21 +947,67 @@ fn landlock(plan: &SandboxPlan) -> Result<RulesetStatus, SandboxError> {
         (&plan.exec_paths, exec),
         (&plan.write_paths, write),
     ];
+    let mut opened = Vec::new();
     for (paths, access) in groups {
         for path in paths.iter() {
             let fd = PathFd::new(path).map_err(|e| SandboxError::Path {
                 path: path.clone(),
                 source: io::Error::other(e.to_string()),
             })?;
-            // A file takes only the rights that apply to files.
-            let access = if path.is_dir() {
+            // SAFETY: stat is plain data; fstat writes into it.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            use std::os::fd::{AsFd, AsRawFd};
+            // SAFETY: an open O_PATH descriptor (fstat accepts one).
+            if unsafe { libc::fstat(fd.as_fd().as_raw_fd(), &mut st) } != 0 {
+                return Err(SandboxError::Path {
+                    path: path.clone(),
+                    source: io::Error::last_os_error(),
+                });
+            }
+            let access = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 access
             } else {
                 access & AccessFs::from_file(abi)
             };
-            created = created.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
+            opened.push((fd, access));
         }
     }
+    Ok(opened)
+}
+
+fn landlock(
+    plan: &SandboxPlan,
+    paths: Vec<(PathFd, BitFlags<AccessFs>)>,
+) -> Result<RulesetStatus, SandboxError> {
+    let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    let abi = LANDLOCK_ABI;
+    let level = if plan.strict {
+        CompatLevel::HardRequirement
+    } else {
+        CompatLevel::BestEffort
+    };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(level)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(ll)?;
+    if plan.network != NetworkMode::Full {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(ll)?;
+    }
+    let mut created = ruleset
+        .scope(Scope::from_all(abi))
+        .map_err(ll)?
+        .create()
+        .map_err(ll)?;
+    for (fd, access) in paths {
+        created = created.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
+    }
+    let read = if plan.no_exec_memory {
+        AccessFs::from_read(abi) & !AccessFs::Execute
+    } else {
+        AccessFs::from_read(abi)
+    };
     for &fd in &plan.read_fds {
         // SAFETY: `close_inherited` checked that `fd` is an open regular
         // file, and nothing closes it while the borrow lives (this call).
@@ -1240,6 +1319,17 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                     restrict(&mut rules, socketpair, pairs_allowed()?);
                 }
             }
+            // Whatever a profile's extras list: modes, owners, times and
+            // attributes stay unchanged, and the worker makes no System V
+            // IPC object.
+            for name in METADATA_WRITES {
+                rules.remove(&nr(name)?);
+            }
+            if plan.no_sysv_ipc {
+                for name in SYSV_IPC {
+                    rules.remove(&nr(name)?);
+                }
+            }
             SeccompFilter::new(rules, eperm, SeccompAction::Allow, arch).map_err(seccomp_err)?
         }
         SyscallPolicy::DenyList => {
@@ -1254,11 +1344,10 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             if plan.no_exec_memory && !plan.allow_exec {
                 rules.extend(rules_for(["execve", "execveat"])?);
             }
-            // Modes, owners and attributes, which Landlock does not govern:
-            // the worker changes none.
-            if !plan.allow_exec {
-                rules.extend(rules_for(METADATA_WRITES.iter())?);
-            }
+            // Modes, owners, times and attributes, which Landlock does not
+            // govern: no sandboxed process changes any (by path or by
+            // descriptor: seccomp cannot tell a write path from another).
+            rules.extend(rules_for(METADATA_WRITES.iter())?);
             rules.insert(clone, clone_denied(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {
                 rules.insert(nr(name)?, other_pid_denied(*arg, me)?);
@@ -1286,6 +1375,10 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                     let with = cond(*arg, Qword, SeccompCmpOp::MaskedEq(*bit), *bit)?;
                     rules.insert(nr(name)?, vec![rule(vec![with])?]);
                 }
+            }
+            // After the PROT_EXEC rules: refused outright, shmat included.
+            if plan.no_sysv_ipc {
+                rules.extend(rules_for(SYSV_IPC.iter())?);
             }
             match plan.sockets {
                 SocketPolicy::None => {

@@ -135,6 +135,7 @@ pub fn spawn_confined(
                         eprintln!("symbi-slm sandbox: NOT ENFORCED: {}: {why}", gap.name);
                     }
                 }
+                warn_unreachable(plan);
                 // SAFETY: path, argv and envp are NUL-terminated strings
                 // kept alive by this frame; both arrays end with a null.
                 unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
@@ -167,6 +168,189 @@ impl Confined {
     pub fn wait(self, time_limit: Option<Duration>) -> io::Result<Ended> {
         wait_for(self.pid, time_limit)
     }
+}
+
+/// Says on stderr which of the plan's paths the program's identity (now in
+/// force: Landlock does not answer `access`, the file modes do) cannot
+/// use: started by root, the program is an unprivileged id, and a path
+/// only root may open fails later with a bare "Permission denied".
+fn warn_unreachable(plan: &SandboxPlan) {
+    let groups = [
+        (&plan.read_paths, libc::R_OK, "read"),
+        (&plan.write_paths, libc::W_OK, "write to"),
+        (&plan.exec_paths, libc::X_OK, "execute (or search)"),
+    ];
+    for (paths, mode, what) in groups {
+        for path in paths.iter() {
+            let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+                continue;
+            };
+            // SAFETY: a valid C string and integer flags; reads nothing else.
+            if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) } != 0 {
+                let e = io::Error::last_os_error();
+                // SAFETY: geteuid/getegid have no preconditions.
+                let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+                eprintln!(
+                    "symbi-slm sandbox: warning: the program runs as uid {uid}, gid {gid} and cannot {what} {}: {e} (make it open to that group or to others)",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// How deep [`hand_back`] descends below a write path.
+const HAND_BACK_DEPTH: u32 = 64;
+
+/// After a program that ran as `from_uid` has ended: gives every file,
+/// directory and link below `path` (and `path` itself) that `from_uid`
+/// owns to `to` (uid, gid), so that what a program started by root wrote
+/// belongs to the caller again. Never follows a link, never leaves the
+/// file system of `path`, descends at most [`HAND_BACK_DEPTH`] levels, and
+/// works on descriptors (`O_PATH`, `AT_EMPTY_PATH`), so a name swapped
+/// while it walks is never resolved again. The kernel clears set-user-ID
+/// (and group-executable set-group-ID) bits on a change of owner. Returns
+/// how many entries changed owner.
+pub fn hand_back(path: &Path, from_uid: u32, to: (u32, u32)) -> io::Result<u64> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in a path"))?;
+    // SAFETY: a valid C string; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let st = fstat(fd.as_raw_fd())?;
+    let mut count = 0;
+    give(&fd, &st, from_uid, to, &mut count)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        walk(&fd, st.st_dev, from_uid, to, 0, &mut count)?;
+    }
+    Ok(count)
+}
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+fn fstat(fd: libc::c_int) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data; fstat writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; a bad descriptor is an error return.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Changes the owner of the entry `fd` (an `O_PATH` descriptor) refers to
+/// when `from_uid` owns it.
+fn give(
+    fd: &OwnedFd,
+    st: &libc::stat,
+    from_uid: u32,
+    to: (u32, u32),
+    count: &mut u64,
+) -> io::Result<()> {
+    if st.st_uid != from_uid {
+        return Ok(());
+    }
+    // SAFETY: an open descriptor, an empty C string and integer ids; with
+    // AT_EMPTY_PATH the call acts on the descriptor's own inode (a link
+    // itself, when it is one).
+    let rc = unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            to.0,
+            to.1,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *count += 1;
+    Ok(())
+}
+
+fn walk(
+    dir: &OwnedFd,
+    dev: u64,
+    from_uid: u32,
+    to: (u32, u32),
+    depth: u32,
+    count: &mut u64,
+) -> io::Result<()> {
+    if depth >= HAND_BACK_DEPTH {
+        return Ok(());
+    }
+    // A readable descriptor of the same directory for listing it.
+    // SAFETY: a valid directory descriptor (an O_PATH one serves as the
+    // base of openat) and a C string.
+    let list = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if list < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `list` is ours; fdopendir takes it over (closedir closes it).
+    let dirp = unsafe { libc::fdopendir(list) };
+    if dirp.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `list` is still ours to close.
+        unsafe { libc::close(list) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: `dirp` is a valid stream until closedir below; the entry
+        // it returns is read before the next call.
+        let ent = unsafe { libc::readdir(dirp) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated name inside the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
+        }
+    }
+    // SAFETY: closes the stream opened above, once.
+    unsafe { libc::closedir(dirp) };
+    for name in names {
+        // SAFETY: a valid directory descriptor and C string; the result
+        // is owned below.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: just opened, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = fstat(fd.as_raw_fd())?;
+        if st.st_dev != dev {
+            continue;
+        }
+        give(&fd, &st, from_uid, to, count)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            walk(&fd, dev, from_uid, to, depth + 1, count)?;
+        }
+    }
+    Ok(())
 }
 
 fn wait_for(pid: libc::pid_t, time_limit: Option<Duration>) -> io::Result<Ended> {

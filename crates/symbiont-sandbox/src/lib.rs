@@ -24,7 +24,9 @@ mod syscalls;
 
 pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
 pub use handoff::{proxy_handoff, receive_listener};
-pub use plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
+pub use plan::{
+    per_process_uid, NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy, PER_PROCESS_UID_BASE,
+};
 #[cfg(feature = "probe")]
 pub use probe::ProbeAction;
 pub use report::{

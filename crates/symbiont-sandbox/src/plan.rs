@@ -77,8 +77,29 @@ pub struct SandboxPlan {
     /// groups) before the namespaces, so that the process is this
     /// unprivileged id outside its user namespace and root widens nothing
     /// (files are opened with its rights; the model comes as a descriptor).
+    /// With [`SandboxPlan::per_process_uid`], this is the group only.
     #[serde(default)]
     pub unprivileged_id: Option<u32>,
+    /// Started as root: the user id to become is
+    /// [`per_process_uid`]`(pid)`, an id of this process alone that no host
+    /// account has, so that no other process (the host's `nobody`, another
+    /// worker) holds the same uid and may signal it, re-limit it or read
+    /// its `/proc` files; `unprivileged_id` is then the group.
+    #[serde(default)]
+    pub per_process_uid: bool,
+    /// A System V IPC namespace of its own: no segment, queue or semaphore
+    /// of the host is reachable, and whatever the process makes dies with
+    /// the namespace instead of outliving it on the host.
+    #[serde(default)]
+    pub ipc_namespace: bool,
+    /// seccomp refuses System V IPC calls (`shmget`, `msgget`, `semget`
+    /// and the rest): the worker needs none.
+    #[serde(default)]
+    pub no_sysv_ipc: bool,
+    /// `RLIMIT_SIGPENDING`: signals queued to the process at once (kernel
+    /// memory, and a per-user count of whoever made its user namespace).
+    #[serde(default)]
+    pub max_pending_signals: Option<u64>,
     /// `RLIMIT_NPROC` inside the process's own user namespace: threads (and
     /// processes) at once. Not enforced for root in the initial namespace,
     /// hence `user_namespace`.
@@ -173,10 +194,28 @@ impl SandboxPlan {
             no_exec_memory: false,
             user_namespace: false,
             unprivileged_id: None,
+            per_process_uid: false,
+            ipc_namespace: false,
+            no_sysv_ipc: false,
+            max_pending_signals: None,
             max_threads: None,
             drop_capabilities: false,
             allow_exec: false,
             strict: false,
         }
     }
+}
+
+/// The first of the user ids [`per_process_uid`] hands out: 0x7A00_0000
+/// (2,046,820,352), above the ranges distributions give accounts and
+/// containers' subordinate ids (systemd's container range ends at
+/// 0x6FFF_FFFF), below the upper half that some tools read as negative, and
+/// clear of systemd's "foreign" range (0x7FFE_0000 and up) for any pid.
+pub const PER_PROCESS_UID_BASE: u32 = 0x7A00_0000;
+
+/// The user id a process started by root becomes under a plan with
+/// [`SandboxPlan::per_process_uid`]: one per pid, so no two live processes
+/// share it (pids are at most 2^22 on Linux).
+pub fn per_process_uid(pid: u32) -> u32 {
+    PER_PROCESS_UID_BASE + (pid & 0x3F_FFFF)
 }

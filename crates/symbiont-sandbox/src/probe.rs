@@ -106,6 +106,40 @@ pub enum ProbeAction {
     /// Create a file at a path and give it to another owner (uid 4242):
     /// only CAP_CHOWN allows it.
     GiveAway(PathBuf),
+    /// Change a file's metadata by one route: `chmod` (by path), `fchmod`
+    /// (through a descriptor opened for reading), `chown` (to its own
+    /// owner: no capability needed), `utimensat` (by path), `setxattr` (a
+    /// `user.` attribute) or `chattr` (`FS_IOC_SETFLAGS` with the flags it
+    /// has). With `create`, the file is made first (so that it is the
+    /// probe's own and only a filter can refuse).
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// The route.
+        how: String,
+        /// Make the file first.
+        create: bool,
+    },
+    /// System V shared memory under `key`: with `create`, make a segment
+    /// of one page holding a marker and leave it behind; without, attach
+    /// an existing one read-only and read what it holds.
+    SysvShm {
+        /// The IPC key.
+        key: i32,
+        /// Make it rather than read it.
+        create: bool,
+    },
+    /// Queue this many real-time signals to the probe's own thread
+    /// (blocked, so they stay pending), as `tgkill` to itself does.
+    QueueSignals(u32),
+    /// Watch a path with inotify.
+    Inotify(PathBuf),
+    /// Clear the parent-death signal (`PR_SET_PDEATHSIG`, 0).
+    ClearParentDeathSignal,
+    /// The process's user and group ids (`uid gid`).
+    Identity,
+    /// Sleep this many milliseconds, then answer.
+    Sleep(u64),
 }
 
 /// Longest wall time a [`ProbeAction::Spin`] waits for its CPU time.
@@ -522,6 +556,44 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             std::os::unix::fs::chown(path, Some(4242), None).map_err(|e| e.to_string())?;
             Ok("given to uid 4242".into())
         }
+        ProbeAction::Metadata { path, how, create } => metadata(path, how, *create),
+        ProbeAction::SysvShm { key, create } => sysv_shm(*key, *create),
+        ProbeAction::QueueSignals(n) => queue_signals(*n),
+        ProbeAction::Inotify(path) => {
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|e| e.to_string())?;
+            // SAFETY: integer flags.
+            let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            // SAFETY: a valid descriptor and C string.
+            let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_ALL_EVENTS) };
+            let out = if wd < 0 {
+                Err(format!("inotify_add_watch: {}", errno()))
+            } else {
+                Ok(format!("watching (wd {wd})"))
+            };
+            // SAFETY: closes the descriptor made above.
+            unsafe { libc::close(fd) };
+            out
+        }
+        ProbeAction::ClearParentDeathSignal => {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) } != 0 {
+                return Err(errno());
+            }
+            Ok("parent-death signal cleared".into())
+        }
+        ProbeAction::Identity => {
+            // SAFETY: getuid/getgid have no preconditions.
+            let (u, g) = unsafe { (libc::getuid(), libc::getgid()) };
+            Ok(format!("{u} {g}"))
+        }
+        ProbeAction::Sleep(ms) => {
+            std::thread::sleep(Duration::from_millis(*ms));
+            Ok("slept".into())
+        }
         ProbeAction::SetnsOnStdin => {
             // SAFETY: integer arguments; fd 0 is not a namespace, so even
             // an unconfined call changes nothing.
@@ -641,4 +713,129 @@ fn executable_memory(how: &str) -> Result<String, String> {
         }
         other => Err(format!("unknown route {other}")),
     }
+}
+
+/// One route to a file's metadata (see [`ProbeAction::Metadata`]).
+fn metadata(path: &std::path::Path, how: &str, create: bool) -> Result<String, String> {
+    use std::os::fd::AsRawFd;
+    if create {
+        std::fs::write(path, b"mine").map_err(|e| format!("create: {e}"))?;
+    }
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let rc = match how {
+        // SAFETY: a valid C string and a mode.
+        "chmod" => unsafe { libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), 0o4755, 0) },
+        "fchmod" => {
+            let f = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;
+            // SAFETY: an open descriptor and a mode.
+            unsafe { libc::fchmod(f.as_raw_fd(), 0o4755) }
+        }
+        "chown" => {
+            // SAFETY: geteuid/getegid have no preconditions.
+            let (u, g) = unsafe { (libc::geteuid(), libc::getegid()) };
+            // SAFETY: a valid C string and integer ids.
+            unsafe { libc::fchownat(libc::AT_FDCWD, c.as_ptr(), u, g, 0) }
+        }
+        "utimensat" => {
+            let t = libc::timespec {
+                tv_sec: 1_000_000_000,
+                tv_nsec: 0,
+            };
+            let times = [t, t];
+            // SAFETY: a valid C string and two timespecs.
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }
+        }
+        "setxattr" => {
+            let v = b"probe";
+            // SAFETY: valid C strings and a buffer of the given length.
+            unsafe {
+                libc::setxattr(
+                    c.as_ptr(),
+                    c"user.probe".as_ptr(),
+                    v.as_ptr().cast(),
+                    v.len(),
+                    0,
+                )
+            }
+        }
+        "chattr" => {
+            let f = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;
+            let mut flags: libc::c_long = 0;
+            // FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with the same flags.
+            // SAFETY: the kernel writes one long into `flags`.
+            if unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_6601, &mut flags) } != 0 {
+                return Err(format!("FS_IOC_GETFLAGS: {}", errno()));
+            }
+            // SAFETY: the kernel reads one long from `flags`.
+            unsafe { libc::ioctl(f.as_raw_fd(), 0x4008_6602, &flags) }
+        }
+        other => return Err(format!("unknown route {other}")),
+    };
+    if rc != 0 {
+        return Err(errno());
+    }
+    Ok(format!("{how} done"))
+}
+
+/// See [`ProbeAction::SysvShm`].
+fn sysv_shm(key: i32, create: bool) -> Result<String, String> {
+    let len = 4096;
+    let flags = if create {
+        libc::IPC_CREAT | libc::IPC_EXCL | 0o600
+    } else {
+        0
+    };
+    // SAFETY: integer arguments only.
+    let id = unsafe { libc::shmget(key, if create { len } else { 0 }, flags) };
+    if id < 0 {
+        return Err(format!("shmget: {}", errno()));
+    }
+    let ro = if create { 0 } else { libc::SHM_RDONLY };
+    // SAFETY: attaches the segment found above where the kernel picks.
+    let at = unsafe { libc::shmat(id, std::ptr::null(), ro) };
+    if at as isize == -1 {
+        return Err(format!("shmat: {}", errno()));
+    }
+    let out = if create {
+        let marker = b"left behind";
+        // SAFETY: the segment is at least one page long and attached
+        // read-write; the marker is shorter.
+        unsafe { std::ptr::copy_nonoverlapping(marker.as_ptr(), at.cast::<u8>(), marker.len()) };
+        format!("segment {id} left behind")
+    } else {
+        let mut buf = [0u8; 32];
+        // SAFETY: reads 32 bytes of an attached segment of at least one
+        // page (segments are whole pages).
+        unsafe { std::ptr::copy_nonoverlapping(at.cast::<u8>(), buf.as_mut_ptr(), buf.len()) };
+        String::from_utf8_lossy(&buf)
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    // SAFETY: detaches what was attached above.
+    unsafe { libc::shmdt(at) };
+    Ok(out)
+}
+
+/// See [`ProbeAction::QueueSignals`].
+fn queue_signals(n: u32) -> Result<String, String> {
+    let sig = libc::SIGRTMIN();
+    // SAFETY: sigset_t is plain data; the calls only touch `set`.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, then blocks the one signal for this thread.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    // SAFETY: getpid/gettid have no preconditions.
+    let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+    for i in 0..n {
+        // SAFETY: integer arguments; the signal is blocked, so it stays
+        // pending (real-time signals queue one entry each).
+        if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) } != 0 {
+            return Err(format!("signal {} of {n}: {}", i + 1, errno()));
+        }
+    }
+    Ok(format!("{n} signals pending"))
 }

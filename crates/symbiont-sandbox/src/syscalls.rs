@@ -199,6 +199,18 @@ pub const DENY_LIST: &[&str] = &[
     "sched_setaffinity",
     // Signals through a pidfd (a /proc/<pid> directory descriptor is one).
     "pidfd_send_signal",
+    // Watching files and directories: Landlock governs neither inotify nor
+    // fanotify marks, so a watch on a readable directory (/etc) would
+    // report the names of files other processes create or open there.
+    "inotify_init",
+    "inotify_init1",
+    "inotify_add_watch",
+    // The host's mounts and namespaces, listed by id (not by path, so
+    // Landlock cannot bound them), and mount attributes.
+    "statmount",
+    "listmount",
+    "listns",
+    "open_tree_attr",
 ];
 
 /// Calls no profile can add back through `allowed_syscalls`: the deny-list
@@ -208,15 +220,15 @@ pub fn never_allowed(name: &str) -> bool {
     DENY_LIST.contains(&name) || ["fork", "vfork", "clone3", "seccomp"].contains(&name)
 }
 
-/// `fcntl` commands refused under both policies: `F_SETOWN` and
-/// `F_SETOWN_EX` would make the kernel signal another process (the
-/// supervisor reading the worker's pipe) with the signal `F_SETSIG` picks.
-/// Calls that change a file's mode, owner or extended attributes. Landlock
-/// governs none of them, so under the deny-list a worker could otherwise
-/// change any file its uid owns, by path or through the model's descriptor
-/// (make a private key world-readable, say). The allow-list never lists
-/// them; the deny-list refuses them for the worker (a `sandbox exec`
-/// program keeps them: tools set modes on what they write).
+/// Calls that change a file's mode, owner, times or extended attributes
+/// (POSIX ACLs are attributes). Landlock governs none of them, so a
+/// sandboxed process could otherwise change any file its uid owns, by path
+/// or through a descriptor opened for reading (make a private key
+/// world-readable, a copy of a program setuid, forge a time), wherever it
+/// lies. Refused under both policies for every plan, also when a profile
+/// lists them in `allowed_syscalls`: seccomp sees no path, so it cannot
+/// allow them on a write path only. Tools that set modes on what they
+/// write (`cp -p`, `tar`, `install`) get EPERM for that step.
 pub const METADATA_WRITES: &[&str] = &[
     "chmod",
     "fchmod",
@@ -234,8 +246,38 @@ pub const METADATA_WRITES: &[&str] = &[
     "fremovexattr",
     "setxattrat",
     "removexattrat",
+    // Times are metadata too (a forged mtime hides a change).
+    "utime",
+    "utimes",
+    "futimesat",
+    "utimensat",
+    // The inode flags and project id (FS_IOC_FSSETXATTR as a syscall).
+    "file_setattr",
 ];
 
+/// System V IPC: objects that live in the IPC namespace, not in the
+/// process (a segment outlives it, and its pages are outside RLIMIT_AS).
+/// Every plan gets an IPC namespace of its own (so nothing of the host's
+/// is reachable, and what is made dies with the namespace); the worker,
+/// which needs none of it, is refused the calls as well.
+pub const SYSV_IPC: &[&str] = &[
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+];
+
+/// `fcntl` commands refused under both policies: `F_SETOWN` and
+/// `F_SETOWN_EX` would make the kernel signal another process (the
+/// supervisor reading the worker's pipe) with the signal `F_SETSIG` picks.
 pub const DENIED_FCNTL: &[(&str, u64)] = &[("F_SETOWN", 8), ("F_SETSIG", 10), ("F_SETOWN_EX", 15)];
 
 /// Calls whose target is a process named by a pid argument: allowed only on
@@ -287,15 +329,21 @@ pub const DENIED_IOCTLS: &[(&str, u64)] = &[
     // Like fcntl's F_SETOWN, on sockets: the kernel would signal the owner.
     ("FIOSETOWN", 0x8901),
     ("SIOCSPGRP", 0x8902),
+    // Inode flags and project ids (`chattr`), metadata like modes.
+    ("FS_IOC_SETFLAGS", 0x4008_6602),
+    ("FS_IOC32_SETFLAGS", 0x4004_6602),
+    ("FS_IOC_FSSETXATTR", 0x401c_5820),
 ];
 
 /// `prctl` options the allow-list policy permits (thread names).
 pub const ALLOWED_PRCTL: &[(&str, u64)] = &[("PR_SET_NAME", 15), ("PR_GET_NAME", 16)];
 
 /// `prctl` options the deny-list policy refuses: undoing
-/// `disable_debugging`, opening the process to a tracer, or changing
-/// capabilities and memory layout fields.
+/// `disable_debugging`, opening the process to a tracer, changing
+/// capabilities and memory layout fields, or clearing the parent-death
+/// signal (the process would outlive the caller that bounds its time).
 pub const DENIED_PRCTL: &[(&str, u64)] = &[
+    ("PR_SET_PDEATHSIG", 1),
     ("PR_SET_DUMPABLE", 4),
     ("PR_SET_KEEPCAPS", 8),
     ("PR_SET_SECUREBITS", 28),
@@ -424,9 +472,29 @@ static TABLE: &[(&str, i64)] = &[
     ("removexattr", libc::SYS_removexattr),
     ("lremovexattr", libc::SYS_lremovexattr),
     ("fremovexattr", libc::SYS_fremovexattr),
-    // Linux 6.13; not in libc's table yet.
+    // Linux 6.8 to 6.18; not in libc's table yet.
+    ("statmount", 457),
+    ("listmount", 458),
     ("setxattrat", 463),
     ("removexattrat", 466),
+    ("open_tree_attr", 467),
+    ("file_setattr", 469),
+    ("listns", 470),
+    ("utime", libc::SYS_utime),
+    ("utimes", libc::SYS_utimes),
+    ("futimesat", libc::SYS_futimesat),
+    ("inotify_init", libc::SYS_inotify_init),
+    ("inotify_init1", libc::SYS_inotify_init1),
+    ("inotify_add_watch", libc::SYS_inotify_add_watch),
+    ("shmdt", libc::SYS_shmdt),
+    ("msgget", libc::SYS_msgget),
+    ("msgsnd", libc::SYS_msgsnd),
+    ("msgrcv", libc::SYS_msgrcv),
+    ("msgctl", libc::SYS_msgctl),
+    ("semget", libc::SYS_semget),
+    ("semop", libc::SYS_semop),
+    ("semtimedop", libc::SYS_semtimedop),
+    ("semctl", libc::SYS_semctl),
     ("chown", libc::SYS_chown),
     ("fchown", libc::SYS_fchown),
     ("lchown", libc::SYS_lchown),

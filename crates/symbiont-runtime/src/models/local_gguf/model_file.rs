@@ -79,18 +79,16 @@ fn open_model_file(path: &Path) -> Result<(std::fs::File, GgufSummary), SlmRunne
         use std::os::unix::fs::MetadataExt;
         let id = sandbox_plan::WORKER_UNPRIVILEGED_ID;
         let mode = meta.mode();
-        // The kernel looks at the owner's bits, else the group's, else
-        // the others' (ACLs aside).
-        let readable = if meta.uid() == id {
-            mode & 0o400 != 0
-        } else if meta.gid() == id {
+        // The kernel looks at the group's bits (the worker's uid is its
+        // own: no file is owned by it), else the others' (ACLs aside).
+        let readable = if meta.gid() == id {
             mode & 0o040 != 0
         } else {
             mode & 0o004 != 0
         };
         if !readable {
             return Err(invalid(format!(
-                "mode {:o}, owner {}:{}: the worker runs as uid/gid {id} outside its sandbox and could not read it; make it readable by others (chmod o+r), or by group {id} (chgrp {id}, chmod g+r)",
+                "mode {:o}, owner {}:{}: the worker runs as a uid of its own and gid {id} outside its sandbox and could not read it; make it readable by others (chmod o+r), or by group {id} (chgrp {id}, chmod g+r)",
                 mode & 0o7777,
                 meta.uid(),
                 meta.gid()

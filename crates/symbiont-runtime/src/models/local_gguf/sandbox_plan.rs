@@ -28,6 +28,11 @@
 //!   a `sandbox exec` program only socket pairs unless the network is `Full`.
 //! - executable memory: none new in the worker once it is confined
 //!   (seccomp on `PROT_EXEC`/`SHM_EXEC`).
+//! - identity: started by root, a uid of the process's own (never root,
+//!   never an account's) and gid 65534, for the worker and `sandbox exec`
+//!   alike; its own user namespace (threads counted there) and IPC
+//!   namespace; no file metadata changes, no inotify, no clearing of the
+//!   parent-death signal, few queued signals.
 //! - open files: `RLIMIT_NOFILE` ([`WORKER_OPEN_FILES`], [`EXEC_OPEN_FILES`]).
 
 use std::path::{Path, PathBuf};
@@ -51,9 +56,19 @@ pub(super) fn cpu_backstop_seconds(profile: &SandboxProfile, threads: u32) -> u6
 /// Open files at once for the worker: its pipes, the model, llama.cpp's
 /// and OpenMP's few descriptors, with room to spare.
 pub const WORKER_OPEN_FILES: u64 = 256;
-/// The user and group a worker started by root runs as outside its user
-/// namespace (`nobody`/`nogroup` on Debian): root widens nothing.
+/// The group a worker (or a `sandbox exec` program) started by root runs
+/// as outside its user namespace (`nogroup` on Debian): root widens
+/// nothing. Its user id is one of its own, which no host account has
+/// ([`symbiont_sandbox::per_process_uid`]).
 pub const WORKER_UNPRIVILEGED_ID: u32 = 65534;
+
+/// Signals queued to a sandboxed process at once (`RLIMIT_SIGPENDING`):
+/// the worker queues none; a program's few timers and children fit.
+pub const MAX_PENDING_SIGNALS: u64 = 64;
+
+/// Threads a program under `sandbox exec` may have at once
+/// (`RLIMIT_NPROC`, counted in its own user namespace).
+pub const EXEC_MAX_THREADS: u64 = 64;
 
 /// Whether a worker started here can count its threads in a user namespace
 /// of its own: a worker started by root creates it after giving root up,
@@ -144,9 +159,15 @@ pub fn plan_for(
         // llama.cpp's code is mapped when the worker starts; no JIT.
         no_exec_memory: true,
         // Its own user namespace always (threads counted apart); as root,
-        // nobody outside it.
+        // a uid of its own and group nogroup outside it.
         user_namespace: true,
         unprivileged_id: Some(WORKER_UNPRIVILEGED_ID),
+        per_process_uid: true,
+        // No System V IPC of the host's reachable, none left behind; the
+        // worker makes none at all.
+        ipc_namespace: true,
+        no_sysv_ipc: true,
+        max_pending_signals: Some(MAX_PENDING_SIGNALS),
         max_threads: Some(worker_max_threads(threads)),
         // Root widens nothing: no capability survives, whatever the profile.
         drop_capabilities: true,
@@ -228,12 +249,15 @@ pub fn exec_plan_for(
     plan.read_fds.clear();
     // The program's loader maps its libraries executable.
     plan.no_exec_memory = false;
-    // The program keeps the caller's identity (its write paths are the
-    // caller's), with no capability left; a user namespace only where
-    // another namespace needs one.
-    plan.user_namespace = false;
-    plan.unprivileged_id = None;
-    plan.max_threads = None;
+    // Started by root, the program is a uid of its own and group nogroup
+    // (what it writes in its write paths is handed back to the caller
+    // when it has ended); started by another user, it keeps that user's
+    // ids. Either way in a user namespace of its own, where its threads
+    // are counted, and an IPC namespace of its own; System V IPC works
+    // there (programs use it), bounded by that namespace.
+    plan.user_namespace = true;
+    plan.max_threads = Some(EXEC_MAX_THREADS);
+    plan.no_sysv_ipc = false;
     plan.read_paths.extend(reads.iter().cloned());
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {
@@ -472,16 +496,32 @@ pub fn sandbox_report(
         (
             "(always) syscall hardening".into(),
             "-".into(),
-            "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt, uselib refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging".into(),
+            "seccomp: x32 and foreign-architecture numbers kill the process; clone never makes namespaces; io_uring, memfd_create, modify_ldt, uselib refused; inotify refused (Landlock does not govern watches); statmount, listmount, listns refused; TIOCSTI and TIOCLINUX refused; prctl cannot undo disable_debugging or clear the parent-death signal; at most 64 queued signals (RLIMIT_SIGPENDING)".into(),
             vec![Need::Seccomp],
         ),
         (
             "(always) identity".into(),
             "-".into(),
             format!(
-                "started by root, uid/gid {WORKER_UNPRIVILEGED_ID} and no supplementary groups (root widens nothing; the model must be readable by that id), its network and mount namespaces owned by the host's root; own user namespace with at most 2 × threads + 16 threads (RLIMIT_NPROC, counted there; kernel 5.14 or later)"
+                "started by root, a uid of its own that no host account has ({base} + its pid: no other process, the host's nobody included, may signal or re-limit it), gid {WORKER_UNPRIVILEGED_ID}, no supplementary groups (root widens nothing; the model must be readable by group {WORKER_UNPRIVILEGED_ID} or by others), its network, mount and IPC namespaces owned by the host's root; own user namespace with at most 2 × threads + 16 threads (RLIMIT_NPROC, counted there; kernel 5.14 or later); started by another user, that user's ids",
+                base = symbiont_sandbox::PER_PROCESS_UID_BASE
             ),
             vec![Need::UnprivilegedUserNamespaces],
+        ),
+        (
+            "(always) identity of sandbox exec".into(),
+            "-".into(),
+            format!(
+                "started by root, the program never runs as root or spends root's per-user counts: a uid of its own ({base} + its pid), gid {WORKER_UNPRIVILEGED_ID}, given before its user namespace is made (per-user counts are charged to that uid), at most {EXEC_MAX_THREADS} threads (RLIMIT_NPROC in its own user namespace); read, write and program paths must be open to group {WORKER_UNPRIVILEGED_ID} or to others (the command warns otherwise); files it writes in write paths are handed back to the caller when it ends; started by another user, that user's ids with the same caps",
+                base = symbiont_sandbox::PER_PROCESS_UID_BASE
+            ),
+            vec![Need::UnprivilegedUserNamespaces],
+        ),
+        (
+            "(always) System V IPC".into(),
+            "-".into(),
+            "an IPC namespace of its own: no shared memory segment, message queue or semaphore of the host is reachable, and what is made there dies with the namespace (it would outlive the process on the host, outside RLIMIT_AS); seccomp refuses System V IPC to the worker altogether".into(),
+            vec![Need::Namespaces, Need::Seccomp],
         ),
         (
             "(always) executable memory".into(),
@@ -492,7 +532,7 @@ pub fn sandbox_report(
         (
             "(always) file metadata".into(),
             "-".into(),
-            "seccomp: the worker changes no file's mode, owner or extended attributes (chmod, chown, xattr writes, which Landlock does not govern); `sandbox exec` programs may".into(),
+            "seccomp: no sandboxed process (worker or `sandbox exec` program) changes a file's mode, owner, times, inode flags or extended attributes, POSIX ACLs included (chmod, chown, utimensat, xattr writes, FS_IOC_SETFLAGS, file_setattr: Landlock governs none of them), by path or by descriptor, write paths included (seccomp sees no path)".into(),
             vec![Need::Seccomp],
         ),
         (

@@ -518,6 +518,9 @@ pub(super) fn verify_confinement(
     if plan.user_namespace && !reported.layers.iter().any(|l| l.name == "user namespace") {
         return Err("the plan asks for a user namespace; the report leaves it out".into());
     }
+    if plan.ipc_namespace && !reported.layers.iter().any(|l| l.name == "IPC namespace") {
+        return Err("the plan asks for an IPC namespace; the report leaves it out".into());
+    }
     let root = nix::unistd::geteuid().is_root();
     // The bounding set is empty whenever the worker could empty it: as
     // root, or inside a user namespace of its own.
@@ -527,9 +530,15 @@ pub(super) fn verify_confinement(
             return Err(format!("CapBnd is {v}: the worker kept its bounding set"));
         }
     }
-    // Started by root, the worker gave root up for the plan's id.
-    if let Some(id) = plan.unprivileged_id.filter(|_| root) {
-        for name in ["Uid", "Gid"] {
+    // Started by root, the worker gave root up for the plan's ids (a uid
+    // of its own, made from its pid).
+    if let Some(gid) = plan.unprivileged_id.filter(|_| root) {
+        let uid = if plan.per_process_uid {
+            symbiont_sandbox::per_process_uid(pid)
+        } else {
+            gid
+        };
+        for (name, id) in [("Uid", uid), ("Gid", gid)] {
             let ids = field(name).unwrap_or("");
             if ids.is_empty() || !ids.split_whitespace().all(|u| u == id.to_string()) {
                 return Err(format!("{name} is {ids:?}: the worker did not become {id}"));
@@ -589,6 +598,7 @@ pub(super) fn verify_confinement(
     for (layer, kind) in [
         ("user namespace", "user"),
         ("network namespace", "net"),
+        ("IPC namespace", "ipc"),
         ("scratch tmpfs (size-limited)", "mnt"),
     ] {
         if in_force(layer) && ns(&own, kind)? == ns("self", kind)? {

@@ -1,0 +1,252 @@
+//! `symbi-slm sandbox exec` against the attacks of issue 18, with real
+//! programs (chmod, touch, Python): each refusal beside the same command
+//! run unconfined, which works. Runs as root in `scripts/test` and again
+//! as `nobody` (`scripts/test-unprivileged`); the parts that only concern
+//! a program started by root say so.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> std::path::PathBuf {
+    std::env::var_os("SYMBI_SLM_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_symbi-slm").into())
+}
+
+fn exec(profile: &str, extra: &[&str], cmd: &[&str]) -> Output {
+    Command::new(bin())
+        .args(["sandbox", "exec", "--profile", profile])
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .env_remove("SYMBI_SLM_CONFIG")
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join(format!("symbi-slm-exec-tests-{}", nix_uid())),
+        )
+        .output()
+        .expect("spawn symbi-slm")
+}
+
+fn nix_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+fn is_root() -> bool {
+    nix_uid() == 0
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A directory open to everyone (so that the program's identity is not
+/// what refuses) holding a private file of the caller's.
+fn open_dir_with_key() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "secret").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, key)
+}
+
+/// Row 1: chmod 04755, a forged time and a `user.` attribute on a file of
+/// the caller's outside every allowed path, under both built-in profiles:
+/// refused, and the file is unchanged. Unconfined, the same commands work
+/// on a copy. A file the program made itself in a write path keeps its
+/// mode too (seccomp cannot tell a write path from another).
+#[test]
+fn programs_change_no_file_metadata() {
+    let (dir, key) = open_dir_with_key();
+    let twin = dir.path().join("twin");
+    std::fs::copy(&key, &twin).unwrap();
+    let k = key.to_str().unwrap();
+    let t = twin.to_str().unwrap();
+    let before = std::fs::metadata(&key).unwrap();
+    let xattr = |f: &str| {
+        format!("import os\ntry:\n    os.setxattr({f:?}, 'user.x', b'1'); print('set')\nexcept OSError as e:\n    print('refused', e.errno)")
+    };
+    // The unconfined twins.
+    assert!(Command::new("/bin/chmod")
+        .args(["4755", t])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("/usr/bin/touch")
+        .args(["-m", "-d", "2001-01-01", t])
+        .status()
+        .unwrap()
+        .success());
+    let set = Command::new("/usr/bin/python3")
+        .args(["-I", "-S", "-c", &xattr(t)])
+        .output()
+        .unwrap();
+    assert_eq!(text(&set.stdout).trim(), "set", "{}", text(&set.stderr));
+    for profile in ["secure", "standard"] {
+        let chmod = exec(profile, &[], &["/bin/chmod", "4755", k]);
+        assert_ne!(chmod.status.code(), Some(0), "{profile}: chmod");
+        let touch = exec(
+            profile,
+            &[],
+            &["/usr/bin/touch", "-m", "-d", "2001-01-01", k],
+        );
+        assert_ne!(touch.status.code(), Some(0), "{profile}: touch");
+    }
+    // Python needs more than `secure`'s allow-list to start.
+    let set = exec(
+        "standard",
+        &[],
+        &["/usr/bin/python3", "-I", "-S", "-c", &xattr(k)],
+    );
+    assert_eq!(
+        text(&set.stdout).trim(),
+        "refused 1",
+        "{}",
+        text(&set.stderr)
+    );
+    let after = std::fs::metadata(&key).unwrap();
+    assert_eq!(after.mode(), before.mode(), "the mode stayed");
+    assert_eq!(after.mtime(), before.mtime(), "the time stayed");
+    // Its own new file in a write path: written, but its mode stays.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let own = out_dir.join("mine");
+    let script = format!(
+        "import os\nopen({own:?}, 'w').write('x')\ntry:\n    os.chmod({own:?}, 0o4755); print('changed')\nexcept OSError as e:\n    print('refused', e.errno)",
+        own = own.to_str().unwrap()
+    );
+    let o = exec(
+        "standard",
+        &["--write", out_dir.to_str().unwrap()],
+        &["/usr/bin/python3", "-I", "-S", "-c", &script],
+    );
+    assert_eq!(text(&o.stdout).trim(), "refused 1", "{}", text(&o.stderr));
+    assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o7000, 0);
+}
+
+/// Rows 1 and 3: started by root, the program is not root, nor the host's
+/// `nobody`, but a uid of its own (so it spends no per-user count of
+/// root's), with group 65534; what it writes in its write paths, files,
+/// directories and a set-user-ID file it made with `open`, is handed back
+/// to the caller when it ends, with no set-user-ID bit left. Started by
+/// another user, the program keeps that user's ids.
+#[test]
+fn programs_run_as_an_id_of_their_own_and_hand_back_what_they_write() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let script = format!(
+        "import os\nprint(os.getuid(), os.getgid())\nos.makedirs('{d}/a/b')\nopen('{d}/a/b/f', 'w').write('x')\nfd = os.open('{d}/suid', os.O_CREAT | os.O_WRONLY, 0o4755)\nos.close(fd)"
+    );
+    let o = exec(
+        "standard",
+        &["--write", d],
+        &["/usr/bin/python3", "-I", "-S", "-c", &script],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ids: Vec<u32> = text(&o.stdout)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (me_uid, me_gid) = (nix_uid(), std::fs::metadata("/proc/self").unwrap().gid());
+    if is_root() {
+        assert!(
+            ids[0] >= symbiont_sandbox::PER_PROCESS_UID_BASE && ids[0] != 65534,
+            "{ids:?}"
+        );
+        assert_eq!(ids[1], 65534);
+    } else {
+        assert_eq!(ids, [me_uid, me_gid], "the caller's ids");
+    }
+    for p in ["a", "a/b", "a/b/f", "suid"] {
+        let m = std::fs::symlink_metadata(dir.path().join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (me_uid, me_gid), "{p} is the caller's");
+    }
+    // Handed back by root: no set-user-ID file of root's comes out of it.
+    // (A program of another user's may make a set-user-ID file of that
+    // user's, as the user may.)
+    let suid = std::fs::metadata(dir.path().join("suid")).unwrap().mode();
+    if is_root() {
+        assert_eq!(suid & 0o6000, 0, "no set-id bit handed back: {suid:o}");
+    }
+    // The program could not read a file only the caller may read, and
+    // the command says why.
+    let (_keydir, key) = open_dir_with_key();
+    if is_root() {
+        let o = exec(
+            "secure",
+            &["--read", key.to_str().unwrap()],
+            &["/bin/cat", key.to_str().unwrap()],
+        );
+        assert_ne!(o.status.code(), Some(0));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("cannot read") && err.contains(key.to_str().unwrap()),
+            "{err}"
+        );
+    }
+}
+
+/// Row 4: a program cannot clear its parent-death signal, so when the
+/// caller is killed (SIGKILL: no clean-up of its own runs) the program
+/// dies with it instead of living on without a time limit. Unconfined,
+/// the same call succeeds.
+#[test]
+fn programs_die_with_the_caller() {
+    let script = "import ctypes, time\nr = ctypes.CDLL(None, use_errno=True).prctl(1, 0, 0, 0, 0)\nprint(r, ctypes.get_errno(), flush=True)\ntime.sleep(120)";
+    let plain = Command::new("/usr/bin/python3")
+        .args(["-I", "-S", "-c", &script.replace("time.sleep(120)", "")])
+        .output()
+        .unwrap();
+    assert_eq!(text(&plain.stdout).trim(), "0 0", "unconfined, cleared");
+    let mut cli = Command::new(bin())
+        .args(["sandbox", "exec", "--profile", "standard", "--"])
+        .args(["/usr/bin/python3", "-I", "-S", "-c", script])
+        .env_remove("SYMBI_SLM_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(cli.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "-1 1", "refused with EPERM");
+    let program = children_of(cli.id());
+    assert_eq!(program.len(), 1, "{program:?}");
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{}", program[0])).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program outlived the killed caller"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so after the ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
