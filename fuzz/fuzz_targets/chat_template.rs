@@ -1,10 +1,11 @@
 //! Chat-template rendering with a hostile template (the model file's) and
 //! hostile messages (the prompt): it renders or fails, within its fuel,
-//! never panics and never runs away.
+//! never panics and never runs away. Oracle for the cut rendering (where
+//! contents stay text): its parts name each content once, untouched.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use symbi_slm_worker::template::render_chat;
+use symbi_slm_worker::template::{render_chat, render_chat_parts, Part};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -19,4 +20,11 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| (c[0], c.get(1).copied().unwrap_or_default()))
         .collect();
     let _ = render_chat(template, &messages, "<s>", "</s>");
+    if let Ok(Some(parts)) = render_chat_parts(template, &messages, "<s>", "</s>", 0x5eed) {
+        let contents = parts
+            .iter()
+            .filter(|p| matches!(p, Part::Content(_)))
+            .count();
+        assert_eq!(contents, messages.len(), "each content exactly once");
+    }
 });

@@ -12,7 +12,10 @@
 //! goes to the free slot whose cache shares the longest prefix with its
 //! prompt (the least recently used one on a tie), and only the rest of the
 //! prompt is decoded: the same instructions in front of every prompt, or a
-//! growing chat, are read once.
+//! growing chat, are read once. Only a request of the same agent (its
+//! `cache_key`) reuses a slot's cache: another agent's prompt is never
+//! served from it, so neither `cached_tokens` nor the time to the first
+//! token tells one agent what another asked.
 //!
 //! Sampling, stop sequences, limits and the deadline stay per request: each
 //! slot has its own sampler chain (and seed).
@@ -46,6 +49,9 @@ struct Slot {
     /// When the slot was last freed (a counter), for the least recently used
     /// choice.
     freed_at: u64,
+    /// The cache key of the request whose tokens `cache` holds: only a
+    /// request of the same key reuses them.
+    owner: u64,
     active: Option<Active>,
 }
 
@@ -110,6 +116,7 @@ where
                     seq,
                     cache: Vec::new(),
                     freed_at: 0,
+                    owner: 0,
                     active: None,
                 })
                 .collect(),
@@ -225,7 +232,7 @@ where
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .max_by_key(|(_, s)| (common_prefix(&s.cache, &tokens), u64::MAX - s.freed_at));
+            .max_by_key(|(_, s)| (own_prefix(s, req.cache_key, &tokens), u64::MAX - s.freed_at));
         let Some((index, _)) = free else {
             return fail(
                 &mut send,
@@ -237,7 +244,8 @@ where
         let slot = &mut self.slots[index];
         // At least the prompt's last token is decoded again: its logits
         // give the first generated token.
-        let mut reuse = common_prefix(&slot.cache, &tokens).min(tokens.len() - 1);
+        let mut reuse = own_prefix(slot, req.cache_key, &tokens).min(tokens.len() - 1);
+        slot.owner = req.cache_key;
         // A cache that no longer holds the sequence from position 0 (a
         // sliding-window model drops what falls out of its window) cannot
         // serve a prefix: start over.
@@ -564,6 +572,16 @@ where
 }
 
 /// How many tokens two sequences share at their start.
+/// How much of `tokens` the slot's cache holds for a request of `key`:
+/// nothing when its tokens are another agent's.
+fn own_prefix(slot: &Slot, key: u64, tokens: &[LlamaToken]) -> usize {
+    if slot.owner == key {
+        common_prefix(&slot.cache, tokens)
+    } else {
+        0
+    }
+}
+
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

@@ -165,6 +165,9 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             // program's own network namespace holds; its address in there
             // goes to the program in the usual variables.
             let egress = symbiont_runtime::egress::policy_for(&profile_name, p, None);
+            // The refusals' log, kept here too: the process ends with
+            // `exit`, so the count of repeated refusals is written before.
+            let mut refusals_log: Option<symbiont_runtime::audit::AuditLog> = None;
             let handoff = match egress {
                 Some(_) => Some(
                     symbiont_sandbox::proxy_handoff()
@@ -207,6 +210,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                             );
                             symbiont_runtime::audit::AuditLog::tracing_only()
                         });
+                        refusals_log = Some(log.clone());
                         let observer = Some(Arc::new(AuditRefusals::new(
                             log,
                             p.security.enable_audit_logging,
@@ -225,6 +229,9 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(anyhow!("sandbox exec: {e}")))?;
             hand_back(&plan, child_pid, scratch.as_ref().map(|s| s.path()));
             drop(scratch);
+            if let Some(log) = &refusals_log {
+                log.flush(p.security.enable_audit_logging);
+            }
             if ended.timed_out {
                 let detail = format!(
                     "{} ran past max_execution_time_seconds = {limit}; its process group was killed",

@@ -345,3 +345,38 @@ fn a_restricted_profile_without_destinations_is_refused() {
         text(&out.stderr)
     );
 }
+
+/// Row 5 of issue 18: a program looping on refused connections wrote
+/// 16,872 audit events (256 MB) in 5 s. Now 500 refused requests (curl's
+/// URL range, through the proxy) make at most the burst of events one by
+/// one plus one summary counting the rest; the twin: a request to the
+/// allowed destination beside them is answered.
+#[test]
+fn repeated_refusals_are_counted_not_written_one_by_one() {
+    need_curl();
+    let port = origin("counted");
+    let s = setup(&format!(
+        "allowed_destinations = [{{ host = \"127.0.0.1\", port = {port} }}]"
+    ));
+    let (out, _) = curl(
+        &s,
+        &[
+            "http://10.255.255.1:81/[1-500]",
+            &format!("http://127.0.0.1:{port}/"),
+        ],
+    );
+    assert!(
+        text(&out.stdout).ends_with("hello from counted\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let refused: Vec<_> = events(&s.log)
+        .into_iter()
+        .filter(|e| e["kind"] == "egress_refused")
+        .collect();
+    let burst = symbiont_runtime::audit::AUDIT_BURST as usize;
+    assert_eq!(refused.len(), burst + 1, "{refused:?}");
+    let summary = refused.last().unwrap();
+    assert_eq!(summary["count"], 500 - burst as u64, "{summary}");
+    assert!(std::fs::metadata(&s.log).unwrap().len() < 16 << 10);
+}

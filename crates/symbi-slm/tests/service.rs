@@ -509,6 +509,103 @@ fn refusals_are_openai_shaped_named_and_audited() {
     );
 }
 
+/// Row 7 of issue 18: slow clients. A client that sends half a request
+/// and nothing more is cut off at the header timeout (it was held 35 s+),
+/// an idle kept-alive connection too; past `max_connections` a new
+/// connection gets a 503 naming the limit at once, and once the holders
+/// are gone `/health` answers again (1,030 slow connections left it
+/// unanswered). A body that does not arrive is a 408. The twins: a
+/// complete request on a fresh connection is answered, and the holders
+/// stay connected until the timeout.
+#[test]
+fn slow_and_many_connections_are_bounded() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let s =
+        Server::start("max_connections = 8\nheader_timeout_seconds = 2\nbody_timeout_seconds = 2");
+    let connect = || std::net::TcpStream::connect(&s.addr).unwrap();
+    // Closed by the server: a read gives 0 bytes (or a reset).
+    let closed_within = |mut c: std::net::TcpStream, within: Duration| {
+        c.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 512];
+        match c.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => panic!("answered: {}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // Half a request.
+    let mut half = connect();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_within(half, Duration::from_secs(10)), "not closed");
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(1500) && held < Duration::from_secs(8),
+        "closed after {held:?}"
+    );
+    // An idle kept-alive connection, after one answered request.
+    let mut idle = connect();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_within(idle, Duration::from_secs(10)),
+        "idle not closed"
+    );
+    // The cap: eight holders, then a ninth connection is refused at once.
+    let holders: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = connect();
+            c.write_all(b"GET /he").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ninth = connect();
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = ninth.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("max_connections") && answer.contains("retry-after: 1"),
+        "{answer}"
+    );
+    drop(holders);
+    // The holders gone, the service answers again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = s.curl("GET", "/health", None, None);
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/health: {code}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&s.metrics(), "symbi_slm_connections_refused_total", &[]) >= 1.0);
+    // A body that never comes: 408 at the body timeout.
+    let mut slow = connect();
+    let auth = format!("Bearer {}", s.tokens["a1"]);
+    write!(
+        slow,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\""
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout_seconds"), "{answer}");
+}
+
 #[test]
 fn a_non_loopback_address_needs_tokens() {
     let dir = tempfile::tempdir().unwrap();

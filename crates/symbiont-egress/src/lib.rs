@@ -20,4 +20,4 @@ mod proxy;
 
 pub use bucket::Bucket;
 pub use policy::{Kind, Policy, PolicyError, Refusal, Rule, RuleProtocol};
-pub use proxy::{Observer, Proxy, ProxyStats};
+pub use proxy::{Observer, Proxy, ProxyStats, MAX_CONNECTIONS, MAX_PENDING};

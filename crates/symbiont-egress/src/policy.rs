@@ -234,11 +234,32 @@ impl Policy {
     }
 }
 
+/// A destination as refusals name it (in audit events, logs and the
+/// client's 403): at most 300 characters of the host, control characters
+/// and bidirectional overrides replaced (the client chose the name).
 fn destination(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
+    let mut clean: String = host
+        .chars()
+        .take(300)
+        .map(|c| {
+            if c.is_control()
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
+            {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if host.chars().nth(300).is_some() {
+        clean.push('…');
+    }
+    if clean.contains(':') && !clean.starts_with('[') {
+        format!("[{clean}]:{port}")
     } else {
-        format!("{host}:{port}")
+        format!("{clean}:{port}")
     }
 }
 
@@ -428,6 +449,15 @@ mod tests {
             .unwrap_err();
         assert_eq!(r.destination, "evil.example:443");
         assert!(r.reason.contains("profile `tools`"), "{}", r.reason);
+        // Row 12 of issue 18: a name the client chose goes into audit
+        // events and logs without its direction overrides or escapes.
+        let r = p
+            .admits_name("evil\u{202e}moc.x\u{1b}[2J", 443, Kind::Tunnel)
+            .unwrap_err();
+        assert_eq!(r.destination, "evil\u{fffd}moc.x\u{fffd}[2J:443");
+        let long = "a".repeat(400);
+        let r = p.admits_name(&long, 443, Kind::Tunnel).unwrap_err();
+        assert!(r.destination.chars().count() < 310, "{}", r.destination);
     }
 
     #[test]

@@ -20,10 +20,16 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection to an allowed destination may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections one proxy serves at once; more are closed at accept (the
-/// proxy runs in the unconfined host process: a confined program must not
-/// exhaust its descriptors).
+/// Connections one proxy serves at once once they have passed the
+/// credential check (the proxy runs in the unconfined host process: a
+/// confined program must not exhaust its descriptors); more are answered
+/// 503 and closed.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections still sending their request head (not yet past the
+/// credential check); more are closed at accept. Kept apart from
+/// [`MAX_CONNECTIONS`], so that clients without the credential cannot hold
+/// the slots of those with it.
+pub const MAX_PENDING: usize = 64;
 
 /// Told of every refusal (the runtime writes an audit event).
 pub trait Observer: Send + Sync + fmt::Debug {
@@ -53,8 +59,11 @@ pub struct Proxy {
     into: Option<Bucket>,
     observer: Option<Arc<dyn Observer>>,
     credential: Option<String>,
+    /// Accept only connections whose socket belongs to this uid.
+    owner: Option<u32>,
     stats: Arc<ProxyStats>,
     connections: Arc<tokio::sync::Semaphore>,
+    pending: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {
@@ -67,8 +76,10 @@ impl Proxy {
             policy,
             observer: None,
             credential: None,
+            owner: None,
             stats: Arc::default(),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING)),
         }
     }
 
@@ -83,6 +94,14 @@ impl Proxy {
     /// open door for other local processes.
     pub fn require_credential(mut self, user: &str, password: &str) -> Self {
         self.credential = Some(base64(format!("{user}:{password}").as_bytes()));
+        self
+    }
+
+    /// Serves only loopback connections whose client socket belongs to
+    /// `uid` (its owner in `/proc/net/tcp`, as identd reads it): another
+    /// user's process is closed at accept, before it holds anything.
+    pub fn only_for_user(mut self, uid: u32) -> Self {
+        self.owner = Some(uid);
         self
     }
 
@@ -111,22 +130,38 @@ impl Proxy {
                 }
                 Err(e) => return Err(e),
             };
-            let Ok(slot) = self.connections.clone().try_acquire_owned() else {
-                tracing::warn!(target: "symbi_slm_egress", "{MAX_CONNECTIONS} connections open: one more closed");
+            if let Some(uid) = self.owner {
+                let owner = match (client.peer_addr(), client.local_addr()) {
+                    (Ok(peer), Ok(local)) => socket_owner(peer, local),
+                    _ => None,
+                };
+                if owner != Some(uid) {
+                    tracing::debug!(target: "symbi_slm_egress", "a connection of uid {owner:?} closed (the proxy serves uid {uid})");
+                    drop(client);
+                    continue;
+                }
+            }
+            let Ok(pending) = self.pending.clone().try_acquire_owned() else {
+                tracing::warn!(target: "symbi_slm_egress", "{MAX_PENDING} connections still sending their request: one more closed");
                 drop(client);
                 continue;
             };
             let me = self.clone();
             tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = me.handle(client).await {
+                if let Err(e) = me.handle(client, pending).await {
                     tracing::debug!(target: "symbi_slm_egress", "connection ended: {e}");
                 }
             });
         }
     }
 
-    async fn handle(&self, mut client: TcpStream) -> io::Result<()> {
+    /// Serves one connection: holds `pending` until its credential is
+    /// checked, then a slot of [`MAX_CONNECTIONS`] until it ends.
+    async fn handle(
+        &self,
+        mut client: TcpStream,
+        pending: tokio::sync::OwnedSemaphorePermit,
+    ) -> io::Result<()> {
         let _ = client.set_nodelay(true);
         let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
             Ok(Ok(Some(h))) => h,
@@ -162,6 +197,11 @@ impl Proxy {
                 return reply(&mut client, 407, "proxy credential missing or wrong").await;
             }
         }
+        drop(pending);
+        let Ok(_slot) = self.connections.clone().try_acquire_owned() else {
+            tracing::warn!(target: "symbi_slm_egress", "{MAX_CONNECTIONS} connections open: one more refused");
+            return reply(&mut client, 503, "too many connections through this proxy").await;
+        };
         let (kind, host, port, path) = if method.eq_ignore_ascii_case("CONNECT") {
             match split_authority(target, None) {
                 Some((h, p)) => (Kind::Tunnel, h, p, String::new()),
@@ -228,7 +268,9 @@ impl Proxy {
             Ok(a) => a,
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
+                // The observer's audit event is the record (counted when a
+                // client repeats itself); this is for debugging.
+                tracing::debug!(
                     target: "symbi_slm_egress",
                     profile = %self.policy.profile,
                     agent = self.policy.agent.as_deref().unwrap_or("-"),
@@ -446,6 +488,43 @@ fn split_authority(a: &str, default: Option<u16>) -> Option<(String, u16)> {
 /// Equal, in a time that depends only on the lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The uid that owns the client socket of a loopback TCP connection seen
+/// from the server as `peer` → `local`: its line in `/proc/net/tcp` (or
+/// `tcp6`) whose local address is `peer` and remote address `local`.
+fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let hex = |a: SocketAddr| -> String {
+        match a {
+            SocketAddr::V4(v4) => format!(
+                "{:08X}:{:04X}",
+                u32::from_ne_bytes(v4.ip().octets()),
+                v4.port()
+            ),
+            SocketAddr::V6(v6) => {
+                let o = v6.ip().octets();
+                let words: String = o
+                    .chunks(4)
+                    .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                    .collect();
+                format!("{words}:{:04X}", v6.port())
+            }
+        }
+    };
+    let file = if peer.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let (want_local, want_remote) = (hex(peer), hex(local));
+    let table = std::fs::read_to_string(file).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid …
+        (f.len() > 7 && f[1] == want_local && f[2] == want_remote)
+            .then(|| f[7].parse().ok())
+            .flatten()
+    })
 }
 
 /// Standard base64 with padding (RFC 4648), as `Basic` credentials use.

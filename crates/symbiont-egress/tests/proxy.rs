@@ -275,3 +275,89 @@ async fn a_credential_is_required_when_set() {
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert_eq!(proxy.stats().allowed.load(Ordering::Relaxed), 1);
 }
+
+/// Holds `n` connections to `port` from a Python process (as `uid` when
+/// given), sending nothing, until dropped.
+struct Holder(std::process::Child);
+impl Holder {
+    fn start(port: u16, n: usize, uid: Option<u32>) -> Holder {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let script = format!(
+            "import socket, sys, time\nheld = []\nfor _ in range({n}):\n    s = socket.create_connection(('127.0.0.1', {port}))\n    held.append(s)\nprint('held', flush=True)\ntime.sleep(60)"
+        );
+        let mut cmd = std::process::Command::new("/usr/bin/python3");
+        cmd.args(["-c", &script])
+            .stdout(std::process::Stdio::piped());
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held");
+        Holder(child)
+    }
+}
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Row 8 of issue 18: connections that never send the credential held
+/// every slot of a runner's private proxy, so the remote model answered
+/// 503. Now a proxy bound to its user closes another user's connections
+/// at accept (the twin: the same holder, as the proxy's own user, does
+/// fill the slots for clients still sending their request), and clients
+/// that have not passed the credential check never hold the slots of
+/// those that have.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_without_the_credential_cannot_crowd_out_those_with_it() {
+    let allowed = origin(None).await;
+    let me = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let me = me.unwrap();
+    let seen = Arc::new(Seen::default());
+    let p = Arc::new(
+        Proxy::new(Policy::new("tools", vec![rule("127.0.0.1", allowed)]))
+            .observed_by(seen)
+            .require_credential("u", "pass")
+            .only_for_user(me),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let px = l.local_addr().unwrap().port();
+    tokio::spawn(p.clone().serve(l));
+    let authed = format!(
+        "GET http://127.0.0.1:{allowed}/ HTTP/1.1\r\nProxy-Authorization: Basic dTpwYXNz\r\n\r\n"
+    );
+    // Fewer holders than the pending slots, of our own uid: an
+    // authenticated client still gets through.
+    {
+        let _few = Holder::start(px, symbiont_egress::MAX_PENDING - 4, None);
+        let got = exchange(px, &authed).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    if me != 0 {
+        eprintln!("not root: no other user to hold connections as; the other-user half needs root");
+        return;
+    }
+    // Another user's holders, more than every slot: closed at accept.
+    let _theirs = Holder::start(px, symbiont_egress::MAX_CONNECTIONS + 50, Some(65534));
+    let got = exchange(px, &authed).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // The twin: the same many holders as our own uid fill what a client
+    // needs before its credential is read.
+    drop(_theirs);
+    let _ours = Holder::start(px, symbiont_egress::MAX_PENDING + 10, None);
+    let mut s = TcpStream::connect(("127.0.0.1", px)).await.unwrap();
+    let _ = s.write_all(authed.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditKind {
@@ -62,6 +62,50 @@ pub struct AuditEvent {
     pub control: String,
     /// What exactly.
     pub detail: String,
+    /// For a summary of events not written one by one (see
+    /// [`AUDIT_BURST`]): how many there were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+/// Events of one kind, agent, profile and control written one by one in
+/// each [`AUDIT_WINDOW`]; past that they are counted, and one summary
+/// event with the count (and the last one's detail) follows when the
+/// window is over (or when the log is flushed or dropped). A process that
+/// loops on a refused call thus writes a few lines, not millions.
+pub const AUDIT_BURST: u32 = 10;
+/// See [`AUDIT_BURST`].
+pub const AUDIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest detail (or name) an event carries, in characters; the rest is
+/// cut, with a mark.
+pub const MAX_DETAIL_CHARS: usize = 1024;
+
+/// `text` fit for a log line: at most `max` characters, control characters
+/// (but newline and tab) and bidirectional overrides replaced with U+FFFD,
+/// so that a name chosen by an attacker (a host name with U+202E, an
+/// escape sequence) cannot disguise a line or a terminal.
+pub fn clean_text(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if (c.is_control() && c != '\n' && c != '\t')
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)
+                || c == '\u{200e}'
+                || c == '\u{200f}'
+                || c == '\u{061c}'
+            {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl AuditEvent {
@@ -73,8 +117,9 @@ impl AuditEvent {
             agent: None,
             model: None,
             profile: None,
-            control: control.into(),
-            detail: detail.into(),
+            control: clean_text(&control.into(), MAX_DETAIL_CHARS),
+            detail: clean_text(&detail.into(), MAX_DETAIL_CHARS),
+            count: None,
         }
     }
 
@@ -85,17 +130,89 @@ impl AuditEvent {
         model: Option<&str>,
         profile: Option<&str>,
     ) -> Self {
-        self.agent = agent.map(str::to_string);
-        self.model = model.map(str::to_string);
-        self.profile = profile.map(str::to_string);
+        let name = |s: Option<&str>| s.map(|s| clean_text(s, 256));
+        self.agent = name(agent);
+        self.model = name(model);
+        self.profile = name(profile);
         self
     }
 }
 
-/// Where audit events go. Cheap to clone; clones share the file.
+/// The audit file: its path and the open file.
+type SharedFile = Arc<(PathBuf, Mutex<File>)>;
+
+/// Where audit events go. Cheap to clone; clones share the file and the
+/// count of repeated events ([`AUDIT_BURST`]).
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
-    file: Option<Arc<(PathBuf, Mutex<File>)>>,
+    file: Option<SharedFile>,
+    repeats: Arc<Repeats>,
+}
+
+/// Who an event is about, for counting repeats.
+type RepeatKey = (AuditKind, Option<String>, Option<String>, String);
+
+/// Per key: when its window started, how many were written, and the
+/// events counted instead (the last kept for the summary).
+#[derive(Debug, Default)]
+struct Repeats {
+    windows: Mutex<std::collections::HashMap<RepeatKey, Window>>,
+    /// Where summaries go when the last clone of the log is dropped.
+    sink: Mutex<Option<(Option<SharedFile>, bool)>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: std::time::Instant,
+    written: u32,
+    counted: u64,
+    first_counted: String,
+    last: Option<AuditEvent>,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            written: 0,
+            counted: 0,
+            first_counted: String::new(),
+            last: None,
+        }
+    }
+
+    /// The summary of what was counted, if anything.
+    fn summary(&mut self) -> Option<AuditEvent> {
+        let mut last = self.last.take()?;
+        let n = std::mem::take(&mut self.counted);
+        last.detail = format!(
+            "{n} more like this from {} to {} (at most {AUDIT_BURST} a kind, agent and control in {} s are written one by one); the last: {}",
+            self.first_counted,
+            last.time,
+            AUDIT_WINDOW.as_secs(),
+            last.detail
+        );
+        last.count = Some(n);
+        Some(last)
+    }
+}
+
+impl Drop for Repeats {
+    fn drop(&mut self) {
+        let sink = self.sink.get_mut().map(|s| s.take()).unwrap_or(None);
+        let windows = std::mem::take(self.windows.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if let Some((file, to_file)) = sink {
+            let log = AuditLog {
+                file,
+                repeats: Arc::default(),
+            };
+            for (_, mut w) in windows {
+                if let Some(s) = w.summary() {
+                    log.write(&s, to_file);
+                }
+            }
+        }
+    }
 }
 
 impl AuditLog {
@@ -118,6 +235,7 @@ impl AuditLog {
             .open(&path)?;
         Ok(Self {
             file: Some(Arc::new((path, Mutex::new(file)))),
+            repeats: Arc::default(),
         })
     }
 
@@ -127,8 +245,77 @@ impl AuditLog {
     }
 
     /// Records `event`: always to `tracing`, and to the file when
-    /// `to_file` is true (the profile's `enable_audit_logging`).
+    /// `to_file` is true (the profile's `enable_audit_logging`), unless
+    /// [`AUDIT_BURST`] events of its kind, agent, profile and control were
+    /// written in this window already: then it is counted, and a summary
+    /// follows.
     pub fn record(&self, event: &AuditEvent, to_file: bool) {
+        let key: RepeatKey = (
+            event.kind,
+            event.agent.clone(),
+            event.profile.clone(),
+            event.control.clone(),
+        );
+        let (summary, write) = {
+            let mut windows = self
+                .repeats
+                .windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Keys come from the config and a few controls; forget quiet
+            // ones if there are ever many.
+            if windows.len() > 4096 {
+                windows.retain(|_, w| w.counted > 0 || w.started.elapsed() < AUDIT_WINDOW);
+            }
+            let w = windows.entry(key).or_insert_with(Window::new);
+            let mut summary = None;
+            if w.started.elapsed() >= AUDIT_WINDOW {
+                summary = w.summary();
+                *w = Window::new();
+            }
+            let write = if w.written < AUDIT_BURST {
+                w.written += 1;
+                true
+            } else {
+                if w.counted == 0 {
+                    w.first_counted = event.time.clone();
+                }
+                w.counted += 1;
+                w.last = Some(event.clone());
+                false
+            };
+            (summary, write)
+        };
+        if let Ok(mut sink) = self.repeats.sink.lock() {
+            if sink.is_none() || to_file {
+                *sink = Some((self.file.clone(), to_file));
+            }
+        }
+        if let Some(s) = summary {
+            self.write(&s, to_file);
+        }
+        if write {
+            self.write(event, to_file);
+        }
+    }
+
+    /// Writes the summaries of every event counted so far (at the end of a
+    /// process that exits without dropping its log).
+    pub fn flush(&self, to_file: bool) {
+        let summaries: Vec<AuditEvent> = self
+            .repeats
+            .windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+            .filter_map(Window::summary)
+            .collect();
+        for s in summaries {
+            self.write(&s, to_file);
+        }
+    }
+
+    fn write(&self, event: &AuditEvent, to_file: bool) {
         tracing::warn!(
             target: "symbi_slm_audit",
             kind = ?event.kind,
@@ -173,6 +360,77 @@ mod tests {
         assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
         let year: i32 = t[..4].parse().unwrap();
         assert!((2024..2200).contains(&year), "{t}");
+    }
+
+    /// Row 5 of issue 18: 16,872 refusals in 5 s made 256 MB of audit
+    /// log. Repeats of one kind, agent and control are written
+    /// [`AUDIT_BURST`] at a time, then counted into one summary (on flush
+    /// here; at the end of the window in a long-lived process); another
+    /// agent's events are written meanwhile, and the twin with a burst's
+    /// worth of events writes them all.
+    #[test]
+    fn repeated_events_are_counted_not_written_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::to_file(&path).unwrap();
+        let ev = |agent: &str, n: usize| {
+            AuditEvent::new(
+                AuditKind::EgressRefused,
+                "network.allowed_destinations",
+                format!("refused evil.example:{n}"),
+            )
+            .about(Some(agent), None, Some("tools"))
+        };
+        for n in 0..20_000 {
+            log.record(&ev("a1", n), true);
+        }
+        for n in 0..AUDIT_BURST as usize {
+            log.record(&ev("a2", n), true);
+        }
+        let lines = |p: &Path| -> Vec<AuditEvent> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let written = lines(&path);
+        let of =
+            |a: &str, w: &[AuditEvent]| w.iter().filter(|e| e.agent.as_deref() == Some(a)).count();
+        assert_eq!(of("a1", &written), AUDIT_BURST as usize);
+        assert_eq!(
+            of("a2", &written),
+            AUDIT_BURST as usize,
+            "the other agent's own"
+        );
+        log.flush(true);
+        let written = lines(&path);
+        let summary = written.last().unwrap();
+        assert_eq!(summary.count, Some(20_000 - u64::from(AUDIT_BURST)));
+        assert_eq!(summary.agent.as_deref(), Some("a1"));
+        assert!(
+            summary.detail.contains("evil.example:19999"),
+            "{}",
+            summary.detail
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() < 16 << 10);
+    }
+
+    /// Row 12: a name holding a right-to-left override or an escape
+    /// sequence is written with them replaced, and long details are cut.
+    #[test]
+    fn events_carry_no_control_or_direction_characters() {
+        let e = AuditEvent::new(
+            AuditKind::EgressRefused,
+            "network.allowed_destinations",
+            "refused evil\u{202e}moc.example:443 \u{1b}[31mred",
+        )
+        .about(Some("a\u{2066}1"), None, None);
+        assert!(!e.detail.contains('\u{202e}') && !e.detail.contains('\u{1b}'));
+        assert!(e.detail.contains("evil\u{fffd}moc.example"), "{}", e.detail);
+        assert_eq!(e.agent.as_deref(), Some("a\u{fffd}1"));
+        let long = AuditEvent::new(AuditKind::Kill, "x", "y".repeat(5000));
+        assert_eq!(long.detail.chars().count(), MAX_DETAIL_CHARS + 1);
     }
 
     #[test]

@@ -120,6 +120,19 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive in time.
+    pub fn body_timeout(within: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s (slm.service.body_timeout_seconds)",
+                within.as_secs()
+            ),
+        )
+    }
+
     /// 415: the body is not JSON.
     pub fn unsupported_media_type() -> Self {
         Self::new(

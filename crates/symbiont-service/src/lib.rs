@@ -39,7 +39,6 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use futures::stream::{BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -181,36 +180,64 @@ impl Service {
         if let Ok(addr) = listener.local_addr() {
             self.check_listen(addr).map_err(std::io::Error::other)?;
         }
-        let grace = Duration::from_secs(self.shared.settings.shutdown_grace_seconds);
-        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let settings = &self.shared.settings;
+        let grace = Duration::from_secs(settings.shutdown_grace_seconds);
+        let header_timeout = Duration::from_secs(settings.header_timeout_seconds);
+        let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+        let cap = settings.max_connections;
         let app = self.router();
-        // Tokens go out as small writes, one after another: without
-        // TCP_NODELAY, Nagle's algorithm holds each behind the peer's
-        // delayed ACK (up to 40 ms a token).
-        let listener = listener.tap_io(|tcp| {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors (or a connection reset before
+                        // it was taken): wait instead of spinning.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                self.shared.metrics.connection_refused();
+                tracing::warn!(%peer, "connection refused: {cap} connections are open (slm.service.max_connections)");
+                tokio::spawn(refuse_connection(tcp, cap));
+                continue;
+            };
+            // Tokens go out as small writes, one after another: without
+            // TCP_NODELAY, Nagle's algorithm holds each behind the peer's
+            // delayed ACK (up to 40 ms a token).
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!("TCP_NODELAY: {e}");
             }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections; requests in progress may finish");
-            let _ = signalled_tx.send(());
-        });
-        let deadline = async move {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            // The header timeout covers a request's headers and a kept-
+            // alive connection's wait for its next request.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, "connection: {e}");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: no new connections; requests in progress may finish");
         tokio::select! {
-            r = server => r,
-            () = deadline => {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(grace) => {
                 tracing::warn!("shutdown grace of {} s passed; stopping with requests still in progress", grace.as_secs());
-                Ok(())
             }
         }
+        Ok(())
     }
 
     fn call(&self, endpoint: &'static str) -> Call {
@@ -242,6 +269,30 @@ impl Service {
             metrics: self.clone(),
         }
     }
+}
+
+/// Answers a connection past `slm.service.max_connections` with a 503 in
+/// the OpenAI error shape and closes it, without reading what it sent
+/// (bounded: a client that does not take the answer within a second is
+/// dropped).
+async fn refuse_connection(mut tcp: tokio::net::TcpStream, cap: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({ "error": {
+        "message": format!("too many connections: the service holds {cap} at once (slm.service.max_connections); retry shortly"),
+        "type": "overloaded_error",
+        "param": null,
+        "code": "too_many_connections",
+    }})
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }
 
 /// One request as the service sees it: who, which model, its status.
@@ -419,8 +470,11 @@ async fn parse_body<T: DeserializeOwned>(
         return Err(ApiError::unsupported_media_type());
     }
     let limit = service.shared.settings.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+    let within = Duration::from_secs(service.shared.settings.body_timeout_seconds);
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = tokio::time::timeout(within, read)
         .await
+        .map_err(|_| ApiError::body_timeout(within))?
         .map_err(|e| {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());

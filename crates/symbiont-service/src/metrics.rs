@@ -69,6 +69,7 @@ pub struct Metrics {
     duration: HistogramFamily<ModelLabel>,
     limit_hits: Family<LimitLabels, Counter>,
     sandbox_denials: Family<ModelLabel, Counter>,
+    connections_refused: Counter,
     runners: Arc<Mutex<Vec<(String, String, RunnerMetrics)>>>,
 }
 
@@ -130,6 +131,12 @@ impl Metrics {
             "Requests failed because the sandbox denied the worker something",
             sandbox_denials.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections answered 503 and closed because max_connections were open",
+            connections_refused.clone(),
+        );
         let runners = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(RunnerCollector(runners.clone())));
         Self {
@@ -142,6 +149,7 @@ impl Metrics {
             duration,
             limit_hits,
             sandbox_denials,
+            connections_refused,
             runners,
         }
     }
@@ -186,6 +194,11 @@ impl Metrics {
                 limit: limit.into(),
             })
             .inc();
+    }
+
+    /// Counts a connection refused at the connection cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a sandbox denial.

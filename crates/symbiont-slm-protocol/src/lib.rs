@@ -25,7 +25,7 @@ pub use symbiont_sandbox::ProbeAction;
 pub use symbiont_sandbox::{Applied, Layer, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the
@@ -125,6 +125,12 @@ pub struct GenerateRequest {
     /// [`MAX_EMBED_TOKENS`] tokens.
     #[serde(default)]
     pub embed: bool,
+    /// Whose prompt this is (a hash of the agent; 0 for none): a slot's
+    /// cached prefix serves only requests of the same key, so no agent
+    /// reuses, or learns from the count or the speed of, another agent's
+    /// cached prompt.
+    #[serde(default)]
+    pub cache_key: u64,
 }
 
 /// Most tokens an embedding request may have: the worker's embedding

@@ -78,5 +78,6 @@ pub fn greedy_request(id: u64) -> GenerateRequest {
         stop: vec![],
         timeout_ms: 60_000,
         embed: false,
+        cache_key: 0,
     }
 }

@@ -105,6 +105,17 @@ pub struct ServiceSettings {
     /// On SIGTERM or SIGINT, how long requests in progress may take to
     /// finish before the service stops anyway, seconds (default 30).
     pub shutdown_grace_seconds: u64,
+    /// Client connections open at once (default 256); one more is
+    /// answered 503 with `Retry-After` and closed at once, so that slow or
+    /// idle clients cannot use up the process's descriptors.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how
+    /// long a kept-alive connection may sit idle before its next request,
+    /// seconds (default 10); then the connection is closed.
+    pub header_timeout_seconds: u64,
+    /// How long a client may take to send a request's body once its
+    /// headers are in, seconds (default 30); then 408.
+    pub body_timeout_seconds: u64,
 }
 
 impl Default for ServiceSettings {
@@ -119,6 +130,9 @@ impl Default for ServiceSettings {
             max_concurrent_requests: 64,
             max_concurrent_per_agent: 16,
             shutdown_grace_seconds: 30,
+            max_connections: 256,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
         }
     }
 }

@@ -42,6 +42,9 @@ struct RawService {
     max_concurrent_requests: Option<NonNeg>,
     max_concurrent_per_agent: Option<NonNeg>,
     shutdown_grace_seconds: Option<NonNeg>,
+    max_connections: Option<NonNeg>,
+    header_timeout_seconds: Option<NonNeg>,
+    body_timeout_seconds: Option<NonNeg>,
 }
 
 #[derive(Deserialize, Default)]
@@ -289,6 +292,13 @@ impl RawSlm {
                     shutdown_grace_seconds: raw
                         .shutdown_grace_seconds
                         .map_or(d.shutdown_grace_seconds, |v| v.0),
+                    max_connections: size(raw.max_connections).unwrap_or(d.max_connections),
+                    header_timeout_seconds: raw
+                        .header_timeout_seconds
+                        .map_or(d.header_timeout_seconds, |v| v.0),
+                    body_timeout_seconds: raw
+                        .body_timeout_seconds
+                        .map_or(d.body_timeout_seconds, |v| v.0),
                 }
             },
         }

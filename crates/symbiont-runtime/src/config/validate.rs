@@ -634,6 +634,9 @@ fn check_service(slm: &Slm, out: &mut Issues) {
             "max_concurrent_per_agent",
             svc.max_concurrent_per_agent as u64,
         ),
+        ("max_connections", svc.max_connections as u64),
+        ("header_timeout_seconds", svc.header_timeout_seconds),
+        ("body_timeout_seconds", svc.body_timeout_seconds),
     ];
     for (key, value) in positive {
         if value == 0 {

@@ -2,4 +2,5 @@
 
 mod catalog;
 mod config;
+mod gguf_memory;
 mod reference;

@@ -19,6 +19,19 @@ const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// Longest string value accepted (chat templates are a few KB; tokenizer
 /// vocabularies are arrays of short strings).
 const MAX_STRING_BYTES: u64 = 16 * 1024 * 1024;
+/// String values the summary keeps; any other is skipped unread.
+const KEPT_STRINGS: &[&str] = &["general.architecture", "general.name"];
+/// Number keys the summary keeps, after their architecture's prefix.
+const ARCH_NUMBERS: &[&str] = &[
+    "context_length",
+    "block_count",
+    "embedding_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+];
+/// At most this many such numbers are kept (one set per architecture a
+/// header names is plenty).
+const MAX_KEPT_NUMBERS: usize = 64;
 /// Deepest nesting of arrays accepted.
 const MAX_ARRAY_DEPTH: u32 = 3;
 /// ggml's GGML_MAX_DIMS.
@@ -144,13 +157,26 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
     r.fits("tensor count", tensor_count, 33)?;
     r.fits("metadata count", metadata_count, 14)?;
 
+    // Only what the summary needs is kept (a hostile header may hold
+    // hundreds of megabytes of other strings, or millions of keys): the
+    // strings of two keys, the chat template's presence, the vocabulary's
+    // length, and the numbers whose key ends as an architecture's does
+    // (the architecture may come after them), at most MAX_KEPT_NUMBERS.
     let mut strings: BTreeMap<String, String> = BTreeMap::new();
     let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
     let mut arrays: BTreeMap<String, u64> = BTreeMap::new();
+    let mut has_chat_template = false;
     let mut alignment = 32u64;
     for _ in 0..metadata_count {
         let key = r.string(MAX_KEY_BYTES, "key length")?;
         let ty = r.u32()?;
+        if key == "tokenizer.chat_template" {
+            has_chat_template = true;
+        }
+        if ty == 8 && !KEPT_STRINGS.contains(&key.as_str()) {
+            r.skip_string()?;
+            continue;
+        }
         match r.value(ty, 0)? {
             Value::Str(s) => {
                 strings.insert(key, s);
@@ -162,16 +188,27 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
                     }
                     alignment = n;
                 }
-                numbers.insert(key, n);
+                let wanted = ARCH_NUMBERS.iter().any(|k| {
+                    key.len() > k.len()
+                        && key.ends_with(k)
+                        && key[..key.len() - k.len()].ends_with('.')
+                });
+                if wanted && numbers.len() < MAX_KEPT_NUMBERS {
+                    numbers.insert(key, n);
+                }
             }
             Value::Array(n) => {
-                arrays.insert(key, n);
+                if key == "tokenizer.ggml.tokens" {
+                    arrays.insert(key, n);
+                }
             }
             Value::Other => {}
         }
     }
 
-    let mut tensors = Vec::new();
+    // Checked as they come, keeping only the tensor that reaches furthest
+    // into the data (where the data starts is known only after the last).
+    let mut furthest: Option<(String, u64, u64)> = None;
     for _ in 0..tensor_count {
         let name = r.string(MAX_KEY_BYTES, "tensor name length")?;
         let n_dims = r.u32()?;
@@ -194,24 +231,33 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
                 "tensor `{name}` offset {offset} is not aligned to {alignment}"
             )));
         }
-        tensors.push((name, elements, ty, offset));
+        // A type this table does not know: llama.cpp decides.
+        let Some(bytes) = tensor_bytes(ty, elements) else {
+            continue;
+        };
+        let past = || {
+            GgufError::Malformed(format!(
+                "tensor `{name}` ({bytes} bytes at offset {offset}) extends past the end of the file"
+            ))
+        };
+        let end = offset.checked_add(bytes).ok_or_else(past)?;
+        if end > file_size {
+            return Err(past());
+        }
+        if furthest.as_ref().is_none_or(|(_, b, o)| end > o + b) {
+            furthest = Some((name, bytes, offset));
+        }
     }
     let data_start = r.pos.div_ceil(alignment) * alignment;
     let data_len = match file_size.checked_sub(data_start) {
         Some(n) => n,
-        None if tensors.is_empty() => 0,
+        None if tensor_count == 0 => 0,
         None => return Err(GgufError::Truncated { file_size }),
     };
-    for (name, elements, ty, offset) in &tensors {
-        let Some(bytes) = tensor_bytes(*ty, *elements) else {
-            continue; // a type this table does not know; llama.cpp decides
-        };
-        let end = offset.checked_add(bytes);
-        if end.is_none_or(|end| end > data_len) {
-            return Err(GgufError::Malformed(format!(
-                "tensor `{name}` ({bytes} bytes at offset {offset}) extends past the end of the file"
-            )));
-        }
+    if let Some((name, bytes, offset)) = furthest.filter(|(_, b, o)| o + b > data_len) {
+        return Err(GgufError::Malformed(format!(
+            "tensor `{name}` ({bytes} bytes at offset {offset}) extends past the end of the file"
+        )));
     }
 
     let architecture = strings.get("general.architecture").cloned();
@@ -233,7 +279,7 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
         tensor_count,
         metadata_count,
         name: strings.get("general.name").cloned(),
-        has_chat_template: strings.contains_key("tokenizer.chat_template"),
+        has_chat_template,
         architecture,
         context_length,
         file_size,
@@ -333,6 +379,20 @@ impl<R: Read> Reader<R> {
         }
         self.pos += n;
         Ok(())
+    }
+
+    /// Skips a string value (its length, then its bytes) without keeping
+    /// it.
+    fn skip_string(&mut self) -> Result<(), GgufError> {
+        let n = self.u64()?;
+        if n > MAX_STRING_BYTES {
+            return Err(GgufError::Absurd {
+                what: "string length",
+                value: n,
+                remaining: self.remaining(),
+            });
+        }
+        self.skip(n)
     }
 
     fn u32(&mut self) -> Result<u32, GgufError> {

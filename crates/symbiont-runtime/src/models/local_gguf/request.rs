@@ -390,6 +390,7 @@ impl Shared {
             stop: o.stop.clone(),
             timeout_ms: timeout.as_millis() as u64,
             embed: false,
+            cache_key: cache_key(o.agent_id.as_deref()),
         };
         // The frame must fit the protocol (JSON escapes a control character
         // as six bytes): refused here, never at the worker's pipe.
@@ -402,4 +403,15 @@ impl Shared {
         }
         Ok(request)
     }
+}
+
+/// The worker's prefix-cache key for an agent: a hash of its id (0 for a
+/// request with none). Fixed keys, so one agent keeps its key across
+/// requests and workers.
+pub(super) fn cache_key(agent: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let Some(agent) = agent else { return 0 };
+    let mut h = std::hash::DefaultHasher::new();
+    agent.hash(&mut h);
+    h.finish().max(1)
 }

@@ -462,7 +462,7 @@ pub fn sandbox_report(
             if s.isolate_agents {
                 "one worker process per agent: requests of different agents share no process, memory or prompt cache".into()
             } else {
-                "requests of different agents may share a worker (its slots and its prompt cache: a cached prefix shows in another agent's time to first token)".into()
+                "requests of different agents may share a worker and its slots; its prompt cache is keyed by agent (no agent's prompt is served to, or counted for, another), but their load shows in each other's timing".into()
             },
             vec![Need::Always],
         ),

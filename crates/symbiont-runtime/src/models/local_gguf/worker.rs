@@ -636,24 +636,7 @@ pub(super) fn describe(msg: &FromWorker) -> String {
 /// most `max` characters, control and bidirectional-override characters
 /// replaced.
 pub(super) fn clean(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max)
-        .map(|c| {
-            if (c.is_control() && c != '\n' && c != '\t')
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c)
-            {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if text.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
+    crate::audit::clean_text(text, max)
 }
 
 /// Whether a failure text is an allocation failure (llama.cpp, libgomp and

@@ -345,7 +345,10 @@ impl RemoteRunner {
                         profile.security.enable_audit_logging,
                         Some(model_id.to_string()),
                     )))
-                    .require_credential(user, &secret);
+                    .require_credential(user, &secret)
+                    // Another local user cannot even hold a connection
+                    // (issue 18, row 8).
+                    .only_for_user(nix::unistd::geteuid().as_raw());
                 let stats = proxy.stats();
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
                     .await
