@@ -19,6 +19,17 @@ pub enum Part<'a> {
     Content(&'a str),
 }
 
+/// The text `parts` stand for, put back together.
+pub fn joined(parts: &[Part<'_>]) -> String {
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Template(t) => t.as_str(),
+            Part::Content(c) => c,
+        })
+        .collect()
+}
+
 /// Renders `template` as [`render_chat`] does, but with each message's
 /// content replaced by a marker (private-use characters around `nonce` and
 /// the message's index), then cuts the result at the markers. `None` when
@@ -184,13 +195,7 @@ mod tests {
             ]
         );
         // Put back together, the parts are the plain rendering.
-        let whole: String = parts
-            .iter()
-            .map(|p| match p {
-                Part::Template(t) => t.as_str(),
-                Part::Content(c) => c,
-            })
-            .collect();
+        let whole = joined(&parts);
         let plain = render_chat(
             SMOLLM2,
             &[("system", "Be brief."), ("user", forged)],

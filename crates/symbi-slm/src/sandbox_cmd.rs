@@ -136,9 +136,10 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             // The same private scratch directory a worker gets; removed
             // when the program has ended.
             let scratch = if p.filesystem.allow_temp_files {
+                remove_stale_scratch();
                 Some(
                     tempfile::Builder::new()
-                        .prefix("symbi-slm-exec-")
+                        .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
                         .tempdir()
                         .map_err(|e| Failure::Runtime(anyhow!("scratch directory: {e}")))?,
                 )
@@ -315,6 +316,34 @@ fn hand_back(plan: &symbiont_sandbox::SandboxPlan, pid: i32, scratch: Option<&Pa
                 "symbi-slm sandbox: what the program wrote in {} could not all be handed back from uid {from}: {e}",
                 path.display()
             );
+        }
+    }
+}
+
+/// The scratch directories of `sandbox exec`: this prefix, the pid of the
+/// command that made them, a random part.
+const SCRATCH_PREFIX: &str = "symbi-slm-exec-";
+
+/// Removes the scratch directories of commands that were killed before
+/// they could (SIGKILL): empty ones (the program's files were on its own
+/// tmpfs) whose command's pid no longer runs.
+fn remove_stale_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            // Fails, harmlessly, unless it is an empty directory.
+            let _ = std::fs::remove_dir(e.path());
         }
     }
 }

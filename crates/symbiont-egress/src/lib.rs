@@ -17,7 +17,12 @@
 mod bucket;
 mod policy;
 mod proxy;
+mod throttle;
 
 pub use bucket::Bucket;
 pub use policy::{Kind, Policy, PolicyError, Refusal, Rule, RuleProtocol};
-pub use proxy::{Observer, Proxy, ProxyStats, MAX_CONNECTIONS, MAX_PENDING};
+pub use proxy::{
+    canonical_host, forward_head, parse_head, Head, Observer, Proxy, ProxyStats, Reject, Target,
+    MAX_CONNECTIONS, MAX_PENDING,
+};
+pub use throttle::Throttle;

@@ -142,7 +142,10 @@ impl Proxy {
                 }
             }
             let Ok(pending) = self.pending.clone().try_acquire_owned() else {
-                tracing::warn!(target: "symbi_slm_egress", "{MAX_PENDING} connections still sending their request: one more closed");
+                static LOGGED: crate::Throttle = crate::Throttle::new();
+                if let Some(more) = LOGGED.admit() {
+                    tracing::warn!(target: "symbi_slm_egress", "{MAX_PENDING} connections still sending their request: one more closed ({more} more since the last line)");
+                }
                 drop(client);
                 continue;
             };
@@ -169,29 +172,14 @@ impl Proxy {
             Ok(Err(e)) => return Err(e),
             Err(_) => return reply(&mut client, 408, "request head not sent in time").await,
         };
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = req.parse(&head) else {
-            return reply(
-                &mut client,
-                400,
-                "not an HTTP request (or more than 64 headers)",
-            )
-            .await;
-        };
-        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
-        else {
-            return reply(&mut client, 400, "not an HTTP request").await;
+        let head = match parse_head(&head) {
+            Ok(h) => h,
+            Err((code, why)) => return reply(&mut client, code, why).await,
         };
         if let Some(want) = &self.credential {
-            let given = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .and_then(|v| v.strip_prefix("Basic "));
-            let matches = given
-                .map(str::trim)
+            let matches = head
+                .credential
+                .as_deref()
                 .is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes()));
             if !matches {
                 return reply(&mut client, 407, "proxy credential missing or wrong").await;
@@ -199,72 +187,24 @@ impl Proxy {
         }
         drop(pending);
         let Ok(_slot) = self.connections.clone().try_acquire_owned() else {
-            tracing::warn!(target: "symbi_slm_egress", "{MAX_CONNECTIONS} connections open: one more refused");
+            static LOGGED: crate::Throttle = crate::Throttle::new();
+            if let Some(more) = LOGGED.admit() {
+                tracing::warn!(target: "symbi_slm_egress", "{MAX_CONNECTIONS} connections open: one more refused ({more} more since the last line)");
+            }
             return reply(&mut client, 503, "too many connections through this proxy").await;
         };
-        let (kind, host, port, path) = if method.eq_ignore_ascii_case("CONNECT") {
-            match split_authority(target, None) {
-                Some((h, p)) => (Kind::Tunnel, h, p, String::new()),
-                None => return reply(&mut client, 400, "CONNECT needs host:port").await,
-            }
-        } else if let Some(after) = strip_prefix_ci(target, "http://") {
-            // A fragment is the client's own; it never goes out.
-            let after = after.split('#').next().unwrap_or_default();
-            let end = after.find(['/', '?']).unwrap_or(after.len());
-            let (authority, path) = after.split_at(end);
-            let path = if path.is_empty() || path.starts_with('?') {
-                format!("/{path}")
-            } else {
-                path.to_string()
-            };
-            match split_authority(authority, Some(80)) {
-                Some((h, p)) => (Kind::Http, h, p, path),
-                None => return reply(&mut client, 400, "bad host in the request URL").await,
-            }
-        } else {
-            return reply(
-                &mut client,
-                400,
-                "only CONNECT and absolute http:// requests are proxied",
-            )
-            .await;
+        let target = match head.target() {
+            Ok(t) => t,
+            Err((code, why)) => return reply(&mut client, code, why).await,
         };
-        // A plain request's body: as long as `Content-Length` says, never
-        // chunked (so that where it ends, and the request with it, is known
-        // before anything is sent).
-        let mut body: Option<u64> = None;
-        if kind == Kind::Http {
-            for h in req.headers.iter() {
-                if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return reply(
-                        &mut client,
-                        411,
-                        "a request body needs Content-Length (no chunked bodies)",
-                    )
-                    .await;
-                }
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    // One header, ASCII digits only: a value two parsers
-                    // could read differently would split the request.
-                    let digits = h.value.trim_ascii();
-                    let len = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
-                        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
-                        .flatten();
-                    match (body, len) {
-                        (None, Some(len)) => body = Some(len),
-                        _ => {
-                            return reply(
-                                &mut client,
-                                400,
-                                "one Content-Length of ASCII digits is needed",
-                            )
-                            .await
-                        }
-                    }
-                }
-            }
-        }
-        let addrs = match self.policy.resolve(&host, port, kind).await {
+        let Target {
+            kind,
+            ref host,
+            port,
+            body,
+            ..
+        } = target;
+        let addrs = match self.policy.resolve(host, port, kind).await {
             Ok(a) => a,
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -304,42 +244,7 @@ impl Proxy {
                 self.relay(client, upstream).await
             }
             Kind::Http => {
-                // The head as the destination gets it: origin form, `Host`
-                // set to the host that was judged (a shared host routes by
-                // `Host`: the client's own could name another site there),
-                // one request per connection.
-                let mut fwd = format!("{method} {path} HTTP/1.{version}\r\n").into_bytes();
-                for h in req.headers.iter() {
-                    let n = h.name.to_ascii_lowercase();
-                    if n.starts_with("proxy-")
-                        || matches!(
-                            n.as_str(),
-                            "connection"
-                                | "keep-alive"
-                                | "host"
-                                | "upgrade"
-                                | "te"
-                                | "content-length"
-                        )
-                    {
-                        continue;
-                    }
-                    fwd.extend_from_slice(h.name.as_bytes());
-                    fwd.extend_from_slice(b": ");
-                    fwd.extend_from_slice(h.value);
-                    fwd.extend_from_slice(b"\r\n");
-                }
-                let authority = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                if let Some(len) = body {
-                    fwd.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
-                }
-                fwd.extend_from_slice(
-                    format!("Host: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
-                );
+                let mut fwd = forward_head(&head, &target);
                 let body = body.unwrap_or(0);
                 // The body, exactly as long as declared; nothing after it
                 // (a pipelined request could name another host).
@@ -432,6 +337,183 @@ impl Proxy {
     }
 }
 
+/// A request head as the proxy reads it. Public for the fuzz target:
+/// every byte of it comes from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The method.
+    pub method: String,
+    /// The request target as sent.
+    pub target: String,
+    /// The minor HTTP version (1.x).
+    pub version: u8,
+    /// The `Proxy-Authorization: Basic` value, trimmed.
+    pub credential: Option<String>,
+    /// Every header, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a request goes, judged from its head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// A tunnel or a plain request.
+    pub kind: Kind,
+    /// The host as the client named it (brackets taken off).
+    pub host: String,
+    /// The port (80 when a plain URL names none).
+    pub port: u16,
+    /// A plain request's origin-form path (with its query).
+    pub path: String,
+    /// A plain request's body length (its one `Content-Length`).
+    pub body: Option<u64>,
+}
+
+/// A refusal: the status and why.
+pub type Reject = (u16, &'static str);
+
+/// Parses a complete request head (at most 64 headers).
+pub fn parse_head(head: &[u8]) -> Result<Head, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
+        return Err((400, "not an HTTP request (or more than 64 headers)"));
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err((400, "not an HTTP request"));
+    };
+    let credential = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(|v| v.trim().to_string());
+    Ok(Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        version,
+        credential,
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), h.value.to_vec()))
+            .collect(),
+    })
+}
+
+impl Head {
+    /// Where the request goes: `CONNECT host:port`, or an absolute
+    /// `http://` URL with at most one `Content-Length` of ASCII digits and
+    /// no `Transfer-Encoding`.
+    pub fn target(&self) -> Result<Target, Reject> {
+        let (kind, host, port, path) = if self.method.eq_ignore_ascii_case("CONNECT") {
+            match split_authority(&self.target, None) {
+                Some((h, p)) => (Kind::Tunnel, h, p, String::new()),
+                None => return Err((400, "CONNECT needs host:port")),
+            }
+        } else if let Some(after) = strip_prefix_ci(&self.target, "http://") {
+            // A fragment is the client's own; it never goes out.
+            let after = after.split('#').next().unwrap_or_default();
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            let (authority, path) = after.split_at(end);
+            let path = if path.is_empty() || path.starts_with('?') {
+                format!("/{path}")
+            } else {
+                path.to_string()
+            };
+            match split_authority(authority, Some(80)) {
+                Some((h, p)) => (Kind::Http, h, p, path),
+                None => return Err((400, "bad host in the request URL")),
+            }
+        } else {
+            return Err((
+                400,
+                "only CONNECT and absolute http:// requests are proxied",
+            ));
+        };
+        // A plain request's body: as long as `Content-Length` says, never
+        // chunked (so that where it ends, and the request with it, is known
+        // before anything is sent).
+        let mut body: Option<u64> = None;
+        if kind == Kind::Http {
+            for (name, value) in &self.headers {
+                if name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err((
+                        411,
+                        "a request body needs Content-Length (no chunked bodies)",
+                    ));
+                }
+                if name.eq_ignore_ascii_case("content-length") {
+                    // One header, ASCII digits only: a value two parsers
+                    // could read differently would split the request.
+                    let digits = value.trim_ascii();
+                    let len = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                        .flatten();
+                    match (body, len) {
+                        (None, Some(len)) => body = Some(len),
+                        _ => return Err((400, "one Content-Length of ASCII digits is needed")),
+                    }
+                }
+            }
+        }
+        Ok(Target {
+            kind,
+            host,
+            port,
+            path,
+            body,
+        })
+    }
+}
+
+/// A host as the destination is told it: an address in its canonical
+/// form (`[::ffff:127.0.0.1]` is `127.0.0.1`), a name in lower case.
+pub fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
+}
+
+/// The head a plain request's destination gets: origin form, `Host` set to
+/// the host that was judged (a shared host routes by `Host`: the client's
+/// own could name another site there), the proxy's own `Content-Length`,
+/// one request per connection, no proxy or hop-by-hop header.
+pub fn forward_head(head: &Head, target: &Target) -> Vec<u8> {
+    let mut fwd = format!(
+        "{} {} HTTP/1.{}\r\n",
+        head.method, target.path, head.version
+    )
+    .into_bytes();
+    for (name, value) in &head.headers {
+        let n = name.to_ascii_lowercase();
+        if n.starts_with("proxy-")
+            || matches!(
+                n.as_str(),
+                "connection" | "keep-alive" | "host" | "upgrade" | "te" | "content-length"
+            )
+        {
+            continue;
+        }
+        fwd.extend_from_slice(name.as_bytes());
+        fwd.extend_from_slice(b": ");
+        fwd.extend_from_slice(value);
+        fwd.extend_from_slice(b"\r\n");
+    }
+    let host = canonical_host(&target.host);
+    let authority = if host.contains(':') {
+        format!("[{host}]:{}", target.port)
+    } else {
+        format!("{host}:{}", target.port)
+    };
+    if let Some(len) = target.body {
+        fwd.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+    }
+    fwd.extend_from_slice(format!("Host: {authority}\r\nConnection: close\r\n\r\n").as_bytes());
+    fwd
+}
+
 /// Reads up to the end of the head; returns it and what followed it.
 async fn read_head(client: &mut TcpStream) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut buf = Vec::with_capacity(1024);
@@ -478,6 +560,11 @@ fn split_authority(a: &str, default: Option<u16>) -> Option<(String, u16)> {
             None => (a.to_string(), None),
         }
     };
+    // No host at all (`http://:9000/`, `CONNECT :443`, `[]`): nothing to
+    // judge (a fuzz finding: it reached the policy as an empty name).
+    if host.is_empty() {
+        return None;
+    }
     let port = match port {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
         None => default?,
@@ -591,6 +678,38 @@ async fn reply(client: &mut TcpStream, status: u16, text: &str) -> io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The destination is told the host that was judged, in canonical
+    /// form, whatever spelling the client used; the client's own `Host`
+    /// and proxy headers never go out.
+    #[test]
+    fn the_forwarded_host_is_the_judged_one_in_canonical_form() {
+        let head = parse_head(
+            b"GET http://[0:0:0:0:0:ffff:127.0.0.1]:9000/x HTTP/1.1\r\nHost: evil.example\r\nProxy-Authorization: Basic eA==\r\n\r\n",
+        )
+        .unwrap();
+        let target = head.target().unwrap();
+        let fwd = String::from_utf8(forward_head(&head, &target)).unwrap();
+        assert_eq!(
+            fwd,
+            "GET /x HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(canonical_host("API.Example.COM"), "api.example.com");
+    }
+
+    /// Regression (fuzz/artifacts/proxy_request/crash-8d007fcd…): a URL
+    /// or CONNECT target with an empty host is a 400, never judged.
+    #[test]
+    fn an_empty_host_is_refused() {
+        for head in [
+            &b"POST http://:9000/v1/chat HTTP/1.1\r\nContent-Length: 0\r\n\r\n"[..],
+            b"CONNECT :443 HTTP/1.1\r\n\r\n",
+            b"CONNECT []:443 HTTP/1.1\r\n\r\n",
+        ] {
+            let h = parse_head(head).unwrap();
+            assert_eq!(h.target().unwrap_err().0, 400, "{h:?}");
+        }
+    }
 
     #[test]
     fn basic_credentials_are_standard_base64() {

@@ -149,8 +149,15 @@ pub struct AuditLog {
     repeats: Arc<Repeats>,
 }
 
-/// Who an event is about, for counting repeats.
-type RepeatKey = (AuditKind, Option<String>, Option<String>, String);
+/// Who an event is about, for counting repeats: kind, agent, model,
+/// profile, control.
+type RepeatKey = (
+    AuditKind,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
 
 /// Per key: when its window started, how many were written, and the
 /// events counted instead (the last kept for the summary).
@@ -228,10 +235,13 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        // A link as the last component is refused (ELOOP): in a directory
+        // others may write, it would redirect root's appends elsewhere.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)?;
         Ok(Self {
             file: Some(Arc::new((path, Mutex::new(file)))),
@@ -253,6 +263,7 @@ impl AuditLog {
         let key: RepeatKey = (
             event.kind,
             event.agent.clone(),
+            event.model.clone(),
             event.profile.clone(),
             event.control.clone(),
         );
@@ -431,6 +442,22 @@ mod tests {
         assert_eq!(e.agent.as_deref(), Some("a\u{fffd}1"));
         let long = AuditEvent::new(AuditKind::Kill, "x", "y".repeat(5000));
         assert_eq!(long.detail.chars().count(), MAX_DETAIL_CHARS + 1);
+    }
+
+    /// A link where the log should be is refused, not followed (it could
+    /// point root's appends at any file); the twin: the same path as a
+    /// plain file opens.
+    #[test]
+    fn the_log_path_is_not_followed_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = AuditLog::to_file(&link).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::ELOOP), "{e}");
+        std::fs::remove_file(&link).unwrap();
+        assert!(AuditLog::to_file(&link).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use symbiont_egress::{Observer, Policy, PolicyError, Refusal, Rule, RuleProtocol
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{NetworkAccessMode, NetworkDestination, NetworkProtocol, SandboxProfile};
 
-pub use symbiont_egress::{Kind, Proxy, ProxyStats};
+pub use symbiont_egress::{Kind, Proxy, ProxyStats, Throttle};
 
 /// The port of the egress proxy's listener inside a restricted process's
 /// own network namespace (`http_proxy=http://127.0.0.1:3128`). The

@@ -287,6 +287,23 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         }
     }
 
+    // 3b. A PID namespace (sandbox exec): its init is ours, and the tree
+    //     dies with it. Needs the privilege of the process's user
+    //     namespace, so after the ids are settled.
+    if plan.pid_namespace {
+        match enter_pid_namespace() {
+            Ok(()) => record(
+                "PID namespace (the whole tree dies with the caller)",
+                Ok(()),
+            ),
+            Err(e) if plan.strict => return Err(e),
+            Err(e) => record(
+                "PID namespace (the whole tree dies with the caller)",
+                Err(e.to_string()),
+            ),
+        }
+    }
+
     // 4. Resource limits. No core dumps ever (they would write the model's
     //    memory, and the prompt, to disk).
     set_rlimit(libc::RLIMIT_CORE, 0, "setrlimit(RLIMIT_CORE)")?;
@@ -294,10 +311,15 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         // Counted per user in the process's own user namespace (kernels
         // 5.14 and later); uid 0 of the host is exempt wherever it is, and
         // outside a namespace of its own the count would include every
-        // other process of the same user: then the limit is not set.
+        // other process of the same user: then the limit is not set, unless
+        // the uid is this process's own (a per-process uid: no other
+        // process has it, so the host-wide count is this process's).
+        let own_uid = plan.per_process_uid && give_up.is_some();
         // SAFETY: geteuid has no preconditions.
         let gap = if unsafe { libc::geteuid() } == 0 {
             Some("uid 0 is exempt from RLIMIT_NPROC")
+        } else if own_uid {
+            None
         } else if !crate::report::kernel_counts_threads_per_namespace() {
             Some("this kernel (before 5.14) counts every process of the uid on the host")
         } else if !own_user_namespace {
@@ -308,7 +330,14 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         match gap {
             None => {
                 set_rlimit(libc::RLIMIT_NPROC, n, "setrlimit(RLIMIT_NPROC)")?;
-                record("threads: RLIMIT_NPROC (own user namespace)", Ok(()));
+                record(
+                    if own_user_namespace {
+                        "threads: RLIMIT_NPROC (own user namespace)"
+                    } else {
+                        "threads: RLIMIT_NPROC (a uid of its own)"
+                    },
+                    Ok(()),
+                );
             }
             Some(why) if plan.strict => {
                 return Err(SandboxError::Call {
@@ -618,6 +647,165 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<bool, SandboxError> {
         write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
     }
     Ok(flags & libc::CLONE_NEWUSER != 0)
+}
+
+/// A new PID namespace, then two forks: this process stays outside as the
+/// waiter, its child is the namespace's init (pid 1, ours: it only forks
+/// and waits), and the init's child returns from here and goes on. The
+/// waiter and the init never return: the waiter ends the way the program
+/// ended (the init sends it the program's wait status on a pipe), the init
+/// once the program has ended (which ends every process in the namespace).
+/// The init dies with the waiter (parent-death signal, checked against a
+/// pipe the waiter holds), the waiter with the caller (set by the caller).
+fn enter_pid_namespace() -> Result<(), SandboxError> {
+    // SAFETY: flags only; the process is single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(SandboxError::Namespace {
+            flags: "CLONE_NEWPID".into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let pipe = || -> Result<(libc::c_int, libc::c_int), SandboxError> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(os_err("pipe2"));
+        }
+        Ok((fds[0], fds[1]))
+    };
+    // The program's wait status, init → waiter; and the waiter's life,
+    // seen by the init as the end of a pipe only the waiter writes.
+    let (status_r, status_w) = pipe()?;
+    let (alive_r, alive_w) = pipe()?;
+    // SAFETY: single-threaded; the child runs only the code below.
+    let init = unsafe { libc::fork() };
+    if init < 0 {
+        return Err(os_err("fork (PID namespace init)"));
+    }
+    if init > 0 {
+        // SAFETY: closes this process's copies of the other ends.
+        unsafe {
+            libc::close(status_w);
+            libc::close(alive_r);
+        }
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        while got < buf.len() {
+            // SAFETY: reads into the rest of a local buffer.
+            let n =
+                unsafe { libc::read(status_r, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+            if n > 0 {
+                got += n as usize;
+            } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let mut st = 0;
+        // SAFETY: reaps our own child; `st` is a valid out pointer.
+        while unsafe { libc::waitpid(init, &mut st, 0) } < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+        let status = if got == buf.len() {
+            i32::from_ne_bytes(buf)
+        } else {
+            st
+        };
+        end_as(status);
+    }
+    // The init (pid 1 of the namespace).
+    // SAFETY: closes the ends the waiter keeps; prctl with integers.
+    unsafe {
+        libc::close(status_r);
+        libc::close(alive_w);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    // The waiter may have died before the signal was set: its end of
+    // `alive` is then closed, and poll sees the hang-up at once.
+    let mut pfd = libc::pollfd {
+        fd: alive_r,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
+        // SAFETY: ends the init at once.
+        unsafe { libc::_exit(crate::exec::EXIT_SANDBOX_FAILED) };
+    }
+    // SAFETY: single-threaded; the child returns from here.
+    let program = unsafe { libc::fork() };
+    if program < 0 {
+        // SAFETY: ends the init; the waiter reports its status.
+        unsafe { libc::_exit(crate::exec::EXIT_SANDBOX_FAILED) };
+    }
+    if program > 0 {
+        loop {
+            let mut st = 0;
+            // SAFETY: reaps any child of the init; valid out pointer.
+            let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+            if r == program {
+                let b = st.to_ne_bytes();
+                // SAFETY: writes a local buffer to our pipe end, then ends
+                // the init (and with it the namespace).
+                unsafe {
+                    libc::write(status_w, b.as_ptr().cast(), b.len());
+                    libc::_exit(0);
+                }
+            }
+            if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // SAFETY: nothing left to wait for.
+                unsafe { libc::_exit(crate::exec::EXIT_SANDBOX_FAILED) };
+            }
+        }
+    }
+    // The program: dies with the init, which is pid 1 here, and leads a
+    // session of its own (as the waiter did outside).
+    // SAFETY: closes the init's pipe ends; setsid, prctl and getppid with
+    // integers (a fresh child is no group leader: setsid succeeds).
+    let parent = unsafe {
+        libc::close(status_w);
+        libc::close(alive_r);
+        libc::setsid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::getppid()
+    };
+    if parent != 1 {
+        return Err(SandboxError::Call {
+            call: "getppid",
+            source: io::Error::other("the PID namespace's init is gone"),
+        });
+    }
+    Ok(())
+}
+
+/// Ends this process as a process with wait `status` ended: with its exit
+/// code, or killed by its signal (no core dump).
+fn end_as(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid rlimit; default action for the signal; the
+        // signal unblocked and raised at this process; _exit as a fallback.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(128 + sig);
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        crate::exec::EXIT_SANDBOX_FAILED
+    };
+    // SAFETY: ends the waiter with the program's code.
+    unsafe { libc::_exit(code) }
 }
 
 /// Empties the bounding set where the process may (CAP_SETPCAP); without it
@@ -1144,6 +1332,43 @@ fn restrict(rules: &mut BTreeMap<i64, Vec<SeccompRule>>, nr: i64, conditions: Ve
     }
 }
 
+/// Calls that create a file with a mode, and the argument holding it.
+const CREATE_MODE_CALLS: &[(&str, u8)] = &[
+    ("open", 2),
+    ("openat", 3),
+    ("creat", 1),
+    ("mknod", 1),
+    ("mknodat", 2),
+];
+
+/// The set-user-ID and set-group-ID mode bits.
+const SET_ID_BITS: u64 = (libc::S_ISUID | libc::S_ISGID) as u64;
+
+/// Allow-list rule: the call only with a mode holding neither set-id bit.
+fn no_set_id_mode(arg: u8) -> Result<Vec<SeccompRule>, SandboxError> {
+    Ok(vec![rule(vec![cond(
+        arg,
+        Dword,
+        SeccompCmpOp::MaskedEq(SET_ID_BITS),
+        0,
+    )?])?])
+}
+
+/// Deny-list rules: the call with a mode holding either set-id bit.
+fn set_id_mode(arg: u8) -> Result<Vec<SeccompRule>, SandboxError> {
+    [libc::S_ISUID, libc::S_ISGID]
+        .iter()
+        .map(|&bit| {
+            rule(vec![cond(
+                arg,
+                Dword,
+                SeccompCmpOp::MaskedEq(bit as u64),
+                bit as u64,
+            )?])
+        })
+        .collect()
+}
+
 /// `personality` flag that makes every readable mapping executable.
 const READ_IMPLIES_EXEC: libc::c_int = 0x0400000;
 
@@ -1319,6 +1544,14 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
                     restrict(&mut rules, socketpair, pairs_allowed()?);
                 }
             }
+            // No set-user-ID or set-group-ID file made through a create
+            // mode (a chmod by other means). openat2 hides its mode in a
+            // struct a filter cannot read: the ENOSYS filter answers it
+            // (so that callers fall back to openat), this one lets it by.
+            for (name, arg) in CREATE_MODE_CALLS {
+                restrict(&mut rules, nr(name)?, no_set_id_mode(*arg)?);
+            }
+            rules.insert(nr("openat2")?, Vec::new());
             // Whatever a profile's extras list: modes, owners, times and
             // attributes stay unchanged, and the worker makes no System V
             // IPC object.
@@ -1346,8 +1579,14 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             }
             // Modes, owners, times and attributes, which Landlock does not
             // govern: no sandboxed process changes any (by path or by
-            // descriptor: seccomp cannot tell a write path from another).
+            // descriptor: seccomp cannot tell a write path from another),
+            // nor makes a set-user-ID or set-group-ID file through a
+            // create mode (openat2's mode is out of a filter's reach: the
+            // ENOSYS filter answers it).
             rules.extend(rules_for(METADATA_WRITES.iter())?);
+            for (name, arg) in CREATE_MODE_CALLS {
+                rules.insert(nr(name)?, set_id_mode(*arg)?);
+            }
             rules.insert(clone, clone_denied(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {
                 rules.insert(nr(name)?, other_pid_denied(*arg, me)?);
@@ -1418,10 +1657,11 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
         SyscallPolicy::Off => return Ok(()),
     };
     let prog: BpfProgram = filter.try_into().map_err(seccomp_err)?;
-    // clone3 cannot be filtered by its flags (they sit behind a pointer):
-    // answer ENOSYS so glibc falls back to clone, which is filtered.
+    // clone3 cannot be filtered by its flags, nor openat2 by its mode (both
+    // sit behind a pointer): answer ENOSYS so that glibc and other callers
+    // fall back to clone and openat, which are filtered.
     let clone3 = SeccompFilter::new(
-        rules_for(["clone3"])?,
+        rules_for(["clone3", "openat2"])?,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,

@@ -100,6 +100,15 @@ pub fn spawn_confined(
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
 
+    if plan.pid_namespace {
+        // The program's PID namespace has an init of ours below the child;
+        // if the child is killed first, the init comes back to this
+        // process, which then waits until the namespace is gone (`wait`).
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the process is single-threaded (checked above), so the child
@@ -196,6 +205,29 @@ fn warn_unreachable(plan: &SandboxPlan) {
                 );
             }
         }
+    }
+}
+
+/// Reaps whatever else came back to this process (a PID namespace's init
+/// whose waiter was killed): the init's own end waits until every process
+/// of its namespace is gone, so once this returns, none runs. Gives up
+/// after 10 s (a process the kernel cannot kill).
+fn reap_the_rest() {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut st = 0;
+        // SAFETY: reaps any child of ours without blocking.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if r > 0 {
+            continue;
+        }
+        if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            return;
+        }
+        if Instant::now() >= give_up {
+            return;
+        }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -363,6 +395,7 @@ fn wait_for(pid: libc::pid_t, time_limit: Option<Duration>) -> io::Result<Ended>
         // SAFETY: waits for our own child; `status` is a valid out pointer.
         let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
         if rc == pid {
+            reap_the_rest();
             return Ok(Ended {
                 status: ExitStatus::from_raw(status),
                 timed_out,

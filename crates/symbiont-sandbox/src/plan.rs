@@ -87,6 +87,16 @@ pub struct SandboxPlan {
     /// its `/proc` files; `unprivileged_id` is then the group.
     #[serde(default)]
     pub per_process_uid: bool,
+    /// A PID namespace whose init is a small process of ours (it never
+    /// runs other code, so it keeps its parent-death signal): when the
+    /// caller dies or kills it, the kernel kills every process of the
+    /// namespace, whatever they did with their own parent-death signal (a
+    /// thread that calls `execve` drops it, and `prctl` is not the only
+    /// route). [`crate::apply`] forks twice for it: a waiter outside, the
+    /// init, and the process that goes on (the only one `apply` returns
+    /// in); the waiter ends as the program ends (its status, its signal).
+    #[serde(default)]
+    pub pid_namespace: bool,
     /// A System V IPC namespace of its own: no segment, queue or semaphore
     /// of the host is reachable, and whatever the process makes dies with
     /// the namespace instead of outliving it on the host.
@@ -195,6 +205,7 @@ impl SandboxPlan {
             user_namespace: false,
             unprivileged_id: None,
             per_process_uid: false,
+            pid_namespace: false,
             ipc_namespace: false,
             no_sysv_ipc: false,
             max_pending_signals: None,

@@ -109,8 +109,10 @@ pub enum ProbeAction {
     /// Change a file's metadata by one route: `chmod` (by path), `fchmod`
     /// (through a descriptor opened for reading), `chown` (to its own
     /// owner: no capability needed), `utimensat` (by path), `setxattr` (a
-    /// `user.` attribute) or `chattr` (`FS_IOC_SETFLAGS` with the flags it
-    /// has). With `create`, the file is made first (so that it is the
+    /// `user.` attribute), `chattr` (`FS_IOC_SETFLAGS` with the flags it
+    /// has), or make a set-user-ID file `<path>.suid` by its create mode
+    /// (`create_suid`: `open` with `O_CREAT`; `mknod_suid`: `mknod` of a
+    /// regular file). With `create`, the file is made first (so that it is the
     /// probe's own and only a filter can refuse).
     Metadata {
         /// The file.
@@ -758,6 +760,43 @@ fn metadata(path: &std::path::Path, how: &str, create: bool) -> Result<String, S
                     0,
                 )
             }
+        }
+        // A new file beside `path`, made set-user-ID by its create mode.
+        "create_suid" | "mknod_suid" => {
+            let new = std::ffi::CString::new(format!("{}.suid", path.display()))
+                .map_err(|e| e.to_string())?;
+            let rc = if how == "create_suid" {
+                // SAFETY: a valid C string, flags and a mode; the
+                // descriptor is closed below.
+                let fd = unsafe {
+                    libc::open(
+                        new.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o4755 as libc::c_uint,
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: closes the descriptor just opened.
+                    unsafe { libc::close(fd) };
+                    0
+                } else {
+                    -1
+                }
+            } else {
+                // SAFETY: a valid C string, a regular file's mode, no device.
+                unsafe { libc::mknod(new.as_ptr(), libc::S_IFREG | 0o4755, 0) }
+            };
+            if rc != 0 {
+                return Err(errno());
+            }
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(new.to_str().unwrap_or_default())
+                .map(|m| m.permissions().mode())
+                .map_err(|e| e.to_string())?;
+            if mode & 0o4000 == 0 {
+                return Err(format!("made without the set-user-ID bit: {mode:o}"));
+            }
+            0
         }
         "chattr" => {
             let f = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;

@@ -178,6 +178,7 @@ pub const DENY_LIST: &[&str] = &[
     "syslog",
     "acct",
     "quotactl",
+    "quotactl_fd",
     "settimeofday",
     "clock_settime",
     "iopl",
@@ -278,7 +279,15 @@ pub const SYSV_IPC: &[&str] = &[
 /// `fcntl` commands refused under both policies: `F_SETOWN` and
 /// `F_SETOWN_EX` would make the kernel signal another process (the
 /// supervisor reading the worker's pipe) with the signal `F_SETSIG` picks.
-pub const DENIED_FCNTL: &[(&str, u64)] = &[("F_SETOWN", 8), ("F_SETSIG", 10), ("F_SETOWN_EX", 15)];
+pub const DENIED_FCNTL: &[(&str, u64)] = &[
+    ("F_SETOWN", 8),
+    ("F_SETSIG", 10),
+    ("F_SETOWN_EX", 15),
+    // Watches by another name: dnotify reports changes in a directory, a
+    // lease the opening of a file (and stalls other openers).
+    ("F_SETLEASE", 1024),
+    ("F_NOTIFY", 1026),
+];
 
 /// Calls whose target is a process named by a pid argument: allowed only on
 /// the caller itself (the pid it has, or 0 where 0 means "myself"), under
@@ -333,6 +342,11 @@ pub const DENIED_IOCTLS: &[(&str, u64)] = &[
     ("FS_IOC_SETFLAGS", 0x4008_6602),
     ("FS_IOC32_SETFLAGS", 0x4004_6602),
     ("FS_IOC_FSSETXATTR", 0x401c_5820),
+    // Also by descriptor, also not Landlock's: verity makes a file
+    // unwritable for good, a policy or version changes how it is kept.
+    ("FS_IOC_ENABLE_VERITY", 0x4080_6685),
+    ("FS_IOC_SETVERSION", 0x4008_7602),
+    ("FS_IOC_SET_ENCRYPTION_POLICY", 0x800c_6613),
 ];
 
 /// `prctl` options the allow-list policy permits (thread names).
@@ -481,6 +495,9 @@ static TABLE: &[(&str, i64)] = &[
     ("file_setattr", 469),
     ("listns", 470),
     ("utime", libc::SYS_utime),
+    ("mknod", libc::SYS_mknod),
+    ("mknodat", libc::SYS_mknodat),
+    ("quotactl_fd", 443),
     ("utimes", libc::SYS_utimes),
     ("futimesat", libc::SYS_futimesat),
     ("inotify_init", libc::SYS_inotify_init),

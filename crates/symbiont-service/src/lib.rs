@@ -204,7 +204,11 @@ impl Service {
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 self.shared.metrics.connection_refused();
-                tracing::warn!(%peer, "connection refused: {cap} connections are open (slm.service.max_connections)");
+                static LOGGED: symbiont_runtime::egress::Throttle =
+                    symbiont_runtime::egress::Throttle::new();
+                if let Some(more) = LOGGED.admit() {
+                    tracing::warn!(%peer, "connection refused: {cap} connections are open (slm.service.max_connections; {more} more refused since the last line; symbi_slm_connections_refused_total counts them all)");
+                }
                 tokio::spawn(refuse_connection(tcp, cap));
                 continue;
             };

@@ -146,7 +146,11 @@ pub async fn ready(State(service): State<Service>) -> Response {
             }
             // The reason may hold a path: the operator reads it in the log.
             Err(e) => {
-                tracing::warn!(model = %model.id, "not ready: {e}");
+                static LOGGED: symbiont_runtime::egress::Throttle =
+                    symbiont_runtime::egress::Throttle::new();
+                if let Some(more) = LOGGED.admit() {
+                    tracing::warn!(model = %model.id, "not ready: {e} ({more} more such lines held back)");
+                }
                 problems.push(format!(
                     "model `{}` cannot be run (see the service log)",
                     model.id

@@ -16,7 +16,7 @@ pub use local_gguf::{
     EMBED_ADDRESS_EXTRA_MB, WORKER_ENV, WORKER_FILE,
 };
 pub use pool::{ModelPool, ModelPoolBuilder, PoolRunner};
-pub use remote::{RemoteRunner, REMOTE_CONCURRENCY, REMOTE_QUEUE};
+pub use remote::{RemoteRunner, SseParser, MAX_SSE_LINE, REMOTE_CONCURRENCY, REMOTE_QUEUE};
 pub use runner::{
     ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
     FinishReason, PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,

@@ -106,6 +106,10 @@ impl ChatMessage {
 
 /// Longest stop sequence accepted, in bytes.
 pub const MAX_STOP_BYTES: usize = 1024;
+/// Most stop sequences one request may have: the worker checks each
+/// against the text it holds back at every token, in a worker other
+/// requests share (OpenAI's API allows 4).
+pub const MAX_STOPS: usize = 16;
 
 /// Per-request options. Every `None` takes the runner's documented default.
 /// An option a runner cannot honour is an [`SlmRunnerError::InvalidInput`].
@@ -181,6 +185,12 @@ impl ExecutionOptions {
         }
         if let Some(i) = self.stop.iter().position(String::is_empty) {
             return Err(bad("stop", format!("stop[{i}] is an empty string")));
+        }
+        if self.stop.len() > MAX_STOPS {
+            return Err(bad(
+                "stop",
+                format!("{} stop sequences; at most {MAX_STOPS}", self.stop.len()),
+            ));
         }
         if let Some(i) = self.stop.iter().position(|s| s.len() > MAX_STOP_BYTES) {
             return Err(bad(
@@ -475,4 +485,32 @@ pub enum SlmRunnerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stop sequences are bounded in number and length (each is checked
+    /// at every token in a worker other requests share); the limits
+    /// themselves pass.
+    #[test]
+    fn stop_sequences_are_bounded() {
+        let with = |stop: Vec<String>| ExecutionOptions {
+            stop,
+            ..Default::default()
+        };
+        assert!(with(vec!["x".into(); MAX_STOPS]).validate().is_ok());
+        assert!(with(vec!["y".repeat(MAX_STOP_BYTES)]).validate().is_ok());
+        for bad in [
+            with(vec!["x".into(); MAX_STOPS + 1]),
+            with(vec!["y".repeat(MAX_STOP_BYTES + 1)]),
+            with(vec![String::new()]),
+        ] {
+            match bad.validate() {
+                Err(SlmRunnerError::InvalidInput { field, .. }) => assert_eq!(field, "stop"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

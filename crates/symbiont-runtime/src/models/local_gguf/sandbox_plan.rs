@@ -163,6 +163,9 @@ pub fn plan_for(
         user_namespace: true,
         unprivileged_id: Some(WORKER_UNPRIVILEGED_ID),
         per_process_uid: true,
+        // It starts no process: no PID namespace needed (its parent-death
+        // signal cannot be cleared, and it cannot exec).
+        pid_namespace: false,
         // No System V IPC of the host's reachable, none left behind; the
         // worker makes none at all.
         ipc_namespace: true,
@@ -256,8 +259,13 @@ pub fn exec_plan_for(
     // are counted, and an IPC namespace of its own; System V IPC works
     // there (programs use it), bounded by that namespace.
     plan.user_namespace = true;
-    plan.max_threads = Some(EXEC_MAX_THREADS);
+    // Its threads, and the two processes of ours beside it: the waiter and
+    // the PID namespace's init (same uid, same namespace).
+    plan.max_threads = Some(EXEC_MAX_THREADS + 2);
     plan.no_sysv_ipc = false;
+    // A PID namespace whose init is ours: the whole tree dies with the
+    // caller, whatever the program does with its parent-death signal.
+    plan.pid_namespace = true;
     plan.read_paths.extend(reads.iter().cloned());
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {
@@ -512,7 +520,7 @@ pub fn sandbox_report(
             "(always) identity of sandbox exec".into(),
             "-".into(),
             format!(
-                "started by root, the program never runs as root or spends root's per-user counts: a uid of its own ({base} + its pid), gid {WORKER_UNPRIVILEGED_ID}, given before its user namespace is made (per-user counts are charged to that uid), at most {EXEC_MAX_THREADS} threads (RLIMIT_NPROC in its own user namespace); read, write and program paths must be open to group {WORKER_UNPRIVILEGED_ID} or to others (the command warns otherwise); files it writes in write paths are handed back to the caller when it ends; started by another user, that user's ids with the same caps",
+                "started by root, the program never runs as root or spends root's per-user counts: a uid of its own ({base} + its pid), gid {WORKER_UNPRIVILEGED_ID}, given before its user namespace is made (per-user counts are charged to that uid), at most {EXEC_MAX_THREADS} threads (RLIMIT_NPROC in its own user namespace); a PID namespace whose init is ours, so the whole tree dies with the caller; read, write and program paths must be open to group {WORKER_UNPRIVILEGED_ID} or to others (the command warns otherwise); files it writes in write paths are handed back to the caller when it ends; started by another user, that user's ids with the same caps",
                 base = symbiont_sandbox::PER_PROCESS_UID_BASE
             ),
             vec![Need::UnprivilegedUserNamespaces],

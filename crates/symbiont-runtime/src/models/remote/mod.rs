@@ -23,6 +23,8 @@
 
 mod wire;
 
+pub use wire::{SseParser, MAX_SSE_LINE};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +40,7 @@ use crate::models::{
     EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult, RunnerInfo, RunnerLoad,
     RunnerMetrics, SlmRunner, SlmRunnerError, StreamEvent,
 };
-use wire::{Api, SseParser};
+use wire::Api;
 
 /// Requests one remote runner sends at once.
 pub const REMOTE_CONCURRENCY: usize = 16;

@@ -268,8 +268,9 @@ pub(crate) fn error_text(e: &Value) -> String {
 }
 
 /// Splits a byte stream into server-sent events: `(event name, data)`.
+/// Public for the fuzz target: a remote endpoint's bytes are untrusted.
 #[derive(Debug, Default)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     buf: Vec<u8>,
     /// How much of `buf` is known to hold no line end.
     scanned: usize,
@@ -278,7 +279,7 @@ pub(crate) struct SseParser {
 }
 
 /// The longest line an event may have.
-pub(crate) const MAX_SSE_LINE: usize = 1024 * 1024;
+pub const MAX_SSE_LINE: usize = 1024 * 1024;
 
 impl SseParser {
     /// Feeds bytes; returns the events completed by them.
