@@ -233,6 +233,10 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             if let Some(log) = &refusals_log {
                 log.flush(p.security.enable_audit_logging);
             }
+            if let Some(sig) = ended.interrupted {
+                eprintln!("symbi-slm sandbox: stopped by signal {sig}; the program was killed");
+                std::process::exit(128 + sig);
+            }
             if ended.timed_out {
                 let detail = format!(
                     "{} ran past max_execution_time_seconds = {limit}; its process group was killed",

@@ -325,3 +325,55 @@ fn descendants_of(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// SIGTERM to the command while the program runs: the program is killed,
+/// what it wrote is handed back (started by root), and the command ends
+/// with 128 + 15. (A SIGKILLed command can do none of this: then the
+/// kernel still takes the program with it, `programs_die_with_the_caller`.)
+#[test]
+fn a_stopped_command_kills_the_program_and_hands_back_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let script = format!(
+        "import time\nopen('{d}/out', 'w').write('x')\nprint('written', flush=True)\ntime.sleep(120)"
+    );
+    let mut cli = Command::new(bin())
+        .args([
+            "sandbox",
+            "exec",
+            "--profile",
+            "standard",
+            "--write",
+            d,
+            "--",
+        ])
+        .args(["/usr/bin/python3", "-I", "-S", "-c", &script])
+        .env_remove("SYMBI_SLM_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(cli.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "written");
+    let program: Vec<u32> = descendants_of(cli.id());
+    assert!(!program.is_empty());
+    let kill = Command::new("/bin/kill")
+        .args(["-TERM", &cli.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = cli.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    for p in program {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "{p} outlived the command"
+        );
+    }
+    let m = std::fs::metadata(dir.path().join("out")).unwrap();
+    assert_eq!(m.uid(), nix_uid(), "handed back to the caller");
+}

@@ -37,6 +37,9 @@ pub struct Ended {
     pub status: ExitStatus,
     /// It outlived the wall-clock limit and its process group was killed.
     pub timed_out: bool,
+    /// The caller was asked to stop (SIGINT, SIGTERM or SIGHUP, held while
+    /// the program ran): the program was killed, and this is the signal.
+    pub interrupted: Option<i32>,
 }
 
 /// How often the caller looks whether the program has ended while a time
@@ -164,7 +167,41 @@ pub fn spawn_confined(
         // handlers or flushing its copied stdio buffers twice.
         unsafe { libc::_exit(code) };
     }
+    // Until the program has ended, a request to stop this process kills
+    // the program first (`wait`), so that what it wrote can still be
+    // handed back and its scratch removed.
+    // SAFETY: a sigset built on the stack; blocks three signals for the
+    // calling thread (and the threads it starts later).
+    unsafe {
+        let set = stop_signals();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
     Ok(Confined { pid })
+}
+
+/// SIGINT, SIGTERM and SIGHUP.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; the calls only touch `set`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// A stop signal pending for this process, taken.
+fn take_stop_signal() -> Option<i32> {
+    let set = stop_signals();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid set and timeout; no siginfo wanted.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
+    (sig > 0).then_some(sig)
 }
 
 impl Confined {
@@ -241,8 +278,9 @@ const HAND_BACK_DEPTH: u32 = 64;
 /// file system of `path`, descends at most [`HAND_BACK_DEPTH`] levels, and
 /// works on descriptors (`O_PATH`, `AT_EMPTY_PATH`), so a name swapped
 /// while it walks is never resolved again. The kernel clears set-user-ID
-/// (and group-executable set-group-ID) bits on a change of owner. Returns
-/// how many entries changed owner.
+/// (and group-executable set-group-ID) bits on a change of owner. An entry
+/// that fails is passed over and the walk goes on; the first failure is
+/// returned at the end. Returns how many entries changed owner.
 pub fn hand_back(path: &Path, from_uid: u32, to: (u32, u32)) -> io::Result<u64> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in a path"))?;
@@ -260,11 +298,17 @@ pub fn hand_back(path: &Path, from_uid: u32, to: (u32, u32)) -> io::Result<u64> 
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let st = fstat(fd.as_raw_fd())?;
     let mut count = 0;
-    give(&fd, &st, from_uid, to, &mut count)?;
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        walk(&fd, st.st_dev, from_uid, to, 0, &mut count)?;
+    let mut failed = None;
+    if let Err(e) = give(&fd, &st, from_uid, to, &mut count) {
+        failed = Some(e);
     }
-    Ok(count)
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        walk(&fd, st.st_dev, from_uid, to, 0, &mut count, &mut failed);
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(count),
+    }
 }
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -310,6 +354,11 @@ fn give(
     Ok(())
 }
 
+/// Keeps the first failure of a walk.
+fn note(failed: &mut Option<io::Error>, e: io::Error) {
+    failed.get_or_insert(e);
+}
+
 fn walk(
     dir: &OwnedFd,
     dev: u64,
@@ -317,9 +366,10 @@ fn walk(
     to: (u32, u32),
     depth: u32,
     count: &mut u64,
-) -> io::Result<()> {
+    failed: &mut Option<io::Error>,
+) {
     if depth >= HAND_BACK_DEPTH {
-        return Ok(());
+        return;
     }
     // A readable descriptor of the same directory for listing it.
     // SAFETY: a valid directory descriptor (an O_PATH one serves as the
@@ -332,7 +382,7 @@ fn walk(
         )
     };
     if list < 0 {
-        return Err(io::Error::last_os_error());
+        return note(failed, io::Error::last_os_error());
     }
     // SAFETY: `list` is ours; fdopendir takes it over (closedir closes it).
     let dirp = unsafe { libc::fdopendir(list) };
@@ -340,7 +390,7 @@ fn walk(
         let e = io::Error::last_os_error();
         // SAFETY: fdopendir failed, so `list` is still ours to close.
         unsafe { libc::close(list) };
-        return Err(e);
+        return note(failed, e);
     }
     let mut names = Vec::new();
     loop {
@@ -369,28 +419,37 @@ fn walk(
             )
         };
         if fd < 0 {
+            note(failed, io::Error::last_os_error());
             continue;
         }
         // SAFETY: just opened, owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let st = fstat(fd.as_raw_fd())?;
+        let st = match fstat(fd.as_raw_fd()) {
+            Ok(st) => st,
+            Err(e) => {
+                note(failed, e);
+                continue;
+            }
+        };
         if st.st_dev != dev {
             continue;
         }
-        give(&fd, &st, from_uid, to, count)?;
+        if let Err(e) = give(&fd, &st, from_uid, to, count) {
+            note(failed, e);
+        }
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            walk(&fd, dev, from_uid, to, depth + 1, count)?;
+            walk(&fd, dev, from_uid, to, depth + 1, count, failed);
         }
     }
-    Ok(())
 }
 
 fn wait_for(pid: libc::pid_t, time_limit: Option<Duration>) -> io::Result<Ended> {
     let deadline = time_limit.map(|t| Instant::now() + t);
     let mut timed_out = false;
+    let mut interrupted = None;
     let mut status = 0;
     loop {
-        let waiting = deadline.is_some() && !timed_out;
+        let waiting = !timed_out && interrupted.is_none();
         let flags = if waiting { libc::WNOHANG } else { 0 };
         // SAFETY: waits for our own child; `status` is a valid out pointer.
         let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
@@ -399,11 +458,16 @@ fn wait_for(pid: libc::pid_t, time_limit: Option<Duration>) -> io::Result<Ended>
             return Ok(Ended {
                 status: ExitStatus::from_raw(status),
                 timed_out,
+                interrupted,
             });
         }
         if rc == 0 {
             // Still running.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let stop = take_stop_signal();
+            if stop.is_some() {
+                interrupted = stop;
+            }
+            if stop.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
                 // The child leads its own session and process group: the
                 // group holds the program and anything it started.
                 // The child itself too, in case the deadline came before
@@ -413,7 +477,7 @@ fn wait_for(pid: libc::pid_t, time_limit: Option<Duration>) -> io::Result<Ended>
                     libc::kill(-pid, libc::SIGKILL);
                     libc::kill(pid, libc::SIGKILL);
                 }
-                timed_out = true;
+                timed_out = stop.is_none();
             } else {
                 std::thread::sleep(POLL);
             }

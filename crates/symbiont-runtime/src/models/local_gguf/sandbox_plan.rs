@@ -256,13 +256,13 @@ pub fn exec_plan_for(
     // (what it writes in its write paths is handed back to the caller
     // when it has ended); started by another user, it keeps that user's
     // ids. Either way in a user namespace of its own, where its threads
-    // are counted, and an IPC namespace of its own; System V IPC works
-    // there (programs use it), bounded by that namespace.
+    // are counted, and an IPC namespace of its own. System V IPC stays
+    // refused as for the worker: a segment's pages are outside RLIMIT_AS
+    // even in a namespace of its own (the namespace is a second wall).
     plan.user_namespace = true;
     // Its threads, and the two processes of ours beside it: the waiter and
     // the PID namespace's init (same uid, same namespace).
     plan.max_threads = Some(EXEC_MAX_THREADS + 2);
-    plan.no_sysv_ipc = false;
     // A PID namespace whose init is ours: the whole tree dies with the
     // caller, whatever the program does with its parent-death signal.
     plan.pid_namespace = true;
@@ -528,7 +528,7 @@ pub fn sandbox_report(
         (
             "(always) System V IPC".into(),
             "-".into(),
-            "an IPC namespace of its own: no shared memory segment, message queue or semaphore of the host is reachable, and what is made there dies with the namespace (it would outlive the process on the host, outside RLIMIT_AS); seccomp refuses System V IPC to the worker altogether".into(),
+            "seccomp refuses every System V IPC call to the worker and to `sandbox exec` programs (a segment's pages are outside RLIMIT_AS, and outlive the process); behind it, an IPC namespace of its own, so that none of the host's segments, queues or semaphores is reachable and nothing made there outlives the namespace".into(),
             vec![Need::Namespaces, Need::Seccomp],
         ),
         (
