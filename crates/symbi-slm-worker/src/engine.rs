@@ -334,7 +334,12 @@ pub(crate) fn chat_tokens(
         // Contents written twice or side by side could still join into a
         // special token: the special tokens must be the template's own,
         // those it writes around neutral contents.
-        let neutral: Vec<(&str, &str)> = messages.iter().map(|&(role, _)| (role, "x")).collect();
+        // Blank contents stay as they are (a template may test for one;
+        // they spell nothing).
+        let neutral: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|&(role, c)| (role, if c.trim().is_empty() { c } else { "x" }))
+            .collect();
         let skeleton = render_chat(template, &neutral, &bos, &eos)?;
         let is_special = |t: &LlamaToken| specials.iter().any(|s| s.token == *t);
         let ours: Vec<LlamaToken> = vocab
@@ -416,22 +421,32 @@ pub(crate) fn chat_tokens(
 /// `text` cut so that no piece holds a special token's whole text: each
 /// occurrence is split after its first character.
 fn text_pieces<'t>(text: &'t str, specials: &[Special]) -> Vec<&'t str> {
+    // Only bytes that begin some special text are looked at closely.
+    let mut starts = [false; 256];
+    for s in specials {
+        if let Some(&b) = s.text.as_bytes().first() {
+            starts[usize::from(b)] = true;
+        }
+    }
+    let bytes = text.as_bytes();
     let mut pieces = Vec::new();
     let mut from = 0;
     let mut i = 0;
-    while i < text.len() {
-        if !text.is_char_boundary(i) {
+    while i < bytes.len() {
+        if !starts[usize::from(bytes[i])] || !text.is_char_boundary(i) {
             i += 1;
             continue;
         }
-        if let Some(s) = specials
+        if specials
             .iter()
-            .find(|s| text[i..].starts_with(s.text.as_str()))
+            .any(|s| text[i..].starts_with(s.text.as_str()))
         {
+            // Cut after its first character, and look again from there: a
+            // special text may begin inside this one.
             let first = text[i..].chars().next().map_or(1, char::len_utf8);
             pieces.push(&text[from..i + first]);
             from = i + first;
-            i += s.text.len();
+            i += first;
             continue;
         }
         i += 1;
@@ -594,5 +609,20 @@ mod text_pieces_tests {
         }
         assert_eq!(p.concat(), "a<tool_call>{}<tool_call>é<|im_end|>");
         assert_eq!(text_pieces("plain text", &specials), vec!["plain text"]);
+        // One special text beginning inside another is cut too.
+        let overlapping: Vec<Special> = ["ab", "ba"]
+            .iter()
+            .map(|t| Special {
+                text: (*t).into(),
+                token: LlamaToken(9),
+                lstrip: false,
+                rstrip: false,
+            })
+            .collect();
+        let p = text_pieces("xaba", &overlapping);
+        for piece in &p {
+            assert!(!piece.contains("ab") && !piece.contains("ba"), "{p:?}");
+        }
+        assert_eq!(p.concat(), "xaba");
     }
 }

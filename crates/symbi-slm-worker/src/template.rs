@@ -43,7 +43,15 @@ pub fn render_chat_parts<'a>(
     eos: &str,
     nonce: u64,
 ) -> Result<Option<Vec<Part<'a>>>, String> {
-    let marker = |i: usize| format!("\u{e000}{nonce:016x}.{i}\u{e001}");
+    // An empty content stays empty (a template may test whether there is
+    // one; it spells nothing): no marker, no part.
+    let marker = |i: usize| {
+        if messages[i].1.is_empty() {
+            String::new()
+        } else {
+            format!("\u{e000}{nonce:016x}.{i}\u{e001}")
+        }
+    };
     let markers: Vec<String> = (0..messages.len()).map(marker).collect();
     let masked: Vec<(&str, &str)> = messages
         .iter()
@@ -54,7 +62,7 @@ pub fn render_chat_parts<'a>(
     // Each marker exactly once; a content that spells a marker (it cannot
     // know the nonce, but may guess) makes a count of two.
     let mut found = Vec::new();
-    for (i, m) in markers.iter().enumerate() {
+    for (i, m) in markers.iter().enumerate().filter(|(_, m)| !m.is_empty()) {
         let mut at = text.match_indices(m.as_str());
         match (at.next(), at.next()) {
             (Some((pos, _)), None) => found.push((pos, i)),
@@ -222,6 +230,24 @@ mod tests {
         assert!(render_chat_parts(once, &msgs, "", "", 7).unwrap().is_some());
         let spelled = [("user", "a\u{e000}b")];
         assert_eq!(render_chat_parts(once, &spelled, "", "", 7).unwrap(), None);
+    }
+
+    /// An empty content is left as it is (a template may test whether
+    /// there is one): no marker, no part, and the parts still rebuild the
+    /// plain rendering.
+    #[test]
+    fn empty_contents_are_left_alone() {
+        let t = "{% for m in messages %}{% if m['content'] %}<{{ m['role'] }}>{{ m['content'] }}{% endif %}{% endfor %}";
+        let msgs = [("system", ""), ("user", "hi")];
+        let parts = render_chat_parts(t, &msgs, "", "", 3).unwrap().unwrap();
+        assert_eq!(
+            parts
+                .iter()
+                .filter(|p| matches!(p, Part::Content(_)))
+                .count(),
+            1
+        );
+        assert_eq!(joined(&parts), render_chat(t, &msgs, "", "").unwrap());
     }
 
     #[test]

@@ -874,6 +874,22 @@ fn no_file_metadata_changes_anywhere() {
             );
         }
     }
+    // The twin of the create-mode rule: opening a file without creating it
+    // is not refused, whatever mode the caller passes (the kernel ignores
+    // it then).
+    for (name, d, p) in hardened_plans() {
+        allowed(
+            probe(
+                &p,
+                ProbeAction::Metadata {
+                    path: d.path().join("plain"),
+                    how: "open_suid_mode".into(),
+                    create: true,
+                },
+            ),
+            &format!("open without O_CREAT, a set-id mode, {name}"),
+        );
+    }
     // A file of the caller's outside every path the plans allow.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

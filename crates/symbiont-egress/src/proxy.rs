@@ -386,7 +386,8 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Reject> {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
         .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+        // The scheme is case-insensitive (RFC 9110).
+        .and_then(|v| strip_prefix_ci(v, "Basic "))
         .map(|v| v.trim().to_string());
     Ok(Head {
         method: method.to_string(),

@@ -81,9 +81,12 @@ pub const AUDIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10)
 pub const MAX_DETAIL_CHARS: usize = 1024;
 
 /// `text` fit for a log line: at most `max` characters, control characters
-/// (but newline and tab) and bidirectional overrides replaced with U+FFFD,
-/// so that a name chosen by an attacker (a host name with U+202E, an
-/// escape sequence) cannot disguise a line or a terminal.
+/// (but newline and tab), bidirectional marks and overrides, invisible
+/// characters (zero-width, line and paragraph separators, byte-order mark,
+/// tag characters) replaced with U+FFFD, so that a name chosen by an
+/// attacker (a host name with U+202E, an escape sequence) cannot disguise
+/// a line or a terminal. (Newlines stay: the JSON file escapes them, and
+/// the log line of an event writes them as U+23CE.)
 pub fn clean_text(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
@@ -95,6 +98,11 @@ pub fn clean_text(text: &str, max: usize) -> String {
                 || c == '\u{200e}'
                 || c == '\u{200f}'
                 || c == '\u{061c}'
+                || ('\u{200b}'..='\u{200d}').contains(&c)
+                || c == '\u{2028}'
+                || c == '\u{2029}'
+                || c == '\u{feff}'
+                || ('\u{e0000}'..='\u{e007f}').contains(&c)
             {
                 '\u{fffd}'
             } else {
@@ -335,7 +343,7 @@ impl AuditLog {
             profile = event.profile.as_deref().unwrap_or("-"),
             control = %event.control,
             "{}",
-            event.detail
+            event.detail.replace('\n', "⏎")
         );
         let Some(file) = self.file.as_ref().filter(|_| to_file) else {
             return;
@@ -440,6 +448,8 @@ mod tests {
         assert!(!e.detail.contains('\u{202e}') && !e.detail.contains('\u{1b}'));
         assert!(e.detail.contains("evil\u{fffd}moc.example"), "{}", e.detail);
         assert_eq!(e.agent.as_deref(), Some("a\u{fffd}1"));
+        let hidden = clean_text("a\u{200b}b\u{2028}c\u{e0041}d\u{feff}", 100);
+        assert_eq!(hidden, "a\u{fffd}b\u{fffd}c\u{fffd}d\u{fffd}");
         let long = AuditEvent::new(AuditKind::Kill, "x", "y".repeat(5000));
         assert_eq!(long.detail.chars().count(), MAX_DETAIL_CHARS + 1);
     }

@@ -658,6 +658,12 @@ fn enter_namespaces(mut flags: libc::c_int) -> Result<bool, SandboxError> {
 /// The init dies with the waiter (parent-death signal, checked against a
 /// pipe the waiter holds), the waiter with the caller (set by the caller).
 fn enter_pid_namespace() -> Result<(), SandboxError> {
+    // The waiter and the init run our code unconfined with the program's
+    // uid: nothing of that uid may open them (/proc/<pid>/mem, fds).
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
+    }
     // SAFETY: flags only; the process is single-threaded.
     if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
         return Err(SandboxError::Namespace {
@@ -1332,41 +1338,63 @@ fn restrict(rules: &mut BTreeMap<i64, Vec<SeccompRule>>, nr: i64, conditions: Ve
     }
 }
 
-/// Calls that create a file with a mode, and the argument holding it.
-const CREATE_MODE_CALLS: &[(&str, u8)] = &[
-    ("open", 2),
-    ("openat", 3),
-    ("creat", 1),
-    ("mknod", 1),
-    ("mknodat", 2),
+/// Calls that create a file with a mode: the argument holding the mode,
+/// and for `open`/`openat` the one holding the flags (the mode counts only
+/// with `O_CREAT` or `O_TMPFILE`; without them a caller may pass anything).
+const CREATE_MODE_CALLS: &[(&str, u8, Option<u8>)] = &[
+    ("open", 2, Some(1)),
+    ("openat", 3, Some(2)),
+    ("creat", 1, None),
+    ("mknod", 1, None),
+    ("mknodat", 2, None),
 ];
+
+/// The flags under which `open` uses its mode: `O_CREAT`, `__O_TMPFILE`.
+const CREATING_FLAGS: [u64; 2] = [libc::O_CREAT as u64, 0o2000_0000];
 
 /// The set-user-ID and set-group-ID mode bits.
 const SET_ID_BITS: u64 = (libc::S_ISUID | libc::S_ISGID) as u64;
 
-/// Allow-list rule: the call only with a mode holding neither set-id bit.
-fn no_set_id_mode(arg: u8) -> Result<Vec<SeccompRule>, SandboxError> {
-    Ok(vec![rule(vec![cond(
+/// Allow-list rules: the call with a mode holding neither set-id bit, or
+/// (`open`/`openat`) without a flag that creates.
+fn no_set_id_mode(arg: u8, flags: Option<u8>) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut rules = vec![rule(vec![cond(
         arg,
         Dword,
         SeccompCmpOp::MaskedEq(SET_ID_BITS),
         0,
-    )?])?])
+    )?])?];
+    if let Some(f) = flags {
+        let creating = CREATING_FLAGS.iter().fold(0, |a, b| a | b);
+        rules.push(rule(vec![cond(
+            f,
+            Dword,
+            SeccompCmpOp::MaskedEq(creating),
+            0,
+        )?])?);
+    }
+    Ok(rules)
 }
 
-/// Deny-list rules: the call with a mode holding either set-id bit.
-fn set_id_mode(arg: u8) -> Result<Vec<SeccompRule>, SandboxError> {
-    [libc::S_ISUID, libc::S_ISGID]
-        .iter()
-        .map(|&bit| {
-            rule(vec![cond(
-                arg,
-                Dword,
-                SeccompCmpOp::MaskedEq(bit as u64),
-                bit as u64,
-            )?])
-        })
-        .collect()
+/// Deny-list rules: the call with a mode holding either set-id bit (and,
+/// for `open`/`openat`, a flag that creates).
+fn set_id_mode(arg: u8, flags: Option<u8>) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut rules = Vec::new();
+    for bit in [libc::S_ISUID as u64, libc::S_ISGID as u64] {
+        let with_bit = cond(arg, Dword, SeccompCmpOp::MaskedEq(bit), bit)?;
+        match flags {
+            None => rules.push(rule(vec![with_bit])?),
+            Some(f) => {
+                for flag in CREATING_FLAGS {
+                    rules.push(rule(vec![
+                        cond(arg, Dword, SeccompCmpOp::MaskedEq(bit), bit)?,
+                        cond(f, Dword, SeccompCmpOp::MaskedEq(flag), flag)?,
+                    ])?);
+                }
+            }
+        }
+    }
+    Ok(rules)
 }
 
 /// `personality` flag that makes every readable mapping executable.
@@ -1548,8 +1576,8 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             // mode (a chmod by other means). openat2 hides its mode in a
             // struct a filter cannot read: the ENOSYS filter answers it
             // (so that callers fall back to openat), this one lets it by.
-            for (name, arg) in CREATE_MODE_CALLS {
-                restrict(&mut rules, nr(name)?, no_set_id_mode(*arg)?);
+            for (name, arg, flags) in CREATE_MODE_CALLS {
+                restrict(&mut rules, nr(name)?, no_set_id_mode(*arg, *flags)?);
             }
             rules.insert(nr("openat2")?, Vec::new());
             // Whatever a profile's extras list: modes, owners, times and
@@ -1584,8 +1612,8 @@ fn install_seccomp(plan: &SandboxPlan, policy: &SyscallPolicy) -> Result<(), San
             // create mode (openat2's mode is out of a filter's reach: the
             // ENOSYS filter answers it).
             rules.extend(rules_for(METADATA_WRITES.iter())?);
-            for (name, arg) in CREATE_MODE_CALLS {
-                rules.insert(nr(name)?, set_id_mode(*arg)?);
+            for (name, arg, flags) in CREATE_MODE_CALLS {
+                rules.insert(nr(name)?, set_id_mode(*arg, *flags)?);
             }
             rules.insert(clone, clone_denied(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {

@@ -37,7 +37,7 @@ pub struct Ended {
     pub status: ExitStatus,
     /// It outlived the wall-clock limit and its process group was killed.
     pub timed_out: bool,
-    /// The caller was asked to stop (SIGINT, SIGTERM or SIGHUP, held while
+    /// The caller was asked to stop (SIGINT, SIGTERM, SIGHUP or SIGQUIT, held while
     /// the program ran): the program was killed, and this is the signal.
     pub interrupted: Option<i32>,
 }
@@ -131,6 +131,18 @@ pub fn spawn_confined(
         let detached = unsafe {
             libc::setsid() >= 0 && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0
         };
+        // The program starts with default signal handling and nothing
+        // blocked, whatever the caller had (Rust ignores SIGPIPE; an
+        // ignored SIGCHLD would make the PID namespace's init lose the
+        // program's status).
+        // SAFETY: resets dispositions and the mask of this process only.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        }
         // SAFETY: getppid has no preconditions.
         if !detached || unsafe { libc::getppid() } != parent {
             eprintln!(
@@ -179,13 +191,13 @@ pub fn spawn_confined(
     Ok(Confined { pid })
 }
 
-/// SIGINT, SIGTERM and SIGHUP.
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT.
 fn stop_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; the calls only touch `set`.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             libc::sigaddset(&mut set, s);
         }
         set

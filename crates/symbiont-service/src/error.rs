@@ -251,7 +251,9 @@ impl ApiError {
                 endpoint,
                 detail,
             } => {
-                tracing::error!(request_id, endpoint, status, "{detail}");
+                // The provider's words: cut and cleaned, on one line.
+                let said = symbiont_runtime::audit::clean_text(&detail, 512).replace('\n', "⏎");
+                tracing::error!(request_id, endpoint, status, "{said}");
                 let (code, what) = match status {
                     401 | 403 => (
                         "upstream_authentication",
