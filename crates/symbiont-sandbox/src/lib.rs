@@ -14,16 +14,20 @@
 
 mod apply;
 pub mod exec;
+mod filesystem;
 mod handoff;
+mod identity;
 mod plan;
 #[cfg(feature = "probe")]
 pub mod probe;
 mod report;
+mod seccomp;
 pub mod spawn;
 mod syscalls;
 
-pub use apply::{apply, Applied, Layer, SandboxError, SCRATCH_INODES};
+pub use apply::{apply, Applied, Layer, SandboxError};
 pub use handoff::{proxy_handoff, receive_listener};
+pub use identity::SCRATCH_INODES;
 pub use plan::{
     per_process_uid, NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy, PER_PROCESS_UID_BASE,
 };
