@@ -131,8 +131,14 @@ impl Proxy {
                 Err(e) => return Err(e),
             };
             if let Some(uid) = self.owner {
+                // Reading the socket table is file I/O: off the runtime's
+                // threads, which serve the host process's other work.
                 let owner = match (client.peer_addr(), client.local_addr()) {
-                    (Ok(peer), Ok(local)) => socket_owner(peer, local),
+                    (Ok(peer), Ok(local)) => {
+                        tokio::task::spawn_blocking(move || socket_owner(peer, local))
+                            .await
+                            .unwrap_or(None)
+                    }
                     _ => None,
                 };
                 if owner != Some(uid) {
