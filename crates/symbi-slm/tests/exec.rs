@@ -197,18 +197,7 @@ fn programs_die_with_the_caller() {
         .output()
         .unwrap();
     assert_eq!(text(&plain.stdout).trim(), "0 0", "unconfined, cleared");
-    let mut cli = Command::new(bin())
-        .args(["sandbox", "exec", "--profile", "standard", "--"])
-        .args(["/usr/bin/python3", "-I", "-S", "-c", script])
-        .env_remove("SYMBI_SLM_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(cli.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut cli, line) = start_python(&[], script);
     assert_eq!(line.trim(), "-1 1", "refused with EPERM");
     let program = children_of(cli.id());
     assert_eq!(program.len(), 1, "{program:?}");
@@ -338,26 +327,7 @@ fn a_stopped_command_kills_the_program_and_hands_back_what_it_wrote() {
     let script = format!(
         "import time\nopen('{d}/out', 'w').write('x')\nprint('written', flush=True)\ntime.sleep(120)"
     );
-    let mut cli = Command::new(bin())
-        .args([
-            "sandbox",
-            "exec",
-            "--profile",
-            "standard",
-            "--write",
-            d,
-            "--",
-        ])
-        .args(["/usr/bin/python3", "-I", "-S", "-c", &script])
-        .env_remove("SYMBI_SLM_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(cli.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut cli, line) = start_python(&["--write", d], &script);
     assert_eq!(line.trim(), "written");
     let program: Vec<u32> = descendants_of(cli.id());
     assert!(!program.is_empty());
@@ -376,4 +346,24 @@ fn a_stopped_command_kills_the_program_and_hands_back_what_it_wrote() {
     }
     let m = std::fs::metadata(dir.path().join("out")).unwrap();
     assert_eq!(m.uid(), nix_uid(), "handed back to the caller");
+}
+
+/// Starts Python under `sandbox exec --profile standard` (with `extra`
+/// arguments) and returns the command and the first line it printed.
+fn start_python(extra: &[&str], script: &str) -> (std::process::Child, String) {
+    let mut cli = Command::new(bin())
+        .args(["sandbox", "exec", "--profile", "standard"])
+        .args(extra)
+        .arg("--")
+        .args(["/usr/bin/python3", "-I", "-S", "-c", script])
+        .env_remove("SYMBI_SLM_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(cli.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (cli, line)
 }

@@ -43,6 +43,9 @@ pub const MAX_PROMPT_BYTES: usize = 1024 * 1024;
 /// Messages from the supervisor to the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// One message is decoded at a time: the size of the largest variant (a
+// launch spec with its sandbox plan) costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ToWorker {
     /// First message: what to load and how.
     Launch(LaunchSpec),

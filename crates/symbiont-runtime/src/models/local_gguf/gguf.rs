@@ -474,15 +474,7 @@ impl<R: Read> Reader<R> {
                 self.fits("array length", count, 8)?;
                 for _ in 0..count {
                     if elem == 8 {
-                        let n = self.u64()?;
-                        if n > MAX_STRING_BYTES {
-                            return Err(GgufError::Absurd {
-                                what: "string length",
-                                value: n,
-                                remaining: self.remaining(),
-                            });
-                        }
-                        self.skip(n)?;
+                        self.skip_string()?;
                     } else {
                         self.value(9, depth + 1)?;
                     }
