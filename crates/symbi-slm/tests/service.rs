@@ -865,8 +865,11 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
         metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 2.0
     });
     // Well into their generation: the failure comes in the middle of a
-    // 200 stream, as an error event.
-    std::thread::sleep(Duration::from_millis(800));
+    // 200 stream, as an error event. Both slots are busy from the moment
+    // a request is admitted, before its first token; on a loaded host the
+    // second prompt can take over a second to read (seen in a clean-clone
+    // CI run beside other builds), and the streams run for 1,500 tokens.
+    std::thread::sleep(Duration::from_secs(3));
     nix_kill(workers[0]);
     for t in streams {
         let out = t.join().unwrap();
