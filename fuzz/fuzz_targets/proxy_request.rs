@@ -50,7 +50,14 @@ fuzz_target!(|data: &[u8]| {
         Some(n) => assert_eq!(lengths, vec![n.to_string().into_bytes()]),
         None => assert!(lengths.is_empty(), "a Content-Length the proxy did not judge"),
     }
-    for banned in ["transfer-encoding", "proxy-authorization", "upgrade", "te"] {
+    for banned in [
+        "transfer-encoding",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "keep-alive",
+    ] {
         assert!(named(banned).is_empty(), "{banned} forwarded");
     }
 });

@@ -493,9 +493,23 @@ pub fn forward_head(head: &Head, target: &Target) -> Vec<u8> {
         head.method, target.path, head.version
     )
     .into_bytes();
+    // Headers the client's `Connection` names are hop-by-hop too (RFC 9110
+    // 7.6.1): they were for the proxy, not the destination.
+    let named_hop: Vec<String> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for (name, value) in &head.headers {
         let n = name.to_ascii_lowercase();
         if n.starts_with("proxy-")
+            || named_hop.contains(&n)
             || matches!(
                 n.as_str(),
                 "connection" | "keep-alive" | "host" | "upgrade" | "te" | "content-length"
@@ -687,12 +701,13 @@ mod tests {
     use super::*;
 
     /// The destination is told the host that was judged, in canonical
-    /// form, whatever spelling the client used; the client's own `Host`
-    /// and proxy headers never go out.
+    /// form, whatever spelling the client used; the client's own `Host`,
+    /// its proxy headers and the headers its `Connection` names never go
+    /// out.
     #[test]
     fn the_forwarded_host_is_the_judged_one_in_canonical_form() {
         let head = parse_head(
-            b"GET http://[0:0:0:0:0:ffff:127.0.0.1]:9000/x HTTP/1.1\r\nHost: evil.example\r\nProxy-Authorization: Basic eA==\r\n\r\n",
+            b"GET http://[0:0:0:0:0:ffff:127.0.0.1]:9000/x HTTP/1.1\r\nHost: evil.example\r\nProxy-Authorization: Basic eA==\r\nConnection: X-Secret, close\r\nX-Secret: for the proxy\r\n\r\n",
         )
         .unwrap();
         let target = head.target().unwrap();
