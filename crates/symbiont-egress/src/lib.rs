@@ -15,14 +15,13 @@
 //!   to an observer (the runtime's audit log) and to its counters.
 
 mod bucket;
+mod head;
 mod policy;
 mod proxy;
 mod throttle;
 
 pub use bucket::Bucket;
+pub use head::{canonical_host, forward_head, parse_head, Head, Reject, Target};
 pub use policy::{Kind, Policy, PolicyError, Refusal, Rule, RuleProtocol};
-pub use proxy::{
-    canonical_host, forward_head, parse_head, Head, Observer, Proxy, ProxyStats, Reject, Target,
-    MAX_CONNECTIONS, MAX_PENDING,
-};
+pub use proxy::{Observer, Proxy, ProxyStats, MAX_CONNECTIONS, MAX_PENDING};
 pub use throttle::Throttle;
