@@ -33,6 +33,10 @@ pub enum AgentsCmd {
         /// The agent id.
         agent: String,
     },
+    /// Make a random token for the metrics scraper (Prometheus), print it
+    /// once, and print the `metrics_token` line for [slm.service]. It
+    /// reads `GET /metrics` and proves no agent.
+    MetricsToken,
 }
 
 pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
@@ -123,7 +127,17 @@ async fn shutdown_signal() {
 }
 
 pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
-    let AgentsCmd::Token { agent } = cmd;
+    let agent = match cmd {
+        AgentsCmd::Token { agent } => agent,
+        AgentsCmd::MetricsToken => {
+            let (token, hash) = new_token()?;
+            println!("{token}");
+            println!("metrics_token = \"{hash}\"");
+            eprintln!("The first line is the scraper's token: it is shown only now; give it to Prometheus (authorization: {{ credentials_file: … }}).");
+            eprintln!("Add the second line under [slm.service] in the config.");
+            return Ok(());
+        }
+    };
     if agent.is_empty()
         || !agent
             .chars()
@@ -133,9 +147,7 @@ pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
             "`{agent}` is not a valid agent id (letters, digits, `_` and `-`)"
         )));
     }
-    let token = symbiont_service::auth::new_token()
-        .map_err(|e| Failure::Runtime(anyhow!("reading random bytes from the kernel: {e}")))?;
-    let hash = symbiont_service::auth::token_hash(&token);
+    let (token, hash) = new_token()?;
     println!("{token}");
     println!("\"{agent}\" = \"{hash}\"");
     eprintln!(
@@ -150,4 +162,12 @@ pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A new token and its hash, the form the config holds.
+fn new_token() -> Result<(String, String), Failure> {
+    let token = symbiont_service::auth::new_token()
+        .map_err(|e| Failure::Runtime(anyhow!("reading random bytes from the kernel: {e}")))?;
+    let hash = symbiont_service::auth::token_hash(&token);
+    Ok((token, hash))
 }

@@ -58,13 +58,23 @@ fn python() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// A new scraper's token from `symbi-slm agents metrics-token`: (token,
+/// config line).
+fn metrics_token() -> (String, String) {
+    let (token, line) = new_token(&["agents", "metrics-token"]);
+    assert!(line.starts_with("metrics_token = \"sha256:"), "{line}");
+    (token, line)
+}
+
 /// A new token for `agent` from `symbi-slm agents token`: (token, config
 /// line).
 fn token(agent: &str) -> (String, String) {
-    let out = Command::new(bin())
-        .args(["agents", "token", agent])
-        .output()
-        .unwrap();
+    new_token(&["agents", "token", agent])
+}
+
+/// The token and config line `symbi-slm ARGS` prints.
+fn new_token(args: &[&str]) -> (String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
@@ -72,8 +82,8 @@ fn token(agent: &str) -> (String, String) {
     let line = lines.next().unwrap().to_string();
     assert!(token.starts_with("symbi_") && token.len() == 70, "{token}");
     assert!(
-        !line.contains(&token),
-        "the config line must hold only the hash"
+        line.contains("\"sha256:") && !line.contains(&token),
+        "the config line must hold only the hash: {line}"
     );
     (token, line)
 }
@@ -83,6 +93,8 @@ struct Server {
     url: String,
     addr: String,
     tokens: BTreeMap<&'static str, String>,
+    /// The scraper's token for `/metrics`, when `launch` set one.
+    scraper: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -141,8 +153,17 @@ sandbox_profile = "standard"
         tokens: BTreeMap<&'static str, String>,
         env: &[(&str, &str)],
     ) -> Server {
+        // A scraper's token for `/metrics` (needed once agents have
+        // tokens), unless the config speaks of one itself.
+        let (config, scraper) = if config.contains("metrics_token") {
+            (config.to_string(), None)
+        } else {
+            let (scraper, line) = metrics_token();
+            let config = config.replacen("[slm.service]\n", &format!("[slm.service]\n{line}\n"), 1);
+            (config, Some(scraper))
+        };
         let path = dir.path().join("service.toml");
-        std::fs::write(&path, config).unwrap();
+        std::fs::write(&path, &config).unwrap();
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(&path)
@@ -176,8 +197,57 @@ sandbox_profile = "standard"
             url,
             addr,
             tokens,
+            scraper,
             dir,
         }
+    }
+
+    /// Loads `smollm2`'s worker with a short request of a1's.
+    fn warm(&self) {
+        let (code, body) = self.curl(
+            "POST",
+            "/v1/chat/completions",
+            Some("a1"),
+            Some(&chat_body("smollm2", "hi", 2, false)),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+
+    /// Waits until `/health` answers 200 again.
+    fn wait_health(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, _) = self.curl("GET", "/health", None, None);
+            if code == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "/health: {code}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `n` connections that sent part of a request line and hold on.
+    fn holders(&self, n: usize) -> Vec<std::net::TcpStream> {
+        use std::io::Write;
+        let held = (0..n)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(&self.addr).unwrap();
+                c.write_all(b"GET /he").unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        held
+    }
+
+    /// What the service answers a new connection at once (within 5 s).
+    fn answer_to_a_new_connection(&self) -> String {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(&self.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer
     }
 
     fn pid(&self) -> u32 {
@@ -226,7 +296,7 @@ sandbox_profile = "standard"
     }
 
     fn metrics(&self) -> String {
-        let (code, text) = self.curl("GET", "/metrics", None, None);
+        let (code, text) = self.curl("GET", "/metrics", self.scraper.as_deref(), None);
         assert_eq!(code, 200, "{text}");
         text
     }
@@ -559,20 +629,8 @@ fn slow_and_many_connections_are_bounded() {
         "idle not closed"
     );
     // The cap: eight holders, then a ninth connection is refused at once.
-    let holders: Vec<_> = (0..8)
-        .map(|_| {
-            let mut c = connect();
-            c.write_all(b"GET /he").unwrap();
-            c
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut ninth = connect();
-    ninth
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut answer = String::new();
-    let _ = ninth.read_to_string(&mut answer);
+    let holders = s.holders(8);
+    let answer = s.answer_to_a_new_connection();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(
         answer.contains("max_connections") && answer.contains("retry-after: 1"),
@@ -580,15 +638,7 @@ fn slow_and_many_connections_are_bounded() {
     );
     drop(holders);
     // The holders gone, the service answers again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (code, _) = s.curl("GET", "/health", None, None);
-        if code == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/health: {code}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    s.wait_health();
     assert!(metric(&s.metrics(), "symbi_slm_connections_refused_total", &[]) >= 1.0);
     // A body that never comes: 408 at the body timeout.
     let mut slow = connect();
@@ -604,6 +654,142 @@ fn slow_and_many_connections_are_bounded() {
     let _ = slow.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout_seconds"), "{answer}");
+}
+
+/// `/metrics` holds counts per agent, which tell one agent how the others
+/// use the service (and every agent may connect from the scraper's
+/// address): once agents have tokens, only the bearer of `metrics_token`
+/// reads it (an agent's token does not); without one it is refused.
+#[test]
+fn the_metrics_need_the_scraper_s_token() {
+    let _serial = serial();
+    let (scraper, line) = metrics_token();
+    let s = Server::start(&line);
+    let (code, body) = s.curl("GET", "/metrics", None, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("metrics_token"), "{body}");
+    let (code, body) = s.curl("GET", "/metrics", Some("a1"), None);
+    assert_eq!(code, 401, "an agent's token read the metrics: {body}");
+    let (code, body) = s.curl("GET", "/metrics", Some(&scraper), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("symbi_slm_connections_refused_total"),
+        "{body}"
+    );
+    // The scraper's token proves no agent.
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some(&scraper),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 401, "{body}");
+    drop(s);
+    // No metrics token, agents with tokens: refused, naming the key.
+    let s = Server::start("# no metrics_token");
+    for token in [None, Some("a1")] {
+        let (code, body) = s.curl("GET", "/metrics", token, None);
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains("slm.service.metrics_token"), "{body}");
+    }
+}
+
+/// One client cannot take every connection: past
+/// `max_connections_per_client` its next connection gets a 503 naming the
+/// key, while another address (127.0.0.2, through curl's `--interface`)
+/// is served; a holder gone, the client is served again.
+#[test]
+fn one_client_cannot_take_every_connection() {
+    let _serial = serial();
+    let s = Server::start("max_connections_per_client = 3");
+    let holders = s.holders(3);
+    let answer = s.answer_to_a_new_connection();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("max_connections_per_client"), "{answer}");
+    let other = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["--interface", "127.0.0.2"])
+        .arg(format!("{}/health", s.url))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "200",
+        "another client"
+    );
+    drop(holders);
+    s.wait_health();
+}
+
+/// A client that asks for a stream and stops reading it does not hold a
+/// slot of the model: the answer goes into the connection's buffers, the
+/// generation ends, the slot is freed while the client still reads
+/// nothing, and the client later gets the whole stream. (A response
+/// larger than the kernel's socket buffer, up to 4 MiB here, would stall
+/// the writes: `send_timeout_seconds` closes such a connection, proven in
+/// `connection.rs`'s unit test.)
+#[test]
+fn a_client_that_stops_reading_holds_no_slot() {
+    let _serial = serial();
+    let s = Server::start("send_timeout_seconds = 3");
+    // The worker loaded first.
+    s.warm();
+    let go = s.dir.path().join("read-now");
+    // A small receive buffer; reads nothing after the first event until
+    // `go` exists.
+    let client = r#"
+import os, socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+go, body, token = sys.argv[2], sys.argv[3], sys.argv[4]
+c = socket.socket()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+c.connect((host, int(port)))
+c.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+got = b""
+while b"data: " not in got:
+    got += c.recv(4096)
+deadline = time.time() + 300
+while not os.path.exists(go) and time.time() < deadline:
+    time.sleep(0.1)
+c.settimeout(120)
+while b"data: [DONE]" not in got:
+    b = c.recv(65536)
+    if not b:
+        break
+    got += b
+print("DONE" if b"data: [DONE]" in got else "CUT", len(got))
+"#;
+    let child = Command::new(python())
+        .args(["-c", client, &s.addr])
+        .arg(&go)
+        .args([&long_body(true), &s.tokens["a1"]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The generation ends and frees its slot; the client has read nothing.
+    s.wait_metrics("the stream to end", Duration::from_secs(240), |m| {
+        metric(m, "symbi_slm_requests_total", &[r#"status="200""#]) == 2.0
+            && metric(m, "symbi_slm_slots_busy", &[]) == 0.0
+    });
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.starts_with("DONE"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("the stalled client then read {said}");
 }
 
 #[test]
@@ -766,13 +952,7 @@ fn a_client_that_disconnects_frees_its_slot() {
     let _g = serial();
     let s = Server::start("");
     // The worker loaded first: the requests below reach it.
-    let (code, _) = s.curl(
-        "POST",
-        "/v1/chat/completions",
-        Some("a1"),
-        Some(&chat_body("smollm2", "hi", 2, false)),
-    );
-    assert_eq!(code, 200);
+    s.warm();
     for (round, stream) in [(1.0, false), (2.0, true)] {
         let body = long_body(stream);
         let mut tcp = std::net::TcpStream::connect(&s.addr).unwrap();
@@ -834,13 +1014,7 @@ fn a_client_that_disconnects_frees_its_slot() {
 fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
     let _g = serial();
     let s = Server::start("");
-    let (code, _) = s.curl(
-        "POST",
-        "/v1/chat/completions",
-        Some("a1"),
-        Some(&chat_body("smollm2", "hi", 2, false)),
-    );
-    assert_eq!(code, 200);
+    s.warm();
     let workers = children(s.pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
     // Two long streams on the worker; a2's model has its own worker.
@@ -935,13 +1109,7 @@ fn sigterm_lets_requests_finish_then_stops_every_worker() {
     let _g = serial();
     let mut s = Server::start("shutdown_grace_seconds = 60");
     // The model loaded first: the worker below is the one the stream uses.
-    let (code, _) = s.curl(
-        "POST",
-        "/v1/chat/completions",
-        Some("a1"),
-        Some(&chat_body("smollm2", "hi", 2, false)),
-    );
-    assert_eq!(code, 200);
+    s.warm();
     let url = format!("{}/v1/chat/completions", s.url);
     let token = s.tokens["a1"].clone();
     let stream = std::thread::spawn(move || {
@@ -1144,6 +1312,9 @@ sandbox_profile = "remote"
             meta["time_to_first_token_ms"].as_f64().unwrap() > 0.0,
             "{m}: {meta}"
         );
+        // The provider's prompt cache is shared by every agent of this
+        // runner's key: its count is not passed on (issue 18, row 6).
+        assert!(meta["cached_tokens"].is_null(), "{m}: {meta}");
         assert!(
             meta["sandbox_layers"][0]
                 .as_str()
@@ -1158,6 +1329,13 @@ sandbox_profile = "remote"
         seen += &stderr;
     }
     eprintln!("the three providers answered {texts:?}");
+    // The twin: the provider did count cached tokens for the same prompt
+    // sent three times.
+    let up = upstream.metrics();
+    assert!(
+        metric(&up, "symbi_slm_cached_tokens_total", &[r#"agent="a1""#]) > 0.0,
+        "{up}"
+    );
     assert!(texts.windows(2).all(|w| w[0] == w[1]), "{texts:?}");
 
     // A wrong key: the provider's 401, naming the variable, not the key.

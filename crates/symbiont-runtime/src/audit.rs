@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,9 @@ struct Repeats {
     windows: Mutex<std::collections::HashMap<RepeatKey, Window>>,
     /// Where summaries go when the last clone of the log is dropped.
     sink: Mutex<Option<(Option<SharedFile>, bool)>>,
+    /// Whether a thread writes the summaries of windows that ended (set
+    /// and cleared under `windows`' lock).
+    flusher: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -301,6 +305,9 @@ impl AuditLog {
                 }
                 w.counted += 1;
                 w.last = Some(event.clone());
+                if !self.repeats.flusher.swap(true, Ordering::SeqCst) {
+                    self.start_flusher(to_file);
+                }
                 false
             };
             (summary, write)
@@ -315,6 +322,54 @@ impl AuditLog {
         }
         if write {
             self.write(event, to_file);
+        }
+    }
+
+    /// A thread that writes each summary once its window has ended, so that
+    /// a burst followed by silence is not left uncounted until the process
+    /// ends; it stops when nothing is counted (or the log is gone).
+    fn start_flusher(&self, to_file: bool) {
+        let repeats = Arc::downgrade(&self.repeats);
+        let file = self.file.clone();
+        let spawned = std::thread::Builder::new()
+            .name("audit-summaries".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let Some(repeats) = repeats.upgrade() else {
+                    return;
+                };
+                let (summaries, more) = {
+                    let mut windows = repeats.windows.lock().unwrap_or_else(|p| p.into_inner());
+                    let summaries: Vec<AuditEvent> = windows
+                        .values_mut()
+                        .filter(|w| w.counted > 0 && w.started.elapsed() >= AUDIT_WINDOW)
+                        .filter_map(|w| {
+                            let s = w.summary();
+                            *w = Window::new();
+                            s
+                        })
+                        .collect();
+                    let more = windows.values().any(|w| w.counted > 0);
+                    if !more {
+                        repeats.flusher.store(false, Ordering::SeqCst);
+                    }
+                    (summaries, more)
+                };
+                let log = AuditLog {
+                    file: file.clone(),
+                    repeats: Arc::default(),
+                };
+                for s in summaries {
+                    log.write(&s, to_file);
+                }
+                if !more {
+                    return;
+                }
+            });
+        if spawned.is_err() {
+            // No thread: the summaries come with the next event of their
+            // key, a flush, or the log's end.
+            self.repeats.flusher.store(false, Ordering::SeqCst);
         }
     }
 
@@ -433,6 +488,48 @@ mod tests {
             summary.detail
         );
         assert!(std::fs::metadata(&path).unwrap().len() < 16 << 10);
+    }
+
+    /// A burst followed by silence: its summary is written once its window
+    /// ends, without a flush and without another event (a long-lived
+    /// service would otherwise hold the count until it exits).
+    #[test]
+    fn a_burst_s_summary_is_written_when_its_window_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::to_file(&path).unwrap();
+        let started = std::time::Instant::now();
+        for n in 0..AUDIT_BURST + 5 {
+            let ev = AuditEvent::new(AuditKind::LimitHit, "limits", format!("n {n}")).about(
+                Some("a1"),
+                None,
+                None,
+            );
+            log.record(&ev, true);
+        }
+        let counts = || -> Vec<Option<u64>> {
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<AuditEvent>(l).unwrap().count)
+                .collect()
+        };
+        assert_eq!(
+            counts().len(),
+            AUDIT_BURST as usize,
+            "before the window ends"
+        );
+        while counts().len() == AUDIT_BURST as usize {
+            assert!(
+                started.elapsed() < AUDIT_WINDOW + std::time::Duration::from_secs(5),
+                "no summary after the window"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(started.elapsed() >= AUDIT_WINDOW);
+        assert_eq!(counts().last().copied().flatten(), Some(5));
+        drop(log);
+        assert_eq!(counts().len(), AUDIT_BURST as usize + 1, "written once");
     }
 
     /// Row 12: a name holding a right-to-left override or an escape

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 pub struct Tokens {
     hashes: Vec<(String, [u8; 32])>,
     anonymous: Option<String>,
+    metrics: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Tokens {
@@ -25,6 +26,7 @@ impl fmt::Debug for Tokens {
                 &self.hashes.iter().map(|(a, _)| a).collect::<Vec<_>>(),
             )
             .field("anonymous", &self.anonymous)
+            .field("metrics_token", &self.metrics.is_some())
             .finish()
     }
 }
@@ -40,12 +42,41 @@ impl Tokens {
         Self {
             hashes,
             anonymous: settings.anonymous_agent.clone(),
+            metrics: settings.metrics_token.as_deref().and_then(parse_hash),
         }
     }
 
     /// Whether any agent has a token.
     pub fn any(&self) -> bool {
         !self.hashes.is_empty()
+    }
+
+    /// Whether a request may read `GET /metrics`: with
+    /// `slm.service.metrics_token` configured, only with that token; without
+    /// it, only while no agent has a token (a local, single-user setup):
+    /// the counts per agent would tell one agent how the others use the
+    /// service, and every agent may connect from the same address as a
+    /// scraper (loopback, a balancer, a port forward).
+    pub fn metrics(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match &self.metrics {
+            Some(expected) => {
+                let token = presented(headers).unwrap_or("");
+                let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                if bool::from(expected.ct_eq(&hash)) && !token.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ApiError::unauthorized(
+                        "invalid_api_key",
+                        "/metrics needs the scraper's token (slm.service.metrics_token)",
+                    ))
+                }
+            }
+            None if self.hashes.is_empty() => Ok(()),
+            None => Err(ApiError::forbidden(
+                "metrics_token_not_set",
+                "/metrics counts requests per agent: set slm.service.metrics_token (symbi-slm agents metrics-token makes one) and scrape with that token",
+            )),
+        }
     }
 
     /// The agent a request speaks for: its `Authorization: Bearer` token
@@ -197,6 +228,30 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static(""));
         assert_eq!(tokens.agent(&h).unwrap_err().status.as_u16(), 401);
+    }
+
+    #[test]
+    fn metrics_need_the_scraper_s_token_once_agents_have_tokens() {
+        let alone = Tokens::new(&settings(&[], Some("dev")));
+        assert!(alone.metrics(&HeaderMap::new()).is_ok());
+        let agents = Tokens::new(&settings(&[("a1", &token_hash("t-a1"))], None));
+        for headers in [HeaderMap::new(), bearer("t-a1")] {
+            let e = agents.metrics(&headers).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::FORBIDDEN);
+        }
+        let mut s = settings(&[("a1", &token_hash("t-a1"))], None);
+        s.metrics_token = Some(token_hash("t-scrape"));
+        let guarded = Tokens::new(&s);
+        assert!(guarded.metrics(&bearer("t-scrape")).is_ok());
+        for headers in [
+            HeaderMap::new(),
+            bearer("t-a1"),
+            bearer(""),
+            bearer("t-scrapeX"),
+        ] {
+            let e = guarded.metrics(&headers).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::UNAUTHORIZED);
+        }
     }
 
     #[test]

@@ -100,6 +100,16 @@ impl ApiError {
         )
     }
 
+    /// 403 for something no token of this request's kind may see.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            code,
+            message.into(),
+        )
+    }
+
     /// 404 for a path no route serves.
     pub fn no_route(path: &str) -> Self {
         Self::new(

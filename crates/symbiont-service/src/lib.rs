@@ -23,6 +23,7 @@
 
 pub mod anthropic;
 pub mod auth;
+pub mod connection;
 pub mod error;
 pub mod limits;
 pub mod metrics;
@@ -52,6 +53,11 @@ use crate::auth::Tokens;
 use crate::error::ApiError;
 use crate::limits::{Limits, Permit};
 use crate::metrics::{Metrics, RequestLabels};
+
+/// A connection's buffer in the service, bytes: the most of a response
+/// waiting for a slow client (beyond the kernel's socket buffer), and the
+/// longest request head accepted.
+const CONNECTION_BUFFER_BYTES: usize = 64 << 10;
 
 /// The service: cheap to clone (an `Arc`).
 #[derive(Debug, Clone)]
@@ -183,8 +189,11 @@ impl Service {
         let settings = &self.shared.settings;
         let grace = Duration::from_secs(settings.shutdown_grace_seconds);
         let header_timeout = Duration::from_secs(settings.header_timeout_seconds);
+        let send_timeout = Duration::from_secs(settings.send_timeout_seconds);
         let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
         let cap = settings.max_connections;
+        let per_client = settings.max_connections_per_client;
+        let clients = Arc::new(connection::PerClient::default());
         let app = self.router();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -209,7 +218,22 @@ impl Service {
                 if let Some(more) = LOGGED.admit() {
                     tracing::warn!(%peer, "connection refused: {cap} connections are open (slm.service.max_connections; {more} more refused since the last line; symbi_slm_connections_refused_total counts them all)");
                 }
-                tokio::spawn(refuse_connection(tcp, cap));
+                tokio::spawn(connection::refuse(tcp, "", "max_connections", cap));
+                continue;
+            };
+            let Some(slot) = clients.admit(peer.ip(), per_client) else {
+                self.shared.metrics.connection_refused();
+                static LOGGED: symbiont_runtime::egress::Throttle =
+                    symbiont_runtime::egress::Throttle::new();
+                if let Some(more) = LOGGED.admit() {
+                    tracing::warn!(%peer, "connection refused: this client has {per_client} connections open (slm.service.max_connections_per_client; {more} more refused since the last line)");
+                }
+                tokio::spawn(connection::refuse(
+                    tcp,
+                    "from one client",
+                    "max_connections_per_client",
+                    per_client,
+                ));
                 continue;
             };
             // Tokens go out as small writes, one after another: without
@@ -220,14 +244,19 @@ impl Service {
             }
             let service = hyper_util::service::TowerToHyperService::new(app.clone());
             // The header timeout covers a request's headers and a kept-
-            // alive connection's wait for its next request.
+            // alive connection's wait for its next request; the send
+            // timeout, a response the client does not take.
+            let io = connection::SendDeadline::new(tcp, send_timeout);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                // What hyper holds of a response the client has not taken
+                // (400 KiB by default), and the longest request head.
+                .max_buf_size(CONNECTION_BUFFER_BYTES)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service);
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permits = (permit, slot);
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, "connection: {e}");
                 }
@@ -273,30 +302,6 @@ impl Service {
             metrics: self.clone(),
         }
     }
-}
-
-/// Answers a connection past `slm.service.max_connections` with a 503 in
-/// the OpenAI error shape and closes it, without reading what it sent
-/// (bounded: a client that does not take the answer within a second is
-/// dropped).
-async fn refuse_connection(mut tcp: tokio::net::TcpStream, cap: usize) {
-    use tokio::io::AsyncWriteExt;
-    let body = serde_json::json!({ "error": {
-        "message": format!("too many connections: the service holds {cap} at once (slm.service.max_connections); retry shortly"),
-        "type": "overloaded_error",
-        "param": null,
-        "code": "too_many_connections",
-    }})
-    .to_string();
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = tcp.write_all(answer.as_bytes()).await;
-        let _ = tcp.shutdown().await;
-    })
-    .await;
 }
 
 /// One request as the service sees it: who, which model, its status.

@@ -175,8 +175,13 @@ pub async fn ready(State(service): State<Service>) -> Response {
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(service): State<Service>) -> Response {
+    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "`slm.service.metrics_token` is set and the request does not carry it", body = ErrorBody),
+        (status = 403, description = "Agents have tokens and no `slm.service.metrics_token` is set", body = ErrorBody)))]
+pub async fn metrics(State(service): State<Service>, headers: HeaderMap) -> Response {
+    if let Err(e) = service.shared.tokens.metrics(&headers) {
+        return e.into_response();
+    }
     let runners = service.pool().metrics().await;
     let text = service.shared.metrics.render(runners);
     (

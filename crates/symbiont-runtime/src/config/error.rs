@@ -256,4 +256,10 @@ pub enum Problem {
         /// The agent that has it first.
         first: String,
     },
+    /// The metrics token is also an agent's.
+    #[error("the same token hash as agent `{agent}`: whoever scrapes the metrics could also act as that agent; make a token of its own (`symbi-slm agents token metrics`)")]
+    MetricsTokenIsAgents {
+        /// The agent whose token it is.
+        agent: String,
+    },
 }

@@ -109,6 +109,12 @@ pub struct ServiceSettings {
     /// answered 503 with `Retry-After` and closed at once, so that slow or
     /// idle clients cannot use up the process's descriptors.
     pub max_connections: usize,
+    /// Client connections open at once from one address (default 64), so
+    /// that one client cannot take every connection; one more is answered
+    /// 503 like the global cap. Behind a load balancer every client has
+    /// the balancer's address: raise it to `max_connections` there and
+    /// limit clients at the balancer.
+    pub max_connections_per_client: usize,
     /// How long a client may take to send a request's headers, and how
     /// long a kept-alive connection may sit idle before its next request,
     /// seconds (default 10); then the connection is closed.
@@ -116,6 +122,15 @@ pub struct ServiceSettings {
     /// How long a client may take to send a request's body once its
     /// headers are in, seconds (default 30); then 408.
     pub body_timeout_seconds: u64,
+    /// How long a client may go without taking any byte of a response
+    /// the service has ready (a stalled reader), seconds (default 30);
+    /// then the connection is closed and its request cancelled.
+    pub send_timeout_seconds: u64,
+    /// `sha256:<hex>` of the token a scraper sends for `GET /metrics`
+    /// (`Authorization: Bearer`). `None` (the default): `/metrics` answers
+    /// loopback clients only, since its counts per agent tell one agent
+    /// how the others use the service.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServiceSettings {
@@ -131,8 +146,11 @@ impl Default for ServiceSettings {
             max_concurrent_per_agent: 16,
             shutdown_grace_seconds: 30,
             max_connections: 256,
+            max_connections_per_client: 64,
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
+            send_timeout_seconds: 30,
+            metrics_token: None,
         }
     }
 }

@@ -43,8 +43,11 @@ struct RawService {
     max_concurrent_per_agent: Option<NonNeg>,
     shutdown_grace_seconds: Option<NonNeg>,
     max_connections: Option<NonNeg>,
+    max_connections_per_client: Option<NonNeg>,
     header_timeout_seconds: Option<NonNeg>,
     body_timeout_seconds: Option<NonNeg>,
+    send_timeout_seconds: Option<NonNeg>,
+    metrics_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -293,12 +296,18 @@ impl RawSlm {
                         .shutdown_grace_seconds
                         .map_or(d.shutdown_grace_seconds, |v| v.0),
                     max_connections: size(raw.max_connections).unwrap_or(d.max_connections),
+                    max_connections_per_client: size(raw.max_connections_per_client)
+                        .unwrap_or(d.max_connections_per_client),
                     header_timeout_seconds: raw
                         .header_timeout_seconds
                         .map_or(d.header_timeout_seconds, |v| v.0),
                     body_timeout_seconds: raw
                         .body_timeout_seconds
                         .map_or(d.body_timeout_seconds, |v| v.0),
+                    send_timeout_seconds: raw
+                        .send_timeout_seconds
+                        .map_or(d.send_timeout_seconds, |v| v.0),
+                    metrics_token: raw.metrics_token,
                 }
             },
         }

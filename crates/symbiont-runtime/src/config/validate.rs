@@ -603,6 +603,19 @@ fn check_service(slm: &Slm, out: &mut Issues) {
             ));
         }
     }
+    if let Some(hash) = &svc.metrics_token {
+        if !is_token_hash(hash) {
+            out.push(("slm.service.metrics_token".into(), Problem::BadTokenHash));
+        } else if let Some((agent, _)) = svc.agent_tokens.iter().find(|(_, h)| *h == hash) {
+            // The scraper's token would also prove an agent.
+            out.push((
+                "slm.service.metrics_token".into(),
+                Problem::MetricsTokenIsAgents {
+                    agent: agent.clone(),
+                },
+            ));
+        }
+    }
     if let Some(agent) = svc.anonymous_agent.as_ref().filter(|a| !is_identifier(a)) {
         out.push((
             "slm.service.anonymous_agent".into(),
@@ -635,8 +648,13 @@ fn check_service(slm: &Slm, out: &mut Issues) {
             svc.max_concurrent_per_agent as u64,
         ),
         ("max_connections", svc.max_connections as u64),
+        (
+            "max_connections_per_client",
+            svc.max_connections_per_client as u64,
+        ),
         ("header_timeout_seconds", svc.header_timeout_seconds),
         ("body_timeout_seconds", svc.body_timeout_seconds),
+        ("send_timeout_seconds", svc.send_timeout_seconds),
     ];
     for (key, value) in positive {
         if value == 0 {

@@ -331,7 +331,10 @@ pub struct ExecutionMetadata {
     pub worker_peak_memory_mb: Option<f64>,
     /// Prompt tokens that were already in the worker's cache (a prefix
     /// shared with an earlier request: the same instructions, a growing
-    /// chat) and were not computed again; part of `input_tokens`.
+    /// chat) and were not computed again; part of `input_tokens`. Only
+    /// the caller's own prefixes count (the cache is keyed by agent);
+    /// remote runners give none, since a provider's cache is shared by
+    /// every agent of the runner's key.
     pub cached_tokens: Option<u32>,
     /// Why generation ended.
     pub finish_reason: Option<FinishReason>,

@@ -541,6 +541,32 @@ fn the_service_table_is_checked_and_never_echoes_a_token() {
         "slm.service.agent_tokens.a2",
         |p| matches!(p, Problem::DuplicateTokenHash { first } if first == "a1"),
     );
+    // The scraper's token: a hash, and not an agent's.
+    let m = Slm::from_toml_str(&format!(
+        "[slm]\n[slm.service]\nmetrics_token = \"{hash}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(m.service.metrics_token.as_deref(), Some(hash.as_str()));
+    assert_eq!(d.service.metrics_token, None);
+    assert_eq!(d.service.send_timeout_seconds, 30);
+    let text = "[slm]\n[slm.service]\nmetrics_token = \"symbi_0123456789secret\"\n";
+    assert!(!Slm::from_toml_str(text)
+        .unwrap_err()
+        .to_string()
+        .contains("secret"));
+    invalid(text, "slm.service.metrics_token", |p| {
+        matches!(p, Problem::BadTokenHash)
+    });
+    invalid(
+        &format!("[slm]\n[slm.service]\nmetrics_token = \"{hash}\"\n[slm.service.agent_tokens]\na1 = \"{hash}\"\n"),
+        "slm.service.metrics_token",
+        |p| matches!(p, Problem::MetricsTokenIsAgents { agent } if agent == "a1"),
+    );
+    invalid(
+        "[slm]\n[slm.service]\nsend_timeout_seconds = 0\n",
+        "slm.service.send_timeout_seconds",
+        |p| matches!(p, Problem::NotPositive),
+    );
     invalid(
         "[slm]\n[slm.service]\nlisten = \"localhost\"\n",
         "slm.service.listen",

@@ -498,7 +498,7 @@ impl Inner {
         mut on_text: impl FnMut(String) -> bool,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
-        let result = self.run_inner(prompt, options, &mut on_text, started).await;
+        let mut result = self.run_inner(prompt, options, &mut on_text, started).await;
         self.count(|m| match &result {
             Ok(r) => {
                 m.requests_ok += 1;
@@ -509,6 +509,12 @@ impl Inner {
             Err(SlmRunnerError::Overloaded { .. }) => m.requests_overloaded += 1,
             Err(_) => m.requests_failed += 1,
         });
+        // The provider's prompt cache is shared by every agent that uses
+        // this runner's key: its count would tell one agent what another
+        // sent (issue 18, row 6). Dropped (after the runner's own count).
+        if let Ok(r) = &mut result {
+            r.metadata.cached_tokens = None;
+        }
         result
     }
 
