@@ -543,15 +543,103 @@ fn inherited_descriptors_are_closed() {
     assert_eq!(std::fs::read(leak.path()).unwrap().len(), 0);
 }
 
+/// Issue 25: a denied directory inside a read path. The plan replaces the
+/// read path by its entries off the way to the denied one: the siblings
+/// stay readable (the twins), while the denied file is refused by its
+/// path, through `..` and through a symlink in an allowed directory; a
+/// denied file with another link in an allowed directory is refused when
+/// the plan is made. Both built-in profiles, through the worker's plan and
+/// `sandbox exec`'s.
 #[test]
-fn strict_profile_refuses_a_denied_path_inside_an_allowed_one() {
-    let mut prof = secure();
-    let model = model_path();
-    let dir: &Path = model.parent().unwrap();
-    prof.filesystem.read_paths = vec![dir.display().to_string()];
-    prof.filesystem.denied_paths = vec![dir.join("secret").display().to_string()];
+fn a_denied_path_inside_an_allowed_one_stays_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(t.path()).unwrap();
+    let data = root.join("data");
+    for d in ["data/public", "data/secrets/deep"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for f in [
+        "data/a.txt",
+        "data/public/p.txt",
+        "data/secrets/key",
+        "data/secrets/deep/k2",
+    ] {
+        std::fs::write(root.join(f), "x").unwrap();
+    }
+    std::os::unix::fs::symlink("../secrets/key", data.join("public/link")).unwrap();
+    for d in [
+        &root,
+        &data,
+        &data.join("public"),
+        &data.join("secrets"),
+        &data.join("secrets/deep"),
+    ] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let secrets = data.join("secrets");
     let scratch = tempfile::tempdir().unwrap();
-    assert!(sandbox_plan_for(&prof, &model, Some(scratch.path()), 1).is_err());
+    for (name, mut prof) in [
+        ("secure", SandboxProfile::secure()),
+        ("standard", SandboxProfile::standard()),
+    ] {
+        prof.filesystem.read_paths = vec![data.display().to_string()];
+        prof.filesystem.denied_paths = vec![secrets.display().to_string()];
+        let worker_plan = sandbox_plan_for(&prof, &model_path(), Some(scratch.path()), 1).unwrap();
+        let exec_plan = sandbox_exec_plan_for(
+            &prof,
+            Path::new(&worker()),
+            &[],
+            &[],
+            &[],
+            Some(scratch.path()),
+            1,
+        )
+        .unwrap();
+        for (kind, p) in [("worker", &worker_plan), ("sandbox exec", &exec_plan)] {
+            let what = |w: &str| format!("{name}, {kind}: {w}");
+            for (action, w) in [
+                (ProbeAction::Read(data.join("a.txt")), "a sibling file"),
+                (
+                    ProbeAction::Read(data.join("public/p.txt")),
+                    "a file in a sibling directory",
+                ),
+                (
+                    ProbeAction::ListDir(data.join("public")),
+                    "a sibling directory",
+                ),
+            ] {
+                allowed(probe(p, action), &what(w));
+            }
+            for (action, w) in [
+                (ProbeAction::Read(secrets.join("key")), "the denied file"),
+                (
+                    ProbeAction::Read(secrets.join("deep/k2")),
+                    "deeper in the denied directory",
+                ),
+                (
+                    ProbeAction::Read(data.join("public/../secrets/key")),
+                    "the denied file through ..",
+                ),
+                (
+                    ProbeAction::Read(data.join("public/link")),
+                    "the denied file through a symlink",
+                ),
+                (
+                    ProbeAction::ListDir(secrets.clone()),
+                    "listing the denied directory",
+                ),
+            ] {
+                denied(probe(p, action), &what(w));
+            }
+        }
+        // A denied file with another name in an allowed directory: refused
+        // when the plan is made (Landlock follows names, not files).
+        std::fs::hard_link(secrets.join("key"), data.join("public/key-again")).unwrap();
+        let e = sandbox_plan_for(&prof, &model_path(), Some(scratch.path()), 1).unwrap_err();
+        assert!(e.to_string().contains("another link"), "{name}: {e}");
+        std::fs::remove_file(data.join("public/key-again")).unwrap();
+    }
 }
 
 /// Every call the seccomp filter refuses is also a kernel audit record
@@ -633,8 +721,16 @@ fn hardened_plans() -> Vec<(String, tempfile::TempDir, SandboxPlan)> {
             .prefix("escape-exec-")
             .tempdir()
             .unwrap();
-        let p = sandbox_exec_plan_for(&prof, Path::new(&worker()), &[], &[], Some(d.path()), 1)
-            .unwrap();
+        let p = sandbox_exec_plan_for(
+            &prof,
+            Path::new(&worker()),
+            &[],
+            &[],
+            &[],
+            Some(d.path()),
+            1,
+        )
+        .unwrap();
         plans.push((format!("sandbox exec under {name}"), d, p));
     }
     plans
@@ -1390,6 +1486,7 @@ fn no_capabilities_even_for_root() {
             let p = sandbox_exec_plan_for(
                 &SandboxProfile::standard(),
                 Path::new(&worker()),
+                &[],
                 &[],
                 &[],
                 Some(d.path()),

@@ -36,8 +36,9 @@ pub enum SandboxCmd {
     /// uses to confine itself, then execve. The program, the dynamic loader
     /// and the shared libraries (/lib, /usr/lib, …) are readable and
     /// executable; the environment holds only PATH. The program runs in a
-    /// session of its own; at the profile's max_execution_time_seconds its
-    /// process group is killed. Exits with the program's status (128 +
+    /// PID namespace and a session of its own; at the profile's
+    /// max_execution_time_seconds, or when it ends, every process of the
+    /// namespace is killed (children too, even after setsid). Exits with the program's status (128 +
     /// signal when killed; 124 when the time limit killed it, 125 when the
     /// sandbox could not be applied, 127 when execve failed).
     Exec {
@@ -50,6 +51,11 @@ pub enum SandboxCmd {
         /// Also readable and writable (repeatable).
         #[arg(long = "write", value_name = "PATH")]
         writes: Vec<PathBuf>,
+        /// Also readable and executable, a file or a directory such as
+        /// /usr/bin (repeatable): what a script may run, for a profile
+        /// with max_child_processes above 0.
+        #[arg(long = "exec", value_name = "PATH")]
+        execs: Vec<PathBuf>,
         /// The program (a path, or a name looked up in $PATH) and its
         /// arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -120,6 +126,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             profile: name,
             reads,
             writes,
+            execs,
             command,
         } => {
             let (profile_name, p) = profile(&c, name.as_deref())?;
@@ -132,7 +139,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                     })
                     .collect()
             };
-            let (reads, writes) = (absolute(reads)?, absolute(writes)?);
+            let (reads, writes, execs) = (absolute(reads)?, absolute(writes)?, absolute(execs)?);
             // The same private scratch directory a worker gets; removed
             // when the program has ended.
             let scratch = if p.filesystem.allow_temp_files {
@@ -151,6 +158,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                 &program,
                 &reads,
                 &writes,
+                &execs,
                 scratch.as_ref().map(|s| s.path()),
                 threads_for(p.resources.max_cpu_cores),
             )
@@ -239,7 +247,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             }
             if ended.timed_out {
                 let detail = format!(
-                    "{} ran past max_execution_time_seconds = {limit}; its process group was killed",
+                    "{} ran past max_execution_time_seconds = {limit}; it and every process it started were killed",
                     program.display()
                 );
                 eprintln!("symbi-slm sandbox: {detail}");

@@ -375,3 +375,262 @@ fn start_python(extra: &[&str], script: &str) -> (std::process::Child, String) {
         .unwrap();
     (cli, line)
 }
+
+/// A config in `dir` whose built-in profiles allow `children` child
+/// processes and run for at most `seconds`.
+fn children_config(dir: &Path, children: u32, seconds: u64) -> std::path::PathBuf {
+    let path = dir.join(format!("children-{children}-{seconds}.toml"));
+    let mut text = String::from("[slm]\n");
+    for p in ["secure", "standard"] {
+        text += &format!("[slm.sandbox_profiles.{p}.process_limits]\nmax_child_processes = {children}\nmax_execution_time_seconds = {seconds}\n");
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `sandbox exec` of `cmd` under `profile` of `config`, with `extra`
+/// arguments, not yet waited for (stdin, stdout and stderr piped).
+fn spawn_with(config: &Path, profile: &str, extra: &[&str], cmd: &[&str]) -> std::process::Child {
+    Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(["sandbox", "exec", "--profile", profile])
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .env_remove("SYMBI_SLM_CONFIG")
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join(format!("symbi-slm-exec-tests-{}", nix_uid())),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn symbi-slm")
+}
+
+/// Issue 25: `max_child_processes = 4`. A shell starts four children that
+/// stay (`sleep 30`, with `--exec /usr/bin`): they run; a fifth fails with
+/// "Cannot fork" (EAGAIN: RLIMIT_NPROC counts the tasks of the tree). The
+/// twin, at 5, runs the fifth. Under both built-in profiles; as root and
+/// as `nobody` (test-unprivileged). The sleepers die with the shell.
+#[test]
+fn n_children_run_and_one_more_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "for i in 1 2 3 4; do sleep 30 & done; echo started; (echo fifth); echo after";
+    for profile in ["secure", "standard"] {
+        for (n, fifth) in [(4, false), (5, true)] {
+            let config = children_config(dir.path(), n, 60);
+            let started = std::time::Instant::now();
+            let out = spawn_with(
+                &config,
+                profile,
+                &["--exec", "/usr/bin"],
+                &["/bin/sh", "-c", script],
+            )
+            .wait_with_output()
+            .unwrap();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{profile}: the sleepers outlived the shell"
+            );
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            assert!(
+                stdout.contains("started"),
+                "{profile} {n}: {stdout}{stderr}"
+            );
+            assert_eq!(
+                stdout.contains("fifth"),
+                fifth,
+                "{profile}, {n} allowed: {stdout}{stderr}"
+            );
+            if !fifth {
+                assert!(stderr.contains("Cannot fork"), "{profile}: {stderr}");
+            }
+        }
+    }
+    // Without children (the built-in value), the first fork is refused.
+    let config = children_config(dir.path(), 0, 60);
+    let out = spawn_with(
+        &config,
+        "standard",
+        &[],
+        &["/bin/sh", "-c", "(echo child); echo after"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(
+        !text(&out.stdout).contains("child"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// A fork bomb under `max_child_processes = 4`. Python's, which retries
+/// every refused fork (`standard`: Python needs more than `secure`'s
+/// allow-list): the tree, sampled from outside while it runs, never holds
+/// more than its 4 tasks beside the program (and our waiter and init),
+/// reaches them (the twin: the probe sees a full tree), and all of it ends
+/// at the time limit. A shell's (`secure`): its shells give up at the
+/// first refused fork ("Cannot fork").
+#[test]
+fn a_fork_bomb_stays_within_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = children_config(dir.path(), 4, 4);
+    let bomb = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)";
+    let started = std::time::Instant::now();
+    let mut cli = spawn_with(
+        &config,
+        "standard",
+        &[],
+        &["/usr/bin/python3", "-I", "-S", "-c", bomb],
+    );
+    let mut most = 0;
+    while cli.try_wait().unwrap().is_none() {
+        most = most.max(descendants_of(cli.id()).len());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The waiter, the init, the program and 4 more.
+    assert_eq!(most, 7, "processes under the command at most");
+    assert_eq!(
+        cli.wait().unwrap().code(),
+        Some(124),
+        "ended at the time limit"
+    );
+    let out = spawn_with(
+        &config,
+        "secure",
+        &[],
+        &["/bin/sh", "-c", "f() { f & f & wait; }; f"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(
+        text(&out.stderr).contains("Cannot fork"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// At the time limit every process of the tree dies, a grandchild that
+/// left the session (setsid) too: its marker file stops growing. The twin:
+/// it grew while the command ran.
+#[test]
+fn grandchildren_die_at_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = children_config(dir.path(), 4, 3);
+    for profile in ["secure", "standard"] {
+        let marker = dir.path().join(format!("marker-{profile}"));
+        let script = format!(
+            "setsid sh -c 'while :; do echo x >> {m}; sleep 0.1; done' & sleep 100",
+            m = marker.display()
+        );
+        let out = spawn_with(
+            &config,
+            profile,
+            &[
+                "--exec",
+                "/usr/bin",
+                "--write",
+                dir.path().to_str().unwrap(),
+            ],
+            &["/bin/sh", "-c", &script],
+        )
+        .wait_with_output()
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(124),
+            "{profile}: {}",
+            text(&out.stderr)
+        );
+        let size = || std::fs::metadata(&marker).map(|m| m.len()).unwrap_or(0);
+        let first = size();
+        assert!(
+            first > 0,
+            "{profile}: the grandchild never ran: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        assert_eq!(
+            size(),
+            first,
+            "{profile}: the grandchild outlived the limit"
+        );
+    }
+}
+
+/// Issue 25's "done when": a profile with `max_child_processes = 4` and a
+/// denied directory inside a read path runs a shell script that reads the
+/// siblings (`cat`) and starts four children (`sleep 30`), while a fifth
+/// child and every route to the denied directory fail: its file by path
+/// (`cat` and the shell's own redirection), through `..`, through a
+/// symlink, and listing it (a glob, `ls`). Both built-in profiles.
+#[test]
+fn four_children_read_the_siblings_and_nothing_reaches_the_denied_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(t.path()).unwrap();
+    let data = root.join("data");
+    std::fs::create_dir_all(data.join("secrets")).unwrap();
+    std::fs::create_dir_all(data.join("public")).unwrap();
+    for f in ["a", "b", "c", "d"] {
+        std::fs::write(data.join(format!("{f}.txt")), format!("sibling {f}\n")).unwrap();
+    }
+    std::fs::write(data.join("secrets/key"), "the-secret\n").unwrap();
+    std::os::unix::fs::symlink("../secrets/key", data.join("public/link")).unwrap();
+    for d in [&root, &data, &data.join("public"), &data.join("secrets")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = root.join("done-when.toml");
+    let mut toml = String::from("[slm]\n");
+    for p in ["secure", "standard"] {
+        toml += &format!(
+            "[slm.sandbox_profiles.{p}.process_limits]\nmax_child_processes = 4\nmax_execution_time_seconds = 60\n[slm.sandbox_profiles.{p}.filesystem]\nread_paths = [\"{d}\"]\ndenied_paths = [\"/etc\", \"/proc\", \"/sys\", \"{d}/secrets\"]\n",
+            d = data.display()
+        );
+    }
+    std::fs::write(&config, toml).unwrap();
+    let d = data.display();
+    let script = format!(
+        "cat {d}/a.txt {d}/b.txt {d}/c.txt {d}/d.txt
+cat {d}/secrets/key
+cat {d}/public/../secrets/key
+cat {d}/public/link
+read l < {d}/secrets/key && echo \"by path: $l\"
+echo listing: {d}/secrets/*
+ls {d}/secrets
+for i in 1 2 3 4; do sleep 30 & done
+echo forking a fifth
+(echo fifth child)
+echo after"
+    );
+    for profile in ["secure", "standard"] {
+        let out = spawn_with(
+            &config,
+            profile,
+            &["--exec", "/usr/bin"],
+            &["/bin/sh", "-c", &script],
+        )
+        .wait_with_output()
+        .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        let all = format!("{profile}:\n{stdout}\n{stderr}");
+        for f in ["a", "b", "c", "d"] {
+            assert!(stdout.contains(&format!("sibling {f}")), "{all}");
+        }
+        assert!(stdout.contains("forking a fifth"), "{all}");
+        assert!(!stdout.contains("fifth child"), "{all}");
+        assert!(stderr.contains("Cannot fork"), "{all}");
+        assert!(!stdout.contains("the-secret"), "{all}");
+        assert!(
+            stdout.contains(&format!("listing: {d}/secrets/*")),
+            "the glob saw entries: {all}"
+        );
+    }
+}

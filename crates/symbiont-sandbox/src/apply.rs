@@ -88,6 +88,11 @@ pub enum SandboxError {
     /// The seccomp filter could not be built or installed.
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// A plan that allows child processes, where what counts and ends
+    /// them is not in force. Whatever the plan's strictness: without them
+    /// a fork bomb would be bounded by nothing but the clock.
+    #[error("child processes are allowed only with a PID namespace and a thread count (RLIMIT_NPROC) in force: {0}")]
+    ChildrenUnbounded(String),
 }
 
 /// One layer and whether it is in force.
@@ -126,6 +131,14 @@ pub(crate) fn os_err(call: &'static str) -> SandboxError {
 /// on to do untrusted work: some layers may already be in place, others not.
 pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     let started = Instant::now();
+    // (A plan without a syscall filter confines nothing: a twin in tests.)
+    let confined = !matches!(plan.syscalls, crate::plan::SyscallPolicy::Off);
+    let children = confined && !plan.no_child_processes;
+    if children && (!plan.pid_namespace || plan.max_threads.is_none()) {
+        return Err(SandboxError::ChildrenUnbounded(
+            "the plan has no PID namespace or no thread cap".into(),
+        ));
+    }
     let mut layers = Vec::new();
     let mut record = |name: &str, r: Result<(), String>| {
         layers.push(Layer {
@@ -282,6 +295,11 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                 Ok(()),
             ),
             Err(e) if plan.strict => return Err(e),
+            Err(e) if children => {
+                return Err(SandboxError::ChildrenUnbounded(format!(
+                    "PID namespace: {e}"
+                )))
+            }
             Err(e) => record(
                 "PID namespace (the whole tree dies with the caller)",
                 Err(e.to_string()),
@@ -323,6 +341,11 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                     },
                     Ok(()),
                 );
+            }
+            Some(why) if children => {
+                return Err(SandboxError::ChildrenUnbounded(format!(
+                    "RLIMIT_NPROC: {why}"
+                )))
             }
             Some(why) if plan.strict => {
                 return Err(SandboxError::Call {

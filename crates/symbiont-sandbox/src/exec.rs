@@ -5,7 +5,9 @@
 //! the program itself needs, and the plan must therefore allow:
 //! - `plan.allow_exec` (seccomp keeps `execve`/`execveat`; `fork`, `vfork`
 //!   and `clone` without `CLONE_THREAD` stay denied when
-//!   `no_child_processes`, so a shell can run builtins but not commands);
+//!   `no_child_processes`, so a shell can run builtins but not commands;
+//!   otherwise they are allowed, counted by `max_threads` in the PID
+//!   namespace that `apply` requires for them);
 //! - Landlock execute + read rights on the program and on its dynamic
 //!   loader and shared libraries (`plan.exec_paths`), and read rights on
 //!   `/etc/ld.so.cache`;

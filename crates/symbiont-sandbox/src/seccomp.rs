@@ -14,9 +14,9 @@ use seccompiler::{
 use crate::apply::SandboxError;
 use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
 use crate::syscalls::{
-    never_allowed, syscall_number, PidArg, ALLOWED_PRCTL, CLONE_NEW_FLAGS, DENIED_FCNTL,
-    DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, EXEC_NET_ALLOW_LIST, METADATA_WRITES,
-    PID_CALLS, SYSV_IPC, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
+    never_allowed, syscall_number, PidArg, ALLOWED_PRCTL, CHILD_ALLOW_LIST, CLONE_NEW_FLAGS,
+    DENIED_FCNTL, DENIED_IOCTLS, DENIED_PRCTL, DENY_LIST, EXEC_ALLOW_LIST, EXEC_NET_ALLOW_LIST,
+    METADATA_WRITES, PID_CALLS, SYSV_IPC, WORKER_ALLOW_LIST, X32_SYSCALL_BIT,
 };
 
 fn rules_for(
@@ -106,6 +106,38 @@ fn own_pid_allowed(arg: PidArg, me: u64) -> Result<Vec<SeccompRule>, SandboxErro
         }
         rules.push(rule(c)?);
     }
+    Ok(rules)
+}
+
+/// Allow-list rules for a pid call of a plan with child processes, which
+/// has a PID namespace of its own (apply.rs refuses such a plan without
+/// one): any process of the namespace, the sandboxed tree, but its init
+/// (pid 1, ours). For the `which, who` calls, `which` still names a single
+/// process.
+fn tree_pid_allowed(arg: PidArg) -> Result<Vec<SeccompRule>, SandboxError> {
+    let (which, pid_arg) = match arg {
+        PidArg::OwnOnly(i) | PidArg::Pid(i) => (None, i),
+        PidArg::WhichWho(w) => (Some(w), 1),
+    };
+    let mut c = vec![cond(pid_arg, Dword, SeccompCmpOp::Ne, 1)?];
+    if let Some(w) = which {
+        c.push(cond(0, Dword, SeccompCmpOp::Eq, w)?);
+    }
+    Ok(vec![rule(c)?])
+}
+
+/// Deny-list rules for a pid call of a plan with child processes: the
+/// namespace's init, or (`which, who` calls) anything but one process.
+fn init_pid_denied(arg: PidArg) -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut rules = Vec::new();
+    let pid_arg = match arg {
+        PidArg::OwnOnly(i) | PidArg::Pid(i) => i,
+        PidArg::WhichWho(w) => {
+            rules.push(rule(vec![cond(0, Dword, SeccompCmpOp::Ne, w)?])?);
+            1
+        }
+    };
+    rules.push(rule(vec![cond(pid_arg, Dword, SeccompCmpOp::Eq, 1)?])?);
     Ok(rules)
 }
 
@@ -308,6 +340,9 @@ pub(crate) fn install_seccomp(
                         .filter(|n| !never_allowed(n)),
                 ),
             )?;
+            if !plan.no_child_processes {
+                rules.extend(rules_for(CHILD_ALLOW_LIST.iter().map(|(n, _)| *n))?);
+            }
             if plan.allow_exec {
                 rules.extend(rules_for(EXEC_ALLOW_LIST.iter().map(|(n, _)| *n))?);
                 if plan.network != NetworkMode::None {
@@ -327,7 +362,12 @@ pub(crate) fn install_seccomp(
             // from the list stays absent (refused).
             restrict(&mut rules, clone, clone_allowed(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {
-                restrict(&mut rules, nr(name)?, own_pid_allowed(*arg, me)?);
+                let allowed = if plan.no_child_processes {
+                    own_pid_allowed(*arg, me)?
+                } else {
+                    tree_pid_allowed(*arg)?
+                };
+                restrict(&mut rules, nr(name)?, allowed);
             }
             let mut not_denied = Vec::new();
             for (_, req) in DENIED_IOCTLS {
@@ -420,7 +460,12 @@ pub(crate) fn install_seccomp(
             }
             rules.insert(clone, clone_denied(plan.no_child_processes)?);
             for (name, arg) in PID_CALLS {
-                rules.insert(nr(name)?, other_pid_denied(*arg, me)?);
+                let denied = if plan.no_child_processes {
+                    other_pid_denied(*arg, me)?
+                } else {
+                    init_pid_denied(*arg)?
+                };
+                rules.insert(nr(name)?, denied);
             }
             let mut ioctls = Vec::new();
             for (_, req) in DENIED_IOCTLS {

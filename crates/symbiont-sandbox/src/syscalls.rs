@@ -9,7 +9,8 @@
 /// Added to the allow-list for `sandbox exec` only (`plan.allow_exec`):
 /// what `execve`, the dynamic loader, libc start-up and a shell with common
 /// file tools need, from `strace -f -c` of `sh -c 'echo; cat; ls'`.
-/// `fork`/`vfork` are not here: `max_child_processes = 0` keeps denying them.
+/// `fork`/`vfork` are not here: [`CHILD_ALLOW_LIST`] adds them for a plan
+/// with child processes.
 pub const EXEC_ALLOW_LIST: &[(&str, &str)] = &[
     ("execve", "the program itself"),
     ("arch_prctl", "loader: thread-local storage base"),
@@ -39,6 +40,24 @@ pub const EXEC_ALLOW_LIST: &[(&str, &str)] = &[
     ("getcwd", "shells"),
     ("chdir", "shells"),
     ("wait4", "shells reap (no child can exist without fork)"),
+];
+
+/// Added to the allow-list when the plan allows child processes
+/// (`max_child_processes` above 0, `sandbox exec` only), from `strace -f
+/// -c` of `sh` running subshells and commands and of Python's `os.fork`
+/// and `subprocess`. `clone` stays restricted to no `CLONE_NEW*` flag.
+pub const CHILD_ALLOW_LIST: &[(&str, &str)] = &[
+    ("fork", "child processes"),
+    ("vfork", "posix_spawn, shells"),
+    ("waitid", "reaping children"),
+    ("rt_sigsuspend", "shells wait for children"),
+    ("close_range", "subprocess closes inherited descriptors"),
+    (
+        "setsid",
+        "a child that leads a session of its own (setsid(1))",
+    ),
+    ("setpgid", "shells put jobs in process groups"),
+    ("getpgid", "shells and ps-like tools"),
 ];
 
 /// Added to [`EXEC_ALLOW_LIST`] when the program has a network (`Full`,
@@ -451,6 +470,8 @@ static TABLE: &[(&str, i64)] = &[
     ("getsockopt", libc::SYS_getsockopt),
     ("clone", libc::SYS_clone),
     ("fork", libc::SYS_fork),
+    ("waitid", libc::SYS_waitid),
+    ("rt_sigsuspend", libc::SYS_rt_sigsuspend),
     ("vfork", libc::SYS_vfork),
     ("execve", libc::SYS_execve),
     ("exit", libc::SYS_exit),

@@ -316,15 +316,7 @@ fn check_profile(base: &str, p: &SandboxProfile, out: &mut Issues) {
 
     let l = &p.process_limits;
     let lb = format!("{base}.process_limits");
-    if l.max_child_processes > 0 && l.max_child_processes <= MAX_CHILD_PROCESSES {
-        out.push((
-            format!("{lb}.max_child_processes"),
-            Problem::NotSupportedYet {
-                what: format!("max_child_processes = {}", l.max_child_processes),
-                why: "only 0 is enforced (seccomp denies fork, vfork and clone of a process); a per-sandbox count needs a pids cgroup, which is not used; set it to 0",
-            },
-        ));
-    } else if l.max_child_processes > MAX_CHILD_PROCESSES {
+    if l.max_child_processes > MAX_CHILD_PROCESSES {
         out.push((
             format!("{lb}.max_child_processes"),
             Problem::TooLarge {

@@ -330,11 +330,24 @@ fn values_not_supported_yet_are_rejected_not_ignored() {
             "[slm.model_allow_lists]\nallow_runtime_overrides = true\n",
             "slm.model_allow_lists.allow_runtime_overrides",
         ),
-        (
-            "[slm.sandbox_profiles.secure.process_limits]\nmax_child_processes = 2\n",
-            "slm.sandbox_profiles.secure.process_limits.max_child_processes",
-        ),
     ];
+    // Child processes are for `sandbox exec` (the worker starts none),
+    // up to a bound.
+    let c = Slm::from_toml_str(
+        "[slm]\n[slm.sandbox_profiles.secure.process_limits]\nmax_child_processes = 2\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.sandbox_profiles["secure"]
+            .process_limits
+            .max_child_processes,
+        2
+    );
+    invalid(
+        "[slm]\n[slm.sandbox_profiles.secure.process_limits]\nmax_child_processes = 5000\n",
+        "slm.sandbox_profiles.secure.process_limits.max_child_processes",
+        |p| matches!(p, Problem::TooLarge { .. }),
+    );
     for (text, key) in cases {
         invalid(text, key, |p| matches!(p, Problem::NotSupportedYet { .. }));
         let msg = Slm::from_toml_str(text).unwrap_err().to_string();

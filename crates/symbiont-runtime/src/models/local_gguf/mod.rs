@@ -27,6 +27,7 @@
 
 mod budget;
 mod builder;
+mod denied_paths;
 mod driver;
 pub mod gguf;
 mod launch;

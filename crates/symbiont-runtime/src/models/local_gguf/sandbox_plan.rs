@@ -43,6 +43,7 @@ use symbiont_sandbox::{
 
 use symbiont_slm_protocol::MODEL_FD;
 
+use super::denied_paths::{expand, MAX_EXPANDED_ENTRIES};
 use crate::config::{normalize_path, NetworkAccessMode, SandboxProfile};
 use crate::models::SlmRunnerError;
 
@@ -106,18 +107,20 @@ pub fn plan_for(
     };
     // The model is read through the descriptor the supervisor opened and
     // checked (MODEL_FD), never by name: no path rule for it.
-    let read_paths = existing(&profile.filesystem.read_paths);
+    let _ = model;
+    // A directory holding a denied path becomes its other entries.
+    let denied = denied_canonical(profile);
+    let mut expanded = 0;
+    let read_paths = expand(
+        existing(&profile.filesystem.read_paths),
+        &denied,
+        &mut expanded,
+    )?;
     let mut write_paths = existing(&profile.filesystem.write_paths);
     if let Some(s) = scratch {
         write_paths.push(s.to_path_buf());
     }
-    let model = model.to_path_buf();
-    check_denied(
-        profile,
-        std::iter::once(&model)
-            .chain(&read_paths)
-            .chain(&write_paths),
-    )?;
+    let write_paths = expand(write_paths, &denied, &mut expanded)?;
     let strict = profile.security.strict_syscall_filtering;
     Ok(SandboxPlan {
         address_space_bytes: Some(profile.resources.max_memory_mb.saturating_mul(MB)),
@@ -154,7 +157,9 @@ pub fn plan_for(
         } else {
             SyscallPolicy::DenyList
         },
-        no_child_processes: profile.process_limits.max_child_processes == 0,
+        // The worker starts no process, whatever the profile says
+        // (`max_child_processes` is for programs under `sandbox exec`).
+        no_child_processes: true,
         disable_debugging: profile.security.disable_debugging,
         // llama.cpp's code is mapped when the worker starts; no JIT.
         no_exec_memory: true,
@@ -201,52 +206,45 @@ fn canonical(path: &Path) -> PathBuf {
     }
 }
 
-/// Refuses a profile whose denied path lies inside an allowed one.
-fn check_denied<'a>(
-    profile: &SandboxProfile,
-    allowed: impl Iterator<Item = &'a PathBuf> + Clone,
-) -> Result<(), SlmRunnerError> {
-    for denied in &profile.filesystem.denied_paths {
-        let text = Path::new(normalize_path(denied));
-        // Both sides canonical (a denied path that does not exist yet, by
-        // its longest existing ancestor): a symlink or `..` cannot hide a
-        // denied directory behind another name.
-        let resolved = canonical(text);
-        let denied = resolved.as_path();
-        if let Some(allowed) = allowed
-            .clone()
-            .find(|a| denied.starts_with(a) || text.starts_with(a))
-        {
-            return Err(SlmRunnerError::SandboxViolation {
-                control: "filesystem.denied_paths".into(),
-                detail: format!(
-                    "{} lies inside the allowed path {}; Landlock cannot deny a path below an allowed one",
-                    denied.display(),
-                    allowed.display()
-                ),
-            });
-        }
-    }
-    Ok(())
+/// The profile's denied paths, canonical (one that does not exist yet by
+/// its longest existing ancestor): a symlink or `..` cannot hide a denied
+/// directory behind another name.
+fn denied_canonical(profile: &SandboxProfile) -> Vec<PathBuf> {
+    profile
+        .filesystem
+        .denied_paths
+        .iter()
+        .map(|d| canonical(Path::new(normalize_path(d))))
+        .collect()
 }
 
 /// Where the dynamic loader and shared libraries live: executable for
 /// `sandbox exec`.
 const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/libexec"];
 
+/// RLIMIT_NPROC for a `sandbox exec` plan with `children` child processes:
+/// the waiter and the PID namespace's init (ours), the program's main
+/// thread, and `children` more tasks (processes or threads).
+pub fn exec_max_tasks(children: u64) -> u64 {
+    children + 3
+}
+
 /// The plan for `symbi-slm sandbox exec`: the worker's plan for `profile`,
 /// with `program` (and the loader and libraries) executable instead of a
-/// model file readable, plus the operator's extra `reads` and `writes`.
+/// model file readable, plus the operator's extra `reads`, `writes` and
+/// executable `execs`.
 pub fn exec_plan_for(
     profile: &SandboxProfile,
     program: &Path,
     reads: &[PathBuf],
     writes: &[PathBuf],
+    execs: &[PathBuf],
     scratch: Option<&Path>,
     threads: u32,
 ) -> Result<SandboxPlan, SlmRunnerError> {
     let reads: Vec<PathBuf> = reads.iter().map(|p| canonical(p)).collect();
     let writes: Vec<PathBuf> = writes.iter().map(|p| canonical(p)).collect();
+    let execs: Vec<PathBuf> = execs.iter().map(|p| canonical(p)).collect();
     let (reads, writes) = (&reads[..], &writes[..]);
     let mut plan = plan_for(profile, program, scratch, threads)?;
     plan.read_fds.clear();
@@ -261,31 +259,48 @@ pub fn exec_plan_for(
     // even in a namespace of its own (the namespace is a second wall).
     plan.user_namespace = true;
     // Its threads, and the two processes of ours beside it: the waiter and
-    // the PID namespace's init (same uid, same namespace).
-    plan.max_threads = Some(EXEC_MAX_THREADS + 2);
+    // the PID namespace's init (same uid, same namespace). With children,
+    // RLIMIT_NPROC counts tasks: the program's main thread and N more,
+    // each a child process or a thread (of the program or of a child).
+    let children = u64::from(profile.process_limits.max_child_processes);
+    plan.no_child_processes = children == 0;
+    plan.max_threads = Some(if children == 0 {
+        EXEC_MAX_THREADS + 2
+    } else {
+        exec_max_tasks(children)
+    });
     // A PID namespace whose init is ours: the whole tree dies with the
     // caller, whatever the program does with its parent-death signal.
     plan.pid_namespace = true;
-    plan.read_paths.extend(reads.iter().cloned());
+    let denied = denied_canonical(profile);
+    let mut expanded = 0;
+    plan.read_paths
+        .extend(expand(reads.to_vec(), &denied, &mut expanded)?);
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {
         plan.read_paths.push(ld_cache.to_path_buf());
     }
-    plan.write_paths.extend(writes.iter().cloned());
-    plan.exec_paths = std::iter::once(program.to_path_buf())
-        .chain(
-            LIBRARY_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .filter(|p| p.exists()),
-        )
-        .collect();
-    check_denied(
-        profile,
-        reads
-            .iter()
-            .chain(writes)
-            .chain(std::iter::once(&plan.exec_paths[0])),
+    plan.write_paths
+        .extend(expand(writes.to_vec(), &denied, &mut expanded)?);
+    // Shells give a background job /dev/null as its input, and programs
+    // throw output away there: readable and writable (a device that holds
+    // nothing; the hand-back never changes it, root owns it).
+    let null = Path::new("/dev/null");
+    if null.exists() {
+        plan.write_paths.push(null.to_path_buf());
+    }
+    plan.exec_paths = expand(
+        std::iter::once(program.to_path_buf())
+            .chain(execs.iter().cloned())
+            .chain(
+                LIBRARY_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .filter(|p| p.exists()),
+            )
+            .collect(),
+        &denied,
+        &mut expanded,
     )?;
     plan.allow_exec = true;
     plan.max_open_files = Some(EXEC_OPEN_FILES);
@@ -321,7 +336,7 @@ pub fn sandbox_report(
     let l = &profile.process_limits;
     let s = &profile.security;
     let threads = super::threads_for(r.max_cpu_cores);
-    let rows: Vec<(String, String, String, Vec<Need>)> = vec![
+    let mut rows: Vec<(String, String, String, Vec<Need>)> = vec![
         (
             "resources.max_memory_mb".into(),
             r.max_memory_mb.to_string(),
@@ -368,7 +383,7 @@ pub fn sandbox_report(
         (
             "filesystem.denied_paths".into(),
             format!("{:?}", f.denied_paths),
-            "denied by Landlock's allow-list (a denied path inside an allowed one is refused)".into(),
+            format!("denied by Landlock's allow-list; an allowed directory holding a denied path is replaced at plan time by rules for its other entries (at most {MAX_EXPANDED_ENTRIES}): symlinks among them get no rule, a mount point on the way or a denied file with another link is refused, and the directories on the way cannot be listed nor get new entries"),
             vec![Need::Landlock(1)],
         ),
         (
@@ -394,12 +409,25 @@ pub fn sandbox_report(
             ),
             vec![Need::Always],
         ),
-        (
-            "process_limits.max_child_processes".into(),
-            l.max_child_processes.to_string(),
-            "seccomp: clone only with CLONE_THREAD, no fork, vfork or execve".into(),
-            vec![Need::Seccomp],
-        ),
+        if l.max_child_processes == 0 {
+            (
+                "process_limits.max_child_processes".into(),
+                "0".into(),
+                "seccomp: clone only with CLONE_THREAD, no fork, vfork or execve (the worker and sandbox exec)".into(),
+                vec![Need::Seccomp],
+            )
+        } else {
+            (
+                "process_limits.max_child_processes".into(),
+                l.max_child_processes.to_string(),
+                format!(
+                    "the worker starts none (seccomp: clone only with CLONE_THREAD); under sandbox exec, {n} tasks alive at once besides the program's main thread, each a child process or a thread of the program or of a child: RLIMIT_NPROC = {} in the program's own user namespace and uid (the waiter and the PID namespace's init are the other 2), seccomp allows fork, vfork and clone without CLONE_NEW* flags and signals to any process of the tree but its init, execve only of executable paths (Landlock); a PID namespace whose end kills every descendant, also after setsid, at max_execution_time_seconds; refused to run (any profile) where these cannot hold",
+                    exec_max_tasks(u64::from(l.max_child_processes)),
+                    n = l.max_child_processes,
+                ),
+                vec![Need::Seccomp, Need::Namespaces],
+            )
+        },
         (
             "process_limits.allowed_syscalls".into(),
             format!("{:?}", l.allowed_syscalls),
@@ -550,5 +578,18 @@ pub fn sandbox_report(
             vec![Need::Seccomp],
         ),
     ];
+    if l.max_child_processes > 0 {
+        rows.push((
+            "resources.max_memory_mb (a sandbox exec process tree)".into(),
+            r.max_memory_mb.to_string(),
+            format!(
+                "RLIMIT_AS bounds each process of the tree, so together they may map up to {} times as much",
+                u64::from(l.max_child_processes) + 1
+            ),
+            vec![Need::Unavailable(
+                "the tree's total needs a cgroup v2 memory controller, not used",
+            )],
+        ));
+    }
     report(rows, host)
 }
