@@ -639,6 +639,61 @@ fn a_denied_path_inside_an_allowed_one_stays_denied() {
         let e = sandbox_plan_for(&prof, &model_path(), Some(scratch.path()), 1).unwrap_err();
         assert!(e.to_string().contains("another link"), "{name}: {e}");
         std::fs::remove_file(data.join("public/key-again")).unwrap();
+        // The denied directory renamed into an entry's place between the
+        // plan and its application: refused, the entry is not the file it
+        // was (the twin: the same plan, nothing swapped, applied above).
+        let p = sandbox_exec_plan_for(
+            &prof,
+            Path::new(&worker()),
+            &[],
+            &[],
+            &[],
+            Some(scratch.path()),
+            1,
+        )
+        .unwrap();
+        std::fs::rename(data.join("public"), root.join("public.away")).unwrap();
+        std::fs::rename(&secrets, data.join("public")).unwrap();
+        let o = probe(&p, ProbeAction::Read(data.join("public/key")));
+        assert!(
+            matches!(&o, Outcome::SetupFailed(e) if e.contains("no longer the file")),
+            "{name}: swapped entry: {o:?}"
+        );
+        std::fs::rename(data.join("public"), &secrets).unwrap();
+        std::fs::rename(root.join("public.away"), data.join("public")).unwrap();
+    }
+    // A denied file in a library directory of `sandbox exec`, reached
+    // through the `/lib` link (Landlock follows it to /usr/lib): denied by
+    // both names, while the libraries beside it stay readable.
+    let os_release = Path::new("/usr/lib/os-release");
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    assert!(
+        os_release.exists() && libc.exists(),
+        "this test needs Debian's /usr/lib/os-release and libc"
+    );
+    let mut prof = SandboxProfile::standard();
+    prof.filesystem
+        .denied_paths
+        .push(os_release.display().to_string());
+    let p = sandbox_exec_plan_for(
+        &prof,
+        Path::new(&worker()),
+        &[],
+        &[],
+        &[],
+        Some(scratch.path()),
+        1,
+    )
+    .unwrap();
+    allowed(
+        probe(&p, ProbeAction::Read(libc.to_path_buf())),
+        "a library beside it",
+    );
+    for name in ["/usr/lib/os-release", "/lib/os-release"] {
+        denied(
+            probe(&p, ProbeAction::Read(name.into())),
+            &format!("{name}, denied"),
+        );
     }
 }
 

@@ -306,8 +306,9 @@ fn serve_egress(
 
 /// Started by root, the program ran as a uid of its own: what it wrote in
 /// its write paths goes back to the caller (the scratch dir is removed).
-/// It has ended (it could start no process), so nothing writes there any
-/// more.
+/// It has ended, and with it every process of its PID namespace (the init
+/// ends the namespace; `reap_the_rest` waits for what is left), so nothing
+/// writes there any more.
 fn hand_back(plan: &symbiont_sandbox::SandboxPlan, pid: i32, scratch: Option<&Path>) {
     let root = nix::unistd::geteuid().is_root();
     if !root || !plan.per_process_uid || plan.unprivileged_id.is_none() {

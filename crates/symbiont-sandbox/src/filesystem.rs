@@ -60,6 +60,16 @@ pub(crate) fn open_landlock_paths(
                     source: io::Error::last_os_error(),
                 });
             }
+            if let Some((_, dev, ino)) = plan.pinned.iter().find(|p| p.0 == *path) {
+                if (st.st_dev, st.st_ino) != (*dev, *ino) {
+                    return Err(SandboxError::Path {
+                        path: path.clone(),
+                        source: io::Error::other(
+                            "no longer the file the plan was made for (renamed or replaced since): refused, since it stood beside a denied path",
+                        ),
+                    });
+                }
+            }
             let access = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 access
             } else {

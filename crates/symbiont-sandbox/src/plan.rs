@@ -122,6 +122,12 @@ pub struct SandboxPlan {
     pub allow_exec: bool,
     /// Refuse to run when any layer cannot be enforced fully.
     pub strict: bool,
+    /// Paths of the read, exec and write lists that must still be the file
+    /// they were when the plan was made (device, inode): entries that stand
+    /// for a directory holding a denied path. One swapped since (renamed,
+    /// replaced by a link to the denied path) fails the plan.
+    #[serde(default)]
+    pub pinned: Vec<(PathBuf, u64, u64)>,
 }
 
 /// Network access.
@@ -213,6 +219,7 @@ impl SandboxPlan {
             drop_capabilities: false,
             allow_exec: false,
             strict: false,
+            pinned: Vec::new(),
         }
     }
 }

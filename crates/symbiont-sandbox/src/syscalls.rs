@@ -57,6 +57,10 @@ pub const CHILD_ALLOW_LIST: &[(&str, &str)] = &[
         "a child that leads a session of its own (setsid(1))",
     ),
     ("setpgid", "shells put jobs in process groups"),
+    (
+        "kill",
+        "signals to the tree's processes (restricted: never its init)",
+    ),
     ("getpgid", "shells and ps-like tools"),
 ];
 

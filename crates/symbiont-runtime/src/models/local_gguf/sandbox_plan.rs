@@ -43,7 +43,7 @@ use symbiont_sandbox::{
 
 use symbiont_slm_protocol::MODEL_FD;
 
-use super::denied_paths::{expand, MAX_EXPANDED_ENTRIES};
+use super::denied_paths::{expand, Expansion, MAX_EXPANDED_ENTRIES};
 use crate::config::{normalize_path, NetworkAccessMode, SandboxProfile};
 use crate::models::SlmRunnerError;
 
@@ -110,7 +110,7 @@ pub fn plan_for(
     let _ = model;
     // A directory holding a denied path becomes its other entries.
     let denied = denied_canonical(profile);
-    let mut expanded = 0;
+    let mut expanded = Expansion::default();
     let read_paths = expand(
         existing(&profile.filesystem.read_paths),
         &denied,
@@ -181,6 +181,7 @@ pub fn plan_for(
         drop_capabilities: true,
         allow_exec: false,
         strict,
+        pinned: expanded.pinned,
     })
 }
 
@@ -273,7 +274,7 @@ pub fn exec_plan_for(
     // caller, whatever the program does with its parent-death signal.
     plan.pid_namespace = true;
     let denied = denied_canonical(profile);
-    let mut expanded = 0;
+    let mut expanded = Expansion::default();
     plan.read_paths
         .extend(expand(reads.to_vec(), &denied, &mut expanded)?);
     let ld_cache = Path::new("/etc/ld.so.cache");
@@ -289,19 +290,22 @@ pub fn exec_plan_for(
     if null.exists() {
         plan.write_paths.push(null.to_path_buf());
     }
-    plan.exec_paths = expand(
-        std::iter::once(program.to_path_buf())
-            .chain(execs.iter().cloned())
-            .chain(
-                LIBRARY_DIRS
-                    .iter()
-                    .map(PathBuf::from)
-                    .filter(|p| p.exists()),
-            )
-            .collect(),
-        &denied,
-        &mut expanded,
-    )?;
+    // Canonical (`/lib` is a link to `usr/lib` here): Landlock follows
+    // links, so a denied path is looked for where the rule will land.
+    let mut execs: Vec<PathBuf> = std::iter::once(canonical(program))
+        .chain(execs.iter().cloned())
+        .chain(
+            LIBRARY_DIRS
+                .iter()
+                .map(Path::new)
+                .filter(|p| p.exists())
+                .map(canonical),
+        )
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    execs.retain(|p| seen.insert(p.clone()));
+    plan.exec_paths = expand(execs, &denied, &mut expanded)?;
+    plan.pinned.extend(expanded.pinned);
     plan.allow_exec = true;
     plan.max_open_files = Some(EXEC_OPEN_FILES);
     // `Restricted`: the egress proxy's listener in the program's own
@@ -365,7 +369,7 @@ pub fn sandbox_report(
         (
             "resources.gpu_access".into(),
             "None".into(),
-            "Landlock: no device node is readable".into(),
+            "Landlock: no device node is readable (`sandbox exec` programs: /dev/null, which holds nothing)".into(),
             vec![Need::Landlock(1)],
         ),
         (
@@ -383,7 +387,7 @@ pub fn sandbox_report(
         (
             "filesystem.denied_paths".into(),
             format!("{:?}", f.denied_paths),
-            format!("denied by Landlock's allow-list; an allowed directory holding a denied path is replaced at plan time by rules for its other entries (at most {MAX_EXPANDED_ENTRIES}): symlinks among them get no rule, a mount point on the way or a denied file with another link is refused, and the directories on the way cannot be listed nor get new entries"),
+            format!("denied by Landlock's allow-list; an allowed directory holding a denied path is replaced at plan time by rules for its other entries (at most {MAX_EXPANDED_ENTRIES}, matched by device and inode, each pinned to the file it was): symlinks among them get no rule; refused: an allowed path inside a denied one, a mount point on the way, a mount in an allowed path showing a denied path's file system, a denied file with another link; the directories on the way cannot be listed nor get new entries"),
             vec![Need::Landlock(1)],
         ),
         (
@@ -548,7 +552,7 @@ pub fn sandbox_report(
             "(always) identity of sandbox exec".into(),
             "-".into(),
             format!(
-                "started by root, the program never runs as root or spends root's per-user counts: a uid of its own ({base} + its pid), gid {WORKER_UNPRIVILEGED_ID}, given before its user namespace is made (per-user counts are charged to that uid), at most {EXEC_MAX_THREADS} threads (RLIMIT_NPROC in its own user namespace); a PID namespace whose init is ours, so the whole tree dies with the caller; read, write and program paths must be open to group {WORKER_UNPRIVILEGED_ID} or to others (the command warns otherwise); files it writes in write paths are handed back to the caller when it ends; started by another user, that user's ids with the same caps",
+                "started by root, the program never runs as root or spends root's per-user counts: a uid of its own ({base} + its pid), gid {WORKER_UNPRIVILEGED_ID}, given before its user namespace is made (per-user counts are charged to that uid), at most {EXEC_MAX_THREADS} threads (RLIMIT_NPROC in its own user namespace; with max_child_processes = N above 0, N tasks beside its main thread); a PID namespace whose init is ours, so the whole tree dies with the caller; read, write and program paths must be open to group {WORKER_UNPRIVILEGED_ID} or to others (the command warns otherwise); files it writes in write paths are handed back to the caller when it ends; started by another user, that user's ids with the same caps",
                 base = symbiont_sandbox::PER_PROCESS_UID_BASE
             ),
             vec![Need::UnprivilegedUserNamespaces],
