@@ -661,6 +661,33 @@ fn a_denied_path_inside_an_allowed_one_stays_denied() {
         );
         std::fs::rename(data.join("public"), &secrets).unwrap();
         std::fs::rename(root.join("public.away"), data.join("public")).unwrap();
+        // A bind mount of part of the denied subtree onto an entry (root
+        // only: nobody cannot mount): refused when the plan is made.
+        if is_root() {
+            let mount = |args: &[&str]| {
+                assert!(
+                    Command::new("mount").args(args).status().unwrap().success(),
+                    "mount {args:?}"
+                );
+            };
+            let public = data.join("public");
+            mount(&[
+                "--bind",
+                secrets.join("deep").to_str().unwrap(),
+                public.to_str().unwrap(),
+            ]);
+            let r = sandbox_plan_for(&prof, &model_path(), Some(scratch.path()), 1);
+            let unmounted = Command::new("umount").arg(&public).status().unwrap();
+            assert!(unmounted.success(), "umount {}", public.display());
+            let e = r.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("shows the file system of a denied path"),
+                "{name}: {e}"
+            );
+        } else {
+            eprintln!("{name}: the bind-mount case needs root (run as root by scripts/test)");
+        }
     }
     // A denied file in a library directory of `sandbox exec`, reached
     // through the `/lib` link (Landlock follows it to /usr/lib): denied by

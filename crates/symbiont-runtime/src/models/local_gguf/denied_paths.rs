@@ -25,6 +25,7 @@
 //!   directory on the way, and creating entries in it are refused (no rule
 //!   covers them).
 
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -124,6 +125,7 @@ pub fn expand(
             )));
         }
         if !d.on_the_way(&a, &meta) {
+            expanded.pinned.push((a.clone(), meta.dev(), meta.ino()));
             out.push(a);
             continue;
         }
@@ -202,15 +204,20 @@ fn no_mount_shows_a_denied_file_system(
         let Some(point) = line.split(' ').nth(4).map(unescape_mount_path) else {
             continue;
         };
-        let point = PathBuf::from(point);
-        let Some(a) = allowed
-            .iter()
-            .find(|a| point.starts_with(a) && **a != point)
-        else {
+        let point = PathBuf::from(std::ffi::OsString::from_vec(point));
+        // At an allowed path too: a bind mount of part of the denied
+        // subtree onto an entry would carry the entry's rule.
+        let Some(a) = allowed.iter().find(|a| point.starts_with(a)) else {
             continue;
         };
-        let shown = std::fs::metadata(&point).map(|m| m.dev()).ok();
-        if shown.is_some_and(|dev| devices.contains(&dev)) {
+        let shown = std::fs::metadata(&point).map(|m| m.dev()).map_err(|e| {
+            refused(format!(
+                "{}, a mount inside the allowed path {}, cannot be checked: {e}",
+                point.display(),
+                a.display()
+            ))
+        })?;
+        if devices.contains(&shown) {
             return Err(refused(format!(
                 "{} is a mount inside the allowed path {} that shows the file system of a denied path (a bind mount could show the denied subtree under another name)",
                 point.display(),
@@ -223,7 +230,7 @@ fn no_mount_shows_a_denied_file_system(
 
 /// A mount point as mountinfo writes it: space, tab, newline and backslash
 /// as octal escapes.
-fn unescape_mount_path(s: &str) -> String {
+fn unescape_mount_path(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -241,7 +248,7 @@ fn unescape_mount_path(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Refuses a denied subtree holding a file (anything but a directory)
@@ -383,9 +390,10 @@ mod tests {
 
     #[test]
     fn mount_points_are_unescaped_as_mountinfo_writes_them() {
-        assert_eq!(unescape_mount_path("/a\\040b\\011c\\134d"), "/a b\tc\\d");
-        assert_eq!(unescape_mount_path("/x\\9\\"), "/x\\9\\");
-        assert_eq!(unescape_mount_path("/y\\777"), "/y\\777");
+        assert_eq!(unescape_mount_path("/a\\040b\\011c\\134d"), b"/a b\tc\\d");
+        assert_eq!(unescape_mount_path("/x\\9\\"), b"/x\\9\\");
+        assert_eq!(unescape_mount_path("/y\\777"), b"/y\\777");
+        assert_eq!(unescape_mount_path("/z\\377"), b"/z\xff");
     }
 
     #[test]

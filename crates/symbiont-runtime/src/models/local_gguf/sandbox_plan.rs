@@ -121,6 +121,11 @@ pub fn plan_for(
         write_paths.push(s.to_path_buf());
     }
     let write_paths = expand(write_paths, &denied, &mut expanded)?;
+    // The scratch dir gets its tmpfs before Landlock opens it: another
+    // file by design, not pinned.
+    if let Some(s) = scratch {
+        expanded.pinned.retain(|p| p.0 != s);
+    }
     let strict = profile.security.strict_syscall_filtering;
     Ok(SandboxPlan {
         address_space_bytes: Some(profile.resources.max_memory_mb.saturating_mul(MB)),
@@ -274,7 +279,11 @@ pub fn exec_plan_for(
     // caller, whatever the program does with its parent-death signal.
     plan.pid_namespace = true;
     let denied = denied_canonical(profile);
-    let mut expanded = Expansion::default();
+    // One budget of rules per plan: what the worker's part pinned counts.
+    let mut expanded = Expansion {
+        count: plan.pinned.len(),
+        ..Expansion::default()
+    };
     plan.read_paths
         .extend(expand(reads.to_vec(), &denied, &mut expanded)?);
     let ld_cache = Path::new("/etc/ld.so.cache");
