@@ -244,6 +244,9 @@ pub struct AssistantMessage {
     pub role: Role,
     /// The generated text.
     pub content: String,
+    /// Always null: a model here refuses in its text, if at all (OpenAI's
+    /// schema requires the field).
+    pub refusal: Option<String>,
 }
 
 /// One choice (there is always exactly one).
@@ -696,6 +699,7 @@ fn chat_completion(call: &Call, model: &str, r: ExecutionResult) -> ChatCompleti
             message: AssistantMessage {
                 role: Role::Assistant,
                 content: r.response,
+                refusal: None,
             },
             finish_reason: finish(&r.metadata).into(),
             logprobs: None,
