@@ -871,6 +871,33 @@ fn answers_conform_to_openai_s_published_schemas() {
     );
 }
 
+/// The same for `/v1/messages` against the `anthropic` client's types:
+/// each required field present and of its type, no field they do not
+/// define (but our `symbiont` metadata, listed in the README), whole
+/// messages, every streamed event, and error bodies.
+#[test]
+fn answers_conform_to_the_anthropic_client_s_types() {
+    let _g = serial();
+    let s = Server::start("");
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/python/anthropic_shapes.py"));
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A message, at least 4 events, 4 errors.
+    let checked = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(checked >= 9, "{stdout}");
+    assert!(
+        stdout.contains(&format!("{checked} answers conform")),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn the_openai_python_client_works_against_the_service() {
     let _g = serial();
