@@ -87,6 +87,14 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             service.profile()
         );
         tracing::info!(%local, "listening");
+        let settings = service.settings();
+        if settings.agent_tokens.is_empty() && settings.anonymous_agent.is_none() {
+            // Loud: every request would be a 401 and nothing else says why.
+            eprintln!(
+                "symbi-slm serve: WARNING: no agent can authenticate ({source} has no [slm.service.agent_tokens] and no anonymous_agent), so every request will be answered 401. Make a token with `symbi-slm agents token AGENT` and add its line under [slm.service.agent_tokens], or set slm.service.anonymous_agent for local development."
+            );
+            tracing::warn!("no agent can authenticate: every request will be answered 401");
+        }
         service
             .serve(listener, shutdown_signal())
             .await

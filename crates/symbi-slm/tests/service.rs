@@ -792,6 +792,44 @@ print("DONE" if b"data: [DONE]" in got else "CUT", len(got))
     eprintln!("the stalled client then read {said}");
 }
 
+/// Issue 24: a service where no agent can authenticate answers every
+/// request 401; it says so loudly at the start, naming what to add. The
+/// twin: with tokens, no such warning.
+#[test]
+fn a_service_no_agent_can_use_says_so_at_the_start() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"smollm2\"\nname = \"SmolLM2\"\nprovider = {{ LocalFile = {{ file_path = \"{}\" }} }}\ncapabilities = [\"TextGeneration\"]\n",
+        model().display()
+    );
+    let s = Server::launch(dir, &config, BTreeMap::new(), &[]);
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("any"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 401);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log().contains("no agent can authenticate") {
+        assert!(Instant::now() < deadline, "no warning in:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        s.log().contains("symbi-slm agents token AGENT"),
+        "{}",
+        s.log()
+    );
+    let with_tokens = Server::start("");
+    with_tokens.warm();
+    assert!(
+        !with_tokens.log().contains("no agent can authenticate"),
+        "{}",
+        with_tokens.log()
+    );
+}
+
 #[test]
 fn a_non_loopback_address_needs_tokens() {
     let dir = tempfile::tempdir().unwrap();
