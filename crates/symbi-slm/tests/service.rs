@@ -880,14 +880,32 @@ fn python_client(s: &Server, script: &str, checks: usize) {
 /// streamed chunks one by one and error bodies, validates against OpenAI's
 /// published schemas (a pinned subset of openai/openai-openapi, with its
 /// licence, in tests/openai-spec). The validator is real (jsonschema_rs,
-/// Draft 2020-12): the script fails at the first answer that does not
-/// conform and prints where.
+/// Draft 2020-12): the script prints each answer that does not conform,
+/// with where, and fails.
 #[test]
 fn answers_conform_to_openai_s_published_schemas() {
+    // 2 whole answers, at least 2 chunks of each stream, models,
+    // embeddings and 4 errors.
+    conformance("openai_schemas.py", 12);
+}
+
+/// The same for `/v1/messages` against the `anthropic` client's types:
+/// each required field present and of its type, no field they do not
+/// define (but our `symbiont` metadata, listed in the README), whole
+/// messages, every streamed event, and error bodies.
+#[test]
+fn answers_conform_to_the_anthropic_client_s_types() {
+    // A message, at least 4 events, 4 errors.
+    conformance("anthropic_shapes.py", 9);
+}
+
+/// Runs a conformance script of tests/python against a fresh service: it
+/// must succeed, having checked at least `least` answers, all conforming.
+fn conformance(script: &str, least: usize) {
     let _g = serial();
     let s = Server::start("");
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/python/openai_schemas.py")).env(
+    cmd.arg(root().join("tests/python").join(script)).env(
         "SYMBI_SPEC",
         root().join("crates/symbi-slm/tests/openai-spec/schemas.json"),
     );
@@ -899,37 +917,8 @@ fn answers_conform_to_openai_s_published_schemas() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 2 whole answers, at least 2 chunks of each stream, models,
-    // embeddings and 4 errors.
     let checked = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert!(checked >= 12, "{stdout}");
-    assert!(
-        stdout.contains(&format!("{checked} answers conform")),
-        "{stdout}"
-    );
-}
-
-/// The same for `/v1/messages` against the `anthropic` client's types:
-/// each required field present and of its type, no field they do not
-/// define (but our `symbiont` metadata, listed in the README), whole
-/// messages, every streamed event, and error bodies.
-#[test]
-fn answers_conform_to_the_anthropic_client_s_types() {
-    let _g = serial();
-    let s = Server::start("");
-    let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/python/anthropic_shapes.py"));
-    s.env(&mut cmd);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // A message, at least 4 events, 4 errors.
-    let checked = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert!(checked >= 9, "{stdout}");
+    assert!(checked >= least, "{stdout}");
     assert!(
         stdout.contains(&format!("{checked} answers conform")),
         "{stdout}"
