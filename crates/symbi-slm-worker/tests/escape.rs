@@ -18,7 +18,8 @@ use std::process::{Command, Stdio};
 use symbiont_runtime::config::SandboxProfile;
 use symbiont_runtime::models::{sandbox_exec_plan_for, sandbox_plan_for};
 use symbiont_slm_protocol::{
-    read_message, write_message, FromWorker, ProbeAction, SandboxPlan, ToWorker, MODEL_FD,
+    read_message, write_message, FromWorker, LayerKind, ProbeAction, SandboxPlan, ToWorker,
+    MODEL_FD,
 };
 
 #[derive(Debug)]
@@ -145,17 +146,20 @@ fn sandbox_applies_every_layer_without_gaps() {
     let (mut child, _stdin) = start_probe(p, ProbeAction::Spin(0));
     match read_message::<_, FromWorker>(&mut child.stdout.take().unwrap()).unwrap() {
         FromWorker::ProbeResult { applied, .. } => {
-            let names: Vec<&str> = applied.layers.iter().map(|l| l.name.as_str()).collect();
             for want in [
-                "landlock",
-                "seccomp allow-list",
-                "network namespace",
-                "IPC namespace",
-                "scratch tmpfs (size-limited)",
-                "memory: RLIMIT_AS",
-                "no_new_privs",
+                LayerKind::Landlock,
+                LayerKind::SeccompAllowList,
+                LayerKind::NetworkNamespace,
+                LayerKind::IpcNamespace,
+                LayerKind::ScratchTmpfs,
+                LayerKind::Memory,
+                LayerKind::NoNewPrivs,
             ] {
-                assert!(names.contains(&want), "{want} missing from {names:?}");
+                assert!(
+                    applied.in_force(want),
+                    "{want} missing from {:?}",
+                    applied.layers
+                );
             }
             assert_eq!(applied.gaps().count(), 0, "{:?}", applied.layers);
             // How long set-up takes is measured by the sandbox_cost bench,

@@ -20,6 +20,7 @@ use symbiont_runtime::models::{
     defaults, ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, SlmRunner,
     SlmRunnerError, StreamEvent,
 };
+use symbiont_slm_protocol::LayerKind;
 
 async fn runner() -> LocalGgufRunner {
     runner_with(profile()).await
@@ -1091,13 +1092,13 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (claimed, facts) = fake_report(&[
-        "inherited file descriptors closed",
-        "user namespace",
-        "network namespace",
-        "IPC namespace",
-        "no_new_privs",
-        "landlock",
-        "seccomp deny-list",
+        LayerKind::InheritedDescriptorsClosed,
+        LayerKind::UserNamespace,
+        LayerKind::NetworkNamespace,
+        LayerKind::IpcNamespace,
+        LayerKind::NoNewPrivs,
+        LayerKind::Landlock,
+        LayerKind::SeccompDenyList,
     ]);
     let ready = FromWorker::Ready(facts);
     let confined = FromWorker::Confined { sandbox: claimed };
@@ -1175,7 +1176,7 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
 
 /// What a fake worker reports: these layers in force, and a tiny model.
 fn fake_report(
-    layers: &[&str],
+    layers: &[LayerKind],
 ) -> (
     symbiont_slm_protocol::Applied,
     symbiont_slm_protocol::ModelFacts,
@@ -1184,8 +1185,8 @@ fn fake_report(
     let sandbox = Applied {
         layers: layers
             .iter()
-            .map(|n| Layer {
-                name: n.to_string(),
+            .map(|&kind| Layer {
+                kind,
                 enforced: Ok(()),
             })
             .collect(),
@@ -1220,12 +1221,12 @@ fn fake_report(
 fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
     use symbiont_slm_protocol::FromWorker;
     let (sandbox, facts) = fake_report(&[
-        "user namespace",
-        "network namespace",
-        "IPC namespace",
-        "no_new_privs",
-        "landlock",
-        "seccomp deny-list",
+        LayerKind::UserNamespace,
+        LayerKind::NetworkNamespace,
+        LayerKind::IpcNamespace,
+        LayerKind::NoNewPrivs,
+        LayerKind::Landlock,
+        LayerKind::SeccompDenyList,
     ]);
     let confined = serde_json::to_string(&FromWorker::Confined { sandbox }).unwrap();
     let ready = serde_json::to_string(&FromWorker::Ready(facts)).unwrap();

@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use landlock::RulesetStatus;
-use serde::{Deserialize, Serialize};
 
 use crate::filesystem::{landlock, open_landlock_paths};
 use crate::identity::{
     drop_capabilities, enter_namespaces, enter_pid_namespace, give_root_up, mount_scratch,
 };
-use crate::plan::{NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy};
+use crate::plan::{
+    Applied, Layer, LayerKind as L, NetworkMode, SandboxPlan, SyscallPolicy, ThreadCount,
+};
 use crate::seccomp::{install_seccomp, READ_IMPLIES_EXEC};
 
 /// Why the sandbox could not be applied. Every variant names the layer and
@@ -95,31 +96,6 @@ pub enum SandboxError {
     ChildrenUnbounded(String),
 }
 
-/// One layer and whether it is in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layer {
-    /// The layer, such as `landlock` or `network namespace`.
-    pub name: String,
-    /// In force, or the gap and why.
-    pub enforced: Result<(), String>,
-}
-
-/// What [`apply`] put in place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    /// Every layer the plan asked for, in order.
-    pub layers: Vec<Layer>,
-    /// Time the whole set-up took, in microseconds.
-    pub setup_micros: u64,
-}
-
-impl Applied {
-    /// The layers that are not in force.
-    pub fn gaps(&self) -> impl Iterator<Item = &Layer> {
-        self.layers.iter().filter(|l| l.enforced.is_err())
-    }
-}
-
 pub(crate) fn os_err(call: &'static str) -> SandboxError {
     SandboxError::Call {
         call,
@@ -140,17 +116,12 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         ));
     }
     let mut layers = Vec::new();
-    let mut record = |name: &str, r: Result<(), String>| {
-        layers.push(Layer {
-            name: name.to_string(),
-            enforced: r,
-        })
-    };
+    let mut record = |kind: L, enforced: Result<(), String>| layers.push(Layer { kind, enforced });
 
     // 1. Inherited file descriptors: keep only stdin, stdout, stderr (the
     //    protocol pipes and the log) and the plan's read-only files.
     close_inherited(&plan.read_fds, plan.proxy_handoff_fd)?;
-    record("inherited file descriptors closed", Ok(()));
+    record(L::InheritedDescriptorsClosed, Ok(()));
 
     // 2. Priority, while root still may set a negative nice value
     //    (CAP_SYS_NICE in the initial namespace), which step 3 gives up.
@@ -163,9 +134,9 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             if plan.strict {
                 return Err(e);
             }
-            record("priority: setpriority", Err(e.to_string()));
+            record(L::Priority, Err(e.to_string()));
         } else {
-            record("priority: setpriority", Ok(()));
+            record(L::Priority, Ok(()));
         }
     }
 
@@ -218,24 +189,21 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             Ok(user) => {
                 own_user_namespace = user;
                 if user {
-                    record("user namespace", Ok(()));
+                    record(L::UserNamespace, Ok(()));
                 }
                 if flags & libc::CLONE_NEWNET != 0 {
-                    record("network namespace", Ok(()));
+                    record(L::NetworkNamespace, Ok(()));
                 }
                 if flags & libc::CLONE_NEWIPC != 0 {
-                    record("IPC namespace", Ok(()));
+                    record(L::IpcNamespace, Ok(()));
                 }
                 if let Some(port) = proxy_port {
                     crate::handoff::hand_proxy_listener_over(port, plan.proxy_handoff_fd)?;
-                    record(
-                        &format!("network: only the egress proxy (127.0.0.1:{port} in its own namespace)"),
-                        Ok(()),
-                    );
+                    record(L::EgressProxyOnly { port }, Ok(()));
                 }
                 if let Some((path, bytes)) = &plan.scratch {
                     mount_scratch(path, *bytes, give_up)?;
-                    record("scratch tmpfs (size-limited)", Ok(()));
+                    record(L::ScratchTmpfs, Ok(()));
                 }
             }
             // Without its namespace the proxy would be no bound at all:
@@ -243,16 +211,16 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             Err(e) if plan.strict || proxy_port.is_some() => return Err(e),
             Err(e) => {
                 if flags & libc::CLONE_NEWUSER != 0 {
-                    record("user namespace", Err(e.to_string()));
+                    record(L::UserNamespace, Err(e.to_string()));
                 }
                 if flags & libc::CLONE_NEWNET != 0 {
-                    record("network namespace", Err(e.to_string()));
+                    record(L::NetworkNamespace, Err(e.to_string()));
                 }
                 if flags & libc::CLONE_NEWIPC != 0 {
-                    record("IPC namespace", Err(e.to_string()));
+                    record(L::IpcNamespace, Err(e.to_string()));
                 }
                 if plan.scratch.is_some() {
-                    record("scratch tmpfs (size-limited)", Err(e.to_string()));
+                    record(L::ScratchTmpfs, Err(e.to_string()));
                 }
             }
         }
@@ -269,18 +237,15 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     };
     if let Some((uid, gid)) = give_up {
         let userns = give_root_up(uid, gid, plan.user_namespace)?;
-        record(
-            &format!("identity: root gave up for uid {uid}, gid {gid}"),
-            Ok(()),
-        );
+        record(L::Identity { uid, gid }, Ok(()));
         if plan.user_namespace {
             match userns {
                 Ok(()) => {
                     own_user_namespace = true;
-                    record("user namespace", Ok(()));
+                    record(L::UserNamespace, Ok(()));
                 }
                 Err(e) if plan.strict => return Err(e),
-                Err(e) => record("user namespace", Err(e.to_string())),
+                Err(e) => record(L::UserNamespace, Err(e.to_string())),
             }
         }
     }
@@ -290,20 +255,14 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     //     namespace, so after the ids are settled.
     if plan.pid_namespace {
         match enter_pid_namespace() {
-            Ok(()) => record(
-                "PID namespace (the whole tree dies with the caller)",
-                Ok(()),
-            ),
+            Ok(()) => record(L::PidNamespace, Ok(())),
             Err(e) if plan.strict => return Err(e),
             Err(e) if children => {
                 return Err(SandboxError::ChildrenUnbounded(format!(
                     "PID namespace: {e}"
                 )))
             }
-            Err(e) => record(
-                "PID namespace (the whole tree dies with the caller)",
-                Err(e.to_string()),
-            ),
+            Err(e) => record(L::PidNamespace, Err(e.to_string())),
         }
     }
 
@@ -334,11 +293,11 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             None => {
                 set_rlimit(libc::RLIMIT_NPROC, n, "setrlimit(RLIMIT_NPROC)")?;
                 record(
-                    if own_user_namespace {
-                        "threads: RLIMIT_NPROC (own user namespace)"
+                    L::Threads(if own_user_namespace {
+                        ThreadCount::OwnUserNamespace
                     } else {
-                        "threads: RLIMIT_NPROC (a uid of its own)"
-                    },
+                        ThreadCount::OwnUid
+                    }),
                     Ok(()),
                 );
             }
@@ -353,27 +312,24 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
                     source: io::Error::other(why),
                 })
             }
-            Some(why) => record(
-                "threads: RLIMIT_NPROC (own user namespace)",
-                Err(why.into()),
-            ),
+            Some(why) => record(L::Threads(ThreadCount::OwnUserNamespace), Err(why.into())),
         }
     }
     if let Some(n) = plan.max_pending_signals {
         set_rlimit(libc::RLIMIT_SIGPENDING, n, "setrlimit(RLIMIT_SIGPENDING)")?;
-        record("queued signals: RLIMIT_SIGPENDING", Ok(()));
+        record(L::QueuedSignals, Ok(()));
     }
     if let Some(b) = plan.address_space_bytes {
         set_rlimit(libc::RLIMIT_AS, b, "setrlimit(RLIMIT_AS)")?;
-        record("memory: RLIMIT_AS", Ok(()));
+        record(L::Memory, Ok(()));
     }
     if let Some(s) = plan.cpu_seconds {
         set_rlimit(libc::RLIMIT_CPU, s, "setrlimit(RLIMIT_CPU)")?;
-        record("cpu time: RLIMIT_CPU (lifetime backstop)", Ok(()));
+        record(L::CpuTime, Ok(()));
     }
     if let Some(n) = plan.max_open_files {
         set_rlimit(libc::RLIMIT_NOFILE, n, "setrlimit(RLIMIT_NOFILE)")?;
-        record("open files: RLIMIT_NOFILE", Ok(()));
+        record(L::OpenFiles, Ok(()));
     }
     if let Some(b) = plan.file_size_bytes {
         set_rlimit(libc::RLIMIT_FSIZE, b, "setrlimit(RLIMIT_FSIZE)")?;
@@ -382,7 +338,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
         if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
             return Err(os_err("signal(SIGXFSZ, SIG_IGN)"));
         }
-        record("file size: RLIMIT_FSIZE", Ok(()));
+        record(L::FileSize, Ok(()));
     }
 
     // 5. Process attributes: no privilege gain through exec, no debugging,
@@ -399,24 +355,24 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             if unsafe { libc::personality((persona & !READ_IMPLIES_EXEC) as libc::c_ulong) } < 0 {
                 return Err(os_err("personality"));
             }
-            record("inherited READ_IMPLIES_EXEC persona cleared", Ok(()));
+            record(L::ReadImpliesExecCleared, Ok(()));
         }
     }
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(os_err("prctl(PR_SET_NO_NEW_PRIVS)"));
     }
-    record("no_new_privs", Ok(()));
+    record(L::NoNewPrivs, Ok(()));
     if plan.disable_debugging {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
             return Err(os_err("prctl(PR_SET_DUMPABLE, 0)"));
         }
-        record("undumpable (no ptrace, no /proc/<pid>/mem)", Ok(()));
+        record(L::Undumpable, Ok(()));
     }
     if let Some(n) = plan.cpu_count {
         set_affinity(n as usize, plan.cpu_offset as usize)?;
-        record("cpus: sched_setaffinity", Ok(()));
+        record(L::Cpus, Ok(()));
     }
 
     // 5. Landlock: read-only on the model and the profile's read paths,
@@ -425,11 +381,11 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     //    sockets outside the sandbox.
     if plan.confine_filesystem {
         match landlock(plan, landlock_paths) {
-            Ok(RulesetStatus::FullyEnforced) => record("landlock", Ok(())),
+            Ok(RulesetStatus::FullyEnforced) => record(L::Landlock, Ok(())),
             Ok(other) if plan.strict => {
                 return Err(SandboxError::LandlockNotEnforced(format!("{other:?}")))
             }
-            Ok(other) => record("landlock", Err(format!("{other:?} on this kernel"))),
+            Ok(other) => record(L::Landlock, Err(format!("{other:?} on this kernel"))),
             Err(e) => return Err(e),
         }
     }
@@ -441,10 +397,7 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
     //     or regain any of it by exec.
     if plan.drop_capabilities {
         drop_capabilities()?;
-        record(
-            "capabilities: none (effective, permitted, inheritable, ambient, bounding)",
-            Ok(()),
-        );
+        record(L::Capabilities, Ok(()));
     }
 
     // 6. seccomp, last: it would forbid the calls above.
@@ -454,37 +407,23 @@ pub fn apply(plan: &SandboxPlan) -> Result<Applied, SandboxError> {
             install_seccomp(plan, policy)?;
             record(
                 match policy {
-                    SyscallPolicy::AllowList { .. } => "seccomp allow-list",
-                    _ => "seccomp deny-list",
+                    SyscallPolicy::AllowList { .. } => L::SeccompAllowList,
+                    _ => L::SeccompDenyList,
                 },
                 Ok(()),
             );
-            record("seccomp: x32 and foreign-architecture calls kill", Ok(()));
-            record(
-                "seccomp: other processes unreachable (pid arguments)",
-                Ok(()),
-            );
-            record("seccomp: no terminal input injection (TIOCSTI)", Ok(()));
+            record(L::SeccompForeignArchitectures, Ok(()));
+            record(L::SeccompOtherProcesses, Ok(()));
+            record(L::SeccompTerminalInjection, Ok(()));
             if plan.no_exec_memory {
-                record("seccomp: no new executable memory (PROT_EXEC)", Ok(()));
+                record(L::SeccompNoExecMemory, Ok(()));
             }
-            record(
-                "seccomp: no file mode, owner, time or attribute changes",
-                Ok(()),
-            );
+            record(L::SeccompNoFileMetadata, Ok(()));
             if plan.no_sysv_ipc {
-                record("seccomp: no System V IPC", Ok(()));
+                record(L::SeccompNoSysvIpc, Ok(()));
             }
-            record("seccomp: the parent-death signal stays", Ok(()));
-            record(
-                match plan.sockets {
-                    SocketPolicy::None => "seccomp: no sockets",
-                    SocketPolicy::PairsOnly => "seccomp: socket pairs only",
-                    SocketPolicy::Any => "seccomp: sockets as the network allows",
-                    SocketPolicy::InetOnly => "seccomp: inet sockets and socket pairs only",
-                },
-                Ok(()),
-            );
+            record(L::SeccompParentDeathSignal, Ok(()));
+            record(L::SeccompSockets(plan.sockets), Ok(()));
         }
     }
     Ok(Applied {

@@ -158,7 +158,7 @@ pub fn spawn_confined(
             Ok(applied) => {
                 for gap in applied.gaps() {
                     if let Err(why) = &gap.enforced {
-                        eprintln!("symbi-slm sandbox: NOT ENFORCED: {}: {why}", gap.name);
+                        eprintln!("symbi-slm sandbox: NOT ENFORCED: {}: {why}", gap.kind);
                     }
                 }
                 warn_unreachable(plan);

@@ -17,7 +17,6 @@ pub mod exec;
 mod filesystem;
 mod handoff;
 mod identity;
-mod plan;
 #[cfg(feature = "probe")]
 pub mod probe;
 mod report;
@@ -25,15 +24,19 @@ mod seccomp;
 pub mod spawn;
 mod syscalls;
 
-pub use apply::{apply, Applied, Layer, SandboxError};
+pub use apply::{apply, SandboxError};
 pub use handoff::{proxy_handoff, receive_listener};
 pub use identity::SCRATCH_INODES;
-pub use plan::{
-    per_process_uid, NetworkMode, SandboxPlan, SocketPolicy, SyscallPolicy, PER_PROCESS_UID_BASE,
-};
+// The plan and the report are data in a crate of their own, which the
+// protocol carries without compiling any of this crate's kernel code.
 #[cfg(feature = "probe")]
 pub use probe::ProbeAction;
 pub use report::{
     kernel_counts_threads_per_namespace, report, ControlRow, Enforcement, HostSupport, Need,
+};
+use symbiont_sandbox_plan as plan;
+pub use symbiont_sandbox_plan::{
+    per_process_uid, Applied, Layer, LayerKind, NetworkMode, SandboxPlan, SocketPolicy,
+    SyscallPolicy, ThreadCount, PER_PROCESS_UID_BASE,
 };
 pub use syscalls::{never_allowed, syscall_number, WORKER_ALLOW_LIST, X32_SYSCALL_BIT};

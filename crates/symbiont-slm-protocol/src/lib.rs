@@ -22,10 +22,10 @@ use std::path::PathBuf;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 #[cfg(feature = "probe")]
 pub use symbiont_sandbox::ProbeAction;
-pub use symbiont_sandbox::{Applied, Layer, SandboxPlan};
+pub use symbiont_sandbox_plan::{Applied, Layer, LayerKind, SandboxPlan};
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the

@@ -197,7 +197,7 @@ impl Shared {
                     let why = gap.enforced.clone().err().unwrap_or_default();
                     self.audit(
                         AuditKind::SandboxGap,
-                        &gap.name,
+                        &gap.kind.to_string(),
                         format!("not enforced on this host: {why}"),
                         None,
                     );

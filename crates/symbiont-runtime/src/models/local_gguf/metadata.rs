@@ -19,8 +19,8 @@ pub(super) fn set_sandbox_facts(
 ) {
     for l in &applied.layers {
         match &l.enforced {
-            Ok(()) => layers.push(l.name.clone()),
-            Err(why) => gaps.push(format!("{}: {why}", l.name)),
+            Ok(()) => layers.push(l.kind.to_string()),
+            Err(why) => gaps.push(format!("{}: {why}", l.kind)),
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::models::SlmRunnerError;
+use symbiont_sandbox::LayerKind;
 
 /// Largest frame the supervisor reads from a worker. A worker's messages
 /// are small (a token's text, figures, the model's facts); a bigger frame
@@ -440,12 +441,7 @@ pub(super) fn verify_confinement(
             field("NoNewPrivs").unwrap_or("missing")
         ));
     }
-    let in_force = |name: &str| {
-        reported
-            .layers
-            .iter()
-            .any(|l| l.name == name && l.enforced.is_ok())
-    };
+    let in_force = |kind: LayerKind| reported.in_force(kind);
     if plan.syscalls != symbiont_sandbox::SyscallPolicy::Off {
         if field("Seccomp") != Some("2") {
             return Err(format!(
@@ -471,7 +467,7 @@ pub(super) fn verify_confinement(
                 ));
             }
         }
-        if !in_force("seccomp allow-list") && !in_force("seccomp deny-list") {
+        if !in_force(LayerKind::SeccompAllowList) && !in_force(LayerKind::SeccompDenyList) {
             return Err("the report names no seccomp policy".into());
         }
     }
@@ -484,22 +480,22 @@ pub(super) fn verify_confinement(
             return Err(format!("{set} is {v}: the worker kept capabilities"));
         }
     }
-    if plan.confine_filesystem && !in_force("landlock") && !plan.strict {
+    if plan.confine_filesystem && !in_force(LayerKind::Landlock) && !plan.strict {
         // A lenient plan may run without Landlock; the report must say so
         // as a gap, not leave it out.
-        if !reported.layers.iter().any(|l| l.name == "landlock") {
+        if !reported.reports(LayerKind::Landlock) {
             return Err("the report leaves out Landlock".into());
         }
     }
-    if plan.strict && plan.confine_filesystem && !in_force("landlock") {
+    if plan.strict && plan.confine_filesystem && !in_force(LayerKind::Landlock) {
         return Err("a strict plan's report does not show Landlock in force".into());
     }
     let policy = match plan.syscalls {
-        symbiont_sandbox::SyscallPolicy::AllowList { .. } => Some("seccomp allow-list"),
-        symbiont_sandbox::SyscallPolicy::DenyList => Some("seccomp deny-list"),
+        symbiont_sandbox::SyscallPolicy::AllowList { .. } => Some(LayerKind::SeccompAllowList),
+        symbiont_sandbox::SyscallPolicy::DenyList => Some(LayerKind::SeccompDenyList),
         symbiont_sandbox::SyscallPolicy::Off => None,
     };
-    if let Some(policy) = policy.filter(|p| !in_force(p)) {
+    if let Some(policy) = policy.filter(|p| !in_force(*p)) {
         return Err(format!(
             "the plan asks for a {policy}; the report does not show it"
         ));
@@ -508,17 +504,14 @@ pub(super) fn verify_confinement(
         return Err("a strict plan reported a gap instead of refusing to start".into());
     }
     if plan.network == symbiont_sandbox::NetworkMode::None
-        && !reported
-            .layers
-            .iter()
-            .any(|l| l.name == "network namespace")
+        && !reported.reports(LayerKind::NetworkNamespace)
     {
         return Err("the plan asks for no network; the report leaves out the namespace".into());
     }
-    if plan.user_namespace && !reported.layers.iter().any(|l| l.name == "user namespace") {
+    if plan.user_namespace && !reported.reports(LayerKind::UserNamespace) {
         return Err("the plan asks for a user namespace; the report leaves it out".into());
     }
-    if plan.ipc_namespace && !reported.layers.iter().any(|l| l.name == "IPC namespace") {
+    if plan.ipc_namespace && !reported.reports(LayerKind::IpcNamespace) {
         return Err("the plan asks for an IPC namespace; the report leaves it out".into());
     }
     let root = nix::unistd::geteuid().is_root();
@@ -570,7 +563,7 @@ pub(super) fn verify_confinement(
         // The id map is readable, though: a worker in our user namespace
         // shows ours.
         let map = |p: &str| std::fs::read_to_string(format!("/proc/{p}/uid_map"));
-        if in_force("user namespace") {
+        if in_force(LayerKind::UserNamespace) {
             match (map(&pid.to_string()), map("self")) {
                 (Ok(theirs), Ok(ours)) if theirs == ours => {
                     return Err(
@@ -596,10 +589,10 @@ pub(super) fn verify_confinement(
     };
     let own = pid.to_string();
     for (layer, kind) in [
-        ("user namespace", "user"),
-        ("network namespace", "net"),
-        ("IPC namespace", "ipc"),
-        ("scratch tmpfs (size-limited)", "mnt"),
+        (LayerKind::UserNamespace, "user"),
+        (LayerKind::NetworkNamespace, "net"),
+        (LayerKind::IpcNamespace, "ipc"),
+        (LayerKind::ScratchTmpfs, "mnt"),
     ] {
         if in_force(layer) && ns(&own, kind)? == ns("self", kind)? {
             return Err(format!(

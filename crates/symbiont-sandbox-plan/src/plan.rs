@@ -154,7 +154,7 @@ pub enum NetworkMode {
 /// reaches whatever listens there (a session bus, a container daemon):
 /// Landlock does not govern `connect` to it on kernels before ABI 9, so
 /// seccomp refuses the `socket` call itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SocketPolicy {
     /// No `socket`, no `socketpair` (the worker needs none).
     None,
