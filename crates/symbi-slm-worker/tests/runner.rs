@@ -18,7 +18,7 @@ use futures::StreamExt;
 use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
 use symbiont_runtime::models::{
     defaults, ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, SlmRunner,
-    SlmRunnerError, StreamEvent,
+    SlmRunnerError, StreamEvent, WorkerLoss,
 };
 use symbiont_slm_protocol::LayerKind;
 
@@ -302,9 +302,10 @@ async fn killed_worker_is_reported_and_replaced() {
     .unwrap();
     let err = stream_error(stream).await;
     match &err {
-        SlmRunnerError::WorkerCrashed { status, .. } => {
-            assert!(status.contains("SIGKILL"), "{status}")
-        }
+        SlmRunnerError::WorkerCrashed {
+            cause: WorkerLoss::Signalled { signal },
+            ..
+        } => assert_eq!(*signal, nix::sys::signal::Signal::SIGKILL as i32, "{err}"),
         other => panic!("expected WorkerCrashed, got {other}"),
     }
     let ok = r.execute("Say yes.", Some(greedy(4))).await.unwrap();
@@ -412,11 +413,12 @@ async fn bad_input_is_invalid_input() {
     // Too long for the context: found by the tokenizer, in the worker.
     let long = "word ".repeat(5000);
     match r.execute(&long, Some(greedy(4))).await {
-        Err(SlmRunnerError::InvalidInput {
-            field: "prompt",
-            reason,
+        Err(SlmRunnerError::ContextLengthExceeded {
+            prompt_tokens,
+            context_size,
         }) => {
-            assert!(reason.contains("2048"), "{reason}")
+            assert_eq!(context_size, 2048);
+            assert!(prompt_tokens >= 5000, "{prompt_tokens}");
         }
         other => panic!("{other:?}"),
     }
@@ -1357,7 +1359,7 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
         .build()
     };
     for (mode, why) in [
-        ("huge", "protocol violation: a frame of"),
+        ("huge", "a frame of"),
         ("flood", "more text than max_tokens = 4"),
         ("forged", "a message for no running request"),
         ("overcount", "1000000 tokens reported for max_tokens = 4"),
@@ -1365,9 +1367,10 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
         let dir = tempfile::tempdir().unwrap();
         let r = runner_for(mode, &dir).await.unwrap();
         match r.execute("Hi", Some(greedy(4))).await {
-            Err(SlmRunnerError::WorkerCrashed { status, .. }) => {
-                assert!(status.contains(why), "{mode}: {status}")
-            }
+            Err(SlmRunnerError::WorkerCrashed {
+                cause: WorkerLoss::ProtocolViolation { detail },
+                ..
+            }) => assert!(detail.contains(why), "{mode}: {detail}"),
             other => panic!("{mode}: expected a protocol violation, got {other:?}"),
         }
         assert!(
@@ -1428,9 +1431,13 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
         .unwrap();
         match (r.embed("Hi", None).await, why) {
             (Ok(e), None) => assert_eq!(e.embedding, [0.5; 4]),
-            (Err(SlmRunnerError::WorkerCrashed { status, .. }), Some(why)) => {
-                assert!(status.contains(why), "{mode}: {status}")
-            }
+            (
+                Err(SlmRunnerError::WorkerCrashed {
+                    cause: WorkerLoss::ProtocolViolation { detail },
+                    ..
+                }),
+                Some(why),
+            ) => assert!(detail.contains(why), "{mode}: {detail}"),
             (other, _) => panic!("{mode}: {other:?}"),
         }
         assert_eq!(
@@ -1443,9 +1450,10 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
     let dir = tempfile::tempdir().unwrap();
     let r = runner_for("embed_for_generate", &dir).await.unwrap();
     match r.execute("Hi", Some(greedy(4))).await {
-        Err(SlmRunnerError::WorkerCrashed { status, .. }) => {
-            assert!(status.contains("an embedding of 4 numbers"), "{status}")
-        }
+        Err(SlmRunnerError::WorkerCrashed {
+            cause: WorkerLoss::ProtocolViolation { detail },
+            ..
+        }) => assert!(detail.contains("an embedding of 4 numbers"), "{detail}"),
         other => panic!("embed_for_generate: {other:?}"),
     }
     // A worker that stops reading its input: a write that blocks (a prompt
@@ -1456,9 +1464,10 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
     let big = "word ".repeat(60_000);
     let started = Instant::now();
     match r.execute(&big, Some(greedy(4))).await {
-        Err(SlmRunnerError::WorkerCrashed { status, .. }) => {
-            assert!(status.contains("stopped reading its input"), "{status}")
-        }
+        Err(SlmRunnerError::WorkerCrashed {
+            cause: WorkerLoss::StoppedReading { .. },
+            ..
+        }) => {}
         other => panic!("deaf: expected WorkerCrashed, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(30));

@@ -201,12 +201,10 @@ impl ApiError {
                 )
             },
             SlmRunnerError::InvalidInput { field, reason } => {
-                let code = if field == "prompt" && reason.contains("context") {
-                    "context_length_exceeded"
-                } else {
-                    "invalid_value"
-                };
-                Self::bad_request(code, Some(field), format!("{field}: {reason}"))
+                Self::bad_request("invalid_value", Some(field), format!("{field}: {reason}"))
+            }
+            e @ SlmRunnerError::ContextLengthExceeded { .. } => {
+                Self::bad_request("context_length_exceeded", Some("prompt"), format!("prompt: {e}"))
             }
             SlmRunnerError::Overloaded {
                 capacity,
@@ -327,5 +325,58 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runner's typed errors choose the status and code; nothing is
+    /// read back from a message.
+    #[test]
+    fn typed_runner_errors_choose_status_and_code() {
+        let e = ApiError::from_runner(
+            SlmRunnerError::ContextLengthExceeded {
+                prompt_tokens: 5001,
+                context_size: 2048,
+            },
+            "r1",
+        );
+        assert_eq!(
+            (e.status, e.code, e.param.as_deref()),
+            (
+                StatusCode::BAD_REQUEST,
+                "context_length_exceeded",
+                Some("prompt")
+            )
+        );
+        assert!(
+            e.message.contains("5001") && e.message.contains("2048"),
+            "{}",
+            e.message
+        );
+        // A prompt refused for another reason that happens to say
+        // "context" stays an invalid value.
+        let e = ApiError::from_runner(
+            SlmRunnerError::InvalidInput {
+                field: "prompt",
+                reason: "the context of this request is empty".into(),
+            },
+            "r2",
+        );
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "invalid_value")
+        );
+        let e = ApiError::from_runner(
+            SlmRunnerError::WorkerCrashed {
+                cause: symbiont_runtime::models::WorkerLoss::Signalled { signal: 9 },
+                stderr_tail: "/secret/path".into(),
+            },
+            "r3",
+        );
+        assert_eq!(e.status.as_u16() / 100, 5);
+        assert!(!e.message.contains("/secret/path"), "{}", e.message);
     }
 }

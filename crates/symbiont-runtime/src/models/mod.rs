@@ -19,5 +19,5 @@ pub use pool::{ModelPool, ModelPoolBuilder, PoolRunner};
 pub use remote::{RemoteRunner, SseParser, MAX_SSE_LINE, REMOTE_CONCURRENCY, REMOTE_QUEUE};
 pub use runner::{
     ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
-    FinishReason, PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError,
+    FinishReason, PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError, WorkerLoss,
 };

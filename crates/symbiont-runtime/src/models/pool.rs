@@ -183,7 +183,7 @@ impl ModelPoolBuilder {
             None => match &self.catalog.config().audit_log_path {
                 Some(p) => AuditLog::to_file(p).map_err(|source| SlmRunnerError::Io {
                     context: format!("opening the audit log {p}"),
-                    source,
+                    source: source.into(),
                 })?,
                 None => AuditLog::tracing_only(),
             },

@@ -368,8 +368,75 @@ pub struct RunnerInfo {
     pub sandbox_gaps: Vec<String>,
 }
 
-/// Why a runner failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a worker process was lost (and restarted for the next request).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerLoss {
+    /// It exited by itself.
+    #[error("exited with status {code}")]
+    Exited {
+        /// Its exit status.
+        code: i32,
+    },
+    /// A signal ended it (SIGKILL from the kernel's OOM killer or an
+    /// operator, SIGSEGV from a crash in llama.cpp, …).
+    #[error("killed by signal {signal} ({})", signal_name(*signal))]
+    Signalled {
+        /// The signal's number.
+        signal: i32,
+    },
+    /// It broke the protocol (a frame too large, malformed or out of
+    /// turn, more than it may send): the supervisor killed it.
+    #[error("protocol violation: {detail}; the worker was killed")]
+    ProtocolViolation {
+        /// What it did.
+        detail: String,
+    },
+    /// It did not stop a request it was told to cancel, within the grace:
+    /// the supervisor killed it, and with it the requests it ran beside.
+    #[error("the worker was killed: it ignored the cancel of request {request}, which it ran beside this one")]
+    IgnoredCancel {
+        /// The request it did not stop.
+        request: u64,
+    },
+    /// Its input pipe stayed full: it stopped reading, and was killed.
+    #[error(
+        "the worker stopped reading its input (a write blocked for {seconds} s); it was killed"
+    )]
+    StoppedReading {
+        /// How long the write blocked.
+        seconds: u64,
+    },
+    /// Its output ended (or failed) and it did not exit: killed.
+    #[error("{what}; killed after it stopped responding")]
+    Unresponsive {
+        /// What was seen of it last.
+        what: String,
+    },
+    /// Workers started for this request were lost before it reached them.
+    #[error("the worker was lost {attempts} times before this request began")]
+    LostBeforeStart {
+        /// Workers lost.
+        attempts: u32,
+    },
+    /// The task that owns the worker gave no answer past the request's
+    /// deadline and the cancel grace.
+    #[error("the worker's driver gave no answer past the request's deadline and cancel grace")]
+    DriverSilent,
+    /// The task that owns the worker ended without answering.
+    #[error("the worker's driver ended without an answer")]
+    DriverGone,
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown")
+}
+
+/// Why a runner failed. `Clone`, so that one failure can end every request
+/// it concerns (sources are shared behind an `Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SlmRunnerError {
     /// The model file does not exist.
@@ -445,11 +512,20 @@ pub enum SlmRunnerError {
         /// What is wrong.
         reason: String,
     },
-    /// The worker process died.
-    #[error("worker crashed ({status}); last stderr lines:\n{stderr_tail}")]
+    /// The prompt (rendered with its history and template) has more
+    /// tokens than the model's context holds, counted by its tokenizer.
+    #[error("the prompt is {prompt_tokens} tokens, longer than the context of {context_size} tokens allows")]
+    ContextLengthExceeded {
+        /// Tokens of the prompt.
+        prompt_tokens: u32,
+        /// Tokens the context holds.
+        context_size: u32,
+    },
+    /// The worker process was lost.
+    #[error("worker crashed ({cause}); last stderr lines:\n{stderr_tail}")]
     WorkerCrashed {
-        /// Exit status or signal.
-        status: String,
+        /// Why.
+        cause: WorkerLoss,
         /// The end of its stderr.
         stderr_tail: String,
     },
@@ -486,7 +562,7 @@ pub enum SlmRunnerError {
         context: String,
         /// The error.
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
 }
 

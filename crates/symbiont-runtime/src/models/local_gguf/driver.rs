@@ -33,7 +33,7 @@ use super::metrics::{Counters, Unload};
 use super::queue::SlotPermit;
 use super::worker::{self, Next, Worker};
 use crate::audit::AuditKind;
-use crate::models::SlmRunnerError;
+use crate::models::{SlmRunnerError, WorkerLoss};
 
 /// What the driver tells a request.
 #[derive(Debug)]
@@ -402,7 +402,7 @@ impl Driver {
                         return Ok(());
                     }
                     Err(e) => {
-                        let _ = events.send(Event::Failed(clone_error(&e)));
+                        let _ = events.send(Event::Failed(e.clone()));
                         return Err(End::WriteFailed(e));
                     }
                 }
@@ -428,7 +428,7 @@ impl Driver {
             Command::Cancel { id } => self.cancel(id, false).await,
             Command::Ping { nonce, reply } => {
                 if let Err(e) = self.w.send(&ToWorker::Ping { nonce }).await {
-                    let _ = reply.send(Err(clone_error(&e)));
+                    let _ = reply.send(Err(e.clone()));
                     return Err(End::WriteFailed(e));
                 }
                 self.pings
@@ -475,22 +475,11 @@ impl Driver {
     async fn event(&mut self, next: Next) -> Result<(), End> {
         let msg = match next {
             Next::Event(msg) => msg,
-            Next::Lost(why) => {
-                // A frame the reader refused (too large, malformed) is the
-                // worker's doing: name it, whatever it exits with.
-                return Err(
-                    if why.contains("protocol violation") || why.contains("malformed") {
-                        End::Violation {
-                            why: why
-                                .trim_start_matches("I/O: ")
-                                .trim_start_matches("protocol violation: ")
-                                .to_string(),
-                            culprit: None,
-                        }
-                    } else {
-                        End::Lost(why)
-                    },
-                );
+            Next::Lost(why) => return Err(End::Lost(why)),
+            // A frame the reader refused (too large, malformed) is the
+            // worker's doing: named so, whatever it exits with.
+            Next::Violation(why) => {
+                return Err(End::Violation { why, culprit: None });
             }
             Next::Deadline => return self.deadlines().await,
         };
@@ -681,7 +670,7 @@ impl Driver {
             let _ = a.events.send(if a.timed_out {
                 Event::Timeout
             } else {
-                Event::Failed(clone_error(err))
+                Event::Failed(err.clone())
             });
         }
     }
@@ -715,7 +704,7 @@ impl Driver {
                 for (id, a) in self.active.drain() {
                     if Some(id) == culprit || a.received {
                         blamed = true;
-                        let _ = a.events.send(Event::Failed(clone_error(&err)));
+                        let _ = a.events.send(Event::Failed(err.clone()));
                     } else {
                         let _ = a.events.send(Event::Retry(a.permit));
                     }
@@ -761,9 +750,7 @@ impl Driver {
                         Event::Retry(a.permit)
                     } else {
                         Event::Failed(SlmRunnerError::WorkerCrashed {
-                            status: format!(
-                                "the worker was killed: it ignored the cancel of request {id}, which it ran beside this one"
-                            ),
+                            cause: WorkerLoss::IgnoredCancel { request: id },
                             stderr_tail: String::new(),
                         })
                     };
@@ -785,27 +772,4 @@ fn stray(msg: &FromWorker) -> String {
         "a message for no running request: {}",
         worker::describe(msg)
     )
-}
-
-/// The errors a dead worker gives every request it ran.
-fn clone_error(e: &SlmRunnerError) -> SlmRunnerError {
-    match e {
-        SlmRunnerError::WorkerCrashed {
-            status,
-            stderr_tail,
-        } => SlmRunnerError::WorkerCrashed {
-            status: status.clone(),
-            stderr_tail: stderr_tail.clone(),
-        },
-        SlmRunnerError::ResourceLimitExceeded { limit, detail } => {
-            SlmRunnerError::ResourceLimitExceeded {
-                limit: *limit,
-                detail: detail.clone(),
-            }
-        }
-        other => SlmRunnerError::WorkerCrashed {
-            status: other.to_string(),
-            stderr_tail: String::new(),
-        },
-    }
 }

@@ -152,7 +152,7 @@ impl Shared {
                     .tempdir()
                     .map_err(|source| SlmRunnerError::Io {
                         context: "creating the worker's scratch directory".into(),
-                        source,
+                        source: source.into(),
                     })?,
             )
         } else {

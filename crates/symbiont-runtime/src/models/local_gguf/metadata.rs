@@ -34,11 +34,9 @@ pub(super) fn map_request_error(e: RequestError) -> SlmRunnerError {
         RequestError::PromptTooLong {
             tokens,
             context_size,
-        } => SlmRunnerError::InvalidInput {
-            field: "prompt",
-            reason: format!(
-                "the prompt is {tokens} tokens, longer than the context of {context_size} tokens allows"
-            ),
+        } => SlmRunnerError::ContextLengthExceeded {
+            prompt_tokens: tokens,
+            context_size,
         },
         RequestError::BadRequest { detail } => SlmRunnerError::InvalidInput {
             field: "request",

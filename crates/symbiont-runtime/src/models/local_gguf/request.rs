@@ -16,7 +16,9 @@ use super::metadata::{limit_key, ms, result, set_sandbox_facts};
 use super::queue::Refusal;
 use super::{defaults, Shared};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::models::{ChatRole, ExecutionOptions, ExecutionResult, PromptMode, SlmRunnerError};
+use crate::models::{
+    ChatRole, ExecutionOptions, ExecutionResult, PromptMode, SlmRunnerError, WorkerLoss,
+};
 
 /// Times a request may be handed to a fresh worker because the one it was
 /// sent to was lost before it began (a protocol violation by another
@@ -177,7 +179,7 @@ impl Shared {
             })?;
         self.counters.admitted(started.elapsed());
         let mut model_load_ms = None;
-        let mut attempts = 0;
+        let mut attempts: u32 = 0;
         loop {
             attempts += 1;
             let (driven, load_ms) = self.worker_for(&tenant, deadline, timeout).await?;
@@ -210,9 +212,7 @@ impl Shared {
                     }
                     _ => {
                         return Err(SlmRunnerError::WorkerCrashed {
-                            status:
-                                "the worker stopped before the request reached it, again and again"
-                                    .into(),
+                            cause: WorkerLoss::LostBeforeStart { attempts },
                             stderr_tail: String::new(),
                         })
                     }
@@ -227,7 +227,7 @@ impl Shared {
             let outcome = loop {
                 let Ok(event) = tokio::time::timeout_at(backstop, rx.recv()).await else {
                     break Err(Ok(SlmRunnerError::WorkerCrashed {
-                        status: "the worker's driver gave no answer past the request's deadline and cancel grace".into(),
+                        cause: WorkerLoss::DriverSilent,
                         stderr_tail: String::new(),
                     }));
                 };
@@ -252,7 +252,7 @@ impl Shared {
                     Some(Event::Retry(p)) => break Err(Err(p)),
                     None => {
                         break Err(Ok(SlmRunnerError::WorkerCrashed {
-                            status: "the worker's driver ended without an answer".into(),
+                            cause: WorkerLoss::DriverGone,
                             stderr_tail: String::new(),
                         }))
                     }
@@ -268,9 +268,7 @@ impl Shared {
                     continue;
                 }
                 Err(Err(_)) => Err(SlmRunnerError::WorkerCrashed {
-                    status: format!(
-                        "the worker was lost {attempts} times before this request began"
-                    ),
+                    cause: WorkerLoss::LostBeforeStart { attempts },
                     stderr_tail: String::new(),
                 }),
             };

@@ -19,7 +19,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::models::SlmRunnerError;
+use crate::models::{SlmRunnerError, WorkerLoss};
 use symbiont_sandbox::LayerKind;
 
 /// Largest frame the supervisor reads from a worker. A worker's messages
@@ -98,7 +98,7 @@ pub(super) struct Worker {
     child: Child,
     pid: u32,
     stdin: ChildStdin,
-    events: mpsc::Receiver<Result<FromWorker, FrameError>>,
+    events: mpsc::Receiver<Result<FromWorker, OutputEnd>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     memory_limit: Option<u64>,
     /// Slowest costs measured on this worker (decaying), for the cancel
@@ -111,11 +111,23 @@ pub(super) struct Worker {
     _scratch: Option<tempfile::TempDir>,
 }
 
+/// Why the worker's output stopped yielding messages.
+#[derive(Debug)]
+pub(super) enum OutputEnd {
+    /// Closed, or a read failed: the worker is dead or dying.
+    Lost(String),
+    /// It sent what the protocol refuses (a frame too large or
+    /// malformed): its own doing, whatever it exits with.
+    Violation(String),
+}
+
 /// How a wait for the next event ended.
 pub(super) enum Next {
     Event(FromWorker),
-    /// The worker closed its stdout or sent garbage: it is dead or lost.
+    /// The worker closed its stdout: it is dead or lost.
     Lost(String),
+    /// It broke the framing.
+    Violation(String),
     /// The deadline passed first.
     Deadline,
 }
@@ -213,7 +225,9 @@ impl Worker {
                     let detail = clean(&detail, 2048);
                     if stage == symbiont_slm_protocol::LoadStage::Sandbox && confined.is_some() {
                         return Err(SlmRunnerError::WorkerCrashed {
-                            status: "protocol violation: a sandbox failure reported after the sandbox was reported in force; the worker was killed".into(),
+                            cause: WorkerLoss::ProtocolViolation {
+                                detail: "a sandbox failure reported after the sandbox was reported in force".into(),
+                            },
                             stderr_tail: worker.stderr_text().await,
                         });
                     }
@@ -247,6 +261,7 @@ impl Worker {
                     return Err(worker.violated(&why).await);
                 }
                 Next::Lost(why) => return Err(worker.crashed(&why).await),
+                Next::Violation(why) => return Err(worker.violated(&why).await),
                 Next::Deadline => {
                     worker.kill().await;
                     return Err(SlmRunnerError::InitializationFailed {
@@ -314,10 +329,9 @@ impl Worker {
             Err(_) => {
                 self.kill().await;
                 Err(SlmRunnerError::WorkerCrashed {
-                    status: format!(
-                        "the worker stopped reading its input (a write blocked for {} s); it was killed",
-                        WRITE_TIMEOUT.as_secs()
-                    ),
+                    cause: WorkerLoss::StoppedReading {
+                        seconds: WRITE_TIMEOUT.as_secs(),
+                    },
                     stderr_tail: self.stderr_text().await,
                 })
             }
@@ -329,7 +343,8 @@ impl Worker {
         match tokio::time::timeout_at(deadline, self.events.recv()).await {
             Err(_) => Next::Deadline,
             Ok(Some(Ok(msg))) => Next::Event(msg),
-            Ok(Some(Err(e))) => Next::Lost(e.to_string()),
+            Ok(Some(Err(OutputEnd::Lost(why)))) => Next::Lost(why),
+            Ok(Some(Err(OutputEnd::Violation(why)))) => Next::Violation(why),
             Ok(None) => Next::Lost("worker output closed".into()),
         }
     }
@@ -339,7 +354,9 @@ impl Worker {
     pub async fn violated(&mut self, why: &str) -> SlmRunnerError {
         self.kill().await;
         SlmRunnerError::WorkerCrashed {
-            status: format!("protocol violation: {why}; the worker was killed"),
+            cause: WorkerLoss::ProtocolViolation {
+                detail: why.to_string(),
+            },
             stderr_tail: self.stderr_text().await,
         }
     }
@@ -376,30 +393,37 @@ impl Worker {
     /// (killing the group if the worker lingers) and takes the stderr tail.
     pub async fn crashed(&mut self, why: &str) -> SlmRunnerError {
         let mut cpu_limit = false;
-        let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+        let cause = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(status)) => {
                 use std::os::unix::process::ExitStatusExt;
                 // SIGXCPU: the kernel's signal for a process past RLIMIT_CPU.
                 cpu_limit = status.signal() == Some(nix::sys::signal::Signal::SIGXCPU as i32);
-                describe_status(status)
+                match status.signal() {
+                    Some(signal) => WorkerLoss::Signalled { signal },
+                    None => WorkerLoss::Exited {
+                        code: status.code().unwrap_or(-1),
+                    },
+                }
             }
             _ => {
                 self.kill().await;
-                format!("{why}; killed after it stopped responding")
+                WorkerLoss::Unresponsive {
+                    what: why.to_string(),
+                }
             }
         };
         let tail = self.stderr_text().await;
         if cpu_limit {
             return SlmRunnerError::ResourceLimitExceeded {
                 limit: crate::models::ResourceLimit::CpuTime,
-                detail: format!("the worker used up its RLIMIT_CPU backstop ({status})"),
+                detail: format!("the worker used up its RLIMIT_CPU backstop ({cause})"),
             };
         }
         if let Some(limit) = self.memory_limit.filter(|_| looks_like_oom(&tail)) {
-            return memory_exceeded(limit, &format!("{status}; {tail}"));
+            return memory_exceeded(limit, &format!("{cause}; {tail}"));
         }
         SlmRunnerError::WorkerCrashed {
-            status,
+            cause,
             stderr_tail: tail,
         }
     }
@@ -690,18 +714,6 @@ fn placeholder_facts() -> ModelFacts {
     }
 }
 
-fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = status.signal() {
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|_| "unknown".into());
-        format!("killed by signal {sig} ({name})")
-    } else {
-        format!("exited with status {}", status.code().unwrap_or(-1))
-    }
-}
-
 /// SIGKILL to the worker's process group (the worker leads its own group,
 /// so this reaches anything it started too).
 pub(super) fn kill_group(pid: u32) {
@@ -725,31 +737,32 @@ pub(super) fn peak_rss_bytes(pid: u32) -> Option<u64> {
 
 async fn read_frames<R: AsyncRead + Unpin>(
     mut r: R,
-    tx: mpsc::Sender<Result<FromWorker, FrameError>>,
+    tx: mpsc::Sender<Result<FromWorker, OutputEnd>>,
 ) {
+    let lost = |e: std::io::Error| {
+        OutputEnd::Lost(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "worker output closed".into()
+        } else {
+            format!("reading from the worker: {e}")
+        })
+    };
     loop {
         let msg = async {
             let mut prefix = [0u8; 4];
-            match r.read_exact(&mut prefix).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(FrameError::Closed)
-                }
-                Err(e) => return Err(e.into()),
-            }
+            r.read_exact(&mut prefix).await.map_err(lost)?;
             let len = match frame_len(prefix) {
                 Ok(len) => len,
                 Err(FrameError::TooLarge(n)) => n as usize,
-                Err(e) => return Err(e),
+                Err(e) => return Err(OutputEnd::Violation(e.to_string())),
             };
             if len > MAX_FRAME_FROM_WORKER {
-                return Err(FrameError::Io(std::io::Error::other(format!(
-                    "protocol violation: a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
-                ))));
+                return Err(OutputEnd::Violation(format!(
+                    "a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
+                )));
             }
             let mut payload = vec![0u8; len];
-            r.read_exact(&mut payload).await?;
-            decode::<FromWorker>(&payload)
+            r.read_exact(&mut payload).await.map_err(lost)?;
+            decode::<FromWorker>(&payload).map_err(|e| OutputEnd::Violation(e.to_string()))
         }
         .await;
         let stop = msg.is_err();
