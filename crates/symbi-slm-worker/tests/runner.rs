@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
 use symbiont_runtime::models::{
-    defaults, ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, SlmRunner,
-    SlmRunnerError, StreamEvent, WorkerLoss,
+    defaults, ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, ResourceLimit,
+    SlmRunner, SlmRunnerError, StreamEvent, WorkerLoss,
 };
 use symbiont_slm_protocol::LayerKind;
 
@@ -1279,8 +1279,8 @@ def send(obj=None, raw=None):
     out.flush()
 def token(i, text):
     send({{"type": "token", "id": i, "text": text}})
-def done(i, n):
-    send({{"type": "done", "id": i, "stats": {{"input_tokens": 3, "output_tokens": n, "prompt_ms": 1.0, "generation_ms": 1.0, "total_ms": 2.0, "finish": "end_of_text", "stop_sequence": None}}}})
+def done(i, n, finish="end_of_text"):
+    send({{"type": "done", "id": i, "stats": {{"input_tokens": 3, "output_tokens": n, "prompt_ms": 1.0, "generation_ms": 1.0, "total_ms": 2.0, "finish": finish, "stop_sequence": None}}}})
 read()
 send(raw={confined:?}.encode())
 send(raw={ready:?}.encode())
@@ -1316,6 +1316,20 @@ while True:
     elif mode == "overcount":
         token(i, "ok")
         done(i, 1000000)
+    elif mode == "chatty" and m["max_tokens"] >= 300:
+        # Every token at once; then it stops only when told to.
+        for _ in range(m["max_tokens"]):
+            token(i, "x")
+        while True:
+            c = read()
+            if c["type"] == "cancel" and c["id"] == i:
+                break
+            if c["type"] == "generate":
+                # A request beside it, answered at once.
+                send({{"type": "prompt_read", "id": c["id"], "input_tokens": 3}})
+                token(c["id"], "ok")
+                done(c["id"], 1)
+        done(i, m["max_tokens"], "cancelled")
     else:
         if mode == "stderr":
             for n in range(100000):
@@ -1333,6 +1347,57 @@ while True:
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// A reader that stops reading stalls no one: the driver hands events on
+/// without waiting for it, and a request whose reader leaves 256 events
+/// unread is cancelled and ends with the `StreamBuffer` limit, after the
+/// events it had. The request beside it finishes meanwhile, on the same
+/// worker (the fake sends a long answer at once, then waits for the
+/// cancel).
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_cancelled_and_stalls_no_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(python_fake(dir.path(), "chatty"))
+    .build()
+    .await
+    .unwrap();
+    let mut slow = Box::pin(r.execute_stream("Hi", Some(greedy(400))));
+    assert!(matches!(slow.next().await, Some(Ok(StreamEvent::Token(_)))));
+    let pid = r.worker_pid().await;
+    // Left unread from here on; another request runs and finishes.
+    let beside = tokio::time::timeout(Duration::from_secs(60), r.execute("Hi", Some(greedy(4))))
+        .await
+        .expect("a request waited behind a reader that stopped reading")
+        .unwrap();
+    assert_eq!(beside.response, "ok");
+    assert_eq!(r.worker_pid().await, pid, "not the same worker");
+    let mut tokens = 1;
+    let end = loop {
+        match slow.next().await {
+            Some(Ok(StreamEvent::Token(_))) => tokens += 1,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(
+            end,
+            Some(Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::StreamBuffer,
+                ..
+            }))
+        ),
+        "{end:?}"
+    );
+    // All it had been handed, and not the whole answer.
+    assert!((256..400).contains(&tokens), "{tokens}");
+    assert!(slow.next().await.is_none());
 }
 
 /// A hostile worker cannot hurt the supervisor: a huge frame, a flood of

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ModelResourceRequirements, SandboxProfile};
@@ -23,6 +25,30 @@ pub trait SlmRunner: Send + Sync {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError>;
+    /// Runs one prompt as a stream of its text that ends with
+    /// [`StreamEvent::Done`] (or an error). Dropping the stream cancels
+    /// the request. The built-in runners stream as the model generates
+    /// (and their `execute` reads this stream to its end); the default,
+    /// for runners that only implement `execute`, gives the whole text as
+    /// one piece when it is done.
+    fn execute_stream<'a>(
+        &'a self,
+        prompt: &'a str,
+        options: Option<ExecutionOptions>,
+    ) -> BoxStream<'a, Result<StreamEvent, SlmRunnerError>> {
+        futures::stream::once(self.execute(prompt, options))
+            .flat_map(|r| {
+                let events = match r {
+                    Ok(r) => vec![
+                        Ok(StreamEvent::Token(r.response.clone())),
+                        Ok(StreamEvent::Done(Box::new(r))),
+                    ],
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(events)
+            })
+            .boxed()
+    }
     /// The embedding of `text`. Runners that compute none refuse it
     /// (the default).
     async fn embed(
@@ -44,6 +70,16 @@ pub trait SlmRunner: Send + Sync {
     async fn health_check(&self) -> Result<(), SlmRunnerError>;
     /// What the runner is and runs.
     fn get_info(&self) -> RunnerInfo;
+}
+
+/// One event of a streamed execution.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// Generated text (whole UTF-8 characters).
+    Token(String),
+    /// The end: the whole result with its metadata.
+    Done(Box<ExecutionResult>),
 }
 
 /// How the prompt is given to the model.
@@ -284,6 +320,8 @@ pub enum ResourceLimit {
     ContextSize,
     /// The runner's request queue.
     QueueCapacity,
+    /// The events a streaming request's reader may leave unread.
+    StreamBuffer,
 }
 
 impl std::fmt::Display for ResourceLimit {
@@ -298,6 +336,7 @@ impl std::fmt::Display for ResourceLimit {
             Self::MaxTokens => "max_tokens",
             Self::ContextSize => "context size",
             Self::QueueCapacity => "request queue capacity",
+            Self::StreamBuffer => "stream buffer (events a reader may leave unread)",
         })
     }
 }

@@ -33,7 +33,7 @@ use super::metrics::{Counters, Unload};
 use super::queue::SlotPermit;
 use super::worker::{self, Next, Worker};
 use crate::audit::AuditKind;
-use crate::models::{SlmRunnerError, WorkerLoss};
+use crate::models::{ResourceLimit, SlmRunnerError, WorkerLoss};
 
 /// What the driver tells a request.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ pub(super) enum Command {
     Run {
         request: Box<GenerateRequest>,
         deadline: Instant,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::Sender<Event>,
         permit: SlotPermit,
     },
     /// The caller went away: stop the request within one decode step.
@@ -249,7 +249,7 @@ impl Drop for CancelOnDrop {
 
 /// A request the worker runs.
 struct Active {
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     permit: SlotPermit,
     deadline: Instant,
     max_tokens: usize,
@@ -265,6 +265,30 @@ struct Active {
     received: bool,
     /// An embedding request: one `Embedding`, no text.
     embed: bool,
+    /// Cancelled because its reader left [`REQUEST_EVENTS`] events unread.
+    behind: bool,
+}
+
+/// Events a request's reader may leave unread. Past that the request is
+/// cancelled (its reader is too far behind to keep a slot of a worker
+/// that other requests share) and ends with
+/// [`ResourceLimit::StreamBuffer`]; the driver never waits for a reader.
+/// One more place is kept for the request's last event.
+pub(super) const REQUEST_EVENTS: usize = 256;
+
+/// The channel a request's events come through.
+pub(super) fn request_events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
+    mpsc::channel(REQUEST_EVENTS + 1)
+}
+
+/// What a reader that fell too far behind gets.
+fn reader_behind() -> SlmRunnerError {
+    SlmRunnerError::ResourceLimitExceeded {
+        limit: ResourceLimit::StreamBuffer,
+        detail: format!(
+            "the reader left {REQUEST_EVENTS} events unread; the request was cancelled"
+        ),
+    }
 }
 
 struct Driver {
@@ -334,7 +358,7 @@ impl Driver {
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 Command::Run { events, permit, .. } => {
-                    let _ = events.send(Event::Retry(permit));
+                    let _ = events.try_send(Event::Retry(permit));
                 }
                 Command::Ping { reply, .. } => {
                     let _ = reply.send(Err(SlmRunnerError::ExecutionFailed {
@@ -390,7 +414,7 @@ impl Driver {
                 let max_tokens = request.max_tokens as usize;
                 let embed = request.embed;
                 if self.draining {
-                    let _ = events.send(Event::Retry(permit));
+                    let _ = events.try_send(Event::Retry(permit));
                     return Ok(());
                 }
                 match self.w.send(&ToWorker::Generate(*request)).await {
@@ -398,11 +422,11 @@ impl Driver {
                     // The request cannot be put in a frame: its fault, not
                     // the worker's (nothing was written).
                     Err(e @ SlmRunnerError::InvalidInput { .. }) => {
-                        let _ = events.send(Event::Failed(e));
+                        let _ = events.try_send(Event::Failed(e));
                         return Ok(());
                     }
                     Err(e) => {
-                        let _ = events.send(Event::Failed(e.clone()));
+                        let _ = events.try_send(Event::Failed(e.clone()));
                         return Err(End::WriteFailed(e));
                     }
                 }
@@ -421,6 +445,7 @@ impl Driver {
                         bytes: 0,
                         received: false,
                         embed,
+                        behind: false,
                     },
                 );
                 Ok(())
@@ -500,7 +525,7 @@ impl Driver {
                 let decoded = input_tokens.saturating_sub(cached_tokens);
                 a.prompt_read = Some((Instant::now(), decoded));
                 a.received = true;
-                let _ = a.events.send(Event::PromptRead);
+                let _ = a.events.try_send(Event::PromptRead);
                 Ok(())
             }
             FromWorker::Token { id, ref text } => {
@@ -535,7 +560,16 @@ impl Driver {
                 }
                 a.last_token_at = Some(now);
                 a.received = true;
-                if a.events.send(Event::Token(text.clone())).is_err() {
+                if a.cancelled.is_some() {
+                    // Text the worker made before it read the cancel.
+                    return Ok(());
+                }
+                // One place stays free for the request's last event.
+                if a.events.capacity() <= 1 {
+                    a.behind = true;
+                    return self.cancel(id, false).await;
+                }
+                if a.events.try_send(Event::Token(text.clone())).is_err() {
                     // Nobody follows it any more.
                     return self.cancel(id, false).await;
                 }
@@ -564,7 +598,7 @@ impl Driver {
                 }
                 a.frames += 1;
                 a.received = true;
-                let _ = a.events.send(Event::Embedding(vector));
+                let _ = a.events.try_send(Event::Embedding(vector));
                 Ok(())
             }
             FromWorker::Done { id, stats } => {
@@ -596,12 +630,14 @@ impl Driver {
                 }
                 let event = if a.timed_out {
                     Event::Timeout
+                } else if a.behind {
+                    Event::Failed(reader_behind())
                 } else {
                     Event::Done { stats, peak_rss }
                 };
                 // The slot is free before the caller hears of the end.
                 drop(a.permit);
-                let _ = a.events.send(event);
+                let _ = a.events.try_send(event);
                 Ok(())
             }
             FromWorker::Failed { id, error } => {
@@ -612,8 +648,10 @@ impl Driver {
                     );
                 };
                 drop(a.permit);
-                let _ = a.events.send(if a.timed_out {
+                let _ = a.events.try_send(if a.timed_out {
                     Event::Timeout
+                } else if a.behind {
+                    Event::Failed(reader_behind())
                 } else {
                     Event::Failed(super::metadata::map_request_error(error))
                 });
@@ -667,7 +705,7 @@ impl Driver {
     /// timeout).
     fn fail_all(&mut self, err: &SlmRunnerError) {
         for (_, a) in self.active.drain() {
-            let _ = a.events.send(if a.timed_out {
+            let _ = a.events.try_send(if a.timed_out {
                 Event::Timeout
             } else {
                 Event::Failed(err.clone())
@@ -693,7 +731,7 @@ impl Driver {
         match end {
             End::Unloaded => {
                 for (_, a) in self.active.drain() {
-                    let _ = a.events.send(Event::Retry(a.permit));
+                    let _ = a.events.try_send(Event::Retry(a.permit));
                 }
                 tracing::debug!(pid, "worker unloaded");
                 self.w.shutdown().await;
@@ -704,9 +742,9 @@ impl Driver {
                 for (id, a) in self.active.drain() {
                     if Some(id) == culprit || a.received {
                         blamed = true;
-                        let _ = a.events.send(Event::Failed(err.clone()));
+                        let _ = a.events.try_send(Event::Failed(err.clone()));
                     } else {
-                        let _ = a.events.send(Event::Retry(a.permit));
+                        let _ = a.events.try_send(Event::Retry(a.permit));
                     }
                 }
                 if !blamed {
@@ -754,7 +792,7 @@ impl Driver {
                             stderr_tail: String::new(),
                         })
                     };
-                    let _ = a.events.send(event);
+                    let _ = a.events.try_send(event);
                 }
             }
         }

@@ -107,5 +107,6 @@ pub(super) fn limit_key(limit: ResourceLimit) -> &'static str {
         ResourceLimit::MaxTokens => "max_tokens",
         ResourceLimit::ContextSize => "context size",
         ResourceLimit::QueueCapacity => "queue_capacity",
+        ResourceLimit::StreamBuffer => "stream buffer",
     }
 }

@@ -48,7 +48,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 use symbiont_slm_protocol::ModelFacts;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use budget::{physical_memory_mb, Budget, HostBudget};
@@ -67,6 +67,8 @@ use self::metrics::Counters;
 use self::queue::Admission;
 use crate::audit::AuditLog;
 use crate::config::{ModelResourceRequirements, SandboxProfile};
+use crate::models::stream::RequestStream;
+use crate::models::StreamEvent;
 use crate::models::{
     EmbeddingResult, ExecutionOptions, ExecutionResult, RunnerInfo, SlmRunner, SlmRunnerError,
 };
@@ -144,16 +146,6 @@ pub mod defaults {
     pub const UNMEASURED_PROMPT_TOKEN: Duration = Duration::from_millis(20);
     /// How long loading the model may take.
     pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
-}
-
-/// One event of a streamed execution.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum StreamEvent {
-    /// Generated text (whole UTF-8 characters).
-    Token(String),
-    /// The end: the whole result with its metadata.
-    Done(Box<ExecutionResult>),
 }
 
 /// Slots and queue of a runner, now.
@@ -347,9 +339,7 @@ impl LocalGgufRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError> {
-        self.shared
-            .run(prompt, options.unwrap_or_default(), |_| true)
-            .await
+        crate::models::stream::collect(self.execute_stream(prompt, options)).await
     }
 
     /// The embedding of `text` as the model sees it (no chat template):
@@ -412,23 +402,15 @@ impl LocalGgufRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Send + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = self.shared.clone();
         let prompt = prompt.to_string();
-        tokio::spawn(async move {
-            let token_tx = tx.clone();
-            let run = shared.run(&prompt, options.unwrap_or_default(), move |t| {
-                token_tx.send(Ok(StreamEvent::Token(t.to_string()))).is_ok()
-            });
-            // The stream dropped: dropping `run` cancels the request.
-            tokio::select! {
-                result = run => {
-                    let _ = tx.send(result.map(|r| StreamEvent::Done(Box::new(r))));
-                }
-                _ = tx.closed() => {}
-            }
-        });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+        RequestStream::new(move |text| async move {
+            shared
+                .run(&prompt, options.unwrap_or_default(), move |t| {
+                    text.push(t.to_string())
+                })
+                .await
+        })
     }
 }
 
@@ -440,6 +422,14 @@ impl SlmRunner for LocalGgufRunner {
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         LocalGgufRunner::execute(self, prompt, options).await
+    }
+
+    fn execute_stream<'a>(
+        &'a self,
+        prompt: &'a str,
+        options: Option<ExecutionOptions>,
+    ) -> futures::stream::BoxStream<'a, Result<StreamEvent, SlmRunnerError>> {
+        Box::pin(LocalGgufRunner::execute_stream(self, prompt, options))
     }
 
     async fn embed(

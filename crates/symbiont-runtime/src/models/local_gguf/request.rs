@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use symbiont_slm_protocol::{Finish, GenerateRequest, Sampling, ToWorker, MAX_PROMPT_BYTES};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::driver::{Command, Event};
@@ -49,7 +48,7 @@ impl Shared {
         self: &Arc<Self>,
         prompt: &str,
         options: ExecutionOptions,
-        on_token: impl FnMut(&str) -> bool + Send,
+        on_token: impl FnMut(&str) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         self.run_job(prompt, options, false, on_token, |_| {}).await
     }
@@ -69,7 +68,7 @@ impl Shared {
         }
         let mut vector = None;
         let result = self
-            .run_job(text, options, true, |_| true, |v| vector = Some(v))
+            .run_job(text, options, true, |_| {}, |v| vector = Some(v))
             .await?;
         // The driver lets `Done` through for an embedding request only
         // after its embedding.
@@ -85,7 +84,7 @@ impl Shared {
         prompt: &str,
         options: ExecutionOptions,
         embed: bool,
-        on_token: impl FnMut(&str) -> bool + Send,
+        on_token: impl FnMut(&str) + Send,
         on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let agent = options.agent_id.clone();
@@ -132,7 +131,7 @@ impl Shared {
         prompt: &str,
         options: ExecutionOptions,
         embed: bool,
-        mut on_token: impl FnMut(&str) -> bool + Send,
+        mut on_token: impl FnMut(&str) + Send,
         mut on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
@@ -194,7 +193,7 @@ impl Shared {
                 .as_millis()
                 .max(1) as u64;
             let id = request.id;
-            let (events, mut rx) = mpsc::unbounded_channel();
+            let (events, mut rx) = super::driver::request_events();
             let mut cancel_on_drop = driven.cancel_on_drop(id);
             let run = Command::Run {
                 request: Box::new(request.clone()),
@@ -220,7 +219,6 @@ impl Shared {
             }
             let mut text = String::new();
             let mut ttft = None;
-            let mut consumer_gone = false;
             // A backstop behind the driver's own deadline, grace and kill:
             // a caller never waits past them.
             let backstop = deadline + defaults::CANCEL_GRACE_MAX + Duration::from_secs(15);
@@ -235,12 +233,8 @@ impl Shared {
                     Some(Event::PromptRead) => {}
                     Some(Event::Token(t)) => {
                         ttft.get_or_insert_with(|| ms(started.elapsed()));
+                        on_token(&t);
                         text.push_str(&t);
-                        if !consumer_gone && !on_token(&t) {
-                            // The stream's reader went away: stop.
-                            consumer_gone = true;
-                            let _ = driven.send(Command::Cancel { id });
-                        }
                     }
                     Some(Event::Embedding(v)) => {
                         ttft.get_or_insert_with(|| ms(started.elapsed()));

@@ -16,7 +16,6 @@ use symbiont_slm_protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::models::{SlmRunnerError, WorkerLoss};
@@ -98,7 +97,9 @@ pub(super) struct Worker {
     child: Child,
     pid: u32,
     stdin: ChildStdin,
-    events: mpsc::Receiver<Result<FromWorker, OutputEnd>>,
+    /// The worker's stdout, read by whoever waits for its next event
+    /// (the driver, once it runs): no task and no channel in between.
+    events: FrameReader,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     memory_limit: Option<u64>,
     /// Slowest costs measured on this worker (decaying), for the cancel
@@ -112,7 +113,7 @@ pub(super) struct Worker {
 }
 
 /// Why the worker's output stopped yielding messages.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum OutputEnd {
     /// Closed, or a read failed: the worker is dead or dying.
     Lost(String),
@@ -169,8 +170,7 @@ impl Worker {
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(read_stderr(stderr, stderr_tail.clone(), pid));
-        let (tx, events) = mpsc::channel(256);
-        tokio::spawn(read_frames(stdout, tx));
+        let events = FrameReader::new(stdout);
         let mut worker = Worker {
             child,
             pid,
@@ -340,12 +340,11 @@ impl Worker {
 
     /// Waits for the next event, or the deadline.
     pub async fn next(&mut self, deadline: Instant) -> Next {
-        match tokio::time::timeout_at(deadline, self.events.recv()).await {
+        match tokio::time::timeout_at(deadline, self.events.next()).await {
             Err(_) => Next::Deadline,
-            Ok(Some(Ok(msg))) => Next::Event(msg),
-            Ok(Some(Err(OutputEnd::Lost(why)))) => Next::Lost(why),
-            Ok(Some(Err(OutputEnd::Violation(why)))) => Next::Violation(why),
-            Ok(None) => Next::Lost("worker output closed".into()),
+            Ok(Ok(msg)) => Next::Event(msg),
+            Ok(Err(OutputEnd::Lost(why))) => Next::Lost(why),
+            Ok(Err(OutputEnd::Violation(why))) => Next::Violation(why),
         }
     }
 
@@ -735,40 +734,77 @@ pub(super) fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-async fn read_frames<R: AsyncRead + Unpin>(
-    mut r: R,
-    tx: mpsc::Sender<Result<FromWorker, OutputEnd>>,
-) {
-    let lost = |e: std::io::Error| {
-        OutputEnd::Lost(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            "worker output closed".into()
-        } else {
-            format!("reading from the worker: {e}")
-        })
-    };
-    loop {
-        let msg = async {
-            let mut prefix = [0u8; 4];
-            r.read_exact(&mut prefix).await.map_err(lost)?;
-            let len = match frame_len(prefix) {
-                Ok(len) => len,
-                Err(FrameError::TooLarge(n)) => n as usize,
-                Err(e) => return Err(OutputEnd::Violation(e.to_string())),
-            };
-            if len > MAX_FRAME_FROM_WORKER {
-                return Err(OutputEnd::Violation(format!(
-                    "a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
-                )));
+/// Reads the worker's frames. Cancel-safe: a wait for the next frame
+/// that is dropped (a deadline, a command first) loses nothing, since
+/// bytes are kept here as they arrive and only whole frames leave.
+#[derive(Debug)]
+struct FrameReader {
+    out: tokio::process::ChildStdout,
+    buf: Vec<u8>,
+    /// The output ended or broke the protocol: said once, then again.
+    ended: Option<OutputEnd>,
+}
+
+impl FrameReader {
+    fn new(out: tokio::process::ChildStdout) -> Self {
+        Self {
+            out,
+            buf: Vec::with_capacity(64 * 1024),
+            ended: None,
+        }
+    }
+
+    /// The next whole frame, decoded.
+    async fn next(&mut self) -> Result<FromWorker, OutputEnd> {
+        loop {
+            if let Some(end) = &self.ended {
+                return Err(end.clone());
             }
-            let mut payload = vec![0u8; len];
-            r.read_exact(&mut payload).await.map_err(lost)?;
-            decode::<FromWorker>(&payload).map_err(|e| OutputEnd::Violation(e.to_string()))
+            match self.frame() {
+                Ok(Some(msg)) => return Ok(msg),
+                Ok(None) => {}
+                Err(end) => {
+                    self.ended = Some(end.clone());
+                    return Err(end);
+                }
+            }
+            // Room for what the frame being read still needs, at most one
+            // read's worth at a time.
+            self.buf.reserve(16 * 1024);
+            match self.out.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    self.ended = Some(OutputEnd::Lost("worker output closed".into()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.ended = Some(OutputEnd::Lost(format!("reading from the worker: {e}")));
+                }
+            }
         }
-        .await;
-        let stop = msg.is_err();
-        if tx.send(msg).await.is_err() || stop {
-            return;
+    }
+
+    /// A whole frame from the front of the buffer, if one is there.
+    fn frame(&mut self) -> Result<Option<FromWorker>, OutputEnd> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = match frame_len(*prefix) {
+            Ok(len) => len,
+            Err(FrameError::TooLarge(n)) => n as usize,
+            Err(e) => return Err(OutputEnd::Violation(e.to_string())),
+        };
+        if len > MAX_FRAME_FROM_WORKER {
+            return Err(OutputEnd::Violation(format!(
+                "a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
+            )));
         }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let msg = decode::<FromWorker>(&self.buf[4..4 + len])
+            .map_err(|e| OutputEnd::Violation(e.to_string()));
+        self.buf.drain(..4 + len);
+        msg.map(Some)
     }
 }
 

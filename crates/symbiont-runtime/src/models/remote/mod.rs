@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderName, HeaderValue};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelProvider, ModelResourceRequirements, NetworkAccessMode, SandboxProfile};
 use crate::egress::{self, AuditRefusals, Kind, Proxy, ProxyStats};
+use crate::models::stream::RequestStream;
 use crate::models::{
     EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult, RunnerInfo, RunnerLoad,
     RunnerMetrics, SlmRunner, SlmRunnerError, StreamEvent,
@@ -442,15 +443,7 @@ impl RemoteRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError> {
-        let mut s = Box::pin(self.execute_stream(prompt, options));
-        while let Some(e) = s.next().await {
-            if let StreamEvent::Done(r) = e? {
-                return Ok(*r);
-            }
-        }
-        Err(SlmRunnerError::ExecutionFailed {
-            reason: "the answer ended without a result".into(),
-        })
+        crate::models::stream::collect(self.execute_stream(prompt, options)).await
     }
 
     /// Runs a prompt and streams its text, ending with
@@ -460,22 +453,13 @@ impl RemoteRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Send + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
         let inner = self.inner.clone();
         let prompt = prompt.to_string();
-        tokio::spawn(async move {
-            let token_tx = tx.clone();
-            let run = inner.run(&prompt, options.unwrap_or_default(), move |t| {
-                token_tx.send(Ok(StreamEvent::Token(t))).is_ok()
-            });
-            tokio::select! {
-                result = run => {
-                    let _ = tx.send(result.map(|r| StreamEvent::Done(Box::new(r))));
-                }
-                () = tx.closed() => {}
-            }
-        });
-        tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        RequestStream::new(move |text| async move {
+            inner
+                .run(&prompt, options.unwrap_or_default(), move |t| text.push(t))
+                .await
+        })
     }
 }
 
@@ -495,7 +479,7 @@ impl Inner {
         &self,
         prompt: &str,
         options: ExecutionOptions,
-        mut on_text: impl FnMut(String) -> bool,
+        mut on_text: impl FnMut(String),
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
         let mut result = self.run_inner(prompt, options, &mut on_text, started).await;
@@ -522,7 +506,7 @@ impl Inner {
         &self,
         prompt: &str,
         options: ExecutionOptions,
-        on_text: &mut impl FnMut(String) -> bool,
+        on_text: &mut impl FnMut(String),
         started: Instant,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         options.validate()?;
@@ -726,7 +710,7 @@ impl Inner {
         &self,
         response: reqwest::Response,
         deadline: tokio::time::Instant,
-        on_text: &mut impl FnMut(String) -> bool,
+        on_text: &mut impl FnMut(String),
         started: Instant,
         timed_out: &impl Fn() -> SlmRunnerError,
     ) -> Result<ExecutionResult, SlmRunnerError> {
@@ -769,13 +753,7 @@ impl Inner {
                 if let Some(t) = d.text {
                     first.get_or_insert_with(Instant::now);
                     text.push_str(&t);
-                    if !on_text(t) {
-                        // The caller left: dropping the body closes the
-                        // connection.
-                        return Err(SlmRunnerError::ExecutionFailed {
-                            reason: "cancelled by the caller".into(),
-                        });
-                    }
+                    on_text(t);
                 }
                 if d.input_tokens.is_some() {
                     meta.input_tokens = d.input_tokens;
@@ -864,6 +842,14 @@ impl SlmRunner for RemoteRunner {
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         RemoteRunner::execute(self, prompt, options).await
+    }
+
+    fn execute_stream<'a>(
+        &'a self,
+        prompt: &'a str,
+        options: Option<ExecutionOptions>,
+    ) -> futures::stream::BoxStream<'a, Result<StreamEvent, SlmRunnerError>> {
+        Box::pin(RemoteRunner::execute_stream(self, prompt, options))
     }
 
     async fn embed(

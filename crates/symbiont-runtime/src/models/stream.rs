@@ -1,0 +1,203 @@
+//! A request as a stream that owns it.
+//!
+//! Every runner streams the same way: the stream holds the request's
+//! future and polls it from its own `poll_next`, on the caller's task. No
+//! task is spawned around a request and no channel carries its text: the
+//! text the request produces waits in the stream until the caller takes
+//! it. Dropping the stream drops the request (as dropping a future does in
+//! tokio), and each runner's request cancels itself on drop: a local one
+//! tells its worker within one decode step, a remote one closes its
+//! connection. [`collect`] is `execute`: the same stream, read to its end.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::{Stream, StreamExt};
+
+use super::{ExecutionResult, SlmRunnerError, StreamEvent};
+
+type Request = Pin<Box<dyn Future<Output = Result<ExecutionResult, SlmRunnerError>> + Send>>;
+
+/// Where a running request leaves its text for the stream's reader.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TextSink(Arc<Mutex<VecDeque<String>>>);
+
+impl TextSink {
+    /// Hands a piece of text on.
+    pub(crate) fn push(&self, text: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(text);
+    }
+
+    fn pop(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
+/// A request and the text it produced that was not read yet. The request
+/// is polled only when that text has all been read, so what waits here is
+/// at most what one poll of it brings (for a local runner, no more than
+/// its bounded event channel holds); a reader that stops reading stops
+/// the request's progress, and the runner's own limits take over (a local
+/// runner cancels a request whose events its reader leaves unread).
+pub(crate) struct RequestStream {
+    request: Option<Request>,
+    text: TextSink,
+    end: Option<Result<ExecutionResult, SlmRunnerError>>,
+}
+
+impl std::fmt::Debug for RequestStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestStream")
+            .field("running", &self.request.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestStream {
+    /// The stream of the request `start` makes, given the sink its text
+    /// goes to.
+    pub(crate) fn new<F, Fut>(start: F) -> Self
+    where
+        F: FnOnce(TextSink) -> Fut,
+        Fut: Future<Output = Result<ExecutionResult, SlmRunnerError>> + Send + 'static,
+    {
+        let text = TextSink::default();
+        Self {
+            request: Some(Box::pin(start(text.clone()))),
+            text,
+            end: None,
+        }
+    }
+}
+
+impl Stream for RequestStream {
+    type Item = Result<StreamEvent, SlmRunnerError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // The request moves on only when its text has been read: what
+        // waits here is at most what one poll of it produced.
+        if let Some(text) = this.text.pop() {
+            return Poll::Ready(Some(Ok(StreamEvent::Token(text))));
+        }
+        if let Some(request) = this.request.as_mut() {
+            if let Poll::Ready(end) = request.as_mut().poll(cx) {
+                this.request = None;
+                this.end = Some(end);
+            }
+        }
+        // Text first, then the end: the result comes after every piece.
+        if let Some(text) = this.text.pop() {
+            return Poll::Ready(Some(Ok(StreamEvent::Token(text))));
+        }
+        match this.end.take() {
+            Some(end) => Poll::Ready(Some(end.map(|r| StreamEvent::Done(Box::new(r))))),
+            None if this.request.is_none() => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Reads a request's stream to its end: the result, or the error.
+pub(crate) async fn collect(
+    mut events: impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Unpin,
+) -> Result<ExecutionResult, SlmRunnerError> {
+    while let Some(event) = events.next().await {
+        if let StreamEvent::Done(r) = event? {
+            return Ok(*r);
+        }
+    }
+    Err(SlmRunnerError::ExecutionFailed {
+        reason: "the answer ended without a result".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn done(text: &str) -> ExecutionResult {
+        ExecutionResult {
+            response: text.into(),
+            metadata: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn text_comes_in_order_then_the_result() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(4);
+        let events = RequestStream::new(|sink| async move {
+            let mut all = String::new();
+            while let Some(t) = rx.recv().await {
+                sink.push(t.to_string());
+                all.push_str(t);
+            }
+            Ok(done(&all))
+        });
+        let reader = tokio::spawn(events.collect::<Vec<_>>());
+        for t in ["a", "b", "c"] {
+            tx.send(t).await.unwrap();
+        }
+        drop(tx);
+        let got: Vec<_> = reader
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                StreamEvent::Token("a".into()),
+                StreamEvent::Token("b".into()),
+                StreamEvent::Token("c".into()),
+                StreamEvent::Done(Box::new(done("abc"))),
+            ]
+        );
+    }
+
+    /// Dropping the stream drops the request (its guards run) at once.
+    #[tokio::test]
+    async fn dropping_the_stream_drops_the_request() {
+        struct Guard(Arc<AtomicBool>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let mut events = RequestStream::new(|sink| async move {
+            let _guard = Guard(flag);
+            sink.push("first".into());
+            std::future::pending::<()>().await;
+            Ok(done(""))
+        });
+        assert_eq!(
+            events.next().await.unwrap().unwrap(),
+            StreamEvent::Token("first".into())
+        );
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(events);
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn an_error_ends_the_stream_and_collect_returns_it() {
+        let events = RequestStream::new(|sink| async move {
+            sink.push("partial".into());
+            Err(SlmRunnerError::ExecutionTimeout { seconds: 1.0 })
+        });
+        let e = collect(events).await.unwrap_err();
+        assert!(matches!(e, SlmRunnerError::ExecutionTimeout { .. }), "{e}");
+        let ok = collect(RequestStream::new(|_| async { Ok(done("x")) })).await;
+        assert_eq!(ok.unwrap().response, "x");
+    }
+}
