@@ -49,13 +49,13 @@ fn prompt(i: usize) -> String {
 async fn library(pool: &ModelPool, prompt: String) -> (f64, u32) {
     let started = Instant::now();
     let runner = pool
-        .runner_for_agent("bench", "smollm2", None)
+        .for_agent("bench")
+        .runner("smollm2", None)
         .await
         .unwrap();
     let options = ExecutionOptions {
         temperature: Some(0.0),
         max_tokens: Some(TOKENS),
-        agent_id: Some("bench".into()),
         ..Default::default()
     };
     let mut stream = Box::pin(runner.execute_stream(&prompt, Some(options)));

@@ -267,6 +267,9 @@ async fn isolated_agents_share_no_worker_and_no_cache() {
     let rules =
         "You are a careful assistant for a logistics company. Answer in one short sentence. "
             .repeat(20);
+    // A runner built directly: its embedder names the agent (the
+    // deprecated option; a pool's runners are bound to theirs).
+    #[allow(deprecated)]
     let asking = |agent: &str| ExecutionOptions {
         agent_id: Some(agent.into()),
         history: vec![ChatMessage {
@@ -497,6 +500,51 @@ async fn a_pool_runs_three_models_under_a_budget_of_two() {
     assert!(matches!(
         pool.execute("alice", "fourth", None, "Hi", Some(o)).await,
         Err(SlmRunnerError::UnknownModel { .. })
+    ));
+    // Identity by construction: a runner from `for_agent` runs every
+    // request for its agent. Alice's second request finds her cached
+    // prefix (the probe works); Bob's, which names Alice in the deprecated
+    // option, still runs as Bob and finds none of it.
+    use symbiont_runtime::models::{ChatMessage, ChatRole};
+    let rules =
+        "You are a careful assistant for a logistics company. Answer in one short sentence. "
+            .repeat(20);
+    #[allow(deprecated)]
+    let with_rules = |named: Option<&str>| ExecutionOptions {
+        agent_id: named.map(str::to_string),
+        history: vec![ChatMessage::new(ChatRole::System, rules.clone())],
+        ..options(2, 0.0, 1)
+    };
+    let alice = pool
+        .for_agent("alice")
+        .runner("second", None)
+        .await
+        .unwrap();
+    let bob = pool.for_agent("bob").runner("second", None).await.unwrap();
+    assert_eq!(
+        (alice.agent_id(), bob.agent_id()),
+        (Some("alice"), Some("bob"))
+    );
+    alice
+        .execute("What is a pallet?", Some(with_rules(None)))
+        .await
+        .unwrap();
+    let again = alice
+        .execute("What is a crate?", Some(with_rules(None)))
+        .await
+        .unwrap();
+    assert!(again.metadata.cached_tokens.unwrap() > 300, "{again:?}");
+    let spoofed = bob
+        .execute("What is a crate?", Some(with_rules(Some("alice"))))
+        .await
+        .unwrap();
+    // (A few tokens of the chat template's opening may be Bob's own, from
+    // his request above; Alice's 300-token prefix is not.)
+    let cached = spoofed.metadata.cached_tokens.unwrap();
+    assert!(cached < 50, "Bob ran as Alice: {cached} cached tokens");
+    assert!(matches!(
+        pool.for_agent("bob").runner("third", None).await,
+        Err(SlmRunnerError::AccessDenied { .. })
     ));
 }
 

@@ -712,6 +712,8 @@ async fn memory_limit_is_reported_as_such() {
         .build()
         .await
         .unwrap();
+    // A runner built directly: its embedder names the agent.
+    #[allow(deprecated)]
     let options = ExecutionOptions {
         agent_id: Some("agent-7".into()),
         ..greedy(4)

@@ -9,8 +9,8 @@ use clap::Args;
 use futures::StreamExt;
 use symbiont_runtime::config::ModelCapability;
 use symbiont_runtime::models::{
-    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ModelCatalog, ModelPool,
-    PoolRunner, PromptMode, SlmRunnerError, StreamEvent,
+    AgentRunner, ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ModelCatalog,
+    ModelPool, PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
@@ -87,17 +87,16 @@ impl Prepared {
     /// The model's runner from the pool; for `--agent`, after the pool has
     /// checked the agent's access (a refusal is audited there). Nothing
     /// starts until the first request.
-    async fn runner(&self, args: &ModelArgs) -> Result<PoolRunner, Failure> {
+    async fn runner(&self, args: &ModelArgs) -> Result<AgentRunner, Failure> {
         let profile = Some(self.profile_name.as_str());
-        match &args.agent {
-            Some(agent) => {
-                self.pool
-                    .runner_for_agent(agent, &self.model_id, profile)
-                    .await
-            }
-            None => self.pool.runner(&self.model_id, profile).await,
-        }
-        .map_err(classify)
+        let models = match &args.agent {
+            Some(agent) => self.pool.for_agent(agent),
+            None => self.pool.for_operator(),
+        };
+        models
+            .runner(&self.model_id, profile)
+            .await
+            .map_err(classify)
     }
 
     fn options(&self, args: &ModelArgs) -> ExecutionOptions {
@@ -105,7 +104,6 @@ impl Prepared {
             temperature: args.temperature,
             max_tokens: args.max_tokens,
             seed: args.seed,
-            agent_id: args.agent.clone(),
             ..Default::default()
         }
     }

@@ -407,8 +407,7 @@ pub async fn messages(State(service): State<Service>, headers: HeaderMap, body: 
 
 async fn answer(service: &Service, call: &mut Call, job: Job) -> Result<Response, ApiError> {
     let (runner, permit) = call.admit(service, &job.model).await?;
-    let mut options = job.options;
-    options.agent_id = Some(call.agent.clone());
+    let options = job.options;
     let model = job.model;
     if !job.stream {
         let result = runner

@@ -2,9 +2,10 @@
 //! any language.
 //!
 //! - **Who**: a bearer token proves an agent id (`[slm.service.agent_tokens]`
-//!   holds their SHA-256); every model request goes through
-//!   [`ModelPool::runner_for_agent`], which checks the agent's allow-list
-//!   and audits a refusal. Nothing here checks access on its own.
+//!   holds their SHA-256); every model request goes through a runner
+//!   bound to that agent (`ModelPool::for_agent(agent).runner(model, _)`),
+//!   made after the pool checks the agent's allow-list and audits a
+//!   refusal. Nothing here checks access on its own.
 //! - **What**: the OpenAI-compatible API ([`openai`]), the native
 //!   `POST /v1/execute` ([`native`]), `/health`, `/ready`, `/metrics`
 //!   (Prometheus) and `/openapi.json`.
@@ -45,7 +46,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
 use symbiont_runtime::config::ServiceSettings;
 use symbiont_runtime::models::{
-    ExecutionMetadata, ExecutionOptions, ExecutionResult, ModelPool, PoolRunner, SlmRunnerError,
+    AgentRunner, ExecutionMetadata, ExecutionOptions, ExecutionResult, ModelPool, SlmRunnerError,
     StreamEvent,
 };
 
@@ -333,13 +334,14 @@ impl Call {
         &mut self,
         service: &Service,
         model: &str,
-    ) -> Result<(PoolRunner, Permit), ApiError> {
+    ) -> Result<(AgentRunner, Permit), ApiError> {
         let pool = &service.shared.pool;
         if pool.catalog().get_model(model).is_some() {
             self.model = Some(model.to_string());
         }
         let runner = pool
-            .runner_for_agent(&self.agent, model, Some(&service.shared.profile))
+            .for_agent(&self.agent)
+            .runner(model, Some(&service.shared.profile))
             .await
             .map_err(|e| self.runner_error(service, e))?;
         let permit = service.shared.limits.admit(&self.agent)?;
@@ -394,7 +396,7 @@ impl Call {
     async fn open_stream(
         &mut self,
         service: &Service,
-        runner: &PoolRunner,
+        runner: &AgentRunner,
         prompt: &str,
         options: ExecutionOptions,
     ) -> Result<

@@ -50,15 +50,18 @@ pub async fn execute(State(service): State<Service>, headers: HeaderMap, body: B
     let result = async {
         call.authenticate(&service, &headers)?;
         let request: ExecuteRequest = parse_body(&service, &headers, body).await?;
-        let mut options = request.options;
-        if options.agent_id.as_ref().is_some_and(|a| *a != call.agent) {
+        let options = request.options;
+        // Requests run for the token's agent (the runner is bound to it);
+        // a body that names another is refused rather than ignored.
+        #[allow(deprecated)]
+        let named = options.agent_id.as_ref();
+        if named.is_some_and(|a| *a != call.agent) {
             return Err(ApiError::bad_request(
                 "agent_mismatch",
                 Some("options.agent_id"),
                 "options.agent_id: requests run for the token's agent; leave it out",
             ));
         }
-        options.agent_id = Some(call.agent.clone());
         let max = service.settings().max_prompt_bytes;
         let bytes = request.prompt.len() as u64
             + options

@@ -621,8 +621,7 @@ async fn answer(
     shape: Shape,
 ) -> Result<Response, ApiError> {
     let (runner, permit) = call.admit(service, &job.model).await?;
-    let mut options = job.options;
-    options.agent_id = Some(call.agent.clone());
+    let options = job.options;
     let model = job.model;
     if !job.stream {
         let result = runner
@@ -997,6 +996,7 @@ pub async fn embeddings(
         }
         // Known from the model's header: refused before anything runs.
         let size = runner
+            .runner()
             .local()
             .and_then(|r| r.model_summary().embedding_length);
         if let (Some(d), Some(size)) = (request.dimensions, size) {
@@ -1012,11 +1012,7 @@ pub async fn embeddings(
         let mut tokens = 0u32;
         let mut last = None;
         for (i, text) in inputs.iter().enumerate() {
-            let options = ExecutionOptions {
-                agent_id: Some(call.agent.clone()),
-                ..Default::default()
-            };
-            let r = runner.embed(text, Some(options)).await.map_err(|e| {
+            let r = runner.embed(text, None).await.map_err(|e| {
                 let mut e = call.runner_error(&service, e);
                 if e.param.as_deref() == Some("prompt") {
                     // The runner's name for it; the client sent `input`.

@@ -1,5 +1,6 @@
 //! Models: the catalog and the runners that execute them.
 
+mod agent;
 mod catalog;
 mod local_gguf;
 mod pool;
@@ -7,6 +8,7 @@ mod remote;
 mod runner;
 mod stream;
 
+pub use agent::{AgentModels, AgentRunner};
 pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
 };

@@ -1,9 +1,10 @@
 //! The model pool: one object that runs every model of a catalog, for any
 //! agent, under one host budget.
 //!
-//! A request names an agent and a model. The pool checks the agent's
-//! access in the catalog (a refusal is an audit event), then hands the
-//! request to that model's runner, built on first use with the profile
+//! A request names an agent and a model: [`ModelPool::for_agent`] gives
+//! the agent's view of the pool, whose `runner` checks the agent's access
+//! in the catalog (a refusal is an audit event) and returns a runner
+//! bound to the agent (see `agent.rs`). Underneath is that model's runner, built on first use with the profile
 //! asked for (default: the config's) and the pool's [`Budget`], so that the
 //! workers of every model stay together within `[slm.pool]`'s memory,
 //! cores and worker count (idle ones evicted least recently used first).
@@ -21,6 +22,7 @@ use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::ModelProvider;
 use futures::stream::{BoxStream, StreamExt};
 
+use crate::models::agent::AgentModels;
 use crate::models::{
     Budget, EmbeddingResult, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner,
     ModelCatalog, ModelCatalogError, RemoteRunner, RunnerLoad, RunnerMetrics, SlmRunner,
@@ -71,7 +73,13 @@ impl PoolRunner {
         }
     }
 
-    /// Runs a prompt (see [`LocalGgufRunner::execute`]).
+    /// Runs a prompt (see [`LocalGgufRunner::execute`]) as the anonymous
+    /// tenant, or the agent that the deprecated `options.agent_id` names,
+    /// with no access check.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use ModelPool::for_agent(agent).runner(model, profile): a runner bound to the agent, after its access check"
+    )]
     pub async fn execute(
         &self,
         prompt: &str,
@@ -84,26 +92,61 @@ impl PoolRunner {
     }
 
     /// Streams a prompt's text, ending with [`StreamEvent::Done`];
-    /// dropping the stream cancels the request.
+    /// dropping the stream cancels the request. As the anonymous tenant,
+    /// or the agent that the deprecated `options.agent_id` names, with no
+    /// access check.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use ModelPool::for_agent(agent).runner(model, profile): a runner bound to the agent, after its access check"
+    )]
     pub fn execute_stream(
         &self,
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
+        #[allow(deprecated)]
+        let agent = options.as_ref().and_then(|o| o.agent_id.clone());
+        self.execute_stream_as(agent.as_deref(), prompt, options)
+    }
+
+    /// Streams a prompt's text for `agent` (`None`: the anonymous tenant).
+    pub(crate) fn execute_stream_as(
+        &self,
+        agent: Option<&str>,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
         match self {
-            Self::Local(r) => r.execute_stream(prompt, options).boxed(),
+            Self::Local(r) => r.execute_stream_as(agent, prompt, options).boxed(),
             Self::Remote(r) => r.execute_stream(prompt, options).boxed(),
         }
     }
 
-    /// An embedding (local models only).
+    /// An embedding (local models only), as the anonymous tenant or the
+    /// agent that the deprecated `options.agent_id` names.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use ModelPool::for_agent(agent).runner(model, profile): a runner bound to the agent, after its access check"
+    )]
     pub async fn embed(
         &self,
         text: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<EmbeddingResult, SlmRunnerError> {
+        #[allow(deprecated)]
+        let agent = options.as_ref().and_then(|o| o.agent_id.clone());
+        self.embed_as(agent.as_deref(), text, options).await
+    }
+
+    /// An embedding for `agent` (`None`: the anonymous tenant).
+    pub(crate) async fn embed_as(
+        &self,
+        agent: Option<&str>,
+        text: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<EmbeddingResult, SlmRunnerError> {
         match self {
-            Self::Local(r) => r.embed(text, options).await,
+            Self::Local(r) => r.embed_as(agent, text, options).await,
             Self::Remote(r) => SlmRunner::embed(r, text, options).await,
         }
     }
@@ -224,10 +267,24 @@ impl ModelPool {
         &self.inner.budget
     }
 
+    /// The pool as `agent_id` may use it: the way to a runner for an
+    /// agent's requests (access checked once, the runner bound to the
+    /// agent).
+    pub fn for_agent(&self, agent_id: &str) -> AgentModels {
+        AgentModels::new(self.clone(), Some(agent_id))
+    }
+
+    /// The pool as the config's owner uses it (`symbi-slm run` without
+    /// `--agent`): every model, no allow-list to check, requests as the
+    /// anonymous tenant. Never for an agent's requests.
+    pub fn for_operator(&self) -> AgentModels {
+        AgentModels::new(self.clone(), None)
+    }
+
     /// Runs `prompt` on `model_id` for `agent_id`, under `profile` (default:
     /// the config's `default_sandbox_profile`), after checking the agent's
-    /// access (a refusal is recorded in the audit log). The agent is the
-    /// request's `agent_id` (for the fair queue, isolation and the audit).
+    /// access (a refusal is recorded in the audit log): a shorthand for
+    /// `for_agent(agent_id).runner(model_id, profile)` and its `execute`.
     pub async fn execute(
         &self,
         agent_id: &str,
@@ -236,22 +293,38 @@ impl ModelPool {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<ExecutionResult, SlmRunnerError> {
-        let runner = self.runner_for_agent(agent_id, model_id, profile).await?;
-        let mut options = options.unwrap_or_default();
-        options.agent_id = Some(agent_id.to_string());
-        runner.execute(prompt, Some(options)).await
+        self.for_agent(agent_id)
+            .runner(model_id, profile)
+            .await?
+            .execute(prompt, options)
+            .await
     }
 
     /// The runner of `model_id` under `profile`, after checking that
     /// `agent_id` may use the model (a refusal is recorded in the audit
-    /// log). Requests through it should carry the agent in
-    /// `ExecutionOptions::agent_id`.
+    /// log); not bound to the agent.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use ModelPool::for_agent(agent).runner(model, profile): the runner it returns is bound to the agent"
+    )]
     pub async fn runner_for_agent(
         &self,
         agent_id: &str,
         model_id: &str,
         profile: Option<&str>,
     ) -> Result<PoolRunner, SlmRunnerError> {
+        self.check_access(agent_id, model_id, profile)?;
+        self.runner(model_id, profile).await
+    }
+
+    /// Whether `agent_id` may use `model_id`: `UnknownModel`, or
+    /// `AccessDenied` recorded in the audit log.
+    pub(crate) fn check_access(
+        &self,
+        agent_id: &str,
+        model_id: &str,
+        profile: Option<&str>,
+    ) -> Result<(), SlmRunnerError> {
         let catalog = &self.inner.catalog;
         if let Err(e) = catalog.validate_model_access(model_id, agent_id) {
             return Err(match e {
@@ -280,11 +353,13 @@ impl ModelPool {
                 }
             });
         }
-        self.runner(model_id, profile).await
+        Ok(())
     }
 
-    /// The runner of `model_id` under `profile` (built on first use; no
-    /// access check: for callers that made their own).
+    /// The runner of `model_id` under `profile` (built on first use), for
+    /// its figures and life cycle (metrics, load, preload, the worker's
+    /// pid). No access check: requests for agents go through
+    /// [`ModelPool::for_agent`].
     pub async fn runner(
         &self,
         model_id: &str,

@@ -180,8 +180,14 @@ pub struct ExecutionOptions {
     /// Runner-specific parameters. Runners reject names they do not know;
     /// they never become process arguments.
     pub custom_parameters: BTreeMap<String, String>,
-    /// The agent this request runs for, named in audit events. (Check its
-    /// access first with `ModelCatalog::validate_model_access`.)
+    /// The agent this request runs for, on a runner built directly (its
+    /// embedder checks access with `ModelCatalog::validate_model_access`).
+    /// Runners of a pool are bound to their agent instead
+    /// (`ModelPool::for_agent`), which ignore this.
+    #[deprecated(
+        since = "0.2.0",
+        note = "identity is not an option: use ModelPool::for_agent(agent).runner(model, profile), a runner bound to the agent"
+    )]
     pub agent_id: Option<String>,
     /// Earlier turns of the conversation, oldest first; the prompt is the
     /// new user message. Chat mode only (with `PromptMode::Raw` it is an

@@ -342,6 +342,13 @@ impl LocalGgufRunner {
         crate::models::stream::collect(self.execute_stream(prompt, options)).await
     }
 
+    /// The agent a request on this runner runs for: the one the deprecated
+    /// `options.agent_id` names, else the anonymous tenant.
+    fn agent_of(options: Option<&ExecutionOptions>) -> Option<String> {
+        #[allow(deprecated)]
+        options.and_then(|o| o.agent_id.clone())
+    }
+
     /// The embedding of `text` as the model sees it (no chat template):
     /// mean-pooled over its tokens, L2-normalized, `embedding_size`
     /// numbers; at most `MAX_EMBED_TOKENS` (256) tokens. The request goes
@@ -353,7 +360,22 @@ impl LocalGgufRunner {
         text: &str,
         options: Option<ExecutionOptions>,
     ) -> Result<EmbeddingResult, SlmRunnerError> {
-        let (result, embedding) = self.shared.embed(text, options.unwrap_or_default()).await?;
+        let agent = Self::agent_of(options.as_ref());
+        self.embed_as(agent.as_deref(), text, options).await
+    }
+
+    /// [`LocalGgufRunner::embed`] for `agent` (`None`: the anonymous
+    /// tenant).
+    pub(crate) async fn embed_as(
+        &self,
+        agent: Option<&str>,
+        text: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<EmbeddingResult, SlmRunnerError> {
+        let (result, embedding) = self
+            .shared
+            .embed(agent, text, options.unwrap_or_default())
+            .await?;
         Ok(EmbeddingResult {
             embedding,
             metadata: result.metadata,
@@ -402,13 +424,30 @@ impl LocalGgufRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Send + 'static {
+        let agent = Self::agent_of(options.as_ref());
+        self.execute_stream_as(agent.as_deref(), prompt, options)
+    }
+
+    /// [`LocalGgufRunner::execute_stream`] for `agent` (`None`: the
+    /// anonymous tenant).
+    pub(crate) fn execute_stream_as(
+        &self,
+        agent: Option<&str>,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Send + 'static {
         let shared = self.shared.clone();
         let prompt = prompt.to_string();
+        let agent = agent.map(str::to_string);
         RequestStream::new(move |text| async move {
+            let on_token = move |t: &str| text.push(t.to_string());
             shared
-                .run(&prompt, options.unwrap_or_default(), move |t| {
-                    text.push(t.to_string())
-                })
+                .run(
+                    agent.as_deref(),
+                    &prompt,
+                    options.unwrap_or_default(),
+                    on_token,
+                )
                 .await
         })
     }

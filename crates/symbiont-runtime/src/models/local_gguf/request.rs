@@ -46,17 +46,20 @@ impl Shared {
     /// any.
     pub(super) async fn run(
         self: &Arc<Self>,
+        agent: Option<&str>,
         prompt: &str,
         options: ExecutionOptions,
         on_token: impl FnMut(&str) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
-        self.run_job(prompt, options, false, on_token, |_| {}).await
+        self.run_job(agent, prompt, options, false, on_token, |_| {})
+            .await
     }
 
     /// Computes the embedding of `text` (a request like any other: the
     /// queue, a slot, the worker, the same failures and audit).
     pub(super) async fn embed(
         self: &Arc<Self>,
+        agent: Option<&str>,
         text: &str,
         options: ExecutionOptions,
     ) -> Result<(ExecutionResult, Vec<f32>), SlmRunnerError> {
@@ -68,7 +71,7 @@ impl Shared {
         }
         let mut vector = None;
         let result = self
-            .run_job(text, options, true, |_| {}, |v| vector = Some(v))
+            .run_job(agent, text, options, true, |_| {}, |v| vector = Some(v))
             .await?;
         // The driver lets `Done` through for an embedding request only
         // after its embedding.
@@ -81,15 +84,15 @@ impl Shared {
     /// Runs a request and records its security-relevant failure, if any.
     async fn run_job(
         self: &Arc<Self>,
+        agent: Option<&str>,
         prompt: &str,
         options: ExecutionOptions,
         embed: bool,
         on_token: impl FnMut(&str) + Send,
         on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
-        let agent = options.agent_id.clone();
         let result = self
-            .run_inner(prompt, options, embed, on_token, on_embedding)
+            .run_inner(agent, prompt, options, embed, on_token, on_embedding)
             .await;
         self.counters.finished(result.as_ref().ok().map(|r| {
             let m = &r.metadata;
@@ -120,7 +123,7 @@ impl Shared {
                 _ => None,
             };
             if let Some((kind, control)) = event {
-                self.audit(kind, &control, e.to_string(), agent.as_deref());
+                self.audit(kind, &control, e.to_string(), agent);
             }
         }
         result
@@ -128,6 +131,7 @@ impl Shared {
 
     async fn run_inner(
         self: &Arc<Self>,
+        agent: Option<&str>,
         prompt: &str,
         options: ExecutionOptions,
         embed: bool,
@@ -135,7 +139,7 @@ impl Shared {
         mut on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
-        let mut request = self.request(prompt, &options)?;
+        let mut request = self.request(agent, prompt, &options)?;
         if embed {
             if !options.history.is_empty() {
                 return Err(SlmRunnerError::InvalidInput {
@@ -153,11 +157,10 @@ impl Shared {
         let timeout_err = || SlmRunnerError::ExecutionTimeout {
             seconds: timeout.as_secs_f64(),
         };
-        let agent = options.agent_id.as_deref().unwrap_or("");
-        let tenant = self.tenant(options.agent_id.as_deref());
+        let tenant = self.tenant(agent);
         let mut permit = tenant
             .admission
-            .acquire(agent, deadline)
+            .acquire(agent.unwrap_or(""), deadline)
             .await
             .map_err(|refusal| match refusal {
                 Refusal::Full {
@@ -296,6 +299,7 @@ impl Shared {
     /// honoured.
     fn request(
         &self,
+        agent: Option<&str>,
         prompt: &str,
         o: &ExecutionOptions,
     ) -> Result<GenerateRequest, SlmRunnerError> {
@@ -382,7 +386,7 @@ impl Shared {
             stop: o.stop.clone(),
             timeout_ms: timeout.as_millis() as u64,
             embed: false,
-            cache_key: cache_key(o.agent_id.as_deref()),
+            cache_key: cache_key(agent),
         };
         // The frame must fit the protocol (JSON escapes a control character
         // as six bytes): refused here, never at the worker's pipe.
