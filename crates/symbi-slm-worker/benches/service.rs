@@ -1,6 +1,6 @@
 //! What HTTP costs: the same load through `symbi-slm serve`'s service
 //! (axum, on loopback, in this process) and through the library
-//! (`ModelPool::runner_for_agent` + `execute_stream`), alternating the two
+//! (`ModelPool::for_agent` + `execute_stream`), alternating the two
 //! sides in one run. 1 and 4 concurrent streamed chat requests of 64
 //! tokens, greedy, the same four prompts on both sides, so that both find
 //! them in the prefix cache after the warm-up: the time to first token is

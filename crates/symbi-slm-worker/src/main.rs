@@ -164,7 +164,7 @@ fn probe(
         Ok(applied) => applied,
         Err(e) => fail(out, LoadStage::Sandbox, e.to_string()),
     };
-    let outcome = symbiont_sandbox::probe::run(action);
+    let outcome = symbiont_sandbox_probe::run(action);
     out.send(&FromWorker::ProbeResult { applied, outcome });
     let _ = out.w.flush();
     std::process::exit(0);

@@ -1000,11 +1000,12 @@ fn under_load_every_request_succeeds_or_gets_a_429_and_the_metrics_agree() {
     let seen: BTreeMap<String, f64> = serde_json::from_value(report["attempts"].clone()).unwrap();
     let final_ok = report["final"]["200"].as_f64().unwrap_or(0.0);
     let final_429 = report["final"]["429"].as_f64().unwrap_or(0.0);
+    // What must hold whatever the host's speed: every request ended, in a
+    // 200 or a 429 with Retry-After in the OpenAI shape (load.py checks
+    // each attempt), both agents were served, and the metrics count what
+    // the clients saw. How many got through within 3 attempts is a figure
+    // of this host's speed, not a correctness claim (issue 19).
     assert_eq!(final_ok + final_429, 200.0, "{report}");
-    assert!(
-        final_ok >= 150.0,
-        "most requests should get through within 3 attempts: {report}"
-    );
     assert!(
         seen.contains_key("a1 200") && seen.contains_key("a2 200"),
         "{report}"

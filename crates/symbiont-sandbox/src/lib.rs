@@ -17,8 +17,6 @@ pub mod exec;
 mod filesystem;
 mod handoff;
 mod identity;
-#[cfg(feature = "probe")]
-pub mod probe;
 mod report;
 mod seccomp;
 pub mod spawn;
@@ -29,8 +27,6 @@ pub use handoff::{proxy_handoff, receive_listener};
 pub use identity::SCRATCH_INODES;
 // The plan and the report are data in a crate of their own, which the
 // protocol carries without compiling any of this crate's kernel code.
-#[cfg(feature = "probe")]
-pub use probe::ProbeAction;
 pub use report::{
     kernel_counts_threads_per_namespace, report, ControlRow, Enforcement, HostSupport, Need,
 };

@@ -20,9 +20,9 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-#[cfg(feature = "probe")]
-pub use symbiont_sandbox::ProbeAction;
 pub use symbiont_sandbox_plan::{Applied, Layer, LayerKind, SandboxPlan};
+#[cfg(feature = "probe")]
+pub use symbiont_sandbox_probe::ProbeAction;
 
 /// Bumped on any incompatible change to the messages.
 pub const PROTOCOL_VERSION: u32 = 7;

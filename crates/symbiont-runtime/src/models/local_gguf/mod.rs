@@ -27,8 +27,10 @@
 
 mod budget;
 mod builder;
+mod confinement;
 mod denied_paths;
 mod driver;
+mod frames;
 pub mod gguf;
 mod launch;
 mod metadata;

@@ -2,12 +2,20 @@
 //! (and, run without the sandbox, that the probe itself works).
 //!
 //! Every action reports the kernel's answer; none of them panics.
+//!
+//! Test equipment, in a crate of its own: the worker carries it only with
+//! its `probe` feature (the escape tests and the sandbox cost bench), and
+//! nothing of it is in a release build.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// The bit that marks an x32 system call number on x86-64 (the kernel's
+/// `__X32_SYSCALL_BIT`; the sandbox's filter kills every such call).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Something a probe tries inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,7 +328,7 @@ pub fn run(action: &ProbeAction) -> Result<String, String> {
             Ok("joined".into())
         }
         ProbeAction::X32Syscall => {
-            let nr = libc::SYS_getpid | i64::from(crate::X32_SYSCALL_BIT);
+            let nr = libc::SYS_getpid | i64::from(X32_SYSCALL_BIT);
             // SAFETY: getpid takes no arguments, whatever its number.
             let rc = unsafe { libc::syscall(nr) };
             if rc < 0 {

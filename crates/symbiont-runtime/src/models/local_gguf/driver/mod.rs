@@ -14,8 +14,10 @@
 //! token caps); a violation kills it. Requests that had already received
 //! something fail with `WorkerCrashed` naming the violation; those that had
 //! not get [`Event::Retry`] with their permit and run again on a fresh
-//! worker (once). When no request takes the blame, the driver records the
+//! worker (at most 3 attempts in all: `request.rs`'s `MAX_ATTEMPTS`). When no request takes the blame, the driver records the
 //! kill in the audit log itself.
+
+mod events;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -497,178 +499,6 @@ impl Driver {
             .map_err(End::WriteFailed)
     }
 
-    async fn event(&mut self, next: Next) -> Result<(), End> {
-        let msg = match next {
-            Next::Event(msg) => msg,
-            Next::Lost(why) => return Err(End::Lost(why)),
-            // A frame the reader refused (too large, malformed) is the
-            // worker's doing: named so, whatever it exits with.
-            Next::Violation(why) => {
-                return Err(End::Violation { why, culprit: None });
-            }
-            Next::Deadline => return self.deadlines().await,
-        };
-        let violation = |why: String, culprit: Option<u64>| Err(End::Violation { why, culprit });
-        match msg {
-            FromWorker::PromptRead {
-                id,
-                input_tokens,
-                cached_tokens,
-            } => {
-                let Some(a) = self.active.get_mut(&id) else {
-                    return violation(stray(&msg), None);
-                };
-                if a.prompt_read.is_some() || a.frames > 0 {
-                    return violation(format!("a second prompt_read for request {id}"), Some(id));
-                }
-                // The tokens it decodes: those not found in the cache.
-                let decoded = input_tokens.saturating_sub(cached_tokens);
-                a.prompt_read = Some((Instant::now(), decoded));
-                a.received = true;
-                let _ = a.events.try_send(Event::PromptRead);
-                Ok(())
-            }
-            FromWorker::Token { id, ref text } => {
-                let Some(a) = self.active.get_mut(&id) else {
-                    return violation(stray(&msg), None);
-                };
-                if a.embed {
-                    return violation(format!("text for embedding request {id}"), Some(id));
-                }
-                // What an honest worker can send for a request, at most: no
-                // more pieces than it or the context allows, each small.
-                let frame_cap = a.max_tokens.min(self.settings.context_size as usize) + 2;
-                a.frames += 1;
-                a.bytes += text.len();
-                if a.frames > frame_cap
-                    || text.len() > worker::MAX_PIECE_BYTES
-                    || a.bytes > frame_cap * worker::MAX_PIECE_BYTES
-                {
-                    let why = format!(
-                        "more text than max_tokens = {} allows ({} pieces, {} bytes)",
-                        a.max_tokens, a.frames, a.bytes
-                    );
-                    return violation(why, Some(id));
-                }
-                let now = Instant::now();
-                match (a.last_token_at, a.prompt_read) {
-                    (Some(last), _) => self.w.observe_token(now - last),
-                    // The first token: the whole prompt (and one sampling
-                    // step, counted with it).
-                    (None, Some((at, tokens))) => self.w.observe_prompt(now - at, tokens),
-                    (None, None) => {}
-                }
-                a.last_token_at = Some(now);
-                a.received = true;
-                if a.cancelled.is_some() {
-                    // Text the worker made before it read the cancel.
-                    return Ok(());
-                }
-                // One place stays free for the request's last event.
-                if a.events.capacity() <= 1 {
-                    a.behind = true;
-                    return self.cancel(id, false).await;
-                }
-                if a.events.try_send(Event::Token(text.clone())).is_err() {
-                    // Nobody follows it any more.
-                    return self.cancel(id, false).await;
-                }
-                Ok(())
-            }
-            FromWorker::Embedding { id, vector } => {
-                let size = self.w.facts.embedding_size as usize;
-                let Some(a) = self.active.get_mut(&id) else {
-                    return violation(
-                        format!("an embedding for request {id}, which is not running"),
-                        None,
-                    );
-                };
-                // Exactly one, of the model's size, finite, for a request
-                // that asked for it.
-                if !a.embed
-                    || a.frames > 0
-                    || vector.len() != size
-                    || vector.iter().any(|x| !x.is_finite())
-                {
-                    let why = format!(
-                        "an embedding of {} numbers for request {id} (expected one of {size} finite numbers, for an embedding request)",
-                        vector.len()
-                    );
-                    return violation(why, Some(id));
-                }
-                a.frames += 1;
-                a.received = true;
-                let _ = a.events.try_send(Event::Embedding(vector));
-                Ok(())
-            }
-            FromWorker::Done { id, stats } => {
-                let Some(a) = self.active.remove(&id) else {
-                    return violation(format!("done for request {id}, which is not running"), None);
-                };
-                if a.embed && a.frames == 0 && !a.timed_out && a.cancelled.is_none() {
-                    self.active.insert(id, a);
-                    return violation(
-                        format!("done without an embedding for request {id}"),
-                        Some(id),
-                    );
-                }
-                if stats.output_tokens as usize > a.max_tokens {
-                    let why = format!(
-                        "{} tokens reported for max_tokens = {}",
-                        stats.output_tokens, a.max_tokens
-                    );
-                    self.active.insert(id, a);
-                    return violation(why, Some(id));
-                }
-                self.settings.crashes.reset();
-                if a.cancelled.is_some() && !a.timed_out && stats.finish == Finish::Cancelled {
-                    self.settings.counters.cancelled();
-                }
-                let peak_rss = self.w.peak_rss_bytes();
-                if let Some(bytes) = peak_rss {
-                    self.settings.counters.peak(bytes);
-                }
-                let event = if a.timed_out {
-                    Event::Timeout
-                } else if a.behind {
-                    Event::Failed(reader_behind())
-                } else {
-                    Event::Done { stats, peak_rss }
-                };
-                // The slot is free before the caller hears of the end.
-                drop(a.permit);
-                let _ = a.events.try_send(event);
-                Ok(())
-            }
-            FromWorker::Failed { id, error } => {
-                let Some(a) = self.active.remove(&id) else {
-                    return violation(
-                        format!("failed for request {id}, which is not running"),
-                        None,
-                    );
-                };
-                drop(a.permit);
-                let _ = a.events.try_send(if a.timed_out {
-                    Event::Timeout
-                } else if a.behind {
-                    Event::Failed(reader_behind())
-                } else {
-                    Event::Failed(super::metadata::map_request_error(error))
-                });
-                Ok(())
-            }
-            FromWorker::Pong { nonce } => {
-                let Some(at) = self.pings.iter().position(|p| p.0 == nonce) else {
-                    return violation(format!("a pong for nonce {nonce}, never sent"), None);
-                };
-                let (_, _, reply) = self.pings.swap_remove(at);
-                let _ = reply.send(Ok(()));
-                Ok(())
-            }
-            other => violation(stray(&other), None),
-        }
-    }
-
     /// A wake-up: deadlines, cancel graces, pings.
     async fn deadlines(&mut self) -> Result<(), End> {
         let now = Instant::now();
@@ -802,12 +632,4 @@ impl Driver {
             }));
         }
     }
-}
-
-/// A message for no running request, described.
-fn stray(msg: &FromWorker) -> String {
-    format!(
-        "a message for no running request: {}",
-        worker::describe(msg)
-    )
 }

@@ -1,0 +1,303 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions`,
+//! `POST /v1/completions`, `GET /v1/models`. Requests name the fields they
+//! use; a field this service cannot honour (`tools`, `n` > 1, penalties
+//! other than 0) is a 400 naming it, never silently ignored.
+
+mod embedding;
+mod jobs;
+mod wire;
+
+pub use embedding::*;
+pub(crate) use jobs::Job;
+pub use wire::*;
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use symbiont_runtime::models::{
+    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
+    PromptMode, StreamEvent,
+};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::{parse_body, Call, Service};
+
+fn finish(m: &ExecutionMetadata) -> &'static str {
+    match m.finish_reason {
+        Some(FinishReason::Length) => "length",
+        _ => "stop",
+    }
+}
+
+/// Chat (`chat.completion.chunk`) or text (`text_completion`) chunks.
+#[derive(Clone, Copy)]
+enum Shape {
+    Chat,
+    Text,
+}
+
+impl Shape {
+    fn chunk(
+        self,
+        call: &Call,
+        model: &str,
+        text: Option<&str>,
+        finish: Option<&str>,
+    ) -> serde_json::Value {
+        match self {
+            Shape::Chat => {
+                let delta = match (text, finish) {
+                    (Some(t), _) => serde_json::json!({ "content": t }),
+                    (None, None) => serde_json::json!({ "role": "assistant", "content": "" }),
+                    (None, Some(_)) => serde_json::json!({}),
+                };
+                serde_json::json!({
+                    "id": call.id, "object": "chat.completion.chunk", "created": call.created,
+                    "model": model,
+                    "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
+                })
+            }
+            Shape::Text => serde_json::json!({
+                "id": call.id, "object": "text_completion", "created": call.created, "model": model,
+                "choices": [{ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null }],
+            }),
+        }
+    }
+
+    fn usage_chunk(self, call: &Call, model: &str, m: &ExecutionMetadata) -> serde_json::Value {
+        let object = match self {
+            Shape::Chat => "chat.completion.chunk",
+            Shape::Text => "text_completion",
+        };
+        serde_json::json!({
+            "id": call.id, "object": object, "created": call.created, "model": model,
+            "choices": [], "usage": Usage::of(m), "symbiont": m,
+        })
+    }
+}
+
+fn data(v: &serde_json::Value) -> Result<Event, Infallible> {
+    Ok(Event::default().data(v.to_string()))
+}
+
+/// Runs a job and answers it: JSON, or server-sent events that start once
+/// the first token is there (so that a refusal — full queue, timeout
+/// waiting — is still an HTTP status).
+async fn answer(
+    service: &Service,
+    call: &mut Call,
+    job: Job,
+    shape: Shape,
+) -> Result<Response, ApiError> {
+    let (runner, permit) = call.admit(service, &job.model).await?;
+    let options = job.options;
+    let model = job.model;
+    if !job.stream {
+        let result = runner
+            .execute(&job.prompt, Some(options))
+            .await
+            .map_err(|e| call.runner_error(service, e))?;
+        drop(permit);
+        call.completed(service, &result);
+        return Ok(Json(
+            match shape {
+                Shape::Chat => serde_json::to_value(chat_completion(call, &model, result)),
+                Shape::Text => serde_json::to_value(completion(call, &model, result)),
+            }
+            .unwrap_or_default(),
+        )
+        .into_response());
+    }
+    let (mut call, events) = call
+        .open_stream(service, &runner, &job.prompt, options)
+        .await?;
+    let mut permit = Some(permit);
+    let service = service.clone();
+    let include_usage = job.include_usage;
+    let opening = match shape {
+        Shape::Chat => vec![data(&shape.chunk(&call, &model, None, None))],
+        Shape::Text => vec![],
+    };
+    let body = futures::stream::iter(opening).chain(events.flat_map(move |event| {
+        let out: Vec<Result<Event, Infallible>> = match event {
+            Ok(StreamEvent::Token(t)) => {
+                vec![data(&shape.chunk(&call, &model, Some(&t), None))]
+            }
+            Ok(StreamEvent::Done(result)) => {
+                // The generation is over: its permit is free even
+                // if the client reads the rest slowly.
+                permit.take();
+                call.completed(&service, &result);
+                let m = &result.metadata;
+                let mut v = vec![data(&shape.chunk(&call, &model, None, Some(finish(m))))];
+                if include_usage {
+                    v.push(data(&shape.usage_chunk(&call, &model, m)));
+                }
+                v.push(Ok(Event::default().data("[DONE]")));
+                v
+            }
+            Ok(_) => vec![],
+            Err(e) => {
+                permit.take();
+                let e = call.runner_error(&service, e);
+                // Counted with the status it would have had.
+                call.status = Some(e.status.as_u16());
+                vec![data(&serde_json::to_value(e.body()).unwrap_or_default())]
+            }
+        };
+        futures::stream::iter(out)
+    }));
+    Ok(sse(body))
+}
+
+fn sse(body: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn chat_completion(call: &Call, model: &str, r: ExecutionResult) -> ChatCompletion {
+    ChatCompletion {
+        id: call.id.clone(),
+        object: "chat.completion".into(),
+        created: call.created,
+        model: model.into(),
+        choices: vec![ChatChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: Role::Assistant,
+                content: r.response,
+                refusal: None,
+            },
+            finish_reason: finish(&r.metadata).into(),
+            logprobs: None,
+        }],
+        usage: Usage::of(&r.metadata),
+        symbiont: r.metadata,
+    }
+}
+
+fn completion(call: &Call, model: &str, r: ExecutionResult) -> Completion {
+    Completion {
+        id: call.id.clone(),
+        object: "text_completion".into(),
+        created: call.created,
+        model: model.into(),
+        choices: vec![CompletionChoice {
+            text: r.response,
+            index: 0,
+            finish_reason: finish(&r.metadata).into(),
+            logprobs: None,
+        }],
+        usage: Usage::of(&r.metadata),
+        symbiont: r.metadata,
+    }
+}
+
+/// Chat completion, OpenAI-compatible.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion (JSON), or with `stream: true` server-sent events of `chat.completion.chunk` objects ending with `data: [DONE]`", content(
+            (ChatCompletion = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "Malformed request or unsupported option", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "The agent may not use the model", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many requests: concurrency limit or full queue (see Retry-After)", body = ErrorBody),
+        (status = 500, description = "The worker failed", body = ErrorBody),
+        (status = 503, description = "The model cannot run", body = ErrorBody),
+        (status = 502, description = "A remote model's provider failed (details in the service log)", body = ErrorBody),
+        (status = 504, description = "The request ran out of time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn chat_completions(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut call = service.call("/v1/chat/completions");
+    let result = async {
+        call.authenticate(&service, &headers)?;
+        let request: ChatCompletionRequest = parse_body(&service, &headers, body).await?;
+        let job = request.into_job(service.settings().max_prompt_bytes)?;
+        answer(&service, &mut call, job, Shape::Chat).await
+    }
+    .await;
+    call.respond(result)
+}
+
+/// Text completion, OpenAI-compatible (the prompt as it is, no chat
+/// template).
+#[utoipa::path(post, path = "/v1/completions", tag = "openai",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion (JSON), or with `stream: true` server-sent events of `text_completion` objects ending with `data: [DONE]`", content(
+            (Completion = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn completions(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut call = service.call("/v1/completions");
+    let result = async {
+        call.authenticate(&service, &headers)?;
+        let request: CompletionRequest = parse_body(&service, &headers, body).await?;
+        let job = request.into_job(service.settings().max_prompt_bytes)?;
+        answer(&service, &mut call, job, Shape::Text).await
+    }
+    .await;
+    call.respond(result)
+}
+
+/// The models the calling agent may use.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn models(State(service): State<Service>, headers: HeaderMap) -> Response {
+    let mut call = service.call("/v1/models");
+    let result = call.authenticate(&service, &headers).map(|()| {
+        let data = service
+            .pool()
+            .catalog()
+            .get_models_for_agent(&call.agent)
+            .into_iter()
+            .map(|m| ModelObject {
+                id: m.id.clone(),
+                object: "model".into(),
+                created: service.started(),
+                owned_by: "symbiont".into(),
+                name: m.name.clone(),
+                capabilities: m.capabilities.iter().map(|c| format!("{c:?}")).collect(),
+            })
+            .collect();
+        Json(ModelList {
+            object: "list".into(),
+            data,
+        })
+        .into_response()
+    });
+    call.respond(result)
+}
