@@ -4,8 +4,8 @@
 # `llama-server` for the concurrency comparison (bench/server-load.py).
 # Usage: bench/build-reference-llama.sh [TOOL ...] (default: both). Not part
 # of the product or the tests. llama-cpp-2's vendored llama.cpp has no tool sources, so they
-# come from the llama-cpp-python source package on PyPI (see
-# ../shared/FACTS.md), built with the flags the crate uses (GGML_NATIVE=OFF,
+# come from the llama-cpp-python source package on PyPI (the one source
+# of llama.cpp's tools reachable from this machine), built with the flags the crate uses (GGML_NATIVE=OFF,
 # OpenMP, Release). Output: $REF_DIR/bin/<tool>. The llama.cpp of that
 # package is a few weeks older than the crate's vendored tree (whose tool
 # sources are omitted); the notes beside each figure say so.

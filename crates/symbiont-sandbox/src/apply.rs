@@ -1,6 +1,6 @@
 //! Applying a plan to the calling process, as one ordered checklist.
 //!
-//! Order matters (see ../shared/FACTS.md): namespaces need a
+//! Order matters (`ARCHITECTURE.md` lists it): namespaces need a
 //! single-threaded process; rlimits and prctl before anything can allocate
 //! or trace; Landlock, then seccomp last, because seccomp would otherwise
 //! forbid the calls that install the other layers.

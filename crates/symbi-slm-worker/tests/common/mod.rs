@@ -25,7 +25,8 @@ pub fn model_path() -> PathBuf {
 
 /// One test at a time: each test's worker uses both cores, and OpenMP
 /// threads of several workers spinning against each other collapse
-/// throughput (see ../shared/FACTS.md), which would turn timing into noise.
+/// throughput (measured: two workers of 2 threads each on 2 cores fall far
+/// below one), which would turn timing into noise.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Holds the one-test-at-a-time guard (a test that panicked does not
@@ -36,8 +37,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// `standard` with a generous time limit: on a busy host two llama.cpp
-/// threads beside other work can fall to a few tokens per second (see
-/// ../shared/FACTS.md), and queued requests wait their turn inside the same
+/// threads beside other work can fall to a few tokens per second, and
+/// queued requests wait their turn inside the same
 /// limit. Tests that are about the limit set their own timeouts.
 #[allow(dead_code)] // not every test binary runs models
 pub fn profile() -> symbiont_runtime::config::SandboxProfile {

@@ -83,7 +83,9 @@ pub struct NetworkPolicy {
     pub access_mode: NetworkAccessMode,
     /// Where `Restricted` may connect to.
     pub allowed_destinations: Vec<NetworkDestination>,
-    /// Network bandwidth limit. Not supported yet: must be absent.
+    /// Bandwidth cap of the egress proxy, megabits per second (only with
+    /// `Restricted`, > 0): a token bucket over the bytes it carries each
+    /// way.
     pub max_bandwidth_mbps: Option<u64>,
 }
 
@@ -93,7 +95,9 @@ pub struct NetworkPolicy {
 pub enum NetworkAccessMode {
     /// No network at all.
     None,
-    /// Only `allowed_destinations` (not supported yet).
+    /// Only `allowed_destinations`, through an egress proxy that judges
+    /// the address it connects to: for `sandbox exec` programs and remote
+    /// models' runners; a model worker gets no network at all.
     Restricted,
     /// No restriction.
     Full,

@@ -95,9 +95,9 @@ pub mod defaults {
     /// Most slots (requests one worker runs at once) chosen by default;
     /// fewer when the profile's memory does not hold their KV caches (see
     /// [`super::LocalGgufRunnerBuilder::slots`]). Four is where batching
-    /// pays on 2 cores (../shared/FACTS.md, the crate driven directly: 105
+    /// pays on 2 cores (measured with llama-cpp-2 driven directly: 105
     /// tokens/s with one sequence, 156 with four, 184 with eight; through
-    /// the runner see the README's benchmarks) without multiplying the KV
+    /// the runner see `bench/RESULTS.md`) without multiplying the KV
     /// cache further.
     pub const SLOTS: u32 = 4;
     /// Address space a worker needs beyond the mapped model and its KV

@@ -1,7 +1,7 @@
 //! From a `SandboxProfile` and the worker's needs to a concrete
 //! [`SandboxPlan`], and the per-control report of what it enforces here.
 //!
-//! Rules (documented in the README's sandbox section):
+//! Rules (documented, control by control, in `docs/sandbox.md`):
 //! - memory: `RLIMIT_AS` = `max_memory_mb` (a memory-mapped model counts);
 //!   no cgroup is created or touched.
 //! - CPU: threads = `max_cpu_cores` rounded down (at least 1), CPU affinity
