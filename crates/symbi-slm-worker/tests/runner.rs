@@ -1397,8 +1397,10 @@ async fn a_reader_that_stops_reading_is_cancelled_and_stalls_no_one() {
         ),
         "{end:?}"
     );
-    // All it had been handed, and not the whole answer.
-    assert!((256..400).contains(&tokens), "{tokens}");
+    // All it had been handed, and not the whole answer: 256 places, one
+    // of them taken by the prompt's event, and whatever the first poll
+    // had moved on before the reader stopped.
+    assert!((255..400).contains(&tokens), "{tokens}");
     assert!(slow.next().await.is_none());
 }
 

@@ -283,7 +283,10 @@ pub fn chat(args: ChatArgs, config: Option<&Path>) -> Result<(), Failure> {
                     Ok(_) => {}
                     // A turn that fails (too long for the context, a
                     // timeout) is reported; the conversation goes on.
-                    Err(e @ SlmRunnerError::InvalidInput { .. }) => {
+                    Err(
+                        e @ (SlmRunnerError::InvalidInput { .. }
+                        | SlmRunnerError::ContextLengthExceeded { .. }),
+                    ) => {
                         eprintln!("symbi-slm: {e} (/reset starts a new conversation)");
                     }
                     Err(e @ SlmRunnerError::ExecutionTimeout { .. }) => {
@@ -312,6 +315,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn classify(e: SlmRunnerError) -> Failure {
     match e {
         SlmRunnerError::InvalidInput { .. }
+        | SlmRunnerError::ContextLengthExceeded { .. }
         | SlmRunnerError::UnknownModel { .. }
         | SlmRunnerError::AccessDenied { .. }
         | SlmRunnerError::ModelFileNotFound { .. }

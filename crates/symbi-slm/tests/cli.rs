@@ -548,6 +548,69 @@ fn chat_answers_each_line_and_keeps_the_conversation() {
     assert_ne!(alone[1], both[1], "the history changed nothing");
 }
 
+/// A prompt longer than the context, counted by the tokenizer: `run`
+/// exits 2 (the caller's to fix) naming both counts; in `chat` the turn is
+/// refused and the conversation goes on (the next line is answered).
+#[test]
+fn a_prompt_longer_than_the_context_is_the_caller_s_to_fix() {
+    let worker = worker_beside_cli();
+    let long = "word ".repeat(5000);
+    let out = symbi(
+        &[
+            "run",
+            "--max-tokens",
+            "4",
+            "--worker",
+            worker.to_str().unwrap(),
+            &long,
+        ],
+        None,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("longer than the context of 2048 tokens"),
+        "{err}"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+        .args([
+            "chat",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0",
+            "--worker",
+        ])
+        .arg(&worker)
+        .env_remove("SYMBI_SLM_CONFIG")
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("symbi-slm-cli-tests"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{long}\nSay yes.\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("/reset starts a new conversation"), "{err}");
+    let answers: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(answers.len(), 1, "the turn after the refusal: {answers:?}");
+}
+
 /// `sandbox exec` kills the program's process group at the profile's
 /// `max_execution_time_seconds`, whether it spins or sleeps, exits 124 and
 /// records the kill in the audit log, which every config has by default

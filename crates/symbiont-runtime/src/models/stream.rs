@@ -8,6 +8,10 @@
 //! tokio), and each runner's request cancels itself on drop: a local one
 //! tells its worker within one decode step, a remote one closes its
 //! connection. [`collect`] is `execute`: the same stream, read to its end.
+//!
+//! A remote request runs in a task of its own instead (`RemoteRunner`),
+//! which hands its text on through a bounded channel: its deadline and its
+//! connection slot must not wait for a reader that stopped reading.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,7 +21,25 @@ use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 
-use super::{ExecutionResult, SlmRunnerError, StreamEvent};
+use super::{ExecutionResult, ResourceLimit, SlmRunnerError, StreamEvent};
+
+/// Events a request's reader may leave unread. Past that the request is
+/// cancelled (a reader that far behind must not keep a slot that other
+/// requests need, nor the request past its deadline) and ends with
+/// [`ResourceLimit::StreamBuffer`]: whoever produces a request's events
+/// (a local worker's driver, a remote request's task) never waits for its
+/// reader. One more place is kept for the request's last event.
+pub(crate) const REQUEST_EVENTS: usize = 256;
+
+/// What a reader that fell too far behind gets.
+pub(crate) fn reader_behind() -> SlmRunnerError {
+    SlmRunnerError::ResourceLimitExceeded {
+        limit: ResourceLimit::StreamBuffer,
+        detail: format!(
+            "the reader left {REQUEST_EVENTS} events unread; the request was cancelled"
+        ),
+    }
+}
 
 type Request = Pin<Box<dyn Future<Output = Result<ExecutionResult, SlmRunnerError>> + Send>>;
 
@@ -195,7 +217,20 @@ mod tests {
             sink.push("partial".into());
             Err(SlmRunnerError::ExecutionTimeout { seconds: 1.0 })
         });
-        let e = collect(events).await.unwrap_err();
+        let mut events = events;
+        assert_eq!(
+            events.next().await.unwrap().unwrap(),
+            StreamEvent::Token("partial".into()),
+            "the text comes before the error"
+        );
+        let e = events.next().await.unwrap().unwrap_err();
+        assert!(matches!(e, SlmRunnerError::ExecutionTimeout { .. }), "{e}");
+        assert!(events.next().await.is_none(), "the stream ends after it");
+        let failing = RequestStream::new(|sink| async move {
+            sink.push("partial".into());
+            Err(SlmRunnerError::ExecutionTimeout { seconds: 1.0 })
+        });
+        let e = collect(failing).await.unwrap_err();
         assert!(matches!(e, SlmRunnerError::ExecutionTimeout { .. }), "{e}");
         let ok = collect(RequestStream::new(|_| async { Ok(done("x")) })).await;
         assert_eq!(ok.unwrap().response, "x");

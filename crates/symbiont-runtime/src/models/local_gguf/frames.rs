@@ -23,6 +23,10 @@ pub(super) enum OutputEnd {
 pub(super) struct FrameReader {
     out: tokio::process::ChildStdout,
     buf: Vec<u8>,
+    /// Where the unread bytes start in `buf` (frames are taken from the
+    /// front without moving the rest; the buffer is compacted before a
+    /// read).
+    at: usize,
     /// The output ended or broke the protocol: said once, then again.
     ended: Option<OutputEnd>,
 }
@@ -32,6 +36,7 @@ impl FrameReader {
         Self {
             out,
             buf: Vec::with_capacity(64 * 1024),
+            at: 0,
             ended: None,
         }
     }
@@ -50,10 +55,14 @@ impl FrameReader {
                     return Err(end);
                 }
             }
-            // Room for what the frame being read still needs, at most one
-            // read's worth at a time.
+            // What was taken goes; room for one read more.
+            self.buf.drain(..self.at);
+            self.at = 0;
             self.buf.reserve(16 * 1024);
             match self.out.read_buf(&mut self.buf).await {
+                // The end, even inside a frame: a worker killed while it
+                // wrote (the OOM killer, SIGKILL) is a loss that its exit
+                // status explains, not a violation.
                 Ok(0) => {
                     self.ended = Some(OutputEnd::Lost("worker output closed".into()));
                 }
@@ -67,7 +76,8 @@ impl FrameReader {
 
     /// A whole frame from the front of the buffer, if one is there.
     fn frame(&mut self) -> Result<Option<FromWorker>, OutputEnd> {
-        let Some(prefix) = self.buf.first_chunk::<4>() else {
+        let unread = &self.buf[self.at..];
+        let Some(prefix) = unread.first_chunk::<4>() else {
             return Ok(None);
         };
         let len = match frame_len(*prefix) {
@@ -80,12 +90,12 @@ impl FrameReader {
                 "a frame of {len} bytes, more than the {MAX_FRAME_FROM_WORKER} a worker may send"
             )));
         }
-        if self.buf.len() < 4 + len {
+        if unread.len() < 4 + len {
             return Ok(None);
         }
-        let msg = decode::<FromWorker>(&self.buf[4..4 + len])
+        let msg = decode::<FromWorker>(&unread[4..4 + len])
             .map_err(|e| OutputEnd::Violation(e.to_string()));
-        self.buf.drain(..4 + len);
+        self.at += 4 + len;
         msg.map(Some)
     }
 }

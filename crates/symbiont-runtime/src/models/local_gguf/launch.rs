@@ -96,11 +96,13 @@ impl Shared {
             cancel_grace_steps: defaults::CANCEL_GRACE_STEPS,
             crashes: tenant.crashes.clone(),
             counters: self.counters.clone(),
-            audit: Arc::new(move |kind: AuditKind, control: &str, detail: String| {
-                if let Some(s) = shared.upgrade() {
-                    s.audit(kind, control, detail, None);
-                }
-            }),
+            audit: Arc::new(
+                move |kind: AuditKind, control: &str, detail: String, agent: Option<&str>| {
+                    if let Some(s) = shared.upgrade() {
+                        s.audit(kind, control, detail, agent);
+                    }
+                },
+            ),
         }
     }
 

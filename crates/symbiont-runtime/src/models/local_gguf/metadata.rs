@@ -7,6 +7,8 @@ use std::time::Duration;
 use symbiont_slm_protocol::{Finish, GenerationStats, RequestError};
 use tokio::time::Instant;
 
+use crate::audit::AuditKind;
+
 use crate::models::{
     ExecutionMetadata, ExecutionResult, FinishReason, ResourceLimit, SlmRunnerError,
 };
@@ -96,6 +98,26 @@ pub(super) fn result(
 }
 
 /// The config key a limit stands for, as audit events name it.
+/// The audit event a failed request gives, if its failure matters for
+/// security: kind and control.
+pub(super) fn audit_event_for(e: &SlmRunnerError) -> Option<(AuditKind, String)> {
+    match e {
+        SlmRunnerError::WorkerCrashed { .. } => Some((AuditKind::WorkerCrash, "worker".into())),
+        SlmRunnerError::ResourceLimitExceeded { limit, .. } => {
+            Some((AuditKind::LimitHit, limit_key(*limit).into()))
+        }
+        SlmRunnerError::ExecutionTimeout { .. } => Some((
+            AuditKind::LimitHit,
+            "process_limits.max_execution_time_seconds".into(),
+        )),
+        SlmRunnerError::SandboxViolation { control, .. } => {
+            Some((AuditKind::Denial, control.clone()))
+        }
+        SlmRunnerError::Overloaded { .. } => Some((AuditKind::LimitHit, "queue_capacity".into())),
+        _ => None,
+    }
+}
+
 pub(super) fn limit_key(limit: ResourceLimit) -> &'static str {
     match limit {
         ResourceLimit::Memory => "resources.max_memory_mb",

@@ -11,7 +11,7 @@ use symbiont_slm_protocol::{Finish, GenerateRequest, Sampling, ToWorker, MAX_PRO
 use tokio::time::Instant;
 
 use super::driver::{Command, Event};
-use super::metadata::{limit_key, ms, result, set_sandbox_facts};
+use super::metadata::{audit_event_for, ms, result, set_sandbox_facts};
 use super::queue::Refusal;
 use super::{defaults, Shared};
 use crate::audit::{AuditEvent, AuditKind};
@@ -91,8 +91,19 @@ impl Shared {
         on_token: impl FnMut(&str) + Send,
         on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
+        // Failures the driver delivered, it has recorded already (at once,
+        // whether or not this request's reader is still there).
+        let mut audited = false;
         let result = self
-            .run_inner(agent, prompt, options, embed, on_token, on_embedding)
+            .run_inner(
+                agent,
+                prompt,
+                options,
+                embed,
+                on_token,
+                on_embedding,
+                &mut audited,
+            )
             .await;
         self.counters.finished(result.as_ref().ok().map(|r| {
             let m = &r.metadata;
@@ -102,33 +113,15 @@ impl Shared {
                 m.output_tokens.unwrap_or(0),
             )
         }));
-        if let Err(e) = &result {
-            let event = match e {
-                SlmRunnerError::WorkerCrashed { .. } => {
-                    Some((AuditKind::WorkerCrash, "worker".to_string()))
-                }
-                SlmRunnerError::ResourceLimitExceeded { limit, .. } => {
-                    Some((AuditKind::LimitHit, limit_key(*limit).to_string()))
-                }
-                SlmRunnerError::ExecutionTimeout { .. } => Some((
-                    AuditKind::LimitHit,
-                    "process_limits.max_execution_time_seconds".to_string(),
-                )),
-                SlmRunnerError::SandboxViolation { control, .. } => {
-                    Some((AuditKind::Denial, control.clone()))
-                }
-                SlmRunnerError::Overloaded { .. } => {
-                    Some((AuditKind::LimitHit, "queue_capacity".to_string()))
-                }
-                _ => None,
-            };
-            if let Some((kind, control)) = event {
+        if let (Err(e), false) = (&result, audited) {
+            if let Some((kind, control)) = audit_event_for(e) {
                 self.audit(kind, &control, e.to_string(), agent);
             }
         }
         result
     }
 
+    #[allow(clippy::too_many_arguments)] // the request's parts, each once
     async fn run_inner(
         self: &Arc<Self>,
         agent: Option<&str>,
@@ -137,6 +130,7 @@ impl Shared {
         embed: bool,
         mut on_token: impl FnMut(&str) + Send,
         mut on_embedding: impl FnMut(Vec<f32>) + Send,
+        audited: &mut bool,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
         let mut request = self.request(agent, prompt, &options)?;
@@ -203,6 +197,7 @@ impl Shared {
                 deadline,
                 events,
                 permit,
+                agent: agent.map(Arc::from),
             };
             if let Err(cmd) = driven.send(run) {
                 // The worker was unloaded meanwhile: take a fresh one.
@@ -244,8 +239,14 @@ impl Shared {
                         on_embedding(v);
                     }
                     Some(Event::Done { stats, peak_rss }) => break Ok((stats, peak_rss)),
-                    Some(Event::Timeout) => break Err(Ok(timeout_err())),
-                    Some(Event::Failed(e)) => break Err(Ok(e)),
+                    Some(Event::Timeout) => {
+                        *audited = true;
+                        break Err(Ok(timeout_err()));
+                    }
+                    Some(Event::Failed(e)) => {
+                        *audited = true;
+                        break Err(Ok(e));
+                    }
                     Some(Event::Retry(p)) => break Err(Err(p)),
                     None => {
                         break Err(Ok(SlmRunnerError::WorkerCrashed {

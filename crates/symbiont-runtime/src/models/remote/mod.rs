@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{ModelProvider, ModelResourceRequirements, NetworkAccessMode, SandboxProfile};
 use crate::egress::{self, AuditRefusals, Kind, Proxy, ProxyStats};
-use crate::models::stream::RequestStream;
+use crate::models::stream::REQUEST_EVENTS;
 use crate::models::{
     EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult, RunnerInfo, RunnerLoad,
     RunnerMetrics, SlmRunner, SlmRunnerError, StreamEvent,
@@ -209,18 +209,37 @@ impl RemoteRunner {
 
     /// Runs a prompt and streams its text, ending with
     /// [`StreamEvent::Done`]. Dropping the stream closes the connection.
+    ///
+    /// The request runs in a task of its own, which hands the text on
+    /// through a bounded channel (one task and one channel per token, as
+    /// for a local model): its deadline, its slot among the runner's
+    /// [`REMOTE_CONCURRENCY`] and its connection never wait for the
+    /// reader, and a reader that leaves [`REQUEST_EVENTS`] events unread
+    /// ends the request with `ResourceLimit::StreamBuffer`.
     pub fn execute_stream(
         &self,
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> impl Stream<Item = Result<StreamEvent, SlmRunnerError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(REQUEST_EVENTS + 1);
         let inner = self.inner.clone();
         let prompt = prompt.to_string();
-        RequestStream::new(move |text| async move {
-            inner
-                .run(&prompt, options.unwrap_or_default(), move |t| text.push(t))
-                .await
-        })
+        tokio::spawn(async move {
+            let text = tx.clone();
+            // One place stays free for the end; a full channel or a
+            // reader gone stops the request.
+            let run = inner.run(&prompt, options.unwrap_or_default(), move |t| {
+                text.capacity() > 1 && text.try_send(Ok(StreamEvent::Token(t))).is_ok()
+            });
+            tokio::select! {
+                end = run => {
+                    let _ = tx.try_send(end.map(|r| StreamEvent::Done(Box::new(r))));
+                }
+                // The reader is gone: dropping `run` closes the connection.
+                () = tx.closed() => {}
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 }
 

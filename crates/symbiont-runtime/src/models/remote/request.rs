@@ -12,7 +12,7 @@ impl Inner {
         &self,
         prompt: &str,
         options: ExecutionOptions,
-        mut on_text: impl FnMut(String),
+        mut on_text: impl FnMut(String) -> bool,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
         let mut result = self.run_inner(prompt, options, &mut on_text, started).await;
@@ -39,7 +39,7 @@ impl Inner {
         &self,
         prompt: &str,
         options: ExecutionOptions,
-        on_text: &mut impl FnMut(String),
+        on_text: &mut impl FnMut(String) -> bool,
         started: Instant,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         options.validate()?;
@@ -243,7 +243,7 @@ impl Inner {
         &self,
         response: reqwest::Response,
         deadline: tokio::time::Instant,
-        on_text: &mut impl FnMut(String),
+        on_text: &mut impl FnMut(String) -> bool,
         started: Instant,
         timed_out: &impl Fn() -> SlmRunnerError,
     ) -> Result<ExecutionResult, SlmRunnerError> {
@@ -286,7 +286,11 @@ impl Inner {
                 if let Some(t) = d.text {
                     first.get_or_insert_with(Instant::now);
                     text.push_str(&t);
-                    on_text(t);
+                    if !on_text(t) {
+                        // The reader fell too far behind (or left):
+                        // dropping the body closes the connection.
+                        return Err(crate::models::stream::reader_behind());
+                    }
                 }
                 if d.input_tokens.is_some() {
                     meta.input_tokens = d.input_tokens;

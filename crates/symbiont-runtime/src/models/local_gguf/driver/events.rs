@@ -144,7 +144,7 @@ impl Driver {
                 };
                 // The slot is free before the caller hears of the end.
                 drop(a.permit);
-                let _ = a.events.try_send(event);
+                tell_end(&self.settings.audit, a.agent.as_deref(), &a.events, event);
                 Ok(())
             }
             FromWorker::Failed { id, error } => {
@@ -155,13 +155,14 @@ impl Driver {
                     );
                 };
                 drop(a.permit);
-                let _ = a.events.try_send(if a.timed_out {
+                let end = if a.timed_out {
                     Event::Timeout
                 } else if a.behind {
                     Event::Failed(reader_behind())
                 } else {
                     Event::Failed(super::super::metadata::map_request_error(error))
-                });
+                };
+                tell_end(&self.settings.audit, a.agent.as_deref(), &a.events, end);
                 Ok(())
             }
             FromWorker::Pong { nonce } => {

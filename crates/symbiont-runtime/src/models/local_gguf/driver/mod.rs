@@ -35,7 +35,8 @@ use super::metrics::{Counters, Unload};
 use super::queue::SlotPermit;
 use super::worker::{self, Next, Worker};
 use crate::audit::AuditKind;
-use crate::models::{ResourceLimit, SlmRunnerError, WorkerLoss};
+use crate::models::stream::{reader_behind, REQUEST_EVENTS};
+use crate::models::{SlmRunnerError, WorkerLoss};
 
 /// What the driver tells a request.
 #[derive(Debug)]
@@ -67,6 +68,8 @@ pub(super) enum Command {
         deadline: Instant,
         events: mpsc::Sender<Event>,
         permit: SlotPermit,
+        /// The agent it runs for, named in the audit events of its end.
+        agent: Option<Arc<str>>,
     },
     /// The caller went away: stop the request within one decode step.
     Cancel {
@@ -83,8 +86,29 @@ pub(super) enum Command {
 
 type PingReply = oneshot::Sender<Result<(), SlmRunnerError>>;
 
-/// Records an audit event: kind, control, detail.
-pub(super) type Audit = Arc<dyn Fn(AuditKind, &str, String) + Send + Sync>;
+/// Records an audit event: kind, control, detail, agent.
+pub(super) type Audit = Arc<dyn Fn(AuditKind, &str, String, Option<&str>) + Send + Sync>;
+
+/// Tells a request how it ended, recording first the audit event its
+/// failure gives (a worker lost, a limit hit, its deadline): here, where
+/// it happens, not when (or whether) the request's reader reads it.
+fn tell_end(audit: &Audit, agent: Option<&str>, events: &mpsc::Sender<Event>, end: Event) {
+    match &end {
+        Event::Failed(e) => {
+            if let Some((kind, control)) = super::metadata::audit_event_for(e) {
+                audit(kind, &control, e.to_string(), agent);
+            }
+        }
+        Event::Timeout => audit(
+            AuditKind::LimitHit,
+            "process_limits.max_execution_time_seconds",
+            "the request's deadline passed; it was stopped".into(),
+            agent,
+        ),
+        _ => {}
+    }
+    let _ = events.try_send(end);
+}
 
 /// Settings the driver needs from its runner.
 pub(super) struct Settings {
@@ -269,28 +293,20 @@ struct Active {
     embed: bool,
     /// Cancelled because its reader left [`REQUEST_EVENTS`] events unread.
     behind: bool,
+    agent: Option<Arc<str>>,
 }
 
-/// Events a request's reader may leave unread. Past that the request is
-/// cancelled (its reader is too far behind to keep a slot of a worker
-/// that other requests share) and ends with
-/// [`ResourceLimit::StreamBuffer`]; the driver never waits for a reader.
-/// One more place is kept for the request's last event.
-pub(super) const REQUEST_EVENTS: usize = 256;
+impl Active {
+    /// Tells the request how it ended (see [`tell_end`]).
+    fn end(&self, audit: &Audit, end: Event) {
+        tell_end(audit, self.agent.as_deref(), &self.events, end);
+    }
+}
 
-/// The channel a request's events come through.
+/// The channel a request's events come through: [`REQUEST_EVENTS`]
+/// places, and one more kept for the request's last event.
 pub(super) fn request_events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
     mpsc::channel(REQUEST_EVENTS + 1)
-}
-
-/// What a reader that fell too far behind gets.
-fn reader_behind() -> SlmRunnerError {
-    SlmRunnerError::ResourceLimitExceeded {
-        limit: ResourceLimit::StreamBuffer,
-        detail: format!(
-            "the reader left {REQUEST_EVENTS} events unread; the request was cancelled"
-        ),
-    }
 }
 
 struct Driver {
@@ -411,6 +427,7 @@ impl Driver {
                 deadline,
                 events,
                 permit,
+                agent,
             } => {
                 let id = request.id;
                 let max_tokens = request.max_tokens as usize;
@@ -424,11 +441,21 @@ impl Driver {
                     // The request cannot be put in a frame: its fault, not
                     // the worker's (nothing was written).
                     Err(e @ SlmRunnerError::InvalidInput { .. }) => {
-                        let _ = events.try_send(Event::Failed(e));
+                        tell_end(
+                            &self.settings.audit,
+                            agent.as_deref(),
+                            &events,
+                            Event::Failed(e),
+                        );
                         return Ok(());
                     }
                     Err(e) => {
-                        let _ = events.try_send(Event::Failed(e.clone()));
+                        tell_end(
+                            &self.settings.audit,
+                            agent.as_deref(),
+                            &events,
+                            Event::Failed(e.clone()),
+                        );
                         return Err(End::WriteFailed(e));
                     }
                 }
@@ -448,6 +475,7 @@ impl Driver {
                         received: false,
                         embed,
                         behind: false,
+                        agent,
                     },
                 );
                 Ok(())
@@ -534,12 +562,16 @@ impl Driver {
     /// Fails every running request with `err` (a timed-out one with its
     /// timeout).
     fn fail_all(&mut self, err: &SlmRunnerError) {
+        let audit = self.settings.audit.clone();
         for (_, a) in self.active.drain() {
-            let _ = a.events.try_send(if a.timed_out {
-                Event::Timeout
-            } else {
-                Event::Failed(err.clone())
-            });
+            a.end(
+                &audit,
+                if a.timed_out {
+                    Event::Timeout
+                } else {
+                    Event::Failed(err.clone())
+                },
+            );
         }
     }
 
@@ -572,13 +604,13 @@ impl Driver {
                 for (id, a) in self.active.drain() {
                     if Some(id) == culprit || a.received {
                         blamed = true;
-                        let _ = a.events.try_send(Event::Failed(err.clone()));
+                        a.end(&audit, Event::Failed(err.clone()));
                     } else {
                         let _ = a.events.try_send(Event::Retry(a.permit));
                     }
                 }
                 if !blamed {
-                    audit(AuditKind::Kill, "worker protocol", err.to_string());
+                    audit(AuditKind::Kill, "worker protocol", err.to_string(), None);
                 }
             }
             End::Lost(why) => {
@@ -606,6 +638,7 @@ impl Driver {
                         grace.as_millis(),
                         self.settings.cancel_grace_steps
                     ),
+                    None,
                 );
                 for (other, a) in self.active.drain() {
                     let event = if a.timed_out {
@@ -622,7 +655,7 @@ impl Driver {
                             stderr_tail: String::new(),
                         })
                     };
-                    let _ = a.events.try_send(event);
+                    tell_end(&audit, a.agent.as_deref(), &a.events, event);
                 }
             }
         }
