@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{model_path, profile, serial, worker};
+use common::{model_path, profile, serial, until, worker};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -171,10 +171,17 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
         let r = r.clone();
         tokio::spawn(async move { r.execute(beside, Some(options(40, 0.0, 1))).await })
     };
-    while r.load().busy < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    until("both requests running", Duration::from_secs(120), || {
+        r.load().busy >= 2
+    })
+    .await;
+    // It generates beside the other (ten more of its pieces come).
+    for _ in 0..10 {
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamEvent::Token(_)))
+        ));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // Now drop it: its slot comes free long before 2,000 tokens could be
     // generated (about 20 s here), and the worker says it stopped it for
     // the cancel (not at an end of text: `requests_cancelled` counts only
@@ -231,9 +238,10 @@ async fn a_request_that_times_out_in_the_queue_never_runs() {
                 .await
         })
     };
-    while r.load().busy == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the long story running", Duration::from_secs(120), || {
+        r.load().busy > 0
+    })
+    .await;
     let late = ExecutionOptions {
         timeout: Some(Duration::from_millis(300)),
         ..options(4, 0.0, 1)
@@ -388,9 +396,10 @@ async fn a_shared_budget_evicts_only_idle_workers() {
                 .await
         })
     };
-    while two.load().busy == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the long story running", Duration::from_secs(120), || {
+        two.load().busy > 0
+    })
+    .await;
     let started = Instant::now();
     let r1 = one
         .execute("Say yes.", Some(options(2, 0.0, 1)))

@@ -46,3 +46,18 @@ pub fn profile() -> symbiont_runtime::config::SandboxProfile {
     p.process_limits.max_execution_time_seconds = 600;
     p
 }
+
+/// Waits until `ready()` holds, looking every 5 ms; fails naming `what`
+/// when it does not within `within` (a bound for a broken build, never a
+/// claim about this host's speed).
+#[allow(dead_code)] // not every test binary polls
+pub async fn until(what: &str, within: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

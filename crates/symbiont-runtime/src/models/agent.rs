@@ -22,8 +22,8 @@ use futures::stream::BoxStream;
 
 use crate::config::{Model, ModelCapability};
 use crate::models::{
-    EmbeddingResult, ExecutionOptions, ExecutionResult, ModelPool, PoolRunner, SlmRunnerError,
-    StreamEvent,
+    EmbeddingResult, ExecutionOptions, ExecutionResult, ModelPool, PoolRunner, RunnerLoad,
+    RunnerMetrics, SlmRunnerError, StreamEvent,
 };
 
 /// A pool's models, as one agent may use them. Made by
@@ -114,10 +114,22 @@ impl AgentRunner {
         self.agent.as_deref()
     }
 
-    /// The runner underneath, for its figures (metrics, load, slots, the
-    /// worker's pid).
-    pub fn runner(&self) -> &PoolRunner {
-        &self.runner
+    /// The model's runner's counters (shared by every agent that uses it).
+    pub fn metrics(&self) -> RunnerMetrics {
+        self.runner.metrics()
+    }
+
+    /// The model's runner's slots and queue now.
+    pub fn load(&self) -> RunnerLoad {
+        self.runner.load()
+    }
+
+    /// The size of the model's embeddings, read from its header (local
+    /// models; `None` for remote ones).
+    pub fn embedding_size(&self) -> Option<u64> {
+        self.runner
+            .local()
+            .and_then(|r| r.model_summary().embedding_length)
     }
 
     /// Runs one prompt to completion for the agent: the stream of

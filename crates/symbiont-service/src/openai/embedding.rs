@@ -172,10 +172,7 @@ pub async fn embeddings(
             ));
         }
         // Known from the model's header: refused before anything runs.
-        let size = runner
-            .runner()
-            .local()
-            .and_then(|r| r.model_summary().embedding_length);
+        let size = runner.embedding_size();
         if let (Some(d), Some(size)) = (request.dimensions, size) {
             if u64::from(d) != size {
                 return Err(ApiError::bad_request(
