@@ -1,17 +1,20 @@
 //! A request as a stream that owns it.
 //!
-//! Every runner streams the same way: the stream holds the request's
-//! future and polls it from its own `poll_next`, on the caller's task. No
-//! task is spawned around a request and no channel carries its text: the
-//! text the request produces waits in the stream until the caller takes
-//! it. Dropping the stream drops the request (as dropping a future does in
-//! tokio), and each runner's request cancels itself on drop: a local one
-//! tells its worker within one decode step, a remote one closes its
-//! connection. [`collect`] is `execute`: the same stream, read to its end.
+//! Every runner answers with a stream that ends with `Done` or an error,
+//! and dropping it cancels the request; [`collect`] is `execute`: the same
+//! stream, read to its end. Every producer of a request's events hands
+//! them on without waiting for the reader, and cancels a request whose
+//! reader is [`REQUEST_EVENTS`] behind.
 //!
-//! A remote request runs in a task of its own instead (`RemoteRunner`),
-//! which hands its text on through a bounded channel: its deadline and its
-//! connection slot must not wait for a reader that stopped reading.
+//! A local request ([`RequestStream`]): the stream holds the request's
+//! future and polls it from its own `poll_next`, on the caller's task (the
+//! worker's driver, a task of the runner, enforces the deadline and the
+//! slot); the text waits in the stream until the caller takes it, and
+//! dropping the stream drops the request, which tells its worker within
+//! one decode step. A remote request runs in a task of its own instead
+//! (`RemoteRunner`), which hands its text on through a bounded channel:
+//! its deadline and its connection slot must not wait for a reader that
+//! stopped reading; dropping the stream closes its connection.
 
 use std::collections::VecDeque;
 use std::future::Future;
