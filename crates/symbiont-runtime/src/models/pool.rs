@@ -36,7 +36,6 @@ pub struct ModelPool {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     catalog: ModelCatalog,
     budget: Arc<Budget>,
@@ -44,16 +43,48 @@ struct Inner {
     worker_path: Option<PathBuf>,
     /// Runners by (model id, profile name).
     runners: Mutex<HashMap<(String, String), PoolRunner>>,
+    /// The embedder's own runners, by model id.
+    supplied: HashMap<String, Arc<dyn SlmRunner>>,
 }
 
-/// A model's runner in the pool: a sandboxed local worker, or a remote
-/// endpoint reached under the profile's network policy. Cheap to clone.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("catalog", &self.catalog)
+            .field("budget", &self.budget)
+            .field("worker_path", &self.worker_path)
+            .field("runners", &self.runners)
+            .field("supplied", &self.supplied.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A model's runner in the pool: a sandboxed local worker, a remote
+/// endpoint reached under the profile's network policy, or the embedder's
+/// own runner. Cheap to clone.
+#[derive(Clone)]
+#[non_exhaustive]
 pub enum PoolRunner {
     /// A GGUF model in sandboxed workers.
     Local(LocalGgufRunner),
     /// An `OpenAI`, `Anthropic` or `Custom` endpoint.
     Remote(RemoteRunner),
+    /// A runner the embedder supplied for a catalog model
+    /// ([`ModelPoolBuilder::runner`]).
+    Supplied(Arc<dyn SlmRunner>),
+}
+
+impl std::fmt::Debug for PoolRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(r) => f.debug_tuple("Local").field(r).finish(),
+            Self::Remote(r) => f.debug_tuple("Remote").field(r).finish(),
+            Self::Supplied(r) => f
+                .debug_tuple("Supplied")
+                .field(&r.get_info().runner_type)
+                .finish(),
+        }
+    }
 }
 
 impl PoolRunner {
@@ -61,7 +92,7 @@ impl PoolRunner {
     pub fn local(&self) -> Option<&LocalGgufRunner> {
         match self {
             Self::Local(r) => Some(r),
-            Self::Remote(_) => None,
+            _ => None,
         }
     }
 
@@ -69,7 +100,7 @@ impl PoolRunner {
     pub fn remote(&self) -> Option<&RemoteRunner> {
         match self {
             Self::Remote(r) => Some(r),
-            Self::Local(_) => None,
+            _ => None,
         }
     }
 
@@ -88,6 +119,7 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.execute(prompt, options).await,
             Self::Remote(r) => r.execute(prompt, options).await,
+            Self::Supplied(r) => r.execute(prompt, options).await,
         }
     }
 
@@ -119,6 +151,7 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.execute_stream_as(agent, prompt, options).boxed(),
             Self::Remote(r) => r.execute_stream(prompt, options).boxed(),
+            Self::Supplied(r) => crate::models::stream::owned(r.clone(), prompt, options),
         }
     }
 
@@ -148,6 +181,7 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.embed_as(agent, text, options).await,
             Self::Remote(r) => SlmRunner::embed(r, text, options).await,
+            Self::Supplied(r) => r.embed(text, options).await,
         }
     }
 
@@ -156,6 +190,8 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.metrics(),
             Self::Remote(r) => r.metrics(),
+            // The embedder's runner keeps its own.
+            Self::Supplied(_) => RunnerMetrics::default(),
         }
     }
 
@@ -164,6 +200,13 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.load(),
             Self::Remote(r) => r.load(),
+            Self::Supplied(_) => RunnerLoad {
+                slots: 0,
+                busy: 0,
+                queued: 0,
+                loaded: true,
+                workers: 0,
+            },
         }
     }
 
@@ -172,14 +215,18 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.slots(),
             Self::Remote(_) => crate::models::remote::REMOTE_CONCURRENCY as u32,
+            // Unknown: the embedder's runner queues as it likes.
+            Self::Supplied(_) => 0,
         }
     }
 
-    /// Loads a local model's worker now (a remote one has nothing to load).
+    /// Loads a local model's worker now (a remote one has nothing to load;
+    /// a supplied one is asked for its health check).
     pub async fn preload(&self) -> Result<(), SlmRunnerError> {
         match self {
             Self::Local(r) => r.preload().await,
             Self::Remote(_) => Ok(()),
+            Self::Supplied(r) => r.health_check().await,
         }
     }
 
@@ -187,18 +234,28 @@ impl PoolRunner {
     pub async fn worker_pid(&self) -> Option<u32> {
         match self {
             Self::Local(r) => r.worker_pid().await,
-            Self::Remote(_) => None,
+            _ => None,
         }
     }
 }
 
 /// Builds a [`ModelPool`].
-#[derive(Debug)]
 pub struct ModelPoolBuilder {
     catalog: ModelCatalog,
     budget: Option<Arc<Budget>>,
     audit: Option<AuditLog>,
     worker_path: Option<PathBuf>,
+    supplied: HashMap<String, Arc<dyn SlmRunner>>,
+}
+
+impl std::fmt::Debug for ModelPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelPoolBuilder")
+            .field("catalog", &self.catalog)
+            .field("worker_path", &self.worker_path)
+            .field("supplied", &self.supplied.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ModelPoolBuilder {
@@ -218,8 +275,30 @@ impl ModelPoolBuilder {
         self.worker_path = Some(path.into());
         self
     }
-    /// The pool; nothing is loaded yet.
+    /// The embedder's own runner for the catalog's model `model_id`, in
+    /// place of the one its provider would give, under every profile.
+    /// The pool's access checks, the service's APIs, limits and metrics
+    /// apply to it as to the built-in runners; its sandbox, queue and
+    /// counters are its own (the pool reports none for it), and it serves
+    /// every agent's requests alike (no tenant is passed to it). Its
+    /// stream is read in a task of its own, through a channel of bounded
+    /// size, as a remote runner's is.
+    pub fn runner(mut self, model_id: impl Into<String>, runner: Arc<dyn SlmRunner>) -> Self {
+        self.supplied.insert(model_id.into(), runner);
+        self
+    }
+    /// The pool; nothing is loaded yet. `UnknownModel` when a supplied
+    /// runner names no model of the catalog.
     pub fn build(self) -> Result<ModelPool, SlmRunnerError> {
+        if let Some(id) = self
+            .supplied
+            .keys()
+            .find(|id| self.catalog.get_model(id).is_none())
+        {
+            return Err(SlmRunnerError::UnknownModel {
+                model_id: id.clone(),
+            });
+        }
         let settings = &self.catalog.config().pool;
         let audit = match self.audit {
             Some(a) => a,
@@ -241,6 +320,7 @@ impl ModelPoolBuilder {
                 audit,
                 worker_path: self.worker_path,
                 runners: Mutex::new(HashMap::new()),
+                supplied: self.supplied,
             }),
         })
     }
@@ -254,6 +334,7 @@ impl ModelPool {
             budget: None,
             audit: None,
             worker_path: None,
+            supplied: HashMap::new(),
         }
     }
 
@@ -366,6 +447,9 @@ impl ModelPool {
         profile: Option<&str>,
     ) -> Result<PoolRunner, SlmRunnerError> {
         let (profile_name, profile) = self.profile(profile)?;
+        if let Some(r) = self.inner.supplied.get(model_id) {
+            return Ok(PoolRunner::Supplied(r.clone()));
+        }
         let key = (model_id.to_string(), profile_name.clone());
         if let Some(r) = self.inner.runners.lock().await.get(&key) {
             return Ok(r.clone());
@@ -457,6 +541,9 @@ impl ModelPool {
                 .ok_or_else(|| SlmRunnerError::UnknownModel {
                     model_id: model_id.to_string(),
                 })?;
+        if self.inner.supplied.contains_key(model_id) {
+            return self.profile(profile).map(|_| ());
+        }
         match &model.provider {
             ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. } => {
                 self.runner(model_id, profile).await.map(|_| ())

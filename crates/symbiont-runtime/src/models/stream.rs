@@ -14,7 +14,8 @@
 //! one decode step. A remote request runs in a task of its own instead
 //! (`RemoteRunner`), which hands its text on through a bounded channel:
 //! its deadline and its connection slot must not wait for a reader that
-//! stopped reading; dropping the stream closes its connection.
+//! stopped reading; dropping the stream closes its connection. An
+//! embedder's runner in a pool ([`owned`]) is read the same way.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -22,9 +23,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::{ExecutionResult, ResourceLimit, SlmRunnerError, StreamEvent};
+use super::{
+    ExecutionOptions, ExecutionResult, ResourceLimit, SlmRunner, SlmRunnerError, StreamEvent,
+};
 
 /// Events a request's reader may leave unread. Past that the request is
 /// cancelled (a reader that far behind must not keep a slot that other
@@ -127,6 +131,41 @@ impl Stream for RequestStream {
             None => Poll::Pending,
         }
     }
+}
+
+/// The stream of a runner that the stream must not borrow (an embedder's
+/// `Arc<dyn SlmRunner>`): read in a task of its own that hands its events
+/// over a bounded channel. A reader [`REQUEST_EVENTS`] behind ends the
+/// request with [`reader_behind`]; a reader gone drops the runner's
+/// stream, which cancels its request.
+pub(crate) fn owned(
+    runner: Arc<dyn SlmRunner>,
+    prompt: &str,
+    options: Option<ExecutionOptions>,
+) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(REQUEST_EVENTS + 1);
+    let prompt = prompt.to_string();
+    tokio::spawn(async move {
+        let mut events = runner.execute_stream(&prompt, options);
+        loop {
+            tokio::select! {
+                event = events.next() => {
+                    let Some(event) = event else { return };
+                    let last = !matches!(event, Ok(StreamEvent::Token(_)));
+                    // One place stays free for the end.
+                    if !last && tx.capacity() <= 1 {
+                        let _ = tx.try_send(Err(reader_behind()));
+                        return;
+                    }
+                    if tx.try_send(event).is_err() || last {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
 /// Reads a request's stream to its end: the result, or the error.

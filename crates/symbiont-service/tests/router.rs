@@ -1,0 +1,689 @@
+//! The service's router in this process (`tower::ServiceExt::oneshot`),
+//! over a pool whose model is a fake runner: every status the APIs
+//! answer, each limit, and the metrics that count them, without a worker,
+//! a socket or a sleep.
+//!
+//! The fake answers by the prompt: `fail:KIND` ends with that runner
+//! error, `late:KIND` with that error after a first piece of text, `hold` waits until the test releases it (and says when it
+//! started and when its stream was dropped), anything else is echoed in
+//! three pieces.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::response::Response;
+use futures::stream::{BoxStream, StreamExt};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile, Slm};
+use symbiont_runtime::models::{
+    ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason, ModelCatalog, ModelPool,
+    ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError, StreamEvent, WorkerLoss,
+};
+use symbiont_service::Service;
+use tokio::sync::{Notify, Semaphore};
+use tower::ServiceExt;
+
+const A1: &str = "symbi_test_token_of_agent_a1";
+const A2: &str = "symbi_test_token_of_agent_a2";
+const SCRAPER: &str = "symbi_test_token_of_the_scraper";
+/// How long a test waits for an event before it fails.
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn hash(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// What the fake runner's `hold` requests wait on and report.
+#[derive(Debug)]
+struct Gate {
+    /// A permit lets one held request go on.
+    open: Semaphore,
+    /// Notified when a held request starts.
+    started: Notify,
+    /// Held requests whose stream was dropped before they ended.
+    dropped: AtomicUsize,
+    dropped_note: Notify,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            open: Semaphore::new(0),
+            started: Notify::new(),
+            dropped: AtomicUsize::new(0),
+            dropped_note: Notify::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Fake {
+    profile: SandboxProfile,
+    needs: ModelResourceRequirements,
+    gate: Arc<Gate>,
+}
+
+/// Counts a held request's stream dropped before its end.
+struct DropGuard(Arc<Gate>, bool);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+            self.0.dropped_note.notify_one();
+        }
+    }
+}
+
+fn failure(kind: &str) -> SlmRunnerError {
+    match kind {
+        "context" => SlmRunnerError::ContextLengthExceeded {
+            prompt_tokens: 5000,
+            context_size: 2048,
+        },
+        "overloaded" => SlmRunnerError::Overloaded {
+            capacity: 4,
+            queued: 4,
+            retry_after: Duration::from_millis(6500),
+        },
+        "timeout" => SlmRunnerError::ExecutionTimeout { seconds: 30.0 },
+        "memory" => SlmRunnerError::ResourceLimitExceeded {
+            limit: ResourceLimit::Memory,
+            detail: "the worker used 600 MB of 512 MB".into(),
+        },
+        "sandbox" => SlmRunnerError::SandboxViolation {
+            control: "process_limits.max_processes".into(),
+            detail: "the worker tried to start a process".into(),
+        },
+        "crash" => SlmRunnerError::WorkerCrashed {
+            cause: WorkerLoss::Signalled { signal: 11 },
+            stderr_tail: "segfault".into(),
+        },
+        "upstream" => SlmRunnerError::Remote {
+            status: 500,
+            endpoint: "https://provider.example/v1".into(),
+            detail: "secret provider details".into(),
+        },
+        "upstream-key" => SlmRunnerError::Remote {
+            status: 401,
+            endpoint: "https://provider.example/v1".into(),
+            detail: "bad key".into(),
+        },
+        "upstream-busy" => SlmRunnerError::Remote {
+            status: 429,
+            endpoint: "https://provider.example/v1".into(),
+            detail: "slow down".into(),
+        },
+        other => panic!("the fake knows no failure `{other}`"),
+    }
+}
+
+fn result(text: &str, pieces: u32) -> ExecutionResult {
+    ExecutionResult {
+        response: text.to_string(),
+        metadata: ExecutionMetadata {
+            input_tokens: Some(7),
+            output_tokens: Some(pieces),
+            execution_time_ms: 1.0,
+            finish_reason: Some(FinishReason::Stop),
+            ..Default::default()
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl SlmRunner for Fake {
+    async fn execute(
+        &self,
+        prompt: &str,
+        options: Option<ExecutionOptions>,
+    ) -> Result<ExecutionResult, SlmRunnerError> {
+        let mut text = String::new();
+        let mut events = self.execute_stream(prompt, options);
+        while let Some(e) = events.next().await {
+            match e? {
+                StreamEvent::Token(t) => text.push_str(&t),
+                StreamEvent::Done(r) => return Ok(*r),
+                _ => {}
+            }
+        }
+        panic!("the fake's stream ended without a result ({text})");
+    }
+
+    fn execute_stream<'a>(
+        &'a self,
+        prompt: &'a str,
+        _options: Option<ExecutionOptions>,
+    ) -> BoxStream<'a, Result<StreamEvent, SlmRunnerError>> {
+        let gate = self.gate.clone();
+        futures::stream::once(async move {
+            if let Some(kind) = prompt.strip_prefix("fail:") {
+                return vec![Err(failure(kind))];
+            }
+            if let Some(kind) = prompt.strip_prefix("late:") {
+                return vec![Ok(StreamEvent::Token("echo".into())), Err(failure(kind))];
+            }
+            if prompt == "hold" {
+                let mut guard = DropGuard(gate.clone(), false);
+                gate.started.notify_one();
+                gate.open.acquire().await.unwrap().forget();
+                guard.1 = true;
+            }
+            let pieces = ["echo", ": ", prompt];
+            let mut events: Vec<_> = pieces
+                .iter()
+                .map(|p| Ok(StreamEvent::Token(p.to_string())))
+                .collect();
+            events.push(Ok(StreamEvent::Done(Box::new(result(&pieces.concat(), 3)))));
+            events
+        })
+        .flat_map(futures::stream::iter)
+        .boxed()
+    }
+
+    fn get_sandbox_profile(&self) -> &SandboxProfile {
+        &self.profile
+    }
+
+    fn get_resource_requirements(&self) -> &ModelResourceRequirements {
+        &self.needs
+    }
+
+    async fn health_check(&self) -> Result<(), SlmRunnerError> {
+        Ok(())
+    }
+
+    fn get_info(&self) -> RunnerInfo {
+        RunnerInfo {
+            runner_type: "Fake".into(),
+            model_path: None,
+            model: Default::default(),
+            worker_version: None,
+            loaded: true,
+            sandbox_layers: vec![],
+            sandbox_gaps: vec![],
+        }
+    }
+}
+
+/// A service whose models `fake` (agents a1 and a2) and `other` (a2
+/// only) are fakes sharing `gate`; one request per agent at a time.
+fn service(gate: Arc<Gate>) -> Service {
+    let config = format!(
+        r#"[slm]
+enabled = true
+[[slm.model_allow_lists.global_models]]
+id = "fake"
+name = "Fake"
+provider = {{ LocalFile = {{ file_path = "/nonexistent/fake.gguf" }} }}
+capabilities = ["TextGeneration"]
+[[slm.model_allow_lists.global_models]]
+id = "other"
+name = "Other"
+provider = {{ LocalFile = {{ file_path = "/nonexistent/other.gguf" }} }}
+capabilities = ["TextGeneration"]
+[slm.model_allow_lists.agent_model_maps]
+a1 = ["fake"]
+a2 = ["fake", "other"]
+[slm.service]
+max_body_bytes = 4096
+max_prompt_bytes = 1024
+max_concurrent_per_agent = 1
+metrics_token = "{scraper}"
+[slm.service.agent_tokens]
+a1 = "{a1}"
+a2 = "{a2}"
+"#,
+        scraper = hash(SCRAPER),
+        a1 = hash(A1),
+        a2 = hash(A2),
+    );
+    let slm = Slm::from_toml_str(&config).expect("config");
+    let fake = |gate: &Arc<Gate>| -> Arc<dyn SlmRunner> {
+        Arc::new(Fake {
+            profile: SandboxProfile::standard(),
+            needs: ModelResourceRequirements::default(),
+            gate: gate.clone(),
+        })
+    };
+    let pool = ModelPool::builder(ModelCatalog::new(slm).expect("catalog"))
+        .runner("fake", fake(&gate))
+        .runner("other", fake(&gate))
+        .build()
+        .expect("pool");
+    Service::new(pool)
+}
+
+fn post(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+fn chat(model: &str, prompt: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": stream,
+    })
+    .to_string()
+}
+
+async fn send(s: &Service, request: Request<Body>) -> Response {
+    tokio::time::timeout(WITHIN, s.router().oneshot(request))
+        .await
+        .expect("an answer in time")
+        .unwrap()
+}
+
+async fn body_of(r: Response) -> String {
+    let bytes = tokio::time::timeout(WITHIN, r.into_body().collect())
+        .await
+        .expect("the whole body in time")
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Status, `Retry-After` and the JSON body of an answer.
+async fn answer(s: &Service, request: Request<Body>) -> (u16, Option<String>, serde_json::Value) {
+    let r = send(s, request).await;
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = body_of(r).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, retry, json)
+}
+
+/// `symbi_slm_requests_total` for these labels in `/metrics`.
+async fn requests(s: &Service, labels: &[&str]) -> f64 {
+    let r = send(
+        s,
+        Request::get("/metrics")
+            .header(header::AUTHORIZATION, format!("Bearer {SCRAPER}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = body_of(r).await;
+    text.lines()
+        .filter(|l| l.starts_with("symbi_slm_requests_total{"))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_code_and_name() {
+    let s = service(Arc::default());
+    let chat_path = "/v1/chat/completions";
+    let cases: Vec<(&str, Request<Body>, u16, &str)> = vec![
+        (
+            "no token",
+            post(chat_path, None, &chat("fake", "hi", false)),
+            401,
+            "missing_api_key",
+        ),
+        (
+            "a wrong token",
+            post(chat_path, Some("symbi_wrong"), &chat("fake", "hi", false)),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "a model the agent may not use",
+            post(chat_path, Some(A1), &chat("other", "hi", false)),
+            403,
+            "model_access_denied",
+        ),
+        (
+            "an unknown model",
+            post(chat_path, Some(A1), &chat("nope", "hi", false)),
+            404,
+            "model_not_found",
+        ),
+        (
+            "an unknown route",
+            post("/v1/nothing", Some(A1), "{}"),
+            404,
+            "unknown_url",
+        ),
+        (
+            "not JSON",
+            Request::post(chat_path)
+                .header(header::AUTHORIZATION, format!("Bearer {A1}"))
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from("hi"))
+                .unwrap(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "a body past max_body_bytes",
+            post(chat_path, Some(A1), &chat("fake", &"x".repeat(5000), false)),
+            413,
+            "body_too_large",
+        ),
+        (
+            "a prompt past max_prompt_bytes",
+            post(chat_path, Some(A1), &chat("fake", &"x".repeat(2000), false)),
+            400,
+            "prompt_too_large",
+        ),
+        (
+            "a field of the wrong type",
+            post(chat_path, Some(A1), r#"{"model": "fake", "messages": 3}"#),
+            400,
+            "invalid_request",
+        ),
+        (
+            "two choices",
+            post(
+                chat_path,
+                Some(A1),
+                r#"{"model": "fake", "n": 2, "messages": [{"role": "user", "content": "hi"}]}"#,
+            ),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "a prompt longer than the context",
+            post(chat_path, Some(A1), &chat("fake", "fail:context", false)),
+            400,
+            "context_length_exceeded",
+        ),
+        (
+            "a full queue",
+            post(chat_path, Some(A1), &chat("fake", "fail:overloaded", false)),
+            429,
+            "model_overloaded",
+        ),
+        (
+            "a provider that rate-limits",
+            post(
+                chat_path,
+                Some(A1),
+                &chat("fake", "fail:upstream-busy", false),
+            ),
+            429,
+            "model_overloaded",
+        ),
+        (
+            "a memory limit",
+            post(chat_path, Some(A1), &chat("fake", "fail:memory", false)),
+            500,
+            "resource_limit",
+        ),
+        (
+            "a sandbox violation",
+            post(chat_path, Some(A1), &chat("fake", "fail:sandbox", false)),
+            500,
+            "sandbox_violation",
+        ),
+        (
+            "a crashed worker",
+            post(chat_path, Some(A1), &chat("fake", "fail:crash", false)),
+            500,
+            "worker_crashed",
+        ),
+        (
+            "a provider's error",
+            post(chat_path, Some(A1), &chat("fake", "fail:upstream", false)),
+            502,
+            "upstream_error",
+        ),
+        (
+            "a provider that refuses the key",
+            post(
+                chat_path,
+                Some(A1),
+                &chat("fake", "fail:upstream-key", false),
+            ),
+            502,
+            "upstream_authentication",
+        ),
+        (
+            "a request out of time",
+            post(chat_path, Some(A1), &chat("fake", "fail:timeout", false)),
+            504,
+            "timeout",
+        ),
+    ];
+    let mut by_status = std::collections::BTreeMap::<u16, f64>::new();
+    for (what, request, status, code) in cases {
+        let (got, retry, body) = answer(&s, request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty(), "{what}: {body}");
+        assert!(
+            !message.contains("secret provider details"),
+            "{what}: a provider's words reach the client: {body}"
+        );
+        match status {
+            429 => assert!(retry.is_some(), "{what}: no Retry-After"),
+            _ => assert_eq!(retry, None, "{what}"),
+        }
+        // A path that is no endpoint is answered, not counted: label
+        // values come only from the routes.
+        if what != "an unknown route" {
+            *by_status.entry(status).or_default() += 1.0;
+        }
+    }
+    // The runner's own wait, rounded up to whole seconds.
+    let (_, retry, _) = answer(
+        &s,
+        post(chat_path, Some(A1), &chat("fake", "fail:overloaded", false)),
+    )
+    .await;
+    assert_eq!(retry.as_deref(), Some("7"));
+    *by_status.entry(429).or_default() += 1.0;
+    // The allowed twin: the same agent, model and route answer.
+    let (got, _, body) = answer(&s, post(chat_path, Some(A1), &chat("fake", "hi", false))).await;
+    assert_eq!(got, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+    *by_status.entry(200).or_default() += 1.0;
+    // Each answer counted once, under its status.
+    for (status, n) in by_status {
+        let label = format!("status=\"{status}\"");
+        assert_eq!(requests(&s, &[&label]).await, n, "status {status}");
+    }
+}
+
+#[tokio::test]
+async fn the_three_apis_refuse_alike() {
+    let s = service(Arc::default());
+    let anthropic = |prompt: &str| {
+        serde_json::json!({
+            "model": "fake",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": prompt}],
+        })
+        .to_string()
+    };
+    let native = |prompt: &str| serde_json::json!({"model": "fake", "prompt": prompt}).to_string();
+    for (path, body) in [
+        ("/v1/messages", &anthropic as &dyn Fn(&str) -> String),
+        ("/v1/execute", &native),
+        ("/v1/chat/completions", &|p: &str| chat("fake", p, false)),
+    ] {
+        // Anthropic's API says "overloaded" with its own 529.
+        let overloaded = if path == "/v1/messages" { 529 } else { 429 };
+        for (prompt, status) in [
+            ("hi", 200),
+            ("fail:context", 400),
+            ("fail:overloaded", overloaded),
+            ("fail:crash", 500),
+            ("fail:upstream", 502),
+            ("fail:timeout", 504),
+        ] {
+            let r = send(&s, post(path, Some(A1), &body(prompt))).await;
+            assert_eq!(r.status().as_u16(), status, "{path} {prompt}");
+            assert_eq!(
+                r.headers().contains_key(header::RETRY_AFTER),
+                status == overloaded,
+                "{path} {prompt}"
+            );
+            let text = body_of(r).await;
+            if status == 200 {
+                assert!(text.contains("echo: hi"), "{path}: {text}");
+            }
+        }
+        let (got, _, _) = answer(&s, post(path, None, &body("hi"))).await;
+        assert_eq!(got, 401, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_past_its_limit_gets_a_429_and_others_go_on() {
+    let gate = Arc::new(Gate::default());
+    let s = service(gate.clone());
+    let path = "/v1/chat/completions";
+    // a1's first request holds its only place.
+    let held = tokio::spawn({
+        let s = s.clone();
+        async move { answer(&s, post(path, Some(A1), &chat("fake", "hold", false))).await }
+    });
+    tokio::time::timeout(WITHIN, gate.started.notified())
+        .await
+        .expect("the held request starts");
+    let (status, retry, body) = answer(&s, post(path, Some(A1), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "agent_concurrency_limit");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Another agent is not held back by a1's limit.
+    let (status, _, body) = answer(&s, post(path, Some(A2), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 200, "{body}");
+    // Released, a1's request ends well and its place is free again.
+    gate.open.add_permits(1);
+    let (status, _, body) = held.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hold");
+    let (status, _, _) = answer(&s, post(path, Some(A1), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 200);
+    assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"429\""]).await, 1.0);
+    assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"200\""]).await, 2.0);
+    assert_eq!(requests(&s, &["agent=\"a2\"", "status=\"200\""]).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_done_and_a_client_that_leaves_cancels_its_request() {
+    let gate = Arc::new(Gate::default());
+    let s = service(gate.clone());
+    let path = "/v1/chat/completions";
+    let r = send(&s, post(path, Some(A1), &chat("fake", "hi", true))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let text = body_of(r).await;
+    let pieces: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(pieces, "echo: hi");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // A refusal before the first event is still an HTTP status.
+    let (status, retry, body) = answer(
+        &s,
+        post(path, Some(A1), &chat("fake", "fail:overloaded", true)),
+    )
+    .await;
+    assert_eq!((status, retry.as_deref()), (429, Some("7")), "{body}");
+    // An error after the first event ends the stream with an error event
+    // (no `[DONE]`), counted with the status it would have had.
+    let r = send(&s, post(path, Some(A1), &chat("fake", "late:crash", true))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = body_of(r).await;
+    let last: serde_json::Value = serde_json::from_str(
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["error"]["code"], "worker_crashed", "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"500\""]).await, 1.0);
+    // A client that goes away while its request runs: the handler's
+    // future is dropped, the fake's stream with it, and the request is
+    // counted as 499.
+    let handler = tokio::spawn({
+        let s = s.clone();
+        async move { send(&s, post(path, Some(A1), &chat("fake", "hold", true))).await }
+    });
+    tokio::time::timeout(WITHIN, gate.started.notified())
+        .await
+        .expect("the held request starts");
+    handler.abort();
+    tokio::time::timeout(WITHIN, gate.dropped_note.notified())
+        .await
+        .expect("the request's stream is dropped");
+    assert_eq!(gate.dropped.load(Ordering::SeqCst), 1);
+    // The place the request held is free again.
+    let (status, _, body) = answer(&s, post(path, Some(A1), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"499\""]).await, 1.0);
+}
+
+#[tokio::test]
+async fn health_ready_and_models_answer_without_a_worker() {
+    let s = service(Arc::default());
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = Request::get(path);
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    assert_eq!(
+        send(&s, get("/health", None)).await.status(),
+        StatusCode::OK
+    );
+    let r = send(&s, get("/ready", None)).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", body_of(r).await);
+    // Each agent sees the models it may use.
+    let (status, _, body) = answer(&s, get("/v1/models", Some(A1))).await;
+    assert_eq!(status, 200);
+    let ids: Vec<_> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["fake"]);
+    let (_, _, body) = answer(&s, get("/v1/models", Some(A2))).await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    // The metrics need the scraper's token, not an agent's.
+    assert_eq!(
+        send(&s, get("/metrics", Some(A1))).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&s, get("/metrics", Some(SCRAPER))).await.status(),
+        StatusCode::OK
+    );
+}
