@@ -20,7 +20,6 @@ use symbiont_runtime::models::{
     defaults, ExecutionOptions, FinishReason, LocalGgufRunner, PromptMode, ResourceLimit,
     SlmRunner, SlmRunnerError, StreamEvent, WorkerLoss,
 };
-use symbiont_slm_protocol::LayerKind;
 
 async fn runner() -> LocalGgufRunner {
     runner_with(profile()).await
@@ -1082,273 +1081,66 @@ async fn profiles_built_in_code_are_validated() {
     );
 }
 
-/// The sandbox report is checked, not trusted: a fake worker (a Python
-/// script speaking the protocol) that claims every layer without applying
-/// one is refused before it is sent anything, so is one that sets
-/// `no_new_privs` but installs no filter, one that shows the kernel every
-/// layer `/proc/<pid>/status` can show but never entered the network
-/// namespace it claims, and one that reports ready without reporting its
-/// confinement. The real worker passes the same
-/// check in every other test here.
+/// The sandbox report is checked, not trusted: a fake worker (speaking
+/// the protocol) that claims every layer without applying one is refused
+/// before it is sent anything, so is one under the real sandbox without
+/// its system call filter, one without the namespaces it claims (every
+/// other layer applied, so `/proc/<pid>/status` shows what it can), and
+/// one that reports ready without reporting its confinement. The twin:
+/// the same fake under the whole sandbox is accepted and answers, as the
+/// real worker does in every other test here.
 #[tokio::test]
 async fn a_worker_that_lies_about_its_sandbox_is_refused() {
-    use symbiont_slm_protocol::{encode, FromWorker};
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (claimed, facts) = fake_report(&[
-        LayerKind::InheritedDescriptorsClosed,
-        LayerKind::UserNamespace,
-        LayerKind::NetworkNamespace,
-        LayerKind::IpcNamespace,
-        LayerKind::NoNewPrivs,
-        LayerKind::Landlock,
-        LayerKind::SeccompDenyList,
-    ]);
-    let ready = FromWorker::Ready(facts);
-    let confined = FromWorker::Confined { sandbox: claimed };
-    let fake = |name: &str, frames: &[&FromWorker], prelude: &str| {
-        let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
-        let frames_path = dir.path().join(format!("{name}.frames"));
-        std::fs::write(&frames_path, bytes).unwrap();
-        let script = dir.path().join(name);
-        std::fs::write(
-            &script,
-            format!(
-                "#!/usr/bin/python3\nimport sys, time\n{prelude}\n\
-                 d = sys.stdin.buffer\nn = int.from_bytes(d.read(4), 'little')\nd.read(n)\n\
-                 sys.stdout.buffer.write(open('{}', 'rb').read())\nsys.stdout.flush()\ntime.sleep(60)\n",
-                frames_path.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        script
-    };
-    let nnp = "import ctypes\nctypes.CDLL(None).prctl(38, 1, 0, 0, 0)";
-    // Everything /proc/<pid>/status shows, but still in our namespaces.
-    let all_but_namespaces = "import ctypes, os\n\
-        libc = ctypes.CDLL(None)\n\
-        class F(ctypes.Structure): _fields_ = [('code', ctypes.c_ushort), ('jt', ctypes.c_ubyte), ('jf', ctypes.c_ubyte), ('k', ctypes.c_uint)]\n\
-        class P(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.POINTER(F))]\n\
-        class H(ctypes.Structure): _fields_ = [('version', ctypes.c_uint), ('pid', ctypes.c_int)]\n\
-        class D(ctypes.Structure): _fields_ = [('e', ctypes.c_uint), ('p', ctypes.c_uint), ('i', ctypes.c_uint)]\n\
-        [libc.prctl(24, c, 0, 0, 0) for c in range(64)]\n\
-        uid = 0x7A000000 + (os.getpid() & 0x3FFFFF)\n\
-        libc.setgroups(0, None); libc.setresgid(65534, 65534, 65534); libc.setresuid(uid, uid, uid)\n\
-        libc.prctl(38, 1, 0, 0, 0)\n\
-        prog = P(1, (F * 1)(F(6, 0, 0, 0x7fff0000)))\n\
-        [libc.prctl(22, 2, ctypes.byref(prog), 0, 0) for _ in range(3)]\n\
-        libc.capset(ctypes.byref(H(0x20080522, 0)), (D * 2)())";
-    for (name, frames, prelude, why) in [
-        ("no-sandbox", vec![&confined, &ready], "", "NoNewPrivs"),
-        ("no-filter", vec![&confined, &ready], nnp, "Seccomp"),
-        (
-            "no-namespace",
-            vec![&confined, &ready],
-            all_but_namespaces,
-            "shares the supervisor's user namespace",
-        ),
-        (
-            "silent",
-            vec![&ready],
-            nnp,
-            "without reporting its confinement",
-        ),
+    for (mode, why) in [
+        ("no-sandbox", "NoNewPrivs"),
+        ("no-filter", "Seccomp"),
+        ("no-namespace", "shares the supervisor's user namespace"),
+        ("silent", "without reporting its confinement"),
     ] {
         let r = LocalGgufRunner::builder(
             model_path(),
             profile(),
             ModelResourceRequirements::default(),
         )
-        .worker_path(fake(name, &frames, prelude))
+        .worker_path(fake_worker(dir.path(), mode))
         .build()
         .await
         .unwrap();
         match r.execute("Hi", Some(greedy(2))).await {
             Err(SlmRunnerError::SandboxViolation { detail, .. }) => {
-                assert!(detail.contains(why), "{name}: {detail}")
+                assert!(detail.contains(why), "{mode}: {detail}")
             }
-            other => panic!("{name}: expected a refusal, got {other:?}"),
+            other => panic!("{mode}: expected a refusal, got {other:?}"),
         }
         assert!(
             r.worker_pid().await.is_none(),
-            "{name}: the fake still runs"
+            "{mode}: the fake still runs"
         );
     }
-}
-
-/// What a fake worker reports: these layers in force, and a tiny model.
-fn fake_report(
-    layers: &[LayerKind],
-) -> (
-    symbiont_slm_protocol::Applied,
-    symbiont_slm_protocol::ModelFacts,
-) {
-    use symbiont_slm_protocol::{Applied, Layer, ModelFacts};
-    let sandbox = Applied {
-        layers: layers
-            .iter()
-            .map(|&kind| Layer {
-                kind,
-                enforced: Ok(()),
-            })
-            .collect(),
-        setup_micros: 1,
-    };
-    let facts = ModelFacts {
-        protocol_version: symbiont_slm_protocol::PROTOCOL_VERSION,
-        worker_version: "fake".into(),
-        architecture: Some("llama".into()),
-        name: None,
-        parameters: 1,
-        size_bytes: 1,
-        trained_context: 2048,
-        context_size: 2048,
-        vocab_size: 1,
-        chat_template: false,
-        embedding_size: 4,
-        threads: 1,
-        load_ms: 1.0,
-        sandbox: sandbox.clone(),
-    };
-    (sandbox, facts)
-}
-
-/// A fake worker: a Python script that confines itself just enough to pass
-/// the supervisor's check (a uid of its own and gid 65534 in its own
-/// user, network and IPC namespaces, an empty bounding set, no_new_privs, three allow-all
-/// seccomp filters, no capabilities), reports ready, then answers each request according to
-/// `mode` the first time it is started and honestly ("ok") afterwards (a
-/// marker file in `dir` remembers), so that "the next request works" can
-/// be seen.
-fn python_fake(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
-    use symbiont_slm_protocol::FromWorker;
-    let (sandbox, facts) = fake_report(&[
-        LayerKind::UserNamespace,
-        LayerKind::NetworkNamespace,
-        LayerKind::IpcNamespace,
-        LayerKind::NoNewPrivs,
-        LayerKind::Landlock,
-        LayerKind::SeccompDenyList,
-    ]);
-    let confined = serde_json::to_string(&FromWorker::Confined { sandbox }).unwrap();
-    let ready = serde_json::to_string(&FromWorker::Ready(facts)).unwrap();
-    let script = format!(
-        r#"#!/usr/bin/python3
-import ctypes, json, os, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
-class H(ctypes.Structure): _fields_ = [("version", ctypes.c_uint), ("pid", ctypes.c_int)]
-class D(ctypes.Structure): _fields_ = [("e", ctypes.c_uint), ("p", ctypes.c_uint), ("i", ctypes.c_uint)]
-# The marker first: the test's directory is root's, and the fake gives
-# root up below as the real worker does.
-marker = {marker:?}
-mode = "honest" if os.path.exists(marker) else {mode:?}
-open(marker, "a").close()
-if os.geteuid() == 0:
-    # The real worker's ids: a uid of its own (made from its pid), nogroup.
-    uid = 0x7A000000 + (os.getpid() & 0x3FFFFF)
-    assert libc.setgroups(0, None) == 0
-    assert libc.setresgid(65534, 65534, 65534) == 0
-    assert libc.setresuid(uid, uid, uid) == 0
-    assert libc.prctl(4, 1, 0, 0, 0) == 0
-uid, gid = os.geteuid(), os.getegid()
-# User, network and IPC namespaces.
-assert libc.unshare(0x10000000 | 0x40000000 | 0x08000000) == 0
-for f, t in [("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))]:
-    with open("/proc/self/" + f, "w") as m:
-        m.write(t)
-for cap in range(64):
-    if libc.prctl(24, cap, 0, 0, 0) != 0:
-        break
-assert libc.prctl(38, 1, 0, 0, 0) == 0
-allow = (F * 1)(F(6, 0, 0, 0x7fff0000))
-prog = P(1, allow)
-for _ in range(3):
-    assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0
-assert libc.capset(ctypes.byref(H(0x20080522, 0)), (D * 2)()) == 0
-inp, out = sys.stdin.buffer, sys.stdout.buffer
-def read():
-    h = inp.read(4)
-    if len(h) < 4:
-        sys.exit(0)
-    return json.loads(inp.read(int.from_bytes(h, "little")))
-def send(obj=None, raw=None):
-    b = raw if raw is not None else json.dumps(obj).encode()
-    out.write(len(b).to_bytes(4, "little") + b)
-    out.flush()
-def token(i, text):
-    send({{"type": "token", "id": i, "text": text}})
-def done(i, n, finish="end_of_text"):
-    send({{"type": "done", "id": i, "stats": {{"input_tokens": 3, "output_tokens": n, "prompt_ms": 1.0, "generation_ms": 1.0, "total_ms": 2.0, "finish": finish, "stop_sequence": None}}}})
-read()
-send(raw={confined:?}.encode())
-send(raw={ready:?}.encode())
-if mode == "deaf":
-    time.sleep(3600)
-while True:
-    m = read()
-    if m["type"] == "shutdown":
-        sys.exit(0)
-    if m["type"] != "generate":
-        continue
-    i = m["id"]
-    if m.get("embed"):
-        v = [0.5] * (5 if mode == "bad_embedding" else 4)
-        if mode == "text_for_embed":
-            token(i, "x")
-        if mode != "done_without_embedding":
-            send({{"type": "embedding", "id": i, "vector": v}})
-        if mode == "embed_twice":
-            send({{"type": "embedding", "id": i, "vector": v}})
-        done(i, 0)
-        continue
-    send({{"type": "prompt_read", "id": i, "input_tokens": 3}})
-    if mode == "huge":
-        token(i, "x" * (1 << 20))
-    elif mode == "flood":
-        for _ in range(100000):
-            token(i, "x")
-    elif mode == "forged":
-        token(i + 1, "x")
-    elif mode == "embed_for_generate":
-        send({{"type": "embedding", "id": i, "vector": [0.5] * 4}})
-    elif mode == "overcount":
-        token(i, "ok")
-        done(i, 1000000)
-    elif mode == "chatty" and m["max_tokens"] >= 300:
-        # Every token at once; then it stops only when told to.
-        for _ in range(m["max_tokens"]):
-            token(i, "x")
-        while True:
-            c = read()
-            if c["type"] == "cancel" and c["id"] == i:
-                break
-            if c["type"] == "generate":
-                # A request beside it, answered at once.
-                send({{"type": "prompt_read", "id": c["id"], "input_tokens": 3}})
-                token(c["id"], "ok")
-                done(c["id"], 1)
-        done(i, m["max_tokens"], "cancelled")
-    else:
-        if mode == "stderr":
-            for n in range(100000):
-                sys.stderr.write("\x1b[2J\x1b]0;pwned\x07 line %d\n" % n)
-            sys.stderr.flush()
-        token(i, "ok")
-        done(i, 1)
-        if mode == "after_done":
-            token(i, "late")
-"#,
-        marker = dir.join("started-once").display().to_string(),
+    let r = LocalGgufRunner::builder(
+        model_path(),
+        profile(),
+        ModelResourceRequirements::default(),
+    )
+    .worker_path(fake_worker(dir.path(), "normal"))
+    .build()
+    .await
+    .unwrap();
+    assert_eq!(
+        r.execute("Hi", Some(greedy(2))).await.unwrap().response,
+        "ok"
     );
-    let path = dir.join("fake-worker.py");
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+}
+
+/// The fake worker (`src/bin/fake_worker.rs`, a Rust program speaking the
+/// protocol under the real sandbox) started as `mode`: its first start
+/// in `dir` behaves as `mode`, later ones answer honestly (`ok`).
+fn fake_worker(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
+    let link = dir.join(mode);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_symbi-slm-fake-worker"), &link).unwrap();
+    link
 }
 
 /// A reader that stops reading stalls no one: the driver hands events on
@@ -1366,7 +1158,7 @@ async fn a_reader_that_stops_reading_is_cancelled_and_stalls_no_one() {
         profile(),
         ModelResourceRequirements::default(),
     )
-    .worker_path(python_fake(dir.path(), "chatty"))
+    .worker_path(fake_worker(dir.path(), "chatty"))
     .build()
     .await
     .unwrap();
@@ -1415,7 +1207,7 @@ async fn a_reader_that_stops_reading_is_cancelled_and_stalls_no_one() {
 async fn a_hostile_worker_cannot_hurt_the_supervisor() {
     let _serial = serial();
     let runner_for = |mode: &str, dir: &tempfile::TempDir| {
-        let fake = python_fake(dir.path(), mode);
+        let fake = fake_worker(dir.path(), mode);
         LocalGgufRunner::builder(
             model_path(),
             profile(),
@@ -1493,7 +1285,7 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
             profile(),
             ModelResourceRequirements::default(),
         )
-        .worker_path(python_fake(dir.path(), mode))
+        .worker_path(fake_worker(dir.path(), mode))
         .embeddings(true)
         .build()
         .await
