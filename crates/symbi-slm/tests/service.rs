@@ -226,18 +226,18 @@ sandbox_profile = "standard"
         }
     }
 
-    /// `n` connections that sent part of a request line and hold on.
+    /// `n` connections that sent part of a request line and hold on. The
+    /// service takes connections in the order they came (one accept loop),
+    /// so a connection made after these meets them counted.
     fn holders(&self, n: usize) -> Vec<std::net::TcpStream> {
         use std::io::Write;
-        let held = (0..n)
+        (0..n)
             .map(|_| {
                 let mut c = std::net::TcpStream::connect(&self.addr).unwrap();
                 c.write_all(b"GET /he").unwrap();
                 c
             })
-            .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        held
+            .collect()
     }
 
     /// What the service answers a new connection at once (within 5 s).
@@ -382,6 +382,58 @@ fn wait_gone(pids: &[u32], timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A streamed request sent by curl and read as it comes: the receiver
+/// hears once when the first generated text arrived; the thread returns
+/// the whole output.
+fn curl_stream(
+    url: String,
+    token: &str,
+    body: String,
+) -> (
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<String>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let token = token.to_string();
+    let thread = std::thread::spawn(move || {
+        let mut child = Command::new("curl")
+            .args(["-s", "-N", "--max-time", "300", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(body)
+            .arg(url)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let (mut out, mut line, mut tx) = (String::new(), Vec::new(), Some(tx));
+        while {
+            line.clear();
+            reader.read_until(b'\n', &mut line).unwrap() > 0
+        } {
+            let text = String::from_utf8_lossy(&line);
+            let chunk = text
+                .strip_prefix("data: ")
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+            let has_text = chunk.is_some_and(|c| {
+                let choice = &c["choices"][0];
+                [&choice["text"], &choice["delta"]["content"]]
+                    .iter()
+                    .any(|t| t.as_str().is_some_and(|t| !t.is_empty()))
+            });
+            if has_text {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            out.push_str(&text);
+        }
+        child.wait().unwrap();
+        out
+    });
+    (rx, thread)
 }
 
 fn chat_body(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> String {
@@ -1061,11 +1113,11 @@ fn a_client_that_disconnects_frees_its_slot() {
                 got.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         }
+        // Running (a stream has its first text): the disconnect stops a
+        // request that holds a slot, wherever it is in its generation.
         s.wait_metrics("the request to run", Duration::from_secs(120), |m| {
             metric(m, "symbi_slm_slots_busy", &[]) == 1.0
         });
-        // Well into its generation.
-        std::thread::sleep(Duration::from_millis(500));
         let dropped = Instant::now();
         drop(tcp);
         s.wait_metrics("the slot to be freed", Duration::from_secs(10), |m| {
@@ -1106,32 +1158,22 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
     let workers = children(s.pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
     // Two long streams on the worker; a2's model has its own worker.
-    let streams: Vec<_> = (0..2)
+    let (started, streams): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| {
-            let url = format!("{}/v1/completions", s.url);
-            let token = s.tokens["a1"].clone();
-            std::thread::spawn(move || {
-                let out = Command::new("curl")
-                    .args(["-s", "-N", "--max-time", "300", "-H"])
-                    .arg(format!("Authorization: Bearer {token}"))
-                    .args(["-H", "Content-Type: application/json", "-d"])
-                    .arg(long_body(true))
-                    .arg(url)
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            })
+            curl_stream(
+                format!("{}/v1/completions", s.url),
+                &s.tokens["a1"],
+                long_body(true),
+            )
         })
-        .collect();
-    s.wait_metrics("both streams to run", Duration::from_secs(120), |m| {
-        metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 2.0
-    });
-    // Well into their generation: the failure comes in the middle of a
-    // 200 stream, as an error event. Both slots are busy from the moment
-    // a request is admitted, before its first token; on a loaded host the
-    // second prompt can take over a second to read (seen in a clean-clone
-    // CI run beside other builds), and the streams run for 1,500 tokens.
-    std::thread::sleep(Duration::from_secs(3));
+        .unzip();
+    // Both have text: the failure comes in the middle of a 200 stream,
+    // as an error event.
+    for first in started {
+        first
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a stream's first text");
+    }
     nix_kill(workers[0]);
     for t in streams {
         let out = t.join().unwrap();
@@ -1198,27 +1240,20 @@ fn sigterm_lets_requests_finish_then_stops_every_worker() {
     let mut s = Server::start("shutdown_grace_seconds = 60");
     // The model loaded first: the worker below is the one the stream uses.
     s.warm();
-    let url = format!("{}/v1/chat/completions", s.url);
-    let token = s.tokens["a1"].clone();
-    let stream = std::thread::spawn(move || {
-        let out = Command::new("curl")
-            .args(["-s", "-N", "--max-time", "300", "-H"])
-            .arg(format!("Authorization: Bearer {token}"))
-            .args(["-H", "Content-Type: application/json", "-d"])
-            .arg(serde_json::json!({
-                "model": "smollm2",
-                "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
-                "max_tokens": 200, "temperature": 0, "stream": true,
-                "stream_options": {"include_usage": true},
-            }).to_string())
-            .arg(url)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
-    s.wait_metrics("the stream to run", Duration::from_secs(120), |m| {
-        metric(m, "symbi_slm_slots_busy", &[r#"model="smollm2""#]) == 1.0
-    });
+    let (started, stream) = curl_stream(
+        format!("{}/v1/chat/completions", s.url),
+        &s.tokens["a1"],
+        serde_json::json!({
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+            "max_tokens": 200, "temperature": 0, "stream": true,
+            "stream_options": {"include_usage": true},
+        })
+        .to_string(),
+    );
+    started
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the stream's first text");
     let workers = children(s.pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
     let st = Command::new("kill")
@@ -1226,8 +1261,13 @@ fn sigterm_lets_requests_finish_then_stops_every_worker() {
         .status()
         .unwrap();
     assert!(st.success());
-    // No new connection is served once the signal arrived.
-    std::thread::sleep(Duration::from_millis(300));
+    // No new connection is served once the service says it stopped
+    // listening.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log().contains("shutting down: no new connections") {
+        assert!(Instant::now() < deadline, "no shutdown in:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (code, _) = s.curl("GET", "/health", None, None);
     assert_ne!(code, 200, "a new request was served after SIGTERM");
     // The request in progress finishes whole.
