@@ -12,7 +12,13 @@
 //! Prints medians, spread (min–max) and ratios. Targets (issue 3):
 //! generation tokens/s ≥ 0.97 × in-process; warm request overhead < 2 ms.
 //!
-//! `cargo bench -p symbi-slm-worker --bench overhead [-- ROUNDS THREADS]`
+//! With `STREAMS` above 1, both sides get that many slots and that many
+//! requests at once (different prompts), and each round's figure is the
+//! total generated tokens over the round's wall time: the batched decode
+//! loop with the driver's fan-out of tokens to many readers, as a ratio
+//! that the machine's drift between minutes cancels.
+//!
+//! `cargo bench -p symbi-slm-worker --bench overhead [-- ROUNDS THREADS [STREAMS]]`
 
 mod common;
 
@@ -43,8 +49,26 @@ fn line(name: &str, unit: &str, a: &[f64], b: &[f64]) {
     );
 }
 
+/// Prompts of the many-stream rounds, one per request.
+const PROMPTS: [&str; 8] = [
+    "Explain quantum computing in simple words.",
+    "Write a short story about a lighthouse keeper.",
+    "Describe how a bicycle works.",
+    "What are the benefits of drinking water?",
+    "Explain why the sky is blue.",
+    "Describe a walk through a forest in autumn.",
+    "How do airplanes stay in the air?",
+    "Write a letter to a friend about a trip to the sea.",
+];
+
 fn main() {
     let (rounds, threads, model) = common::setup(15);
+    let streams: u32 = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
     let worker = std::path::Path::new(env!("CARGO_BIN_EXE_symbi-slm-worker"));
 
     let spec = LaunchSpec {
@@ -53,7 +77,7 @@ fn main() {
         threads,
         context_size: 2048,
         batch_size: 512,
-        slots: 1,
+        slots: streams,
         supervisor_pid: std::process::id(),
         sandbox: symbiont_slm_protocol::SandboxPlan::unconfined(),
     };
@@ -87,7 +111,7 @@ fn main() {
             LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
                 .worker_path(worker)
                 .threads(threads)
-                .slots(1)
+                .slots(streams)
                 .build(),
         )
         .expect("runner");
@@ -98,6 +122,11 @@ fn main() {
         max_tokens: Some(TOKENS),
         ..Default::default()
     };
+    if streams > 1 {
+        return many(
+            rounds, threads, streams, &to_engine, &events, &rt, &runner, &options,
+        );
+    }
     let mut inproc = Side::default();
     let mut supervised = Side::default();
     let mut texts = (String::new(), String::new());
@@ -195,5 +224,96 @@ fn main() {
     println!(
         "wall time difference       median {:.3} ms [{w0:.3}–{w1:.3}] (the same, whole requests: carries the generation's noise)",
         median(&wall_delta)
+    );
+}
+
+/// `streams` requests at once on each side, alternated, `rounds` times.
+#[allow(clippy::too_many_arguments)]
+fn many(
+    rounds: usize,
+    threads: u32,
+    streams: u32,
+    to_engine: &mpsc::Sender<ToWorker>,
+    events: &mpsc::Receiver<FromWorker>,
+    rt: &tokio::runtime::Runtime,
+    runner: &LocalGgufRunner,
+    options: &ExecutionOptions,
+) {
+    let n = streams as usize;
+    let settle = Duration::from_millis(400);
+    let (mut inproc, mut supervised, mut ratios) = (vec![], vec![], vec![]);
+    let (mut first_in, mut first_sup) = (vec![], vec![]);
+    let mut next_id = 1_000u64;
+    for round in 0..rounds + 1 {
+        std::thread::sleep(settle);
+        let started = Instant::now();
+        let mut firsts = std::collections::HashMap::new();
+        let mut tokens = 0u32;
+        for i in 0..n {
+            let mut req = common::greedy_request(next_id);
+            req.prompt = PROMPTS[i % PROMPTS.len()].into();
+            next_id += 1;
+            to_engine.send(ToWorker::Generate(req)).expect("engine");
+        }
+        let mut done = 0;
+        while done < n {
+            match events.recv().expect("engine") {
+                FromWorker::Token { id, .. } => {
+                    firsts
+                        .entry(id)
+                        .or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+                }
+                FromWorker::Done { stats, .. } => {
+                    tokens += stats.output_tokens;
+                    done += 1;
+                }
+                FromWorker::Failed { error, .. } => panic!("in-process: {error}"),
+                _ => {}
+            }
+        }
+        let a = tokens as f64 / started.elapsed().as_secs_f64();
+        let ttft_a = median(&firsts.into_values().collect::<Vec<_>>());
+
+        std::thread::sleep(settle);
+        let started = Instant::now();
+        let results = rt.block_on(futures::future::join_all((0..n).map(|i| {
+            let options = options.clone();
+            async move {
+                let mut stream =
+                    Box::pin(runner.execute_stream(PROMPTS[i % PROMPTS.len()], Some(options)));
+                let mut first = None;
+                loop {
+                    match stream.next().await.expect("a result").expect("runner") {
+                        StreamEvent::Token(_) => {
+                            first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+                        }
+                        StreamEvent::Done(r) => {
+                            break (r.metadata.output_tokens.unwrap(), first.unwrap())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })));
+        let b = results.iter().map(|r| r.0).sum::<u32>() as f64 / started.elapsed().as_secs_f64();
+        let ttft_b = median(&results.iter().map(|r| r.1).collect::<Vec<_>>());
+        if round == 0 {
+            continue;
+        }
+        inproc.push(a);
+        supervised.push(b);
+        ratios.push(b / a);
+        first_in.push(ttft_a);
+        first_sup.push(ttft_b);
+    }
+    println!(
+        "default model, {threads} threads, {streams} streams × {TOKENS} tokens greedy, {rounds} alternated rounds (medians [min–max])"
+    );
+    line("total tokens/s", "tok/s", &inproc, &supervised);
+    line("time to first token", "ms", &first_in, &first_sup);
+    let (r0, r1) = spread(&ratios);
+    println!(
+        "round ratio runner/in-process  median {:.3} [{r0:.3}–{r1:.3}]",
+        median(&ratios)
     );
 }
