@@ -53,10 +53,8 @@ use symbiont_slm_protocol::ModelFacts;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-pub use budget::{physical_memory_mb, Budget, HostBudget};
-pub use builder::{
-    default_slots, embed_context_mb, threads_for, LocalGgufRunnerBuilder, EMBED_ADDRESS_EXTRA_MB,
-};
+pub use budget::{Budget, HostBudget};
+pub use builder::{threads_for, LocalGgufRunnerBuilder};
 pub use gguf::{GgufError, GgufSummary};
 pub use metrics::RunnerMetrics;
 pub use sandbox_plan::{

@@ -25,7 +25,7 @@ mod build;
 mod request;
 mod wire;
 
-pub use wire::{SseParser, MAX_SSE_LINE};
+pub use wire::SseParser;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
