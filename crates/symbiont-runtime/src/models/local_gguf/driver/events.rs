@@ -25,12 +25,15 @@ impl Driver {
                 let Some(a) = self.active.get_mut(&id) else {
                     return violation(stray(&msg), None);
                 };
-                if a.prompt_read.is_some() || a.frames > 0 {
+                if !matches!(a.progress, Progress::Sent) || a.frames > 0 {
                     return violation(format!("a second prompt_read for request {id}"), Some(id));
                 }
                 // The tokens it decodes: those not found in the cache.
                 let decoded = input_tokens.saturating_sub(cached_tokens);
-                a.prompt_read = Some((Instant::now(), decoded));
+                a.progress = Progress::PromptRead {
+                    at: Instant::now(),
+                    decoded,
+                };
                 a.received = true;
                 let _ = a.events.try_send(Event::PromptRead);
                 Ok(())
@@ -58,14 +61,18 @@ impl Driver {
                     return violation(why, Some(id));
                 }
                 let now = Instant::now();
-                match (a.last_token_at, a.prompt_read) {
-                    (Some(last), _) => self.w.observe_token(now - last),
+                match a.progress {
+                    Progress::Generating { last_token_at } => {
+                        self.w.observe_token(now - last_token_at)
+                    }
                     // The first token: the whole prompt (and one sampling
                     // step, counted with it).
-                    (None, Some((at, tokens))) => self.w.observe_prompt(now - at, tokens),
-                    (None, None) => {}
+                    Progress::PromptRead { at, decoded } => {
+                        self.w.observe_prompt(now - at, decoded)
+                    }
+                    Progress::Sent => {}
                 }
-                a.last_token_at = Some(now);
+                a.progress = Progress::Generating { last_token_at: now };
                 a.received = true;
                 if a.cancelled.is_some() {
                     // Text the worker made before it read the cancel.
@@ -73,12 +80,11 @@ impl Driver {
                 }
                 // One place stays free for the request's last event.
                 if a.events.capacity() <= 1 {
-                    a.behind = true;
-                    return self.cancel(id, false).await;
+                    return self.cancel(id, CancelWhy::ReaderBehind).await;
                 }
                 if a.events.try_send(Event::Token(text.clone())).is_err() {
                     // Nobody follows it any more.
-                    return self.cancel(id, false).await;
+                    return self.cancel(id, CancelWhy::Caller).await;
                 }
                 Ok(())
             }
@@ -112,7 +118,7 @@ impl Driver {
                 let Some(a) = self.active.remove(&id) else {
                     return violation(format!("done for request {id}, which is not running"), None);
                 };
-                if a.embed && a.frames == 0 && !a.timed_out && a.cancelled.is_none() {
+                if a.embed && a.frames == 0 && a.cancelled.is_none() {
                     self.active.insert(id, a);
                     return violation(
                         format!("done without an embedding for request {id}"),
@@ -128,19 +134,19 @@ impl Driver {
                     return violation(why, Some(id));
                 }
                 self.settings.crashes.reset();
-                if a.cancelled.is_some() && !a.timed_out && stats.finish == Finish::Cancelled {
+                // Stopped for a caller that went away (or fell behind).
+                let for_caller = a.cancelled.is_some() && !a.timed_out();
+                if for_caller && stats.finish == Finish::Cancelled {
                     self.settings.counters.cancelled();
                 }
                 let peak_rss = self.w.peak_rss_bytes();
                 if let Some(bytes) = peak_rss {
                     self.settings.counters.peak(bytes);
                 }
-                let event = if a.timed_out {
-                    Event::Timeout
-                } else if a.behind {
-                    Event::Failed(reader_behind())
-                } else {
-                    Event::Done { stats, peak_rss }
+                let event = match a.cancelled_for() {
+                    Some(CancelWhy::Deadline) => Event::Timeout,
+                    Some(CancelWhy::ReaderBehind) => Event::Failed(reader_behind()),
+                    Some(CancelWhy::Caller) | None => Event::Done { stats, peak_rss },
                 };
                 // The slot is free before the caller hears of the end.
                 drop(a.permit);
@@ -154,13 +160,14 @@ impl Driver {
                         None,
                     );
                 };
+                let why = a.cancelled_for();
                 drop(a.permit);
-                let end = if a.timed_out {
-                    Event::Timeout
-                } else if a.behind {
-                    Event::Failed(reader_behind())
-                } else {
-                    Event::Failed(super::super::metadata::map_request_error(error))
+                let end = match why {
+                    Some(CancelWhy::Deadline) => Event::Timeout,
+                    Some(CancelWhy::ReaderBehind) => Event::Failed(reader_behind()),
+                    Some(CancelWhy::Caller) | None => {
+                        Event::Failed(super::super::metadata::map_request_error(error))
+                    }
                 };
                 tell_end(&self.settings.audit, a.agent.as_deref(), &a.events, end);
                 Ok(())

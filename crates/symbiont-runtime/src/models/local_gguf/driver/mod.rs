@@ -18,6 +18,7 @@
 //! kill in the audit log itself.
 
 mod events;
+mod request;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ use symbiont_slm_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use self::request::{Active, CancelWhy, Cancelled, Progress};
 use super::budget::Lease;
 use super::metrics::{Counters, Unload};
 use super::queue::SlotPermit;
@@ -273,36 +275,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// A request the worker runs.
-struct Active {
-    events: mpsc::Sender<Event>,
-    permit: SlotPermit,
-    deadline: Instant,
-    max_tokens: usize,
-    /// When the driver sent `Cancel`, and how long the worker has to answer.
-    cancelled: Option<(Instant, Duration)>,
-    /// Whether the deadline (not the caller) cancelled it.
-    timed_out: bool,
-    prompt_read: Option<(Instant, u32)>,
-    last_token_at: Option<Instant>,
-    frames: usize,
-    bytes: usize,
-    /// Whether anything reached the caller.
-    received: bool,
-    /// An embedding request: one `Embedding`, no text.
-    embed: bool,
-    /// Cancelled because its reader left [`REQUEST_EVENTS`] events unread.
-    behind: bool,
-    agent: Option<Arc<str>>,
-}
-
-impl Active {
-    /// Tells the request how it ended (see [`tell_end`]).
-    fn end(&self, audit: &Audit, end: Event) {
-        tell_end(audit, self.agent.as_deref(), &self.events, end);
-    }
-}
-
 /// The channel a request's events come through: [`REQUEST_EVENTS`]
 /// places, and one more kept for the request's last event.
 pub(super) fn request_events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
@@ -405,7 +377,7 @@ impl Driver {
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let requests = self.active.values().map(|a| match a.cancelled {
-            Some((at, grace)) => at + grace,
+            Some(c) => c.at + c.grace,
             None => a.deadline,
         });
         let pings = self.pings.iter().map(|p| p.1);
@@ -467,20 +439,17 @@ impl Driver {
                         deadline,
                         max_tokens,
                         cancelled: None,
-                        timed_out: false,
-                        prompt_read: None,
-                        last_token_at: None,
+                        progress: Progress::Sent,
                         frames: 0,
                         bytes: 0,
                         received: false,
                         embed,
-                        behind: false,
                         agent,
                     },
                 );
                 Ok(())
             }
-            Command::Cancel { id } => self.cancel(id, false).await,
+            Command::Cancel { id } => self.cancel(id, CancelWhy::Caller).await,
             Command::Ping { nonce, reply } => {
                 if let Err(e) = self.w.send(&ToWorker::Ping { nonce }).await {
                     let _ = reply.send(Err(e.clone()));
@@ -501,26 +470,26 @@ impl Driver {
     }
 
     /// Sends `Cancel` for a running request (once) and starts its grace.
-    async fn cancel(&mut self, id: u64, timed_out: bool) -> Result<(), End> {
-        let batch = self.settings.batch_size.max(1);
-        let Some(a) = self.active.get_mut(&id) else {
-            return Ok(());
-        };
-        if a.cancelled.is_some() {
+    pub(super) async fn cancel(&mut self, id: u64, why: CancelWhy) -> Result<(), End> {
+        if self.active.get(&id).is_none_or(|a| a.cancelled.is_some()) {
             return Ok(());
         }
-        a.cancelled = Some((Instant::now(), Duration::ZERO));
-        a.timed_out = timed_out;
         // The grace fits the step the worker may be in: while any request
         // is still reading its prompt, a step may carry a whole batch of
         // prompt tokens (this request's or another's); else one token.
-        let reading = self.active.values().any(|a| a.last_token_at.is_none());
+        let batch = self.settings.batch_size.max(1);
+        let reading = self
+            .active
+            .values()
+            .any(|a| !matches!(a.progress, Progress::Generating { .. }));
         let grace = self.w.cancel_grace(reading.then_some(batch));
-        let Some(a) = self.active.get_mut(&id) else {
-            return Ok(());
-        };
-        a.cancelled = Some((Instant::now(), grace));
-        a.timed_out = timed_out;
+        if let Some(a) = self.active.get_mut(&id) {
+            a.cancelled = Some(Cancelled {
+                at: Instant::now(),
+                grace,
+                why,
+            });
+        }
         self.w
             .send(&ToWorker::Cancel { id })
             .await
@@ -534,7 +503,7 @@ impl Driver {
             .active
             .iter()
             .filter_map(|(&id, a)| match a.cancelled {
-                Some((at, grace)) if now >= at + grace => Some((id, Some(grace))),
+                Some(c) if now >= c.at + c.grace => Some((id, Some(c.grace))),
                 None if now >= a.deadline => Some((id, None)),
                 _ => None,
             })
@@ -542,7 +511,7 @@ impl Driver {
         for (id, grace) in due {
             match grace {
                 Some(grace) => return Err(End::IgnoredCancel { id, grace }),
-                None => self.cancel(id, true).await?,
+                None => self.cancel(id, CancelWhy::Deadline).await?,
             }
         }
         let mut i = 0;
@@ -566,7 +535,7 @@ impl Driver {
         for (_, a) in self.active.drain() {
             a.end(
                 &audit,
-                if a.timed_out {
+                if a.timed_out() {
                     Event::Timeout
                 } else {
                     Event::Failed(err.clone())
@@ -641,7 +610,7 @@ impl Driver {
                     None,
                 );
                 for (other, a) in self.active.drain() {
-                    let event = if a.timed_out {
+                    let event = if a.timed_out() {
                         Event::Timeout
                     } else if other == id {
                         Event::Failed(SlmRunnerError::ExecutionFailed {
