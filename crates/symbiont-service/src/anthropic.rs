@@ -12,23 +12,21 @@
 //! worker); the measured counts come in `message_delta`, which the SDK
 //! folds into the final message.
 
-use std::convert::Infallible;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use symbiont_runtime::models::{
-    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, FinishReason, PromptMode,
-    StreamEvent,
+    ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
+    PromptMode,
 };
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::generate::{answer, conversation, Dialect, Job};
 use crate::{parse_body, Call, Service};
 
 /// Who wrote a message.
@@ -293,25 +291,17 @@ fn text_of(at: &str, c: MessageContent) -> Result<String, ApiError> {
     }
 }
 
-struct Job {
-    model: String,
-    prompt: String,
-    options: ExecutionOptions,
-    stream: bool,
-}
-
 impl MessagesRequest {
     fn into_job(self, max_prompt_bytes: u64) -> Result<Job, ApiError> {
         let mut turns = Vec::with_capacity(self.messages.len() + 1);
-        let mut bytes = 0u64;
         if let Some(system) = self.system {
-            let text = text_of("system", system)?;
-            bytes += text.len() as u64;
-            turns.push(ChatMessage::new(ChatRole::System, text));
+            turns.push(ChatMessage::new(
+                ChatRole::System,
+                text_of("system", system)?,
+            ));
         }
         for (i, m) in self.messages.into_iter().enumerate() {
             let text = text_of(&format!("messages[{i}].content"), m.content)?;
-            bytes += text.len() as u64;
             let role = match m.role {
                 MessageRole::User => ChatRole::User,
                 MessageRole::Assistant => ChatRole::Assistant,
@@ -319,27 +309,15 @@ impl MessagesRequest {
             };
             turns.push(ChatMessage::new(role, text));
         }
-        if bytes > max_prompt_bytes {
-            return Err(ApiError::prompt_too_large(
-                "messages",
-                "the system text and messages",
-                bytes,
-                max_prompt_bytes,
-            ));
-        }
-        let last = match turns.pop() {
-            Some(m) if m.role == ChatRole::User => m,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_messages",
-                    Some("messages"),
-                    "messages: the last message must be the user's",
-                ))
-            }
-        };
+        let (prompt, history) = conversation(
+            turns,
+            max_prompt_bytes,
+            "messages",
+            "the system text and messages",
+        )?;
         Ok(Job {
             model: self.model,
-            prompt: last.content,
+            prompt,
             options: ExecutionOptions {
                 temperature: self.temperature,
                 top_p: self.top_p,
@@ -350,7 +328,7 @@ impl MessagesRequest {
                 seed: self.seed,
                 stop: self.stop_sequences.unwrap_or_default(),
                 prompt_mode: PromptMode::Chat,
-                history: turns,
+                history,
                 ..Default::default()
             },
             stream: self.stream.unwrap_or(false),
@@ -366,8 +344,8 @@ fn stop_reason(m: &ExecutionMetadata) -> &'static str {
     }
 }
 
-fn event(name: &'static str, v: serde_json::Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event(name).data(v.to_string()))
+fn event(name: &'static str, v: serde_json::Value) -> Event {
+    Event::default().event(name).data(v.to_string())
 }
 
 /// Messages, Anthropic-compatible.
@@ -394,7 +372,7 @@ pub async fn messages(State(service): State<Service>, headers: HeaderMap, body: 
         call.authenticate(&service, &headers)?;
         let request: MessagesRequest = parse_body(&service, &headers, body).await?;
         let job = request.into_job(service.settings().max_prompt_bytes)?;
-        answer(&service, &mut call, job).await
+        answer(&service, &mut call, job, Anthropic).await
     }
     .await;
     let id = call.id.clone();
@@ -405,23 +383,17 @@ pub async fn messages(State(service): State<Service>, headers: HeaderMap, body: 
     response
 }
 
-async fn answer(service: &Service, call: &mut Call, job: Job) -> Result<Response, ApiError> {
-    let (runner, permit) = call.admit(service, &job.model).await?;
-    let options = job.options;
-    let model = job.model;
-    if !job.stream {
-        let result = runner
-            .execute(&job.prompt, Some(options))
-            .await
-            .map_err(|e| call.runner_error(service, e))?;
-        drop(permit);
-        call.completed(service, &result);
+/// Anthropic's answers: a message, or its events.
+struct Anthropic;
+
+impl Dialect for Anthropic {
+    fn whole(&self, call: &Call, model: &str, result: ExecutionResult) -> Response {
         let m = &result.metadata;
-        let body = MessageResponse {
+        Json(MessageResponse {
             id: message_id(&call.id),
             kind: "message",
             role: "assistant",
-            model,
+            model: model.to_string(),
             content: vec![TextBlock {
                 kind: "text",
                 text: result.response.clone(),
@@ -430,74 +402,58 @@ async fn answer(service: &Service, call: &mut Call, job: Job) -> Result<Response
             stop_sequence: m.stop_sequence.clone(),
             usage: MessageUsage::of(m),
             symbiont: result.metadata,
-        };
-        return Ok(Json(body).into_response());
+        })
+        .into_response()
     }
-    let (mut call, events) = call
-        .open_stream(service, &runner, &job.prompt, options)
-        .await?;
-    let mut permit = Some(permit);
-    let service = service.clone();
-    let id = message_id(&call.id);
-    let opening = vec![
+
+    fn opening(&self, call: &Call, model: &str) -> Vec<Event> {
+        vec![
+            event(
+                "message_start",
+                serde_json::json!({"type": "message_start", "message": {
+                    "id": message_id(&call.id), "type": "message", "role": "assistant",
+                    "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                }}),
+            ),
+            event(
+                "content_block_start",
+                serde_json::json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+            ),
+        ]
+    }
+
+    fn text(&self, _call: &Call, _model: &str, text: &str) -> Vec<Event> {
+        vec![event(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": text}}),
+        )]
+    }
+
+    fn done(&self, _call: &Call, _model: &str, m: &ExecutionMetadata) -> Vec<Event> {
+        vec![
+            event(
+                "content_block_stop",
+                serde_json::json!({"type": "content_block_stop", "index": 0}),
+            ),
+            event(
+                "message_delta",
+                serde_json::json!({"type": "message_delta",
+                    "delta": {"stop_reason": stop_reason(m), "stop_sequence": m.stop_sequence},
+                    "usage": MessageUsage::of(m)}),
+            ),
+            event("message_stop", serde_json::json!({"type": "message_stop"})),
+        ]
+    }
+
+    fn error(&self, call: &Call, e: &ApiError) -> Event {
         event(
-            "message_start",
-            serde_json::json!({"type": "message_start", "message": {
-                "id": id, "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }}),
-        ),
-        event(
-            "content_block_start",
-            serde_json::json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}),
-        ),
-    ];
-    let body = futures::stream::iter(opening).chain(
-        events
-            .flat_map(move |ev| {
-                let out: Vec<Result<Event, Infallible>> = match ev {
-                    Ok(StreamEvent::Token(t)) => vec![event(
-                        "content_block_delta",
-                        serde_json::json!({"type": "content_block_delta", "index": 0,
-                            "delta": {"type": "text_delta", "text": t}}),
-                    )],
-                    Ok(StreamEvent::Done(result)) => {
-                        permit.take();
-                        call.completed(&service, &result);
-                        let m = &result.metadata;
-                        vec![
-                            event(
-                                "content_block_stop",
-                                serde_json::json!({"type": "content_block_stop", "index": 0}),
-                            ),
-                            event(
-                                "message_delta",
-                                serde_json::json!({"type": "message_delta",
-                                    "delta": {"stop_reason": stop_reason(m), "stop_sequence": m.stop_sequence},
-                                    "usage": MessageUsage::of(m)}),
-                            ),
-                            event("message_stop", serde_json::json!({"type": "message_stop"})),
-                        ]
-                    }
-                    Ok(_) => vec![],
-                    Err(e) => {
-                        permit.take();
-                        let e = call.runner_error(&service, e);
-                        call.status = Some(e.status.as_u16());
-                        vec![event(
-                            "error",
-                            serde_json::to_value(error_body(&e, &call.id)).unwrap_or_default(),
-                        )]
-                    }
-                };
-                futures::stream::iter(out)
-            }),
-    );
-    Ok(Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+            "error",
+            serde_json::to_value(error_body(e, &call.id)).unwrap_or_default(),
+        )
+    }
 }
 
 /// `msg_` and the random part of the request id.

@@ -26,6 +26,7 @@ pub mod anthropic;
 pub mod auth;
 pub mod connection;
 pub mod error;
+mod generate;
 pub mod limits;
 pub mod metrics;
 pub mod native;

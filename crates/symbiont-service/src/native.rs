@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use symbiont_runtime::config::ModelProvider;
-use symbiont_runtime::models::{ExecutionOptions, ExecutionResult};
+use symbiont_runtime::models::{ChatMessage, ChatRole, ExecutionOptions, ExecutionResult};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::generate::{conversation, whole, Job};
 use crate::{parse_body, Service};
 
 /// `POST /v1/execute`.
@@ -62,29 +63,26 @@ pub async fn execute(State(service): State<Service>, headers: HeaderMap, body: B
                 "options.agent_id: requests run for the token's agent; leave it out",
             ));
         }
-        let max = service.settings().max_prompt_bytes;
-        let bytes = request.prompt.len() as u64
-            + options
-                .history
-                .iter()
-                .map(|m| m.content.len() as u64)
-                .sum::<u64>();
-        if bytes > max {
-            return Err(ApiError::prompt_too_large(
-                "prompt",
-                "the prompt and its history",
-                bytes,
-                max,
-            ));
-        }
-        let (runner, permit) = call.admit(&service, &request.model).await?;
-        let result = runner
-            .execute(&request.prompt, Some(options))
-            .await
-            .map_err(|e| call.runner_error(&service, e))?;
-        drop(permit);
-        call.completed(&service, &result);
-        Ok(Json(result).into_response())
+        let mut options = options;
+        let mut turns = std::mem::take(&mut options.history);
+        turns.push(ChatMessage::new(ChatRole::User, request.prompt));
+        let (prompt, history) = conversation(
+            turns,
+            service.settings().max_prompt_bytes,
+            "prompt",
+            "the prompt and its history",
+        )?;
+        options.history = history;
+        let job = Job {
+            model: request.model,
+            prompt,
+            options,
+            stream: false,
+        };
+        whole(&service, &mut call, job, |_, _, result| {
+            Json(result).into_response()
+        })
+        .await
     }
     .await;
     call.respond(result)

@@ -29,6 +29,7 @@ use tower::ServiceExt;
 
 const A1: &str = "symbi_test_token_of_agent_a1";
 const A2: &str = "symbi_test_token_of_agent_a2";
+const A3: &str = "symbi_test_token_of_agent_a3";
 const SCRAPER: &str = "symbi_test_token_of_the_scraper";
 /// How long a test waits for an event before it fails.
 const WITHIN: Duration = Duration::from_secs(10);
@@ -122,6 +123,9 @@ fn failure(kind: &str) -> SlmRunnerError {
             endpoint: "https://provider.example/v1".into(),
             detail: "slow down".into(),
         },
+        "unavailable" => SlmRunnerError::InitializationFailed {
+            reason: "the worker could not start".into(),
+        },
         other => panic!("the fake knows no failure `{other}`"),
     }
 }
@@ -214,8 +218,9 @@ impl SlmRunner for Fake {
     }
 }
 
-/// A service whose models `fake` (agents a1 and a2) and `other` (a2
-/// only) are fakes sharing `gate`; one request per agent at a time.
+/// A service whose models `fake` (agents a1, a2, a3) and `other` (a2
+/// only) are fakes sharing `gate`; one request per agent at a time, two
+/// in all.
 fn service(gate: Arc<Gate>) -> Service {
     let config = format!(
         r#"[slm]
@@ -233,18 +238,22 @@ capabilities = ["TextGeneration"]
 [slm.model_allow_lists.agent_model_maps]
 a1 = ["fake"]
 a2 = ["fake", "other"]
+a3 = ["fake"]
 [slm.service]
 max_body_bytes = 4096
 max_prompt_bytes = 1024
 max_concurrent_per_agent = 1
+max_concurrent_requests = 2
 metrics_token = "{scraper}"
 [slm.service.agent_tokens]
 a1 = "{a1}"
 a2 = "{a2}"
+a3 = "{a3}"
 "#,
         scraper = hash(SCRAPER),
         a1 = hash(A1),
         a2 = hash(A2),
+        a3 = hash(A3),
     );
     let slm = Slm::from_toml_str(&config).expect("config");
     let fake = |gate: &Arc<Gate>| -> Arc<dyn SlmRunner> {
@@ -457,6 +466,16 @@ async fn every_refusal_has_its_status_code_and_name() {
             "upstream_authentication",
         ),
         (
+            "a model that cannot run",
+            post(
+                chat_path,
+                Some(A1),
+                &chat("fake", "fail:unavailable", false),
+            ),
+            503,
+            "model_unavailable",
+        ),
+        (
             "a request out of time",
             post(chat_path, Some(A1), &chat("fake", "fail:timeout", false)),
             504,
@@ -550,7 +569,7 @@ async fn the_three_apis_refuse_alike() {
 }
 
 #[tokio::test]
-async fn an_agent_past_its_limit_gets_a_429_and_others_go_on() {
+async fn past_its_limit_an_agent_or_the_service_answers_429_and_others_go_on() {
     let gate = Arc::new(Gate::default());
     let s = service(gate.clone());
     let path = "/v1/chat/completions";
@@ -569,16 +588,35 @@ async fn an_agent_past_its_limit_gets_a_429_and_others_go_on() {
     // Another agent is not held back by a1's limit.
     let (status, _, body) = answer(&s, post(path, Some(A2), &chat("fake", "hi", false))).await;
     assert_eq!(status, 200, "{body}");
-    // Released, a1's request ends well and its place is free again.
-    gate.open.add_permits(1);
-    let (status, _, body) = held.await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["choices"][0]["message"]["content"], "echo: hold");
+    // a2 holds the service's second place: a3, with none of its own in
+    // progress, meets the service's limit.
+    let held2 = tokio::spawn({
+        let s = s.clone();
+        async move { answer(&s, post(path, Some(A2), &chat("fake", "hold", false))).await }
+    });
+    tokio::time::timeout(WITHIN, gate.started.notified())
+        .await
+        .expect("the second held request starts");
+    let (status, retry, body) = answer(&s, post(path, Some(A3), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "concurrency_limit");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Released, the held requests end well and their places are free
+    // again.
+    gate.open.add_permits(2);
+    for held in [held, held2] {
+        let (status, _, body) = held.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], "echo: hold");
+    }
+    let (status, _, _) = answer(&s, post(path, Some(A3), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 200);
     let (status, _, _) = answer(&s, post(path, Some(A1), &chat("fake", "hi", false))).await;
     assert_eq!(status, 200);
     assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"429\""]).await, 1.0);
     assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"200\""]).await, 2.0);
-    assert_eq!(requests(&s, &["agent=\"a2\"", "status=\"200\""]).await, 1.0);
+    assert_eq!(requests(&s, &["agent=\"a2\"", "status=\"200\""]).await, 2.0);
+    assert_eq!(requests(&s, &["agent=\"a3\"", "status=\"429\""]).await, 1.0);
 }
 
 #[tokio::test]

@@ -3,13 +3,8 @@
 
 use super::*;
 
-/// What a generation endpoint runs.
-pub(crate) struct Job {
-    pub model: String,
-    pub prompt: String,
-    pub options: ExecutionOptions,
-    pub stream: bool,
-    pub include_usage: bool,
+fn include_usage(o: Option<StreamOptions>) -> bool {
+    o.and_then(|o| o.include_usage).unwrap_or(false)
 }
 
 fn only_zero(param: &str, v: Option<f32>) -> Result<(), ApiError> {
@@ -73,7 +68,8 @@ fn stream_options_need_stream(
 }
 
 impl ChatCompletionRequest {
-    pub(crate) fn into_job(self, max_prompt_bytes: u64) -> Result<Job, ApiError> {
+    /// The job, and how to answer it.
+    pub(crate) fn into_job(self, max_prompt_bytes: u64) -> Result<(Job, OpenAi), ApiError> {
         only_one("n", self.n)?;
         stream_options_need_stream(self.stream, &self.stream_options)?;
         if self.logprobs == Some(true) {
@@ -95,45 +91,22 @@ impl ChatCompletionRequest {
         only_zero("frequency_penalty", self.frequency_penalty)?;
         only_zero("presence_penalty", self.presence_penalty)?;
         let mut turns = Vec::with_capacity(self.messages.len());
-        let mut bytes = 0u64;
         for (i, m) in self.messages.into_iter().enumerate() {
-            let text = text_of(i, m.content)?;
-            bytes += text.len() as u64;
             let role = match m.role {
                 Role::System | Role::Developer => ChatRole::System,
                 Role::User => ChatRole::User,
                 Role::Assistant => ChatRole::Assistant,
             };
-            turns.push(ChatMessage::new(role, text));
+            turns.push(ChatMessage::new(role, text_of(i, m.content)?));
         }
-        if bytes > max_prompt_bytes {
-            return Err(ApiError::prompt_too_large(
-                "messages",
-                "the messages",
-                bytes,
-                max_prompt_bytes,
-            ));
-        }
-        let last = match turns.pop() {
-            Some(m) if m.role == ChatRole::User => m,
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_messages",
-                    Some("messages"),
-                    "messages: the last message must be the user's",
-                ))
-            }
-            None => {
-                return Err(ApiError::bad_request(
-                    "invalid_messages",
-                    Some("messages"),
-                    "messages: at least one (user) message is needed",
-                ))
-            }
+        let (prompt, history) = conversation(turns, max_prompt_bytes, "messages", "the messages")?;
+        let dialect = OpenAi {
+            shape: Shape::Chat,
+            include_usage: include_usage(self.stream_options),
         };
-        Ok(Job {
+        let job = Job {
             model: self.model,
-            prompt: last.content,
+            prompt,
             options: ExecutionOptions {
                 temperature: self.temperature,
                 top_p: self.top_p,
@@ -144,20 +117,18 @@ impl ChatCompletionRequest {
                 seed: self.seed,
                 stop: self.stop.map(Stop::into_vec).unwrap_or_default(),
                 prompt_mode: PromptMode::Chat,
-                history: turns,
+                history,
                 ..Default::default()
             },
             stream: self.stream.unwrap_or(false),
-            include_usage: self
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-        })
+        };
+        Ok((job, dialect))
     }
 }
 
 impl CompletionRequest {
-    pub(crate) fn into_job(self, max_prompt_bytes: u64) -> Result<Job, ApiError> {
+    /// The job, and how to answer it.
+    pub(crate) fn into_job(self, max_prompt_bytes: u64) -> Result<(Job, OpenAi), ApiError> {
         only_one("n", self.n)?;
         stream_options_need_stream(self.stream, &self.stream_options)?;
         only_zero("frequency_penalty", self.frequency_penalty)?;
@@ -191,7 +162,11 @@ impl CompletionRequest {
                 max_prompt_bytes,
             ));
         }
-        Ok(Job {
+        let dialect = OpenAi {
+            shape: Shape::Text,
+            include_usage: include_usage(self.stream_options),
+        };
+        let job = Job {
             model: self.model,
             prompt,
             options: ExecutionOptions {
@@ -207,10 +182,7 @@ impl CompletionRequest {
                 ..Default::default()
             },
             stream: self.stream.unwrap_or(false),
-            include_usage: self
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-        })
+        };
+        Ok((job, dialect))
     }
 }

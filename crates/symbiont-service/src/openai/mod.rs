@@ -8,26 +8,23 @@ mod jobs;
 mod wire;
 
 pub use embedding::*;
-pub(crate) use jobs::Job;
 pub use wire::*;
-
-use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use symbiont_runtime::models::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
-    PromptMode, StreamEvent,
+    PromptMode,
 };
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::generate::{answer, conversation, Dialect, Job};
 use crate::{parse_body, Call, Service};
 
 fn finish(m: &ExecutionMetadata) -> &'static str {
@@ -84,84 +81,52 @@ impl Shape {
     }
 }
 
-fn data(v: &serde_json::Value) -> Result<Event, Infallible> {
-    Ok(Event::default().data(v.to_string()))
+fn data(v: &serde_json::Value) -> Event {
+    Event::default().data(v.to_string())
 }
 
-/// Runs a job and answers it: JSON, or server-sent events that start once
-/// the first token is there (so that a refusal — full queue, timeout
-/// waiting — is still an HTTP status).
-async fn answer(
-    service: &Service,
-    call: &mut Call,
-    job: Job,
+/// OpenAI's answers: chat or text, with the usage chunk at the end of a
+/// stream when `stream_options.include_usage` asked for it.
+pub(crate) struct OpenAi {
     shape: Shape,
-) -> Result<Response, ApiError> {
-    let (runner, permit) = call.admit(service, &job.model).await?;
-    let options = job.options;
-    let model = job.model;
-    if !job.stream {
-        let result = runner
-            .execute(&job.prompt, Some(options))
-            .await
-            .map_err(|e| call.runner_error(service, e))?;
-        drop(permit);
-        call.completed(service, &result);
-        return Ok(Json(
-            match shape {
-                Shape::Chat => serde_json::to_value(chat_completion(call, &model, result)),
-                Shape::Text => serde_json::to_value(completion(call, &model, result)),
+    include_usage: bool,
+}
+
+impl Dialect for OpenAi {
+    fn whole(&self, call: &Call, model: &str, result: ExecutionResult) -> Response {
+        Json(
+            match self.shape {
+                Shape::Chat => serde_json::to_value(chat_completion(call, model, result)),
+                Shape::Text => serde_json::to_value(completion(call, model, result)),
             }
             .unwrap_or_default(),
         )
-        .into_response());
-    }
-    let (mut call, events) = call
-        .open_stream(service, &runner, &job.prompt, options)
-        .await?;
-    let mut permit = Some(permit);
-    let service = service.clone();
-    let include_usage = job.include_usage;
-    let opening = match shape {
-        Shape::Chat => vec![data(&shape.chunk(&call, &model, None, None))],
-        Shape::Text => vec![],
-    };
-    let body = futures::stream::iter(opening).chain(events.flat_map(move |event| {
-        let out: Vec<Result<Event, Infallible>> = match event {
-            Ok(StreamEvent::Token(t)) => {
-                vec![data(&shape.chunk(&call, &model, Some(&t), None))]
-            }
-            Ok(StreamEvent::Done(result)) => {
-                // The generation is over: its permit is free even
-                // if the client reads the rest slowly.
-                permit.take();
-                call.completed(&service, &result);
-                let m = &result.metadata;
-                let mut v = vec![data(&shape.chunk(&call, &model, None, Some(finish(m))))];
-                if include_usage {
-                    v.push(data(&shape.usage_chunk(&call, &model, m)));
-                }
-                v.push(Ok(Event::default().data("[DONE]")));
-                v
-            }
-            Ok(_) => vec![],
-            Err(e) => {
-                permit.take();
-                let e = call.runner_error(&service, e);
-                // Counted with the status it would have had.
-                call.status = Some(e.status.as_u16());
-                vec![data(&serde_json::to_value(e.body()).unwrap_or_default())]
-            }
-        };
-        futures::stream::iter(out)
-    }));
-    Ok(sse(body))
-}
-
-fn sse(body: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
-    Sse::new(body)
-        .keep_alive(KeepAlive::default())
         .into_response()
+    }
+
+    fn opening(&self, call: &Call, model: &str) -> Vec<Event> {
+        match self.shape {
+            Shape::Chat => vec![data(&self.shape.chunk(call, model, None, None))],
+            Shape::Text => vec![],
+        }
+    }
+
+    fn text(&self, call: &Call, model: &str, text: &str) -> Vec<Event> {
+        vec![data(&self.shape.chunk(call, model, Some(text), None))]
+    }
+
+    fn done(&self, call: &Call, model: &str, m: &ExecutionMetadata) -> Vec<Event> {
+        let mut v = vec![data(&self.shape.chunk(call, model, None, Some(finish(m))))];
+        if self.include_usage {
+            v.push(data(&self.shape.usage_chunk(call, model, m)));
+        }
+        v.push(Event::default().data("[DONE]"));
+        v
+    }
+
+    fn error(&self, _call: &Call, e: &ApiError) -> Event {
+        data(&serde_json::to_value(e.body()).unwrap_or_default())
+    }
 }
 
 fn chat_completion(call: &Call, model: &str, r: ExecutionResult) -> ChatCompletion {
@@ -232,8 +197,8 @@ pub async fn chat_completions(
     let result = async {
         call.authenticate(&service, &headers)?;
         let request: ChatCompletionRequest = parse_body(&service, &headers, body).await?;
-        let job = request.into_job(service.settings().max_prompt_bytes)?;
-        answer(&service, &mut call, job, Shape::Chat).await
+        let (job, dialect) = request.into_job(service.settings().max_prompt_bytes)?;
+        answer(&service, &mut call, job, dialect).await
     }
     .await;
     call.respond(result)
@@ -265,8 +230,8 @@ pub async fn completions(
     let result = async {
         call.authenticate(&service, &headers)?;
         let request: CompletionRequest = parse_body(&service, &headers, body).await?;
-        let job = request.into_job(service.settings().max_prompt_bytes)?;
-        answer(&service, &mut call, job, Shape::Text).await
+        let (job, dialect) = request.into_job(service.settings().max_prompt_bytes)?;
+        answer(&service, &mut call, job, dialect).await
     }
     .await;
     call.respond(result)
