@@ -116,6 +116,7 @@ fn main() {
         )
         .expect("runner");
     rt.block_on(runner.preload()).expect("preload");
+    let worker_pid = rt.block_on(runner.worker_pid()).expect("a worker");
 
     let options = ExecutionOptions {
         temperature: Some(0.0),
@@ -132,6 +133,7 @@ fn main() {
     let mut texts = (String::new(), String::new());
     let mut overhead = Vec::new();
     let mut wall_delta = Vec::new();
+    let (mut supervisor_cpu, mut worker_cpu, mut worker_preempted) = (vec![], vec![], vec![]);
     // OpenMP threads spin for a while after each request; let them settle so
     // one side never competes with the other's spinning threads.
     let settle = Duration::from_millis(400);
@@ -157,6 +159,8 @@ fn main() {
         let wall = started.elapsed().as_secs_f64() * 1e3;
 
         std::thread::sleep(settle);
+        let cpu_before = thread_cpu_ns();
+        let worker_before = worker_figures(worker_pid);
         let started = Instant::now();
         let (res, runner_first) = rt.block_on(async {
             let mut stream = Box::pin(runner.execute_stream(PROMPT, Some(options.clone())));
@@ -172,6 +176,8 @@ fn main() {
             }
         });
         let runner_wall = started.elapsed().as_secs_f64() * 1e3;
+        let cpu = thread_cpu_ns().saturating_sub(cpu_before);
+        let worker_after = worker_figures(worker_pid);
         if round == 0 {
             texts = (text, res.response.clone());
             continue;
@@ -192,6 +198,10 @@ fn main() {
         // the generation's own round-to-round noise, which the walls carry.
         overhead.push(runner_first.unwrap_or(f64::NAN) - first.unwrap_or(f64::NAN));
         wall_delta.push(runner_wall - wall);
+        let tokens = m.output_tokens.unwrap_or(1).max(1) as f64;
+        supervisor_cpu.push(cpu as f64 / 1e3 / tokens);
+        worker_cpu.push((worker_after.0 - worker_before.0) as f64 / 1e3 / tokens);
+        worker_preempted.push((worker_after.1 - worker_before.1) as f64 / tokens);
     }
     assert_eq!(texts.0, texts.1, "both sides must generate the same text");
     println!(
@@ -219,6 +229,16 @@ fn main() {
     println!(
         "warm request overhead      median {:.3} ms [{o0:.3}–{o1:.3}] (runner − in-process time to first token of the same round, both timed by the caller: supervisor + queue + driver + pipes + process hop)",
         median(&overhead)
+    );
+    let (c0, c1) = spread(&supervisor_cpu);
+    println!(
+        "supervisor CPU per token   median {:.1} µs [{c0:.1}–{c1:.1}] (the thread of the runner's runtime, which runs its driver and the caller, from the scheduler's accounting)",
+        median(&supervisor_cpu),
+    );
+    println!(
+        "worker per token           CPU median {:.1} µs, involuntary context switches median {:.2} (its threads, from the kernel's accounting)",
+        median(&worker_cpu),
+        median(&worker_preempted)
     );
     let (w0, w1) = spread(&wall_delta);
     println!(
@@ -316,4 +336,36 @@ fn many(
         "round ratio runner/in-process  median {:.3} [{r0:.3}–{r1:.3}]",
         median(&ratios)
     );
+}
+
+/// CPU time this thread has run so far, ns, from the scheduler's own
+/// accounting (`/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's threads: CPU time run, ns, and involuntary context
+/// switches (preemptions), summed, from the kernel's accounting.
+fn worker_figures(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let mut sum = (0, 0);
+    for t in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        sum.0 += read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        sum.1 += read("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    sum
 }
