@@ -1256,12 +1256,11 @@ async fn a_hostile_worker_cannot_hurt_the_supervisor() {
     );
     // The driver reads the late frame as it comes and kills the worker
     // (it may be gone already). Whether the frame is read before the next
-    // request starts or during it, that request runs on a fresh worker.
-    let pid = r.worker_pid().await;
+    // request starts or during it, that request runs on a fresh worker:
+    // it paid a load, and the kill is audited.
     let next = r.execute("Hi", Some(greedy(4))).await.unwrap();
     assert_eq!(next.response, "ok");
     assert!(next.metadata.model_load_ms.is_some(), "not a fresh worker");
-    assert!(pid.is_none() || r.worker_pid().await != pid);
     let events = audit_events(&dir);
     assert!(
         events
