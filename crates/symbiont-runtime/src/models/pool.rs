@@ -70,8 +70,14 @@ pub enum PoolRunner {
     /// An `OpenAI`, `Anthropic` or `Custom` endpoint.
     Remote(RemoteRunner),
     /// A runner the embedder supplied for a catalog model
-    /// ([`ModelPoolBuilder::runner`]).
-    Supplied(Arc<dyn SlmRunner>),
+    /// ([`ModelPoolBuilder::runner`]), and the profile's
+    /// `max_execution_time_seconds` that bounds each of its requests.
+    Supplied {
+        /// The embedder's runner.
+        runner: Arc<dyn SlmRunner>,
+        /// How long one request may run.
+        time_limit: Duration,
+    },
 }
 
 impl std::fmt::Debug for PoolRunner {
@@ -79,9 +85,10 @@ impl std::fmt::Debug for PoolRunner {
         match self {
             Self::Local(r) => f.debug_tuple("Local").field(r).finish(),
             Self::Remote(r) => f.debug_tuple("Remote").field(r).finish(),
-            Self::Supplied(r) => f
-                .debug_tuple("Supplied")
-                .field(&r.get_info().runner_type)
+            Self::Supplied { runner, time_limit } => f
+                .debug_struct("Supplied")
+                .field("runner", &runner.get_info().runner_type)
+                .field("time_limit", time_limit)
                 .finish(),
         }
     }
@@ -119,7 +126,9 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.execute(prompt, options).await,
             Self::Remote(r) => r.execute(prompt, options).await,
-            Self::Supplied(r) => r.execute(prompt, options).await,
+            Self::Supplied { .. } => {
+                crate::models::stream::collect(self.execute_stream_as(None, prompt, options)).await
+            }
         }
     }
 
@@ -151,7 +160,9 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.execute_stream_as(agent, prompt, options).boxed(),
             Self::Remote(r) => r.execute_stream(prompt, options).boxed(),
-            Self::Supplied(r) => crate::models::stream::owned(r.clone(), prompt, options),
+            Self::Supplied { runner, time_limit } => {
+                crate::models::stream::owned(runner.clone(), prompt, options, *time_limit)
+            }
         }
     }
 
@@ -181,7 +192,13 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.embed_as(agent, text, options).await,
             Self::Remote(r) => SlmRunner::embed(r, text, options).await,
-            Self::Supplied(r) => r.embed(text, options).await,
+            Self::Supplied { runner, time_limit } => {
+                tokio::time::timeout(*time_limit, runner.embed(text, options))
+                    .await
+                    .unwrap_or(Err(SlmRunnerError::ExecutionTimeout {
+                        seconds: time_limit.as_secs_f64(),
+                    }))
+            }
         }
     }
 
@@ -191,7 +208,7 @@ impl PoolRunner {
             Self::Local(r) => r.metrics(),
             Self::Remote(r) => r.metrics(),
             // The embedder's runner keeps its own.
-            Self::Supplied(_) => RunnerMetrics::default(),
+            Self::Supplied { .. } => RunnerMetrics::default(),
         }
     }
 
@@ -200,7 +217,7 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.load(),
             Self::Remote(r) => r.load(),
-            Self::Supplied(_) => RunnerLoad {
+            Self::Supplied { .. } => RunnerLoad {
                 slots: 0,
                 busy: 0,
                 queued: 0,
@@ -216,7 +233,7 @@ impl PoolRunner {
             Self::Local(r) => r.slots(),
             Self::Remote(_) => crate::models::remote::REMOTE_CONCURRENCY as u32,
             // Unknown: the embedder's runner queues as it likes.
-            Self::Supplied(_) => 0,
+            Self::Supplied { .. } => 0,
         }
     }
 
@@ -226,7 +243,7 @@ impl PoolRunner {
         match self {
             Self::Local(r) => r.preload().await,
             Self::Remote(_) => Ok(()),
-            Self::Supplied(r) => r.health_check().await,
+            Self::Supplied { runner, .. } => runner.health_check().await,
         }
     }
 
@@ -278,11 +295,15 @@ impl ModelPoolBuilder {
     /// The embedder's own runner for the catalog's model `model_id`, in
     /// place of the one its provider would give, under every profile.
     /// The pool's access checks, the service's APIs, limits and metrics
-    /// apply to it as to the built-in runners; its sandbox, queue and
-    /// counters are its own (the pool reports none for it), and it serves
-    /// every agent's requests alike (no tenant is passed to it). Its
-    /// stream is read in a task of its own, through a channel of bounded
-    /// size, as a remote runner's is.
+    /// apply to it as to the built-in runners, and the profile's
+    /// `max_execution_time_seconds` to each of its requests (then
+    /// `ExecutionTimeout`); its sandbox, queue and counters are its own
+    /// (the pool reports none for it: it is not in [`ModelPool::metrics`]
+    /// nor [`ModelPool::loads`]), and it serves every agent's requests
+    /// alike (no tenant is passed to it). Its stream is read in a task of
+    /// its own, through a channel of bounded size, as a remote runner's
+    /// is; a stream that ends without a result, or a runner that panics,
+    /// ends the request with `ExecutionFailed`.
     pub fn runner(mut self, model_id: impl Into<String>, runner: Arc<dyn SlmRunner>) -> Self {
         self.supplied.insert(model_id.into(), runner);
         self
@@ -448,7 +469,10 @@ impl ModelPool {
     ) -> Result<PoolRunner, SlmRunnerError> {
         let (profile_name, profile) = self.profile(profile)?;
         if let Some(r) = self.inner.supplied.get(model_id) {
-            return Ok(PoolRunner::Supplied(r.clone()));
+            return Ok(PoolRunner::Supplied {
+                runner: r.clone(),
+                time_limit: Duration::from_secs(profile.process_limits.max_execution_time_seconds),
+            });
         }
         let key = (model_id.to_string(), profile_name.clone());
         if let Some(r) = self.inner.runners.lock().await.get(&key) {

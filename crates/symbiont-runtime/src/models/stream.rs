@@ -137,32 +137,60 @@ impl Stream for RequestStream {
 /// `Arc<dyn SlmRunner>`): read in a task of its own that hands its events
 /// over a bounded channel. A reader [`REQUEST_EVENTS`] behind ends the
 /// request with [`reader_behind`]; a reader gone drops the runner's
-/// stream, which cancels its request.
+/// stream, which cancels its request. Past `time_limit` the request ends
+/// with `ExecutionTimeout`; a stream that ends without a result, or a
+/// runner that panics, with `ExecutionFailed`: the reader always hears
+/// how it ended.
 pub(crate) fn owned(
     runner: Arc<dyn SlmRunner>,
     prompt: &str,
     options: Option<ExecutionOptions>,
+    time_limit: std::time::Duration,
 ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
+    use futures::FutureExt;
     let (tx, rx) = tokio::sync::mpsc::channel(REQUEST_EVENTS + 1);
     let prompt = prompt.to_string();
     tokio::spawn(async move {
-        let mut events = runner.execute_stream(&prompt, options);
-        loop {
-            tokio::select! {
-                event = events.next() => {
-                    let Some(event) = event else { return };
-                    let last = !matches!(event, Ok(StreamEvent::Token(_)));
-                    // One place stays free for the end.
-                    if !last && tx.capacity() <= 1 {
-                        let _ = tx.try_send(Err(reader_behind()));
-                        return;
+        // What to tell the reader at the end, if the runner did not.
+        let run = async {
+            let mut events = runner.execute_stream(&prompt, options);
+            loop {
+                tokio::select! {
+                    event = events.next() => {
+                        let Some(event) = event else {
+                            return Some(SlmRunnerError::ExecutionFailed {
+                                reason: "the runner's stream ended without a result".into(),
+                            });
+                        };
+                        let last = !matches!(event, Ok(StreamEvent::Token(_)));
+                        // One place stays free for the end.
+                        if !last && tx.capacity() <= 1 {
+                            return Some(reader_behind());
+                        }
+                        if tx.try_send(event).is_err() || last {
+                            return None;
+                        }
                     }
-                    if tx.try_send(event).is_err() || last {
-                        return;
-                    }
+                    () = tx.closed() => return None,
                 }
-                () = tx.closed() => return,
             }
+        };
+        let end = match tokio::time::timeout(
+            time_limit,
+            std::panic::AssertUnwindSafe(run).catch_unwind(),
+        )
+        .await
+        {
+            Ok(Ok(end)) => end,
+            Ok(Err(_)) => Some(SlmRunnerError::ExecutionFailed {
+                reason: "the runner panicked".into(),
+            }),
+            Err(_) => Some(SlmRunnerError::ExecutionTimeout {
+                seconds: time_limit.as_secs_f64(),
+            }),
+        };
+        if let Some(e) = end {
+            let _ = tx.try_send(Err(e));
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
@@ -276,5 +304,117 @@ mod tests {
         assert!(matches!(e, SlmRunnerError::ExecutionTimeout { .. }), "{e}");
         let ok = collect(RequestStream::new(|_| async { Ok(done("x")) })).await;
         assert_eq!(ok.unwrap().response, "x");
+    }
+
+    /// A runner for `owned`: `n` pieces of text at once, then (`end`) a
+    /// result, nothing, a panic, or a wait that never ends.
+    struct Scripted {
+        n: usize,
+        end: &'static str,
+    }
+
+    #[async_trait::async_trait]
+    impl SlmRunner for Scripted {
+        async fn execute(
+            &self,
+            _prompt: &str,
+            _options: Option<ExecutionOptions>,
+        ) -> Result<ExecutionResult, SlmRunnerError> {
+            unreachable!("owned reads the stream")
+        }
+
+        fn execute_stream<'a>(
+            &'a self,
+            _prompt: &'a str,
+            _options: Option<ExecutionOptions>,
+        ) -> BoxStream<'a, Result<StreamEvent, SlmRunnerError>> {
+            let text =
+                futures::stream::iter((0..self.n).map(|_| Ok(StreamEvent::Token("x".into()))));
+            let end = self.end;
+            let end = futures::stream::once(async move {
+                match end {
+                    "result" => Some(Ok(StreamEvent::Done(Box::new(done("x"))))),
+                    "panic" => panic!("a runner that panics"),
+                    "hang" => std::future::pending().await,
+                    _ => None,
+                }
+            })
+            .filter_map(std::future::ready);
+            text.chain(end).boxed()
+        }
+
+        fn get_sandbox_profile(&self) -> &crate::config::SandboxProfile {
+            unreachable!()
+        }
+
+        fn get_resource_requirements(&self) -> &crate::config::ModelResourceRequirements {
+            unreachable!()
+        }
+
+        async fn health_check(&self) -> Result<(), SlmRunnerError> {
+            Ok(())
+        }
+
+        fn get_info(&self) -> crate::models::RunnerInfo {
+            unreachable!()
+        }
+    }
+
+    /// What the reader of `owned` gets, read only once the runner's task
+    /// is idle (paused time advances only then).
+    async fn owned_events(n: usize, end: &'static str) -> Vec<Result<StreamEvent, SlmRunnerError>> {
+        let events = owned(
+            Arc::new(Scripted { n, end }),
+            "hi",
+            None,
+            std::time::Duration::from_secs(30),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        events.collect().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_owned_stream_always_tells_how_it_ended() {
+        let all = owned_events(3, "result").await;
+        assert_eq!(all.len(), 4);
+        assert!(matches!(all[3], Ok(StreamEvent::Done(_))), "{all:?}");
+        for (end, what) in [("nothing", "ended without a result"), ("panic", "panicked")] {
+            let all = owned_events(3, end).await;
+            assert_eq!(all.len(), 4, "{end}");
+            match &all[3] {
+                Err(SlmRunnerError::ExecutionFailed { reason }) => {
+                    assert!(reason.contains(what), "{end}: {reason}")
+                }
+                other => panic!("{end}: {other:?}"),
+            }
+        }
+        // Past its time limit: stopped, and said so.
+        let all = owned_events(1, "hang").await;
+        assert!(
+            matches!(all[..], [Ok(StreamEvent::Token(_)), Err(SlmRunnerError::ExecutionTimeout { seconds })] if seconds == 30.0),
+            "{all:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_owned_stream_whose_reader_falls_behind_ends() {
+        // Read nothing while the runner makes 1,000 pieces: the reader
+        // gets the 256 that fit, then the limit.
+        let all = owned_events(1000, "result").await;
+        assert_eq!(all.len(), REQUEST_EVENTS + 1, "{:?}", all.last());
+        assert!(all[..REQUEST_EVENTS]
+            .iter()
+            .all(|e| matches!(e, Ok(StreamEvent::Token(_)))));
+        assert!(matches!(
+            all[REQUEST_EVENTS],
+            Err(SlmRunnerError::ResourceLimitExceeded {
+                limit: ResourceLimit::StreamBuffer,
+                ..
+            })
+        ));
+        // The twin: an answer that fits in the buffer arrives whole.
+        let all = owned_events(200, "result").await;
+        assert_eq!(all.len(), 201);
+        assert!(matches!(all[200], Ok(StreamEvent::Done(_))));
     }
 }
