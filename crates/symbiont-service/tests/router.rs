@@ -4,7 +4,8 @@
 //! a socket or a sleep.
 //!
 //! The fake answers by the prompt: `fail:KIND` ends with that runner
-//! error, `late:KIND` with that error after a first piece of text, `hold` waits until the test releases it (and says when it
+//! error, `late:KIND` with that error after a first piece of text,
+//! `text-then-hold` holds after a first piece of text, `hold` waits until the test releases it (and says when it
 //! started and when its stream was dropped), anything else is echoed in
 //! three pieces.
 
@@ -168,6 +169,22 @@ impl SlmRunner for Fake {
         _options: Option<ExecutionOptions>,
     ) -> BoxStream<'a, Result<StreamEvent, SlmRunnerError>> {
         let gate = self.gate.clone();
+        if prompt == "text-then-hold" {
+            // One piece now; the rest once the test lets it go.
+            let first = futures::stream::iter([Ok(StreamEvent::Token("echo".into()))]);
+            let rest = futures::stream::once(async move {
+                let mut guard = DropGuard(gate.clone(), false);
+                gate.started.notify_one();
+                gate.open.acquire().await.unwrap().forget();
+                guard.1 = true;
+                futures::stream::iter([
+                    Ok(StreamEvent::Token(" after".into())),
+                    Ok(StreamEvent::Done(Box::new(result("echo after", 2)))),
+                ])
+            })
+            .flatten();
+            return first.chain(rest).boxed();
+        }
         futures::stream::once(async move {
             if let Some(kind) = prompt.strip_prefix("fail:") {
                 return vec![Err(failure(kind))];
@@ -181,6 +198,7 @@ impl SlmRunner for Fake {
                 gate.open.acquire().await.unwrap().forget();
                 guard.1 = true;
             }
+
             let pieces = ["echo", ": ", prompt];
             let mut events: Vec<_> = pieces
                 .iter()
@@ -565,6 +583,25 @@ async fn the_three_apis_refuse_alike() {
         }
         let (got, _, _) = answer(&s, post(path, None, &body("hi"))).await;
         assert_eq!(got, 401, "{path}");
+        // A prompt past max_prompt_bytes: a 400 naming the field it came in.
+        let r = send(&s, post(path, Some(A1), &body(&"x".repeat(2000)))).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let v: serde_json::Value = serde_json::from_str(&body_of(r).await).unwrap();
+        let (field, what) = match path {
+            "/v1/execute" => ("prompt", "the prompt and its history"),
+            "/v1/messages" => ("messages", "the system text and messages"),
+            _ => ("messages", "the messages"),
+        };
+        // (Anthropic's message leads with the code in brackets.)
+        let message = v["error"]["message"].as_str().unwrap();
+        let message = message
+            .strip_prefix("[prompt_too_large] ")
+            .unwrap_or(message);
+        assert!(message.starts_with(what), "{path}: {v}");
+        if path != "/v1/messages" {
+            // (Anthropic's error shape has no `param`.)
+            assert_eq!(v["error"]["param"], field, "{path}: {v}");
+        }
     }
 }
 
@@ -685,6 +722,62 @@ async fn a_stream_ends_with_done_and_a_client_that_leaves_cancels_its_request() 
     let (status, _, body) = answer(&s, post(path, Some(A1), &chat("fake", "hi", false))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"499\""]).await, 1.0);
+    // The same once the stream has begun (its 200 sent, the request and
+    // its place moved into the body): a client that drops the body after
+    // the first text stops the request and frees the place.
+    let r = send(
+        &s,
+        post(path, Some(A1), &chat("fake", "text-then-hold", true)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.into_body();
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"echo\"") {
+        let frame = tokio::time::timeout(WITHIN, body.frame())
+            .await
+            .expect("a chunk in time")
+            .expect("more of the stream")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    tokio::time::timeout(WITHIN, gate.started.notified())
+        .await
+        .expect("the request holds after its first text");
+    drop(body);
+    tokio::time::timeout(WITHIN, gate.dropped_note.notified())
+        .await
+        .expect("the request's stream is dropped");
+    assert_eq!(gate.dropped.load(Ordering::SeqCst), 2);
+    let (status, _, body) = answer(&s, post(path, Some(A1), &chat("fake", "hi", false))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(requests(&s, &["agent=\"a1\"", "status=\"499\""]).await, 2.0);
+}
+
+#[test]
+fn a_runner_for_a_model_the_catalog_lacks_is_refused() {
+    let slm = Slm::from_toml_str(
+        "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"fake\"\nname = \"Fake\"\nprovider = { LocalFile = { file_path = \"/nonexistent/fake.gguf\" } }\ncapabilities = [\"TextGeneration\"]\n",
+    )
+    .unwrap();
+    let fake = || -> Arc<dyn SlmRunner> {
+        Arc::new(Fake {
+            profile: SandboxProfile::standard(),
+            needs: ModelResourceRequirements::default(),
+            gate: Arc::default(),
+        })
+    };
+    let catalog = || ModelCatalog::new(slm.clone()).unwrap();
+    match ModelPool::builder(catalog()).runner("nope", fake()).build() {
+        Err(SlmRunnerError::UnknownModel { model_id }) => assert_eq!(model_id, "nope"),
+        other => panic!("{other:?}"),
+    }
+    assert!(ModelPool::builder(catalog())
+        .runner("fake", fake())
+        .build()
+        .is_ok());
 }
 
 #[tokio::test]
