@@ -1139,7 +1139,7 @@ async fn a_worker_that_lies_about_its_sandbox_is_refused() {
 /// in `dir` behaves as `mode`, later ones answer honestly (`ok`).
 fn fake_worker(dir: &std::path::Path, mode: &str) -> std::path::PathBuf {
     let link = dir.join(mode);
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_symbi-slm-fake-worker"), &link).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_test-fake-worker"), &link).unwrap();
     link
 }
 

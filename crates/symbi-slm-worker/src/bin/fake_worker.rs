@@ -1,4 +1,4 @@
-//! `symbi-slm-fake-worker`: test equipment (`probe` feature). A worker
+//! `test-fake-worker`: test equipment (`probe` feature). A worker
 //! that speaks the protocol over its pipes like the real one, under the
 //! real sandbox, but loads no model and misbehaves on purpose, so that the
 //! tests can show what the supervisor does with a hostile or broken
