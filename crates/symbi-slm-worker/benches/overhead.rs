@@ -200,8 +200,15 @@ fn main() {
         wall_delta.push(runner_wall - wall);
         let tokens = m.output_tokens.unwrap_or(1).max(1) as f64;
         supervisor_cpu.push(cpu as f64 / 1e3 / tokens);
-        worker_cpu.push((worker_after.0 - worker_before.0) as f64 / 1e3 / tokens);
-        worker_preempted.push((worker_after.1 - worker_before.1) as f64 / tokens);
+        // The same worker throughout (a replaced one would make these
+        // differences meaningless).
+        assert_eq!(
+            rt.block_on(runner.worker_pid()),
+            Some(worker_pid),
+            "the worker was replaced"
+        );
+        worker_cpu.push(worker_after.0.saturating_sub(worker_before.0) as f64 / 1e3 / tokens);
+        worker_preempted.push(worker_after.1.saturating_sub(worker_before.1) as f64 / tokens);
     }
     assert_eq!(texts.0, texts.1, "both sides must generate the same text");
     println!(

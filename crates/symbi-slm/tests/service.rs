@@ -1113,8 +1113,9 @@ fn a_client_that_disconnects_frees_its_slot() {
                 got.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         }
-        // Running (a stream has its first text): the disconnect stops a
-        // request that holds a slot, wherever it is in its generation.
+        // Admitted (a stream also has its first text): the disconnect
+        // stops a request that holds a slot wherever it is, reading its
+        // prompt or generating.
         s.wait_metrics("the request to run", Duration::from_secs(120), |m| {
             metric(m, "symbi_slm_slots_busy", &[]) == 1.0
         });

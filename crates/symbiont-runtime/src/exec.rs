@@ -71,11 +71,16 @@ pub enum ExecError {
     Host(String),
 }
 
-/// Runs `program` under its profile and waits for it. Must be called
-/// from a single-threaded process (the sandbox enters namespaces there);
-/// refusals of the egress proxy and a kill at the time limit go to the
-/// log `audit` opens, when it is first needed (a log that cannot be
-/// opened is said on stderr, and the events still go to `tracing`).
+/// Runs `program` under its profile and waits for it. For a command that
+/// runs one program and exits, as `symbi-slm sandbox exec` does: the
+/// process must be single-threaded (the child enters namespaces; a
+/// threaded caller gets `ExecError::Host`), and under `Restricted` the
+/// egress proxy serves from a thread of its own until the process exits,
+/// so a second call in the same process is refused. Refusals of the
+/// egress proxy and a kill at the time limit go to the log `audit` opens,
+/// when it is first needed (a log that cannot be opened is said on
+/// stderr, and the events still go to `tracing`); its warnings go to
+/// stderr, named `symbi-slm sandbox:`.
 pub fn run(
     program: Program<'_>,
     audit: &dyn Fn() -> Result<AuditLog, String>,
