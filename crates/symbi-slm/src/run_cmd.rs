@@ -9,8 +9,8 @@ use clap::Args;
 use futures::StreamExt;
 use symbiont_runtime::config::ModelCapability;
 use symbiont_runtime::models::{
-    AgentRunner, ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ModelCatalog,
-    ModelPool, PromptMode, SlmRunnerError, StreamEvent,
+    config_for_file, AgentRunner, ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions,
+    ModelCatalog, ModelPool, PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
@@ -20,8 +20,10 @@ use crate::Failure;
 /// profile, how to sample.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model id (default: the best TextGeneration model, for --agent if given).
-    #[arg(long)]
+    /// Model id (default: the best TextGeneration model, for --agent if
+    /// given), or a GGUF file to run without a config (under the secure
+    /// profile's controls, sized to fit it).
+    #[arg(long, short = 'm')]
     model: Option<String>,
     /// Run on behalf of this agent: its allow-list is checked before
     /// anything loads.
@@ -47,8 +49,11 @@ pub struct ModelArgs {
 /// `symbi-slm run`
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The prompt; read from stdin when absent or `-`.
-    prompt: Option<String>,
+    /// `[MODEL.gguf] [PROMPT]`: a GGUF file to run without a config (as
+    /// `--model` takes it), then the prompt; the prompt is read from stdin
+    /// when absent or `-`.
+    #[arg(value_name = "ARGS", num_args = 0..=2)]
+    words: Vec<String>,
     #[command(flatten)]
     common: ModelArgs,
     /// Stop before this text (repeatable).
@@ -109,18 +114,48 @@ impl Prepared {
     }
 }
 
-/// Loads the config, picks the model and the profile, and makes the pool
-/// that checks access and runs it.
+/// Whether `word` names a model file rather than a model id or a prompt:
+/// a name ending in `.gguf` (present or not: a missing one is an error
+/// that names it), or a path to a file that exists.
+pub(crate) fn is_model_file(word: &str) -> bool {
+    word.ends_with(".gguf") || (word.contains('/') && Path::new(word).is_file())
+}
+
+/// Loads the config (or makes one for a model file), picks the model and
+/// the profile, and makes the pool that checks access and runs it.
 fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure> {
-    let source = config_source::pick(config);
-    let slm = config_source::load(&source).map_err(|e| Failure::Input(anyhow!("{source}: {e}")))?;
+    let file = args.model.as_deref().filter(|m| is_model_file(m));
+    if let (Some(file), Some(c)) = (file, config) {
+        return Err(Failure::Input(anyhow!(
+            "{file} runs without a config, and --config {} was given: name a model id of the config, or leave --config out",
+            c.display()
+        )));
+    }
+    let (source, slm, model) = match file {
+        Some(file) => {
+            // One request at a time: sized for one slot.
+            let fc = config_for_file(Path::new(file), 1).map_err(|e| Failure::Input(e.into()))?;
+            eprintln!("symbi-slm: {}", fc.summary);
+            (
+                format!("no config (model file {file})"),
+                fc.slm,
+                Some(fc.model_id),
+            )
+        }
+        None => {
+            let source = config_source::pick(config);
+            let slm = config_source::load(&source)
+                .map_err(|e| Failure::Input(anyhow!("{source}: {e}")))?;
+            (source.to_string(), slm, args.model.clone())
+        }
+    };
     if !slm.enabled {
         return Err(Failure::Input(anyhow!(
             "small language models are disabled: set `slm.enabled = true` in {source}"
         )));
     }
     let catalog = ModelCatalog::new(slm).map_err(|e| Failure::Input(e.into()))?;
-    let model_id = match &args.model {
+    let model_id = match &model {
         Some(id) => id.clone(),
         // The best TextGeneration model the agent may use; when it may use
         // none, the best overall, so that the pool's access check names
@@ -156,9 +191,30 @@ fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure>
     })
 }
 
-pub fn run(args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
+pub fn run(mut args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
+    // `run FILE.gguf [PROMPT]`: the model first, as `--model` takes it.
+    let prompt = match args.words.as_slice() {
+        [model, prompt] => {
+            if args.common.model.is_some() {
+                return Err(Failure::Input(anyhow!(
+                    "two models: `{model}` and --model; give one"
+                )));
+            }
+            args.common.model = Some(model.clone());
+            Some(prompt.clone())
+        }
+        [one] if is_model_file(one) && args.common.model.is_none() => {
+            args.common.model = Some(one.clone());
+            None
+        }
+        [prompt] => Some(prompt.clone()),
+        _ => None,
+    };
     let prep = prepare(&args.common, config)?;
-    let prompt = match args.prompt.as_deref() {
+    if prompt.is_none() && std::io::stdin().is_terminal() {
+        eprintln!("symbi-slm: reading the prompt from stdin (end it with Ctrl-D)");
+    }
+    let prompt = match prompt.as_deref() {
         Some(p) if p != "-" => p.to_string(),
         _ => {
             let mut s = String::new();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use symbiont_runtime::models::ModelPool;
+use symbiont_runtime::models::{config_for_file, defaults, ModelCatalog, ModelPool};
 use symbiont_service::Service;
 
 use crate::catalog_cmds;
@@ -21,7 +21,27 @@ pub struct ServeArgs {
     /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
     #[arg(long, value_name = "PATH")]
     worker: Option<PathBuf>,
+    /// Serve this GGUF file without a config, on loopback only: under the
+    /// secure profile's controls sized to fit it, for one agent, `local`,
+    /// whose fresh token is printed once with a curl to try (to the
+    /// terminal; otherwise into a file only this user can read).
+    #[arg(long, short = 'm', value_name = "FILE.gguf")]
+    model: Option<PathBuf>,
+    /// With --model: no token; whoever can connect to the loopback address
+    /// is the agent `local`.
+    #[arg(long, requires = "model")]
+    no_auth: bool,
 }
+
+/// A model file served without a config: its id, and the token of its
+/// agent (none with --no-auth).
+struct FileServe {
+    model_id: String,
+    token: Option<String>,
+}
+
+/// The agent a model file is served to.
+const LOCAL_AGENT: &str = "local";
 
 /// `symbi-slm agents …`
 #[derive(Debug, Subcommand)]
@@ -40,7 +60,27 @@ pub enum AgentsCmd {
 }
 
 pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
-    let (source, catalog) = catalog_cmds::catalog(config)?;
+    let (source, catalog, file) = match &args.model {
+        Some(path) => {
+            if let Some(c) = config {
+                return Err(Failure::Input(anyhow!(
+                    "--model {} serves a file without a config, and --config {} was given: leave one out",
+                    path.display(),
+                    c.display()
+                )));
+            }
+            let (catalog, file) = file_catalog(path, args.no_auth)?;
+            (
+                format!("no config (model file {})", path.display()),
+                catalog,
+                Some(file),
+            )
+        }
+        None => {
+            let (source, catalog) = catalog_cmds::catalog(config)?;
+            (source.to_string(), catalog, None)
+        }
+    };
     if !catalog.config().enabled {
         return Err(Failure::Input(anyhow!(
             "small language models are disabled: set `slm.enabled = true` in {source}"
@@ -61,6 +101,11 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             .parse()
             .map_err(|e| Failure::Input(anyhow!("slm.service.listen: {e}")))?,
     };
+    if file.is_some() && !addr.ip().is_loopback() {
+        return Err(Failure::Input(anyhow!(
+            "refusing to listen on {addr}: a model file served without a config listens on loopback only; to serve other hosts, write a config with agent tokens (`symbi-slm agents token AGENT`)"
+        )));
+    }
     service
         .check_listen(addr)
         .map_err(|e| Failure::Input(e.into()))?;
@@ -87,6 +132,10 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             service.profile()
         );
         tracing::info!(%local, "listening");
+        let token_file = match &file {
+            Some(f) => try_it(f, local)?,
+            None => None,
+        };
         let settings = service.settings();
         if settings.agent_tokens.is_empty() && settings.anonymous_agent.is_none() {
             // Loud: every request would be a 401 and nothing else says why.
@@ -95,15 +144,91 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             );
             tracing::warn!("no agent can authenticate: every request will be answered 401");
         }
-        service
+        let served = service
             .serve(listener, shutdown_signal())
             .await
-            .map_err(|e| Failure::Runtime(e.into()))
+            .map_err(|e| Failure::Runtime(e.into()));
+        if let Some(f) = token_file {
+            let _ = std::fs::remove_file(f);
+        }
+        served
     })?;
     // The runtime and with it the pool and its workers are gone here.
     drop(rt);
     eprintln!("symbi-slm serve: stopped");
     Ok(())
+}
+
+/// The catalog of a model file served without a config: the file sized
+/// for the default slots, one agent `local` with a fresh token (or, with
+/// `no_auth`, as the anonymous agent).
+fn file_catalog(path: &Path, no_auth: bool) -> Result<(ModelCatalog, FileServe), Failure> {
+    let fc = config_for_file(path, defaults::SLOTS).map_err(|e| Failure::Input(e.into()))?;
+    eprintln!("symbi-slm serve: {}", fc.summary);
+    let mut slm = fc.slm;
+    slm.model_allow_lists
+        .agent_model_maps
+        .insert(LOCAL_AGENT.into(), vec![fc.model_id.clone()]);
+    let token = if no_auth {
+        slm.service.anonymous_agent = Some(LOCAL_AGENT.into());
+        None
+    } else {
+        let (token, hash) = new_token()?;
+        slm.service.agent_tokens.insert(LOCAL_AGENT.into(), hash);
+        Some(token)
+    };
+    let catalog = ModelCatalog::new(slm).map_err(|e| Failure::Input(e.into()))?;
+    Ok((
+        catalog,
+        FileServe {
+            model_id: fc.model_id,
+            token,
+        },
+    ))
+}
+
+/// Prints a curl that works as pasted. The token goes to the terminal
+/// only: when stdout is not one (a pipe, a log), it goes into a new file
+/// only this user can read, removed when the service stops, and the curl
+/// reads it from there. Returns that file.
+fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<PathBuf>, Failure> {
+    use std::io::{IsTerminal, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let (auth, token_file) = match &file.token {
+        None => (String::new(), None),
+        Some(token) if std::io::stdout().is_terminal() => {
+            println!("symbi-slm serve: agent `{LOCAL_AGENT}`'s token (shown only now): {token}");
+            (format!(" -H 'Authorization: Bearer {token}'"), None)
+        }
+        Some(token) => {
+            let path = std::env::temp_dir().join(format!(
+                "symbi-slm-serve-{}-{}.token",
+                std::process::id(),
+                local.port()
+            ));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(token.as_bytes()).map(|()| f))
+                .map_err(|e| Failure::Runtime(anyhow!("{}: {e}", path.display())))?;
+            let _ = f.flush();
+            println!(
+                "symbi-slm serve: agent `{LOCAL_AGENT}`'s token is in {} (this user only; removed when the service stops)",
+                path.display()
+            );
+            (
+                format!(" -H \"Authorization: Bearer $(cat {})\"", path.display()),
+                Some(path),
+            )
+        }
+    };
+    println!(
+        "curl -s http://{local}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+        file.model_id
+    );
+    Ok(token_file)
 }
 
 /// SIGTERM or SIGINT.

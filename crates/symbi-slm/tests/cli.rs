@@ -681,3 +681,78 @@ fn sandbox_exec_kills_at_the_time_limit() {
         assert_eq!(e["profile"], "quick");
     }
 }
+
+/// `run FILE.gguf PROMPT` needs no config: the model runs under the secure
+/// profile sized to fit it, said on stderr. A file that is no model, a
+/// missing one, and a file with --config are refused naming what is
+/// wrong (exit 2), before anything loads.
+#[test]
+fn run_takes_a_model_file_without_a_config() {
+    let worker = worker_beside_cli();
+    let model = symbiont_runtime::config::default_model_path().unwrap();
+    let out = symbi(
+        &[
+            "run",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+            "--worker",
+            worker.to_str().unwrap(),
+            model.to_str().unwrap(),
+            "Name a fruit.",
+        ],
+        Some(std::path::Path::new("/nonexistent/ignored.toml")),
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!text(&out.stdout).trim().is_empty(), "{err}");
+    assert!(
+        err.contains("no config: profile `secure` sized to fit 1 request(s)"),
+        "{err}"
+    );
+    assert!(err.contains("generated tokens"), "{err}");
+    // The same file through --model.
+    let out = symbi(
+        &[
+            "run",
+            "-m",
+            model.to_str().unwrap(),
+            "--max-tokens",
+            "2",
+            "--worker",
+            worker.to_str().unwrap(),
+            "Hi",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.gguf");
+    std::fs::write(&notes, "not a model").unwrap();
+    for (file, why) in [
+        (notes.to_str().unwrap(), "not a model file"),
+        ("/nonexistent/absent.gguf", "absent.gguf"),
+    ] {
+        let out = symbi(&["run", "--worker", "/nonexistent", file, "Hi"], None);
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+    }
+    let out = symbi(
+        &[
+            "--config",
+            "/nonexistent/c.toml",
+            "run",
+            model.to_str().unwrap(),
+            "Hi",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("runs without a config"),
+        "{}",
+        text(&out.stderr)
+    );
+}

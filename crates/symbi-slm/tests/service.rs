@@ -1616,3 +1616,118 @@ sandbox_profile = "remote"
     );
     assert!(!seen.contains(&key), "the key leaked:\n{seen}");
 }
+
+/// `serve --model FILE` needs no config: it says how it sized the file's
+/// profile, and prints a curl that works as pasted. Here stdout is no
+/// terminal, so the token is in a file only this user can read (removed
+/// when the service stops) and the curl reads it from there; the twin:
+/// the same request without the token is a 401. Off loopback it is
+/// refused before anything starts.
+#[test]
+fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--worker"])
+        .arg(worker())
+        .arg("--model")
+        .arg(model())
+        .env_remove("SYMBI_SLM_CONFIG")
+        .env("XDG_STATE_HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+    }
+    let log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        lines[0].contains("no config (model file"),
+        "{lines:?}\n{}",
+        log()
+    );
+    assert!(
+        log().contains("no config: profile `secure` sized to fit 4 request(s)"),
+        "{}",
+        log()
+    );
+    let token_file = lines[1]
+        .split("is in ")
+        .nth(1)
+        .and_then(|r| r.split(" (this user").next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no token file in {lines:?}"));
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", token_file.display());
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(
+        !lines.iter().any(|l| l.contains(&token)),
+        "the token was printed: {lines:?}"
+    );
+    assert!(!log().contains(&token), "the token is in the log");
+    let curl = &lines[2];
+    assert!(curl.starts_with("curl "), "{lines:?}");
+    let answer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{curl} --max-time 120"))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&answer.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(
+        !v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{v}"
+    );
+    // The twin: the same request without the token.
+    let without = curl.replace(
+        &format!(
+            " -H \"Authorization: Bearer $(cat {})\"",
+            token_file.display()
+        ),
+        "",
+    );
+    assert_ne!(&without, curl, "{curl}");
+    let answer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{without} -o /dev/null -w '%{{http_code}}' --max-time 30"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer.stdout), "401");
+    nix_kill_term(child.id());
+    assert!(child.wait().unwrap().success(), "{}", log());
+    assert!(!token_file.exists(), "the token file outlived the service");
+    // Off loopback: refused, exit 2.
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "0.0.0.0:0", "--model"])
+        .arg(model())
+        .env_remove("SYMBI_SLM_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn nix_kill_term(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

@@ -2,6 +2,7 @@
 
 mod agent;
 mod catalog;
+mod file_config;
 mod local_gguf;
 mod pool;
 mod remote;
@@ -12,6 +13,7 @@ pub use agent::{AgentModels, AgentRunner};
 pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
 };
+pub use file_config::{config_for_file, FileConfig, FILE_PROFILE};
 pub(crate) use local_gguf::threads_for;
 pub use local_gguf::{
     defaults, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report, Budget, GgufError,

@@ -251,3 +251,50 @@ proptest! {
         }
     }
 }
+
+/// A model file's config: its profile is the secure one's controls with
+/// the memory that the file and its slots need, which the runner's own
+/// check then accepts; the twin: the unsized secure profile refuses the
+/// same slots.
+#[tokio::test]
+async fn a_model_file_s_config_is_sized_to_fit_it() {
+    use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile};
+    use symbiont_runtime::models::{config_for_file, LocalGgufRunner, FILE_PROFILE};
+    let model = symbiont_runtime::config::default_model_path().unwrap();
+    assert!(
+        model.is_file(),
+        "default model missing: run scripts/setup.sh"
+    );
+    let one = config_for_file(&model, 1).unwrap();
+    assert_eq!(one.slm.default_sandbox_profile, FILE_PROFILE);
+    assert_eq!(one.model_id, "SmolLM2-135M-Instruct.Q4_1");
+    let many = config_for_file(&model, 32).unwrap();
+    let sized = &many.slm.sandbox_profiles[FILE_PROFILE];
+    let secure = SandboxProfile::secure();
+    assert!(
+        sized.resources.max_memory_mb > secure.resources.max_memory_mb,
+        "{many:?}"
+    );
+    assert_eq!(sized.network, secure.network);
+    assert_eq!(sized.security, secure.security);
+    assert_eq!(sized.process_limits, secure.process_limits);
+    assert!(many.summary.contains("max_memory_mb ="), "{}", many.summary);
+    let build = |profile: SandboxProfile| {
+        LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
+            .worker_path("/nonexistent/worker")
+            .slots(32)
+            .build()
+    };
+    match build(secure).await {
+        Err(symbiont_runtime::models::SlmRunnerError::ResourceLimitExceeded { .. }) => {}
+        other => panic!("the unsized profile took 32 slots: {other:?}"),
+    }
+    match build(sized.clone()).await {
+        // It fits; only the worker is missing.
+        Err(symbiont_runtime::models::SlmRunnerError::InitializationFailed { reason }) => {
+            assert!(reason.contains("worker"), "{reason}")
+        }
+        Ok(_) => {}
+        other => panic!("the sized profile was refused: {other:?}"),
+    }
+}

@@ -356,7 +356,7 @@ const MAX_SLOTS: u32 = 256;
 /// Address space a worker with `slots` slots of `context_size` tokens
 /// needs (what the profile's `max_memory_mb` limits), MB: the mapped
 /// model and KV caches ([`model_and_caches_mb`]) + [`defaults::WORKER_OVERHEAD_MB`].
-pub(super) fn memory_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
+pub(crate) fn memory_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
     model_and_caches_mb(summary, context_size, slots) + defaults::WORKER_OVERHEAD_MB
 }
 

@@ -54,6 +54,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use budget::{Budget, HostBudget};
+pub(crate) use builder::memory_need_mb;
 pub use builder::{threads_for, LocalGgufRunnerBuilder};
 pub use gguf::{GgufError, GgufSummary};
 pub use metrics::RunnerMetrics;
