@@ -1228,8 +1228,13 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
 }
 
 fn nix_kill(pid: u32) {
+    signal(pid, "-KILL");
+}
+
+/// Sends `sig` (`-TERM`, `-KILL`) to `pid` with kill(1).
+fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args([sig, &pid.to_string()])
         .status()
         .unwrap();
     assert!(st.success());
@@ -1257,11 +1262,7 @@ fn sigterm_lets_requests_finish_then_stops_every_worker() {
         .expect("the stream's first text");
     let workers = children(s.pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
-    let st = Command::new("kill")
-        .args(["-TERM", &s.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    signal(s.pid(), "-TERM");
     // No new connection is served once the service says it stopped
     // listening.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1706,7 +1707,7 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&answer.stdout), "401");
-    nix_kill_term(child.id());
+    signal(child.id(), "-TERM");
     assert!(child.wait().unwrap().success(), "{}", log());
     assert!(!token_file.exists(), "the token file outlived the service");
     // Off loopback: refused, exit 2.
@@ -1722,12 +1723,4 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn nix_kill_term(pid: u32) {
-    let st = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
