@@ -9,6 +9,7 @@ use symbiont_runtime::config::{Model, ModelCapability, ModelProvider, SandboxPro
 use symbiont_runtime::models::ModelCatalog;
 
 use crate::config_source::{self, Source};
+use crate::output::{out, out_raw};
 use crate::Failure;
 
 /// `symbi-slm config …`
@@ -113,24 +114,24 @@ pub fn config(cmd: ConfigCmd, config: Option<&Path>) -> Result<(), Failure> {
     let ConfigCmd::Check { file } = cmd;
     let (source, c) = catalog(file.as_deref().or(config))?;
     let stats = c.get_statistics();
-    println!("config OK: {source}");
-    println!("  enabled: {}", c.config().enabled);
-    println!("  models: {}", stats.total_models);
+    out!("config OK: {source}");
+    out!("  enabled: {}", c.config().enabled);
+    out!("  models: {}", stats.total_models);
     for m in c.list_models() {
-        println!("    {} ({}, {})", m.id, m.provider.kind(), caps(m));
+        out!("    {} ({}, {})", m.id, m.provider.kind(), caps(m));
     }
-    println!("  agents with allow-lists: {}", stats.mapped_agents);
+    out!("  agents with allow-lists: {}", stats.mapped_agents);
     for (agent, ids) in &c.config().model_allow_lists.agent_model_maps {
-        println!("    {agent}: {}", ids.join(", "));
+        out!("    {agent}: {}", ids.join(", "));
     }
-    println!(
+    out!(
         "  unmapped agents may use: {}",
         match c.config().model_allow_lists.unmapped_agent_access {
             symbiont_runtime::config::UnmappedAgentAccess::Deny => "nothing",
             _ => "every global model",
         }
     );
-    println!(
+    out!(
         "  sandbox profiles: {} (default: {})",
         c.list_sandbox_profiles().join(", "),
         stats.default_sandbox_profile
@@ -161,7 +162,7 @@ fn location(m: &Model) -> String {
 
 fn json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Runtime(e.into()))?;
-    println!("{s}");
+    out!("{s}");
     Ok(())
 }
 
@@ -183,12 +184,15 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
             if as_json {
                 return json(&list);
             }
-            println!(
+            out!(
                 "{:<28} {:<30} {:<11} {:>8}  CAPABILITIES",
-                "ID", "NAME", "PROVIDER", "MIN MB"
+                "ID",
+                "NAME",
+                "PROVIDER",
+                "MIN MB"
             );
             for m in &list {
-                println!(
+                out!(
                     "{:<28} {:<30} {:<11} {:>8}  {}",
                     m.id,
                     m.name,
@@ -217,7 +221,7 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
         } => {
             match c.find_best_model_for_requirements(&capabilities, max_memory, agent.as_deref()) {
                 Some(m) => {
-                    println!("{}", m.id);
+                    out!("{}", m.id);
                     Ok(())
                 }
                 None => Err(Failure::Runtime(anyhow!(
@@ -259,12 +263,12 @@ pub fn profiles(cmd: ProfilesCmd, config: Option<&Path>) -> Result<(), Failure> 
         } else {
             ""
         };
-        println!("# effective profile `{n}`{default}");
-        print!(
+        out!("# effective profile `{n}`{default}");
+        out_raw!(
             "{}",
             toml::to_string_pretty(&outer).map_err(|e| Failure::Runtime(e.into()))?
         );
-        println!();
+        out!();
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod catalog_cmds;
 mod config_source;
+mod output;
 mod run_cmd;
 mod sandbox_cmd;
 mod serve_cmd;

@@ -250,17 +250,22 @@ pub fn run(mut args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
         while let Some(event) = stream.next().await {
             match event.map_err(classify)? {
                 StreamEvent::Token(t) if !args.json => {
-                    let _ = stdout.write_all(t.as_bytes());
-                    let _ = stdout.flush();
+                    if let Err(e) = stdout.write_all(t.as_bytes()).and_then(|()| stdout.flush()) {
+                        crate::output::gone(&e);
+                    }
                 }
                 StreamEvent::Token(_) => {}
                 StreamEvent::Done(result) => {
                     if args.json {
                         let s = serde_json::to_string_pretty(&result)
                             .map_err(|e| Failure::Runtime(e.into()))?;
-                        let _ = writeln!(stdout, "{s}");
+                        if let Err(e) = writeln!(stdout, "{s}") {
+                            crate::output::gone(&e);
+                        }
                     } else {
-                        let _ = writeln!(stdout);
+                        if let Err(e) = writeln!(stdout) {
+                            crate::output::gone(&e);
+                        }
                     }
                     eprintln!(
                         "{}",
@@ -322,11 +327,15 @@ pub fn chat(args: ChatArgs, config: Option<&Path>) -> Result<(), Failure> {
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(StreamEvent::Token(t)) => {
-                        let _ = stdout.write_all(t.as_bytes());
-                        let _ = stdout.flush();
+                        if let Err(e) = stdout.write_all(t.as_bytes()).and_then(|()| stdout.flush())
+                        {
+                            crate::output::gone(&e);
+                        }
                     }
                     Ok(StreamEvent::Done(result)) => {
-                        let _ = writeln!(stdout);
+                        if let Err(e) = writeln!(stdout) {
+                            crate::output::gone(&e);
+                        }
                         if interactive {
                             eprintln!(
                                 "{}",

@@ -11,6 +11,7 @@ use symbiont_runtime::models::sandbox_report;
 use symbiont_sandbox::{Enforcement, HostSupport};
 
 use crate::catalog_cmds::{audit_log, catalog, profile};
+use crate::output::out;
 use crate::Failure;
 
 /// `symbi-slm sandbox …`
@@ -70,12 +71,12 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
             let rows = sandbox_report(p, &host, c.config().audit_log_path.as_deref());
             if json {
                 let doc = serde_json::json!({ "profile": name, "host": host, "controls": rows });
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&doc).map_err(|e| Failure::Runtime(e.into()))?
                 );
             } else {
-                println!(
+                out!(
                     "profile `{name}` on this host (landlock ABI {}, seccomp {}, {}, user namespaces {}, cgroup v2 memory controller {})",
                     host.landlock_abi,
                     yes_no(host.seccomp),
@@ -90,9 +91,11 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                     .max()
                     .unwrap_or(0)
                     .max(10);
-                println!(
+                out!(
                     "{:<w0$}  {:<w1$}  {:<8}  MECHANISM",
-                    "CONTROL", "CONFIGURED", "ENFORCED"
+                    "CONTROL",
+                    "CONFIGURED",
+                    "ENFORCED"
                 );
                 for r in &rows {
                     let (enf, why) = match &r.enforced {
@@ -104,9 +107,13 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                     if conf.chars().count() > 24 {
                         conf = conf.chars().take(23).collect::<String>() + "…";
                     }
-                    println!(
+                    out!(
                         "{:<w0$}  {:<w1$}  {:<8}  {}{}",
-                        r.control, conf, enf, r.mechanism, why
+                        r.control,
+                        conf,
+                        enf,
+                        r.mechanism,
+                        why
                     );
                 }
             }

@@ -10,6 +10,7 @@ use symbiont_runtime::models::{config_for_file, defaults, ModelCatalog, ModelPoo
 use symbiont_service::Service;
 
 use crate::catalog_cmds;
+use crate::output::out;
 use crate::Failure;
 
 /// `symbi-slm serve`
@@ -127,7 +128,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             .map_err(|e| Failure::Runtime(anyhow!("loading the pinned models: {e}")))?;
         // One line on stdout once the socket is bound (scripts and tests
         // wait for it); the rest goes to the log on stderr.
-        println!(
+        out!(
             "symbi-slm serve: listening on http://{local} ({source}, profile {})",
             service.profile()
         );
@@ -197,7 +198,7 @@ fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<PathBuf>, Failur
     let (auth, token_file) = match &file.token {
         None => (String::new(), None),
         Some(token) if std::io::stdout().is_terminal() => {
-            println!("symbi-slm serve: agent `{LOCAL_AGENT}`'s token (shown only now): {token}");
+            out!("symbi-slm serve: agent `{LOCAL_AGENT}`'s token (shown only now): {token}");
             (format!(" -H 'Authorization: Bearer {token}'"), None)
         }
         Some(token) => {
@@ -214,7 +215,7 @@ fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<PathBuf>, Failur
                 .and_then(|mut f| f.write_all(token.as_bytes()).map(|()| f))
                 .map_err(|e| Failure::Runtime(anyhow!("{}: {e}", path.display())))?;
             let _ = f.flush();
-            println!(
+            out!(
                 "symbi-slm serve: agent `{LOCAL_AGENT}`'s token is in {} (this user only; removed when the service stops)",
                 path.display()
             );
@@ -224,7 +225,7 @@ fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<PathBuf>, Failur
             )
         }
     };
-    println!(
+    out!(
         "curl -s http://{local}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
         file.model_id
     );
@@ -264,8 +265,8 @@ pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
         AgentsCmd::Token { agent } => agent,
         AgentsCmd::MetricsToken => {
             let (token, hash) = new_token()?;
-            println!("{token}");
-            println!("metrics_token = \"{hash}\"");
+            out!("{token}");
+            out!("metrics_token = \"{hash}\"");
             eprintln!("The first line is the scraper's token: it is shown only now; give it to Prometheus (authorization: {{ credentials_file: … }}).");
             eprintln!("Add the second line under [slm.service] in the config.");
             return Ok(());
@@ -281,8 +282,8 @@ pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
         )));
     }
     let (token, hash) = new_token()?;
-    println!("{token}");
-    println!("\"{agent}\" = \"{hash}\"");
+    out!("{token}");
+    out!("\"{agent}\" = \"{hash}\"");
     eprintln!(
         "The first line is {agent}'s token: it is shown only now; give it to the agent as its API key (Authorization: Bearer …)."
     );

@@ -756,3 +756,33 @@ fn run_takes_a_model_file_without_a_config() {
         text(&out.stderr)
     );
 }
+
+/// A reader that closes the pipe early (`symbi-slm … | head -1`) ends the
+/// command quietly with exit 0, not a panic (101): the write end of a
+/// pipe whose read end is already closed fails every write. The twin: the
+/// same commands into an open pipe print and exit 0.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    for args in [
+        &["profiles", "show", "secure"][..],
+        &["models", "list"],
+        &["config", "check"],
+        &["agents", "token", "somebody"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+            .args(args)
+            .env_remove("SYMBI_SLM_CONFIG")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let open = symbi(args, None);
+        assert!(open.status.success(), "{args:?}: {}", text(&open.stderr));
+        assert!(!open.stdout.is_empty(), "{args:?}");
+    }
+}
