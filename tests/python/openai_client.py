@@ -103,6 +103,20 @@ def models_list():
     assert ids == ["smollm2", "other"], ids
 
 
+def models_retrieve():
+    m = client(A1).models.retrieve("smollm2")
+    assert m.id == "smollm2" and m.object == "model", m
+    # A model the agent may not use is not told apart from one that is
+    # not there.
+    for ghost in ["other", "ghost"]:
+        try:
+            client(A1).models.retrieve(ghost)
+        except openai.NotFoundError:
+            pass
+        else:
+            raise AssertionError(f"retrieve({ghost!r}) did not fail")
+
+
 def embeddings():
     import math
 
@@ -186,6 +200,7 @@ if __name__ == "__main__":
         ("stream_with_usage", stream_with_usage),
         ("completions", completions),
         ("models_list", models_list),
+        ("models_retrieve", models_retrieve),
         ("embeddings", embeddings),
         ("errors", errors),
     ]:

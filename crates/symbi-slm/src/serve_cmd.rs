@@ -16,9 +16,10 @@ use crate::Failure;
 /// `symbi-slm serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (default: slm.service.listen, 127.0.0.1:8080).
+    /// Address to listen on, HOST:PORT (a name such as localhost is
+    /// looked up; default: slm.service.listen, 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
     #[arg(long, value_name = "PATH")]
     worker: Option<PathBuf>,
@@ -94,12 +95,9 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
     }
     let pool = pool.build().map_err(|e| Failure::Input(e.into()))?;
     let service = Service::new(pool);
-    let addr = match args.listen {
-        Some(a) => a,
-        None => service
-            .settings()
-            .listen
-            .parse()
+    let addr = match &args.listen {
+        Some(a) => listen_address(a).map_err(|e| Failure::Input(anyhow!("--listen {a}: {e}")))?,
+        None => listen_address(&service.settings().listen)
             .map_err(|e| Failure::Input(anyhow!("slm.service.listen: {e}")))?,
     };
     if file.is_some() && !addr.ip().is_loopback() {
@@ -230,6 +228,25 @@ fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<PathBuf>, Failur
         file.model_id
     );
     Ok(token_file)
+}
+
+/// `HOST:PORT` as an address to bind: an IP address as it is, a name
+/// looked up (its first IPv4 address, else its first: `localhost` is
+/// 127.0.0.1).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    let all: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("not HOST:PORT, or the name does not resolve ({e})"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| "the name resolves to no address".to_string())
 }
 
 /// SIGTERM or SIGINT.

@@ -981,7 +981,7 @@ fn conformance(script: &str, least: usize) {
 fn the_openai_python_client_works_against_the_service() {
     let _g = serial();
     let s = Server::start("max_concurrent_per_agent = 2");
-    python_client(&s, "openai_client.py", 6);
+    python_client(&s, "openai_client.py", 7);
 }
 
 #[test]
@@ -1631,7 +1631,7 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--worker"])
+        .args(["serve", "--listen", "localhost:0", "--worker"])
         .arg(worker())
         .arg("--model")
         .arg(model())
@@ -1654,6 +1654,8 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         "{lines:?}\n{}",
         log()
     );
+    // `localhost` was looked up: the IPv4 loopback.
+    assert!(lines[0].contains("http://127.0.0.1:"), "{lines:?}");
     assert!(
         log().contains("no config: profile `secure` sized to fit 4 request(s)"),
         "{}",
@@ -1707,6 +1709,32 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&answer.stdout), "401");
+    // One log line per request at the default level, with its id, who,
+    // what and how it went; never the token or the prompt.
+    let request_id = v["id"].as_str().unwrap();
+    let line = log()
+        .lines()
+        .find(|l| l.contains(request_id))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no line for {request_id}:\n{}", log()));
+    for field in [
+        "agent=local",
+        "status=200",
+        "tokens_in=",
+        "tokens_out=",
+        "first_token_ms=",
+        "total_ms=",
+    ] {
+        assert!(line.contains(field), "{field}: {line}");
+    }
+    assert!(
+        log()
+            .lines()
+            .any(|l| l.contains("request_id=") && l.contains("status=401")),
+        "no line for the 401:\n{}",
+        log()
+    );
+    assert!(!log().contains("Hello!"), "the prompt is in the log");
     signal(child.id(), "-TERM");
     assert!(child.wait().unwrap().success(), "{}", log());
     assert!(!token_file.exists(), "the token file outlived the service");

@@ -165,6 +165,7 @@ impl Service {
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/v1/completions", post(openai::completions))
             .route("/v1/models", get(openai::models))
+            .route("/v1/models/{*model}", get(openai::model))
             .route("/v1/embeddings", post(openai::embeddings))
             .route("/v1/messages", post(anthropic::messages))
             .route("/v1/execute", post(native::execute))
@@ -300,6 +301,7 @@ impl Service {
             model: None,
             endpoint,
             status: None,
+            done: None,
             armed: true,
             metrics: self.clone(),
         }
@@ -319,6 +321,8 @@ pub(crate) struct Call {
     model: Option<String>,
     endpoint: &'static str,
     status: Option<u16>,
+    /// What the model did, when it did: tokens in and out, first token.
+    done: Option<(u32, u32, Option<f64>)>,
     armed: bool,
     metrics: Service,
 }
@@ -370,6 +374,11 @@ impl Call {
 
     fn completed_metadata(&mut self, service: &Service, m: &ExecutionMetadata) {
         self.status = Some(200);
+        self.done = Some((
+            m.input_tokens.unwrap_or(0),
+            m.output_tokens.unwrap_or(0),
+            m.time_to_first_token_ms,
+        ));
         let model = self.model.as_deref().unwrap_or("-");
         service.shared.metrics.completed(
             &self.agent,
@@ -381,7 +390,12 @@ impl Call {
 
     /// The response; its status is what the metrics count.
     fn respond(&mut self, result: Result<Response, ApiError>) -> Response {
-        let response = result.unwrap_or_else(|e| e.into_response());
+        let mut response = result.unwrap_or_else(|e| e.into_response());
+        // Every answer names its request: the id in the log line, the
+        // audit events and the body.
+        if let Ok(v) = axum::http::HeaderValue::from_str(&self.id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
         // A stream's outcome is counted when the stream ends.
         if self.armed {
             self.status = Some(response.status().as_u16());
@@ -438,6 +452,7 @@ impl Call {
             model: self.model.clone(),
             endpoint: self.endpoint,
             status: None,
+            done: None,
             armed: true,
             metrics: self.metrics.clone(),
         }
@@ -454,11 +469,29 @@ impl Drop for Call {
         } else {
             self.agent.clone()
         };
+        let model = self.model.clone().unwrap_or_else(|| "-".into());
+        let status = self.status.unwrap_or(499);
+        // One line per request, at the default level: an operator's view
+        // of who asked for what and how it went (no prompt, no token).
+        let (tokens_in, tokens_out, ttft) = self.done.unwrap_or((0, 0, None));
+        tracing::info!(
+            target: "symbi_slm_request",
+            request_id = %self.id,
+            %agent,
+            %model,
+            endpoint = self.endpoint,
+            status,
+            tokens_in,
+            tokens_out,
+            first_token_ms = ttft.map(|t| (t * 10.0).round() / 10.0),
+            total_ms = (self.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            "request"
+        );
         self.metrics.shared.metrics.request(RequestLabels {
             agent,
-            model: self.model.clone().unwrap_or_else(|| "-".into()),
+            model,
             endpoint: self.endpoint.into(),
-            status: self.status.unwrap_or(499).to_string(),
+            status: status.to_string(),
         });
     }
 }

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         crate::openai::chat_completions,
         crate::openai::completions,
         crate::openai::models,
+        crate::openai::model,
         crate::openai::embeddings,
         crate::anthropic::messages,
         crate::native::execute,

@@ -529,9 +529,14 @@ async fn every_refusal_has_its_status_code_and_name() {
     .await;
     assert_eq!(retry.as_deref(), Some("7"));
     *by_status.entry(429).or_default() += 1.0;
-    // The allowed twin: the same agent, model and route answer.
-    let (got, _, body) = answer(&s, post(chat_path, Some(A1), &chat("fake", "hi", false))).await;
+    // The allowed twin: the same agent, model and route answer, with the
+    // request's id in `x-request-id` as in the body.
+    let r = send(&s, post(chat_path, Some(A1), &chat("fake", "hi", false))).await;
+    let got = r.status().as_u16();
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: serde_json::Value = serde_json::from_str(&body_of(r).await).unwrap();
     assert_eq!(got, 200, "{body}");
+    assert_eq!(body["id"], request_id.as_str());
     assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
     assert_eq!(body["usage"]["completion_tokens"], 3);
     *by_status.entry(200).or_default() += 1.0;
@@ -808,6 +813,22 @@ async fn health_ready_and_models_answer_without_a_worker() {
     assert_eq!(ids, ["fake"]);
     let (_, _, body) = answer(&s, get("/v1/models", Some(A2))).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    // One model: the agent's own; another's is not told apart from none.
+    let (status, _, body) = answer(&s, get("/v1/models/fake", Some(A1))).await;
+    assert_eq!((status, body["id"].as_str()), (200, Some("fake")), "{body}");
+    for ghost in ["other", "ghost", "org/ghost"] {
+        let r = send(&s, get(&format!("/v1/models/{ghost}"), Some(A1))).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{ghost}");
+        assert!(r.headers().contains_key("x-request-id"), "{ghost}");
+        let v: serde_json::Value = serde_json::from_str(&body_of(r).await).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found", "{ghost}: {v}");
+    }
+    let (status, _, body) = answer(&s, get("/v1/models/other", Some(A2))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        send(&s, get("/v1/models/fake", None)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // The metrics need the scraper's token, not an agent's.
     assert_eq!(
         send(&s, get("/metrics", Some(A1))).await.status(),

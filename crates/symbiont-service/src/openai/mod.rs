@@ -237,6 +237,18 @@ pub async fn completions(
     call.respond(result)
 }
 
+/// A model as `/v1/models` lists it.
+fn model_object(service: &Service, m: &symbiont_runtime::config::Model) -> ModelObject {
+    ModelObject {
+        id: m.id.clone(),
+        object: "model".into(),
+        created: service.started(),
+        owned_by: "symbiont".into(),
+        name: m.name.clone(),
+        capabilities: m.capabilities.iter().map(|c| format!("{c:?}")).collect(),
+    }
+}
+
 /// The models the calling agent may use.
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
     responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
@@ -249,20 +261,44 @@ pub async fn models(State(service): State<Service>, headers: HeaderMap) -> Respo
             .catalog()
             .get_models_for_agent(&call.agent)
             .into_iter()
-            .map(|m| ModelObject {
-                id: m.id.clone(),
-                object: "model".into(),
-                created: service.started(),
-                owned_by: "symbiont".into(),
-                name: m.name.clone(),
-                capabilities: m.capabilities.iter().map(|c| format!("{c:?}")).collect(),
-            })
+            .map(|m| model_object(&service, m))
             .collect();
         Json(ModelList {
             object: "list".into(),
             data,
         })
         .into_response()
+    });
+    call.respond(result)
+}
+
+/// One model the calling agent may use (`404` for any other: a model the
+/// agent may not use is not told apart from one that does not exist).
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    params(("model" = String, Path, description = "The model's id")),
+    responses((status = 200, body = ModelObject), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn model(
+    State(service): State<Service>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut call = service.call("/v1/models/{model}");
+    let result = call.authenticate(&service, &headers).and_then(|()| {
+        service
+            .pool()
+            .catalog()
+            .get_models_for_agent(&call.agent)
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| Json(model_object(&service, m)).into_response())
+            .ok_or_else(|| {
+                ApiError::from_runner(
+                    symbiont_runtime::models::SlmRunnerError::UnknownModel { model_id: id },
+                    &call.id,
+                )
+            })
     });
     call.respond(result)
 }
