@@ -119,11 +119,21 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
         let local = listener
             .local_addr()
             .map_err(|e| Failure::Runtime(e.into()))?;
-        service
-            .pool()
-            .preload_pinned()
-            .await
-            .map_err(|e| Failure::Runtime(anyhow!("loading the pinned models: {e}")))?;
+        // Pinned models load now, under the profile the service runs
+        // them with (its requests' workers, not the default profile's);
+        // one that cannot load stops the start, naming it.
+        let profile = service.profile().to_string();
+        for id in &service.pool().catalog().config().pool.pinned_models {
+            let loaded = match service.pool().runner(id, Some(&profile)).await {
+                Ok(runner) => runner.preload().await,
+                Err(e) => Err(e),
+            };
+            loaded.map_err(|e| {
+                Failure::Runtime(anyhow!(
+                    "pinned model `{id}` (slm.pool.pinned_models) cannot load under the service's profile `{profile}`: {e}"
+                ))
+            })?;
+        }
         // One line on stdout once the socket is bound (scripts and tests
         // wait for it); the rest goes to the log on stderr.
         out!(

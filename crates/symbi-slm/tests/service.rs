@@ -1752,3 +1752,67 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Pinned models load before the service listens, under the profile the
+/// service runs them with (here `standard`, not the default `secure`), so
+/// that requests find their worker loaded; a pinned model that cannot
+/// load under it stops the start at once, naming the model, the key and
+/// the profile.
+#[test]
+fn pinned_models_load_under_the_service_s_profile() {
+    let _g = serial();
+    let s = Server::start("[slm.pool]\npinned_models = [\"smollm2\"]");
+    let m = s.metrics();
+    let loaded = |profile: &str| {
+        metric(
+            &m,
+            "symbi_slm_workers_loaded",
+            &[r#"model="smollm2""#, &format!(r#"profile="{profile}""#)],
+        )
+    };
+    assert_eq!(loaded("standard"), 1.0, "{m}");
+    assert_eq!(loaded("secure"), 0.0, "{m}");
+    // A request finds it loaded: no second load.
+    s.warm();
+    let m = s.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "symbi_slm_worker_loads_total",
+            &[r#"model="smollm2""#, r#"profile="standard""#]
+        ),
+        1.0,
+        "{m}"
+    );
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"smollm2\"\nname = \"SmolLM2\"\nprovider = {{ LocalFile = {{ file_path = \"{}\" }} }}\ncapabilities = [\"TextGeneration\"]\n[slm.pool]\npinned_models = [\"smollm2\"]\n[slm.sandbox_profiles.standard.resources]\nmax_memory_mb = 96\n[slm.service]\nsandbox_profile = \"standard\"\nanonymous_agent = \"dev\"\n",
+            model().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--worker"])
+        .arg(worker())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pinned model `smollm2` (slm.pool.pinned_models) cannot load under the service's profile `standard`")
+            && err.contains("max_memory_mb"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "it listened: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

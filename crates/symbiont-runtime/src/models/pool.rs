@@ -579,7 +579,9 @@ impl ModelPool {
         }
     }
 
-    /// Loads every pinned model (under the default profile) now.
+    /// Loads every pinned model under the default profile now (`serve`
+    /// loads them under the service's profile instead, through
+    /// [`ModelPool::runner`]).
     pub async fn preload_pinned(&self) -> Result<(), SlmRunnerError> {
         for id in &self.inner.catalog.config().pool.pinned_models {
             self.runner(id, None).await?.preload().await?;
