@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use clap::Subcommand;
 use symbiont_runtime::audit::AuditLog;
-use symbiont_runtime::config::{Model, ModelCapability, ModelProvider, SandboxProfile};
+use symbiont_runtime::config::{
+    Model, ModelCapability, ModelProvider, SandboxProfile, UnmappedAgentAccess,
+};
 use symbiont_runtime::models::ModelCatalog;
 
 use crate::config_source::{self, Source};
@@ -174,6 +176,18 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
             capability,
             json: as_json,
         } => {
+            let lists = &c.config().model_allow_lists;
+            if let Some(a) = agent.as_deref().filter(|a| {
+                !lists.agent_model_maps.contains_key(*a)
+                    && lists.unmapped_agent_access == UnmappedAgentAccess::Deny
+            }) {
+                // Most likely a typo: say so rather than list nothing.
+                let known: Vec<&str> = lists.agent_model_maps.keys().map(String::as_str).collect();
+                return Err(Failure::Input(anyhow!(
+                    "agent `{a}` has no entry in slm.model_allow_lists.agent_model_maps and unmapped_agent_access is \"deny\": it may use no model (agents with an entry: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
             let mut list: Vec<&Model> = match &agent {
                 Some(a) => c.get_models_for_agent(a),
                 None => c.list_models().iter().collect(),

@@ -106,6 +106,12 @@ fn models_filters_select_and_show() {
     let out = symbi(&["models", "list", "--agent", "writer"], g);
     let s = text(&out.stdout);
     assert!(s.contains("tiny") && !s.contains("coder"), "{s}");
+    // An agent the allow-lists do not know (a typo, most likely) is an
+    // error that names the known ones, not an empty list.
+    let out = symbi(&["models", "list", "--agent", "wirter"], g);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("`wirter`") && err.contains("writer"), "{err}");
     let out = symbi(&["models", "list", "--capability", "CodeGeneration"], g);
     let s = text(&out.stdout);
     assert!(s.contains("coder") && !s.contains("tiny"), "{s}");
