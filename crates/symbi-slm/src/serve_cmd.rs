@@ -259,21 +259,29 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the name resolves to no address".to_string())
 }
 
-/// SIGTERM or SIGINT.
+/// SIGTERM or SIGINT. SIGHUP (which would end the process by default)
+/// is said and otherwise ignored: reloading the config on it is not
+/// built yet, and a service must not die of it.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!(
-            "cannot install the SIGTERM/SIGINT handlers; stop the service with SIGKILL"
+            "cannot install the SIGTERM/SIGINT/SIGHUP handlers; stop the service with SIGKILL"
         );
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); break }
+            _ = int.recv() => { tracing::info!("SIGINT"); break }
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: reloading the config is not supported yet; the service goes on with the config it started with (restart it to apply a change)"
+            ),
+        }
     }
     // A second signal does not wait for the grace: the process exits now,
     // and its workers with it (their parent-death signal).

@@ -1816,3 +1816,23 @@ fn pinned_models_load_under_the_service_s_profile() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// SIGHUP does not end the service (by default it would, exit 129): it
+/// says that reloading is not supported yet and goes on serving.
+#[test]
+fn sighup_is_said_and_the_service_goes_on() {
+    let _g = serial();
+    let s = Server::start("");
+    signal(s.pid(), "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s
+        .log()
+        .contains("SIGHUP: reloading the config is not supported yet")
+    {
+        assert!(Instant::now() < deadline, "no SIGHUP line in:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, _) = s.curl("GET", "/health", None, None);
+    assert_eq!(code, 200);
+    s.warm();
+}
