@@ -124,12 +124,31 @@ pub(crate) fn is_model_file(word: &str) -> bool {
 /// Loads the config (or makes one for a model file), picks the model and
 /// the profile, and makes the pool that checks access and runs it.
 fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure> {
-    let file = args.model.as_deref().filter(|m| is_model_file(m));
-    if let (Some(file), Some(c)) = (file, config) {
-        return Err(Failure::Input(anyhow!(
-            "{file} runs without a config, and --config {} was given: name a model id of the config, or leave --config out",
-            c.display()
-        )));
+    let mut file = args.model.as_deref().filter(|m| is_model_file(m));
+    if let Some(f) = file {
+        // A config that names a model so (ids may end in `.gguf`) keeps it.
+        let source = config_source::pick(config);
+        let configured = !matches!(source, config_source::Source::Builtin)
+            && config_source::load(&source).is_ok_and(|slm| {
+                slm.model_allow_lists
+                    .global_models
+                    .iter()
+                    .any(|m| m.id == f)
+            });
+        if configured {
+            file = None;
+        } else if let Some(c) = config {
+            return Err(Failure::Input(anyhow!(
+                "{f} runs without a config, and --config {} was given: name a model id of the config, or leave --config out",
+                c.display()
+            )));
+        } else if let config_source::Source::Env(p) = &source {
+            eprintln!(
+                "symbi-slm: {f} is no model of {} (${}): running the file without a config",
+                p.display(),
+                config_source::CONFIG_ENV
+            );
+        }
     }
     let (source, slm, model) = match file {
         Some(file) => {

@@ -136,12 +136,12 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
         }
         // One line on stdout once the socket is bound (scripts and tests
         // wait for it); the rest goes to the log on stderr.
-        out!(
+        say(&format!(
             "symbi-slm serve: listening on http://{local} ({source}, profile {})",
             service.profile()
-        );
+        ));
         tracing::info!(%local, "listening");
-        let token_file = match &file {
+        let token_dir = match &file {
             Some(f) => try_it(f, local)?,
             None => None,
         };
@@ -157,9 +157,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             .serve(listener, shutdown_signal())
             .await
             .map_err(|e| Failure::Runtime(e.into()));
-        if let Some(f) = token_file {
-            let _ = std::fs::remove_file(f);
-        }
+        drop(token_dir);
         served
     })?;
     // The runtime and with it the pool and its workers are gone here.
@@ -196,48 +194,88 @@ fn file_catalog(path: &Path, no_auth: bool) -> Result<(ModelCatalog, FileServe),
     ))
 }
 
-/// Prints a curl that works as pasted. The token goes to the terminal
-/// only: when stdout is not one (a pipe, a log), it goes into a new file
-/// only this user can read, removed when the service stops, and the curl
-/// reads it from there. Returns that file.
-fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<PathBuf>, Failure> {
+/// Where the token's header file lives while the service runs: a private
+/// directory (0700, a random name) in `$XDG_RUNTIME_DIR`, else the temp
+/// directory; removed when the service stops (dropped), or by the second
+/// signal's exit, which skips the drop.
+static TOKEN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Prints a curl that works as pasted. The token never goes on a command
+/// line (where `ps` would show it): it is written, as the header line
+/// `Authorization: Bearer …`, into a file only this user can read, which
+/// the curl sends with `-H @FILE`. On a terminal the token itself is also
+/// shown once, for other clients. Returns the directory that holds the
+/// file.
+fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<tempfile::TempDir>, Failure> {
     use std::io::{IsTerminal, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let (auth, token_file) = match &file.token {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let (auth, dir) = match &file.token {
         None => (String::new(), None),
-        Some(token) if std::io::stdout().is_terminal() => {
-            out!("symbi-slm serve: agent `{LOCAL_AGENT}`'s token (shown only now): {token}");
-            (format!(" -H 'Authorization: Bearer {token}'"), None)
-        }
         Some(token) => {
-            let path = std::env::temp_dir().join(format!(
-                "symbi-slm-serve-{}-{}.token",
-                std::process::id(),
-                local.port()
-            ));
-            let mut f = std::fs::OpenOptions::new()
+            let base = std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .filter(|d| d.is_dir())
+                .unwrap_or_else(std::env::temp_dir);
+            let dir = tempfile::Builder::new()
+                .prefix("symbi-slm-serve-")
+                .tempdir_in(&base)
+                .map_err(|e| {
+                    Failure::Runtime(anyhow!("a private directory in {}: {e}", base.display()))
+                })?;
+            // Only this user may list it (its file is 0600 as well).
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Failure::Runtime(anyhow!("{}: {e}", dir.path().display())))?;
+            let path = dir.path().join("authorization");
+            std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .and_then(|mut f| f.write_all(token.as_bytes()).map(|()| f))
+                .and_then(|mut f| writeln!(f, "Authorization: Bearer {token}"))
                 .map_err(|e| Failure::Runtime(anyhow!("{}: {e}", path.display())))?;
-            let _ = f.flush();
-            out!(
-                "symbi-slm serve: agent `{LOCAL_AGENT}`'s token is in {} (this user only; removed when the service stops)",
+            let _ = TOKEN_DIR.set(dir.path().to_path_buf());
+            if std::io::stdout().is_terminal() {
+                say(&format!(
+                    "symbi-slm serve: agent `{LOCAL_AGENT}`'s token (shown only now): {token}"
+                ));
+            }
+            say(&format!(
+                "symbi-slm serve: agent `{LOCAL_AGENT}`'s token is in {} as a header line (this user only; removed when the service stops)",
                 path.display()
-            );
+            ));
             (
-                format!(" -H \"Authorization: Bearer $(cat {})\"", path.display()),
-                Some(path),
+                format!(" -H @{}", shell_quote(&path.display().to_string())),
+                Some(dir),
             )
         }
     };
-    out!(
+    say(&format!(
         "curl -s http://{local}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
         file.model_id
-    );
-    Ok(token_file)
+    ));
+    Ok(dir)
+}
+
+/// A line on stdout for whoever started the service. A reader that went
+/// away (`serve … | head -1`) must not stop the service: the error is
+/// ignored.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// `text` as one shell word: bare when it holds only safe characters,
+/// else in single quotes.
+fn shell_quote(text: &str) -> String {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// `HOST:PORT` as an address to bind: an IP address as it is, a name
@@ -291,6 +329,10 @@ async fn shutdown_signal() {
             _ = int.recv() => {}
         }
         eprintln!("symbi-slm serve: second signal, stopping now");
+        // The exit skips the drops: the token's directory goes here.
+        if let Some(dir) = TOKEN_DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         std::process::exit(1);
     });
 }

@@ -1618,36 +1618,52 @@ sandbox_profile = "remote"
     assert!(!seen.contains(&key), "the key leaked:\n{seen}");
 }
 
-/// `serve --model FILE` needs no config: it says how it sized the file's
-/// profile, and prints a curl that works as pasted. Here stdout is no
-/// terminal, so the token is in a file only this user can read (removed
-/// when the service stops) and the curl reads it from there; the twin:
-/// the same request without the token is a 401. Off loopback it is
-/// refused before anything starts.
-#[test]
-fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
-    use std::os::unix::fs::PermissionsExt;
-    let _g = serial();
+/// `serve --model FILE` with `args`, its stdout's first `n` lines, and
+/// its log.
+fn serve_file(args: &[&str], n: usize) -> (Child, Vec<String>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "localhost:0", "--worker"])
+        .args(["serve", "--worker"])
         .arg(worker())
         .arg("--model")
         .arg(model())
+        .args(args)
         .env_remove("SYMBI_SLM_CONFIG")
         .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut lines = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let mut l = String::new();
         out.read_line(&mut l).unwrap();
         lines.push(l.trim_end().to_string());
     }
+    (child, lines, dir)
+}
+
+/// Runs a shell command line (a curl as printed) and returns its stdout.
+fn sh(line: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(line).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `serve --model FILE` needs no config: it says how it sized the file's
+/// profile, and prints a curl that works as pasted. The token never goes
+/// on a command line: it is in a header file only this user can read
+/// (removed when the service stops), which the curl sends with `-H @FILE`;
+/// the twin: the same request without it is a 401. Every request has its
+/// log line, and neither the token nor the prompt is in the log. Off
+/// loopback it is refused before anything starts.
+#[test]
+fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let (mut child, lines, dir) = serve_file(&["--listen", "localhost:0"], 3);
     let log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(
         lines[0].contains("no config (model file"),
@@ -1661,28 +1677,34 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         "{}",
         log()
     );
-    let token_file = lines[1]
+    let header_file = lines[1]
         .split("is in ")
         .nth(1)
-        .and_then(|r| r.split(" (this user").next())
+        .and_then(|r| r.split(" as a header line").next())
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no token file in {lines:?}"));
-    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "{}", token_file.display());
-    let token = std::fs::read_to_string(&token_file).unwrap();
-    assert!(
-        !lines.iter().any(|l| l.contains(&token)),
-        "the token was printed: {lines:?}"
-    );
-    assert!(!log().contains(&token), "the token is in the log");
+    let mode = std::fs::metadata(&header_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", header_file.display());
+    let private = header_file.parent().unwrap();
+    let mode = std::fs::metadata(private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+    let header = std::fs::read_to_string(&header_file).unwrap();
+    let token = header
+        .trim_end()
+        .strip_prefix("Authorization: Bearer ")
+        .unwrap_or_else(|| panic!("{header}"))
+        .to_string();
+    assert!(token.starts_with("symbi_"), "{header}");
     let curl = &lines[2];
     assert!(curl.starts_with("curl "), "{lines:?}");
-    let answer = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{curl} --max-time 120"))
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        !curl.contains(&token),
+        "the token is on the command line: {curl}"
+    );
+    let body = sh(&format!("{curl} --max-time 120"));
     let v: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert!(
@@ -1692,25 +1714,17 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
             .is_empty(),
         "{v}"
     );
-    // The twin: the same request without the token.
-    let without = curl.replace(
-        &format!(
-            " -H \"Authorization: Bearer $(cat {})\"",
-            token_file.display()
-        ),
-        "",
-    );
+    // The twin: the same request without the header file.
+    let without = curl.replace(&format!(" -H @{}", header_file.display()), "");
     assert_ne!(&without, curl, "{curl}");
-    let answer = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
+    assert_eq!(
+        sh(&format!(
             "{without} -o /dev/null -w '%{{http_code}}' --max-time 30"
-        ))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&answer.stdout), "401");
+        )),
+        "401"
+    );
     // One log line per request at the default level, with its id, who,
-    // what and how it went; never the token or the prompt.
+    // what and how it went.
     let request_id = v["id"].as_str().unwrap();
     let line = log()
         .lines()
@@ -1735,14 +1749,20 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         log()
     );
     assert!(!log().contains("Hello!"), "the prompt is in the log");
+    assert!(!log().contains(&token), "the token is in the log");
+    assert!(!lines.iter().any(|l| l.contains(&token)), "{lines:?}");
     signal(child.id(), "-TERM");
     assert!(child.wait().unwrap().success(), "{}", log());
-    assert!(!token_file.exists(), "the token file outlived the service");
+    assert!(
+        !private.exists(),
+        "the token's directory outlived the service"
+    );
     // Off loopback: refused, exit 2.
     let out = Command::new(bin())
         .args(["serve", "--listen", "0.0.0.0:0", "--model"])
         .arg(model())
         .env_remove("SYMBI_SLM_CONFIG")
+        .env("XDG_STATE_HOME", dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -1751,6 +1771,32 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `serve --model FILE --no-auth`: no token, the curl works as it is; but
+/// only for requests to a loopback name: a page whose name was made to
+/// point here (DNS rebinding) sends its own `Host` and is refused.
+#[test]
+fn no_auth_answers_only_requests_to_a_loopback_name() {
+    let _g = serial();
+    let (mut child, lines, _dir) = serve_file(&["--listen", "127.0.0.1:0", "--no-auth"], 2);
+    let curl = &lines[1];
+    assert!(
+        curl.starts_with("curl ") && !curl.contains("Authorization"),
+        "{lines:?}"
+    );
+    let body = sh(&format!("{curl} --max-time 120"));
+    assert!(body.contains("\"choices\""), "{body}");
+    let refused = sh(&format!("{curl} -H 'Host: evil.example' --max-time 30"));
+    let v: serde_json::Value =
+        serde_json::from_str(&refused).unwrap_or_else(|e| panic!("{e}: {refused}"));
+    assert_eq!(v["error"]["code"], "untrusted_host", "{v}");
+    let ok = sh(&format!(
+        "{curl} -H 'Host: localhost' -o /dev/null -w '%{{http_code}}' --max-time 120"
+    ));
+    assert_eq!(ok, "200");
+    signal(child.id(), "-TERM");
+    assert!(child.wait().unwrap().success());
 }
 
 /// Pinned models load before the service listens, under the profile the

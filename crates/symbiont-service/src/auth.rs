@@ -81,14 +81,32 @@ impl Tokens {
 
     /// The agent a request speaks for: its `Authorization: Bearer` token
     /// (or `x-api-key`), else the configured anonymous agent, else 401.
+    /// The anonymous agent answers only requests whose `Host` is a
+    /// loopback name or address: a web page whose name was made to point
+    /// at 127.0.0.1 (DNS rebinding) sends its own name, and must not act
+    /// as that agent.
     pub fn agent(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         let Some(token) = presented(headers) else {
-            return self.anonymous.clone().ok_or_else(|| {
-                ApiError::unauthorized(
+            let Some(anonymous) = &self.anonymous else {
+                return Err(ApiError::unauthorized(
                     "missing_api_key",
                     "no token: send `Authorization: Bearer <token>` (symbi-slm agents token AGENT makes one)",
-                )
-            });
+                ));
+            };
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if !loopback_host(host) {
+                return Err(ApiError::unauthorized(
+                    "untrusted_host",
+                    format!(
+                        "no token, and the request names the host `{}`: without a token only requests to localhost, 127.0.0.1 or [::1] act as the anonymous agent",
+                        symbiont_runtime::audit::clean_text(host, 64)
+                    ),
+                ));
+            }
+            return Ok(anonymous.clone());
         };
         if token.is_empty() {
             return Err(ApiError::unauthorized(
@@ -128,6 +146,19 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-api-key")
         .map(|v| v.to_str().map(str::trim).unwrap_or(""))
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost`,
+/// an address of 127.0.0.0/8 or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn parse_hash(s: &str) -> Option<[u8; 32]> {
@@ -209,7 +240,39 @@ mod tests {
     #[test]
     fn anonymous_only_when_configured_and_only_without_a_token() {
         let tokens = Tokens::new(&settings(&[("a1", "s")], Some("dev")));
-        assert_eq!(tokens.agent(&HeaderMap::new()).unwrap(), "dev");
+        let host = |h: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_static(h));
+            m
+        };
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.9.9.9",
+            "[::1]:8080",
+        ] {
+            assert_eq!(tokens.agent(&host(ok)).unwrap(), "dev", "{ok}");
+        }
+        // A name that points here (DNS rebinding), another address, or no
+        // Host at all: not the anonymous agent.
+        for bad in [
+            "evil.example:8080",
+            "localhost.evil.example",
+            "192.168.1.2:8080",
+            "[::2]:80",
+        ] {
+            let e = tokens.agent(&host(bad)).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (401, "untrusted_host"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            tokens.agent(&HeaderMap::new()).unwrap_err().code,
+            "untrusted_host"
+        );
         assert_eq!(
             tokens.agent(&bearer("wrong")).unwrap_err().status.as_u16(),
             401

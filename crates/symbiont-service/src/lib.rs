@@ -474,6 +474,20 @@ impl Drop for Call {
         // One line per request, at the default level: an operator's view
         // of who asked for what and how it went (no prompt, no token).
         let (tokens_in, tokens_out, ttft) = self.done.unwrap_or((0, 0, None));
+        // Refusals before any agent is known (a 401 flood from anyone who
+        // can connect) are throttled like connection refusals; the
+        // metrics count them all.
+        static UNKNOWN: symbiont_runtime::egress::Throttle =
+            symbiont_runtime::egress::Throttle::new();
+        if status == 401 && UNKNOWN.admit().is_none() {
+            self.metrics.shared.metrics.request(RequestLabels {
+                agent,
+                model,
+                endpoint: self.endpoint.into(),
+                status: status.to_string(),
+            });
+            return;
+        }
         tracing::info!(
             target: "symbi_slm_request",
             request_id = %self.id,

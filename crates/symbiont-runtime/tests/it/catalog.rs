@@ -278,6 +278,7 @@ async fn a_model_file_s_config_is_sized_to_fit_it() {
     assert_eq!(sized.network, secure.network);
     assert_eq!(sized.security, secure.security);
     assert_eq!(sized.process_limits, secure.process_limits);
+    assert_eq!(sized.filesystem, secure.filesystem);
     assert!(many.summary.contains("max_memory_mb ="), "{}", many.summary);
     let build = |profile: SandboxProfile| {
         LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
@@ -294,7 +295,6 @@ async fn a_model_file_s_config_is_sized_to_fit_it() {
         Err(symbiont_runtime::models::SlmRunnerError::InitializationFailed { reason }) => {
             assert!(reason.contains("worker"), "{reason}")
         }
-        Ok(_) => {}
         other => panic!("the sized profile was refused: {other:?}"),
     }
 }
