@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{median, spread, PROMPT, TOKENS};
+use common::{median, spread, PROMPT, PROMPTS, TOKENS};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -48,18 +48,6 @@ fn line(name: &str, unit: &str, a: &[f64], b: &[f64]) {
         mb / ma
     );
 }
-
-/// Prompts of the many-stream rounds, one per request.
-const PROMPTS: [&str; 8] = [
-    "Explain quantum computing in simple words.",
-    "Write a short story about a lighthouse keeper.",
-    "Describe how a bicycle works.",
-    "What are the benefits of drinking water?",
-    "Explain why the sky is blue.",
-    "Describe a walk through a forest in autumn.",
-    "How do airplanes stay in the air?",
-    "Write a letter to a friend about a trip to the sea.",
-];
 
 fn main() {
     let (rounds, threads, model) = common::setup(15);

@@ -24,23 +24,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{median, spread, TOKENS};
+use common::{median, spread, PROMPTS, TOKENS};
 use symbiont_runtime::config::{ModelResourceRequirements, SandboxProfile, Slm};
 use symbiont_runtime::models::{
     Budget, ChatMessage, ChatRole, ExecutionOptions, HostBudget, LocalGgufRunner, ModelCatalog,
     ModelPool,
 };
-
-const PROMPTS: [&str; 8] = [
-    "Explain quantum computing in simple words.",
-    "Write a short story about a lighthouse keeper.",
-    "Describe how a bicycle works.",
-    "What are the benefits of drinking water?",
-    "Explain why the sky is blue.",
-    "Describe a walk through a forest in autumn.",
-    "How do airplanes stay in the air?",
-    "Write a letter to a friend about a trip to the sea.",
-];
 
 fn greedy(max_tokens: u32) -> ExecutionOptions {
     ExecutionOptions {

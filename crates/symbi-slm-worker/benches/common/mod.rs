@@ -7,6 +7,19 @@ use symbiont_slm_protocol::{GenerateRequest, Sampling};
 
 /// The prompt every benchmark generates from.
 pub const PROMPT: &str = "Explain quantum computing in simple words.";
+/// Different prompts, for requests at once (one each).
+#[allow(dead_code)] // not every bench runs many requests
+pub const PROMPTS: [&str; 8] = [
+    "Explain quantum computing in simple words.",
+    "Write a short story about a lighthouse keeper.",
+    "Describe how a bicycle works.",
+    "What are the benefits of drinking water?",
+    "Explain why the sky is blue.",
+    "Describe a walk through a forest in autumn.",
+    "How do airplanes stay in the air?",
+    "Write a letter to a friend about a trip to the sea.",
+];
+
 /// Tokens generated per request.
 pub const TOKENS: u32 = 64;
 
