@@ -8,7 +8,7 @@ use symbiont_runtime::audit::AuditLog;
 use symbiont_runtime::config::{
     Model, ModelCapability, ModelProvider, SandboxProfile, UnmappedAgentAccess,
 };
-use symbiont_runtime::models::ModelCatalog;
+use symbiont_runtime::models::{gguf, ModelCatalog};
 
 use crate::config_source::{self, Source};
 use crate::output::{out, out_raw};
@@ -150,6 +150,45 @@ fn caps(m: &Model) -> String {
     }
 }
 
+/// What a local model's file holds, read from its header without loading
+/// it: present or not, its size, architecture, trained context, layers,
+/// vocabulary, chat template. `None` for a model with no local file.
+fn file_facts(m: &Model) -> Option<serde_json::Value> {
+    let ModelProvider::LocalFile { file_path } = &m.provider else {
+        return None;
+    };
+    if !file_path.is_file() {
+        return Some(serde_json::json!({ "present": false }));
+    }
+    Some(match gguf::read_summary(file_path) {
+        Ok(g) => serde_json::json!({
+            "present": true,
+            "size_bytes": g.file_size,
+            "architecture": g.architecture,
+            "name": g.name,
+            "trained_context": g.context_length,
+            "layers": g.block_count,
+            "embedding_length": g.embedding_length,
+            "vocab_size": g.vocab_size,
+            "chat_template": g.has_chat_template,
+        }),
+        Err(e) => serde_json::json!({ "present": true, "error": e.to_string() }),
+    })
+}
+
+/// The FILE column of `models list`: the size, `missing`, `not GGUF`, or
+/// `-` for a model with no local file.
+fn file_column(m: &Model) -> String {
+    match file_facts(m) {
+        None => "-".into(),
+        Some(f) if f["present"] == false => "missing".into(),
+        Some(f) => f["size_bytes"]
+            .as_u64()
+            .map(|b| format!("{} MB", b.div_ceil(1024 * 1024)))
+            .unwrap_or_else(|| "not GGUF".into()),
+    }
+}
+
 fn location(m: &Model) -> String {
     match &m.provider {
         ModelProvider::LocalFile { file_path } => file_path.display().to_string(),
@@ -199,18 +238,20 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
                 return json(&list);
             }
             out!(
-                "{:<28} {:<30} {:<11} {:>8}  CAPABILITIES",
+                "{:<28} {:<30} {:<11} {:>9} {:>8}  CAPABILITIES",
                 "ID",
                 "NAME",
                 "PROVIDER",
+                "FILE",
                 "MIN MB"
             );
             for m in &list {
                 out!(
-                    "{:<28} {:<30} {:<11} {:>8}  {}",
+                    "{:<28} {:<30} {:<11} {:>9} {:>8}  {}",
                     m.id,
                     m.name,
                     m.provider.kind(),
+                    file_column(m),
                     m.resource_requirements.min_memory_mb,
                     caps(m)
                 );
@@ -224,7 +265,11 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
             let m = c
                 .get_model(&id)
                 .ok_or_else(|| Failure::Input(anyhow!("unknown model `{id}`")))?;
-            json(m)?;
+            let mut v = serde_json::to_value(m).map_err(|e| Failure::Runtime(e.into()))?;
+            if let (Some(obj), Some(facts)) = (v.as_object_mut(), file_facts(m)) {
+                obj.insert("file".into(), facts);
+            }
+            json(&v)?;
             eprintln!("source: {}", location(m));
             Ok(())
         }

@@ -132,6 +132,26 @@ fn models_filters_select_and_show() {
     let out = symbi(&["models", "show", "coder"], g);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["resource_requirements"]["min_memory_mb"], 2048);
+    // The file, read from its header without loading it: here missing,
+    // in the list too.
+    assert_eq!(v["file"]["present"], false, "{v}");
+    let out = symbi(&["models", "list"], g);
+    assert!(
+        text(&out.stdout).contains("missing"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The default model's file is there: its size and header facts.
+    let out = symbi(&["models", "show", "smollm2-135m-instruct"], None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &v["file"];
+    assert_eq!(f["present"], true, "{v}");
+    assert_eq!(f["architecture"], "llama", "{v}");
+    assert!(f["trained_context"].as_u64().unwrap() >= 2048, "{v}");
+    assert!(f["size_bytes"].as_u64().unwrap() > 90 << 20, "{v}");
+    assert_eq!(f["chat_template"], true, "{v}");
+    let out = symbi(&["models", "list"], None);
+    assert!(text(&out.stdout).contains(" MB "), "{}", text(&out.stdout));
     let out = symbi(&["models", "show", "ghost"], g);
     assert_eq!(out.status.code(), Some(2));
     let out = symbi(&["models", "select", "--capability", "Telepathy"], g);
