@@ -522,41 +522,41 @@ fn sandbox_exec_confines_any_program() {
     assert_eq!(text(&plain.stdout).trim(), "False");
 }
 
+/// `symbi-slm chat` (greedy, `max_tokens` per answer) on the built-in
+/// config with `input` on its stdin, to its end.
+fn chat_stdin(max_tokens: u32, input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+        .args(["chat", "--temperature", "0", "--max-tokens"])
+        .arg(max_tokens.to_string())
+        .arg("--worker")
+        .arg(worker_beside_cli())
+        .env_remove("SYMBI_SLM_CONFIG")
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("symbi-slm-cli-tests"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// `chat`: one answer line per user line, the conversation kept between
 /// turns (the second turn's answer depends on the first), `/reset` and
 /// `/exit` understood.
 #[test]
 fn chat_answers_each_line_and_keeps_the_conversation() {
-    let worker = worker_beside_cli();
     let chat = |input: &str| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
-            .args([
-                "chat",
-                "--max-tokens",
-                "12",
-                "--temperature",
-                "0",
-                "--worker",
-            ])
-            .arg(&worker)
-            .env_remove("SYMBI_SLM_CONFIG")
-            .env(
-                "XDG_STATE_HOME",
-                std::env::temp_dir().join("symbi-slm-cli-tests"),
-            )
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = chat_stdin(12, input);
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
             .lines()
@@ -598,34 +598,7 @@ fn a_prompt_longer_than_the_context_is_the_caller_s_to_fix() {
         err.contains("longer than the context of 2048 tokens"),
         "{err}"
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
-        .args([
-            "chat",
-            "--max-tokens",
-            "4",
-            "--temperature",
-            "0",
-            "--worker",
-        ])
-        .arg(&worker)
-        .env_remove("SYMBI_SLM_CONFIG")
-        .env(
-            "XDG_STATE_HOME",
-            std::env::temp_dir().join("symbi-slm-cli-tests"),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{long}\nSay yes.\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = chat_stdin(4, &format!("{long}\nSay yes.\n"));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("/reset starts a new conversation"), "{err}");
