@@ -708,6 +708,7 @@ async fn memory_limit_is_reported_as_such() {
         .worker_path(worker())
         .audit_log(symbiont_runtime::audit::AuditLog::to_file(&log).unwrap())
         .labels("smol", "tight")
+        .check_memory_estimate(false)
         .build()
         .await
         .unwrap();
@@ -757,6 +758,7 @@ async fn every_memory_shortfall_is_a_memory_limit() {
             },
         )
         .worker_path(worker())
+        .check_memory_estimate(false)
         .build()
         .await
         .unwrap();

@@ -785,3 +785,108 @@ fn a_closed_pipe_ends_a_command_quietly() {
         assert!(!open.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// The default model under `secure` with the settings of the given TOML
+/// lines, as a config file in `dir`.
+fn settings_config(dir: &std::path::Path, settings: &str, more: &str) -> std::path::PathBuf {
+    let model = symbiont_runtime::config::default_model_path().unwrap();
+    let path = dir.join("settings.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"smol\"\nname = \"SmolLM2\"\nprovider = {{ LocalFile = {{ file_path = \"{}\" }} }}\ncapabilities = [\"TextGeneration\"]\n[slm.model_allow_lists.global_models.settings]\n{settings}\n{more}",
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// "First contact", done when: a model that a built-in profile refuses
+/// runs after the one config change that the error names. The default
+/// model with two slots of its whole trained context (8,192 tokens) needs
+/// more than `secure`'s 512 MB: refused before any worker starts, the
+/// error naming the key and a value; with exactly that line added, it
+/// runs. The other settings are refused at their own key with the value
+/// that fits (a context beyond the trained one, more threads than the
+/// profile gives), and the ones that apply reach the runner (a 64-token
+/// context refuses a longer prompt; `sampling.max_tokens` bounds an answer
+/// that sets none).
+#[test]
+fn a_refused_model_runs_after_the_one_change_its_error_names() {
+    let worker = worker_beside_cli();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |config: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--json",
+            "--temperature",
+            "0",
+            "--worker",
+            worker.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        symbi(&args, None)
+    };
+    let big = "slots = 2\ncontext_size = 8192\n[slm.model_allow_lists.global_models.settings.sampling]\nmax_tokens = 3";
+    let config = settings_config(dir.path(), big, "");
+    let out = run(&config, &["Name a fruit."]);
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    let key = "`slm.sandbox_profiles.secure.resources.max_memory_mb` = 512; set it to ";
+    let at = err.find(key).unwrap_or_else(|| panic!("{err}")) + key.len();
+    let value: u64 = err[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(err.contains("2 slot(s) of 8192 tokens"), "{err}");
+    assert!(
+        err.contains("or lower `settings.context_size` of model `smol`"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it ran: {}", text(&out.stdout));
+    // The one change.
+    let config = settings_config(
+        dir.path(),
+        big,
+        &format!("[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = {value}\n"),
+    );
+    let out = run(&config, &["Name a fruit."]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // No --max-tokens: the model's default applies.
+    assert_eq!(v["metadata"]["output_tokens"], 3, "{v}");
+    assert_eq!(v["metadata"]["finish_reason"], "length", "{v}");
+
+    for (settings, needle) in [
+        (
+            "context_size = 16384",
+            "`settings.context_size` of model `smol` = 16384 is more than the model's trained context of 8192 tokens; set it to 8192 or less",
+        ),
+        (
+            "threads = 64",
+            "`settings.threads` of model `smol` = 64 is more than `slm.sandbox_profiles.secure.resources.max_cpu_cores` = 1 allows",
+        ),
+        ("slots = 4\nbatch_size = 2", "slots"),
+    ] {
+        let config = settings_config(dir.path(), settings, "");
+        let out = run(&config, &["Hi"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{settings}: {err}");
+        assert!(err.contains(needle), "{settings}: {err}");
+    }
+    let config = settings_config(dir.path(), "context_size = 64", "");
+    let out = run(&config, &["--max-tokens", "2", &"word ".repeat(100)]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("longer than the context of 64 tokens"),
+        "{err}"
+    );
+    let out = run(&config, &["--max-tokens", "2", "Hi"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

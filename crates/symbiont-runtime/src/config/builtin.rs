@@ -73,6 +73,7 @@ impl Slm {
                 preferred_cpu_cores: 1.0,
                 gpu_requirements: None,
             },
+            settings: Default::default(),
         });
         slm
     }

@@ -246,6 +246,22 @@ pub enum Problem {
     /// Two values contradict each other.
     #[error("{0}")]
     Conflict(&'static str),
+    /// A number outside its range.
+    #[error("must be {range}, got {value}")]
+    OutOfRange {
+        /// The value as written.
+        value: String,
+        /// The range, in words (`from 16 to 1048576`).
+        range: String,
+    },
+    /// A key that means nothing for the model's provider.
+    #[error("`{key}` sizes a local worker; a {provider} model runs elsewhere: remove it")]
+    NotForProvider {
+        /// The key.
+        key: &'static str,
+        /// The provider.
+        provider: &'static str,
+    },
     /// An agent token's hash is not in the accepted form (the value is
     /// not repeated: it may be a token pasted by mistake).
     #[error("must be `sha256:` followed by the 64 lowercase hex digits of the token's SHA-256 (`symbi-slm agents token AGENT` prints the line); the config never holds a token itself")]

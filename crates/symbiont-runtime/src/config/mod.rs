@@ -34,6 +34,7 @@ mod error;
 mod locate;
 mod profile;
 mod raw;
+mod settings;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,9 @@ pub use builtin::{
 };
 pub use error::{ConfigError, ConfigIssue, Location, Problem};
 pub use profile::*;
+pub use settings::{
+    ModelSettings, SamplingDefaults, MAX_BATCH_SIZE, MAX_CONTEXT_SIZE, MAX_SLOTS, MIN_CONTEXT_SIZE,
+};
 pub use validate::{
     check_sandbox_profile, normalize_path, MAX_CHILD_PROCESSES, MAX_CPU_CORES,
     MAX_EXECUTION_SECONDS, MAX_SIZE_MB,
@@ -227,6 +231,14 @@ pub struct Model {
     pub capabilities: Vec<ModelCapability>,
     /// What running it needs.
     pub resource_requirements: ModelResourceRequirements,
+    /// How its workers are sized and how it samples by default
+    /// (`settings`; see [`ModelSettings`]).
+    #[serde(skip_serializing_if = "is_default")]
+    pub settings: ModelSettings,
+}
+
+fn is_default(s: &ModelSettings) -> bool {
+    s == &ModelSettings::default()
 }
 
 /// Where a model comes from. Externally tagged, as in the Symbiont schema:

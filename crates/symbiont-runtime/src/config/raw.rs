@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::{
     locate, ConfigError, GpuAccess, GpuRequirements, Model, ModelAllowListConfig, ModelCapability,
-    ModelProvider, ModelResourceRequirements, NetworkAccessMode, NetworkDestination,
-    SandboxProfile, Slm, UnmappedAgentAccess,
+    ModelProvider, ModelResourceRequirements, ModelSettings, NetworkAccessMode, NetworkDestination,
+    SamplingDefaults, SandboxProfile, Slm, UnmappedAgentAccess,
 };
 
 /// A whole runtime config document: only `[slm]` is ours.
@@ -78,6 +78,29 @@ struct RawModel {
     provider: ModelProvider,
     capabilities: Option<Vec<ModelCapability>>,
     resource_requirements: Option<RawRequirements>,
+    settings: Option<RawSettings>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    context_size: Option<NonNeg>,
+    threads: Option<NonNeg>,
+    slots: Option<NonNeg>,
+    batch_size: Option<NonNeg>,
+    keep_alive_seconds: Option<NonNeg>,
+    sampling: Option<RawSampling>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSampling {
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<NonNeg>,
+    min_p: Option<f64>,
+    repeat_penalty: Option<f64>,
+    max_tokens: Option<NonNeg>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +362,30 @@ impl RawModel {
                 min_memory_mb: mem,
                 preferred_cpu_cores: cores as f32,
                 gpu_requirements: gpu,
+            },
+            settings: self.settings.unwrap_or_default().into_settings(),
+        }
+    }
+}
+
+impl RawSettings {
+    fn into_settings(self) -> ModelSettings {
+        // Out-of-range counts saturate, and validation names them.
+        let count = |v: Option<NonNeg>| v.map(|v| u32::try_from(v.0).unwrap_or(u32::MAX));
+        let s = self.sampling.unwrap_or_default();
+        ModelSettings {
+            context_size: count(self.context_size),
+            threads: count(self.threads),
+            slots: count(self.slots),
+            batch_size: count(self.batch_size),
+            keep_alive_seconds: self.keep_alive_seconds.map(|v| v.0),
+            sampling: SamplingDefaults {
+                temperature: s.temperature.map(|v| v as f32),
+                top_p: s.top_p.map(|v| v as f32),
+                top_k: count(s.top_k),
+                min_p: s.min_p.map(|v| v as f32),
+                repeat_penalty: s.repeat_penalty.map(|v| v as f32),
+                max_tokens: count(s.max_tokens),
             },
         }
     }

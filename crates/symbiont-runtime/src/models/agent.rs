@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 
-use crate::config::{Model, ModelCapability};
+use crate::config::{Model, ModelCapability, SamplingDefaults};
 use crate::models::{
     EmbeddingResult, ExecutionOptions, ExecutionResult, ModelPool, PoolRunner, RunnerLoad,
     RunnerMetrics, SlmRunnerError, StreamEvent,
@@ -61,9 +61,16 @@ impl AgentModels {
             self.pool.check_access(agent, model_id, profile)?;
         }
         let runner = self.pool.runner(model_id, profile).await?;
+        let sampling = self
+            .pool
+            .catalog()
+            .get_model(model_id)
+            .map(|m| Arc::new(m.settings.sampling.clone()))
+            .unwrap_or_default();
         Ok(AgentRunner {
             runner,
             agent: self.agent.clone(),
+            sampling,
         })
     }
 
@@ -105,6 +112,9 @@ impl AgentModels {
 pub struct AgentRunner {
     runner: PoolRunner,
     agent: Option<Arc<str>>,
+    /// The model's `settings.sampling`: what a request that leaves an
+    /// option out gets.
+    sampling: Arc<SamplingDefaults>,
 }
 
 impl AgentRunner {
@@ -150,6 +160,7 @@ impl AgentRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
+        let options = with_defaults(options, &self.sampling);
         self.runner
             .execute_stream_as(self.agent.as_deref(), prompt, options)
     }
@@ -164,5 +175,200 @@ impl AgentRunner {
         self.runner
             .embed_as(self.agent.as_deref(), text, options)
             .await
+    }
+}
+
+/// `options` with the model's sampling defaults in every option it
+/// leaves out (`None` stays `None` when there are no defaults).
+fn with_defaults(
+    options: Option<ExecutionOptions>,
+    d: &SamplingDefaults,
+) -> Option<ExecutionOptions> {
+    if d.is_empty() {
+        return options;
+    }
+    let mut o = options.unwrap_or_default();
+    o.temperature = o.temperature.or(d.temperature);
+    o.top_p = o.top_p.or(d.top_p);
+    o.top_k = o.top_k.or(d.top_k);
+    o.min_p = o.min_p.or(d.min_p);
+    o.repeat_penalty = o.repeat_penalty.or(d.repeat_penalty);
+    o.max_tokens = o.max_tokens.or(d.max_tokens);
+    Some(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's own value wins; a left-out one takes the default.
+    #[test]
+    fn defaults_fill_only_what_a_request_leaves_out() {
+        let d = SamplingDefaults {
+            temperature: Some(0.2),
+            max_tokens: Some(64),
+            top_k: Some(5),
+            ..Default::default()
+        };
+        let o = with_defaults(
+            Some(ExecutionOptions {
+                temperature: Some(0.9),
+                ..Default::default()
+            }),
+            &d,
+        )
+        .unwrap();
+        assert_eq!(o.temperature, Some(0.9));
+        assert_eq!(o.max_tokens, Some(64));
+        assert_eq!(o.top_k, Some(5));
+        assert_eq!(o.top_p, None);
+        let o = with_defaults(None, &d).unwrap();
+        assert_eq!(o.temperature, Some(0.2));
+        assert!(with_defaults(None, &SamplingDefaults::default()).is_none());
+    }
+
+    /// Every default the config loader accepts is one a request may carry:
+    /// the config's ranges and `ExecutionOptions::validate`'s agree at
+    /// their edges.
+    #[test]
+    fn the_configs_ranges_are_the_requests() {
+        let model = |sampling: &str| {
+            format!(
+                "[slm]\n[[slm.model_allow_lists.global_models]]\nid = \"m\"\nname = \"m\"\nprovider = {{ LocalFile = {{ file_path = \"/m.gguf\" }} }}\n[slm.model_allow_lists.global_models.settings.sampling]\n{sampling}\n"
+            )
+        };
+        let o = ExecutionOptions::default;
+        let f = |v: f32| Some(v);
+        let cases: Vec<(&str, ExecutionOptions)> = vec![
+            (
+                "temperature = 0",
+                ExecutionOptions {
+                    temperature: f(0.0),
+                    ..o()
+                },
+            ),
+            (
+                "temperature = 100",
+                ExecutionOptions {
+                    temperature: f(100.0),
+                    ..o()
+                },
+            ),
+            (
+                "temperature = 100.5",
+                ExecutionOptions {
+                    temperature: f(100.5),
+                    ..o()
+                },
+            ),
+            (
+                "temperature = -0.1",
+                ExecutionOptions {
+                    temperature: f(-0.1),
+                    ..o()
+                },
+            ),
+            (
+                "top_p = 1",
+                ExecutionOptions {
+                    top_p: f(1.0),
+                    ..o()
+                },
+            ),
+            (
+                "top_p = 0",
+                ExecutionOptions {
+                    top_p: f(0.0),
+                    ..o()
+                },
+            ),
+            (
+                "top_p = 1.01",
+                ExecutionOptions {
+                    top_p: f(1.01),
+                    ..o()
+                },
+            ),
+            (
+                "min_p = 0",
+                ExecutionOptions {
+                    min_p: f(0.0),
+                    ..o()
+                },
+            ),
+            (
+                "min_p = 1",
+                ExecutionOptions {
+                    min_p: f(1.0),
+                    ..o()
+                },
+            ),
+            (
+                "min_p = 1.5",
+                ExecutionOptions {
+                    min_p: f(1.5),
+                    ..o()
+                },
+            ),
+            (
+                "repeat_penalty = 10",
+                ExecutionOptions {
+                    repeat_penalty: f(10.0),
+                    ..o()
+                },
+            ),
+            (
+                "repeat_penalty = 0",
+                ExecutionOptions {
+                    repeat_penalty: f(0.0),
+                    ..o()
+                },
+            ),
+            (
+                "top_k = 1",
+                ExecutionOptions {
+                    top_k: Some(1),
+                    ..o()
+                },
+            ),
+            (
+                "top_k = 0",
+                ExecutionOptions {
+                    top_k: Some(0),
+                    ..o()
+                },
+            ),
+            (
+                "max_tokens = 1",
+                ExecutionOptions {
+                    max_tokens: Some(1),
+                    ..o()
+                },
+            ),
+            (
+                "max_tokens = 0",
+                ExecutionOptions {
+                    max_tokens: Some(0),
+                    ..o()
+                },
+            ),
+        ];
+        for (line, request) in cases {
+            let config = crate::config::Slm::from_toml_str(&model(line));
+            assert_eq!(
+                config.is_ok(),
+                request.validate().is_ok(),
+                "{line}: {:?}",
+                config.err().map(|e| e.to_string())
+            );
+            if let Ok(c) = config {
+                let filled = with_defaults(
+                    None,
+                    &c.model_allow_lists.global_models[0].settings.sampling,
+                )
+                .unwrap();
+                assert!(filled.validate().is_ok(), "{line}");
+            }
+        }
     }
 }

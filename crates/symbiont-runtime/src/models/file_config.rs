@@ -77,6 +77,7 @@ pub fn config_for_file(path: &Path, slots: u32) -> Result<FileConfig, SlmRunnerE
         },
         capabilities: vec![ModelCapability::TextGeneration],
         resource_requirements: ModelResourceRequirements::default(),
+        settings: Default::default(),
     }];
     slm.sandbox_profiles
         .insert(FILE_PROFILE.to_string(), profile.clone());

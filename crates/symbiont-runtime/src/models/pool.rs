@@ -529,6 +529,8 @@ impl ModelPool {
         )
         .budget(self.inner.budget.clone())
         .keep_alive(Duration::from_secs(keep_alive))
+        // The model's own settings (its keep-alive wins over the pool's).
+        .settings(&model.settings)
         .pinned(settings.pinned_models.iter().any(|m| m == model_id))
         .embeddings(
             model

@@ -185,6 +185,7 @@ fn model(i: usize, caps: u8, mem: u64, cores: u8) -> Model {
             preferred_cpu_cores: f32::from(cores),
             gpu_requirements: None,
         },
+        settings: Default::default(),
     }
 }
 

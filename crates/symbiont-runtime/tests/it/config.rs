@@ -646,3 +646,94 @@ fn restricted_network_rules_are_checked() {
         );
     }
 }
+
+/// A model's `settings`: the keys a user of llama-server (`-c -t -np -b`)
+/// or Ollama (`num_ctx`, `keep_alive`, `PARAMETER`) looks for, read into
+/// `ModelSettings`; each out of range, misspelt, contradicted or
+/// meaningless for the provider is an error at its own key and line.
+#[test]
+fn model_settings_are_read_and_checked_key_by_key() {
+    let settings = "[slm.model_allow_lists.global_models.settings]\ncontext_size = 4096\nthreads = 2\nslots = 3\nbatch_size = 256\nkeep_alive_seconds = 60\n[slm.model_allow_lists.global_models.settings.sampling]\ntemperature = 0\ntop_p = 0.9\ntop_k = 40\nmin_p = 0.05\nrepeat_penalty = 1.1\nmax_tokens = 128\n";
+    let slm = Slm::from_toml_str(&format!("[slm]\n{MODEL}{settings}")).unwrap();
+    let s = &slm.model_allow_lists.global_models[0].settings;
+    assert_eq!(
+        (s.context_size, s.threads, s.slots, s.batch_size),
+        (Some(4096), Some(2), Some(3), Some(256))
+    );
+    assert_eq!(s.keep_alive_seconds, Some(60));
+    assert_eq!(s.sampling.temperature, Some(0.0));
+    assert_eq!(s.sampling.top_k, Some(40));
+    assert_eq!(s.sampling.max_tokens, Some(128));
+    // Without the table, nothing is set and nothing is shown.
+    let plain = Slm::from_toml_str(&format!("[slm]\n{MODEL}")).unwrap();
+    assert_eq!(
+        plain.model_allow_lists.global_models[0].settings,
+        Default::default()
+    );
+    let json = serde_json::to_value(&plain.model_allow_lists.global_models[0]).unwrap();
+    assert!(json.get("settings").is_none(), "{json}");
+
+    let table = "[slm.model_allow_lists.global_models.settings]\n";
+    let base = "slm.model_allow_lists.global_models[0].settings";
+    parse_err(
+        &format!("[slm]\n{MODEL}{table}num_ctx = 4096\n"),
+        &format!("{base}.num_ctx"),
+        "num_ctx",
+    );
+    parse_err(
+        &format!("[slm]\n{MODEL}{table}threads = -1\n"),
+        &format!("{base}.threads"),
+        "must not be negative",
+    );
+    for (line, key) in [
+        ("context_size = 8", "context_size"),
+        ("context_size = 2000000", "context_size"),
+        ("threads = 0", "threads"),
+        ("slots = 0", "slots"),
+        ("slots = 257", "slots"),
+        ("batch_size = 0", "batch_size"),
+        ("slots = 8\nbatch_size = 4", "slots"),
+    ] {
+        invalid(
+            &format!("[slm]\n{MODEL}{table}{line}\n"),
+            &format!("{base}.{key}"),
+            |p| matches!(p, Problem::OutOfRange { .. }),
+        );
+    }
+    invalid(
+        &format!("[slm]\n{MODEL}{table}[slm.model_allow_lists.global_models.settings.sampling]\ntop_p = 0\n"),
+        &format!("{base}.sampling.top_p"),
+        |p| matches!(p, Problem::OutOfRange { .. }),
+    );
+    // One keep-alive per model.
+    invalid(
+        &format!("[slm]\n{MODEL}{table}keep_alive_seconds = 5\n[slm.pool]\nkeep_alive_by_model = {{ m = 9 }}\n"),
+        &format!("{base}.keep_alive_seconds"),
+        |p| matches!(p, Problem::Conflict(_)),
+    );
+    // A remote model has no worker to size; its sampling defaults apply.
+    let remote = "[[slm.model_allow_lists.global_models]]\nid = \"r\"\nname = \"R\"\nprovider = { Custom = { endpoint_url = \"http://10.0.0.5:8000/v1\" } }\n";
+    invalid(
+        &format!("[slm]\n{remote}{table}context_size = 4096\n"),
+        &format!("{base}.context_size"),
+        |p| {
+            matches!(
+                p,
+                Problem::NotForProvider {
+                    key: "context_size",
+                    provider: "Custom"
+                }
+            )
+        },
+    );
+    Slm::from_toml_str(&format!(
+        "[slm]\n{remote}[slm.model_allow_lists.global_models.settings.sampling]\ntemperature = 0.3\n"
+    ))
+    .unwrap();
+    // Every problem at once, each at its line.
+    let err = Slm::from_toml_str(&format!(
+        "[slm]\n{MODEL}{table}context_size = 1\nthreads = 0\nslots = 999\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.issues().len(), 3, "{err}");
+}

@@ -106,11 +106,22 @@ pub(super) struct Ledger {
 impl Ledger {
     /// Where a worker needing `need_mb` and `cpus` CPUs would go.
     pub fn decide(&self, budget: &HostBudget, need_mb: u64, cpus: u32) -> Decision {
-        if need_mb > budget.memory_mb || cpus > budget.cores || budget.max_workers == 0 {
+        if need_mb > budget.memory_mb {
             return Decision::Never(format!(
-                "a worker needs about {need_mb} MB and {cpus} core(s); the host budget is {} MB, {} core(s), {} worker(s)",
-                budget.memory_mb, budget.cores, budget.max_workers
+                "a worker needs about {need_mb} MB resident, more than the host budget's {} MB (`slm.pool.memory_budget_mb`, default half of the physical memory); set it to {need_mb} or more",
+                budget.memory_mb
             ));
+        }
+        if cpus > budget.cores {
+            return Decision::Never(format!(
+                "a worker needs {cpus} core(s), more than the host budget's {} (`slm.pool.cores`); lower the profile's max_cpu_cores or the model's settings.threads to {}",
+                budget.cores, budget.cores
+            ));
+        }
+        if budget.max_workers == 0 {
+            return Decision::Never(
+                "the host budget allows no worker (`slm.pool.max_loaded_workers` = 0)".into(),
+            );
         }
         let used: u64 = self.held.values().map(|h| h.need_mb).sum();
         let fits_memory = |freed: u64| used - freed + need_mb <= budget.memory_mb;

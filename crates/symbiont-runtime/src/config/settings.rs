@@ -1,0 +1,109 @@
+//! A model's own settings: how its workers are sized and how it samples
+//! when a request does not say (`settings` of a model entry).
+//!
+//! ```toml
+//! [[slm.model_allow_lists.global_models]]
+//! id = "qwen2.5-1.5b"
+//! # …
+//! [slm.model_allow_lists.global_models.settings]
+//! context_size = 8192      # llama-server -c (per request), Ollama num_ctx
+//! threads = 2              # -t, num_thread
+//! slots = 2                # -np: requests one worker runs at once
+//! batch_size = 512         # -b
+//! keep_alive_seconds = 600 # Ollama keep_alive
+//! [slm.model_allow_lists.global_models.settings.sampling]
+//! temperature = 0.2
+//! max_tokens = 256
+//! ```
+//!
+//! Every key is optional; a missing one takes the runtime's default. The
+//! ranges are checked with the rest of the config; what depends on the
+//! model file or the profile (the trained context, the profile's memory
+//! and cores) is checked when the model's runner is built, and the error
+//! names the key to change and a value that fits.
+
+use serde::Serialize;
+
+/// Largest `context_size` accepted before the model file is read (the
+/// file's trained context bounds it further).
+pub const MAX_CONTEXT_SIZE: u32 = 1 << 20;
+/// Smallest `context_size`.
+pub const MIN_CONTEXT_SIZE: u32 = 16;
+/// Most `slots` (llama.cpp's sequence limit).
+pub const MAX_SLOTS: u32 = 256;
+/// Largest `batch_size`.
+pub const MAX_BATCH_SIZE: u32 = 1 << 16;
+
+/// `settings` of a model entry. `None` everywhere: the runtime's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelSettings {
+    /// Tokens of context each request may use, prompt and answer together
+    /// (default 2048, or the model's trained context when that is less);
+    /// at most the model's trained context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_size: Option<u32>,
+    /// Compute threads of a worker (default: the profile's `max_cpu_cores`
+    /// rounded down); at most that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Requests one worker runs at once, each with `context_size` tokens of
+    /// KV cache (default: as many as the profile's `max_memory_mb` holds,
+    /// at most 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// Prompt tokens per decode step (default 512); at least `slots`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Idle time before the model's workers unload, seconds (default
+    /// `slm.pool.keep_alive_seconds`; `0` unloads after each request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_seconds: Option<u64>,
+    /// Sampling for requests that do not set it.
+    #[serde(skip_serializing_if = "SamplingDefaults::is_empty")]
+    pub sampling: SamplingDefaults,
+}
+
+impl ModelSettings {
+    /// The keys that size a local worker and mean nothing to a remote
+    /// endpoint, with whether each is set.
+    pub(super) fn worker_keys(&self) -> [(&'static str, bool); 5] {
+        [
+            ("context_size", self.context_size.is_some()),
+            ("threads", self.threads.is_some()),
+            ("slots", self.slots.is_some()),
+            ("batch_size", self.batch_size.is_some()),
+            ("keep_alive_seconds", self.keep_alive_seconds.is_some()),
+        ]
+    }
+}
+
+/// `settings.sampling`: what a request gets for each option it leaves
+/// out (the request's own value always wins).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SamplingDefaults {
+    /// Sampling temperature, 0 for greedy decoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling (0, 1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Keep only this many most likely tokens (≥ 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Drop tokens less likely than this fraction of the most likely.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// Penalty for repeating recent tokens (1.0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    /// Most tokens to generate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+impl SamplingDefaults {
+    /// Whether no default is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
