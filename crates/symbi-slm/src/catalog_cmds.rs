@@ -1,6 +1,6 @@
 //! `config`, `models` and `profiles`: commands that only read the catalog.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -17,12 +17,12 @@ use crate::Failure;
 /// `symbi-slm config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
-    /// Validate a config and print a summary, or every problem with its key
-    /// path and line.
-    Check {
-        /// The file (default: --config, $SYMBI_SLM_CONFIG, or the built-in).
-        file: Option<PathBuf>,
-    },
+    /// Every problem of a config in one run, with key paths and lines:
+    /// the file's own rules, then what `run` and `serve` would refuse on
+    /// this host (model files, models that fit their profiles, providers
+    /// that can run, the listen address against the tokens). Exit 2 on
+    /// any error.
+    Check(crate::check_cmd::CheckArgs),
 }
 
 /// `symbi-slm models …`
@@ -113,32 +113,8 @@ pub(crate) fn audit_log(c: &ModelCatalog) -> Result<AuditLog, Failure> {
 }
 
 pub fn config(cmd: ConfigCmd, config: Option<&Path>) -> Result<(), Failure> {
-    let ConfigCmd::Check { file } = cmd;
-    let (source, c) = catalog(file.as_deref().or(config))?;
-    let stats = c.get_statistics();
-    out!("config OK: {source}");
-    out!("  enabled: {}", c.config().enabled);
-    out!("  models: {}", stats.total_models);
-    for m in c.list_models() {
-        out!("    {} ({}, {})", m.id, m.provider.kind(), caps(m));
-    }
-    out!("  agents with allow-lists: {}", stats.mapped_agents);
-    for (agent, ids) in &c.config().model_allow_lists.agent_model_maps {
-        out!("    {agent}: {}", ids.join(", "));
-    }
-    out!(
-        "  unmapped agents may use: {}",
-        match c.config().model_allow_lists.unmapped_agent_access {
-            symbiont_runtime::config::UnmappedAgentAccess::Deny => "nothing",
-            _ => "every global model",
-        }
-    );
-    out!(
-        "  sandbox profiles: {} (default: {})",
-        c.list_sandbox_profiles().join(", "),
-        stats.default_sandbox_profile
-    );
-    Ok(())
+    let ConfigCmd::Check(args) = cmd;
+    crate::check_cmd::check(args, config)
 }
 
 fn caps(m: &Model) -> String {

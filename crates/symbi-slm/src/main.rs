@@ -5,6 +5,7 @@
 //! are 2 as well).
 
 mod catalog_cmds;
+mod check_cmd;
 mod config_source;
 mod output;
 mod run_cmd;
@@ -72,12 +73,24 @@ pub enum Failure {
     Input(anyhow::Error),
     /// Something failed while running: exit 1.
     Runtime(anyhow::Error),
+    /// Bad input or config, already reported on stdout: exit 2, nothing
+    /// more printed.
+    Reported,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Input(e) | Failure::Runtime(e) => write!(f, "{e:#}"),
+            Failure::Reported => f.write_str("reported above"),
+        }
+    }
 }
 
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Input(_) => 2,
+            Failure::Input(_) | Failure::Reported => 2,
             Failure::Runtime(_) => 1,
         }
     }
@@ -115,8 +128,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            let (Failure::Input(e) | Failure::Runtime(e)) = &f;
-            eprintln!("symbi-slm: {e:#}");
+            if let Failure::Input(e) | Failure::Runtime(e) = &f {
+                eprintln!("symbi-slm: {e:#}");
+            }
             ExitCode::from(f.exit_code())
         }
     }

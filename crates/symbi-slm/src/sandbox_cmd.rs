@@ -143,8 +143,7 @@ pub fn sandbox(cmd: SandboxCmd, config: Option<&Path>) -> Result<(), Failure> {
                 writes,
                 execs,
             };
-            let audit =
-                || audit_log(&c).map_err(|(Failure::Input(e) | Failure::Runtime(e))| e.to_string());
+            let audit = || audit_log(&c).map_err(|f| f.to_string());
             let code = match exec::run(program, &audit) {
                 Ok(Exit::Status(code)) => code,
                 Ok(Exit::Interrupted { signal }) => {

@@ -57,9 +57,14 @@ fn config_check_reports_ok_and_errors_with_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, GOOD).unwrap();
-    let out = symbi(&["config", "check", good.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Its model files are not on this machine: only the schema is checked.
+    let out = symbi(
+        &["config", "check", "--schema-only", good.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("models: 2"));
+    assert!(text(&out.stdout).contains("schema only"));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(
@@ -69,7 +74,7 @@ fn config_check_reports_ok_and_errors_with_exit_codes() {
     .unwrap();
     let out = symbi(&["config", "check", bad.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
+    let err = text(&out.stdout);
     assert!(
         err.contains("slm.default_sandbox_profile` (line 2"),
         "{err}"
@@ -889,4 +894,131 @@ fn a_refused_model_runs_after_the_one_change_its_error_names() {
     );
     let out = run(&config, &["--max-tokens", "2", "Hi"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `config check` finds every mistake in one run (the user needed
+/// six runs for eight): each misspelt key, wrong type and bad value with
+/// its line; then what `run` and `serve` would refuse on this host, by
+/// their own code: a model file that is not there, a model that fits no
+/// profile it may run under (naming the change), a public listen address
+/// without tokens. `--json` gives the same findings; a config that `run`
+/// and `serve` accept is OK, with a warning for what only one refuses.
+#[test]
+fn config_check_reports_every_problem_in_one_run() {
+    let worker = worker_beside_cli();
+    let model = symbiont_runtime::config::default_model_path().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eight.toml");
+    let eight = format!(
+        "[slm]\nenabeld = true\n[[slm.model_allow_lists.global_models]]\nid = \"a\"\nname = \"A\"\nprovider = {{ LocalFile = {{ file_path = \"/nonexistent/a.gguf\" }} }}\ncapabilities = [\"TextGeneration\", \"Telepathy\"]\n[slm.model_allow_lists.global_models.settings]\ncontext_size = \"big\"\nthreds = 2\n[[slm.model_allow_lists.global_models]]\nid = \"b\"\nname = \"B\"\nprovider = {{ LocalFile = {{ file_path = \"{}\" }} }}\n[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = -1\nmax_cpu_cores = 0\n[slm.pool]\ncores = 100000\n[slm.service]\nlisten = \"0.0.0.0:8080\"\n",
+        model.display()
+    );
+    std::fs::write(&path, &eight).unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec!["config", "check", "--worker", worker.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(path.to_str().unwrap());
+        symbi(&args, None)
+    };
+    let out = check(&[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    for (key, line) in [
+        ("slm.enabeld", 2),
+        ("slm.model_allow_lists.global_models[0].capabilities[1]", 7),
+        (
+            "slm.model_allow_lists.global_models[0].settings.context_size",
+            9,
+        ),
+        ("slm.model_allow_lists.global_models[0].settings.threds", 10),
+        ("slm.sandbox_profiles.secure.resources.max_memory_mb", 16),
+        ("slm.sandbox_profiles.secure.resources.max_cpu_cores", 17),
+        ("slm.pool.cores", 19),
+        (
+            "slm.model_allow_lists.global_models[0].provider.LocalFile.file_path",
+            6,
+        ),
+    ] {
+        assert!(
+            said.contains(&format!("error: `{key}` (line {line},")),
+            "{key} at line {line}: {said}"
+        );
+    }
+    assert!(said.contains("8 error(s)"), "{said}");
+
+    // Fixed the schema's way, the host's problems show: the file, a model
+    // that fits no profile, a public address without tokens.
+    let fixed = eight
+        .replace("enabeld", "enabled")
+        .replace(", \"Telepathy\"", "")
+        .replace("\"big\"", "2048")
+        .replace("threds = 2", "threads = 1")
+        .replace("max_memory_mb = -1", "max_memory_mb = 200")
+        .replace("max_cpu_cores = 0", "max_cpu_cores = 1")
+        .replace("cores = 100000", "cores = 1");
+    std::fs::write(&path, &fixed).unwrap();
+    let out = check(&["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["errors"], 3, "{v}");
+    let findings = v["findings"].as_array().unwrap();
+    let at = |key: &str| {
+        findings
+            .iter()
+            .find(|f| f["key_path"] == key)
+            .unwrap_or_else(|| panic!("no finding at {key}: {v}"))
+    };
+    assert!(
+        at("slm.model_allow_lists.global_models[0].provider.LocalFile.file_path")["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/a.gguf")
+    );
+    let fit = at("slm.model_allow_lists.global_models[1]");
+    assert_eq!(fit["line"], 11, "{fit}");
+    assert!(
+        fit["message"]
+            .as_str()
+            .unwrap()
+            .contains("`slm.sandbox_profiles.secure.resources.max_memory_mb` = 200; set it to"),
+        "{fit}"
+    );
+    assert!(
+        at("slm.service.listen")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no agent token"),
+        "{v}"
+    );
+
+    // A config `run` and `serve` accept: OK, exit 0, and a warning for
+    // the 401s nobody would otherwise explain.
+    let ok = fixed
+        .replace("/nonexistent/a.gguf", model.to_str().unwrap())
+        .replace("max_memory_mb = 200", "max_memory_mb = 512")
+        .replace("0.0.0.0:8080", "127.0.0.1:8080");
+    std::fs::write(&path, &ok).unwrap();
+    let out = check(&[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("config OK"), "{said}");
+    assert!(
+        said.contains("warning: `slm.service.agent_tokens`") && said.contains("401"),
+        "{said}"
+    );
+    // Without a worker no local model runs: said once.
+    let out = symbi(
+        &[
+            "config",
+            "check",
+            "--worker",
+            "/nonexistent/worker",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert_eq!(said.matches("no local model can run").count(), 1, "{said}");
 }

@@ -340,9 +340,9 @@ fn a_restricted_profile_without_destinations_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("slm.sandbox_profiles.tools.network.allowed_destinations"),
+        text(&out.stdout).contains("slm.sandbox_profiles.tools.network.allowed_destinations"),
         "{}",
-        text(&out.stderr)
+        text(&out.stdout)
     );
 }
 

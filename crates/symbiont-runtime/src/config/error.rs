@@ -151,9 +151,24 @@ pub struct ConfigIssue {
     pub problem: Problem,
 }
 
+impl ConfigIssue {
+    /// A problem of the whole document (no key).
+    pub(super) fn whole(message: String) -> Self {
+        Self {
+            key_path: String::new(),
+            location: None,
+            problem: Problem::Parse(message),
+        }
+    }
+}
+
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`", self.key_path)?;
+        if self.key_path.is_empty() {
+            f.write_str("the document")?;
+        } else {
+            write!(f, "`{}`", self.key_path)?;
+        }
         if let Some(l) = self.location {
             write!(f, " ({l})")?;
         }
@@ -246,6 +261,10 @@ pub enum Problem {
     /// Two values contradict each other.
     #[error("{0}")]
     Conflict(&'static str),
+    /// The value could not be read: a syntax error, a wrong type, an
+    /// unknown key or a missing field (the parser's words).
+    #[error("{0}")]
+    Parse(String),
     /// A number outside its range.
     #[error("must be {range}, got {value}")]
     OutOfRange {

@@ -56,6 +56,12 @@ pub use validate::{
     MAX_EXECUTION_SECONDS, MAX_SIZE_MB,
 };
 
+/// Where a key path (`slm.pool.cores`, `…global_models[1].id`) is in a
+/// config's text, or the deepest part of it that is there.
+pub fn locate_key(text: &str, key_path: &str) -> Option<Location> {
+    locate::locate(text, key_path)
+}
+
 /// Largest config file [`Slm::load`] and [`Slm::from_toml_str`] accept.
 pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
@@ -451,9 +457,68 @@ impl Slm {
         Ok(slm)
     }
 
+    /// Every problem of a document at once, for `symbi-slm config check`:
+    /// each wrong type, unknown key and missing field (found by reading
+    /// on without the value of the one before; a syntax error ends the
+    /// reading), then every rule of the schema on what could be read. The
+    /// config comes back as read (without the values that were wrong)
+    /// unless the document could not be read at all; it is valid only when
+    /// the list is empty.
+    pub fn diagnose_toml_str(text: &str) -> (Option<Self>, Vec<ConfigIssue>) {
+        if text.len() > MAX_CONFIG_BYTES {
+            let e = ConfigError::TooLarge {
+                size: text.len() as u64,
+                max: MAX_CONFIG_BYTES as u64,
+            };
+            return (None, vec![ConfigIssue::whole(e.to_string())]);
+        }
+        let (raw, errors) = raw::parse_document_all(text);
+        let mut issues: Vec<ConfigIssue> = errors
+            .into_iter()
+            .map(|e| match e {
+                ConfigError::Parse {
+                    key_path,
+                    location,
+                    message,
+                    ..
+                } => ConfigIssue {
+                    key_path,
+                    location,
+                    problem: Problem::Parse(message),
+                },
+                other => ConfigIssue::whole(other.to_string()),
+            })
+            .collect();
+        let slm = raw.map(raw::RawSlm::into_slm);
+        if let Some(slm) = &slm {
+            issues.extend(validate::check(slm).into_iter().map(|(key_path, problem)| {
+                ConfigIssue {
+                    location: locate::locate(text, &key_path),
+                    key_path,
+                    problem,
+                }
+            }));
+        }
+        (slm, issues)
+    }
+
     /// Reads, parses and validates a config file (see [`Slm::from_toml_str`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
+        let text = Self::read_text(path)?;
+        Self::from_toml_str(&text).map_err(|e| e.with_file(path))
+    }
+
+    /// [`Slm::diagnose_toml_str`] of a file; an error when the file cannot
+    /// be read as text at all (missing, not a file, too large, not UTF-8).
+    pub fn diagnose_file(
+        path: impl AsRef<Path>,
+    ) -> Result<(Option<Self>, Vec<ConfigIssue>), ConfigError> {
+        Ok(Self::diagnose_toml_str(&Self::read_text(path.as_ref())?))
+    }
+
+    /// The text of a config file, after the checks every reader makes.
+    fn read_text(path: &Path) -> Result<String, ConfigError> {
         let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
@@ -479,7 +544,7 @@ impl Slm {
                 line: valid.iter().filter(|b| **b == b'\n').count() + 1,
             }
         })?;
-        Self::from_toml_str(&text).map_err(|e| e.with_file(path))
+        Ok(text)
     }
 
     /// Checks every rule of the schema on an `Slm` built in code. Errors carry

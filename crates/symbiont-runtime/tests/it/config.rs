@@ -737,3 +737,40 @@ fn model_settings_are_read_and_checked_key_by_key() {
     .unwrap_err();
     assert_eq!(err.issues().len(), 3, "{err}");
 }
+
+/// `diagnose_toml_str` reads on past each parse error (unknown key, wrong
+/// type, bad enum value), then applies the rules to what it read: every
+/// problem at once, each at its line; a syntax error ends the reading.
+#[test]
+fn diagnose_lists_every_problem_and_stops_only_at_syntax() {
+    let text = format!(
+        "[slm]\nenabeld = true\n{MODEL}capabilities = [\"Telepathy\"]\n[slm.pool]\nkeep_alive_seconds = \"long\"\nmax_loaded_workers = 0\n"
+    );
+    let (slm, issues) = Slm::diagnose_toml_str(&text);
+    let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "slm.enabeld",
+            "slm.model_allow_lists.global_models[0].capabilities[0]",
+            "slm.pool.keep_alive_seconds",
+            "slm.pool.max_loaded_workers",
+        ],
+        "{issues:?}"
+    );
+    assert!(issues.iter().all(|i| i.location.is_some()), "{issues:?}");
+    // What could be read is there; the bad values are not.
+    let slm = slm.unwrap();
+    assert_eq!(slm.model_allow_lists.global_models[0].id, "m");
+    assert_eq!(slm.pool.keep_alive_seconds, 300);
+    // The first is what from_toml_str says.
+    let first = Slm::from_toml_str(&text).unwrap_err().to_string();
+    assert!(first.contains("enabeld"), "{first}");
+    // A clean document: no issue.
+    let (ok, none) = Slm::diagnose_toml_str(&format!("[slm]\n{MODEL}"));
+    assert!(ok.is_some() && none.is_empty(), "{none:?}");
+    // A syntax error: one issue, nothing read.
+    let (none, issues) = Slm::diagnose_toml_str("[slm\nenabled = true\n");
+    assert!(none.is_none());
+    assert_eq!(issues.len(), 1, "{issues:?}");
+}

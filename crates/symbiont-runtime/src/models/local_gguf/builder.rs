@@ -271,7 +271,7 @@ impl LocalGgufRunnerBuilder {
                 String::new()
             };
             return Err(SlmRunnerError::InvalidInput {
-                field: "settings.threads",
+                field: self.field("threads", "settings.threads"),
                 reason: format!(
                     "{} = {n} is more than {} = {cores} allows on this host of {host} CPU(s); set it to {allowed_threads} or less{raise}",
                     self.setting_key("threads"),
@@ -308,7 +308,7 @@ impl LocalGgufRunnerBuilder {
         });
         if self.context_explicit && self.context_size > trained {
             return Err(SlmRunnerError::InvalidInput {
-                field: "settings.context_size",
+                field: self.field("context_size", "settings.context_size"),
                 reason: format!(
                     "{} = {} is more than the model's trained context of {trained} tokens; set it to {trained} or less",
                     self.setting_key("context_size"),
@@ -326,7 +326,7 @@ impl LocalGgufRunnerBuilder {
             }
             Some(n) if n > self.batch_size.min(MAX_SLOTS) => {
                 return Err(SlmRunnerError::InvalidInput {
-                    field: "settings.slots",
+                    field: self.field("slots", "settings.slots"),
                     reason: format!(
                         "{} = {n}: at most {} (one token of each per decode step must fit the batch of {}, and llama.cpp holds at most {MAX_SLOTS} sequences)",
                         self.setting_key("slots"),
@@ -436,6 +436,15 @@ impl LocalGgufRunnerBuilder {
             None => format!("`{key}`"),
         }
     }
+    /// The `field` of an `InvalidInput` about a setting: the config's key
+    /// for a catalog model's runner, the builder's method otherwise.
+    fn field(&self, method: &'static str, key: &'static str) -> &'static str {
+        if self.labels.is_some() {
+            key
+        } else {
+            method
+        }
+    }
     /// How an error names a key of the profile.
     fn profile_key(&self, key: &str) -> String {
         match &self.labels {
@@ -539,8 +548,10 @@ pub fn threads_for(max_cpu_cores: f32) -> u32 {
     (max_cpu_cores.floor() as u32).clamp(1, host_cores().max(1))
 }
 
-/// Finds the worker executable (see the module docs for the order).
-fn find_worker(explicit: Option<&Path>) -> Result<PathBuf, SlmRunnerError> {
+/// Finds the worker executable: `explicit`, else `$SYMBI_SLM_WORKER`,
+/// else beside the running executable (or one directory up from a test's
+/// `deps`); the error says where it looked and how to build it.
+pub fn find_worker(explicit: Option<&Path>) -> Result<PathBuf, SlmRunnerError> {
     let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = explicit {

@@ -55,7 +55,7 @@ use tokio::time::Instant;
 
 pub use budget::{Budget, HostBudget};
 pub(crate) use builder::memory_need_mb;
-pub use builder::{threads_for, LocalGgufRunnerBuilder};
+pub use builder::{find_worker, threads_for, LocalGgufRunnerBuilder};
 pub use gguf::{GgufError, GgufSummary};
 pub use metrics::RunnerMetrics;
 pub use sandbox_plan::{
