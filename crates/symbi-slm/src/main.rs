@@ -31,6 +31,11 @@ struct Cli {
     /// Config file holding an [slm] table (overrides $SYMBI_SLM_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The log's format on stderr: `text` (default) or `json`, one object
+    /// per line (`timestamp`, `level`, `target`, `fields`) for a
+    /// collector.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +69,15 @@ enum Command {
     /// Agent tokens for the service.
     #[command(subcommand)]
     Agents(serve_cmd::AgentsCmd),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// A failure, classified by whose fault it is.
@@ -109,12 +123,21 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYMBI_SLM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .with_target(true)
-        .init();
+        .with_target(true);
+    output::set_log_json(matches!(cli.log_format, LogFormat::Json));
+    match cli.log_format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => log
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     let result = match cli.command {
         Command::Config(cmd) => catalog_cmds::config(cmd, cli.config.as_deref()),
         Command::Models(cmd) => catalog_cmds::models(cmd, cli.config.as_deref()),
@@ -129,7 +152,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if let Failure::Input(e) | Failure::Runtime(e) = &f {
-                eprintln!("symbi-slm: {e:#}");
+                output::note(true, &format!("symbi-slm: {e:#}"));
             }
             ExitCode::from(f.exit_code())
         }

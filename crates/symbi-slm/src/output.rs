@@ -40,3 +40,27 @@ macro_rules! out_raw {
 }
 
 pub(crate) use {out, out_raw};
+
+/// Whether the log is JSON (`--log-format json`): then what the service
+/// says on stderr goes through the log too, so that every line of stderr
+/// is one JSON object.
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the log's format (once, in `main`).
+pub fn set_log_json(on: bool) {
+    LOG_JSON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A line for the operator on stderr: as it is, or with a JSON log as a
+/// log event (`warn` when `warning`), never both.
+pub fn note(warning: bool, line: &str) {
+    if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        if warning {
+            tracing::warn!(target: "symbi_slm", "{line}");
+        } else {
+            tracing::info!(target: "symbi_slm", "{line}");
+        }
+    } else {
+        eprintln!("{line}");
+    }
+}

@@ -10,7 +10,7 @@ use symbiont_runtime::models::{config_for_file, defaults, ModelCatalog, ModelPoo
 use symbiont_service::Service;
 
 use crate::catalog_cmds;
-use crate::output::out;
+use crate::output::{note, out};
 use crate::Failure;
 
 /// `symbi-slm serve`
@@ -148,10 +148,9 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
         let settings = service.settings();
         if settings.agent_tokens.is_empty() && settings.anonymous_agent.is_none() {
             // Loud: every request would be a 401 and nothing else says why.
-            eprintln!(
+            note(true, &format!(
                 "symbi-slm serve: WARNING: no agent can authenticate ({source} has no [slm.service.agent_tokens] and no anonymous_agent), so every request will be answered 401. Make a token with `symbi-slm agents token AGENT` and add its line under [slm.service.agent_tokens], or set slm.service.anonymous_agent for local development."
-            );
-            tracing::warn!("no agent can authenticate: every request will be answered 401");
+            ));
         }
         let served = service
             .serve(listener, shutdown_signal())
@@ -162,7 +161,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
     })?;
     // The runtime and with it the pool and its workers are gone here.
     drop(rt);
-    eprintln!("symbi-slm serve: stopped");
+    note(false, "symbi-slm serve: stopped");
     Ok(())
 }
 
@@ -171,7 +170,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
 /// `no_auth`, as the anonymous agent).
 fn file_catalog(path: &Path, no_auth: bool) -> Result<(ModelCatalog, FileServe), Failure> {
     let fc = config_for_file(path, defaults::SLOTS).map_err(|e| Failure::Input(e.into()))?;
-    eprintln!("symbi-slm serve: {}", fc.summary);
+    note(false, &format!("symbi-slm serve: {}", fc.summary));
     let mut slm = fc.slm;
     slm.model_allow_lists
         .agent_model_maps
@@ -328,7 +327,7 @@ async fn shutdown_signal() {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("symbi-slm serve: second signal, stopping now");
+        note(true, "symbi-slm serve: second signal, stopping now");
         // The exit skips the drops: the token's directory goes here.
         if let Some(dir) = TOKEN_DIR.get() {
             let _ = std::fs::remove_dir_all(dir);

@@ -1882,3 +1882,84 @@ fn sighup_is_said_and_the_service_goes_on() {
     assert_eq!(code, 200);
     s.warm();
 }
+
+/// `--log-format json`: every line of stderr is one JSON object, and a
+/// collector gets, with nothing more set up, the worker's load (model,
+/// pid, load time, slots, context), one line per request (its id as the
+/// answer's `x-request-id` says it, agent, status, tokens, times), the
+/// refused ones too (401), and the service's own lines.
+#[test]
+fn the_json_log_has_the_load_and_a_line_per_request() {
+    let _g = serial();
+    let (mut child, lines, dir) = serve_file(
+        &["--no-auth", "--log-format", "json", "--listen", "127.0.0.1:0"],
+        1,
+    );
+    let log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let url = lines[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .to_string();
+    let request = |token: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-D", "-", "-o", "/dev/null", "--max-time", "120"])
+            .arg(format!("{url}/v1/chat/completions"))
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(chat_body("SmolLM2-135M-Instruct.Q4_1", "Hi", 2, false));
+        if let Some(t) = token {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+        }
+        let head = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("no request id in {head}"))
+            .trim()
+            .to_string()
+    };
+    let answered = request(None);
+    let refused = request(Some("symbi_not_a_token"));
+    signal(child.id(), "-TERM");
+    assert!(child.wait().unwrap().success(), "{}", log());
+    let events: Vec<serde_json::Value> = log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .find(|e| pred(e))
+            .unwrap_or_else(|| panic!("no {what} in:\n{}", log()))
+            .clone()
+    };
+    let loaded = find("load line", &|e| e["fields"]["message"] == "worker loaded");
+    assert_eq!(loaded["target"], "symbi_slm_models");
+    assert_eq!(loaded["level"], "INFO");
+    for field in [
+        "model",
+        "profile",
+        "pid",
+        "load_ms",
+        "slots",
+        "context_size",
+    ] {
+        assert!(!loaded["fields"][field].is_null(), "{field}: {loaded}");
+    }
+    let line = find("line of the answered request", &|e| {
+        e["fields"]["request_id"] == answered.as_str()
+    });
+    assert_eq!(line["target"], "symbi_slm_request", "{line}");
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+    assert_eq!(line["fields"]["agent"], "local", "{line}");
+    assert_eq!(line["fields"]["tokens_out"], 2, "{line}");
+    assert!(line["fields"]["total_ms"].as_f64().unwrap() > 0.0, "{line}");
+    let line = find("line of the refused request", &|e| {
+        e["fields"]["request_id"] == refused.as_str()
+    });
+    assert_eq!(line["fields"]["status"], 401, "{line}");
+    find("the stop", &|e| {
+        e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("serve: stopped"))
+    });
+}

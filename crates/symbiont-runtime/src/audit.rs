@@ -12,6 +12,12 @@
 //!
 //! Turning the file off never changes what the caller sees: the error of a
 //! refused or failed request is the same either way.
+//!
+//! An event made while a request is handled carries its id
+//! (`"request_id"`, the service's `x-request-id`): the service runs each
+//! request's future in [`in_request`] and its answer's stream in
+//! [`stream_in_request`], and [`AuditEvent::new`] reads the id from there,
+//! so that no layer between (pool, runner, queue) has to carry it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -43,6 +49,50 @@ pub enum AuditKind {
     SandboxGap,
     /// The egress policy refused a network destination.
     EgressRefused,
+    /// A request to the service whose token proves no agent (missing,
+    /// malformed or unknown; the token itself is never recorded).
+    AuthenticationFailed,
+}
+
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Runs `fut` as the request `id`: audit events made while it runs carry
+/// the id.
+pub async fn in_request<F: std::future::Future>(id: Arc<str>, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
+
+/// `stream`, each poll of it as the request `id` (a response's stream is
+/// polled after its handler's future has returned, outside
+/// [`in_request`]).
+pub fn stream_in_request<S>(id: Arc<str>, stream: S) -> impl futures::Stream<Item = S::Item> + Send
+where
+    S: futures::Stream + Send + 'static,
+{
+    let mut stream = Box::pin(stream);
+    futures::stream::poll_fn(move |cx| {
+        REQUEST_ID.sync_scope(id.clone(), || stream.as_mut().poll_next(cx))
+    })
+}
+
+/// `tokio::spawn(fut)`, the task under the current request's id (if
+/// any): a task does not inherit it otherwise.
+pub fn spawn_in_request<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match current_request_id() {
+        Some(id) => tokio::spawn(REQUEST_ID.scope(id, fut)),
+        None => tokio::spawn(fut),
+    }
+}
+
+/// The id of the request being handled here, if any.
+pub fn current_request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
 }
 
 /// One event.
@@ -67,6 +117,10 @@ pub struct AuditEvent {
     /// [`AUDIT_BURST`]): how many there were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The request it happened in (the service's `x-request-id`), when it
+    /// happened in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Events of one kind, agent, profile and control written one by one in
@@ -129,6 +183,7 @@ impl AuditEvent {
             control: clean_text(&control.into(), MAX_DETAIL_CHARS),
             detail: clean_text(&detail.into(), MAX_DETAIL_CHARS),
             count: None,
+            request_id: current_request_id().map(|id| clean_text(&id, 64)),
         }
     }
 
@@ -397,6 +452,7 @@ impl AuditLog {
             model = event.model.as_deref().unwrap_or("-"),
             profile = event.profile.as_deref().unwrap_or("-"),
             control = %event.control,
+            request_id = event.request_id.as_deref().unwrap_or("-"),
             "{}",
             event.detail.replace('\n', "⏎")
         );
@@ -426,6 +482,30 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event made in a request's future, a stream of it polled later
+    /// elsewhere, or a task it spawned carries the request's id; one made
+    /// outside carries none.
+    #[tokio::test]
+    async fn events_carry_the_id_of_the_request_they_happen_in() {
+        use futures::StreamExt;
+        let made = || AuditEvent::new(AuditKind::LimitHit, "c", "d").request_id;
+        assert_eq!(made(), None);
+        let inside = in_request("req-1".into(), async { made() }).await;
+        assert_eq!(inside.as_deref(), Some("req-1"));
+        let events = futures::stream::repeat_with(made).take(2);
+        let polled: Vec<_> = stream_in_request("req-2".into(), events).collect().await;
+        assert_eq!(
+            polled,
+            [Some("req-2".to_string()), Some("req-2".to_string())]
+        );
+        let spawned = in_request("req-3".into(), async {
+            spawn_in_request(async move { made() }).await.unwrap()
+        })
+        .await;
+        assert_eq!(spawned.as_deref(), Some("req-3"));
+        assert_eq!(spawn_in_request(async move { made() }).await.unwrap(), None);
+    }
 
     #[test]
     fn time_is_rfc3339_utc() {

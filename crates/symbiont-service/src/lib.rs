@@ -45,6 +45,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::stream::{BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
+use symbiont_runtime::audit::{self, AuditEvent, AuditKind};
 use symbiont_runtime::config::ServiceSettings;
 use symbiont_runtime::models::{
     AgentRunner, ExecutionMetadata, ExecutionOptions, ExecutionResult, ModelPool, SlmRunnerError,
@@ -76,7 +77,6 @@ struct Shared {
     limits: Limits,
     metrics: Metrics,
     started: i64,
-    next_id: AtomicU64,
 }
 
 /// Why the service cannot start.
@@ -110,7 +110,6 @@ impl Service {
                 ),
                 metrics: Metrics::new(),
                 started: jiff::Timestamp::now().as_second(),
-                next_id: AtomicU64::new(1),
                 pool,
                 settings,
                 profile,
@@ -174,6 +173,9 @@ impl Service {
             .route("/metrics", get(native::metrics))
             .route("/openapi.json", get(native::openapi))
             .fallback(|uri: Uri| async move { ApiError::no_route(uri.path()).into_response() })
+            // Each request runs under its id: the audit events it causes,
+            // wherever in the pool, carry it.
+            .layer(axum::middleware::from_fn(in_request))
             .with_state(self.clone())
     }
 
@@ -277,24 +279,11 @@ impl Service {
     }
 
     fn call(&self, endpoint: &'static str) -> Call {
-        // Random: a global counter would tell an agent how busy the
-        // others are.
-        let mut r = [0u8; 12];
-        if getrandom::fill(&mut r).is_err() {
-            let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            r[..8].copy_from_slice(&n.to_le_bytes());
-        }
-        let prefix = match endpoint {
-            "/v1/chat/completions" => "chatcmpl",
-            "/v1/completions" => "cmpl",
-            "/v1/messages" => "msg",
-            _ => "req",
-        };
         Call {
-            id: format!(
-                "{prefix}-{}",
-                r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ),
+            // The id the request runs under (see `in_request`).
+            id: audit::current_request_id()
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| new_request_id(endpoint)),
             created: jiff::Timestamp::now().as_second(),
             started: Instant::now(),
             agent: String::new(),
@@ -306,6 +295,36 @@ impl Service {
             metrics: self.clone(),
         }
     }
+}
+
+/// A fresh request id, `chatcmpl-…`, `cmpl-…`, `msg-…` or `req-…` by
+/// the path, then 24 hex digits. Random: a global counter would tell an
+/// agent how busy the others are.
+fn new_request_id(path: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut r = [0u8; 12];
+    if getrandom::fill(&mut r).is_err() {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        r[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    let prefix = match path {
+        "/v1/chat/completions" => "chatcmpl",
+        "/v1/completions" => "cmpl",
+        "/v1/messages" => "msg",
+        _ => "req",
+    };
+    format!(
+        "{prefix}-{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Runs a request under a fresh id (`audit::in_request`), which its
+/// `Call` takes, its answer names (`x-request-id`) and its audit events
+/// carry.
+async fn in_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id: Arc<str> = new_request_id(req.uri().path()).into();
+    audit::in_request(id, next.run(req)).await
 }
 
 /// One request as the service sees it: who, which model, its status.
@@ -329,7 +348,23 @@ pub(crate) struct Call {
 
 impl Call {
     fn authenticate(&mut self, service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.agent = service.shared.tokens.agent(headers)?;
+        self.agent = service.shared.tokens.agent(headers).inspect_err(|e| {
+            // Audited like any refusal (the token never is: the message
+            // says only what was wrong with it), counted and summarized
+            // past a burst by the audit log itself.
+            let event = AuditEvent::new(
+                AuditKind::AuthenticationFailed,
+                "slm.service.agent_tokens",
+                format!("{} {}: {}", e.code, self.endpoint, e.message),
+            );
+            let to_file = service
+                .shared
+                .pool
+                .catalog()
+                .get_sandbox_profile(&service.shared.profile)
+                .is_none_or(|p| p.security.enable_audit_logging);
+            service.shared.pool.audit().record(&event, to_file);
+        })?;
         Ok(())
     }
 
@@ -434,9 +469,10 @@ impl Call {
                 ))
             }
         };
-        let events = futures::stream::once(async { Ok(first) })
-            .chain(events)
-            .boxed();
+        let events = futures::stream::once(async { Ok(first) }).chain(events);
+        // Polled by the connection after the handler returned: under the
+        // request's id still.
+        let events = audit::stream_in_request(self.id.as_str().into(), events).boxed();
         Ok((self.hand_off(), events))
     }
 

@@ -192,6 +192,15 @@ impl SlmRunner for Fake {
             if let Some(kind) = prompt.strip_prefix("late:") {
                 return vec![Ok(StreamEvent::Token("echo".into())), Err(failure(kind))];
             }
+            if prompt == "whoami" {
+                // The request id the runner runs under.
+                let id = symbiont_runtime::audit::current_request_id()
+                    .map_or("none".to_string(), |id| id.to_string());
+                return vec![
+                    Ok(StreamEvent::Token(id.clone())),
+                    Ok(StreamEvent::Done(Box::new(result(&id, 1)))),
+                ];
+            }
             if prompt == "hold" {
                 let mut guard = DropGuard(gate.clone(), false);
                 gate.started.notify_one();
@@ -240,6 +249,11 @@ impl SlmRunner for Fake {
 /// only) are fakes sharing `gate`; one request per agent at a time, two
 /// in all.
 fn service(gate: Arc<Gate>) -> Service {
+    service_with(gate, None)
+}
+
+/// [`service`], its pool's audit events to `audit`.
+fn service_with(gate: Arc<Gate>, audit: Option<symbiont_runtime::audit::AuditLog>) -> Service {
     let config = format!(
         r#"[slm]
 enabled = true
@@ -281,12 +295,13 @@ a3 = "{a3}"
             gate: gate.clone(),
         })
     };
-    let pool = ModelPool::builder(ModelCatalog::new(slm).expect("catalog"))
+    let mut pool = ModelPool::builder(ModelCatalog::new(slm).expect("catalog"))
         .runner("fake", fake(&gate))
-        .runner("other", fake(&gate))
-        .build()
-        .expect("pool");
-    Service::new(pool)
+        .runner("other", fake(&gate));
+    if let Some(a) = audit {
+        pool = pool.audit_log(a);
+    }
+    Service::new(pool.build().expect("pool"))
 }
 
 fn post(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
@@ -838,4 +853,89 @@ async fn health_ready_and_models_answer_without_a_worker() {
         send(&s, get("/metrics", Some(SCRAPER))).await.status(),
         StatusCode::OK
     );
+}
+
+/// An answer's `x-request-id` is the id its audit events carry and its
+/// runner's request runs under: a refused token (401, audited without the
+/// token), a refused model (403), a whole answer, and a stream that the
+/// connection reads after the handler has returned.
+#[tokio::test]
+async fn the_request_id_links_an_answer_to_its_audit_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let audit = symbiont_runtime::audit::AuditLog::to_file(&log).unwrap();
+    let s = service_with(Arc::new(Gate::default()), Some(audit));
+    let id_of = |r: &Response| r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let forged = "symbi_forged_token_0123456789";
+    let r = send(
+        &s,
+        post(
+            "/v1/chat/completions",
+            Some(forged),
+            &chat("fake", "hi", false),
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let refused_token = id_of(&r);
+    let r = send(
+        &s,
+        post("/v1/chat/completions", None, &chat("fake", "hi", false)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let no_token = id_of(&r);
+    let r = send(
+        &s,
+        post(
+            "/v1/chat/completions",
+            Some(A1),
+            &chat("other", "hi", false),
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let refused_model = id_of(&r);
+    for stream in [false, true] {
+        let r = send(
+            &s,
+            post(
+                "/v1/chat/completions",
+                Some(A1),
+                &chat("fake", "whoami", stream),
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let id = id_of(&r);
+        assert!(id.starts_with("chatcmpl-"), "{id}");
+        let body = body_of(r).await;
+        assert!(
+            body.contains(&id),
+            "stream {stream}: the runner ran under another id: {body}"
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(forged),
+        "the token reached the audit log: {text}"
+    );
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let event = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["request_id"] == id)
+            .unwrap_or_else(|| panic!("no event of request {id}: {text}"))
+    };
+    assert_eq!(event(&refused_token)["kind"], "authentication_failed");
+    assert!(event(&refused_token)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("invalid_api_key"));
+    assert_eq!(event(&no_token)["kind"], "authentication_failed");
+    assert_eq!(event(&refused_model)["kind"], "access_refused");
+    assert_eq!(event(&refused_model)["agent"], "a1");
 }

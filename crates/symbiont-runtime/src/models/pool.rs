@@ -364,6 +364,12 @@ impl ModelPool {
         &self.inner.catalog
     }
 
+    /// Where the pool's security events go (the service records its own
+    /// there too: refused tokens).
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
     /// The host budget every worker draws on.
     pub fn budget(&self) -> &Arc<Budget> {
         &self.inner.budget

@@ -150,7 +150,7 @@ pub(crate) fn owned(
     use futures::FutureExt;
     let (tx, rx) = tokio::sync::mpsc::channel(REQUEST_EVENTS + 1);
     let prompt = prompt.to_string();
-    tokio::spawn(async move {
+    crate::audit::spawn_in_request(async move {
         // What to tell the reader at the end, if the runner did not.
         let run = async {
             let mut events = runner.execute_stream(&prompt, options);

@@ -91,6 +91,8 @@ impl Shared {
             } else {
                 self.keep_alive
             },
+            model: self.model_label.as_str().into(),
+            profile: self.profile_label.as_deref().unwrap_or("-").into(),
             batch_size: self.batch_size,
             context_size: self.context_size,
             cancel_grace_steps: defaults::CANCEL_GRACE_STEPS,
@@ -216,12 +218,30 @@ impl Shared {
                     *f = Some(w.facts.clone());
                 }
                 self.counters.loaded(started.elapsed());
+                tracing::info!(
+                    target: "symbi_slm_models",
+                    model = %self.model_label,
+                    profile = self.profile_label.as_deref().unwrap_or("-"),
+                    pid = w.pid(),
+                    load_ms = started.elapsed().as_millis() as u64,
+                    slots = self.slots,
+                    context_size = self.context_size,
+                    threads = self.threads,
+                    estimate_mb = self.need_mb,
+                    "worker loaded"
+                );
                 Ok(Driven::spawn(w, lease, self.driver_settings(tenant)))
             }
             Err(e) => {
                 if matches!(e, SlmRunnerError::WorkerCrashed { .. }) {
                     tenant.crashes.record();
                 }
+                tracing::warn!(
+                    target: "symbi_slm_models",
+                    model = %self.model_label,
+                    profile = self.profile_label.as_deref().unwrap_or("-"),
+                    "worker failed to start: {e}"
+                );
                 Err(e)
             }
         }

@@ -19,6 +19,18 @@ pub(super) enum Unload {
     Failed,
 }
 
+impl Unload {
+    /// The reason as the log line says it.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::KeepAlive => "keep_alive",
+            Self::Evicted => "evicted",
+            Self::Retired => "retired",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A runner's counters since it was built, and its load now.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]

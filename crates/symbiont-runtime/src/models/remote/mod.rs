@@ -224,7 +224,7 @@ impl RemoteRunner {
         let (tx, rx) = tokio::sync::mpsc::channel(REQUEST_EVENTS + 1);
         let inner = self.inner.clone();
         let prompt = prompt.to_string();
-        tokio::spawn(async move {
+        crate::audit::spawn_in_request(async move {
             let text = tx.clone();
             // One place stays free for the end; a full channel or a
             // reader gone stops the request.

@@ -114,6 +114,9 @@ fn tell_end(audit: &Audit, agent: Option<&str>, events: &mpsc::Sender<Event>, en
 
 /// Settings the driver needs from its runner.
 pub(super) struct Settings {
+    /// The model id and profile name the log lines name.
+    pub model: Arc<str>,
+    pub profile: Arc<str>,
     pub keep_alive: Duration,
     pub batch_size: u32,
     pub context_size: u32,
@@ -549,12 +552,24 @@ impl Driver {
         let pid = self.w.pid();
         let audit = self.settings.audit.clone();
         let counters = self.settings.counters.clone();
+        let (model, profile) = (self.settings.model.clone(), self.settings.profile.clone());
         if matches!(end, End::Unloaded) {
-            counters.unloaded(if self.draining {
+            let why = if self.draining {
                 self.unload
             } else {
                 Unload::KeepAlive
-            });
+            };
+            counters.unloaded(why);
+            // One line per unload at the default level: an operator sees
+            // memory come back, and why.
+            tracing::info!(
+                target: "symbi_slm_models",
+                %model,
+                %profile,
+                pid,
+                reason = why.as_str(),
+                "worker unloaded"
+            );
         } else {
             counters.unloaded(Unload::Failed);
             self.settings.crashes.record();
@@ -564,11 +579,11 @@ impl Driver {
                 for (_, a) in self.active.drain() {
                     let _ = a.events.try_send(Event::Retry(a.permit));
                 }
-                tracing::debug!(pid, "worker unloaded");
                 self.w.shutdown().await;
             }
             End::Violation { why, culprit } => {
                 let err = self.w.violated(&why).await;
+                tracing::warn!(target: "symbi_slm_models", %model, %profile, pid, "worker killed: {err}");
                 let mut blamed = false;
                 for (id, a) in self.active.drain() {
                     if Some(id) == culprit || a.received {
@@ -584,16 +599,21 @@ impl Driver {
             }
             End::Lost(why) => {
                 let err = self.w.crashed(&why).await;
+                tracing::warn!(target: "symbi_slm_models", %model, %profile, pid, "worker lost: {err}");
                 self.fail_all(&err);
             }
             End::WriteFailed(err) => {
                 // Make sure it is gone (a failed write may leave a live
                 // process behind).
                 self.w.kill().await;
+                tracing::warn!(target: "symbi_slm_models", %model, %profile, pid, "worker killed: {err}");
                 self.fail_all(&err);
             }
             End::IgnoredCancel { id, grace } => {
                 tracing::warn!(
+                    target: "symbi_slm_models",
+                    %model,
+                    %profile,
                     request = id,
                     pid,
                     "worker ignored cancel; killing its process group"
