@@ -146,7 +146,12 @@ fn file_facts(m: &Model) -> Option<serde_json::Value> {
             "layers": g.block_count,
             "embedding_length": g.embedding_length,
             "vocab_size": g.vocab_size,
+            "quantization": g.quantization(),
+            "parameters": g.parameters,
             "chat_template": g.has_chat_template,
+            // The template renders tool definitions: the model was trained
+            // to call tools (what the service offers of it: docs/service.md).
+            "template_uses_tools": g.template_uses_tools,
         }),
         Err(e) => serde_json::json!({ "present": true, "error": e.to_string() }),
     })

@@ -155,6 +155,10 @@ fn models_filters_select_and_show() {
     assert!(f["trained_context"].as_u64().unwrap() >= 2048, "{v}");
     assert!(f["size_bytes"].as_u64().unwrap() > 90 << 20, "{v}");
     assert_eq!(f["chat_template"], true, "{v}");
+    assert_eq!(f["quantization"], "Q4_1", "{v}");
+    // SmolLM2-135M: 134.5 million parameters, counted from the tensors.
+    assert_eq!(f["parameters"], 134_515_008, "{v}");
+    assert_eq!(f["template_uses_tools"], false, "{v}");
     let out = symbi(&["models", "list"], None);
     assert!(text(&out.stdout).contains(" MB "), "{}", text(&out.stdout));
     let out = symbi(&["models", "show", "ghost"], g);

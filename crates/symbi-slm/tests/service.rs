@@ -1892,7 +1892,13 @@ fn sighup_is_said_and_the_service_goes_on() {
 fn the_json_log_has_the_load_and_a_line_per_request() {
     let _g = serial();
     let (mut child, lines, dir) = serve_file(
-        &["--no-auth", "--log-format", "json", "--listen", "127.0.0.1:0"],
+        &[
+            "--no-auth",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+        ],
         1,
     );
     let log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap();

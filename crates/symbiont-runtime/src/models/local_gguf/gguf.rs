@@ -67,9 +67,68 @@ pub struct GgufSummary {
     pub head_count_kv: Option<u64>,
     /// Entries of `tokenizer.ggml.tokens`: the vocabulary's size.
     pub vocab_size: Option<u64>,
+    /// `general.file_type`: llama.cpp's `llama_ftype`, the quantisation
+    /// most tensors have (see [`GgufSummary::quantization`]).
+    pub file_type: Option<u64>,
+    /// Parameters: the elements of every tensor together.
+    pub parameters: u64,
+    /// Whether the chat template speaks of `tools` (it renders tool
+    /// definitions and calls: the model was trained to use tools).
+    pub template_uses_tools: bool,
 }
 
 impl GgufSummary {
+    /// The quantisation's name (`Q4_K_M`, `F16`…) from `general.file_type`,
+    /// as llama.cpp's `llama_ftype` numbers them.
+    pub fn quantization(&self) -> Option<&'static str> {
+        const NAMES: [&str; 42] = [
+            "F32",
+            "F16",
+            "Q4_0",
+            "Q4_1",
+            "",
+            "",
+            "",
+            "Q8_0",
+            "Q5_0",
+            "Q5_1",
+            "Q2_K",
+            "Q3_K_S",
+            "Q3_K_M",
+            "Q3_K_L",
+            "Q4_K_S",
+            "Q4_K_M",
+            "Q5_K_S",
+            "Q5_K_M",
+            "Q6_K",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "Q2_K_S",
+            "IQ3_XS",
+            "IQ3_XXS",
+            "IQ1_S",
+            "IQ4_NL",
+            "IQ3_S",
+            "IQ3_M",
+            "IQ2_S",
+            "IQ2_M",
+            "IQ4_XS",
+            "IQ1_M",
+            "BF16",
+            "",
+            "",
+            "",
+            "TQ1_0",
+            "TQ2_0",
+            "MXFP4_MOE",
+            "NVFP4",
+            "Q1_0",
+            "Q2_0",
+        ];
+        let i = usize::try_from(self.file_type?).ok()?;
+        NAMES.get(i).copied().filter(|n| !n.is_empty())
+    }
+
     /// Bytes of KV cache one token takes with llama.cpp's default cache
     /// type (16-bit keys and values), from the header: layers × 2 ×
     /// (KV heads × head size) × 2 bytes. `None` when the header lacks a
@@ -166,12 +225,22 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
     let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
     let mut arrays: BTreeMap<String, u64> = BTreeMap::new();
     let mut has_chat_template = false;
+    let mut template_uses_tools = false;
+    let mut file_type = None;
     let mut alignment = 32u64;
     for _ in 0..metadata_count {
         let key = r.string(MAX_KEY_BYTES, "key length")?;
         let ty = r.u32()?;
         if key == "tokenizer.chat_template" {
             has_chat_template = true;
+            if ty == 8 {
+                // Read (at most MAX_STRING_BYTES, as any string) to see
+                // whether it renders tools.
+                if let Value::Str(t) = r.value(ty, 0)? {
+                    template_uses_tools = t.contains("tools");
+                }
+                continue;
+            }
         }
         if ty == 8 && !KEPT_STRINGS.contains(&key.as_str()) {
             r.skip_string()?;
@@ -182,6 +251,9 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
                 strings.insert(key, s);
             }
             Value::Num(n) => {
+                if key == "general.file_type" {
+                    file_type = Some(n);
+                }
                 if key == "general.alignment" {
                     if n == 0 || !n.is_power_of_two() || n > 1 << 20 {
                         return Err(GgufError::Malformed(format!("general.alignment = {n}")));
@@ -209,6 +281,7 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
     // Checked as they come, keeping only the tensor that reaches furthest
     // into the data (where the data starts is known only after the last).
     let mut furthest: Option<(String, u64, u64)> = None;
+    let mut parameters: u64 = 0;
     for _ in 0..tensor_count {
         let name = r.string(MAX_KEY_BYTES, "tensor name length")?;
         let n_dims = r.u32()?;
@@ -224,6 +297,7 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
                 GgufError::Malformed(format!("tensor `{name}` element count overflows"))
             })?;
         }
+        parameters = parameters.saturating_add(elements);
         let ty = r.u32()?;
         let offset = r.u64()?;
         if offset % alignment != 0 {
@@ -275,6 +349,9 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
         head_count: arch_number("attention.head_count"),
         head_count_kv: arch_number("attention.head_count_kv"),
         vocab_size: arrays.get("tokenizer.ggml.tokens").copied(),
+        file_type,
+        parameters,
+        template_uses_tools,
         version,
         tensor_count,
         metadata_count,
@@ -510,6 +587,33 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         read_summary(f.path())
+    }
+
+    /// The quantisation from `general.file_type`, and whether the chat
+    /// template renders tools; neither when absent (the twin).
+    #[test]
+    fn quantization_and_tool_template() {
+        let mut v = header(3, 0, 3);
+        kv_str(&mut v, "general.architecture", "qwen2");
+        kv_str(
+            &mut v,
+            "tokenizer.chat_template",
+            "{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}",
+        );
+        let k = "general.file_type";
+        v.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        v.extend_from_slice(k.as_bytes());
+        v.extend_from_slice(&4u32.to_le_bytes());
+        v.extend_from_slice(&15u32.to_le_bytes());
+        let s = check(&v).unwrap();
+        assert_eq!(s.quantization(), Some("Q4_K_M"));
+        assert!(s.has_chat_template && s.template_uses_tools);
+        let mut v = header(3, 0, 2);
+        kv_str(&mut v, "general.architecture", "llama");
+        kv_str(&mut v, "tokenizer.chat_template", "{{ messages }}");
+        let s = check(&v).unwrap();
+        assert_eq!(s.quantization(), None);
+        assert!(s.has_chat_template && !s.template_uses_tools);
     }
 
     #[test]
