@@ -8,6 +8,7 @@ mod catalog_cmds;
 mod check_cmd;
 mod config_source;
 mod output;
+mod ps_cmd;
 mod run_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
@@ -69,6 +70,10 @@ enum Command {
     /// Agent tokens for the service.
     #[command(subcommand)]
     Agents(serve_cmd::AgentsCmd),
+    /// What a running `serve` has loaded: each model's workers, the agent
+    /// each serves, slots, queue, memory against the estimate, keep-alive
+    /// left (GET /v1/ps with the operator's token).
+    Ps(ps_cmd::PsArgs),
 }
 
 /// How log lines are written.
@@ -147,6 +152,7 @@ fn main() -> ExitCode {
         Command::Sandbox(cmd) => sandbox_cmd::sandbox(cmd, cli.config.as_deref()),
         Command::Serve(args) => serve_cmd::serve(args, cli.config.as_deref()),
         Command::Agents(cmd) => serve_cmd::agents(cmd, cli.config.as_deref()),
+        Command::Ps(args) => ps_cmd::ps(args, cli.config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

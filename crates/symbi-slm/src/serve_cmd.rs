@@ -59,6 +59,10 @@ pub enum AgentsCmd {
     /// once, and print the `metrics_token` line for [slm.service]. It
     /// reads `GET /metrics` and proves no agent.
     MetricsToken,
+    /// Make a random token for the operator (`symbi-slm ps`, GET /v1/ps),
+    /// print it once, and print the `operator_token` line for
+    /// [slm.service]. It proves no agent.
+    OperatorToken,
 }
 
 pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
@@ -339,6 +343,14 @@ async fn shutdown_signal() {
 pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
     let agent = match cmd {
         AgentsCmd::Token { agent } => agent,
+        AgentsCmd::OperatorToken => {
+            let (token, hash) = new_token()?;
+            out!("{token}");
+            out!("operator_token = \"{hash}\"");
+            eprintln!("The first line is the operator's token: it is shown only now; `symbi-slm ps` reads it from $SYMBI_SLM_OPERATOR_TOKEN or --token-file.");
+            eprintln!("Add the second line under [slm.service] in the config.");
+            return Ok(());
+        }
         AgentsCmd::MetricsToken => {
             let (token, hash) = new_token()?;
             out!("{token}");

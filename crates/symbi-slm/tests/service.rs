@@ -1969,3 +1969,72 @@ fn the_json_log_has_the_load_and_a_line_per_request() {
             .is_some_and(|m| m.contains("serve: stopped"))
     });
 }
+
+/// `symbi-slm ps` against a running service shows the operator what runs:
+/// nothing before the first request; then the worker it loaded (a child
+/// of the service, by its pid), its memory from the kernel against the
+/// estimate, its slots and the keep-alive it has left. `/v1/ps` answers
+/// only the operator's token: not an agent's, not none.
+#[test]
+fn ps_shows_the_operator_what_runs() {
+    let _g = serial();
+    let (operator, line) = new_token(&["agents", "operator-token"]);
+    assert!(line.starts_with("operator_token = \"sha256:"), "{line}");
+    let s = Server::start(&line);
+    let ps = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(["ps", "--url", &s.url])
+            .args(args)
+            .env("SYMBI_SLM_OPERATOR_TOKEN", &operator)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before: serde_json::Value = serde_json::from_str(&ps(&["--json"])).unwrap();
+    assert_eq!(before["models"].as_array().unwrap().len(), 0, "{before}");
+    s.warm();
+    let after: serde_json::Value = serde_json::from_str(&ps(&["--json"])).unwrap();
+    let m = &after["models"][0];
+    assert_eq!(m["model"], "smollm2", "{after}");
+    assert_eq!(m["profile"], "standard", "{after}");
+    let w = &m["workers"][0];
+    let pid = w["pid"].as_u64().unwrap() as u32;
+    assert!(
+        children(s.pid()).contains(&pid),
+        "{pid} is not the service's: {after}"
+    );
+    let memory = w["memory_mb"].as_f64().unwrap();
+    let estimate = w["estimate_mb"].as_f64().unwrap();
+    assert!(memory > 50.0 && memory < estimate * 1.5, "{after}");
+    let left = w["keep_alive_left_seconds"].as_f64().unwrap();
+    assert!(left > 200.0 && left <= 300.0, "{after}");
+    assert_eq!(w["busy"], 0, "{after}");
+    let table = ps(&[]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("smollm2") && l.contains(&pid.to_string())),
+        "{table}"
+    );
+    // An agent's token, or none: refused.
+    let (code, body) = s.curl("GET", "/v1/ps", Some("a1"), None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = s.curl("GET", "/v1/ps", None, None);
+    assert_eq!(code, 401, "{body}");
+    let out = Command::new(bin())
+        .args(["ps", "--url", &s.url])
+        .env_remove("SYMBI_SLM_OPERATOR_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SYMBI_SLM_OPERATOR_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -16,6 +16,7 @@ pub struct Tokens {
     hashes: Vec<(String, [u8; 32])>,
     anonymous: Option<String>,
     metrics: Option<[u8; 32]>,
+    operator: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Tokens {
@@ -27,6 +28,7 @@ impl fmt::Debug for Tokens {
             )
             .field("anonymous", &self.anonymous)
             .field("metrics_token", &self.metrics.is_some())
+            .field("operator_token", &self.operator.is_some())
             .finish()
     }
 }
@@ -43,6 +45,7 @@ impl Tokens {
             hashes,
             anonymous: settings.anonymous_agent.clone(),
             metrics: settings.metrics_token.as_deref().and_then(parse_hash),
+            operator: settings.operator_token.as_deref().and_then(parse_hash),
         }
     }
 
@@ -58,24 +61,52 @@ impl Tokens {
     /// service, and every agent may connect from the same address as a
     /// scraper (loopback, a balancer, a port forward).
     pub fn metrics(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match &self.metrics {
+        self.special(
+            self.metrics.as_ref(),
+            headers,
+            "/metrics needs the scraper's token (slm.service.metrics_token)",
+            ApiError::forbidden(
+                "metrics_token_not_set",
+                "/metrics counts requests per agent: set slm.service.metrics_token (symbi-slm agents metrics-token makes one) and scrape with that token",
+            ),
+        )
+    }
+
+    /// Whether a request may read `GET /v1/ps` (every worker, the agents
+    /// they serve): as `/metrics`, with `slm.service.operator_token`.
+    pub fn operator(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.special(
+            self.operator.as_ref(),
+            headers,
+            "/v1/ps needs the operator's token (slm.service.operator_token)",
+            ApiError::forbidden(
+                "operator_token_not_set",
+                "/v1/ps shows every agent's workers: set slm.service.operator_token (symbi-slm agents operator-token makes one) and send that token",
+            ),
+        )
+    }
+
+    /// A token of its own for one endpoint: with its hash configured, only
+    /// that token; without, only while no agent has a token.
+    fn special(
+        &self,
+        expected: Option<&[u8; 32]>,
+        headers: &HeaderMap,
+        wrong: &'static str,
+        not_set: ApiError,
+    ) -> Result<(), ApiError> {
+        match expected {
             Some(expected) => {
                 let token = presented(headers).unwrap_or("");
                 let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
                 if bool::from(expected.ct_eq(&hash)) && !token.is_empty() {
                     Ok(())
                 } else {
-                    Err(ApiError::unauthorized(
-                        "invalid_api_key",
-                        "/metrics needs the scraper's token (slm.service.metrics_token)",
-                    ))
+                    Err(ApiError::unauthorized("invalid_api_key", wrong))
                 }
             }
             None if self.hashes.is_empty() => Ok(()),
-            None => Err(ApiError::forbidden(
-                "metrics_token_not_set",
-                "/metrics counts requests per agent: set slm.service.metrics_token (symbi-slm agents metrics-token makes one) and scrape with that token",
-            )),
+            None => Err(not_set),
         }
     }
 

@@ -171,6 +171,7 @@ impl Service {
             .route("/health", get(native::health))
             .route("/ready", get(native::ready))
             .route("/metrics", get(native::metrics))
+            .route("/v1/ps", get(native::ps))
             .route("/openapi.json", get(native::openapi))
             .fallback(|uri: Uri| async move { ApiError::no_route(uri.path()).into_response() })
             // Each request runs under its id: the audit events it causes,

@@ -196,6 +196,74 @@ pub async fn metrics(State(service): State<Service>, headers: HeaderMap) -> Resp
         .into_response()
 }
 
+/// What runs now (`symbi-slm ps`): each model's runner built so far
+/// (profile, slots, queue) and each of its workers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ps {
+    /// One entry per model and profile whose runner was built.
+    pub models: Vec<PsModel>,
+}
+
+/// A model's runner under one profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PsModel {
+    /// The catalog id.
+    pub model: String,
+    /// The sandbox profile.
+    pub profile: String,
+    /// `LocalFile`, `OpenAI`, …
+    pub provider: String,
+    /// Requests one worker runs at once (remote: at once in all).
+    pub slots: usize,
+    /// Slots running a request now, over its workers.
+    pub busy: usize,
+    /// Requests waiting.
+    pub queued: usize,
+    /// Its running workers (none for a remote model, or an unloaded one).
+    pub workers: Vec<symbiont_runtime::models::WorkerStatus>,
+}
+
+/// Every model's runner and worker now: who it serves, slots, queue,
+/// memory against the estimate, keep-alive left.
+#[utoipa::path(get, path = "/v1/ps", tag = "operations",
+    responses((status = 200, description = "What runs now", body = Ps),
+        (status = 401, description = "`slm.service.operator_token` is set and the request does not carry it", body = ErrorBody),
+        (status = 403, description = "Agents have tokens and no `slm.service.operator_token` is set", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ps(State(service): State<Service>, headers: HeaderMap) -> Response {
+    if let Err(e) = service.shared.tokens.operator(&headers) {
+        return e.into_response();
+    }
+    let pool = service.pool();
+    let workers = pool.workers().await;
+    let models = pool
+        .loads()
+        .await
+        .into_iter()
+        .map(|(model, profile, load)| {
+            let mine: Vec<_> = workers
+                .iter()
+                .filter(|(m, p, _)| *m == model && *p == profile)
+                .map(|(_, _, w)| w.clone())
+                .collect();
+            PsModel {
+                provider: pool
+                    .catalog()
+                    .get_model(&model)
+                    .map_or("-", |m| m.provider.kind())
+                    .to_string(),
+                model,
+                profile,
+                slots: load.slots,
+                busy: load.busy,
+                queued: load.queued,
+                workers: mine,
+            }
+        })
+        .collect();
+    Json(Ps { models }).into_response()
+}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI document of this API", content_type = "application/json", body = Object)))]

@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         crate::native::health,
         crate::native::ready,
         crate::native::metrics,
+        crate::native::ps,
         crate::native::openapi,
     ),
     modifiers(&Bearer),

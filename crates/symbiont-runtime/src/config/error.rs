@@ -297,4 +297,10 @@ pub enum Problem {
         /// The agent whose token it is.
         agent: String,
     },
+    /// The operator's token is also an agent's.
+    #[error("the same token hash as agent `{agent}`: the operator could act as that agent and that agent could see every worker; make a token of its own (`symbi-slm agents operator-token`)")]
+    OperatorTokenIsAgents {
+        /// The agent whose token it is.
+        agent: String,
+    },
 }

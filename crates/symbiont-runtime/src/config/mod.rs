@@ -143,6 +143,10 @@ pub struct ServiceSettings {
     /// loopback clients only, since its counts per agent tell one agent
     /// how the others use the service.
     pub metrics_token: Option<String>,
+    /// `sha256:<hex>` of the operator's token for `GET /v1/ps` (what is
+    /// loaded, for whom, its memory; `symbi-slm ps`). `None` (the
+    /// default): `/v1/ps` answers only while no agent has a token.
+    pub operator_token: Option<String>,
 }
 
 impl Default for ServiceSettings {
@@ -163,6 +167,7 @@ impl Default for ServiceSettings {
             body_timeout_seconds: 30,
             send_timeout_seconds: 30,
             metrics_token: None,
+            operator_token: None,
         }
     }
 }

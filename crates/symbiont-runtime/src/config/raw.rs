@@ -48,6 +48,7 @@ struct RawService {
     body_timeout_seconds: Option<NonNeg>,
     send_timeout_seconds: Option<NonNeg>,
     metrics_token: Option<String>,
+    operator_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -428,6 +429,7 @@ impl RawSlm {
                         .send_timeout_seconds
                         .map_or(d.send_timeout_seconds, |v| v.0),
                     metrics_token: raw.metrics_token,
+                    operator_token: raw.operator_token,
                 }
             },
         }

@@ -710,6 +710,19 @@ fn check_service(slm: &Slm, out: &mut Issues) {
             ));
         }
     }
+    if let Some(hash) = &svc.operator_token {
+        if !is_token_hash(hash) {
+            out.push(("slm.service.operator_token".into(), Problem::BadTokenHash));
+        } else if let Some((agent, _)) = svc.agent_tokens.iter().find(|(_, h)| *h == hash) {
+            // The operator's token would also prove an agent.
+            out.push((
+                "slm.service.operator_token".into(),
+                Problem::OperatorTokenIsAgents {
+                    agent: agent.clone(),
+                },
+            ));
+        }
+    }
     if let Some(agent) = svc.anonymous_agent.as_ref().filter(|a| !is_identifier(a)) {
         out.push((
             "slm.service.anonymous_agent".into(),

@@ -18,7 +18,7 @@ pub(crate) use local_gguf::threads_for;
 pub use local_gguf::{
     defaults, find_worker, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report, Budget,
     GgufError, GgufSummary, HostBudget, LocalGgufRunner, LocalGgufRunnerBuilder, RunnerLoad,
-    RunnerMetrics,
+    RunnerMetrics, WorkerStatus,
 };
 pub use pool::{ModelPool, ModelPoolBuilder, PoolRunner};
 pub use remote::{RemoteRunner, SseParser};

@@ -608,6 +608,25 @@ impl ModelPool {
         out
     }
 
+    /// Every running worker of the local runners built so far: model id,
+    /// profile name, the worker (see [`LocalGgufRunner::workers`]).
+    pub async fn workers(&self) -> Vec<(String, String, crate::models::WorkerStatus)> {
+        let runners: Vec<_> = {
+            let r = self.inner.runners.lock().await;
+            r.iter()
+                .filter_map(|((m, p), r)| Some((m.clone(), p.clone(), r.local()?.clone())))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (m, p, r) in runners {
+            for w in r.workers().await {
+                out.push((m.clone(), p.clone(), w));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1, &a.2.agent).cmp(&(&b.0, &b.1, &b.2.agent)));
+        out
+    }
+
     /// The counters of every runner built so far: model id, profile name,
     /// its metrics.
     pub async fn metrics(&self) -> Vec<(String, String, RunnerMetrics)> {

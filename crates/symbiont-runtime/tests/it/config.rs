@@ -575,6 +575,22 @@ fn the_service_table_is_checked_and_never_echoes_a_token() {
         "slm.service.metrics_token",
         |p| matches!(p, Problem::MetricsTokenIsAgents { agent } if agent == "a1"),
     );
+    // The operator's token (`symbi-slm ps`): the same rules.
+    let o = Slm::from_toml_str(&format!(
+        "[slm]\n[slm.service]\noperator_token = \"{hash}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(o.service.operator_token.as_deref(), Some(hash.as_str()));
+    invalid(
+        "[slm]\n[slm.service]\noperator_token = \"symbi_0123456789secret\"\n",
+        "slm.service.operator_token",
+        |p| matches!(p, Problem::BadTokenHash),
+    );
+    invalid(
+        &format!("[slm]\n[slm.service]\noperator_token = \"{hash}\"\n[slm.service.agent_tokens]\na1 = \"{hash}\"\n"),
+        "slm.service.operator_token",
+        |p| matches!(p, Problem::OperatorTokenIsAgents { agent } if agent == "a1"),
+    );
     invalid(
         "[slm]\n[slm.service]\nsend_timeout_seconds = 0\n",
         "slm.service.send_timeout_seconds",

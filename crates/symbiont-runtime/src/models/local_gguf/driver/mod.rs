@@ -160,6 +160,11 @@ const FRESH: Duration = Duration::from_secs(1);
 pub(super) struct Driven {
     tx: mpsc::UnboundedSender<Command>,
     pid: u32,
+    /// When it was loaded, its keep-alive, and since when it is idle
+    /// (`None`: busy), for `ps`.
+    loaded_at: Instant,
+    keep_alive: Duration,
+    idle: Arc<std::sync::Mutex<Option<Instant>>>,
     facts: Arc<ModelFacts>,
     alive: Arc<AtomicBool>,
     /// Told to drain: it takes no new request.
@@ -193,9 +198,14 @@ impl Driven {
             }
         });
         let alive = Arc::new(AtomicBool::new(true));
+        let now = Instant::now();
+        let idle = Arc::new(std::sync::Mutex::new(Some(now)));
         let driven = Self {
             tx,
             pid: worker.pid(),
+            loaded_at: now,
+            keep_alive: settings.keep_alive,
+            idle: idle.clone(),
             facts: Arc::new(worker.facts.clone()),
             alive: alive.clone(),
             draining,
@@ -206,7 +216,8 @@ impl Driven {
             active: HashMap::new(),
             pings: Vec::new(),
             draining: false,
-            idle_since: Some(Instant::now()),
+            idle_since: Some(now),
+            idle_shared: idle,
             fresh: true,
             started: Instant::now(),
             lease,
@@ -225,6 +236,22 @@ impl Driven {
 
     pub fn facts(&self) -> &ModelFacts {
         &self.facts
+    }
+
+    /// How long it has been loaded.
+    pub fn loaded_for(&self) -> Duration {
+        self.loaded_at.elapsed()
+    }
+
+    /// How long it has been idle (`None`: it runs something).
+    pub fn idle_for(&self) -> Option<Duration> {
+        let since = *self.idle.lock().ok()?;
+        since.map(|t| t.elapsed())
+    }
+
+    /// Its keep-alive (pinned: about 136 years).
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
     }
 
     /// Whether the worker still runs and takes requests (not killed,
@@ -292,6 +319,8 @@ struct Driver {
     pings: Vec<(u64, Instant, PingReply)>,
     draining: bool,
     idle_since: Option<Instant>,
+    /// `idle_since` for [`Driven::idle_since`], set when it changes.
+    idle_shared: Arc<std::sync::Mutex<Option<Instant>>>,
     /// No command yet: the request that started the worker is on its way
     /// (for at most [`FRESH`]).
     fresh: bool,
@@ -338,12 +367,20 @@ impl Driver {
             }
             self.lease.set_idle(self.active.is_empty() && !self.fresh);
             if self.active.is_empty() {
-                let idle = *self.idle_since.get_or_insert_with(Instant::now);
+                let idle = match self.idle_since {
+                    Some(t) => t,
+                    None => {
+                        let now = Instant::now();
+                        self.idle_since = Some(now);
+                        self.publish_idle();
+                        now
+                    }
+                };
                 if self.draining || idle.elapsed() >= self.keep_alive() {
                     break End::Unloaded;
                 }
-            } else {
-                self.idle_since = None;
+            } else if self.idle_since.take().is_some() {
+                self.publish_idle();
             }
         };
         // Commands that came too late: requests go to a fresh worker.
@@ -367,6 +404,12 @@ impl Driver {
     /// Idle time before unloading: the setting, but at least a second
     /// before the first command (the request that started the worker is
     /// on its way).
+    fn publish_idle(&self) {
+        if let Ok(mut shared) = self.idle_shared.lock() {
+            *shared = self.idle_since;
+        }
+    }
+
     fn keep_alive(&self) -> Duration {
         if self.fresh {
             self.settings.keep_alive.max(Duration::from_secs(1))
