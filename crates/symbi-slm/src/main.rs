@@ -5,6 +5,7 @@
 //! are 2 as well).
 
 mod catalog_cmds;
+mod chat_cmd;
 mod check_cmd;
 mod config_source;
 mod output;
@@ -56,9 +57,10 @@ enum Command {
     /// one-line summary (tokens, tokens/s, first token, peak memory) to
     /// stderr.
     Run(run_cmd::RunArgs),
-    /// A conversation on stdin: one line per turn, answers streamed to
-    /// stdout, the worker kept loaded between turns (/reset, /exit).
-    Chat(run_cmd::ChatArgs),
+    /// A conversation: at a terminal a REPL (line editing, history,
+    /// /help, /bye, multiline with """, Ctrl-C stops an answer); from a
+    /// pipe one line per turn. The worker stays loaded between turns.
+    Chat(chat_cmd::ChatArgs),
     /// What a sandbox profile enforces on this host; run a program under it.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCmd),
@@ -148,7 +150,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => catalog_cmds::models(cmd, cli.config.as_deref()),
         Command::Profiles(cmd) => catalog_cmds::profiles(cmd, cli.config.as_deref()),
         Command::Run(args) => run_cmd::run(args, cli.config.as_deref()),
-        Command::Chat(args) => run_cmd::chat(args, cli.config.as_deref()),
+        Command::Chat(args) => chat_cmd::chat(args, cli.config.as_deref()),
         Command::Sandbox(cmd) => sandbox_cmd::sandbox(cmd, cli.config.as_deref()),
         Command::Serve(args) => serve_cmd::serve(args, cli.config.as_deref()),
         Command::Agents(cmd) => serve_cmd::agents(cmd, cli.config.as_deref()),

@@ -1,6 +1,6 @@
 //! `symbi-slm run`: one prompt through the model's runner, streamed.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use clap::Args;
 use futures::StreamExt;
 use symbiont_runtime::config::ModelCapability;
 use symbiont_runtime::models::{
-    config_for_file, AgentRunner, ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions,
-    ModelCatalog, ModelPool, PromptMode, SlmRunnerError, StreamEvent,
+    config_for_file, AgentRunner, ExecutionMetadata, ExecutionOptions, ModelCatalog, ModelPool,
+    PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
@@ -71,20 +71,10 @@ pub struct RunArgs {
     json: bool,
 }
 
-/// `symbi-slm chat`
-#[derive(Debug, Args)]
-pub struct ChatArgs {
-    #[command(flatten)]
-    common: ModelArgs,
-    /// A system message opening the conversation.
-    #[arg(long)]
-    system: Option<String>,
-}
-
 /// A model resolved from the config, ready to run through the pool.
-struct Prepared {
-    model_id: String,
-    profile_name: String,
+pub(crate) struct Prepared {
+    pub model_id: String,
+    pub profile_name: String,
     pool: ModelPool,
 }
 
@@ -92,7 +82,7 @@ impl Prepared {
     /// The model's runner from the pool; for `--agent`, after the pool has
     /// checked the agent's access (a refusal is audited there). Nothing
     /// starts until the first request.
-    async fn runner(&self, args: &ModelArgs) -> Result<AgentRunner, Failure> {
+    pub(crate) async fn runner(&self, args: &ModelArgs) -> Result<AgentRunner, Failure> {
         let profile = Some(self.profile_name.as_str());
         let models = match &args.agent {
             Some(agent) => self.pool.for_agent(agent),
@@ -104,7 +94,7 @@ impl Prepared {
             .map_err(classify)
     }
 
-    fn options(&self, args: &ModelArgs) -> ExecutionOptions {
+    pub(crate) fn options(&self, args: &ModelArgs) -> ExecutionOptions {
         ExecutionOptions {
             temperature: args.temperature,
             max_tokens: args.max_tokens,
@@ -123,7 +113,7 @@ pub(crate) fn is_model_file(word: &str) -> bool {
 
 /// Loads the config (or makes one for a model file), picks the model and
 /// the profile, and makes the pool that checks access and runs it.
-fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure> {
+pub(crate) fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepared, Failure> {
     let mut file = args.model.as_deref().filter(|m| is_model_file(m));
     if let Some(f) = file {
         // A config that names a model so (ids may end in `.gguf`) keeps it.
@@ -298,95 +288,9 @@ pub fn run(mut args: RunArgs, config: Option<&Path>) -> Result<(), Failure> {
     })
 }
 
-/// `symbi-slm chat`: one line per user turn; the model's answers stream
-/// back and stay in the conversation. `/reset` starts over, `/exit` or end
-/// of input ends. The worker stays loaded between turns.
-pub fn chat(args: ChatArgs, config: Option<&Path>) -> Result<(), Failure> {
-    let prep = prepare(&args.common, config)?;
-    let interactive = std::io::stdin().is_terminal();
-    let rt = runtime()?;
-    rt.block_on(async {
-        let runner = prep.runner(&args.common).await?;
-        let opening: Vec<ChatMessage> = args
-            .system
-            .iter()
-            .map(|s| ChatMessage::new(ChatRole::System, s.clone()))
-            .collect();
-        let mut history = opening.clone();
-        if interactive {
-            eprintln!(
-                "[{} · profile {}] type a message; /reset starts over, /exit ends",
-                prep.model_id, prep.profile_name
-            );
-        }
-        let mut lines = std::io::stdin().lock().lines();
-        loop {
-            if interactive {
-                eprint!("> ");
-            }
-            let Some(line) = lines.next() else { break };
-            let line = line.map_err(|e| Failure::Input(anyhow!("reading stdin: {e}")))?;
-            let line = line.trim();
-            match line {
-                "" => continue,
-                "/exit" | "/quit" => break,
-                "/reset" => {
-                    history = opening.clone();
-                    eprintln!("(conversation reset)");
-                    continue;
-                }
-                _ => {}
-            }
-            let options = ExecutionOptions {
-                history: history.clone(),
-                ..prep.options(&args.common)
-            };
-            let mut stream = Box::pin(runner.execute_stream(line, Some(options)));
-            let mut stdout = std::io::stdout().lock();
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(StreamEvent::Token(t)) => {
-                        if let Err(e) = stdout.write_all(t.as_bytes()).and_then(|()| stdout.flush())
-                        {
-                            crate::output::gone(&e);
-                        }
-                    }
-                    Ok(StreamEvent::Done(result)) => {
-                        if let Err(e) = writeln!(stdout) {
-                            crate::output::gone(&e);
-                        }
-                        if interactive {
-                            eprintln!(
-                                "{}",
-                                summary(&prep.model_id, &prep.profile_name, &result.metadata)
-                            );
-                        }
-                        history.push(ChatMessage::new(ChatRole::User, line));
-                        history.push(ChatMessage::new(ChatRole::Assistant, result.response));
-                    }
-                    Ok(_) => {}
-                    // A turn that fails (too long for the context, a
-                    // timeout) is reported; the conversation goes on.
-                    Err(
-                        e @ (SlmRunnerError::InvalidInput { .. }
-                        | SlmRunnerError::ContextLengthExceeded { .. }),
-                    ) => {
-                        eprintln!("symbi-slm: {e} (/reset starts a new conversation)");
-                    }
-                    Err(e @ SlmRunnerError::ExecutionTimeout { .. }) => {
-                        eprintln!("symbi-slm: {e}");
-                    }
-                    Err(e) => return Err(classify(e)),
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
 /// The async runtime of one command: one worker thread is plenty, the
 /// work happens in the model's worker process.
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -396,7 +300,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Bad input and bad model files are the caller's to fix (exit 2); the
 /// rest happened while running (exit 1).
-fn classify(e: SlmRunnerError) -> Failure {
+pub(crate) fn classify(e: SlmRunnerError) -> Failure {
     match e {
         SlmRunnerError::InvalidInput { .. }
         | SlmRunnerError::ContextLengthExceeded { .. }
@@ -408,7 +312,7 @@ fn classify(e: SlmRunnerError) -> Failure {
     }
 }
 
-fn summary(model: &str, profile: &str, m: &ExecutionMetadata) -> String {
+pub(crate) fn summary(model: &str, profile: &str, m: &ExecutionMetadata) -> String {
     let opt = |v: Option<f64>, unit: &str| {
         v.map(|v| format!("{v:.1}{unit}"))
             .unwrap_or_else(|| "n/a".into())

@@ -1026,3 +1026,35 @@ fn config_check_reports_every_problem_in_one_run() {
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert_eq!(said.matches("no local model can run").count(), 1, "{said}");
 }
+
+/// The chat REPL at a terminal (a pseudo-terminal driven by pexpect, from
+/// the pinned Python environment): /help, an answer, Ctrl-C in the middle
+/// of a long answer stops only it (the next turn is answered by the same
+/// worker), a message of several lines, an unknown command kept from the
+/// model, Ctrl-C at the prompt, /bye, and the history kept (0600) and
+/// recalled with Up in the next session. `tests/python/chat_repl.py` says
+/// each check.
+#[test]
+fn the_chat_repl_works_at_a_terminal() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = std::process::Command::new(root.join("scripts/python-env"))
+        .output()
+        .expect("run scripts/python-env");
+    assert!(
+        env.status.success(),
+        "scripts/python-env failed (it installs the pinned pexpect from PyPI):\n{}",
+        text(&env.stderr)
+    );
+    let python = text(&env.stdout).trim().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/python/chat_repl.py"))
+        .arg(env!("CARGO_BIN_EXE_symbi-slm"))
+        .arg(worker_beside_cli())
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", text(&out.stderr));
+    assert_eq!(said.matches("ok: ").count(), 9, "{said}");
+}
