@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
+use symbiont_runtime::config::Slm;
 use symbiont_runtime::models::{config_for_file, defaults, ModelCatalog, ModelPool};
 use symbiont_service::Service;
 
 use crate::catalog_cmds;
+use crate::config_source::Source;
 use crate::output::{note, out};
 use crate::Failure;
 
@@ -66,6 +68,8 @@ pub enum AgentsCmd {
 }
 
 pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
+    // The file a SIGHUP reloads (none for a model file or the built-in).
+    let mut config_file: Option<PathBuf> = None;
     let (source, catalog, file) = match &args.model {
         Some(path) => {
             if let Some(c) = config {
@@ -84,6 +88,9 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
         }
         None => {
             let (source, catalog) = catalog_cmds::catalog(config)?;
+            if let Source::Flag(p) | Source::Env(p) = &source {
+                config_file = Some(p.clone());
+            }
             (source.to_string(), catalog, None)
         }
     };
@@ -156,8 +163,14 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
                 "symbi-slm serve: WARNING: no agent can authenticate ({source} has no [slm.service.agent_tokens] and no anonymous_agent), so every request will be answered 401. Make a token with `symbi-slm agents token AGENT` and add its line under [slm.service.agent_tokens], or set slm.service.anonymous_agent for local development."
             ));
         }
+        let reloader = Reloader {
+            service: service.clone(),
+            file: config_file,
+            worker: args.worker.clone(),
+            local,
+        };
         let served = service
-            .serve(listener, shutdown_signal())
+            .serve(listener, shutdown_signal(reloader))
             .await
             .map_err(|e| Failure::Runtime(e.into()));
         drop(token_dir);
@@ -300,10 +313,137 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the name resolves to no address".to_string())
 }
 
-/// SIGTERM or SIGINT. SIGHUP (which would end the process by default)
-/// is said and otherwise ignored: reloading the config on it is not
-/// built yet, and a service must not die of it.
-async fn shutdown_signal() {
+/// What a SIGHUP reloads: the service's config file.
+struct Reloader {
+    service: Service,
+    file: Option<PathBuf>,
+    worker: Option<PathBuf>,
+    /// The address the service listens on (a new config must be one the
+    /// service would start with there).
+    local: SocketAddr,
+}
+
+impl Reloader {
+    /// Reads the config file again and, if `serve` would start with it,
+    /// puts it in force for the requests that come after (see
+    /// `Service::reload`); otherwise says every problem and keeps the
+    /// config in force. Runners whose model and profile did not change
+    /// keep their loaded workers; the others' workers stop once the
+    /// requests in progress on them end.
+    async fn reload(&self) {
+        let Some(path) = &self.file else {
+            tracing::warn!("SIGHUP: no config file to reload (a model file served without one, or the built-in config): nothing changes");
+            return;
+        };
+        match self.try_reload(path).await {
+            Ok(said) => tracing::info!("SIGHUP: {} reloaded: {said}", path.display()),
+            Err(problems) => {
+                for p in &problems {
+                    tracing::warn!("SIGHUP: {}: {p}", path.display());
+                }
+                tracing::warn!(
+                    "SIGHUP: {} has {} problem(s): the config in force stays",
+                    path.display(),
+                    problems.len()
+                );
+            }
+        }
+    }
+
+    async fn try_reload(&self, path: &Path) -> Result<String, Vec<String>> {
+        let one = |e: String| vec![e];
+        let (slm, issues) = Slm::diagnose_file(path).map_err(|e| one(e.to_string()))?;
+        if !issues.is_empty() {
+            return Err(issues.iter().map(ToString::to_string).collect());
+        }
+        let slm = slm.ok_or_else(|| one("nothing could be read".into()))?;
+        if !slm.enabled {
+            return Err(one(
+                "slm.enabled = false: the service would stop serving".into()
+            ));
+        }
+        let old = self.service.current();
+        let old_pool = old.pool();
+        let old_c = old_pool.catalog().config();
+        let catalog = ModelCatalog::new(slm).map_err(|e| one(e.to_string()))?;
+        let new_c = catalog.config();
+        let same_budget = (
+            new_c.pool.memory_budget_mb,
+            new_c.pool.cores,
+            new_c.pool.max_loaded_workers,
+        ) == (
+            old_c.pool.memory_budget_mb,
+            old_c.pool.cores,
+            old_c.pool.max_loaded_workers,
+        );
+        let audit = if new_c.audit_log_path == old_c.audit_log_path {
+            old_pool.audit().clone()
+        } else {
+            catalog_cmds::audit_log(&catalog).map_err(|e| one(e.to_string()))?
+        };
+        let mut pool = ModelPool::builder(catalog).audit_log(audit);
+        if same_budget {
+            pool = pool.budget(old_pool.budget().clone());
+        }
+        if let Some(w) = &self.worker {
+            pool = pool.worker_path(w);
+        }
+        let pool = pool.build().map_err(|e| one(e.to_string()))?;
+        // What `serve` checks at its start, on the address it has.
+        let trial = Service::new(pool.clone());
+        trial
+            .check_listen(self.local)
+            .map_err(|e| one(e.to_string()))?;
+        let profile = trial.profile().to_string();
+        if pool.catalog().get_sandbox_profile(&profile).is_none() {
+            return Err(one(format!(
+                "no sandbox profile `{profile}` for the service"
+            )));
+        }
+        let kept = pool.adopt(old_pool).await;
+        for id in &pool.catalog().config().pool.pinned_models {
+            let loaded = match pool.runner(id, Some(&profile)).await {
+                Ok(r) => r.preload().await,
+                Err(e) => Err(e),
+            };
+            loaded.map_err(|e| {
+                one(format!(
+                    "pinned model `{id}` cannot load under the service's profile `{profile}`: {e}"
+                ))
+            })?;
+        }
+        let models = pool.catalog().list_models().len();
+        let agents = pool.catalog().config().service.agent_tokens.len();
+        let fixed = self.service.reload(pool);
+        Ok(format!(
+            "{models} model(s), {agents} agent token(s), profile `{profile}`; {} runner(s) kept loaded{}{}",
+            kept.len(),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    kept.iter()
+                        .map(|(m, p)| format!("{m} under {p}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            if fixed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; changed, in force at the next start: slm.service.{}",
+                    fixed.join(", slm.service.")
+                )
+            }
+        ))
+    }
+}
+
+/// SIGTERM or SIGINT. SIGHUP reloads the config file (see
+/// [`Reloader::reload`]); the service never dies of it.
+async fn shutdown_signal(reloader: Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -319,9 +459,7 @@ async fn shutdown_signal() {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM"); break }
             _ = int.recv() => { tracing::info!("SIGINT"); break }
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: reloading the config is not supported yet; the service goes on with the config it started with (restart it to apply a change)"
-            ),
+            _ = hup.recv() => reloader.reload().await,
         }
     }
     // A second signal does not wait for the grace: the process exits now,

@@ -1863,24 +1863,130 @@ fn pinned_models_load_under_the_service_s_profile() {
     );
 }
 
-/// SIGHUP does not end the service (by default it would, exit 129): it
-/// says that reloading is not supported yet and goes on serving.
+/// SIGHUP reloads the config file under load, and no request fails: while
+/// two clients of a1 keep asking (one streaming), a2's token is revoked
+/// (401 at once after the reload, a1 unharmed, the loaded worker kept);
+/// a broken config is refused with its problems and the one in force
+/// stays; a changed profile replaces the worker (the old one exits).
 #[test]
-fn sighup_is_said_and_the_service_goes_on() {
+fn sighup_reloads_the_config_without_failing_a_request() {
     let _g = serial();
     let s = Server::start("");
-    signal(s.pid(), "-HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s
-        .log()
-        .contains("SIGHUP: reloading the config is not supported yet")
-    {
-        assert!(Instant::now() < deadline, "no SIGHUP line in:\n{}", s.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (code, _) = s.curl("GET", "/health", None, None);
-    assert_eq!(code, 200);
     s.warm();
+    let path = s.dir.path().join("service.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let worker_of = |s: &Server| -> Vec<u32> { children(s.pid()) };
+    let first_workers = worker_of(&s);
+    assert_eq!(first_workers.len(), 1, "{first_workers:?}");
+    let wait_log = |needle: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.log().matches(needle).count() < n {
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = [false, true]
+        .into_iter()
+        .map(|stream| {
+            let (url, token, stop) = (s.url.clone(), s.tokens["a1"].clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) || codes.len() < 3 {
+                    let out = Command::new("curl")
+                        .args([
+                            "-s",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{http_code}",
+                            "--max-time",
+                            "120",
+                        ])
+                        .arg(format!("{url}/v1/chat/completions"))
+                        .args(["-H", &format!("Authorization: Bearer {token}")])
+                        .args(["-H", "Content-Type: application/json", "--data-binary"])
+                        .arg(chat_body("smollm2", "Name a color.", 8, stream))
+                        .output()
+                        .unwrap();
+                    codes.push(String::from_utf8_lossy(&out.stdout).to_string());
+                }
+                codes
+            })
+        })
+        .collect();
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a2"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 200);
+    // a2's token revoked.
+    let a2_line = config
+        .lines()
+        .find(|l| l.starts_with("\"a2\" = \"sha256:"))
+        .unwrap_or_else(|| panic!("no a2 token line in {config}"))
+        .to_string();
+    std::fs::write(&path, config.replace(&a2_line, "")).unwrap();
+    signal(s.pid(), "-HUP");
+    wait_log("reloaded:", 1);
+    assert!(
+        s.log()
+            .contains("1 runner(s) kept loaded (smollm2 under standard)"),
+        "{}",
+        s.log()
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a2"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 401, "{body}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for c in clients {
+        let codes = c.join().unwrap();
+        assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    }
+    assert_eq!(
+        worker_of(&s),
+        first_workers,
+        "the unchanged worker was replaced"
+    );
+
+    // A broken config: refused, said, the one in force stays.
+    std::fs::write(&path, "[slm]\nenabeld = true\n").unwrap();
+    signal(s.pid(), "-HUP");
+    wait_log("problem(s): the config in force stays", 1);
+    assert!(s.log().contains("enabeld"), "{}", s.log());
+    s.warm();
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a2"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 401);
+
+    // A changed profile: a new worker for the next request; the old one
+    // exits once idle.
+    std::fs::write(
+        &path,
+        config.replace(&a2_line, "").replace(
+            "max_execution_time_seconds = 600",
+            "max_execution_time_seconds = 500",
+        ),
+    )
+    .unwrap();
+    signal(s.pid(), "-HUP");
+    wait_log("reloaded:", 2);
+    assert!(s.log().contains("0 runner(s) kept loaded"), "{}", s.log());
+    s.warm();
+    wait_gone(&first_workers, Duration::from_secs(30));
+    let now = worker_of(&s);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, first_workers);
 }
 
 /// `--log-format json`: every line of stderr is one JSON object, and a

@@ -13,7 +13,6 @@
 //! folds into the final message.
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -27,7 +26,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::generate::{answer, conversation, Dialect, Job};
-use crate::{parse_body, Call, Service};
+use crate::{parse_body, Call, Current};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
@@ -366,7 +365,7 @@ fn event(name: &'static str, v: serde_json::Value) -> Event {
         (status = 529, description = "The model's queue is full (Retry-After)", body = AnthropicErrorBody),
     ),
     security(("bearer" = []), ("x-api-key" = [])))]
-pub async fn messages(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
+pub async fn messages(Current(service): Current, headers: HeaderMap, body: Body) -> Response {
     let mut call = service.call("/v1/messages");
     let result = async {
         call.authenticate(&service, &headers)?;

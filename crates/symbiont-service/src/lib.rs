@@ -62,10 +62,15 @@ use crate::metrics::{Metrics, RequestLabels};
 /// longest request head accepted.
 const CONNECTION_BUFFER_BYTES: usize = 64 << 10;
 
-/// The service: cheap to clone (an `Arc`).
+/// The service: cheap to clone (an `Arc`). A handle is a snapshot of one
+/// config: each request runs on the config in force when it came
+/// ([`Current`]), and [`Service::reload`] puts a new one in force for the
+/// requests after it.
 #[derive(Debug, Clone)]
 pub struct Service {
     shared: Arc<Shared>,
+    /// The config in force now, shared by every handle.
+    live: Arc<std::sync::RwLock<Arc<Shared>>>,
 }
 
 #[derive(Debug)]
@@ -75,8 +80,49 @@ struct Shared {
     profile: String,
     tokens: Tokens,
     limits: Limits,
-    metrics: Metrics,
+    /// Counted across reloads.
+    metrics: Arc<Metrics>,
     started: i64,
+}
+
+/// The service as a request finds it: the config in force when the
+/// request came, for the whole request (a reload in between changes
+/// nothing for it).
+#[derive(Debug)]
+pub struct Current(pub Service);
+
+impl axum::extract::FromRequestParts<Service> for Current {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        service: &Service,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Current(service.current()))
+    }
+}
+
+impl Shared {
+    fn new(pool: ModelPool, metrics: Arc<Metrics>, started: i64) -> Self {
+        let config = pool.catalog().config();
+        let settings = config.service.clone();
+        let profile = settings
+            .sandbox_profile
+            .clone()
+            .unwrap_or_else(|| config.default_sandbox_profile.clone());
+        Shared {
+            tokens: Tokens::new(&settings),
+            limits: Limits::new(
+                settings.max_concurrent_requests,
+                settings.max_concurrent_per_agent,
+            ),
+            metrics,
+            started,
+            pool,
+            settings,
+            profile,
+        }
+    }
 }
 
 /// Why the service cannot start.
@@ -95,26 +141,65 @@ pub enum ServiceError {
 impl Service {
     /// A service over a pool, with the pool's config's `[slm.service]`.
     pub fn new(pool: ModelPool) -> Self {
-        let config = pool.catalog().config();
-        let settings = config.service.clone();
-        let profile = settings
-            .sandbox_profile
-            .clone()
-            .unwrap_or_else(|| config.default_sandbox_profile.clone());
+        let shared = Arc::new(Shared::new(
+            pool,
+            Arc::new(Metrics::new()),
+            jiff::Timestamp::now().as_second(),
+        ));
         Self {
-            shared: Arc::new(Shared {
-                tokens: Tokens::new(&settings),
-                limits: Limits::new(
-                    settings.max_concurrent_requests,
-                    settings.max_concurrent_per_agent,
-                ),
-                metrics: Metrics::new(),
-                started: jiff::Timestamp::now().as_second(),
-                pool,
-                settings,
-                profile,
-            }),
+            live: Arc::new(std::sync::RwLock::new(shared.clone())),
+            shared,
         }
+    }
+
+    /// The service on the config in force now.
+    pub fn current(&self) -> Service {
+        let shared = self.live.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Service {
+            shared,
+            live: self.live.clone(),
+        }
+    }
+
+    /// Puts `pool`'s config in force for the requests that come after:
+    /// its tokens, allow-lists, profiles, models and limits (the metrics
+    /// go on counting). Requests in progress finish on the config they
+    /// came with. What the listening socket was made with (`listen`, the
+    /// connection limits and timeouts) stays until a restart; the returned
+    /// list says which of those the new config changes. Build `pool` with
+    /// this service's pool's budget and let it [`ModelPool::adopt`] the
+    /// runners that did not change, so that their workers stay loaded.
+    pub fn reload(&self, pool: ModelPool) -> Vec<&'static str> {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        let (old, new) = (&live.settings, &pool.catalog().config().service);
+        let fixed: Vec<&'static str> = [
+            ("listen", old.listen != new.listen),
+            (
+                "max_connections",
+                old.max_connections != new.max_connections,
+            ),
+            (
+                "max_connections_per_client",
+                old.max_connections_per_client != new.max_connections_per_client,
+            ),
+            (
+                "header_timeout_seconds",
+                old.header_timeout_seconds != new.header_timeout_seconds,
+            ),
+            (
+                "send_timeout_seconds",
+                old.send_timeout_seconds != new.send_timeout_seconds,
+            ),
+            (
+                "shutdown_grace_seconds",
+                old.shutdown_grace_seconds != new.shutdown_grace_seconds,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, changed)| changed.then_some(k))
+        .collect();
+        *live = Arc::new(Shared::new(pool, live.metrics.clone(), live.started));
+        fixed
     }
 
     /// The pool the service runs models in.

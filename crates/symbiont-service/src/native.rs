@@ -3,7 +3,6 @@
 //! `/health`, `/ready`, `/metrics`, `/openapi.json`.
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::generate::{conversation, whole, Job};
-use crate::{parse_body, Service};
+use crate::{parse_body, Current};
 
 /// `POST /v1/execute`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,7 +45,7 @@ pub struct ExecuteRequest {
         (status = 504, body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn execute(State(service): State<Service>, headers: HeaderMap, body: Body) -> Response {
+pub async fn execute(Current(service): Current, headers: HeaderMap, body: Body) -> Response {
     let mut call = service.call("/v1/execute");
     let result = async {
         call.authenticate(&service, &headers)?;
@@ -113,7 +112,7 @@ pub async fn health() -> Json<Status> {
 /// is found). No model is loaded by this check.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = Status)))]
-pub async fn ready(State(service): State<Service>) -> Response {
+pub async fn ready(Current(service): Current) -> Response {
     let mut problems = Vec::new();
     for model in service.pool().catalog().list_models() {
         // Catalog-only entries never run; remote models are ready when
@@ -179,7 +178,7 @@ pub async fn ready(State(service): State<Service>) -> Response {
     responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "`slm.service.metrics_token` is set and the request does not carry it", body = ErrorBody),
         (status = 403, description = "Agents have tokens and no `slm.service.metrics_token` is set", body = ErrorBody)))]
-pub async fn metrics(State(service): State<Service>, headers: HeaderMap) -> Response {
+pub async fn metrics(Current(service): Current, headers: HeaderMap) -> Response {
     if let Err(e) = service.shared.tokens.metrics(&headers) {
         return e.into_response();
     }
@@ -230,7 +229,7 @@ pub struct PsModel {
         (status = 401, description = "`slm.service.operator_token` is set and the request does not carry it", body = ErrorBody),
         (status = 403, description = "Agents have tokens and no `slm.service.operator_token` is set", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn ps(State(service): State<Service>, headers: HeaderMap) -> Response {
+pub async fn ps(Current(service): Current, headers: HeaderMap) -> Response {
     if let Err(e) = service.shared.tokens.operator(&headers) {
         return e.into_response();
     }

@@ -375,6 +375,66 @@ impl ModelPool {
         &self.inner.budget
     }
 
+    /// Takes over from `old` (the pool of the config before a reload) the
+    /// runners this pool would build the same, with their loaded workers:
+    /// the same model entry under the same profile, the same keep-alive and
+    /// pin, and one host budget (build this pool with `old`'s
+    /// [`budget`](ModelPool::budget)); the embedder's own runners are not
+    /// the config's and are not taken. The others are left to `old`: its
+    /// requests in progress finish there, and its workers stop when the
+    /// last of them lets go of it. Returns the (model, profile) pairs
+    /// taken over.
+    pub async fn adopt(&self, old: &ModelPool) -> Vec<(String, String)> {
+        if !Arc::ptr_eq(&self.inner.budget, &old.inner.budget) {
+            return Vec::new();
+        }
+        let (new_c, old_c) = (self.catalog().config(), old.catalog().config());
+        let same = |model: &str, profile: &str| {
+            let m = (
+                new_c
+                    .model_allow_lists
+                    .global_models
+                    .iter()
+                    .find(|m| m.id == model),
+                old_c
+                    .model_allow_lists
+                    .global_models
+                    .iter()
+                    .find(|m| m.id == model),
+            );
+            let keep_alive = |c: &crate::config::Slm| {
+                (
+                    c.pool.keep_alive_by_model.get(model).copied(),
+                    c.pool.keep_alive_seconds,
+                    c.pool.pinned_models.iter().any(|p| p == model),
+                    c.audit_log_path.clone(),
+                )
+            };
+            matches!(m, (Some(a), Some(b)) if a == b)
+                && new_c.sandbox_profiles.contains_key(profile)
+                && new_c.sandbox_profiles.get(profile) == old_c.sandbox_profiles.get(profile)
+                && keep_alive(new_c) == keep_alive(old_c)
+                && !self.inner.supplied.contains_key(model)
+        };
+        let taken: Vec<((String, String), PoolRunner)> = old
+            .inner
+            .runners
+            .lock()
+            .await
+            .iter()
+            .filter(|((m, p), _)| same(m, p))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        let mut mine = self.inner.runners.lock().await;
+        let mut out = Vec::new();
+        for (key, runner) in taken {
+            out.push(key.clone());
+            mine.entry(key).or_insert(runner);
+        }
+        out.sort();
+        out
+    }
+
     /// The pool as `agent_id` may use it: the way to a runner for an
     /// agent's requests (access checked once, the runner bound to the
     /// agent).

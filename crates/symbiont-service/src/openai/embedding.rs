@@ -108,11 +108,7 @@ fn base64(bytes: &[u8]) -> String {
         (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn embeddings(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn embeddings(Current(service): Current, headers: HeaderMap, body: Body) -> Response {
     let mut call = service.call("/v1/embeddings");
     let result = async {
         call.authenticate(&service, &headers)?;

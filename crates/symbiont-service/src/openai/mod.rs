@@ -11,7 +11,6 @@ pub use embedding::*;
 pub use wire::*;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +24,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::generate::{answer, conversation, Dialect, Job};
-use crate::{parse_body, Call, Service};
+use crate::{parse_body, Call, Current, Service};
 
 fn finish(m: &ExecutionMetadata) -> &'static str {
     match m.finish_reason {
@@ -189,7 +188,7 @@ fn completion(call: &Call, model: &str, r: ExecutionResult) -> Completion {
     ),
     security(("bearer" = [])))]
 pub async fn chat_completions(
-    State(service): State<Service>,
+    Current(service): Current,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -221,11 +220,7 @@ pub async fn chat_completions(
         (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn completions(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn completions(Current(service): Current, headers: HeaderMap, body: Body) -> Response {
     let mut call = service.call("/v1/completions");
     let result = async {
         call.authenticate(&service, &headers)?;
@@ -253,7 +248,7 @@ fn model_object(service: &Service, m: &symbiont_runtime::config::Model) -> Model
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
     responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn models(State(service): State<Service>, headers: HeaderMap) -> Response {
+pub async fn models(Current(service): Current, headers: HeaderMap) -> Response {
     let mut call = service.call("/v1/models");
     let result = call.authenticate(&service, &headers).map(|()| {
         let data = service
@@ -280,7 +275,7 @@ pub async fn models(State(service): State<Service>, headers: HeaderMap) -> Respo
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn model(
-    State(service): State<Service>,
+    Current(service): Current,
     axum::extract::Path(id): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
