@@ -152,6 +152,9 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             service.profile()
         ));
         tracing::info!(%local, "listening");
+        // Under systemd (Type=notify): ready once the socket is bound and
+        // the pinned models loaded, which is when /ready answers 200.
+        sd_notify("READY=1\nSTATUS=listening");
         let token_dir = match &file {
             Some(f) => try_it(f, local)?,
             None => None,
@@ -313,6 +316,36 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the name resolves to no address".to_string())
 }
 
+/// Tells systemd (`$NOTIFY_SOCKET`, `Type=notify` units) how the service
+/// is: a datagram to the socket it names (a path, or `@` for an abstract
+/// name). Nothing without the variable; a failure is logged, never fatal.
+fn sd_notify(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let sent = (|| {
+        let out = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = socket.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            out.send_to_addr(state.as_bytes(), &addr)
+        } else {
+            out.send_to(state.as_bytes(), &socket)
+        }
+    })();
+    if let Err(e) = sent {
+        tracing::warn!("NOTIFY_SOCKET {}: {e}", socket.to_string_lossy());
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as `RELOADING=1` wants it beside.
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
 /// What a SIGHUP reloads: the service's config file.
 struct Reloader {
     service: Service,
@@ -331,6 +364,12 @@ impl Reloader {
     /// keep their loaded workers; the others' workers stop once the
     /// requests in progress on them end.
     async fn reload(&self) {
+        sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.reload_file().await;
+        sd_notify("READY=1");
+    }
+
+    async fn reload_file(&self) {
         let Some(path) = &self.file else {
             tracing::warn!("SIGHUP: no config file to reload (a model file served without one, or the built-in config): nothing changes");
             return;
@@ -457,8 +496,8 @@ async fn shutdown_signal(reloader: Reloader) {
     };
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM"); break }
-            _ = int.recv() => { tracing::info!("SIGINT"); break }
+            _ = term.recv() => { tracing::info!("SIGTERM"); sd_notify("STOPPING=1"); break }
+            _ = int.recv() => { tracing::info!("SIGINT"); sd_notify("STOPPING=1"); break }
             _ = hup.recv() => reloader.reload().await,
         }
     }

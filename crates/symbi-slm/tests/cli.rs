@@ -1058,3 +1058,29 @@ fn the_chat_repl_works_at_a_terminal() {
     assert!(out.status.success(), "{said}\n{}", text(&out.stderr));
     assert_eq!(said.matches("ok: ").count(), 9, "{said}");
 }
+
+/// The systemd unit in `deploy/` passes `systemd-analyze verify` without
+/// a single warning (its executables pointed at this build); the twin: a
+/// misspelt directive is a warning the check sees.
+#[test]
+fn the_systemd_unit_verifies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(root.join("deploy/symbi-slm.service")).unwrap();
+    assert!(unit.contains("Type=notify"), "{unit}");
+    let unit = unit.replace("/usr/local/bin/symbi-slm", env!("CARGO_BIN_EXE_symbi-slm"));
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |unit: &str| {
+        let path = dir.path().join("symbi-slm.service");
+        std::fs::write(&path, unit).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package; scripts/setup.sh installs it)");
+        (out.status.success(), text(&out.stderr))
+    };
+    let (ok, said) = verify(&unit);
+    assert!(ok && said.trim().is_empty(), "{said}");
+    let (_, said) = verify(&unit.replace("NoNewPrivileges=", "NoNewPrivilegs="));
+    assert!(said.contains("Unknown key 'NoNewPrivilegs'"), "{said}");
+}

@@ -2144,3 +2144,49 @@ fn ps_shows_the_operator_what_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Under systemd (`Type=notify`): the service says READY=1 once it
+/// listens (after its pinned models loaded), RELOADING=1 then READY=1 around
+/// a SIGHUP's reload, and STOPPING=1 on SIGTERM, as datagrams to
+/// `$NOTIFY_SOCKET` (here a socket of the test's own).
+#[test]
+fn serve_tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let (t1, l1) = token("a1");
+    let config = format!(
+        "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"smollm2\"\nname = \"SmolLM2\"\nprovider = {{ LocalFile = {{ file_path = \"{}\" }} }}\ncapabilities = [\"TextGeneration\"]\n[slm.model_allow_lists.agent_model_maps]\na1 = [\"smollm2\"]\n[slm.service]\n[slm.service.agent_tokens]\n{l1}\n",
+        model().display()
+    );
+    let server_dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(
+        server_dir,
+        &config,
+        [("a1", t1)].into_iter().collect(),
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let ready = next();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // Ready means ready: /ready answers 200 now.
+    let (code, body) = s.curl("GET", "/ready", None, None);
+    assert_eq!(code, 200, "{body}");
+    signal(s.pid(), "-HUP");
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(), "READY=1");
+    signal(s.pid(), "-TERM");
+    assert_eq!(next(), "STOPPING=1");
+}
