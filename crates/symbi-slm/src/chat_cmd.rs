@@ -6,7 +6,7 @@
 //! lines between `"""` marks or with a line ending in `\`, and Ctrl-C
 //! that stops the answer being written (the conversation goes on) or
 //! clears the line being typed. Otherwise (a pipe, a file) each line of
-//! stdin is a turn, and nothing is printed but the answers.
+//! stdin is a turn, as it is, and nothing is printed but the answers.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +69,9 @@ impl Input {
     fn next(&mut self) -> Result<Option<Turn>, Failure> {
         let mut text = String::new();
         let mut block = false;
+        // `"""` and a trailing `\` are the terminal's: piped text is one
+        // turn per line, as it is.
+        let editing = matches!(self, Input::Editor { .. });
         loop {
             let prompt = if block || !text.is_empty() {
                 "... "
@@ -87,7 +90,10 @@ impl Input {
                         block = false;
                         continue;
                     }
-                    Err(ReadlineError::Eof) => return Ok(None),
+                    // Ctrl-D: what was typed of a message of several
+                    // lines is sent; on an empty line, the end.
+                    Err(ReadlineError::Eof) if text.trim().is_empty() => return Ok(None),
+                    Err(ReadlineError::Eof) => break,
                     Err(e) => return Err(Failure::Runtime(anyhow!("reading the terminal: {e}"))),
                 },
                 Input::Lines(lines) => match lines.next() {
@@ -95,6 +101,10 @@ impl Input {
                     None => return Ok(None),
                 },
             };
+            if !editing {
+                text.push_str(&line);
+                break;
+            }
             if block {
                 if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
                     text.push_str(last);

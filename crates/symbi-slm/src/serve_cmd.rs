@@ -167,7 +167,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             ));
         }
         let reloader = Reloader {
-            service: service.clone(),
+            live: service.live(),
             file: config_file,
             worker: args.worker.clone(),
             local,
@@ -348,7 +348,9 @@ fn monotonic_usec() -> u64 {
 
 /// What a SIGHUP reloads: the service's config file.
 struct Reloader {
-    service: Service,
+    /// The config in force (holding on to none: an old one's workers go
+    /// with its last request).
+    live: symbiont_service::Live,
     file: Option<PathBuf>,
     worker: Option<PathBuf>,
     /// The address the service listens on (a new config must be one the
@@ -401,29 +403,32 @@ impl Reloader {
                 "slm.enabled = false: the service would stop serving".into()
             ));
         }
-        let old = self.service.current();
+        let old = self.live.current();
         let old_pool = old.pool();
         let old_c = old_pool.catalog().config();
         let catalog = ModelCatalog::new(slm).map_err(|e| one(e.to_string()))?;
         let new_c = catalog.config();
-        let same_budget = (
-            new_c.pool.memory_budget_mb,
-            new_c.pool.cores,
-            new_c.pool.max_loaded_workers,
-        ) == (
-            old_c.pool.memory_budget_mb,
-            old_c.pool.cores,
-            old_c.pool.max_loaded_workers,
-        );
+        // One host budget for the old workers and the new: what it was
+        // made with applies until the next start.
+        let budget_keys = [
+            (
+                "memory_budget_mb",
+                new_c.pool.memory_budget_mb != old_c.pool.memory_budget_mb,
+            ),
+            ("cores", new_c.pool.cores != old_c.pool.cores),
+            (
+                "max_loaded_workers",
+                new_c.pool.max_loaded_workers != old_c.pool.max_loaded_workers,
+            ),
+        ];
         let audit = if new_c.audit_log_path == old_c.audit_log_path {
             old_pool.audit().clone()
         } else {
             catalog_cmds::audit_log(&catalog).map_err(|e| one(e.to_string()))?
         };
-        let mut pool = ModelPool::builder(catalog).audit_log(audit);
-        if same_budget {
-            pool = pool.budget(old_pool.budget().clone());
-        }
+        let mut pool = ModelPool::builder(catalog)
+            .audit_log(audit)
+            .budget(old_pool.budget().clone());
         if let Some(w) = &self.worker {
             pool = pool.worker_path(w);
         }
@@ -453,7 +458,18 @@ impl Reloader {
         }
         let models = pool.catalog().list_models().len();
         let agents = pool.catalog().config().service.agent_tokens.len();
-        let fixed = self.service.reload(pool);
+        let mut fixed: Vec<String> = self
+            .live
+            .reload(pool)
+            .into_iter()
+            .map(|k| format!("slm.service.{k}"))
+            .collect();
+        fixed.extend(
+            budget_keys
+                .iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(k, _)| format!("slm.pool.{k}")),
+        );
         Ok(format!(
             "{models} model(s), {agents} agent token(s), profile `{profile}`; {} runner(s) kept loaded{}{}",
             kept.len(),
@@ -472,8 +488,8 @@ impl Reloader {
                 String::new()
             } else {
                 format!(
-                    "; changed, in force at the next start: slm.service.{}",
-                    fixed.join(", slm.service.")
+                    "; changed, in force at the next start: {}",
+                    fixed.join(", ")
                 )
             }
         ))

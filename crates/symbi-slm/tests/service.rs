@@ -1176,8 +1176,16 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
             .expect("a stream's first text");
     }
     nix_kill(workers[0]);
+    let mut ids = Vec::new();
     for t in streams {
         let out = t.join().unwrap();
+        let id = out
+            .split(r#""id":""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no id in {out}"))
+            .to_string();
+        ids.push(id);
         assert!(
             out.contains(r#""code":"worker_crashed""#),
             "{}",
@@ -1225,6 +1233,16 @@ fn a_killed_worker_fails_only_its_requests_and_the_service_goes_on() {
         s.log().contains("worker crashed"),
         "the details belong in the log"
     );
+    // The audit events of the two requests the crash ended name them.
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    for id in &ids {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains(&format!(r#""request_id":"{id}""#))),
+            "no audit event of {id}:\n{audit}"
+        );
+    }
 }
 
 fn nix_kill(pid: u32) {
@@ -2189,4 +2207,49 @@ fn serve_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     assert_eq!(next(), "READY=1");
     signal(s.pid(), "-TERM");
     assert_eq!(next(), "STOPPING=1");
+}
+
+/// A reload lets go of the config it replaces: a pinned model whose entry
+/// changed gets a new worker at once (under the new config), and the old
+/// pinned worker, which nothing may evict, exits as soon as no request
+/// holds the old config. Two such workers fit the host's budget here, so
+/// only the old config's release can end it.
+#[test]
+fn a_reload_lets_go_of_the_old_config_s_workers() {
+    let _g = serial();
+    let (t1, l1) = token("a1");
+    let model = model();
+    let config = |temperature: &str| {
+        format!(
+            "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"smollm2\"\nname = \"SmolLM2\"\nprovider = {{ LocalFile = {{ file_path = \"{}\" }} }}\ncapabilities = [\"TextGeneration\"]\n[slm.model_allow_lists.global_models.settings.sampling]\ntemperature = {temperature}\n[slm.model_allow_lists.agent_model_maps]\na1 = [\"smollm2\"]\n[slm.sandbox_profiles.standard.resources]\nmax_cpu_cores = 1.0\n[slm.pool]\npinned_models = [\"smollm2\"]\n[slm.service]\nsandbox_profile = \"standard\"\n[slm.service.agent_tokens]\n{l1}\n",
+            model.display()
+        )
+    };
+    let s = Server::launch(
+        tempfile::tempdir().unwrap(),
+        &config("0.5"),
+        [("a1", t1)].into_iter().collect(),
+        &[],
+    );
+    let first = children(s.pid());
+    assert_eq!(first.len(), 1, "the pinned worker: {first:?}");
+    let path = s.dir.path().join("service.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("temperature = 0.5", "temperature = 0.25"),
+    )
+    .unwrap();
+    signal(s.pid(), "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.log().contains("reloaded:") {
+        assert!(Instant::now() < deadline, "no reload in:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.log().contains("0 runner(s) kept loaded"), "{}", s.log());
+    wait_gone(&first, Duration::from_secs(30));
+    let now = children(s.pid());
+    assert_eq!(now.len(), 1, "{now:?}\n{}", s.log());
+    assert_ne!(now, first);
+    s.warm();
 }

@@ -90,6 +90,16 @@ where
     }
 }
 
+/// Runs `f` as the request `id` (when there is one): for code that
+/// learns the id from the request it handles rather than from the task
+/// it runs in (a worker's driver serves many requests).
+pub fn with_request_id<R>(id: Option<Arc<str>>, f: impl FnOnce() -> R) -> R {
+    match id {
+        Some(id) => REQUEST_ID.sync_scope(id, f),
+        None => f(),
+    }
+}
+
 /// The id of the request being handled here, if any.
 pub fn current_request_id() -> Option<Arc<str>> {
     REQUEST_ID.try_with(Arc::clone).ok()

@@ -77,9 +77,13 @@ pub struct Service {
 struct Shared {
     pool: ModelPool,
     settings: ServiceSettings,
+    /// `[slm.service]` as the service started: what the socket was made
+    /// with, whatever a reload says.
+    socket: Arc<ServiceSettings>,
     profile: String,
     tokens: Tokens,
-    limits: Limits,
+    /// Kept across reloads while their values stay.
+    limits: Arc<Limits>,
     /// Counted across reloads.
     metrics: Arc<Metrics>,
     started: i64,
@@ -91,14 +95,81 @@ struct Shared {
 #[derive(Debug)]
 pub struct Current(pub Service);
 
-impl axum::extract::FromRequestParts<Service> for Current {
+impl axum::extract::FromRequestParts<Live> for Current {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         _parts: &mut axum::http::request::Parts,
-        service: &Service,
+        live: &Live,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Current(service.current()))
+        Ok(Current(live.current()))
+    }
+}
+
+/// The service's config in force, without holding on to any one config
+/// (what the router, the accept loop and a reloader keep: an old config's
+/// pool, and its workers, go once its last request ends).
+#[derive(Debug, Clone)]
+pub struct Live {
+    current: Arc<std::sync::RwLock<Arc<Shared>>>,
+}
+
+impl Live {
+    /// The service on the config in force now.
+    pub fn current(&self) -> Service {
+        let shared = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Service {
+            shared,
+            live: self.current.clone(),
+        }
+    }
+
+    /// Puts `pool`'s config in force for the requests that come after:
+    /// its tokens, allow-lists, profiles, models and limits (the metrics
+    /// go on counting; the concurrency limits too, unless their values
+    /// changed). Requests in progress finish on the config they came
+    /// with. What the listening socket was made with (`listen`, the
+    /// connection limits and timeouts, the shutdown grace) stays until a
+    /// restart; the returned list says which of those the new config
+    /// changes, against the config the service started with. Build `pool`
+    /// with this service's pool's budget and let it [`ModelPool::adopt`]
+    /// the runners that did not change, so that their workers stay loaded.
+    pub fn reload(&self, pool: ModelPool) -> Vec<&'static str> {
+        let mut live = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let (old, new) = (&live.socket, &pool.catalog().config().service);
+        let fixed: Vec<&'static str> = [
+            ("listen", old.listen != new.listen),
+            (
+                "max_connections",
+                old.max_connections != new.max_connections,
+            ),
+            (
+                "max_connections_per_client",
+                old.max_connections_per_client != new.max_connections_per_client,
+            ),
+            (
+                "header_timeout_seconds",
+                old.header_timeout_seconds != new.header_timeout_seconds,
+            ),
+            (
+                "send_timeout_seconds",
+                old.send_timeout_seconds != new.send_timeout_seconds,
+            ),
+            (
+                "shutdown_grace_seconds",
+                old.shutdown_grace_seconds != new.shutdown_grace_seconds,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, changed)| changed.then_some(k))
+        .collect();
+        let next = Shared::next(&live, pool);
+        *live = Arc::new(next);
+        fixed
     }
 }
 
@@ -112,16 +183,30 @@ impl Shared {
             .unwrap_or_else(|| config.default_sandbox_profile.clone());
         Shared {
             tokens: Tokens::new(&settings),
-            limits: Limits::new(
+            limits: Arc::new(Limits::new(
                 settings.max_concurrent_requests,
                 settings.max_concurrent_per_agent,
-            ),
+            )),
             metrics,
             started,
+            socket: Arc::new(settings.clone()),
             pool,
             settings,
             profile,
         }
+    }
+
+    /// The state after a reload to `pool`'s config: the metrics, start
+    /// time and socket settings carried over; the concurrency limits too
+    /// while their values stay (requests in progress hold their permits).
+    fn next(old: &Shared, pool: ModelPool) -> Self {
+        let mut next = Shared::new(pool, old.metrics.clone(), old.started);
+        next.socket = old.socket.clone();
+        let limits = |s: &ServiceSettings| (s.max_concurrent_requests, s.max_concurrent_per_agent);
+        if limits(&next.settings) == limits(&old.settings) {
+            next.limits = old.limits.clone();
+        }
+        next
     }
 }
 
@@ -154,52 +239,20 @@ impl Service {
 
     /// The service on the config in force now.
     pub fn current(&self) -> Service {
-        let shared = self.live.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Service {
-            shared,
-            live: self.live.clone(),
+        self.live().current()
+    }
+
+    /// A handle on the config in force that holds on to none (see
+    /// [`Live`]).
+    pub fn live(&self) -> Live {
+        Live {
+            current: self.live.clone(),
         }
     }
 
-    /// Puts `pool`'s config in force for the requests that come after:
-    /// its tokens, allow-lists, profiles, models and limits (the metrics
-    /// go on counting). Requests in progress finish on the config they
-    /// came with. What the listening socket was made with (`listen`, the
-    /// connection limits and timeouts) stays until a restart; the returned
-    /// list says which of those the new config changes. Build `pool` with
-    /// this service's pool's budget and let it [`ModelPool::adopt`] the
-    /// runners that did not change, so that their workers stay loaded.
+    /// [`Live::reload`].
     pub fn reload(&self, pool: ModelPool) -> Vec<&'static str> {
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        let (old, new) = (&live.settings, &pool.catalog().config().service);
-        let fixed: Vec<&'static str> = [
-            ("listen", old.listen != new.listen),
-            (
-                "max_connections",
-                old.max_connections != new.max_connections,
-            ),
-            (
-                "max_connections_per_client",
-                old.max_connections_per_client != new.max_connections_per_client,
-            ),
-            (
-                "header_timeout_seconds",
-                old.header_timeout_seconds != new.header_timeout_seconds,
-            ),
-            (
-                "send_timeout_seconds",
-                old.send_timeout_seconds != new.send_timeout_seconds,
-            ),
-            (
-                "shutdown_grace_seconds",
-                old.shutdown_grace_seconds != new.shutdown_grace_seconds,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(k, changed)| changed.then_some(k))
-        .collect();
-        *live = Arc::new(Shared::new(pool, live.metrics.clone(), live.started));
-        fixed
+        self.live().reload(pool)
     }
 
     /// The pool the service runs models in.
@@ -262,7 +315,7 @@ impl Service {
             // Each request runs under its id: the audit events it causes,
             // wherever in the pool, carry it.
             .layer(axum::middleware::from_fn(in_request))
-            .with_state(self.clone())
+            .with_state(self.live())
     }
 
     /// Serves on `listener` until `shutdown` resolves; then stops
@@ -277,7 +330,13 @@ impl Service {
         if let Ok(addr) = listener.local_addr() {
             self.check_listen(addr).map_err(std::io::Error::other)?;
         }
-        let settings = &self.shared.settings;
+        let settings = self.shared.settings.clone();
+        let metrics = self.shared.metrics.clone();
+        let app = self.router();
+        // From here on the service holds no config of its own: each
+        // request takes the one in force (a reloaded one's predecessor
+        // goes with its last request).
+        drop(self);
         let grace = Duration::from_secs(settings.shutdown_grace_seconds);
         let header_timeout = Duration::from_secs(settings.header_timeout_seconds);
         let send_timeout = Duration::from_secs(settings.send_timeout_seconds);
@@ -285,7 +344,6 @@ impl Service {
         let cap = settings.max_connections;
         let per_client = settings.max_connections_per_client;
         let clients = Arc::new(connection::PerClient::default());
-        let app = self.router();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -303,7 +361,7 @@ impl Service {
                 () = &mut shutdown => break,
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
-                self.shared.metrics.connection_refused();
+                metrics.connection_refused();
                 static LOGGED: symbiont_runtime::egress::Throttle =
                     symbiont_runtime::egress::Throttle::new();
                 if let Some(more) = LOGGED.admit() {
@@ -313,7 +371,7 @@ impl Service {
                 continue;
             };
             let Some(slot) = clients.admit(peer.ip(), per_client) else {
-                self.shared.metrics.connection_refused();
+                metrics.connection_refused();
                 static LOGGED: symbiont_runtime::egress::Throttle =
                     symbiont_runtime::egress::Throttle::new();
                 if let Some(more) = LOGGED.admit() {

@@ -188,96 +188,98 @@ pub(super) fn parse_document(text: &str) -> Result<RawSlm, ConfigError> {
 }
 
 /// Every parse error of the document (a wrong type, an unknown key, a
-/// missing field), each with its key path and line, and the document read
-/// without the values they name; `None` when even that cannot be read (a
-/// syntax error: one error, since nothing after it is certain). The first
-/// error is [`parse_document`]'s; each further one is found by removing
-/// the value of the last and reading again (at most 100).
+/// bad value), each with its key path and line, and the document read
+/// without the values they name; `None` when it cannot be read on (a
+/// syntax error, or a required field missing: what follows would be
+/// guesses). The first error is [`parse_document`]'s; each further one is
+/// found by removing the value of the last and reading again (at most
+/// 100).
 pub(super) fn parse_document_all(text: &str) -> (Option<RawSlm>, Vec<ConfigError>) {
     let first = match parse_document(text) {
         Ok(raw) => return (Some(raw), Vec::new()),
         Err(e) => e,
     };
-    let (mut errors, mut key) = match &first {
-        ConfigError::Parse { key_path, .. } if !key_path.is_empty() => {
-            (Vec::new(), key_path.clone())
-        }
-        _ => return (None, vec![first]),
-    };
-    errors.push(first);
+    let readable = matches!(&first, ConfigError::Parse { key_path, message, .. }
+        if !key_path.is_empty() && !message.starts_with("missing field"));
+    let mut errors = vec![first];
+    if !readable {
+        return (None, errors);
+    }
     let Ok(mut doc) = toml::from_str::<toml::Table>(text) else {
         return (None, errors);
     };
-    while errors.len() < 100 && remove(&mut doc, &key) {
+    // The path of the first error, as segments (a key may hold dots).
+    let mut path =
+        match serde_path_to_error::deserialize::<_, RawDocument>(toml::Value::Table(doc.clone())) {
+            Err(e) => segments(e.path()),
+            Ok(d) => return (d.slm, errors),
+        };
+    while errors.len() < 100 && remove(&mut doc, &path) {
         let read: Result<RawDocument, _> =
             serde_path_to_error::deserialize(toml::Value::Table(doc.clone()));
         match read {
             Ok(d) => return (d.slm, errors),
             Err(e) => {
-                key = e.path().to_string();
+                let key = e.path().to_string();
+                let message = e.inner().message().trim().to_string();
+                let stop = message.starts_with("missing field");
                 errors.push(ConfigError::Parse {
                     file: None,
                     location: locate::locate(text, &key),
-                    message: e.inner().message().trim().to_string(),
-                    key_path: key.clone(),
+                    message,
+                    key_path: key,
                 });
+                if stop {
+                    break;
+                }
+                path = segments(e.path());
             }
         }
     }
     (None, errors)
 }
 
-/// Removes the value at a key path (`a.b[2].c`) from a table; false when
-/// there is none.
-fn remove(table: &mut toml::Table, key_path: &str) -> bool {
-    let mut parts: Vec<(&str, Vec<usize>)> = key_path
-        .split('.')
-        .map(|p| {
-            let (k, rest) = p.split_once('[').unwrap_or((p, ""));
-            let idx = rest
-                .split('[')
-                .filter_map(|i| i.trim_end_matches(']').parse().ok())
-                .collect();
-            (k, idx)
+/// One step of a key path: a table's key or an array's index.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_path_to_error::Path) -> Vec<Step> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|s| match s {
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+            Segment::Unknown => None,
         })
-        .collect();
-    let Some((last_key, last_idx)) = parts.pop() else {
+        .collect()
+}
+
+/// Removes the value at `path` from a table; false when there is none.
+fn remove(table: &mut toml::Table, path: &[Step]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut here = table;
-    for (k, idx) in parts {
-        let mut v = match here.get_mut(k) {
-            Some(v) => v,
-            None => return false,
+    let mut here: Option<&mut toml::Value> = None;
+    for step in parents {
+        let next = match (here, step) {
+            (None, Step::Key(k)) => table.get_mut(k),
+            (Some(toml::Value::Table(t)), Step::Key(k)) => t.get_mut(k),
+            (Some(toml::Value::Array(a)), Step::Index(i)) => a.get_mut(*i),
+            _ => None,
         };
-        for i in idx {
-            v = match v.as_array_mut().and_then(|a| a.get_mut(i)) {
-                Some(v) => v,
-                None => return false,
-            };
+        match next {
+            Some(v) => here = Some(v),
+            None => return false,
         }
-        here = match v.as_table_mut() {
-            Some(t) => t,
-            None => return false,
-        };
     }
-    if last_idx.is_empty() {
-        return here.remove(last_key).is_some();
-    }
-    let mut v = match here.get_mut(last_key) {
-        Some(v) => v,
-        None => return false,
-    };
-    let (&last, path) = last_idx.split_last().unwrap_or((&0, &[]));
-    for &i in path {
-        v = match v.as_array_mut().and_then(|a| a.get_mut(i)) {
-            Some(v) => v,
-            None => return false,
-        };
-    }
-    match v.as_array_mut() {
-        Some(a) if last < a.len() => {
-            a.remove(last);
+    match (here, last) {
+        (None, Step::Key(k)) => table.remove(k).is_some(),
+        (Some(toml::Value::Table(t)), Step::Key(k)) => t.remove(k).is_some(),
+        (Some(toml::Value::Array(a)), Step::Index(i)) if *i < a.len() => {
+            a.remove(*i);
             true
         }
         _ => false,

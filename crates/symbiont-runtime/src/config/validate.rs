@@ -723,6 +723,14 @@ fn check_service(slm: &Slm, out: &mut Issues) {
             ));
         }
     }
+    if svc.operator_token.is_some() && svc.operator_token == svc.metrics_token {
+        out.push((
+            "slm.service.operator_token".into(),
+            Problem::Conflict(
+                "the same token hash as metrics_token: whoever scrapes the metrics could see every worker; make a token of its own (`symbi-slm agents operator-token`)",
+            ),
+        ));
+    }
     if let Some(agent) = svc.anonymous_agent.as_ref().filter(|a| !is_identifier(a)) {
         out.push((
             "slm.service.anonymous_agent".into(),

@@ -789,4 +789,31 @@ fn diagnose_lists_every_problem_and_stops_only_at_syntax() {
     let (none, issues) = Slm::diagnose_toml_str("[slm\nenabled = true\n");
     assert!(none.is_none());
     assert_eq!(issues.len(), 1, "{issues:?}");
+    // A key with dots in it is one key: reading goes on past it.
+    let dotted = format!(
+        "[slm]\n{MODEL}[slm.pool]\nkeep_alive_by_model = {{ \"qwen2.5-1.5b\" = \"long\" }}\nmax_loaded_workers = \"two\"\n"
+    );
+    let (_, issues) = Slm::diagnose_toml_str(&dotted);
+    let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "slm.pool.keep_alive_by_model.qwen2.5-1.5b",
+            "slm.pool.max_loaded_workers"
+        ],
+        "{issues:?}"
+    );
+    // A required field gone (a misspelt provider): said, and reading
+    // stops there rather than guess (no index shifted, no model missing
+    // from an agent map reported).
+    let text = "[slm]\n[[slm.model_allow_lists.global_models]]\nid = \"a\"\nname = \"A\"\nprovider = { LocalFlie = { file_path = \"/a.gguf\" } }\n[[slm.model_allow_lists.global_models]]\nid = \"b\"\nname = \"B\"\nprovider = { LocalFile = { file_path = \"/b.gguf\" } }\n[slm.model_allow_lists.agent_model_maps]\nx = [\"a\"]\n";
+    let (slm, issues) = Slm::diagnose_toml_str(text);
+    assert!(slm.is_none());
+    assert!(
+        issues.iter().all(|i| i
+            .key_path
+            .starts_with("slm.model_allow_lists.global_models[0]")),
+        "{issues:?}"
+    );
+    assert!(issues[0].to_string().contains("LocalFlie"), "{issues:?}");
 }

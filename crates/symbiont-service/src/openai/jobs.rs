@@ -175,7 +175,8 @@ impl CompletionRequest {
                 top_k: self.top_k,
                 min_p: self.min_p,
                 repeat_penalty: self.repeat_penalty,
-                max_tokens: Some(self.max_tokens.unwrap_or(16)),
+                // None: the model's default, else 16 (`completions`).
+                max_tokens: self.max_tokens,
                 seed: self.seed,
                 stop: self.stop.map(Stop::into_vec).unwrap_or_default(),
                 prompt_mode: PromptMode::Raw,

@@ -225,7 +225,17 @@ pub async fn completions(Current(service): Current, headers: HeaderMap, body: Bo
     let result = async {
         call.authenticate(&service, &headers)?;
         let request: CompletionRequest = parse_body(&service, &headers, body).await?;
-        let (job, dialect) = request.into_job(service.settings().max_prompt_bytes)?;
+        let (mut job, dialect) = request.into_job(service.settings().max_prompt_bytes)?;
+        // OpenAI's default for completions is 16 tokens; a model's own
+        // `settings.sampling.max_tokens` comes first.
+        if job.options.max_tokens.is_none() {
+            let configured = service
+                .pool()
+                .catalog()
+                .get_model(&job.model)
+                .and_then(|m| m.settings.sampling.max_tokens);
+            job.options.max_tokens = Some(configured.unwrap_or(16));
+        }
         answer(&service, &mut call, job, dialect).await
     }
     .await;

@@ -336,7 +336,10 @@ impl LocalGgufRunnerBuilder {
                 })
             }
             Some(n) => n,
-            None => default_slots(&summary, context_size, slots_mb),
+            // Never more than one token of each fits a step's batch.
+            None => default_slots(&summary, context_size, slots_mb)
+                .min(self.batch_size.min(MAX_SLOTS))
+                .max(1),
         };
         // One check for every way the worker may not fit (the file alone,
         // the slots asked for, the one slot a default comes down to, the
@@ -394,7 +397,9 @@ impl LocalGgufRunnerBuilder {
                 reason: "a pinned model keeps one shared worker loaded, but this profile isolates agents (security.isolate_agents = true: a worker per agent); pin it under a profile with isolate_agents = false".into(),
             });
         }
-        let need_mb = resident_need_mb(&summary, context_size, slots) + embed_mb;
+        // The larger batch's buffers are leased too (an upper bound: only
+        // the pages a step touches become resident).
+        let need_mb = resident_need_mb(&summary, context_size, slots) + embed_mb + batch_space_mb;
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
                 audit: self.audit,

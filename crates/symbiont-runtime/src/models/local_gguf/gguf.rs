@@ -231,14 +231,16 @@ pub fn summarize(reader: impl Read, file_size: u64) -> Result<GgufSummary, GgufE
     for _ in 0..metadata_count {
         let key = r.string(MAX_KEY_BYTES, "key length")?;
         let ty = r.u32()?;
+        // A template of its own for tool calls says so by being there.
+        if key == "tokenizer.chat_template.tool_use" {
+            template_uses_tools = true;
+        }
         if key == "tokenizer.chat_template" {
             has_chat_template = true;
             if ty == 8 {
-                // Read (at most MAX_STRING_BYTES, as any string) to see
-                // whether it renders tools.
-                if let Value::Str(t) = r.value(ty, 0)? {
-                    template_uses_tools = t.contains("tools");
-                }
+                // Its bytes (at most MAX_STRING_BYTES, as any string; UTF-8
+                // or not: llama.cpp decides that) searched for `tools`.
+                template_uses_tools |= r.string_mentions(b"tools")?;
                 continue;
             }
         }
@@ -472,6 +474,21 @@ impl<R: Read> Reader<R> {
         self.skip(n)
     }
 
+    /// Reads a string value's bytes and says whether `needle` is in them.
+    fn string_mentions(&mut self, needle: &[u8]) -> Result<bool, GgufError> {
+        let n = self.u64()?;
+        if n > MAX_STRING_BYTES || n > self.remaining() {
+            return Err(GgufError::Absurd {
+                what: "string length",
+                value: n,
+                remaining: self.remaining(),
+            });
+        }
+        let mut buf = vec![0u8; n as usize];
+        self.bytes(&mut buf)?;
+        Ok(buf.windows(needle.len()).any(|w| w == needle))
+    }
+
     fn u32(&mut self) -> Result<u32, GgufError> {
         let mut b = [0u8; 4];
         self.bytes(&mut b)?;
@@ -614,6 +631,19 @@ mod tests {
         let s = check(&v).unwrap();
         assert_eq!(s.quantization(), None);
         assert!(s.has_chat_template && !s.template_uses_tools);
+        // A template that is not UTF-8 is llama.cpp's to judge, not a
+        // reason to refuse the header.
+        let mut v = header(3, 0, 2);
+        kv_str(&mut v, "general.architecture", "llama");
+        let k = "tokenizer.chat_template";
+        v.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        v.extend_from_slice(k.as_bytes());
+        v.extend_from_slice(&8u32.to_le_bytes());
+        let t = b"\xff\xfe {% for t in tools %}";
+        v.extend_from_slice(&(t.len() as u64).to_le_bytes());
+        v.extend_from_slice(t);
+        let s = check(&v).unwrap();
+        assert!(s.has_chat_template && s.template_uses_tools);
     }
 
     #[test]

@@ -454,7 +454,11 @@ impl LocalGgufRunner {
         };
         let mut out = Vec::new();
         for (key, t) in tenants {
-            let state = t.state.lock().await;
+            // A worker starting holds this lock through its load (or its
+            // wait for room): it shows once loaded, and `ps` never waits.
+            let Ok(state) = t.state.try_lock() else {
+                continue;
+            };
             let Some(d) = state.driven.as_ref().filter(|d| d.alive()) else {
                 continue;
             };

@@ -197,7 +197,11 @@ impl Shared {
                 deadline,
                 events,
                 permit,
-                agent: agent.map(Arc::from),
+                caller: super::driver::Caller {
+                    agent: agent.map(Arc::from),
+                    // The service's request this one is (see `audit`).
+                    request_id: crate::audit::current_request_id(),
+                },
             };
             if let Err(cmd) = driven.send(run) {
                 // The worker was unloaded meanwhile: take a fresh one.

@@ -150,7 +150,7 @@ impl Driver {
                 };
                 // The slot is free before the caller hears of the end.
                 drop(a.permit);
-                tell_end(&self.settings.audit, a.agent.as_deref(), &a.events, event);
+                tell_end(&self.settings.audit, &a.caller, &a.events, event);
                 Ok(())
             }
             FromWorker::Failed { id, error } => {
@@ -169,7 +169,7 @@ impl Driver {
                         Event::Failed(super::super::metadata::map_request_error(error))
                     }
                 };
-                tell_end(&self.settings.audit, a.agent.as_deref(), &a.events, end);
+                tell_end(&self.settings.audit, &a.caller, &a.events, end);
                 Ok(())
             }
             FromWorker::Pong { nonce } => {

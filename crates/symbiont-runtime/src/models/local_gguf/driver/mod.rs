@@ -70,8 +70,8 @@ pub(super) enum Command {
         deadline: Instant,
         events: mpsc::Sender<Event>,
         permit: SlotPermit,
-        /// The agent it runs for, named in the audit events of its end.
-        agent: Option<Arc<str>>,
+        /// Who it runs for, named in the audit events of its end.
+        caller: Caller,
     },
     /// The caller went away: stop the request within one decode step.
     Cancel {
@@ -88,14 +88,24 @@ pub(super) enum Command {
 
 type PingReply = oneshot::Sender<Result<(), SlmRunnerError>>;
 
+/// Who a request runs for: its agent and the service's request id, which
+/// the audit events of its end carry (the driver's task serves many
+/// requests: it has no request of its own).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Caller {
+    pub agent: Option<Arc<str>>,
+    pub request_id: Option<Arc<str>>,
+}
+
 /// Records an audit event: kind, control, detail, agent.
 pub(super) type Audit = Arc<dyn Fn(AuditKind, &str, String, Option<&str>) + Send + Sync>;
 
 /// Tells a request how it ended, recording first the audit event its
 /// failure gives (a worker lost, a limit hit, its deadline): here, where
 /// it happens, not when (or whether) the request's reader reads it.
-fn tell_end(audit: &Audit, agent: Option<&str>, events: &mpsc::Sender<Event>, end: Event) {
-    match &end {
+fn tell_end(audit: &Audit, caller: &Caller, events: &mpsc::Sender<Event>, end: Event) {
+    let agent = caller.agent.as_deref();
+    crate::audit::with_request_id(caller.request_id.clone(), || match &end {
         Event::Failed(e) => {
             if let Some((kind, control)) = super::metadata::audit_event_for(e) {
                 audit(kind, &control, e.to_string(), agent);
@@ -108,7 +118,7 @@ fn tell_end(audit: &Audit, agent: Option<&str>, events: &mpsc::Sender<Event>, en
             agent,
         ),
         _ => {}
-    }
+    });
     let _ = events.try_send(end);
 }
 
@@ -445,7 +455,7 @@ impl Driver {
                 deadline,
                 events,
                 permit,
-                agent,
+                caller,
             } => {
                 let id = request.id;
                 let max_tokens = request.max_tokens as usize;
@@ -459,18 +469,13 @@ impl Driver {
                     // The request cannot be put in a frame: its fault, not
                     // the worker's (nothing was written).
                     Err(e @ SlmRunnerError::InvalidInput { .. }) => {
-                        tell_end(
-                            &self.settings.audit,
-                            agent.as_deref(),
-                            &events,
-                            Event::Failed(e),
-                        );
+                        tell_end(&self.settings.audit, &caller, &events, Event::Failed(e));
                         return Ok(());
                     }
                     Err(e) => {
                         tell_end(
                             &self.settings.audit,
-                            agent.as_deref(),
+                            &caller,
                             &events,
                             Event::Failed(e.clone()),
                         );
@@ -490,7 +495,7 @@ impl Driver {
                         bytes: 0,
                         received: false,
                         embed,
-                        agent,
+                        caller,
                     },
                 );
                 Ok(())
@@ -687,7 +692,7 @@ impl Driver {
                             stderr_tail: String::new(),
                         })
                     };
-                    tell_end(&audit, a.agent.as_deref(), &a.events, event);
+                    tell_end(&audit, &a.caller, &a.events, event);
                 }
             }
         }

@@ -1,7 +1,6 @@
 //! A request the worker runs, as the driver follows it: how far it is,
 //! whether and why it was cancelled.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ pub(super) struct Active {
     pub(super) received: bool,
     /// An embedding request: one `Embedding`, no text.
     pub(super) embed: bool,
-    pub(super) agent: Option<Arc<str>>,
+    pub(super) caller: super::Caller,
 }
 
 /// How far a running request is, as the worker's frames show it.
@@ -75,6 +74,6 @@ impl Active {
 
     /// Tells the request how it ended (see [`tell_end`]).
     pub(super) fn end(&self, audit: &Audit, end: Event) {
-        tell_end(audit, self.agent.as_deref(), &self.events, end);
+        tell_end(audit, &self.caller, &self.events, end);
     }
 }
