@@ -130,7 +130,7 @@ fn caps(m: &Model) -> String {
 /// it: present or not, its size, architecture, trained context, layers,
 /// vocabulary, chat template. `None` for a model with no local file.
 fn file_facts(m: &Model) -> Option<serde_json::Value> {
-    let ModelProvider::LocalFile { file_path } = &m.provider else {
+    let ModelProvider::LocalFile { file_path, .. } = &m.provider else {
         return None;
     };
     if !file_path.is_file() {
@@ -172,7 +172,7 @@ fn file_column(m: &Model) -> String {
 
 fn location(m: &Model) -> String {
     match &m.provider {
-        ModelProvider::LocalFile { file_path } => file_path.display().to_string(),
+        ModelProvider::LocalFile { file_path, .. } => file_path.display().to_string(),
         ModelProvider::HuggingFace { model_path } => model_path.clone(),
         ModelProvider::OpenAI { model_name, .. } | ModelProvider::Anthropic { model_name, .. } => {
             model_name.clone()

@@ -20,7 +20,7 @@ use anyhow::anyhow;
 use clap::Args;
 use serde::Serialize;
 use symbiont_runtime::config::{locate_key, ConfigIssue, ModelProvider, Slm};
-use symbiont_runtime::models::{gguf, ModelCatalog, ModelPool};
+use symbiont_runtime::models::{digest, gguf, ModelCatalog, ModelPool};
 
 use crate::config_source::{self, Source};
 use crate::output::out;
@@ -190,7 +190,7 @@ fn read(p: &Path) -> Result<String, Failure> {
 /// Each local model's file: present, a regular file, a GGUF header.
 fn model_files(slm: &Slm, f: &mut Findings<'_>) {
     for (i, m) in slm.model_allow_lists.global_models.iter().enumerate() {
-        let ModelProvider::LocalFile { file_path } = &m.provider else {
+        let ModelProvider::LocalFile { file_path, sha256 } = &m.provider else {
             continue;
         };
         let key = format!("slm.model_allow_lists.global_models[{i}].provider.LocalFile.file_path");
@@ -211,6 +211,37 @@ fn model_files(slm: &Slm, f: &mut Findings<'_>) {
         };
         if let Some(p) = problem {
             f.push("error", key, p);
+            continue;
+        }
+        // The bytes: against the pin, or the pin to write (the digest is
+        // computed once per version of the file and kept).
+        let Ok(file) = std::fs::File::open(file_path) else {
+            continue;
+        };
+        match sha256 {
+            Some(hex) => {
+                if let Err(e) = digest::check_pin(&file, file_path, hex) {
+                    f.push(
+                        "error",
+                        format!(
+                            "slm.model_allow_lists.global_models[{i}].provider.LocalFile.sha256"
+                        ),
+                        format!("model `{}`: {e}", m.id),
+                    );
+                }
+            }
+            None => {
+                if let Ok(hex) = digest::digest_of(&file) {
+                    f.push(
+                        "warning",
+                        format!("slm.model_allow_lists.global_models[{i}].provider.LocalFile"),
+                        format!(
+                            "model `{}` is not pinned: any bytes at its path would run; to pin these, write `sha256 = \"{hex}\"` beside file_path",
+                            m.id
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -244,6 +275,7 @@ fn host(slm: &Slm, worker: Option<&Path>, f: &mut Findings<'_>) -> Result<(), Fa
     let files_missing: BTreeSet<usize> = f
         .list
         .iter()
+        .filter(|x| x.severity == "error")
         .filter_map(|x| {
             x.key_path
                 .strip_prefix("slm.model_allow_lists.global_models[")

@@ -854,7 +854,7 @@ fn a_refused_model_runs_after_the_one_change_its_error_names() {
         .unwrap();
     assert!(err.contains("2 slot(s) of 8192 tokens"), "{err}");
     assert!(
-        err.contains("or lower `settings.context_size` of model `smol`"),
+        err.contains("or lower `settings.context_size` of model `smol` to "),
         "{err}"
     );
     assert!(out.stdout.is_empty(), "it ran: {}", text(&out.stdout));
@@ -1083,4 +1083,87 @@ fn the_systemd_unit_verifies() {
     assert!(ok && said.trim().is_empty(), "{said}");
     let (_, said) = verify(&unit.replace("NoNewPrivileges=", "NoNewPrivilegs="));
     assert!(said.contains("Unknown key 'NoNewPrivilegs'"), "{said}");
+}
+
+/// A model pinned by its SHA-256 runs only with those bytes: the right pin
+/// runs; a wrong one is refused before anything loads, both digests named
+/// (exit 2); a copy changed in place, same size (the header check alone
+/// would pass it), is refused at the next start. The digest is kept in a
+/// cache only this user can write (0700, 0600), keyed by the file's
+/// version, so a later start does not hash again.
+#[test]
+fn a_pinned_model_runs_only_with_its_bytes() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let worker = worker_beside_cli();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("m.gguf");
+    std::fs::copy(
+        symbiont_runtime::config::default_model_path().unwrap(),
+        &copy,
+    )
+    .unwrap();
+    let pin = symbiont_runtime::config::DEFAULT_MODEL_SHA256;
+    let cache = dir.path().join("cache");
+    let run = |sha: &str| {
+        let config = dir.path().join("pinned.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"m\"\nname = \"M\"\nprovider = {{ LocalFile = {{ file_path = \"{}\", sha256 = \"{sha}\" }} }}\ncapabilities = [\"TextGeneration\"]\n",
+                copy.display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_symbi-slm"))
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--max-tokens", "2", "--worker"])
+            .arg(&worker)
+            .arg("Hi")
+            .env("XDG_CACHE_HOME", &cache)
+            .env("XDG_STATE_HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(pin);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digests = cache.join("symbiont/digests");
+    let mode = std::fs::metadata(&digests).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let entries: Vec<_> = std::fs::read_dir(&digests).unwrap().flatten().collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let mode = entries[0].metadata().unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    assert_eq!(std::fs::read_to_string(entries[0].path()).unwrap(), pin);
+
+    let wrong = format!("0{}", &pin[1..]);
+    let wrong = if wrong == pin {
+        format!("1{}", &pin[1..])
+    } else {
+        wrong
+    };
+    let out = run(&wrong);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(pin) && err.contains(&wrong), "{err}");
+
+    // One byte in the middle of the weights, the size unchanged.
+    let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    let middle = f.metadata().unwrap().len() / 2;
+    let mut b = [0u8; 1];
+    std::fs::File::open(&copy)
+        .unwrap()
+        .read_at(&mut b, middle)
+        .unwrap();
+    f.write_at(&[b[0] ^ 0xff], middle).unwrap();
+    drop(f);
+    let now =
+        symbiont_runtime::models::digest::sha256_hex(&std::fs::File::open(&copy).unwrap()).unwrap();
+    let out = run(pin);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("its SHA-256 is {now}")) && err.contains(pin),
+        "{err}"
+    );
 }

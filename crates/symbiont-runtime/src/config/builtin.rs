@@ -66,6 +66,8 @@ impl Slm {
             provider: ModelProvider::LocalFile {
                 file_path: default_model_path()
                     .unwrap_or_else(|| PathBuf::from("/nonexistent").join(DEFAULT_MODEL_FILE)),
+                // The file scripts/setup.sh fetches and checks.
+                sha256: Some(DEFAULT_MODEL_SHA256.into()),
             },
             capabilities: vec![ModelCapability::TextGeneration],
             resource_requirements: ModelResourceRequirements {

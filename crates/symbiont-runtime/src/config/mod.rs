@@ -272,6 +272,11 @@ pub enum ModelProvider {
     LocalFile {
         /// Absolute path of the file.
         file_path: PathBuf,
+        /// The file's SHA-256 (64 hex digits): a file with other bytes is
+        /// refused, both digests named. Checked on the descriptor the
+        /// worker loads, once per version of the file (a digest cache).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// A model of OpenAI's API (Chat Completions), run by `RemoteRunner`.
     /// The key comes from the environment: `$OPENAI_API_KEY`, or the

@@ -221,7 +221,18 @@ fn check_settings(slm: &Slm, base: &str, m: &super::Model, out: &mut Issues) {
 
 fn check_provider(base: &str, provider: &ModelProvider, out: &mut Issues) {
     let (key, value) = match provider {
-        ModelProvider::LocalFile { file_path } => {
+        ModelProvider::LocalFile { file_path, sha256 } => {
+            if let Some(h) = sha256 {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    out.push((
+                        format!("{base}.LocalFile.sha256"),
+                        Problem::InvalidName {
+                            what: "SHA-256 (64 hex digits, as `sha256sum` prints it)",
+                            value: h.clone(),
+                        },
+                    ));
+                }
+            }
             if !file_path.is_absolute() {
                 out.push((
                     format!("{base}.LocalFile.file_path"),

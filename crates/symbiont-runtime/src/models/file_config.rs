@@ -74,6 +74,7 @@ pub fn config_for_file(path: &Path, slots: u32) -> Result<FileConfig, SlmRunnerE
         name: summary.name.clone().unwrap_or_else(|| stem.to_string()),
         provider: ModelProvider::LocalFile {
             file_path: path.clone(),
+            sha256: None,
         },
         capabilities: vec![ModelCapability::TextGeneration],
         resource_requirements: ModelResourceRequirements::default(),

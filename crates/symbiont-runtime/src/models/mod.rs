@@ -16,9 +16,9 @@ pub use catalog::{
 pub use file_config::{config_for_file, FileConfig, FILE_PROFILE};
 pub(crate) use local_gguf::threads_for;
 pub use local_gguf::{
-    defaults, find_worker, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report, Budget,
-    GgufError, GgufSummary, HostBudget, LocalGgufRunner, LocalGgufRunnerBuilder, RunnerLoad,
-    RunnerMetrics, WorkerStatus,
+    defaults, digest, find_worker, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report,
+    Budget, GgufError, GgufSummary, HostBudget, LocalGgufRunner, LocalGgufRunnerBuilder,
+    RunnerLoad, RunnerMetrics, WorkerStatus,
 };
 pub use pool::{ModelPool, ModelPoolBuilder, PoolRunner};
 pub use remote::{RemoteRunner, SseParser};

@@ -552,8 +552,8 @@ impl ModelPool {
             .ok_or_else(|| SlmRunnerError::UnknownModel {
                 model_id: model_id.to_string(),
             })?;
-        let file_path = match &model.provider {
-            ModelProvider::LocalFile { file_path } => file_path,
+        let (file_path, pin) = match &model.provider {
+            ModelProvider::LocalFile { file_path, sha256 } => (file_path, sha256.clone()),
             ModelProvider::HuggingFace { .. } => {
                 return Err(SlmRunnerError::InvalidInput {
                     field: "model",
@@ -597,6 +597,7 @@ impl ModelPool {
         .keep_alive(Duration::from_secs(keep_alive))
         // The model's own settings (its keep-alive wins over the pool's).
         .settings(&model.settings)
+        .sha256(pin)
         .pinned(settings.pinned_models.iter().any(|m| m == model_id))
         .embeddings(
             model

@@ -175,6 +175,7 @@ fn model(i: usize, caps: u8, mem: u64, cores: u8) -> Model {
         name: format!("Model {i}"),
         provider: ModelProvider::LocalFile {
             file_path: format!("/models/m{i}.gguf").into(),
+            sha256: None,
         },
         capabilities: ModelCapability::ALL
             .into_iter()

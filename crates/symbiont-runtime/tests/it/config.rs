@@ -80,7 +80,8 @@ fn reference_toml_parses_with_defaults_and_partial_profile_override() {
     assert_eq!(
         m.provider,
         ModelProvider::LocalFile {
-            file_path: "/models/llama2-7b.gguf".into()
+            file_path: "/models/llama2-7b.gguf".into(),
+            sha256: None,
         }
     );
     assert_eq!(

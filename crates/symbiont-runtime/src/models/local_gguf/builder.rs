@@ -35,6 +35,7 @@ pub struct LocalGgufRunnerBuilder {
     pinned: bool,
     embeddings: bool,
     check_memory_estimate: bool,
+    sha256: Option<String>,
     audit: AuditLog,
     labels: Option<(String, String)>,
 }
@@ -61,6 +62,7 @@ impl LocalGgufRunnerBuilder {
             pinned: false,
             embeddings: false,
             check_memory_estimate: true,
+            sha256: None,
             audit: AuditLog::tracing_only(),
             labels: None,
         }
@@ -181,10 +183,19 @@ impl LocalGgufRunnerBuilder {
         self
     }
 
+    /// The model file's SHA-256 (64 hex digits): a file with other bytes
+    /// is refused when the runner is built and at every worker start,
+    /// both digests named (see `digest.rs`: hashed once per version of
+    /// the file).
+    pub fn sha256(mut self, hex: Option<String>) -> Self {
+        self.sha256 = hex;
+        self
+    }
+
     /// Validates the model file and the settings; starts nothing.
     pub async fn build(mut self) -> Result<LocalGgufRunner, SlmRunnerError> {
         self.model_path = resolve_model_path(&self.model_path)?;
-        let (_, summary) = open_model_file_blocking(&self.model_path).await?;
+        let (_, summary) = open_model_file_blocking(&self.model_path, self.sha256.clone()).await?;
         let embed_mb = if self.embeddings {
             embed_context_mb(&summary)
         } else {
@@ -353,10 +364,26 @@ impl LocalGgufRunnerBuilder {
                 Some(n) if self.slots.is_some() => {
                     format!(", or lower {} to {n}", self.setting_key("slots"))
                 }
-                _ if memory_need_mb(&summary, MIN_CONTEXT_SIZE, 1) + extra_mb <= max_mb => {
-                    format!(", or lower {}", self.setting_key("context_size"))
+                _ => {
+                    // The largest context that fits these slots (a
+                    // multiple of 256 when it is that large).
+                    let fits = |c: u32| memory_need_mb(&summary, c, slots) + extra_mb <= max_mb;
+                    let (mut lo, mut hi) = (MIN_CONTEXT_SIZE, context_size);
+                    if fits(lo) {
+                        while hi - lo > 1 {
+                            let mid = lo + (hi - lo) / 2;
+                            if fits(mid) {
+                                lo = mid;
+                            } else {
+                                hi = mid;
+                            }
+                        }
+                        let c = if lo >= 256 { lo / 256 * 256 } else { lo };
+                        format!(", or lower {} to {c}", self.setting_key("context_size"))
+                    } else {
+                        String::new()
+                    }
                 }
-                _ => String::new(),
             };
             return Err(SlmRunnerError::ResourceLimitExceeded {
                 limit: ResourceLimit::Memory,
@@ -406,6 +433,7 @@ impl LocalGgufRunnerBuilder {
                 model_label,
                 profile_label,
                 model_path: self.model_path,
+                pin: self.sha256,
                 profile: self.profile,
                 requirements: self.requirements,
                 summary,

@@ -136,7 +136,8 @@ impl Shared {
         }
         // Opened and checked again for every worker: the worker inherits
         // this descriptor and loads nothing else.
-        let (model_file, summary) = open_model_file_blocking(&self.model_path).await?;
+        let (model_file, summary) =
+            open_model_file_blocking(&self.model_path, self.pin.clone()).await?;
         if summary != self.summary {
             return Err(SlmRunnerError::InvalidModelFile {
                 path: self.model_path.clone(),

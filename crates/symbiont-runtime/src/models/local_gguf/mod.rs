@@ -29,6 +29,7 @@ mod budget;
 mod builder;
 mod confinement;
 mod denied_paths;
+pub mod digest;
 mod driver;
 mod frames;
 pub mod gguf;
@@ -181,6 +182,8 @@ struct Shared {
     model_label: String,
     profile_label: Option<String>,
     model_path: PathBuf,
+    /// The file's pinned SHA-256, checked at every worker start.
+    pin: Option<String>,
     profile: SandboxProfile,
     requirements: ModelResourceRequirements,
     summary: GgufSummary,

@@ -33,13 +33,22 @@ pub(super) fn resolve_model_path(path: &Path) -> Result<PathBuf, SlmRunnerError>
 /// [`open_model_file`] on the blocking pool (it reads the header).
 pub(super) async fn open_model_file_blocking(
     path: &Path,
+    pin: Option<String>,
 ) -> Result<(std::fs::File, GgufSummary), SlmRunnerError> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || open_model_file(&path))
-        .await
-        .map_err(|e| SlmRunnerError::InitializationFailed {
-            reason: format!("model check task: {e}"),
-        })?
+    tokio::task::spawn_blocking(move || {
+        let opened = open_model_file(&path)?;
+        // The pin is checked on this very descriptor: the bytes checked
+        // are the bytes the worker loads.
+        if let Some(hex) = &pin {
+            super::digest::check_pin(&opened.0, &path, hex)?;
+        }
+        Ok(opened)
+    })
+    .await
+    .map_err(|e| SlmRunnerError::InitializationFailed {
+        reason: format!("model check task: {e}"),
+    })?
 }
 
 /// Opens the model file for a worker and checks it on that descriptor: not
