@@ -145,6 +145,9 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
                 ))
             })?;
         }
+        // The signals are ours before anyone is told the service is up: a
+        // SIGHUP that follows the line below reloads, never kills.
+        let signals = Signals::install();
         // One line on stdout once the socket is bound (scripts and tests
         // wait for it); the rest goes to the log on stderr.
         say(&format!(
@@ -173,7 +176,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             local,
         };
         let served = service
-            .serve(listener, shutdown_signal(reloader))
+            .serve(listener, shutdown_signal(signals, reloader))
             .await
             .map_err(|e| Failure::Runtime(e.into()));
         drop(token_dir);
@@ -498,13 +501,32 @@ impl Reloader {
 
 /// SIGTERM or SIGINT. SIGHUP reloads the config file (see
 /// [`Reloader::reload`]); the service never dies of it.
-async fn shutdown_signal(reloader: Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+/// SIGTERM, SIGINT and SIGHUP, taken over from their default actions.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    /// Installs the handlers now (inside the runtime).
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Signals(Some((t, i, h))),
+            _ => Signals(None),
+        }
+    }
+}
+
+async fn shutdown_signal(signals: Signals, reloader: Reloader) {
+    let Signals(Some((mut term, mut int, mut hup))) = signals else {
         tracing::error!(
             "cannot install the SIGTERM/SIGINT/SIGHUP handlers; stop the service with SIGKILL"
         );
