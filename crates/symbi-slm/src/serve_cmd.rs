@@ -459,6 +459,8 @@ impl Reloader {
                 ))
             })?;
         }
+        // Runners the old config built while the pinned models loaded.
+        pool.adopt(old_pool).await;
         let models = pool.catalog().list_models().len();
         let agents = pool.catalog().config().service.agent_tokens.len();
         let mut fixed: Vec<String> = self
