@@ -448,24 +448,24 @@ impl Reloader {
             )));
         }
         let kept = pool.adopt(old_pool).await;
+        // Pinned models must fit and check out now (file, pin, memory,
+        // profile); they load once the config is in force: the old
+        // config's pinned worker of a changed model cannot make room for
+        // its successor before that.
+        let mut pinned = Vec::new();
         for id in &pool.catalog().config().pool.pinned_models {
-            let loaded = match pool.runner(id, Some(&profile)).await {
-                Ok(r) => r.preload().await,
-                Err(e) => Err(e),
-            };
-            loaded.map_err(|e| {
+            let runner = pool.runner(id, Some(&profile)).await.map_err(|e| {
                 one(format!(
                     "pinned model `{id}` cannot load under the service's profile `{profile}`: {e}"
                 ))
             })?;
+            pinned.push((id.clone(), runner));
         }
-        // Runners the old config built while the pinned models loaded.
-        pool.adopt(old_pool).await;
         let models = pool.catalog().list_models().len();
         let agents = pool.catalog().config().service.agent_tokens.len();
         let mut fixed: Vec<String> = self
             .live
-            .reload(pool)
+            .reload(pool.clone())
             .into_iter()
             .map(|k| format!("slm.service.{k}"))
             .collect();
@@ -475,6 +475,17 @@ impl Reloader {
                 .filter(|(_, changed)| *changed)
                 .map(|(k, _)| format!("slm.pool.{k}")),
         );
+        // The old config is let go of (its last request gone, its pinned
+        // workers with it): the new pinned models load now, in the
+        // background, each failure said.
+        tokio::spawn(async move {
+            for (id, runner) in pinned {
+                if let Err(e) = runner.preload().await {
+                    tracing::warn!("SIGHUP: pinned model `{id}` did not load: {e}");
+                }
+            }
+            drop(pool);
+        });
         Ok(format!(
             "{models} model(s), {agents} agent token(s), profile `{profile}`; {} runner(s) kept loaded{}{}",
             kept.len(),
@@ -538,7 +549,17 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM"); sd_notify("STOPPING=1"); break }
             _ = int.recv() => { tracing::info!("SIGINT"); sd_notify("STOPPING=1"); break }
-            _ = hup.recv() => reloader.reload().await,
+            _ = hup.recv() => {
+                // A stop is not kept waiting by a reload: the reload is
+                // abandoned (nothing is in force until its very end).
+                let reload = reloader.reload();
+                tokio::pin!(reload);
+                tokio::select! {
+                    () = &mut reload => {}
+                    _ = term.recv() => { tracing::info!("SIGTERM during a reload: the reload is abandoned"); sd_notify("STOPPING=1"); break }
+                    _ = int.recv() => { tracing::info!("SIGINT during a reload: the reload is abandoned"); sd_notify("STOPPING=1"); break }
+                }
+            }
         }
     }
     // A second signal does not wait for the grace: the process exits now,
