@@ -24,6 +24,9 @@
 
 use serde::Serialize;
 
+use super::validate::{Issues, MAX_CPU_CORES, MAX_EXECUTION_SECONDS};
+use super::{ModelProvider, Problem, Slm};
+
 /// Largest `context_size` accepted before the model file is read (the
 /// file's trained context bounds it further).
 pub const MAX_CONTEXT_SIZE: u32 = 1 << 20;
@@ -105,5 +108,106 @@ impl SamplingDefaults {
     /// Whether no default is set.
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+}
+
+/// A model's `settings`: each number in its range, the worker's keys
+/// only where there is a worker, one keep-alive per model. What needs the
+/// model file or the profile is checked when the runner is built.
+pub(super) fn check(slm: &Slm, base: &str, m: &super::Model, out: &mut Issues) {
+    let s = &m.settings;
+    let mut range = |key: &str, value: Option<u32>, lo: u32, hi: u32| {
+        if let Some(v) = value.filter(|v| !(lo..=hi).contains(v)) {
+            out.push((
+                format!("{base}.{key}"),
+                Problem::OutOfRange {
+                    value: v.to_string(),
+                    range: format!("from {lo} to {hi}"),
+                },
+            ));
+        }
+    };
+    range(
+        "context_size",
+        s.context_size,
+        MIN_CONTEXT_SIZE,
+        MAX_CONTEXT_SIZE,
+    );
+    range("threads", s.threads, 1, MAX_CPU_CORES as u32);
+    range("slots", s.slots, 1, MAX_SLOTS);
+    range("batch_size", s.batch_size, 1, MAX_BATCH_SIZE);
+    range("sampling.top_k", s.sampling.top_k, 1, u32::MAX);
+    range("sampling.max_tokens", s.sampling.max_tokens, 1, u32::MAX);
+    if let (Some(slots), Some(batch)) = (s.slots, s.batch_size) {
+        if slots > batch && slots <= MAX_SLOTS {
+            out.push((
+                format!("{base}.slots"),
+                Problem::OutOfRange {
+                    value: slots.to_string(),
+                    range: format!(
+                        "at most batch_size = {batch} (each running request adds one token to every decode step)"
+                    ),
+                },
+            ));
+        }
+    }
+    if let Some(k) = s.keep_alive_seconds {
+        if k > MAX_EXECUTION_SECONDS * 52 {
+            out.push((
+                format!("{base}.keep_alive_seconds"),
+                Problem::TooLarge {
+                    value: k,
+                    max: MAX_EXECUTION_SECONDS * 52,
+                },
+            ));
+        }
+        if slm.pool.keep_alive_by_model.contains_key(&m.id) {
+            out.push((
+                format!("{base}.keep_alive_seconds"),
+                Problem::Conflict(
+                    "this model's keep-alive is also set in slm.pool.keep_alive_by_model: keep one",
+                ),
+            ));
+        }
+    }
+    // (range, lower bound open) as `ExecutionOptions::validate` has them.
+    let floats = [
+        ("temperature", s.sampling.temperature, 0.0, 100.0, false),
+        ("top_p", s.sampling.top_p, 0.0, 1.0, true),
+        ("min_p", s.sampling.min_p, 0.0, 1.0, false),
+        ("repeat_penalty", s.sampling.repeat_penalty, 0.0, 10.0, true),
+    ];
+    for (key, value, lo, hi, open) in floats {
+        let Some(v) = value else { continue };
+        let ok = v.is_finite() && (if open { v > lo } else { v >= lo }) && v <= hi;
+        if !ok {
+            out.push((
+                format!("{base}.sampling.{key}"),
+                Problem::OutOfRange {
+                    value: v.to_string(),
+                    range: format!(
+                        "from {lo} ({}) to {hi}",
+                        if open { "excluded" } else { "included" }
+                    ),
+                },
+            ));
+        }
+    }
+    let local = matches!(
+        m.provider,
+        ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. }
+    );
+    if !local {
+        for (key, set) in s.worker_keys() {
+            if set {
+                out.push((
+                    format!("{base}.{key}"),
+                    Problem::NotForProvider {
+                        key,
+                        provider: m.provider.kind(),
+                    },
+                ));
+            }
+        }
     }
 }

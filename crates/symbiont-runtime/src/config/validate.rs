@@ -17,7 +17,7 @@ pub const MAX_EXECUTION_SECONDS: u64 = 7 * 24 * 3600;
 /// Most child processes a profile may allow.
 pub const MAX_CHILD_PROCESSES: u32 = 4096;
 
-type Issues = Vec<(String, Problem)>;
+pub(super) type Issues = Vec<(String, Problem)>;
 
 pub(super) fn check(slm: &Slm) -> Issues {
     let mut out = Issues::new();
@@ -99,7 +99,7 @@ fn check_models(slm: &Slm, out: &mut Issues) {
             out.push((format!("{base}.name"), Problem::Empty));
         }
         check_provider(&format!("{base}.provider"), &m.provider, out);
-        check_settings(slm, &format!("{base}.settings"), m, out);
+        super::settings::check(slm, &format!("{base}.settings"), m, out);
         let req = &m.resource_requirements;
         let rbase = format!("{base}.resource_requirements");
         size_mb(&format!("{rbase}.min_memory_mb"), req.min_memory_mb, out);
@@ -113,107 +113,6 @@ fn check_models(slm: &Slm, out: &mut Issues) {
             size_mb(&format!("{g}.min_vram_mb"), gpu.min_vram_mb, out);
             if gpu.compute_capability.trim().is_empty() {
                 out.push((format!("{g}.compute_capability"), Problem::Empty));
-            }
-        }
-    }
-}
-
-/// A model's `settings`: each number in its range, the worker's keys
-/// only where there is a worker, one keep-alive per model. What needs the
-/// model file or the profile is checked when the runner is built.
-fn check_settings(slm: &Slm, base: &str, m: &super::Model, out: &mut Issues) {
-    let s = &m.settings;
-    let mut range = |key: &str, value: Option<u32>, lo: u32, hi: u32| {
-        if let Some(v) = value.filter(|v| !(lo..=hi).contains(v)) {
-            out.push((
-                format!("{base}.{key}"),
-                Problem::OutOfRange {
-                    value: v.to_string(),
-                    range: format!("from {lo} to {hi}"),
-                },
-            ));
-        }
-    };
-    range(
-        "context_size",
-        s.context_size,
-        super::MIN_CONTEXT_SIZE,
-        super::MAX_CONTEXT_SIZE,
-    );
-    range("threads", s.threads, 1, MAX_CPU_CORES as u32);
-    range("slots", s.slots, 1, super::MAX_SLOTS);
-    range("batch_size", s.batch_size, 1, super::MAX_BATCH_SIZE);
-    range("sampling.top_k", s.sampling.top_k, 1, u32::MAX);
-    range("sampling.max_tokens", s.sampling.max_tokens, 1, u32::MAX);
-    if let (Some(slots), Some(batch)) = (s.slots, s.batch_size) {
-        if slots > batch && slots <= super::MAX_SLOTS {
-            out.push((
-                format!("{base}.slots"),
-                Problem::OutOfRange {
-                    value: slots.to_string(),
-                    range: format!(
-                        "at most batch_size = {batch} (each running request adds one token to every decode step)"
-                    ),
-                },
-            ));
-        }
-    }
-    if let Some(k) = s.keep_alive_seconds {
-        if k > MAX_EXECUTION_SECONDS * 52 {
-            out.push((
-                format!("{base}.keep_alive_seconds"),
-                Problem::TooLarge {
-                    value: k,
-                    max: MAX_EXECUTION_SECONDS * 52,
-                },
-            ));
-        }
-        if slm.pool.keep_alive_by_model.contains_key(&m.id) {
-            out.push((
-                format!("{base}.keep_alive_seconds"),
-                Problem::Conflict(
-                    "this model's keep-alive is also set in slm.pool.keep_alive_by_model: keep one",
-                ),
-            ));
-        }
-    }
-    // (range, lower bound open) as `ExecutionOptions::validate` has them.
-    let floats = [
-        ("temperature", s.sampling.temperature, 0.0, 100.0, false),
-        ("top_p", s.sampling.top_p, 0.0, 1.0, true),
-        ("min_p", s.sampling.min_p, 0.0, 1.0, false),
-        ("repeat_penalty", s.sampling.repeat_penalty, 0.0, 10.0, true),
-    ];
-    for (key, value, lo, hi, open) in floats {
-        let Some(v) = value else { continue };
-        let ok = v.is_finite() && (if open { v > lo } else { v >= lo }) && v <= hi;
-        if !ok {
-            out.push((
-                format!("{base}.sampling.{key}"),
-                Problem::OutOfRange {
-                    value: v.to_string(),
-                    range: format!(
-                        "from {lo} ({}) to {hi}",
-                        if open { "excluded" } else { "included" }
-                    ),
-                },
-            ));
-        }
-    }
-    let local = matches!(
-        m.provider,
-        ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. }
-    );
-    if !local {
-        for (key, set) in s.worker_keys() {
-            if set {
-                out.push((
-                    format!("{base}.{key}"),
-                    Problem::NotForProvider {
-                        key,
-                        provider: m.provider.kind(),
-                    },
-                ));
             }
         }
     }
