@@ -42,6 +42,14 @@ pub enum ModelsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Download Hugging Face models of the config into the Hugging Face
+    /// cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub), shared with `huggingface_hub`: the
+    /// revision resolved to a commit, each file checked against its pin
+    /// (or the hub's LFS SHA-256), an interrupted download resumed.
+    /// $HF_ENDPOINT, $HF_TOKEN, $HF_HUB_OFFLINE and $HTTPS_PROXY are
+    /// honoured.
+    Pull(crate::pull_cmd::PullArgs),
     /// Show one model as JSON.
     Show {
         /// The model's id.
@@ -173,7 +181,7 @@ fn file_column(m: &Model) -> String {
 fn location(m: &Model) -> String {
     match &m.provider {
         ModelProvider::LocalFile { file_path, .. } => file_path.display().to_string(),
-        ModelProvider::HuggingFace { model_path } => model_path.clone(),
+        ModelProvider::HuggingFace { model_path, .. } => model_path.clone(),
         ModelProvider::OpenAI { model_name, .. } | ModelProvider::Anthropic { model_name, .. } => {
             model_name.clone()
         }
@@ -275,6 +283,7 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
                 ))),
             }
         }
+        ModelsCmd::Pull(args) => crate::pull_cmd::pull_models(args, config),
     }
 }
 

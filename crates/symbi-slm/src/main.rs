@@ -10,6 +10,7 @@ mod check_cmd;
 mod config_source;
 mod output;
 mod ps_cmd;
+mod pull_cmd;
 mod run_cmd;
 mod sandbox_cmd;
 mod serve_cmd;

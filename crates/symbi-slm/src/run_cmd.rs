@@ -307,6 +307,7 @@ pub(crate) fn classify(e: SlmRunnerError) -> Failure {
         | SlmRunnerError::UnknownModel { .. }
         | SlmRunnerError::AccessDenied { .. }
         | SlmRunnerError::ModelFileNotFound { .. }
+        | SlmRunnerError::ModelNotPulled { .. }
         | SlmRunnerError::InvalidModelFile { .. } => Failure::Input(e.into()),
         _ => Failure::Runtime(e.into()),
     }

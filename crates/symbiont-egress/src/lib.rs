@@ -22,6 +22,6 @@ mod throttle;
 
 pub use bucket::Bucket;
 pub use head::{canonical_host, forward_head, parse_head, Head, Reject, Target};
-pub use policy::{Kind, Policy, PolicyError, Refusal, Rule, RuleProtocol};
+pub use policy::{address_class, Kind, Policy, PolicyError, Refusal, Rule, RuleProtocol};
 pub use proxy::{Observer, Proxy, ProxyStats, MAX_CONNECTIONS, MAX_PENDING};
 pub use throttle::Throttle;

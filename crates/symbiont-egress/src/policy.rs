@@ -310,6 +310,14 @@ fn fold(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The class of an address that is not public (`loopback`, `private`,
+/// `cloud metadata`, …), if it is one; an IPv4-mapped IPv6 address is
+/// judged as the IPv4 address it carries. Clients outside the proxy (the
+/// model hub's downloads) judge their destinations with this.
+pub fn address_class(ip: IpAddr) -> Option<&'static str> {
+    special(fold(ip))
+}
+
 /// The class of an address that is not public, if it is one.
 pub(crate) fn special(ip: IpAddr) -> Option<&'static str> {
     match ip {

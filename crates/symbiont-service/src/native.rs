@@ -115,13 +115,14 @@ pub async fn health() -> Json<Status> {
 pub async fn ready(Current(service): Current) -> Response {
     let mut problems = Vec::new();
     for model in service.pool().catalog().list_models() {
-        // Catalog-only entries never run; remote models are ready when
-        // their runner builds (key present, endpoint allowed by the
-        // profile); nothing is sent to them.
-        if matches!(model.provider, ModelProvider::HuggingFace { .. }) {
-            continue;
-        }
-        let local = matches!(model.provider, ModelProvider::LocalFile { .. });
+        // Remote models are ready when their runner builds (key present,
+        // endpoint allowed by the profile); nothing is sent to them. A
+        // Hugging Face model is ready once pulled (its runner builds from
+        // the cache).
+        let local = matches!(
+            model.provider,
+            ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. }
+        );
         let checked = if local {
             service
                 .pool()

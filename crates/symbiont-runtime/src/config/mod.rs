@@ -33,6 +33,7 @@ mod builtin;
 mod error;
 mod locate;
 mod profile;
+pub mod provider;
 mod raw;
 mod settings;
 mod validate;
@@ -257,16 +258,34 @@ fn is_default(s: &ModelSettings) -> bool {
 ///
 /// All providers may be listed in the catalog; `LocalFile` models run in
 /// sandboxed workers, `OpenAI`, `Anthropic` and `Custom` ones through
-/// `RemoteRunner`; `HuggingFace` entries are catalog only. A key is never
+/// `RemoteRunner`; `HuggingFace` ones run from the Hugging Face cache in
+/// sandboxed workers, once pulled. A key is never
 /// part of the config (unknown fields such as `api_key` are refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub enum ModelProvider {
-    /// A model on the Hugging Face hub (catalog only: nothing is downloaded).
+    /// A GGUF file of a repository on a Hugging Face hub, run from the
+    /// Hugging Face cache (`symbi-slm models pull` puts it there; files
+    /// another tool pulled count too).
     HuggingFace {
-        /// Repository path on the hub.
+        /// The repository, `org/name`.
         model_path: String,
+        /// The file (`name.gguf`, or `dir/name.gguf`), or a quantisation
+        /// such as `Q4_K_M` as `llama-server -hf repo:quant` takes it;
+        /// omitted when the repository holds one GGUF model. A split GGUF
+        /// (`-00001-of-0000N.gguf`) is pulled whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        /// A branch, tag or commit (default `main`); a branch or tag is
+        /// resolved to a commit when pulled, and runs use that commit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
+        /// The file's SHA-256 (64 hex digits): other bytes are refused
+        /// when pulled and when run, both digests named. Without it the
+        /// hub's own LFS digest is checked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// A GGUF file on the local filesystem.
     LocalFile {

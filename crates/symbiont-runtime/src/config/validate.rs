@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 
 use super::{
-    ConfigIssue, GpuAccess, ModelProvider, NetworkAccessMode, NetworkProtocol, Problem,
-    SandboxProfile, Slm,
+    ConfigIssue, GpuAccess, NetworkAccessMode, NetworkProtocol, Problem, SandboxProfile, Slm,
 };
 
 /// Largest memory or disk size accepted, in MB (16 TiB).
@@ -98,7 +97,7 @@ fn check_models(slm: &Slm, out: &mut Issues) {
         if m.name.trim().is_empty() {
             out.push((format!("{base}.name"), Problem::Empty));
         }
-        check_provider(&format!("{base}.provider"), &m.provider, out);
+        super::provider::check(&format!("{base}.provider"), &m.provider, out);
         super::settings::check(slm, &format!("{base}.settings"), m, out);
         let req = &m.resource_requirements;
         let rbase = format!("{base}.resource_requirements");
@@ -114,135 +113,6 @@ fn check_models(slm: &Slm, out: &mut Issues) {
             if gpu.compute_capability.trim().is_empty() {
                 out.push((format!("{g}.compute_capability"), Problem::Empty));
             }
-        }
-    }
-}
-
-fn check_provider(base: &str, provider: &ModelProvider, out: &mut Issues) {
-    let (key, value) = match provider {
-        ModelProvider::LocalFile { file_path, sha256 } => {
-            if let Some(h) = sha256 {
-                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    out.push((
-                        format!("{base}.LocalFile.sha256"),
-                        Problem::InvalidName {
-                            what: "SHA-256 (64 hex digits, as `sha256sum` prints it)",
-                            value: h.clone(),
-                        },
-                    ));
-                }
-            }
-            if !file_path.is_absolute() {
-                out.push((
-                    format!("{base}.LocalFile.file_path"),
-                    Problem::RelativePath {
-                        path: file_path.display().to_string(),
-                    },
-                ));
-            }
-            return;
-        }
-        ModelProvider::HuggingFace { model_path } => ("HuggingFace.model_path", model_path),
-        ModelProvider::OpenAI {
-            model_name,
-            base_url,
-            api_key_env,
-        } => {
-            remote_fields(
-                base,
-                "OpenAI",
-                base_url.as_ref(),
-                None,
-                api_key_env.as_ref(),
-                out,
-            );
-            ("OpenAI.model_name", model_name)
-        }
-        ModelProvider::Anthropic {
-            model_name,
-            base_url,
-            api_key_env,
-        } => {
-            remote_fields(
-                base,
-                "Anthropic",
-                base_url.as_ref(),
-                None,
-                api_key_env.as_ref(),
-                out,
-            );
-            ("Anthropic.model_name", model_name)
-        }
-        ModelProvider::Custom {
-            endpoint_url,
-            model_name,
-            api_key_env,
-        } => {
-            remote_fields(
-                base,
-                "Custom",
-                Some(endpoint_url),
-                model_name.as_ref(),
-                api_key_env.as_ref(),
-                out,
-            );
-            return;
-        }
-    };
-    if value.trim().is_empty() {
-        out.push((format!("{base}.{key}"), Problem::Empty));
-    }
-}
-
-/// A remote provider's URL (http or https, with a host, no credentials or
-/// query in it), model name and key variable.
-fn remote_fields(
-    base: &str,
-    kind: &str,
-    url: Option<&String>,
-    model_name: Option<&String>,
-    api_key_env: Option<&String>,
-    out: &mut Issues,
-) {
-    if let Some(u) = url {
-        let key = if kind == "Custom" {
-            "endpoint_url"
-        } else {
-            "base_url"
-        };
-        let rest = u
-            .strip_prefix("https://")
-            .or_else(|| u.strip_prefix("http://"));
-        let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-        let ok = match (rest, authority) {
-            (Some(r), Some(a)) => !a.is_empty() && !a.contains('@') && !r.contains(['?', '#']),
-            _ => false,
-        };
-        if !ok {
-            out.push((
-                format!("{base}.{kind}.{key}"),
-                Problem::InvalidName {
-                    what: "endpoint URL (http:// or https://, a host, no user, query or fragment)",
-                    value: u.clone(),
-                },
-            ));
-        }
-    }
-    if model_name.is_some_and(|m| m.trim().is_empty()) {
-        out.push((format!("{base}.{kind}.model_name"), Problem::Empty));
-    }
-    if let Some(v) = api_key_env {
-        let ok = !v.is_empty()
-            && !v.starts_with(|c: char| c.is_ascii_digit())
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
-            out.push((
-                format!("{base}.{kind}.api_key_env"),
-                Problem::InvalidName {
-                    what: "environment variable name (letters, digits, `_`)",
-                    value: v.clone(),
-                },
-            ));
         }
     }
 }

@@ -3,6 +3,7 @@
 mod agent;
 mod catalog;
 mod file_config;
+pub mod hub;
 mod local_gguf;
 mod pool;
 mod remote;

@@ -24,7 +24,7 @@ use futures::stream::{BoxStream, StreamExt};
 
 use crate::models::agent::AgentModels;
 use crate::models::{
-    Budget, EmbeddingResult, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner,
+    hub, Budget, EmbeddingResult, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner,
     ModelCatalog, ModelCatalogError, RemoteRunner, RunnerLoad, RunnerMetrics, SlmRunner,
     SlmRunnerError, StreamEvent,
 };
@@ -41,6 +41,8 @@ struct Inner {
     budget: Arc<Budget>,
     audit: AuditLog,
     worker_path: Option<PathBuf>,
+    /// Where Hugging Face models are found.
+    hub_cache: hub::HfCache,
     /// Runners by (model id, profile name).
     runners: Mutex<HashMap<(String, String), PoolRunner>>,
     /// The embedder's own runners, by model id.
@@ -262,6 +264,7 @@ pub struct ModelPoolBuilder {
     budget: Option<Arc<Budget>>,
     audit: Option<AuditLog>,
     worker_path: Option<PathBuf>,
+    hub_cache: Option<hub::HfCache>,
     supplied: HashMap<String, Arc<dyn SlmRunner>>,
 }
 
@@ -290,6 +293,12 @@ impl ModelPoolBuilder {
     /// The worker executable (default: as [`LocalGgufRunner`] finds it).
     pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_path = Some(path.into());
+        self
+    }
+    /// The Hugging Face cache that `HuggingFace` models run from (default:
+    /// where `huggingface_hub` keeps it, [`hub::HfCache::from_env`]).
+    pub fn hub_cache(mut self, cache: hub::HfCache) -> Self {
+        self.hub_cache = Some(cache);
         self
     }
     /// The embedder's own runner for the catalog's model `model_id`, in
@@ -340,6 +349,7 @@ impl ModelPoolBuilder {
                 budget,
                 audit,
                 worker_path: self.worker_path,
+                hub_cache: self.hub_cache.unwrap_or_else(hub::HfCache::from_env),
                 runners: Mutex::new(HashMap::new()),
                 supplied: self.supplied,
             }),
@@ -355,6 +365,7 @@ impl ModelPool {
             budget: None,
             audit: None,
             worker_path: None,
+            hub_cache: None,
             supplied: HashMap::new(),
         }
     }
@@ -552,15 +563,27 @@ impl ModelPool {
             .ok_or_else(|| SlmRunnerError::UnknownModel {
                 model_id: model_id.to_string(),
             })?;
+        let located;
         let (file_path, pin) = match &model.provider {
             ModelProvider::LocalFile { file_path, sha256 } => (file_path, sha256.clone()),
             ModelProvider::HuggingFace { .. } => {
-                return Err(SlmRunnerError::InvalidInput {
-                    field: "model",
-                    reason: format!(
-                        "model `{model_id}` has provider HuggingFace, which is a catalog entry only (nothing is downloaded); use a LocalFile or a remote provider"
-                    ),
-                })
+                // From the Hugging Face cache, never downloaded here
+                // (`symbi-slm models pull` does that).
+                let m = hub::HubModel::of(model_id, &model.provider).ok_or_else(|| {
+                    SlmRunnerError::InvalidInput {
+                        field: "model",
+                        reason: format!(
+                            "model `{model_id}`: its `file` is refused by the config's rules"
+                        ),
+                    }
+                })?;
+                located = hub::locate(&self.inner.hub_cache, &m).map_err(|e| {
+                    SlmRunnerError::ModelNotPulled {
+                        model_id: model_id.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                (&located.blob, located.sha256.clone())
             }
             remote => {
                 let runner = RemoteRunner::new(

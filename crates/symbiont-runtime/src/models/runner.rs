@@ -490,6 +490,16 @@ pub enum SlmRunnerError {
         /// The path.
         path: PathBuf,
     },
+    /// A Hugging Face model is not in the local cache (a run never
+    /// downloads it: `symbi-slm models pull` does), or the cache does not
+    /// hold the file its config picks; `reason` says which and what to run.
+    #[error("{reason}")]
+    ModelNotPulled {
+        /// The model.
+        model_id: String,
+        /// What is missing, and the command that fetches it.
+        reason: String,
+    },
     /// The model file is not a usable model.
     #[error("invalid model file {}: {reason}", path.display())]
     InvalidModelFile {

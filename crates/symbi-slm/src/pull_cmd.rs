@@ -1,0 +1,356 @@
+//! `symbi-slm models pull`: Hugging Face models of the config into the
+//! Hugging Face cache, with progress (a redrawn line at a terminal, plain
+//! lines otherwise, JSON events with `--json`), every model at once.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use symbiont_runtime::config::ModelProvider;
+use symbiont_runtime::models::hub::{
+    pull, HfCache, HubClient, HubEnv, HubError, HubModel, PullEvent, PullPlan, Pulled,
+};
+
+use crate::output::out;
+use crate::Failure;
+
+/// `symbi-slm models pull`
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The models to pull (their catalog ids).
+    ids: Vec<String>,
+    /// Every Hugging Face model of the config.
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    /// JSON events on stdout, one per line, instead of progress on stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How progress is shown.
+#[derive(Debug)]
+enum Style {
+    Json,
+    Terminal,
+    Lines,
+}
+
+/// Progress of every file being pulled.
+#[derive(Debug)]
+struct Progress {
+    style: Style,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// (model, file) → (done, total, bytes done when this run started it,
+    /// done at the last plain line).
+    files: Vec<((String, String), [u64; 4])>,
+    line_shown: bool,
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
+}
+
+impl Progress {
+    fn event(&self, e: PullEvent) {
+        if let Style::Json = self.style {
+            if let Ok(s) = serde_json::to_string(&e) {
+                out!("{s}");
+            }
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let key = |m: &str, f: &str| (m.to_string(), f.to_string());
+        let say = |st: &mut State, line: String| {
+            if st.line_shown {
+                eprint!("\r\x1b[2K");
+                st.line_shown = false;
+            }
+            eprintln!("{line}");
+        };
+        match e {
+            PullEvent::Resolved {
+                model,
+                repo,
+                revision,
+                commit,
+                files,
+            } => {
+                let total: u64 = files.iter().map(|f| f.1).sum();
+                say(
+                    &mut st,
+                    format!(
+                        "{model}: {repo}@{revision} is commit {commit}: {} file{} , {}",
+                        files.len(),
+                        if files.len() == 1 { "" } else { "s" },
+                        mb(total)
+                    )
+                    .replace(" ,", ","),
+                );
+            }
+            PullEvent::Waiting { model, file } => say(
+                &mut st,
+                format!("{model}: {file}: another process is downloading it; waiting for it"),
+            ),
+            PullEvent::Started {
+                model,
+                file,
+                from,
+                total,
+            } => {
+                let line = if from > 0 {
+                    format!("{model}: {file}: resuming at {} of {}", mb(from), mb(total))
+                } else {
+                    format!("{model}: {file}: downloading {}", mb(total))
+                };
+                st.files
+                    .push((key(&model, &file), [from, total, from, from]));
+                say(&mut st, line);
+            }
+            PullEvent::Progress {
+                model,
+                file,
+                done,
+                total,
+            } => {
+                let k = key(&model, &file);
+                if let Some((_, v)) = st.files.iter_mut().find(|(f, _)| f == &k) {
+                    v[0] = done;
+                    v[1] = total;
+                }
+                self.show(&mut st, Some(&k));
+            }
+            PullEvent::Done {
+                model,
+                file,
+                sha256,
+                bytes,
+                present,
+            } => {
+                let how = if present {
+                    "already in the cache"
+                } else {
+                    "downloaded"
+                };
+                say(
+                    &mut st,
+                    format!(
+                        "{model}: {file}: {how}, {} , sha256 {sha256} verified",
+                        mb(bytes)
+                    )
+                    .replace(" ,", ","),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The figures of every file under way: bytes, rate of this run, ETA.
+    fn show(&self, st: &mut State, changed: Option<&(String, String)>) {
+        let (mut done, mut total, mut fetched) = (0u64, 0u64, 0u64);
+        for (_, v) in &st.files {
+            done += v[0];
+            total += v[1];
+            fetched += v[0].saturating_sub(v[2]);
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = fetched as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", (total.saturating_sub(done)) as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        let line = format!(
+            "{} / {} ({pct}%) · {}/s · ETA {eta}",
+            mb(done),
+            mb(total),
+            mb(rate as u64)
+        );
+        match self.style {
+            Style::Terminal => {
+                eprint!("\r\x1b[2K{line}");
+                let _ = std::io::stderr().flush();
+                st.line_shown = true;
+            }
+            Style::Lines => {
+                // A line per tenth of a file, so that a log stays short.
+                let Some(k) = changed else { return };
+                if let Some((_, v)) = st.files.iter_mut().find(|(f, _)| f == k) {
+                    let step = (v[1] / 10).max(1);
+                    if v[0] >= v[3] + step || v[0] == v[1] {
+                        v[3] = v[0];
+                        eprintln!("{}: {}: {line}", k.0, k.1);
+                    }
+                }
+            }
+            Style::Json => {}
+        }
+    }
+}
+
+/// One model's pull.
+type Outcome = Result<(PullPlan, Pulled), HubError>;
+
+/// The Hugging Face models to pull: those named, or every one with
+/// `--all`.
+fn chosen(
+    c: &symbiont_runtime::models::ModelCatalog,
+    args: &PullArgs,
+) -> Result<Vec<HubModel>, Failure> {
+    let hf = |m: &symbiont_runtime::config::Model| HubModel::of(&m.id, &m.provider);
+    if args.all {
+        let v: Vec<HubModel> = c.list_models().iter().filter_map(hf).collect();
+        if v.is_empty() {
+            return Err(Failure::Input(anyhow!(
+                "the config has no HuggingFace model to pull"
+            )));
+        }
+        return Ok(v);
+    }
+    if args.ids.is_empty() {
+        return Err(Failure::Input(anyhow!(
+            "name the models to pull, or --all for every HuggingFace model of the config"
+        )));
+    }
+    args.ids
+        .iter()
+        .map(|id| {
+            let m = c
+                .get_model(id)
+                .ok_or_else(|| Failure::Input(anyhow!("unknown model `{id}`")))?;
+            match &m.provider {
+                ModelProvider::HuggingFace { .. } => hf(m)
+                    .ok_or_else(|| Failure::Input(anyhow!("model `{id}`: its `file` is refused"))),
+                p => Err(Failure::Input(anyhow!(
+                    "model `{id}` has provider {}: only HuggingFace models are pulled",
+                    p.kind()
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The largest memory of any profile (a file larger than every profile's
+/// memory can run under none of them, so it is refused before download).
+fn largest_profile(c: &symbiont_runtime::models::ModelCatalog) -> Option<(String, u64)> {
+    c.config()
+        .sandbox_profiles
+        .iter()
+        .map(|(n, p)| (n.clone(), p.resources.max_memory_mb))
+        .max_by_key(|(_, m)| *m)
+}
+
+pub fn pull_models(args: PullArgs, config: Option<&Path>) -> Result<(), Failure> {
+    let (_, c) = crate::catalog_cmds::catalog(config)?;
+    let models = chosen(&c, &args)?;
+    let env = HubEnv::from_env().map_err(|e| Failure::Input(e.into()))?;
+    let client = HubClient::new(env).map_err(|e| Failure::Input(e.into()))?;
+    let cache = HfCache::from_env();
+    let style = if args.json {
+        Style::Json
+    } else if std::io::stderr().is_terminal() {
+        Style::Terminal
+    } else {
+        Style::Lines
+    };
+    let progress = Progress {
+        style,
+        started: Instant::now(),
+        state: Mutex::default(),
+    };
+    let largest = largest_profile(&c);
+    let rt = crate::run_cmd::runtime()?;
+    let results: Vec<(String, Outcome)> = rt.block_on(async {
+        futures::future::join_all(models.iter().map(|m| async {
+            let r = async {
+                let plan = PullPlan::resolve(&client, m).await?;
+                if let Some((name, max_mb)) = &largest {
+                    if plan.bytes() > max_mb * 1024 * 1024 {
+                        return Err(HubError::Select {
+                            repo: m.describe(),
+                            reason: format!(
+                                "`{}` is {}, more than the memory of every sandbox profile (the largest, `{name}`, has max_memory_mb = {max_mb}): no profile could run it, so nothing was downloaded",
+                                plan.files[0].file,
+                                mb(plan.bytes())
+                            ),
+                        });
+                    }
+                }
+                let pulled = pull(&client, &cache, &plan, &|e| progress.event(e)).await?;
+                Ok((plan, pulled))
+            }
+            .await;
+            (m.id.clone(), r)
+        }))
+        .await
+    });
+    let secs = progress.started.elapsed().as_secs_f64();
+    let mut failed = 0;
+    for (id, r) in results {
+        match r {
+            Ok((plan, pulled)) => {
+                if args.json {
+                    out!(
+                        "{}",
+                        serde_json::json!({
+                            "event": "pulled",
+                            "model": id,
+                            "commit": pulled.commit,
+                            "files": plan.files.iter().map(|f| serde_json::json!({
+                                "file": f.file, "bytes": f.size, "sha256": f.sha256,
+                                "checked_against": f.expected_from,
+                            })).collect::<Vec<_>>(),
+                            "downloaded_bytes": pulled.downloaded,
+                            "blobs": pulled.blobs,
+                        })
+                    );
+                } else {
+                    out!(
+                        "{id}: {} at {} · {} · {}",
+                        plan.model.repo,
+                        pulled.commit,
+                        plan.files
+                            .iter()
+                            .map(|f| f.file.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if pulled.downloaded == 0 {
+                            "nothing to download".to_string()
+                        } else {
+                            format!(
+                                "{} downloaded in {secs:.1} s ({}/s)",
+                                mb(pulled.downloaded),
+                                mb((pulled.downloaded as f64 / secs.max(0.001)) as u64)
+                            )
+                        }
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    out!(
+                        "{}",
+                        serde_json::json!({"event": "failed", "model": id, "error": e.to_string()})
+                    );
+                } else {
+                    eprintln!("symbi-slm: {id}: {e}");
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Runtime(anyhow!(
+            "{failed} of {} models not pulled",
+            models.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! `symbi-slm models pull` and runs of Hugging Face models, against a hub
+//! on loopback that speaks the real protocol (`LoopbackHub`, serving the
+//! default model), and the cache shared with `huggingface_hub`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use symbiont_runtime::config::{default_model_path, DEFAULT_MODEL_SHA256};
+use symbiont_runtime::models::hub::loopback::{LoopbackHub, Misbehaviour};
+
+const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
+const FILE: &str = "smollm2-135m-instruct-q4_1.gguf";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn worker() -> PathBuf {
+    let w = Path::new(env!("CARGO_BIN_EXE_symbi-slm")).with_file_name("symbi-slm-worker");
+    assert!(
+        w.is_file(),
+        "{} is missing: run the workspace's tests (scripts/test) so that it is built",
+        w.display()
+    );
+    w
+}
+
+/// A hub serving the default model, a cache and a config in a new
+/// directory.
+struct Setup {
+    hub: LoopbackHub,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    commit: String,
+}
+
+impl Setup {
+    fn new(pin: bool) -> Self {
+        let path = default_model_path().expect("a home for the default model");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/setup.sh fetches the default model)",
+                path.display()
+            )
+        });
+        let hub = LoopbackHub::spawn().unwrap();
+        let commit = hub.publish(
+            REPO,
+            "main",
+            vec![
+                (FILE.into(), Arc::new(bytes)),
+                ("README.md".into(), Arc::new(b"# SmolLM2".to_vec())),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hub.toml");
+        let pin = if pin {
+            format!(", sha256 = \"{DEFAULT_MODEL_SHA256}\"")
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[slm]\nenabled = true\n[[slm.model_allow_lists.global_models]]\nid = \"smol\"\nname = \"SmolLM2\"\nprovider = {{ HuggingFace = {{ model_path = \"{REPO}\", file = \"Q4_1\"{pin} }} }}\ncapabilities = [\"TextGeneration\"]\n"
+            ),
+        )
+        .unwrap();
+        Self {
+            hub,
+            dir,
+            config,
+            commit,
+        }
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("hf/hub")
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("HF_ENDPOINT", &self.hub.endpoint)
+            .env("HF_HUB_CACHE", self.cache())
+            .env("XDG_CACHE_HOME", self.dir.path().join("xdg"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HOME")
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("SYMBI_SLM_CONFIG")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY");
+    }
+
+    fn symbi(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        self.env(&mut cmd);
+        cmd.output().expect("spawn symbi-slm")
+    }
+
+    fn run(&self, model: &str) -> Output {
+        let w = worker();
+        self.symbi(&[
+            "run",
+            "--model",
+            model,
+            "--worker",
+            w.to_str().unwrap(),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "Name a fruit.",
+        ])
+    }
+
+    fn blob(&self) -> PathBuf {
+        self.cache()
+            .join("models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF/blobs")
+            .join(DEFAULT_MODEL_SHA256)
+    }
+
+    fn lfs_gets(&self) -> usize {
+        self.hub
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /lfs/"))
+            .count()
+    }
+}
+
+/// The "done when", but for sharing with `huggingface_hub`: a
+/// pinned model is missing until pulled (the run names the command); an
+/// interrupted pull keeps its bytes and the next one resumes with a range,
+/// with progress; the pulled model runs; a second pull fetches nothing; a
+/// tampered blob is refused at the next run with both digests named.
+#[test]
+fn a_pinned_model_is_pulled_resumed_run_and_refused_once_tampered() {
+    let s = Setup::new(true);
+    let out = s.run("smol");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("symbi-slm models pull smol"), "{err}");
+
+    s.hub.misbehave(Misbehaviour {
+        cut_after: Some(40_000_000),
+        ..Misbehaviour::default()
+    });
+    let out = s.symbi(&["models", "pull", "smol"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped after 40000000 of 98"),
+        "the bytes kept are said: {err}"
+    );
+    assert!(err.contains("again resumes it"), "{err}");
+
+    s.hub.misbehave(Misbehaviour::default());
+    let out = s.symbi(&["models", "pull", "smol"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("is commit {}", s.commit)),
+        "the revision resolved: {err}"
+    );
+    assert!(err.contains("resuming at 40.0 MB of 98"), "{err}");
+    // Plain progress lines (not a terminal): bytes, percent, rate, ETA.
+    assert!(
+        err.lines()
+            .any(|l| l.contains(" / 98") && l.contains("%) · ") && l.contains("ETA")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("sha256 {DEFAULT_MODEL_SHA256} verified")),
+        "{err}"
+    );
+    assert!(s
+        .hub
+        .requests()
+        .iter()
+        .any(|r| r.ends_with("range=40000000-")));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("smol: {REPO} at {}", s.commit)),
+        "{stdout}"
+    );
+
+    let before = s.lfs_gets();
+    let out = s.symbi(&["models", "pull", "--all", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "pulled", "{events:?}");
+    assert_eq!(last["downloaded_bytes"], 0, "{events:?}");
+    assert_eq!(last["files"][0]["checked_against"], "the config's pin");
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "done" && e["present"] == true));
+    assert_eq!(s.lfs_gets(), before, "nothing fetched again");
+
+    let out = s.run("smol");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!out.stdout.is_empty());
+
+    // Tampered: one byte of the blob changed in place.
+    let blob = s.blob();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[50_000_000] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = s.run("smol");
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(DEFAULT_MODEL_SHA256), "the pin: {err}");
+    use sha2::Digest;
+    let actual: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(err.contains(&actual), "what the file holds: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+/// The python of the pinned client environment (scripts/python-env).
+fn python() -> String {
+    let out = Command::new(root().join("scripts/python-env"))
+        .output()
+        .expect("run scripts/python-env");
+    assert!(
+        out.status.success(),
+        "scripts/python-env failed (it installs the pinned huggingface_hub from PyPI):\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_string()
+}
+
+/// Files pulled by `symbi-slm` are cached for `huggingface_hub` (found
+/// offline, by `try_to_load_from_cache` and `scan_cache_dir`, same bytes),
+/// and a file `huggingface_hub` pulled is used by `symbi-slm` without a
+/// download: `models pull` finds it there, and it runs.
+#[test]
+fn the_cache_is_shared_both_ways_with_huggingface_hub() {
+    let s = Setup::new(false);
+    let py = python();
+    let script = root().join("tests/python/hf_cache.py");
+    let out = s.symbi(&["models", "pull", "smol"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("verified"),
+        "unpinned: checked against the hub's LFS digest"
+    );
+    let snapshot = s
+        .cache()
+        .join("models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF/snapshots")
+        .join(&s.commit)
+        .join(FILE);
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script)
+        .args(["sees", REPO, FILE, DEFAULT_MODEL_SHA256])
+        .arg(&snapshot);
+    s.env(&mut cmd);
+    let out = cmd.env("HF_HUB_OFFLINE", "1").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"checks\": 5"));
+
+    // The other way: huggingface_hub pulls a second repository.
+    let other = "someone/smol-copy";
+    let bytes = std::fs::read(default_model_path().unwrap()).unwrap();
+    s.hub
+        .publish(other, "main", vec![(FILE.into(), Arc::new(bytes))]);
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script).args(["pulls", other, FILE]);
+    s.env(&mut cmd);
+    let before = s.lfs_gets();
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.lfs_gets(), before + 1, "huggingface_hub downloaded it");
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config).unwrap()
+            + &format!("[[slm.model_allow_lists.global_models]]\nid = \"copy\"\nname = \"Copy\"\nprovider = {{ HuggingFace = {{ model_path = \"{other}\" }} }}\ncapabilities = [\"TextGeneration\"]\n"),
+    )
+    .unwrap();
+    let out = s.symbi(&["models", "pull", "copy"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("already in the cache"), "{err}");
+    assert!(text(&out.stdout).contains("nothing to download"));
+    assert_eq!(s.lfs_gets(), before + 1, "symbi-slm downloaded nothing");
+    let out = s.run("copy");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

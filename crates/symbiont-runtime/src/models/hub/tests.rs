@@ -1,0 +1,304 @@
+//! Pulls from a hub on loopback that speaks the real protocol, and
+//! misbehaves on request.
+
+use std::sync::{Arc, Mutex};
+
+use reqwest::Url;
+
+use super::loopback::{LoopbackHub, Misbehaviour};
+use super::*;
+use crate::config::provider::HubFile;
+
+const REPO: &str = "org/tiny";
+
+fn data(n: usize) -> Arc<Vec<u8>> {
+    Arc::new((0..n).map(|i| (i * 7 % 251) as u8).collect())
+}
+
+fn sha(d: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct Setup {
+    hub: LoopbackHub,
+    client: HubClient,
+    cache: HfCache,
+    _dir: tempfile::TempDir,
+    bytes: Arc<Vec<u8>>,
+    commit: String,
+}
+
+fn setup(size: usize) -> Setup {
+    let hub = LoopbackHub::spawn().unwrap();
+    let bytes = data(size);
+    let commit = hub.publish(
+        REPO,
+        "main",
+        vec![
+            ("tiny-Q4_K_M.gguf".into(), bytes.clone()),
+            ("README.md".into(), Arc::new(b"# tiny".to_vec())),
+        ],
+    );
+    let client = HubClient::new(HubEnv::with_endpoint(Url::parse(&hub.endpoint).unwrap())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Setup {
+        hub,
+        client,
+        cache: HfCache::at(dir.path()),
+        _dir: dir,
+        bytes,
+        commit,
+    }
+}
+
+fn model(pin: Option<String>) -> HubModel {
+    HubModel {
+        id: "tiny".into(),
+        repo: REPO.into(),
+        file: HubFile::Quant("q4_k_m".into()),
+        revision: "main".into(),
+        sha256: pin,
+    }
+}
+
+type Events = Arc<Mutex<Vec<PullEvent>>>;
+
+async fn go(s: &Setup, m: &HubModel) -> (Result<Pulled, HubError>, Events) {
+    let events: Events = Arc::default();
+    let e = events.clone();
+    let r = async {
+        let plan = PullPlan::resolve(&s.client, m).await?;
+        pull(&s.client, &s.cache, &plan, &move |ev| {
+            e.lock().unwrap().push(ev)
+        })
+        .await
+    }
+    .await;
+    (r, events)
+}
+
+fn gets(s: &Setup) -> usize {
+    s.hub
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /lfs/"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_pull_lands_in_the_cache_layout_and_a_second_pull_downloads_nothing() {
+    let s = setup(300_000);
+    let (r, events) = go(&s, &model(Some(sha(&s.bytes)))).await;
+    let pulled = r.unwrap();
+    assert_eq!(pulled.commit, s.commit);
+    assert_eq!(pulled.downloaded, 300_000);
+    let blob = s.cache.blob(REPO, &sha(&s.bytes));
+    assert_eq!(std::fs::read(&blob).unwrap(), *s.bytes);
+    let link = s.cache.snapshot_file(REPO, &s.commit, "tiny-Q4_K_M.gguf");
+    assert_eq!(
+        std::fs::read(&link).unwrap(),
+        *s.bytes,
+        "the snapshot links to it"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.cache.repo_dir(REPO).join("refs/main")).unwrap(),
+        s.commit,
+        "refs/main holds the commit, no newline (as huggingface_hub writes it)"
+    );
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, PullEvent::Done { present: false, .. })));
+    // What a run loads: the blob, checked against the pin.
+    let found = locate(&s.cache, &model(Some(sha(&s.bytes)))).unwrap();
+    assert_eq!(found.blob, blob);
+    assert_eq!(found.sha256, Some(sha(&s.bytes)));
+    let unpinned = locate(&s.cache, &model(None)).unwrap();
+    assert_eq!(
+        unpinned.sha256,
+        Some(sha(&s.bytes)),
+        "unpinned: the blob's own name (the LFS digest) is what it must hash to"
+    );
+
+    let before = gets(&s);
+    let (r, _) = go(&s, &model(None)).await;
+    assert_eq!(r.unwrap().downloaded, 0);
+    assert_eq!(gets(&s), before, "nothing fetched the second time");
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_keeps_its_bytes_and_resumes_with_a_range() {
+    let s = setup(400_000);
+    s.hub.misbehave(Misbehaviour {
+        cut_after: Some(150_000),
+        ..Misbehaviour::default()
+    });
+    let (r, _) = go(&s, &model(None)).await;
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HubError::Interrupted {
+                done: 150_000,
+                total: 400_000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let part = s.cache.incomplete(REPO, &sha(&s.bytes));
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 150_000);
+    assert!(
+        locate(&s.cache, &model(None)).is_err(),
+        "a partial file is never taken for the model"
+    );
+    s.hub.misbehave(Misbehaviour::default());
+    let (r, events) = go(&s, &model(None)).await;
+    assert_eq!(r.unwrap().downloaded, 250_000, "only the rest is fetched");
+    assert!(s
+        .hub
+        .requests()
+        .iter()
+        .any(|r| r.ends_with("range=150000-")));
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, PullEvent::Started { from: 150_000, .. })));
+    assert!(!part.exists());
+    assert_eq!(
+        std::fs::read(s.cache.blob(REPO, &sha(&s.bytes))).unwrap(),
+        *s.bytes
+    );
+}
+
+#[tokio::test]
+async fn bad_bytes_are_refused_with_both_digests_and_nothing_is_kept() {
+    let s = setup(200_000);
+    s.hub.misbehave(Misbehaviour {
+        corrupt: true,
+        ..Misbehaviour::default()
+    });
+    let (r, _) = go(&s, &model(None)).await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains(&sha(&s.bytes)), "names the expected digest: {e}");
+    assert!(e.contains("the hub's LFS digest"), "{e}");
+    let mut bad = s.bytes.to_vec();
+    bad[1000] ^= 0xff;
+    assert!(e.contains(&sha(&bad)), "names the digest of what came: {e}");
+    let blobs = s.cache.repo_dir(REPO).join("blobs");
+    assert_eq!(
+        std::fs::read_dir(&blobs).unwrap().count(),
+        0,
+        "no blob, no .incomplete"
+    );
+
+    // A pin that the hub's listing contradicts: nothing is fetched.
+    s.hub.misbehave(Misbehaviour::default());
+    let before = gets(&s);
+    let (r, _) = go(&s, &model(Some("ab".repeat(32)))).await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("pins") && e.contains(&"ab".repeat(32)), "{e}");
+    assert_eq!(gets(&s), before);
+}
+
+#[tokio::test]
+async fn a_hub_that_lies_about_lengths_or_ranges_is_refused() {
+    let s = setup(100_000);
+    for (m, want) in [
+        (
+            Misbehaviour {
+                longer_content_length: 10,
+                ..Misbehaviour::default()
+            },
+            "Content-Length",
+        ),
+        (
+            Misbehaviour {
+                extra_bytes: 5000,
+                ..Misbehaviour::default()
+            },
+            "more bytes than",
+        ),
+    ] {
+        s.hub.misbehave(m.clone());
+        let (r, _) = go(&s, &model(None)).await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(want), "{m:?}: {e}");
+        assert!(!s.cache.blob(REPO, &sha(&s.bytes)).exists());
+    }
+    // A hub that ignores the range: the file starts over, and is right.
+    s.hub.misbehave(Misbehaviour {
+        cut_after: Some(40_000),
+        ..Misbehaviour::default()
+    });
+    assert!(go(&s, &model(None)).await.0.is_err());
+    s.hub.misbehave(Misbehaviour {
+        ignore_range: true,
+        ..Misbehaviour::default()
+    });
+    let (r, _) = go(&s, &model(None)).await;
+    assert_eq!(r.unwrap().downloaded, 100_000);
+    assert_eq!(
+        std::fs::read(s.cache.blob(REPO, &sha(&s.bytes))).unwrap(),
+        *s.bytes
+    );
+}
+
+#[tokio::test]
+async fn redirects_to_private_places_are_refused_and_the_proper_one_works() {
+    let s = setup(10_000);
+    for (to, want) in [
+        ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+        ("http://10.1.2.3/x", "private"),
+        // A name that leads to loopback: only HF_ENDPOINT's own host may.
+        ("http://localhost:1/x", "loopback"),
+        ("file:///etc/passwd", "scheme"),
+    ] {
+        s.hub.misbehave(Misbehaviour {
+            redirect_to: Some(to.into()),
+            ..Misbehaviour::default()
+        });
+        let (r, _) = go(&s, &model(None)).await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(want), "{to}: {e}");
+    }
+    s.hub.misbehave(Misbehaviour::default());
+    assert!(
+        go(&s, &model(None)).await.0.is_ok(),
+        "the CDN on the hub's host"
+    );
+}
+
+#[tokio::test]
+async fn two_pulls_at_once_download_once() {
+    let s = setup(2_000_000);
+    let m = model(None);
+    let (a, b) = tokio::join!(go(&s, &m), go(&s, &m));
+    let (a, b) = (a.0.unwrap(), b.0.unwrap());
+    assert_eq!(
+        a.downloaded + b.downloaded,
+        2_000_000,
+        "one downloaded, the other found it done"
+    );
+    assert_eq!(gets(&s), 1);
+}
+
+#[tokio::test]
+async fn the_file_picked_is_named_when_there_is_none() {
+    let s = setup(1000);
+    let mut m = model(None);
+    m.file = HubFile::Quant("Q8_0".into());
+    let e = go(&s, &m).await.0.unwrap_err().to_string();
+    assert!(e.contains("Q8_0") && e.contains("tiny-Q4_K_M.gguf"), "{e}");
+    m.repo = "org/none".into();
+    let e = go(&s, &m).await.0.unwrap_err().to_string();
+    assert!(e.contains("404") && e.contains("org/none"), "{e}");
+    let e = locate(&s.cache, &model(None)).unwrap_err().to_string();
+    assert!(e.contains("models pull tiny"), "{e}");
+}
