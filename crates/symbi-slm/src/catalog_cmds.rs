@@ -8,7 +8,7 @@ use symbiont_runtime::audit::AuditLog;
 use symbiont_runtime::config::{
     Model, ModelCapability, ModelProvider, SandboxProfile, UnmappedAgentAccess,
 };
-use symbiont_runtime::models::{gguf, ModelCatalog};
+use symbiont_runtime::models::{gguf, hub, ModelCatalog};
 
 use crate::config_source::{self, Source};
 use crate::output::{out, out_raw};
@@ -136,15 +136,43 @@ fn caps(m: &Model) -> String {
 
 /// What a local model's file holds, read from its header without loading
 /// it: present or not, its size, architecture, trained context, layers,
-/// vocabulary, chat template. `None` for a model with no local file.
+/// vocabulary, chat template; for a Hugging Face model also the commit,
+/// the file and the digest it must have (from the cache, offline). `None`
+/// for a model with no local file.
 fn file_facts(m: &Model) -> Option<serde_json::Value> {
-    let ModelProvider::LocalFile { file_path, .. } = &m.provider else {
-        return None;
+    let mut facts = match &m.provider {
+        ModelProvider::LocalFile { file_path, .. } => gguf_facts(file_path),
+        ModelProvider::HuggingFace { .. } => {
+            let h = hub::HubModel::of(&m.id, &m.provider)?;
+            match hub::locate(&hub::HfCache::from_env(), &h) {
+                Ok(found) => {
+                    let mut f = gguf_facts(&found.blob);
+                    if let Some(o) = f.as_object_mut() {
+                        o.insert("revision".into(), h.revision.clone().into());
+                        o.insert("commit".into(), found.commit.into());
+                        o.insert("file".into(), found.file.into());
+                        o.insert("sha256".into(), found.sha256.into());
+                        o.insert("blob".into(), found.blob.display().to_string().into());
+                    }
+                    f
+                }
+                Err(e) => serde_json::json!({ "present": false, "reason": e.to_string() }),
+            }
+        }
+        _ => return None,
     };
-    if !file_path.is_file() {
-        return Some(serde_json::json!({ "present": false }));
+    if let (Some(o), ModelProvider::LocalFile { sha256, .. }) = (facts.as_object_mut(), &m.provider)
+    {
+        o.insert("sha256".into(), sha256.clone().into());
     }
-    Some(match gguf::read_summary(file_path) {
+    Some(facts.take())
+}
+
+fn gguf_facts(file_path: &Path) -> serde_json::Value {
+    if !file_path.is_file() {
+        return serde_json::json!({ "present": false });
+    }
+    match gguf::read_summary(file_path) {
         Ok(g) => serde_json::json!({
             "present": true,
             "size_bytes": g.file_size,
@@ -162,7 +190,7 @@ fn file_facts(m: &Model) -> Option<serde_json::Value> {
             "template_uses_tools": g.template_uses_tools,
         }),
         Err(e) => serde_json::json!({ "present": true, "error": e.to_string() }),
-    })
+    }
 }
 
 /// The FILE column of `models list`: the size, `missing`, `not GGUF`, or

@@ -8,7 +8,8 @@
 //! run under (`default_sandbox_profile` for `run`, `slm.service.sandbox_profile`
 //! for `serve`): the memory estimate, threads, context and sandbox plan;
 //! each remote model's URL, key variable and network policy; a HuggingFace
-//! model (nothing downloads it yet); each pinned model under the service's
+//! model pulled into the Hugging Face cache (and the pin to write when it
+//! has none); each pinned model under the service's
 //! profile; the listen address against the tokens. A problem is an error
 //! when `run` and `serve` would both refuse, a warning when only one of
 //! them would. Errors exit 2.
@@ -20,7 +21,7 @@ use anyhow::anyhow;
 use clap::Args;
 use serde::Serialize;
 use symbiont_runtime::config::{locate_key, ConfigIssue, ModelProvider, Slm};
-use symbiont_runtime::models::{digest, gguf, ModelCatalog, ModelPool};
+use symbiont_runtime::models::{digest, gguf, hub, ModelCatalog, ModelPool};
 
 use crate::config_source::{self, Source};
 use crate::output::out;
@@ -189,7 +190,27 @@ fn read(p: &Path) -> Result<String, Failure> {
 
 /// Each local model's file: present, a regular file, a GGUF header.
 fn model_files(slm: &Slm, f: &mut Findings<'_>) {
+    let cache = hub::HfCache::from_env();
     for (i, m) in slm.model_allow_lists.global_models.iter().enumerate() {
+        if let Some(h) = hub::HubModel::of(&m.id, &m.provider) {
+            // Not pulled: the runner's own refusal says so (below). Pulled
+            // but unpinned: the pin to write, from what the cache holds.
+            if let (Ok(found), None) = (hub::locate(&cache, &h), &h.sha256) {
+                let pin = match &found.sha256 {
+                    Some(hex) => format!(", sha256 = \"{hex}\""),
+                    None => String::new(),
+                };
+                f.push(
+                    "warning",
+                    format!("slm.model_allow_lists.global_models[{i}].provider.HuggingFace"),
+                    format!(
+                        "model `{}` is not pinned: revision `{}` may move, and a later pull would run other bytes; to pin what the cache holds, write `revision = \"{}\"{pin}`",
+                        m.id, h.revision, found.commit
+                    ),
+                );
+            }
+            continue;
+        }
         let ModelProvider::LocalFile { file_path, sha256 } = &m.provider else {
             continue;
         };

@@ -149,6 +149,16 @@ fn a_pinned_model_is_pulled_resumed_run_and_refused_once_tampered() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("symbi-slm models pull smol"), "{err}");
+    let out = s.symbi(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("symbi-slm models pull smol"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = s.symbi(&["models", "show", "smol"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["file"]["present"], false, "{v}");
 
     s.hub.misbehave(Misbehaviour {
         cut_after: Some(40_000_000),
@@ -212,6 +222,19 @@ fn a_pinned_model_is_pulled_resumed_run_and_refused_once_tampered() {
     let out = s.run("smol");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!out.stdout.is_empty());
+    // What the cache holds, offline.
+    let out = s.symbi(&["models", "show", "smol"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &v["file"];
+    assert_eq!(f["present"], true, "{v}");
+    assert_eq!(f["commit"], s.commit.as_str());
+    assert_eq!(f["revision"], "main");
+    assert_eq!(f["file"], FILE);
+    assert_eq!(f["sha256"], DEFAULT_MODEL_SHA256);
+    assert_eq!(
+        f["quantization"], "Q4_1",
+        "read from the blob's header: {v}"
+    );
 
     // Tampered: one byte of the blob changed in place.
     let blob = s.blob();
@@ -258,6 +281,16 @@ fn the_cache_is_shared_both_ways_with_huggingface_hub() {
     assert!(
         text(&out.stderr).contains("verified"),
         "unpinned: checked against the hub's LFS digest"
+    );
+    // Pulled, unpinned: the pin to write, from what the cache holds.
+    let out = s.symbi(&["config", "check"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "write `revision = \"{}\", sha256 = \"{DEFAULT_MODEL_SHA256}\"`",
+            s.commit
+        )),
+        "{said}"
     );
     let snapshot = s
         .cache()

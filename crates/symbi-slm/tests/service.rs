@@ -597,6 +597,17 @@ fn refusals_are_openai_shaped_named_and_audited() {
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["smollm2", "other"]);
+    // Each local model's bytes: present, and their size.
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let artifact = &listed["data"][0]["artifact"];
+    assert_eq!(artifact["present"], true, "{body}");
+    assert_eq!(
+        artifact["size_bytes"].as_u64(),
+        std::fs::metadata(symbiont_runtime::config::default_model_path().unwrap())
+            .ok()
+            .map(|m| m.len()),
+        "{body}"
+    );
     let (_, body) = s.curl("GET", "/v1/models", Some("a1"), None);
     assert!(!body.contains("other"), "{body}");
     let m = s.metrics();

@@ -375,6 +375,14 @@ impl ModelPool {
         &self.inner.catalog
     }
 
+    /// What model `model_id`'s bytes are (present, size, digest, for a
+    /// Hugging Face model its revision and commit); `None` for a remote
+    /// or unknown model.
+    pub fn artifact(&self, model_id: &str) -> Option<hub::Artifact> {
+        let m = self.inner.catalog.get_model(model_id)?;
+        hub::Artifact::of(m, &self.inner.hub_cache)
+    }
+
     /// Where the pool's security events go (the service records its own
     /// there too: refused tokens).
     pub fn audit(&self) -> &AuditLog {

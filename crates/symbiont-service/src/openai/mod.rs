@@ -251,6 +251,7 @@ fn model_object(service: &Service, m: &symbiont_runtime::config::Model) -> Model
         owned_by: "symbiont".into(),
         name: m.name.clone(),
         capabilities: m.capabilities.iter().map(|c| format!("{c:?}")).collect(),
+        artifact: service.pool().artifact(&m.id),
     }
 }
 

@@ -314,6 +314,11 @@ pub struct ModelObject {
     pub name: String,
     /// Its capabilities, such as `TextGeneration`.
     pub capabilities: Vec<String>,
+    /// A local model's bytes: present, size, the SHA-256 they must have,
+    /// a Hugging Face model's revision and commit (absent for a remote
+    /// model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<symbiont_runtime::models::hub::Artifact>,
 }
 
 /// `GET /v1/models`.

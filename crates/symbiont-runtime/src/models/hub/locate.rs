@@ -64,3 +64,72 @@ pub fn locate(cache: &HfCache, model: &HubModel) -> Result<Located, HubError> {
         sha256,
     })
 }
+
+/// What a local model's bytes are, as `/v1/models` and `models list` say
+/// it: present or not, size, the SHA-256 they must have, and for a Hugging
+/// Face model its revision and the commit the cache holds. Read from the
+/// file system only (no hashing, no network).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Artifact {
+    /// The file is there (for a Hugging Face model: pulled).
+    pub present: bool,
+    /// Its size in bytes, when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The SHA-256 the bytes must have (the pin; for an unpinned Hugging
+    /// Face model the hub's LFS digest it was pulled against).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The configured revision (Hugging Face models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The commit the cache holds for it (Hugging Face models, pulled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl Artifact {
+    /// The artifact of a model of the config; `None` for a remote one.
+    pub fn of(model: &crate::config::Model, cache: &HfCache) -> Option<Self> {
+        use crate::config::ModelProvider;
+        let size = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        };
+        match &model.provider {
+            ModelProvider::LocalFile { file_path, sha256 } => {
+                let size_bytes = size(file_path);
+                Some(Self {
+                    present: size_bytes.is_some(),
+                    size_bytes,
+                    sha256: sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+                    revision: None,
+                    commit: None,
+                })
+            }
+            ModelProvider::HuggingFace { .. } => {
+                let h = HubModel::of(&model.id, &model.provider)?;
+                Some(match locate(cache, &h) {
+                    Ok(found) => Self {
+                        present: true,
+                        size_bytes: size(&found.blob),
+                        sha256: found.sha256,
+                        revision: Some(h.revision),
+                        commit: Some(found.commit),
+                    },
+                    Err(_) => Self {
+                        present: false,
+                        size_bytes: None,
+                        sha256: h.sha256,
+                        revision: Some(h.revision),
+                        commit: None,
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+}

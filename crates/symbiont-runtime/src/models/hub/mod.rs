@@ -24,7 +24,7 @@ mod tests;
 
 pub use cache::{BlobLock, HfCache};
 pub use client::{HubClient, HubEnv, Lfs, RepoInfo, Sibling};
-pub use locate::{locate, Located};
+pub use locate::{locate, Artifact, Located};
 pub use pull::{pull, PullEvent, PullPlan, Pulled};
 pub use select::{select, Selected, DEFAULT_QUANTS};
 
