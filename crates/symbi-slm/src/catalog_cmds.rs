@@ -50,6 +50,18 @@ pub enum ModelsCmd {
     /// $HF_ENDPOINT, $HF_TOKEN, $HF_HUB_OFFLINE and $HTTPS_PROXY are
     /// honoured.
     Pull(crate::pull_cmd::PullArgs),
+    /// Hash the files of local and Hugging Face models again, every byte
+    /// (the digest cache is corrected), against their pins or LFS digests.
+    /// Exit 1 when one is missing or differs.
+    Verify(crate::store_cmd::VerifyArgs),
+    /// Remove Hugging Face models' files from the cache: their snapshot
+    /// links, then the blobs nothing else links to (another tool's files
+    /// of the same repository stay).
+    Rm(crate::store_cmd::RmArgs),
+    /// Free the Hugging Face cache: remove every blob that no snapshot
+    /// links to, whichever tool pulled it (blobs a pull is writing are
+    /// kept).
+    Gc(crate::store_cmd::GcArgs),
     /// Show one model as JSON.
     Show {
         /// The model's id.
@@ -312,6 +324,9 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
             }
         }
         ModelsCmd::Pull(args) => crate::pull_cmd::pull_models(args, config),
+        ModelsCmd::Verify(args) => crate::store_cmd::verify(args, config),
+        ModelsCmd::Rm(args) => crate::store_cmd::rm(args, config),
+        ModelsCmd::Gc(args) => crate::store_cmd::gc(args, config),
     }
 }
 

@@ -14,6 +14,7 @@ mod pull_cmd;
 mod run_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
+mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

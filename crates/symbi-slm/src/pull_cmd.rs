@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use symbiont_runtime::config::ModelProvider;
 use symbiont_runtime::models::hub::{
-    pull, HfCache, HubClient, HubEnv, HubError, HubModel, PullEvent, PullPlan, Pulled,
+    self, pull, HfCache, HubClient, HubEnv, HubError, HubModel, PullEvent, PullPlan, Pulled,
 };
 
 use crate::output::out;
@@ -247,46 +247,113 @@ fn largest_profile(c: &symbiont_runtime::models::ModelCatalog) -> Option<(String
         .max_by_key(|(_, m)| *m)
 }
 
+impl Progress {
+    fn new(json: bool) -> Self {
+        let style = if json {
+            Style::Json
+        } else if std::io::stderr().is_terminal() {
+            Style::Terminal
+        } else {
+            Style::Lines
+        };
+        Self {
+            style,
+            started: Instant::now(),
+            state: Mutex::default(),
+        }
+    }
+}
+
+/// Resolves and pulls one model; a file larger than the largest profile's
+/// memory is refused before anything is downloaded.
+async fn pull_one(
+    client: &HubClient,
+    cache: &HfCache,
+    m: &HubModel,
+    largest: Option<&(String, u64)>,
+    progress: &Progress,
+) -> Outcome {
+    let plan = PullPlan::resolve(client, m).await?;
+    if let Some((name, max_mb)) = largest {
+        if plan.bytes() > max_mb * 1024 * 1024 {
+            return Err(HubError::Select {
+                repo: m.describe(),
+                reason: format!(
+                    "`{}` is {}, more than the memory of every sandbox profile (the largest, `{name}`, has max_memory_mb = {max_mb}): no profile could run it, so nothing was downloaded",
+                    plan.files[0].file,
+                    mb(plan.bytes())
+                ),
+            });
+        }
+    }
+    let pulled = pull(client, cache, &plan, &|e| progress.event(e)).await?;
+    Ok((plan, pulled))
+}
+
+/// `hf:org/repo[:QUANT|:FILE.gguf][@REVISION]` (also `hf.co/…`, as Ollama
+/// writes it), as a model of the hub.
+pub(crate) fn parse_spec(spec: &str) -> Option<Result<HubModel, Failure>> {
+    let rest = ["hf:", "hf.co/", "huggingface.co/"]
+        .iter()
+        .find_map(|p| spec.strip_prefix(p))?;
+    let (rest, revision) = match rest.rsplit_once('@') {
+        Some((r, rev)) => (r, Some(rev.to_string())),
+        None => (rest, None),
+    };
+    let (repo, file) = match rest.split_once(':') {
+        Some((r, f)) => (r, Some(f.to_string())),
+        None => (rest, None),
+    };
+    let provider = ModelProvider::HuggingFace {
+        model_path: repo.to_string(),
+        file,
+        revision,
+        sha256: None,
+    };
+    let id = repo.rsplit('/').next().unwrap_or(repo);
+    let mut slm = symbiont_runtime::config::Slm::builtin();
+    if let Some(m) = slm.model_allow_lists.global_models.first_mut() {
+        m.id = id.to_string();
+        m.provider = provider.clone();
+    }
+    Some(match slm.validate() {
+        Err(e) => Err(Failure::Input(anyhow!(
+            "{spec}: {e} (the form is hf:org/repo[:QUANT|:FILE.gguf][@REVISION])"
+        ))),
+        Ok(()) => HubModel::of(id, &provider)
+            .ok_or_else(|| Failure::Input(anyhow!("{spec}: not a hub model"))),
+    })
+}
+
+/// A hub model for `run`/`serve` without a config: from the cache, else
+/// pulled now with progress on stderr (the command named the hub, as
+/// `ollama run` and `llama-server -hf` pull).
+pub(crate) fn fetch_for_run(m: &HubModel) -> Result<hub::Located, Failure> {
+    let cache = HfCache::from_env();
+    if let Ok(found) = hub::locate(&cache, m) {
+        return Ok(found);
+    }
+    let env = HubEnv::from_env().map_err(|e| Failure::Input(e.into()))?;
+    let client = HubClient::new(env).map_err(|e| Failure::Input(e.into()))?;
+    let progress = Progress::new(false);
+    let rt = crate::run_cmd::runtime()?;
+    rt.block_on(pull_one(&client, &cache, m, None, &progress))
+        .map_err(|e| Failure::Runtime(anyhow!("{}: {e}", m.describe())))?;
+    hub::locate(&cache, m).map_err(|e| Failure::Runtime(e.into()))
+}
+
 pub fn pull_models(args: PullArgs, config: Option<&Path>) -> Result<(), Failure> {
     let (_, c) = crate::catalog_cmds::catalog(config)?;
     let models = chosen(&c, &args)?;
     let env = HubEnv::from_env().map_err(|e| Failure::Input(e.into()))?;
     let client = HubClient::new(env).map_err(|e| Failure::Input(e.into()))?;
     let cache = HfCache::from_env();
-    let style = if args.json {
-        Style::Json
-    } else if std::io::stderr().is_terminal() {
-        Style::Terminal
-    } else {
-        Style::Lines
-    };
-    let progress = Progress {
-        style,
-        started: Instant::now(),
-        state: Mutex::default(),
-    };
+    let progress = Progress::new(args.json);
     let largest = largest_profile(&c);
     let rt = crate::run_cmd::runtime()?;
     let results: Vec<(String, Outcome)> = rt.block_on(async {
         futures::future::join_all(models.iter().map(|m| async {
-            let r = async {
-                let plan = PullPlan::resolve(&client, m).await?;
-                if let Some((name, max_mb)) = &largest {
-                    if plan.bytes() > max_mb * 1024 * 1024 {
-                        return Err(HubError::Select {
-                            repo: m.describe(),
-                            reason: format!(
-                                "`{}` is {}, more than the memory of every sandbox profile (the largest, `{name}`, has max_memory_mb = {max_mb}): no profile could run it, so nothing was downloaded",
-                                plan.files[0].file,
-                                mb(plan.bytes())
-                            ),
-                        });
-                    }
-                }
-                let pulled = pull(&client, &cache, &plan, &|e| progress.event(e)).await?;
-                Ok((plan, pulled))
-            }
-            .await;
+            let r = pull_one(&client, &cache, m, largest.as_ref(), &progress).await;
             (m.id.clone(), r)
         }))
         .await

@@ -9,8 +9,8 @@ use clap::Args;
 use futures::StreamExt;
 use symbiont_runtime::config::ModelCapability;
 use symbiont_runtime::models::{
-    config_for_file, AgentRunner, ExecutionMetadata, ExecutionOptions, ModelCatalog, ModelPool,
-    PromptMode, SlmRunnerError, StreamEvent,
+    config_for_file, config_for_hub, AgentRunner, ExecutionMetadata, ExecutionOptions, FileConfig,
+    ModelCatalog, ModelPool, PromptMode, SlmRunnerError, StreamEvent,
 };
 
 use crate::config_source;
@@ -108,7 +108,22 @@ impl Prepared {
 /// a name ending in `.gguf` (present or not: a missing one is an error
 /// that names it), or a path to a file that exists.
 pub(crate) fn is_model_file(word: &str) -> bool {
-    word.ends_with(".gguf") || (word.contains('/') && Path::new(word).is_file())
+    word.ends_with(".gguf")
+        || (word.contains('/') && Path::new(word).is_file())
+        || crate::pull_cmd::parse_spec(word).is_some()
+}
+
+/// The config for a model file, or for a hub model (`hf:org/repo…`,
+/// pulled first when the cache lacks it), sized for `slots`.
+pub(crate) fn config_for(word: &str, slots: u32) -> Result<FileConfig, Failure> {
+    match crate::pull_cmd::parse_spec(word) {
+        Some(m) => {
+            let m = m?;
+            let found = crate::pull_cmd::fetch_for_run(&m)?;
+            config_for_hub(&found, &m, slots).map_err(|e| Failure::Input(e.into()))
+        }
+        None => config_for_file(Path::new(word), slots).map_err(|e| Failure::Input(e.into())),
+    }
 }
 
 /// Loads the config (or makes one for a model file), picks the model and
@@ -143,7 +158,7 @@ pub(crate) fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepare
     let (source, slm, model) = match file {
         Some(file) => {
             // One request at a time: sized for one slot.
-            let fc = config_for_file(Path::new(file), 1).map_err(|e| Failure::Input(e.into()))?;
+            let fc = config_for(file, 1)?;
             eprintln!("symbi-slm: {}", fc.summary);
             (
                 format!("no config (model file {file})"),

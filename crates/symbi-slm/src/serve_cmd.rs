@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use symbiont_runtime::config::Slm;
-use symbiont_runtime::models::{config_for_file, defaults, ModelCatalog, ModelPool};
+use symbiont_runtime::models::{defaults, ModelCatalog, ModelPool};
 use symbiont_service::Service;
 
 use crate::catalog_cmds;
@@ -25,11 +25,13 @@ pub struct ServeArgs {
     /// Worker executable (default: $SYMBI_SLM_WORKER, else beside symbi-slm).
     #[arg(long, value_name = "PATH")]
     worker: Option<PathBuf>,
-    /// Serve this GGUF file without a config, on loopback only: under the
-    /// secure profile's controls sized to fit it, for one agent, `local`,
-    /// whose fresh token is printed once with a curl to try (to the
-    /// terminal; otherwise into a file only this user can read).
-    #[arg(long, short = 'm', value_name = "FILE.gguf")]
+    /// Serve this GGUF file (or hub model, hf:org/repo[:QUANT], pulled
+    /// into the Hugging Face cache when missing) without a config, on
+    /// loopback only: under the secure profile's controls sized to fit it,
+    /// for one agent, `local`, whose fresh token is printed once with a
+    /// curl to try (to the terminal; otherwise into a file only this user
+    /// can read).
+    #[arg(long, short = 'm', value_name = "FILE.gguf|hf:ORG/REPO")]
     model: Option<PathBuf>,
     /// With --model: no token; whoever can connect to the loopback address
     /// is the agent `local`.
@@ -192,7 +194,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
 /// for the default slots, one agent `local` with a fresh token (or, with
 /// `no_auth`, as the anonymous agent).
 fn file_catalog(path: &Path, no_auth: bool) -> Result<(ModelCatalog, FileServe), Failure> {
-    let fc = config_for_file(path, defaults::SLOTS).map_err(|e| Failure::Input(e.into()))?;
+    let fc = crate::run_cmd::config_for(&path.to_string_lossy(), defaults::SLOTS)?;
     note(false, &format!("symbi-slm serve: {}", fc.summary));
     let mut slm = fc.slm;
     slm.model_allow_lists

@@ -106,6 +106,14 @@ impl Setup {
         cmd.output().expect("spawn symbi-slm")
     }
 
+    /// Without a config (`run hf:…`).
+    fn bare(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+        cmd.args(args);
+        self.env(&mut cmd);
+        cmd.output().expect("spawn symbi-slm")
+    }
+
     fn run(&self, model: &str) -> Output {
         let w = worker();
         self.symbi(&[
@@ -252,6 +260,13 @@ fn a_pinned_model_is_pulled_resumed_run_and_refused_once_tampered() {
         .collect();
     assert!(err.contains(&actual), "what the file holds: {err}");
     assert!(out.stdout.is_empty());
+    let out = s.symbi(&["models", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("MISMATCH") && said.contains(&actual) && said.contains(DEFAULT_MODEL_SHA256),
+        "{said}"
+    );
 }
 
 /// The python of the pinned client environment (scripts/python-env).
@@ -332,4 +347,91 @@ fn the_cache_is_shared_both_ways_with_huggingface_hub() {
     assert_eq!(s.lfs_gets(), before + 1, "symbi-slm downloaded nothing");
     let out = s.run("copy");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.symbi(&["models", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stdout).matches(" ok ").count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Without a config, as `llama-server -hf` and `ollama run hf.co/…`:
+    // from the cache (nothing downloaded), or pulled first.
+    let w = worker();
+    let worker_arg = w.to_str().unwrap();
+    let before = s.lfs_gets();
+    let out = s.bare(&[
+        "run",
+        "--worker",
+        worker_arg,
+        "--max-tokens",
+        "2",
+        "hf:someone/smol-copy:Q4_1",
+        "Hi",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("model `smol-copy` from someone/smol-copy/"),
+        "{err}"
+    );
+    assert_eq!(s.lfs_gets(), before, "from the cache");
+    let third = "third/smol";
+    s.hub.publish(
+        third,
+        "main",
+        vec![(
+            FILE.into(),
+            Arc::new(std::fs::read(default_model_path().unwrap()).unwrap()),
+        )],
+    );
+    let out = s.bare(&[
+        "run",
+        "--worker",
+        worker_arg,
+        "--max-tokens",
+        "2",
+        "hf.co/third/smol",
+        "Hi",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("downloading 98"),
+        "pulled first, with progress: {err}"
+    );
+    assert_eq!(s.lfs_gets(), before + 1);
+    let out = s.bare(&["run", "hf:nobody/nothing", "Hi"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+    let out = s.bare(&["run", "hf:../../etc:Q4", "Hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("hf:org/repo"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Removed: its blob goes, the other repository's stay.
+    let out = s.symbi(&["models", "rm", "smol", "--dry-run"]);
+    assert!(
+        text(&out.stdout).contains("would remove"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(snapshot.exists());
+    let out = s.symbi(&["models", "rm", "smol"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("freed 98"), "{said}");
+    assert!(!snapshot.exists());
+    let out = s.run("copy");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.symbi(&["models", "gc"]);
+    assert!(
+        text(&out.stdout).contains("freed 0.0 MB"),
+        "{}",
+        text(&out.stdout)
+    );
 }

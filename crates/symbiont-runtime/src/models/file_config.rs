@@ -104,6 +104,41 @@ pub fn config_for_file(path: &Path, slots: u32) -> Result<FileConfig, SlmRunnerE
     })
 }
 
+/// The config for a Hugging Face model in the cache (`run hf:org/repo`):
+/// sized as [`config_for_file`] sizes its blob, the model's id the
+/// repository's name, its provider the repository, file and revision,
+/// pinned to the digest it was pulled against.
+pub fn config_for_hub(
+    found: &crate::models::hub::Located,
+    model: &crate::models::hub::HubModel,
+    slots: u32,
+) -> Result<FileConfig, SlmRunnerError> {
+    let mut fc = config_for_file(&found.blob, slots)?;
+    let id = id_from(model.repo.rsplit('/').next().unwrap_or(&model.repo));
+    let m = &mut fc.slm.model_allow_lists.global_models[0];
+    m.id = id.clone();
+    m.provider = ModelProvider::HuggingFace {
+        model_path: model.repo.clone(),
+        file: Some(found.file.clone()),
+        revision: Some(found.commit.clone()),
+        sha256: found.sha256.clone(),
+    };
+    // "model `x` from PATH (94 MB, …": the repository in place of PATH.
+    let rest = fc.summary.find(" (").map_or("", |at| &fc.summary[at..]);
+    fc.summary = format!(
+        "model `{id}` from {}/{} at {}{rest}",
+        model.repo, found.file, found.commit
+    );
+    fc.model_id = id;
+    fc.slm
+        .validate()
+        .map_err(|e| SlmRunnerError::InvalidInput {
+            field: "model",
+            reason: format!("{}: {e}", model.describe()),
+        })?;
+    Ok(fc)
+}
+
 /// An id from a file name: letters, digits, `.`, `_` and `-` kept, the
 /// rest `-`.
 fn id_from(stem: &str) -> String {

@@ -14,7 +14,7 @@ pub use agent::{AgentModels, AgentRunner};
 pub use catalog::{
     CatalogStatistics, DenialReason, ModelCatalog, ModelCatalogError, UNMAPPED_AGENT_ACCESS_KEY,
 };
-pub use file_config::{config_for_file, FileConfig, FILE_PROFILE};
+pub use file_config::{config_for_file, config_for_hub, FileConfig, FILE_PROFILE};
 pub(crate) use local_gguf::threads_for;
 pub use local_gguf::{
     defaults, digest, find_worker, gguf, sandbox_exec_plan_for, sandbox_plan_for, sandbox_report,

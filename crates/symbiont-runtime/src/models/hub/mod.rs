@@ -14,6 +14,7 @@
 
 mod cache;
 mod client;
+mod gc;
 mod locate;
 #[cfg(any(test, feature = "test-hub"))]
 pub mod loopback;
@@ -24,6 +25,7 @@ mod tests;
 
 pub use cache::{BlobLock, HfCache};
 pub use client::{HubClient, HubEnv, Lfs, RepoInfo, Sibling};
+pub use gc::{collect, remove, Collected};
 pub use locate::{locate, Artifact, Located};
 pub use pull::{pull, PullEvent, PullPlan, Pulled};
 pub use select::{select, Selected, DEFAULT_QUANTS};

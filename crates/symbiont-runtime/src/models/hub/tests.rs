@@ -302,3 +302,52 @@ async fn the_file_picked_is_named_when_there_is_none() {
     let e = locate(&s.cache, &model(None)).unwrap_err().to_string();
     assert!(e.contains("models pull tiny"), "{e}");
 }
+
+#[tokio::test]
+async fn gc_removes_only_what_no_snapshot_links_to_and_never_a_busy_blob() {
+    let s = setup(50_000);
+    go(&s, &model(None)).await.0.unwrap();
+    let blobs = s.cache.repo_dir(REPO).join("blobs");
+    // Another tool's file of the same repository, an orphan blob, an
+    // interrupted download.
+    std::fs::write(blobs.join("ffff"), b"theirs").unwrap();
+    s.cache.link(REPO, &s.commit, "theirs.bin", "ffff").unwrap();
+    std::fs::write(blobs.join("0000"), b"orphan").unwrap();
+    std::fs::write(blobs.join("1111.incomplete"), b"part").unwrap();
+
+    let dry = collect(&s.cache, true, false).unwrap();
+    assert_eq!(dry.removed, vec![(blobs.join("0000"), 6)]);
+    assert!(blobs.join("0000").exists(), "a dry run removes nothing");
+
+    // A pull holds the orphan's lock: kept.
+    let held = s.cache.lock(REPO, "0000", || {}).await.unwrap();
+    let done = collect(&s.cache, false, false).unwrap();
+    assert_eq!(done.busy, vec![blobs.join("0000")]);
+    assert!(done.removed.is_empty());
+    drop(held);
+    let done = collect(&s.cache, false, false).unwrap();
+    assert_eq!(done.removed, vec![(blobs.join("0000"), 6)]);
+    assert_eq!(done.incomplete, vec![(blobs.join("1111.incomplete"), 4)]);
+    assert!(blobs.join("1111.incomplete").exists(), "resumable: kept");
+    assert!(blobs.join(sha(&s.bytes)).exists() && blobs.join("ffff").exists());
+
+    // The model goes; the other tool's file stays, and with it the
+    // snapshot and its ref.
+    let gone = remove(&s.cache, &model(None), false).unwrap();
+    assert_eq!(gone.removed, vec![(blobs.join(sha(&s.bytes)), 50_000)]);
+    assert!(blobs.join("ffff").exists());
+    assert!(s.cache.commit_of(REPO, "main").is_some());
+    assert!(locate(&s.cache, &model(None)).is_err());
+
+    // Its last file unlinked, the snapshot goes with the ref naming it.
+    std::fs::remove_file(s.cache.snapshot_file(REPO, &s.commit, "theirs.bin")).unwrap();
+    let done = collect(&s.cache, false, true).unwrap();
+    assert_eq!(done.removed.len(), 2, "{done:?}");
+    assert!(!s
+        .cache
+        .repo_dir(REPO)
+        .join("snapshots")
+        .join(&s.commit)
+        .exists());
+    assert_eq!(s.cache.commit_of(REPO, "main"), None);
+}

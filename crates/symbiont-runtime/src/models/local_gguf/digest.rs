@@ -141,10 +141,18 @@ fn version_key(file: &File, m: &std::fs::Metadata) -> Option<String> {
 /// The digest of `file`, from the cache when its version is there, else
 /// computed (and kept, when the cache is this user's alone).
 pub fn digest_of(file: &File) -> std::io::Result<String> {
-    digest_with(file, cache_dir().as_deref())
+    digest_with(file, cache_dir().as_deref(), false)
 }
 
-fn digest_with(file: &File, dir: Option<&Path>) -> std::io::Result<String> {
+/// The digest of `file`, computed from every byte whatever the cache
+/// holds, and kept for its version (`models verify`: bytes that changed
+/// under an unchanged version, bit rot, say, are caught and the cache
+/// corrected).
+pub fn rehash(file: &File) -> std::io::Result<String> {
+    digest_with(file, cache_dir().as_deref(), true)
+}
+
+fn digest_with(file: &File, dir: Option<&Path>, fresh: bool) -> std::io::Result<String> {
     let m = file.metadata()?;
     let key = version_key(file, &m);
     let trusted = dir.filter(|d| {
@@ -165,7 +173,7 @@ fn digest_with(file: &File, dir: Option<&Path>) -> std::io::Result<String> {
         }
         ok
     });
-    if let (Some(d), Some(key)) = (trusted, &key) {
+    if let (Some(d), Some(key), false) = (trusted, &key, fresh) {
         let entry = d.join(key);
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .read(true)
@@ -257,22 +265,29 @@ mod tests {
         let f = File::open(&path).unwrap();
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(sha256_hex(&f).unwrap(), abc);
-        assert_eq!(digest_with(&f, Some(&cache)).unwrap(), abc);
+        assert_eq!(digest_with(&f, Some(&cache), false).unwrap(), abc);
         let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
         assert_eq!(entries.len(), 1, "{entries:?}");
         // A planted digest for this version is what comes back: the cache
         // is read (so a later start does not hash again).
         let planted = "0".repeat(64);
         std::fs::write(entries[0].path(), &planted).unwrap();
-        assert_eq!(digest_with(&f, Some(&cache)).unwrap(), planted);
+        assert_eq!(digest_with(&f, Some(&cache), false).unwrap(), planted);
+        // A fresh hash (`models verify`) reads every byte and corrects it.
+        assert_eq!(digest_with(&f, Some(&cache), true).unwrap(), abc);
+        assert_eq!(digest_with(&f, Some(&cache), false).unwrap(), abc);
+        std::fs::write(entries[0].path(), &planted).unwrap();
         // Not ours alone: not trusted.
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(digest_with(&f, Some(&cache)).unwrap(), abc);
+        assert_eq!(digest_with(&f, Some(&cache), false).unwrap(), abc);
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
         // A new version, same size: hashed, whatever the cache holds.
         std::fs::write(&path, b"abd").unwrap();
         let f = File::open(&path).unwrap();
-        assert_eq!(digest_with(&f, Some(&cache)).unwrap(), hex_of(b"abd"));
+        assert_eq!(
+            digest_with(&f, Some(&cache), false).unwrap(),
+            hex_of(b"abd")
+        );
         let err = check_pin(&f, &path, abc).unwrap_err().to_string();
         assert!(err.contains(abc) && err.contains(&hex_of(b"abd")), "{err}");
         // A pinned file others may write is refused, whatever its bytes.
