@@ -22,6 +22,10 @@ impl Selected {
     }
 }
 
+/// Most parts a split model may have (llama.cpp's splits of the largest
+/// models have a few dozen).
+const MAX_PARTS: u32 = 512;
+
 /// `-00001-of-00003.gguf` → `(1, 3)` and the name before it.
 fn split_part(name: &str) -> Option<(&str, u32, u32)> {
     let stem = name.strip_suffix(".gguf")?;
@@ -30,7 +34,10 @@ fn split_part(name: &str) -> Option<(&str, u32, u32)> {
     if part.len() != 5 || of.len() != 5 {
         return None;
     }
-    Some((prefix, part.parse().ok()?, of.parse().ok()?))
+    let (part, of): (u32, u32) = (part.parse().ok()?, of.parse().ok()?);
+    // A hostile listing must not make an empty model (`-of-00000`) or
+    // hundreds of thousands of names to look for.
+    ((1..=MAX_PARTS).contains(&of) && (1..=of).contains(&part)).then_some((prefix, part, of))
 }
 
 fn is_model_gguf(name: &str) -> bool {
@@ -46,6 +53,7 @@ fn is_model_gguf(name: &str) -> bool {
 /// The models among `files`: each a single GGUF or a complete split set
 /// (an incomplete set is left out).
 fn models(files: &[String]) -> Vec<Selected> {
+    let listed: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
     let mut out = Vec::new();
     for f in files.iter().filter(|f| is_model_gguf(f)) {
         match split_part(f) {
@@ -56,7 +64,7 @@ fn models(files: &[String]) -> Vec<Selected> {
                 let parts: Vec<String> = (1..=n)
                     .map(|i| format!("{prefix}-{i:05}-of-{n:05}.gguf"))
                     .collect();
-                if parts.iter().all(|p| files.contains(p)) {
+                if parts.iter().all(|p| listed.contains(p.as_str())) {
                     out.push(Selected { files: parts });
                 }
             }
@@ -194,5 +202,15 @@ mod tests {
         assert!(e.contains("a-F16.gguf, b-BF16.gguf"), "{e}");
         let e = select(&v(&["m-00001-of-00002.gguf"]), &HubFile::Any).unwrap_err();
         assert!(e.contains("no GGUF model"), "an incomplete split set: {e}");
+        // Found by the hub_listing fuzz target: a split "of 0" made a
+        // model of no file. Names that are no split are single files.
+        for hostile in [
+            "m-00001-of-00000.gguf",
+            "m-00003-of-00002.gguf",
+            "m-00001-of-99999.gguf",
+        ] {
+            let m = select(&v(&[hostile]), &HubFile::Any).unwrap();
+            assert_eq!(m.files, v(&[hostile]));
+        }
     }
 }
