@@ -264,7 +264,17 @@ pub fn models(cmd: ModelsCmd, config: Option<&Path>) -> Result<(), Failure> {
                 list.retain(|m| m.capabilities.contains(&cap));
             }
             if as_json {
-                return json(&list);
+                // Each model as `models show` gives it: with what its file
+                // holds (present, size, digest, revision, commit).
+                let mut v = Vec::new();
+                for m in &list {
+                    let mut o = serde_json::to_value(m).map_err(|e| Failure::Runtime(e.into()))?;
+                    if let (Some(obj), Some(facts)) = (o.as_object_mut(), file_facts(m)) {
+                        obj.insert("file".into(), facts);
+                    }
+                    v.push(o);
+                }
+                return json(&v);
             }
             out!(
                 "{:<28} {:<30} {:<11} {:>9} {:>8}  CAPABILITIES",

@@ -196,10 +196,26 @@ fn model_files(slm: &Slm, f: &mut Findings<'_>) {
             // Not pulled: the runner's own refusal says so (below). Pulled
             // but unpinned: the pin to write, from what the cache holds.
             if let (Ok(found), None) = (hub::locate(&cache, &h), &h.sha256) {
-                let pin = match &found.sha256 {
-                    Some(hex) => format!(", sha256 = \"{hex}\""),
-                    None => String::new(),
+                // The pin offered is what the bytes hash to (cached per
+                // file version), never only the blob's name.
+                let Ok(hex) = std::fs::File::open(&found.blob).and_then(|f| digest::digest_of(&f))
+                else {
+                    continue;
                 };
+                if found.sha256.as_ref().is_some_and(|named| named != &hex) {
+                    f.push(
+                        "error",
+                        format!("slm.model_allow_lists.global_models[{i}].provider.HuggingFace"),
+                        format!(
+                            "model `{}`: {} hashes to {hex}, not the {} its name says: remove it and pull again",
+                            m.id,
+                            found.blob.display(),
+                            found.sha256.as_deref().unwrap_or_default()
+                        ),
+                    );
+                    continue;
+                }
+                let pin = format!(", sha256 = \"{hex}\"");
                 f.push(
                     "warning",
                     format!("slm.model_allow_lists.global_models[{i}].provider.HuggingFace"),

@@ -50,7 +50,32 @@ struct State {
     /// (model, file) → (done, total, bytes done when this run started it,
     /// done at the last plain line).
     files: Vec<((String, String), [u64; 4])>,
+    /// When each file started downloading.
+    began: Vec<((String, String), Instant)>,
+    /// Bytes of every file to pull (known once each model resolved), and
+    /// of those found already in the cache.
+    total: u64,
+    present: u64,
+    /// (when, bytes fetched by this run): the last seconds' samples, for
+    /// the rate now.
+    samples: std::collections::VecDeque<(Instant, u64)>,
     line_shown: bool,
+}
+
+/// The rate over the last samples, bytes per second (`None` before there
+/// is half a second of them).
+fn rate_now(samples: &std::collections::VecDeque<(Instant, u64)>) -> Option<f64> {
+    let (t0, b0) = samples.front()?;
+    let (t1, b1) = samples.back()?;
+    let span = t1.duration_since(*t0).as_secs_f64();
+    (span >= 0.5).then(|| (b1 - b0) as f64 / span)
+}
+
+fn eta(left: u64, rate: Option<f64>) -> String {
+    match rate {
+        Some(r) if r > 0.0 => format!("{:.0} s", left as f64 / r),
+        _ => "?".into(),
+    }
 }
 
 fn mb(b: u64) -> String {
@@ -83,6 +108,7 @@ impl Progress {
                 files,
             } => {
                 let total: u64 = files.iter().map(|f| f.1).sum();
+                st.total += total;
                 say(
                     &mut st,
                     format!(
@@ -111,6 +137,7 @@ impl Progress {
                 };
                 st.files
                     .push((key(&model, &file), [from, total, from, from]));
+                st.began.push((key(&model, &file), Instant::now()));
                 say(&mut st, line);
             }
             PullEvent::Progress {
@@ -133,6 +160,9 @@ impl Progress {
                 bytes,
                 present,
             } => {
+                if present {
+                    st.present += bytes;
+                }
                 let how = if present {
                     "already in the cache"
                 } else {
@@ -151,42 +181,63 @@ impl Progress {
         }
     }
 
-    /// The figures of every file under way: bytes, rate of this run, ETA.
+    /// The figures: at a terminal one line for everything (bytes of all
+    /// files, the rate over the last 5 s, the time left at that rate);
+    /// otherwise a line per tenth of a file, with that file's figures.
     fn show(&self, st: &mut State, changed: Option<&(String, String)>) {
-        let (mut done, mut total, mut fetched) = (0u64, 0u64, 0u64);
-        for (_, v) in &st.files {
-            done += v[0];
-            total += v[1];
-            fetched += v[0].saturating_sub(v[2]);
+        let now = Instant::now();
+        let fetched: u64 = st
+            .files
+            .iter()
+            .map(|(_, v)| v[0].saturating_sub(v[2]))
+            .sum();
+        st.samples.push_back((now, fetched));
+        while st
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t).as_secs_f64() > 5.0)
+        {
+            st.samples.pop_front();
         }
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = fetched as f64 / secs;
-        let eta = if rate > 0.0 {
-            format!("{:.0} s", (total.saturating_sub(done)) as f64 / rate)
-        } else {
-            "?".into()
-        };
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        let line = format!(
-            "{} / {} ({pct}%) · {}/s · ETA {eta}",
-            mb(done),
-            mb(total),
-            mb(rate as u64)
-        );
         match self.style {
             Style::Terminal => {
-                eprint!("\r\x1b[2K{line}");
+                let done: u64 = st.present + st.files.iter().map(|(_, v)| v[0]).sum::<u64>();
+                let total = st.total.max(done);
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
+                let rate = rate_now(&st.samples);
+                eprint!(
+                    "\r\x1b[2K{} / {} ({pct}%) · {}/s · ETA {}",
+                    mb(done),
+                    mb(total),
+                    rate.map_or("?".into(), |r| mb(r as u64)),
+                    eta(total - done, rate)
+                );
                 let _ = std::io::stderr().flush();
                 st.line_shown = true;
             }
             Style::Lines => {
-                // A line per tenth of a file, so that a log stays short.
                 let Some(k) = changed else { return };
+                let began = st
+                    .began
+                    .iter()
+                    .find(|(f, _)| f == k)
+                    .map_or(self.started, |(_, t)| *t);
                 if let Some((_, v)) = st.files.iter_mut().find(|(f, _)| f == k) {
                     let step = (v[1] / 10).max(1);
                     if v[0] >= v[3] + step || v[0] == v[1] {
                         v[3] = v[0];
-                        eprintln!("{}: {}: {line}", k.0, k.1);
+                        let secs = began.elapsed().as_secs_f64();
+                        let rate = (secs >= 0.5).then(|| v[0].saturating_sub(v[2]) as f64 / secs);
+                        eprintln!(
+                            "{}: {}: {} / {} ({}%) · {}/s · ETA {}",
+                            k.0,
+                            k.1,
+                            mb(v[0]),
+                            mb(v[1]),
+                            (v[0] * 100).checked_div(v[1]).unwrap_or(100),
+                            rate.map_or("?".into(), |r| mb(r as u64)),
+                            eta(v[1] - v[0], rate)
+                        );
                     }
                 }
             }
@@ -196,7 +247,7 @@ impl Progress {
 }
 
 /// One model's pull.
-type Outcome = Result<(PullPlan, Pulled), HubError>;
+type Outcome = Result<(PullPlan, Pulled, std::time::Duration), HubError>;
 
 /// The Hugging Face models to pull: those named, or every one with
 /// `--all`.
@@ -273,21 +324,22 @@ async fn pull_one(
     largest: Option<&(String, u64)>,
     progress: &Progress,
 ) -> Outcome {
+    let began = Instant::now();
     let plan = PullPlan::resolve(client, m).await?;
     if let Some((name, max_mb)) = largest {
         if plan.bytes() > max_mb * 1024 * 1024 {
             return Err(HubError::Select {
                 repo: m.describe(),
                 reason: format!(
-                    "`{}` is {}, more than the memory of every sandbox profile (the largest, `{name}`, has max_memory_mb = {max_mb}): no profile could run it, so nothing was downloaded",
+                    "`{}` is {} MiB, more than the memory of every sandbox profile (the largest, `{name}`, has max_memory_mb = {max_mb}): no profile could run it, so nothing was downloaded",
                     plan.files[0].file,
-                    mb(plan.bytes())
+                    plan.bytes().div_ceil(1024 * 1024)
                 ),
             });
         }
     }
     let pulled = pull(client, cache, &plan, &|e| progress.event(e)).await?;
-    Ok((plan, pulled))
+    Ok((plan, pulled, began.elapsed()))
 }
 
 /// `hf:org/repo[:QUANT|:FILE.gguf][@REVISION]` (also `hf.co/…`, as Ollama
@@ -330,8 +382,12 @@ pub(crate) fn parse_spec(spec: &str) -> Option<Result<HubModel, Failure>> {
 /// `ollama run` and `llama-server -hf` pull).
 pub(crate) fn fetch_for_run(m: &HubModel) -> Result<hub::Located, Failure> {
     let cache = HfCache::from_env();
-    if let Ok(found) = hub::locate(&cache, m) {
-        return Ok(found);
+    match hub::locate(&cache, m) {
+        Ok(found) => return Ok(found),
+        // Only a model that is not there is pulled (a split model, say,
+        // is there and cannot run: said as it is).
+        Err(HubError::Missing { .. }) => {}
+        Err(e) => return Err(Failure::Input(e.into())),
     }
     let env = HubEnv::from_env().map_err(|e| Failure::Input(e.into()))?;
     let client = HubClient::new(env).map_err(|e| Failure::Input(e.into()))?;
@@ -358,11 +414,11 @@ pub fn pull_models(args: PullArgs, config: Option<&Path>) -> Result<(), Failure>
         }))
         .await
     });
-    let secs = progress.started.elapsed().as_secs_f64();
     let mut failed = 0;
     for (id, r) in results {
         match r {
-            Ok((plan, pulled)) => {
+            Ok((plan, pulled, took)) => {
+                let secs = took.as_secs_f64();
                 if args.json {
                     out!(
                         "{}",

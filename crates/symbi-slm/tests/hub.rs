@@ -435,3 +435,257 @@ fn the_cache_is_shared_both_ways_with_huggingface_hub() {
         text(&out.stdout)
     );
 }
+
+/// The knobs and failures of a pull: `HF_HUB_OFFLINE`, a file that no
+/// profile could hold (refused before download), a full disk (the bytes
+/// kept and resumed, never a model), `HF_TOKEN` only to the hub and never
+/// printed, and `pull_on_first_use`.
+#[test]
+fn offline_too_large_disk_full_token_and_pull_on_first_use() {
+    let s = Setup::new(true);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    cmd.arg("--config")
+        .arg(&s.config)
+        .args(["models", "pull", "smol"]);
+    s.env(&mut cmd);
+    let out = cmd.env("HF_HUB_OFFLINE", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("HF_HUB_OFFLINE is set"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Every profile smaller than the file: nothing is downloaded.
+    let small = s.dir.path().join("small.toml");
+    std::fs::write(
+        &small,
+        std::fs::read_to_string(&s.config).unwrap()
+            + "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = 64\n[slm.sandbox_profiles.standard.resources]\nmax_memory_mb = 64\n",
+    )
+    .unwrap();
+    let before = s.lfs_gets();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    cmd.arg("--config")
+        .arg(&small)
+        .args(["models", "pull", "smol"]);
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("more than the memory of every sandbox profile"),
+        "{err}"
+    );
+    assert_eq!(s.lfs_gets(), before);
+
+    // A full disk, as a file size limit (ulimit -f, in KiB): the bytes
+    // written are kept as .incomplete, the next pull resumes them.
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "trap '' XFSZ; ulimit -f 30000; exec \"$@\"", "bash"])
+        .arg(env!("CARGO_BIN_EXE_symbi-slm"))
+        .arg("--config")
+        .arg(&s.config)
+        .args(["models", "pull", "smol"]);
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("File too large") && err.contains("again resumes it"),
+        "{err}"
+    );
+    let part = s.blob().with_extension("incomplete");
+    let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 0 && kept <= 30000 * 1024, "{kept}");
+    assert!(!s.blob().exists());
+    assert_eq!(
+        s.run("smol").status.code(),
+        Some(2),
+        "a partial file never runs"
+    );
+
+    // The token: to the hub, never to the CDN, never printed.
+    let secret = "hf_ThisIsNotARealToken0123456789";
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    cmd.arg("--config")
+        .arg(&s.config)
+        .args(["models", "pull", "smol"]);
+    s.env(&mut cmd);
+    let out = cmd.env("HF_TOKEN", secret).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("resuming at {:.1} MB", kept as f64 / 1e6)),
+        "{err}"
+    );
+    assert!(!err.contains(secret) && !text(&out.stdout).contains(secret));
+    let requests = s.hub.requests();
+    let bearer = format!("authorization=Bearer {secret}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/models/") && r.ends_with(&bearer)),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.contains("/lfs/"))
+            .all(|r| !r.contains("authorization")),
+        "{requests:?}"
+    );
+
+    // pull_on_first_use: a run of a model not pulled downloads it first.
+    let _ = std::fs::remove_dir_all(s.cache());
+    let eager = s.dir.path().join("eager.toml");
+    std::fs::write(
+        &eager,
+        std::fs::read_to_string(&s.config).unwrap() + "[slm.pool]\npull_on_first_use = true\n",
+    )
+    .unwrap();
+    let before = s.lfs_gets();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    let w = worker();
+    cmd.arg("--config").arg(&eager).args([
+        "run",
+        "--model",
+        "smol",
+        "--worker",
+        w.to_str().unwrap(),
+        "--max-tokens",
+        "2",
+        "Hi",
+    ]);
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.lfs_gets(), before + 1);
+    assert!(s.blob().is_file());
+
+    // A file that is neither pinned nor an LFS file (its blob named by a
+    // git id, as for a small file) does not run unchecked.
+    let unpinned = s.dir.path().join("unpinned.toml");
+    std::fs::write(
+        &unpinned,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace(&format!(", sha256 = \"{DEFAULT_MODEL_SHA256}\""), ""),
+    )
+    .unwrap();
+    let blobs = s.blob().parent().unwrap().to_path_buf();
+    std::fs::rename(s.blob(), blobs.join("0123abcd")).unwrap();
+    let commit_dir = blobs.parent().unwrap().join("snapshots").join(&s.commit);
+    std::fs::remove_file(commit_dir.join(FILE)).unwrap();
+    std::os::unix::fs::symlink("../../blobs/0123abcd", commit_dir.join(FILE)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    cmd.arg("--config").arg(&unpinned).args([
+        "run",
+        "--model",
+        "smol",
+        "--worker",
+        w.to_str().unwrap(),
+        "Hi",
+    ]);
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not an LFS file") && err.contains("pin it"),
+        "{err}"
+    );
+}
+
+/// `/ready` names a Hugging Face model not pulled yet (a probe never
+/// pulls), and is ready once it is.
+#[test]
+fn ready_names_a_model_not_pulled_until_it_is() {
+    use std::io::BufRead;
+    let s = Setup::new(true);
+    let w = worker();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    cmd.arg("--config")
+        .arg(&s.config)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker",
+            w.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped());
+    s.env(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    // The "listening" line is on stdout.
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve said nothing").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let ready = || {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("{url}/ready"))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let before = s.lfs_gets();
+    let said = ready();
+    assert!(said.ends_with("503"), "{said}");
+    assert!(
+        said.contains(
+            "model `smol` is not in the Hugging Face cache yet (`symbi-slm models pull smol`)"
+        ),
+        "{said}"
+    );
+    assert_eq!(s.lfs_gets(), before, "a probe never pulls");
+    let out = s.symbi(&["models", "pull", "smol"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = ready();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(said.ends_with("200"), "{said}");
+}
+
+/// `HTTP_PROXY` (here the project's own egress proxy, allowing the hub's
+/// host) carries every request of a pull: the hub and its CDN see the
+/// proxy, and the proxy counts the bytes of the model.
+#[test]
+fn a_pull_goes_through_the_proxy_the_environment_names() {
+    use std::sync::atomic::Ordering;
+    use symbiont_egress::{Policy, Proxy, Rule};
+    let s = Setup::new(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let policy = Policy::new("test", vec![Rule::new("127.0.0.1", None, None).unwrap()]);
+    let proxy = Arc::new(Proxy::new(policy));
+    let stats = proxy.stats();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(proxy.serve(listener));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+    cmd.arg("--config")
+        .arg(&s.config)
+        .args(["models", "pull", "smol"]);
+    s.env(&mut cmd);
+    let out = cmd
+        .env("HTTP_PROXY", format!("http://{addr}"))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stats.allowed.load(Ordering::Relaxed) >= 2,
+        "listing and file"
+    );
+    assert!(
+        stats.bytes_in.load(Ordering::Relaxed) > 98_000_000,
+        "the model came through the proxy"
+    );
+}

@@ -109,7 +109,8 @@ pub async fn health() -> Json<Status> {
 
 /// Readiness: the config is loaded and every local model's runner can be
 /// built (its file opens and its header checks out; the worker executable
-/// is found). No model is loaded by this check.
+/// is found); a Hugging Face model not pulled yet is named. No model is
+/// loaded or downloaded by this check.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = Status)))]
 pub async fn ready(Current(service): Current) -> Response {
@@ -123,6 +124,14 @@ pub async fn ready(Current(service): Current) -> Response {
             model.provider,
             ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. }
         );
+        // Not pulled yet: said as such (a readiness probe never pulls).
+        if service.pool().missing(&model.id).is_some() {
+            problems.push(format!(
+                "model `{}` is not in the Hugging Face cache yet (`symbi-slm models pull {}`)",
+                model.id, model.id
+            ));
+            continue;
+        }
         let checked = if local {
             service
                 .pool()

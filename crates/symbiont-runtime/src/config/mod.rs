@@ -189,6 +189,12 @@ pub struct PoolSettings {
     pub keep_alive_by_model: BTreeMap<String, u64>,
     /// Models loaded when the pool starts, never unloaded or evicted.
     pub pinned_models: Vec<String>,
+    /// Whether a HuggingFace model missing from the Hugging Face cache is
+    /// pulled when it is first asked for (its request waits for the
+    /// download; `HF_ENDPOINT`, `HF_TOKEN` and the pin apply as to
+    /// `symbi-slm models pull`). Default `false`: a run never downloads,
+    /// and a missing model is refused with the command that pulls it.
+    pub pull_on_first_use: bool,
 }
 
 impl Default for PoolSettings {
@@ -200,6 +206,7 @@ impl Default for PoolSettings {
             keep_alive_seconds: 300,
             keep_alive_by_model: BTreeMap::new(),
             pinned_models: Vec::new(),
+            pull_on_first_use: false,
         }
     }
 }

@@ -60,6 +60,7 @@ struct RawPool {
     keep_alive_seconds: Option<NonNeg>,
     keep_alive_by_model: Option<BTreeMap<String, NonNeg>>,
     pinned_models: Option<Vec<String>>,
+    pull_on_first_use: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +398,7 @@ impl RawSlm {
                         .map(|(k, v)| (k, v.0))
                         .collect(),
                     pinned_models: raw.pinned_models.unwrap_or_default(),
+                    pull_on_first_use: raw.pull_on_first_use.unwrap_or(d.pull_on_first_use),
                 }
             },
             service: {

@@ -585,12 +585,27 @@ impl ModelPool {
                         ),
                     }
                 })?;
-                located = hub::locate(&self.inner.hub_cache, &m).map_err(|e| {
-                    SlmRunnerError::ModelNotPulled {
-                        model_id: model_id.to_string(),
-                        reason: e.to_string(),
+                located = match hub::locate(&self.inner.hub_cache, &m) {
+                    Ok(found) => found,
+                    Err(e) if !catalog.config().pool.pull_on_first_use => {
+                        return Err(SlmRunnerError::ModelNotPulled {
+                            model_id: model_id.to_string(),
+                            reason: e.to_string(),
+                        })
                     }
-                })?;
+                    Err(_) => self.pull(&m).await?,
+                };
+                if located.sha256.is_none() {
+                    // Not an LFS file and not pinned: nothing says which
+                    // bytes must run, and nothing is run unchecked.
+                    return Err(SlmRunnerError::InvalidInput {
+                        field: "model",
+                        reason: format!(
+                            "model `{model_id}`: `{}` in the Hugging Face cache is not an LFS file, so nothing names the bytes it must have: pin it with `sha256` (`symbi-slm models verify {model_id}` prints its digest)",
+                            located.file
+                        ),
+                    });
+                }
                 (&located.blob, located.sha256.clone())
             }
             remote => {
@@ -652,6 +667,39 @@ impl ModelPool {
             .clone())
     }
 
+    /// Why model `model_id` cannot run yet when it is a Hugging Face model
+    /// that is not in the cache (nothing is pulled here); `None` for any
+    /// other model, or one that is there.
+    pub fn missing(&self, model_id: &str) -> Option<String> {
+        let model = self.inner.catalog.get_model(model_id)?;
+        let m = hub::HubModel::of(model_id, &model.provider)?;
+        hub::locate(&self.inner.hub_cache, &m)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// Pulls a Hugging Face model missing from the cache
+    /// (`slm.pool.pull_on_first_use`): one download however many requests
+    /// wait for it (the blob's lock), checked as `models pull` checks it.
+    async fn pull(&self, m: &hub::HubModel) -> Result<hub::Located, SlmRunnerError> {
+        let failed = |e: hub::HubError| SlmRunnerError::ModelNotPulled {
+            model_id: m.id.clone(),
+            reason: format!(
+                "model `{}` is not in the Hugging Face cache and pulling it failed: {e}",
+                m.id
+            ),
+        };
+        let client =
+            hub::HubClient::new(hub::HubEnv::from_env().map_err(failed)?).map_err(failed)?;
+        tracing::info!(target: "symbi_slm_models", model = %m.id, "pulling {} (slm.pool.pull_on_first_use)", m.describe());
+        let plan = hub::PullPlan::resolve(&client, m).await.map_err(failed)?;
+        let pulled = hub::pull(&client, &self.inner.hub_cache, &plan, &|_| {})
+            .await
+            .map_err(failed)?;
+        tracing::info!(target: "symbi_slm_models", model = %m.id, "pulled {} at {}: {} bytes downloaded", m.describe(), pulled.commit, pulled.downloaded);
+        hub::locate(&self.inner.hub_cache, m).map_err(failed)
+    }
+
     /// Whether `model_id` could run under `profile`, without side effects:
     /// a local model's runner is built (cached, nothing loaded); a remote
     /// one is only checked (URL, key variable, network policy), with no
@@ -667,6 +715,13 @@ impl ModelPool {
                 })?;
         if self.inner.supplied.contains_key(model_id) {
             return self.profile(profile).map(|_| ());
+        }
+        // A check never downloads, whatever `pull_on_first_use` says.
+        if let Some(reason) = self.missing(model_id) {
+            return Err(SlmRunnerError::ModelNotPulled {
+                model_id: model_id.to_string(),
+                reason,
+            });
         }
         match &model.provider {
             ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. } => {

@@ -88,8 +88,24 @@ impl HfCache {
         if is_commit(revision) {
             return Some(revision.to_string());
         }
-        let text = fs::read_to_string(self.repo_dir(repo).join("refs").join(revision)).ok()?;
-        let c = text.trim();
+        // Not through a link, and no more than a commit id and a newline.
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(self.repo_dir(repo).join("refs").join(revision))
+            .ok()?;
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(_) => return None,
+            }
+        }
+        let c = std::str::from_utf8(&buf[..n]).ok()?.trim();
         is_commit(c).then(|| c.to_string())
     }
 
@@ -171,7 +187,14 @@ impl HfCache {
         }
         target.push("blobs");
         target.push(etag);
-        let tmp = dir.join(format!(".{}.symbi-link", std::process::id()));
+        // A name of this call's own: links made at once (two files of one
+        // snapshot) never swap targets.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = dir.join(format!(
+            ".{}.{}.symbi-link",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp)?;
         fs::rename(&tmp, &link)
@@ -198,10 +221,15 @@ impl HfCache {
         if let Some(d) = path.parent() {
             fs::create_dir_all(d)?;
         }
+        // 0664 less the umask, as Python's filelock makes it; never
+        // through a link planted in its place.
+        use std::os::unix::fs::OpenOptionsExt;
         let mut file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o664)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)?;
         let mut waiting = Some(waiting);
         loop {

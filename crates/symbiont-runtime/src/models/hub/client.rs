@@ -59,7 +59,8 @@ fn truthy(v: &str) -> bool {
 impl HubEnv {
     /// `HF_ENDPOINT`, `HF_HUB_OFFLINE`, and the token: `$HF_TOKEN`, else
     /// the file `huggingface-cli login` writes (`$HF_TOKEN_PATH`, else
-    /// `$HF_HOME/token`, else `~/.cache/huggingface/token`).
+    /// `$HF_HOME/token`, else `$XDG_CACHE_HOME/huggingface/token`, else
+    /// `~/.cache/huggingface/token`).
     pub fn from_env() -> Result<Self, HubError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let raw = var("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into());
@@ -84,6 +85,10 @@ impl HubEnv {
             let path = var("HF_TOKEN_PATH")
                 .map(std::path::PathBuf::from)
                 .or_else(|| var("HF_HOME").map(|h| std::path::Path::new(&h).join("token")))
+                .or_else(|| {
+                    var("XDG_CACHE_HOME")
+                        .map(|c| std::path::Path::new(&c).join("huggingface/token"))
+                })
                 .or_else(|| {
                     var("HOME").map(|h| std::path::Path::new(&h).join(".cache/huggingface/token"))
                 })?;
@@ -173,13 +178,39 @@ impl RepoInfo {
 
 /// Hands reqwest only the addresses a hop may go to.
 struct Guard {
-    endpoint_host: String,
+    /// HF_ENDPOINT's host, and the proxies' hosts: the operator chose
+    /// them, whatever their address.
+    trusted: Vec<String>,
+}
+
+/// The hosts of the proxies the environment names (reqwest honours
+/// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and their lowercase forms).
+fn proxy_hosts() -> Vec<String> {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok())
+    .filter_map(|v| {
+        let v = if v.contains("://") {
+            v
+        } else {
+            format!("http://{v}")
+        };
+        Url::parse(&v).ok()?.host_str().map(str::to_string)
+    })
+    .collect()
 }
 
 impl reqwest::dns::Resolve for Guard {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
-        let trusted = host.eq_ignore_ascii_case(&self.endpoint_host);
+        let trusted = self.trusted.iter().any(|t| host.eq_ignore_ascii_case(t));
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
@@ -212,6 +243,9 @@ impl reqwest::dns::Resolve for Guard {
 pub struct HubClient {
     env: Arc<HubEnv>,
     http: reqwest::Client,
+    /// A proxy is in use: it resolves names itself, so a redirect's name is
+    /// looked up and judged here first.
+    proxied: bool,
 }
 
 impl std::fmt::Debug for Guard {
@@ -223,9 +257,10 @@ impl std::fmt::Debug for Guard {
 impl HubClient {
     /// A client of the hub `env` names (`HTTPS_PROXY` is honoured).
     pub fn new(env: HubEnv) -> Result<Self, HubError> {
-        let guard = Guard {
-            endpoint_host: env.endpoint.host_str().unwrap_or_default().to_string(),
-        };
+        let proxies = proxy_hosts();
+        let mut trusted = proxies.clone();
+        trusted.push(env.endpoint.host_str().unwrap_or_default().to_string());
+        let guard = Guard { trusted };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(guard))
@@ -240,6 +275,7 @@ impl HubClient {
         Ok(Self {
             env: Arc::new(env),
             http,
+            proxied: !proxies.is_empty(),
         })
     }
 
@@ -260,7 +296,7 @@ impl HubClient {
     /// non-public address. Names are judged by the resolver.
     fn judge(&self, url: &Url) -> Result<(), HubError> {
         let refuse = |reason: String| HubError::Refused {
-            url: url.as_str().chars().take(300).collect(),
+            url: shown(url),
             reason,
         };
         if self.same_origin(url) {
@@ -302,9 +338,42 @@ impl HubClient {
         }
     }
 
+    /// [`Self::judge`], and under a proxy (which resolves names itself)
+    /// a redirect's name looked up here: it must lead to public addresses
+    /// only. (The proxy looks it up again; what it connects to is its to
+    /// judge.)
+    async fn judge_hop(&self, url: &Url) -> Result<(), HubError> {
+        self.judge(url)?;
+        if !self.proxied || self.same_origin(url) {
+            return Ok(());
+        }
+        if let Some(url::Host::Domain(name)) = url.host() {
+            let port = url.port_or_known_default().unwrap_or(443);
+            let found =
+                tokio::net::lookup_host((name, port))
+                    .await
+                    .map_err(|e| HubError::Refused {
+                        url: shown(url),
+                        reason: format!("cannot resolve the name: {e}"),
+                    })?;
+            for a in found {
+                if let Some(class) = address_class(a.ip()) {
+                    return Err(HubError::Refused {
+                        url: shown(url),
+                        reason: format!(
+                            "`{name}` resolves to {} ({class}): only HF_ENDPOINT's host may be a non-public address",
+                            a.ip()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One request, redirects followed hop by hop after judging each.
     async fn get(&self, mut url: Url, headers: HeaderMap) -> Result<reqwest::Response, HubError> {
-        self.judge(&url)?;
+        self.judge_hop(&url).await?;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self.http.get(url.clone()).headers(headers.clone());
             if let (Some(t), true) = (&self.env.token, self.same_origin(&url)) {
@@ -318,8 +387,8 @@ impl HubClient {
                 req = req.header(AUTHORIZATION, v);
             }
             let resp = req.send().await.map_err(|e| HubError::Network {
-                url: url.to_string(),
-                reason: chain(&e),
+                url: shown(&url),
+                reason: chain(&e.without_url()),
             })?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
@@ -330,14 +399,14 @@ impl HubClient {
                 .and_then(|l| l.to_str().ok())
                 .and_then(|l| url.join(l).ok())
                 .ok_or_else(|| HubError::Answer {
-                    url: url.to_string(),
+                    url: shown(&url),
                     what: format!("{} without a usable Location", resp.status()),
                 })?;
-            self.judge(&next)?;
+            self.judge_hop(&next).await?;
             url = next;
         }
         Err(HubError::Answer {
-            url: url.to_string(),
+            url: shown(&url),
             what: format!("more than {MAX_REDIRECTS} redirects"),
         })
     }
@@ -370,7 +439,7 @@ impl HubClient {
         let status = resp.status();
         if !status.is_success() {
             return Err(HubError::Status {
-                url: url.to_string(),
+                url: shown(&url),
                 status: status.as_u16(),
                 hint: hint(status, repo, revision),
             });
@@ -378,11 +447,11 @@ impl HubClient {
         let body = read_capped(resp, MAX_LISTING_BYTES)
             .await
             .map_err(|what| HubError::Answer {
-                url: url.to_string(),
+                url: shown(&url),
                 what,
             })?;
         RepoInfo::parse(&body).map_err(|what| HubError::Answer {
-            url: url.to_string(),
+            url: shown(&url),
             what,
         })
     }
@@ -412,7 +481,7 @@ impl HubClient {
         let status = resp.status();
         if !(status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
             return Err(HubError::Status {
-                url: url.to_string(),
+                url: shown(&url),
                 status: status.as_u16(),
                 hint: hint(status, repo, commit),
             });
@@ -430,8 +499,17 @@ fn hint(status: StatusCode, repo: &str, revision: &str) -> String {
     }
 }
 
+/// A URL as errors show it: no query or fragment (a CDN's signed URL
+/// carries its grant there), at most 300 characters.
+pub(super) fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.as_str().chars().take(300).collect()
+}
+
 /// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -70,7 +70,8 @@ fn prune_snapshots(dir: &Path) {
     let mut gone = Vec::new();
     for e in entries.flatten() {
         let p = e.path();
-        if is_empty_tree(&p) && fs::remove_dir_all(&p).is_ok() {
+        let dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if dir && is_empty_tree(&p) && fs::remove_dir_all(&p).is_ok() {
             gone.push(e.file_name().to_string_lossy().into_owned());
         }
     }
@@ -85,13 +86,17 @@ fn prune_snapshots(dir: &Path) {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if fs::read_to_string(&p)
-                .map(|c| gone.iter().any(|g| g == c.trim()))
-                .unwrap_or(false)
-            {
-                let _ = fs::remove_file(&p);
+            match e.file_type() {
+                // Links are not followed: a ref is a file in `refs`.
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    let names_gone = fs::metadata(&p).is_ok_and(|m| m.len() <= 128)
+                        && fs::read_to_string(&p).is_ok_and(|c| gone.iter().any(|g| g == c.trim()));
+                    if names_gone {
+                        let _ = fs::remove_file(&p);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -100,8 +105,7 @@ fn prune_snapshots(dir: &Path) {
 fn is_empty_tree(d: &Path) -> bool {
     match fs::read_dir(d) {
         Ok(mut it) => it.all(|e| {
-            e.map(|e| e.path().is_dir() && is_empty_tree(&e.path()))
-                .unwrap_or(false)
+            e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir()) && is_empty_tree(&e.path()))
         }),
         Err(_) => false,
     }

@@ -154,7 +154,8 @@ impl LoopbackHub {
         self.state().misbehaviour = m;
     }
 
-    /// Every request so far: `METHOD path [range]`, hub and CDN alike.
+    /// Every request so far: `METHOD path [range=N-] [authorization=…]`,
+    /// hub and CDN alike.
     pub fn requests(&self) -> Vec<String> {
         self.state().log.clone()
     }
@@ -174,6 +175,7 @@ struct Request {
     path: String,
     query: String,
     range: Option<u64>,
+    authorization: Option<String>,
 }
 
 async fn read_head(conn: &mut TcpStream) -> Option<Request> {
@@ -195,21 +197,24 @@ async fn read_head(conn: &mut TcpStream) -> Option<Request> {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target, String::new()),
     };
-    let range = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
-        .and_then(|(_, v)| {
-            v.trim()
-                .strip_prefix("bytes=")?
-                .strip_suffix('-')?
-                .parse()
-                .ok()
-        });
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let range =
+        header("range").and_then(|v| v.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok());
     Some(Request {
         method,
         path,
         query,
         range,
+        authorization: header("authorization"),
     })
 }
 
@@ -248,11 +253,15 @@ async fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>, cdn: bool) {
     };
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     lock().log.push(format!(
-        "{} {}{}",
+        "{} {}{}{}",
         req.method,
         req.path,
         req.range
             .map(|r| format!(" range={r}-"))
+            .unwrap_or_default(),
+        req.authorization
+            .as_ref()
+            .map(|a| format!(" authorization={a}"))
             .unwrap_or_default()
     ));
     if cdn {

@@ -6,6 +6,7 @@
 //! kept, named `.incomplete`, to resume from, and never taken for a model.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,16 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{select, HfCache, HubClient, HubError, HubModel};
+use crate::config::provider::is_commit;
 use crate::models::digest::digest_of;
 
 /// Most bytes kept in memory before they are written.
 const WRITE_CHUNK: usize = 1 << 20;
+/// A download slower than this many bytes per window is cut off.
+const STALL_BYTES: u64 = 64 * 1024;
+const STALL_WINDOW: Duration = Duration::from_secs(60);
+/// Files of one model downloaded at once (a split model may have hundreds).
+const PARALLEL_FILES: usize = 4;
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -114,6 +121,15 @@ impl PullPlan {
     /// Asks the hub which commit and files `model` means.
     pub async fn resolve(client: &HubClient, model: &HubModel) -> Result<Self, HubError> {
         let info = client.revision(&model.repo, &model.revision).await?;
+        if is_commit(&model.revision) && info.sha != model.revision {
+            return Err(HubError::Select {
+                repo: model.describe(),
+                reason: format!(
+                    "asked for commit {} and the hub answered with commit {}: refused",
+                    model.revision, info.sha
+                ),
+            });
+        }
         let names: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
         let chosen = select(&names, &model.file).map_err(|reason| HubError::Select {
             repo: model.describe(),
@@ -227,12 +243,17 @@ pub async fn pull(
             .map(|f| (f.file.clone(), f.size))
             .collect(),
     });
-    let results = futures::future::join_all(
-        plan.files
-            .iter()
-            .map(|f| pull_file(client, cache, plan, f, events)),
-    )
-    .await;
+    use futures::stream::StreamExt;
+    // Made first, then driven a few at a time (a closure inside the
+    // stream would make the future not `Send` for the service's handlers).
+    let mut files = Vec::new();
+    for f in &plan.files {
+        files.push(pull_file(client, cache, plan, f, events));
+    }
+    let results: Vec<_> = futures::stream::iter(files)
+        .buffered(PARALLEL_FILES)
+        .collect()
+        .await;
     let mut blobs = Vec::new();
     let mut downloaded = 0;
     for r in results {
@@ -298,11 +319,8 @@ async fn pull_file(
                 &f.file,
             )))
     };
-    if check_present(&blob, f)? {
-        link()?;
-        events(done(true));
-        return Ok((blob, 0));
-    }
+    // Under the blob's lock from the first look to the link: a `models
+    // gc` (which takes it too) never removes a blob between the two.
     let _lock = cache
         .lock(&m.repo, &f.etag, || {
             events(PullEvent::Waiting {
@@ -312,7 +330,8 @@ async fn pull_file(
         })
         .await
         .map_err(HubError::io(cache.lock_path(&m.repo, &f.etag)))?;
-    // Whoever held the lock may have finished it.
+    // There already (pulled before, by whoever held the lock, or by
+    // another tool): checked, linked.
     if check_present(&blob, f)? {
         link()?;
         events(done(true));
@@ -339,16 +358,7 @@ async fn download(
     if let Some(d) = part.parent() {
         std::fs::create_dir_all(d).map_err(HubError::io(d))?;
     }
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(part)
-        .map_err(HubError::io(part))?;
-    use std::os::unix::fs::PermissionsExt;
-    out.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(HubError::io(part))?;
+    let mut out = open_part(part)?;
     let mut have = out.metadata().map_err(HubError::io(part))?.len();
     if have > f.size {
         out.set_len(0).map_err(HubError::io(part))?;
@@ -369,10 +379,21 @@ async fn download(
         hasher.update(&buf[..n]);
         left -= n as u64;
     }
+    if have == f.size {
+        // Every byte arrived before (the body failed after its last byte,
+        // or the process stopped before the rename): nothing to ask for.
+        if hex(&hasher.clone().finalize()) == f.sha256 {
+            out.sync_all().map_err(HubError::io(part))?;
+            return Ok(0);
+        }
+        out.set_len(0).map_err(HubError::io(part))?;
+        hasher = Sha256::new();
+        have = 0;
+    }
     let file_name = || part.display().to_string();
     let (url, mut resp) = client.file(&m.repo, &plan.commit, &f.file, have).await?;
     let bad = |what: String| HubError::Answer {
-        url: url.to_string(),
+        url: super::client::shown(&url),
         what,
     };
     if have > 0 && resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
@@ -427,15 +448,44 @@ async fn download(
         total: f.size,
         reason,
     };
+    // A hub that trickles (a byte a minute keeps each read alive) is cut
+    // off: less than STALL_BYTES in a STALL_WINDOW ends the download,
+    // resumable.
+    let mut window = (Instant::now(), have);
     loop {
-        let chunk = match resp.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => {
+        let chunk = match tokio::time::timeout(STALL_WINDOW, resp.chunk()).await {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
                 out.write_all(&pending).map_err(HubError::io(part))?;
-                return Err(interrupted(have + pending.len() as u64, e.to_string()));
+                return Err(interrupted(
+                    have + pending.len() as u64,
+                    super::client::chain(&e.without_url()),
+                ));
+            }
+            Err(_) => {
+                out.write_all(&pending).map_err(HubError::io(part))?;
+                return Err(interrupted(
+                    have + pending.len() as u64,
+                    format!("nothing arrived for {} s", STALL_WINDOW.as_secs()),
+                ));
             }
         };
+        let now_at = have + pending.len() as u64 + chunk.len() as u64;
+        if window.0.elapsed() >= STALL_WINDOW {
+            if now_at - window.1 < STALL_BYTES {
+                out.write_all(&pending).map_err(HubError::io(part))?;
+                return Err(interrupted(
+                    have + pending.len() as u64,
+                    format!(
+                        "less than {} KiB in {} s",
+                        STALL_BYTES / 1024,
+                        STALL_WINDOW.as_secs()
+                    ),
+                ));
+            }
+            window = (Instant::now(), now_at);
+        }
         if have + pending.len() as u64 + chunk.len() as u64 > f.size {
             drop(out);
             let _ = std::fs::remove_file(part);
@@ -487,6 +537,38 @@ async fn download(
     }
     out.sync_all().map_err(HubError::io(part))?;
     Ok(have - start)
+}
+
+/// Opens (or makes) a download's `.incomplete` without following a link
+/// planted in its place (a link is removed, never written through), and
+/// only as a regular file of this user's. A new one gets 0644 less the
+/// umask, as `huggingface_hub` makes its files.
+fn open_part(part: &std::path::Path) -> Result<std::fs::File, HubError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(part)
+    };
+    let file = match open() {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            std::fs::remove_file(part).map_err(HubError::io(part))?;
+            open().map_err(HubError::io(part))?
+        }
+        r => r.map_err(HubError::io(part))?,
+    };
+    let meta = file.metadata().map_err(HubError::io(part))?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(HubError::io(part)(std::io::Error::other(
+            "not a regular file of this user's: refused (remove it)",
+        )));
+    }
+    Ok(file)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -53,24 +53,30 @@ fn is_model_gguf(name: &str) -> bool {
 /// The models among `files`: each a single GGUF or a complete split set
 /// (an incomplete set is left out).
 fn models(files: &[String]) -> Vec<Selected> {
-    let listed: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+    use std::collections::BTreeMap;
+    // One pass: each split set's parts gathered by (prefix, count); a set
+    // is a model when every part is there (no names are made up to look
+    // for, whatever a listing claims).
+    let mut sets: BTreeMap<(&str, u32), BTreeMap<u32, &String>> = BTreeMap::new();
     let mut out = Vec::new();
     for f in files.iter().filter(|f| is_model_gguf(f)) {
         match split_part(f) {
             None => out.push(Selected {
                 files: vec![f.clone()],
             }),
-            Some((prefix, 1, n)) => {
-                let parts: Vec<String> = (1..=n)
-                    .map(|i| format!("{prefix}-{i:05}-of-{n:05}.gguf"))
-                    .collect();
-                if parts.iter().all(|p| listed.contains(p.as_str())) {
-                    out.push(Selected { files: parts });
-                }
+            Some((prefix, part, n)) => {
+                sets.entry((prefix, n)).or_default().insert(part, f);
             }
-            Some(_) => {}
         }
     }
+    for ((_, n), parts) in sets {
+        if parts.len() == n as usize {
+            out.push(Selected {
+                files: parts.into_values().cloned().collect(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.first().cmp(b.first()));
     out
 }
 

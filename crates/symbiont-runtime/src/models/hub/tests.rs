@@ -351,3 +351,45 @@ async fn gc_removes_only_what_no_snapshot_links_to_and_never_a_busy_blob() {
         .exists());
     assert_eq!(s.cache.commit_of(REPO, "main"), None);
 }
+
+#[tokio::test]
+async fn a_planted_link_is_never_written_through_and_a_whole_part_is_not_fetched_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(70_000);
+    let blobs = s.cache.repo_dir(REPO).join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // Another user's link at the predictable `.incomplete` name, to a
+    // file of ours.
+    let victim = s._dir.path().join("victim");
+    std::fs::write(&victim, b"secret").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let part = s.cache.incomplete(REPO, &sha(&s.bytes));
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    let (r, _) = go(&s, &model(None)).await;
+    assert_eq!(r.unwrap().downloaded, 70_000);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !std::fs::symlink_metadata(s.cache.blob(REPO, &sha(&s.bytes)))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // Every byte already in the `.incomplete` (a crash before the
+    // rename): checked, moved, nothing asked of the hub.
+    let other = setup(60_000);
+    let part = other.cache.incomplete(REPO, &sha(&other.bytes));
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::write(&part, &*other.bytes).unwrap();
+    let (r, _) = go(&other, &model(None)).await;
+    assert_eq!(r.unwrap().downloaded, 0);
+    assert_eq!(gets(&other), 0);
+    assert_eq!(
+        std::fs::read(other.cache.blob(REPO, &sha(&other.bytes))).unwrap(),
+        *other.bytes
+    );
+}
