@@ -1085,6 +1085,68 @@ fn the_systemd_unit_verifies() {
     assert!(said.contains("Unknown key 'NoNewPrivilegs'"), "{said}");
 }
 
+/// The unit's hardening leaves the worker's own sandbox intact, proved
+/// under systemd itself: `deploy/check-unit.sh` boots Debian 12 under
+/// systemd-nspawn (this host's PID 1 is not systemd) and runs, as units
+/// with every directive of the shipped unit's [Service] section
+/// (DynamicUser, ProtectSystem=strict, NoNewPrivileges,
+/// RestrictAddressFamilies, …), `sandbox report --profile secure` (every
+/// row enforced) and a `run` of the default model (an answer, every layer
+/// in force). Needs root (as CI runs); the Debian root is made once and
+/// kept beside the build cache. The twin: a directive that takes the
+/// worker's sandbox away (RestrictNamespaces=yes) makes the same check
+/// fail, so it can.
+#[test]
+fn the_unit_s_hardening_leaves_the_worker_s_sandbox_intact() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this check boots a system under systemd-nspawn and needs root (CI runs as root)"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let worker = worker_beside_cli();
+    let model = symbiont_runtime::config::default_model_path().unwrap();
+    let check = |unit: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(root.join("deploy/check-unit.sh"));
+        cmd.arg(env!("CARGO_BIN_EXE_symbi-slm"))
+            .arg(&worker)
+            .arg(&model);
+        if let Some(u) = unit {
+            cmd.env("UNIT_FILE", u);
+        }
+        cmd.output().expect("run deploy/check-unit.sh")
+    };
+    let out = check(None);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", text(&out.stderr));
+    assert!(said.contains("network.access_mode"), "{said}");
+    assert!(said.contains("sandbox layers]"), "{said}");
+    assert!(!said.contains("NOT ENFORCED"), "{said}");
+    // The digest cache works under DynamicUser (its CacheDirectory= is a
+    // link of root's): pinned files are not hashed at every start.
+    assert!(!said.contains("is not this user's alone"), "{said}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let weakened = dir.path().join("symbi-slm.service");
+    std::fs::write(
+        &weakened,
+        std::fs::read_to_string(root.join("deploy/symbi-slm.service"))
+            .unwrap()
+            .replace(
+                "NoNewPrivileges=yes",
+                "NoNewPrivileges=yes\nRestrictNamespaces=yes",
+            ),
+    )
+    .unwrap();
+    let out = check(Some(&weakened));
+    let said = text(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    // And `sandbox report` says so (it tries the namespaces for real).
+    assert!(
+        said.contains("this process may not make namespaces"),
+        "{said}"
+    );
+}
+
 /// A model pinned by its SHA-256 runs only with those bytes: the right pin
 /// runs; a wrong one is refused before anything loads, both digests named
 /// (exit 2); a copy changed in place, same size (the header check alone

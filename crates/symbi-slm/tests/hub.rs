@@ -2,6 +2,8 @@
 //! on loopback that speaks the real protocol (`LoopbackHub`, serving the
 //! default model), and the cache shared with `huggingface_hub`.
 
+mod common;
+use common::{python, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -14,10 +16,6 @@ const FILE: &str = "smollm2-135m-instruct-q4_1.gguf";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn worker() -> PathBuf {
@@ -96,14 +94,22 @@ impl Setup {
             .env_remove("https_proxy")
             .env_remove("HTTP_PROXY")
             .env_remove("http_proxy")
-            .env_remove("ALL_PROXY");
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy");
+    }
+
+    /// `symbi-slm --config CONFIG ARGS…` in this setup's environment.
+    fn command(&self, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
+        cmd.arg("--config").arg(config).args(args);
+        self.env(&mut cmd);
+        cmd
     }
 
     fn symbi(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-        cmd.arg("--config").arg(&self.config).args(args);
-        self.env(&mut cmd);
-        cmd.output().expect("spawn symbi-slm")
+        self.command(&self.config, args)
+            .output()
+            .expect("spawn symbi-slm")
     }
 
     /// Without a config (`run hf:…`).
@@ -269,19 +275,6 @@ fn a_pinned_model_is_pulled_resumed_run_and_refused_once_tampered() {
     );
 }
 
-/// The python of the pinned client environment (scripts/python-env).
-fn python() -> String {
-    let out = Command::new(root().join("scripts/python-env"))
-        .output()
-        .expect("run scripts/python-env");
-    assert!(
-        out.status.success(),
-        "scripts/python-env failed (it installs the pinned huggingface_hub from PyPI):\n{}",
-        text(&out.stderr)
-    );
-    text(&out.stdout).trim().to_string()
-}
-
 /// Files pulled by `symbi-slm` are cached for `huggingface_hub` (found
 /// offline, by `try_to_load_from_cache` and `scan_cache_dir`, same bytes),
 /// and a file `huggingface_hub` pulled is used by `symbi-slm` without a
@@ -443,11 +436,7 @@ fn the_cache_is_shared_both_ways_with_huggingface_hub() {
 #[test]
 fn offline_too_large_disk_full_token_and_pull_on_first_use() {
     let s = Setup::new(true);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.arg("--config")
-        .arg(&s.config)
-        .args(["models", "pull", "smol"]);
-    s.env(&mut cmd);
+    let mut cmd = s.command(&s.config, &["models", "pull", "smol"]);
     let out = cmd.env("HF_HUB_OFFLINE", "1").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -465,11 +454,7 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
     )
     .unwrap();
     let before = s.lfs_gets();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.arg("--config")
-        .arg(&small)
-        .args(["models", "pull", "smol"]);
-    s.env(&mut cmd);
+    let mut cmd = s.command(&small, &["models", "pull", "smol"]);
     let out = cmd.output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -507,11 +492,7 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
 
     // The token: to the hub, never to the CDN, never printed.
     let secret = "hf_ThisIsNotARealToken0123456789";
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.arg("--config")
-        .arg(&s.config)
-        .args(["models", "pull", "smol"]);
-    s.env(&mut cmd);
+    let mut cmd = s.command(&s.config, &["models", "pull", "smol"]);
     let out = cmd.env("HF_TOKEN", secret).output().unwrap();
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -545,19 +526,20 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
     )
     .unwrap();
     let before = s.lfs_gets();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
     let w = worker();
-    cmd.arg("--config").arg(&eager).args([
-        "run",
-        "--model",
-        "smol",
-        "--worker",
-        w.to_str().unwrap(),
-        "--max-tokens",
-        "2",
-        "Hi",
-    ]);
-    s.env(&mut cmd);
+    let mut cmd = s.command(
+        &eager,
+        &[
+            "run",
+            "--model",
+            "smol",
+            "--worker",
+            w.to_str().unwrap(),
+            "--max-tokens",
+            "2",
+            "Hi",
+        ],
+    );
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(s.lfs_gets(), before + 1);
@@ -578,16 +560,17 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
     let commit_dir = blobs.parent().unwrap().join("snapshots").join(&s.commit);
     std::fs::remove_file(commit_dir.join(FILE)).unwrap();
     std::os::unix::fs::symlink("../../blobs/0123abcd", commit_dir.join(FILE)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.arg("--config").arg(&unpinned).args([
-        "run",
-        "--model",
-        "smol",
-        "--worker",
-        w.to_str().unwrap(),
-        "Hi",
-    ]);
-    s.env(&mut cmd);
+    let mut cmd = s.command(
+        &unpinned,
+        &[
+            "run",
+            "--model",
+            "smol",
+            "--worker",
+            w.to_str().unwrap(),
+            "Hi",
+        ],
+    );
     let out = cmd.output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -597,27 +580,22 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
     );
 }
 
-/// `/ready` names a Hugging Face model not pulled yet (a probe never
-/// pulls), and is ready once it is.
-#[test]
-fn ready_names_a_model_not_pulled_until_it_is() {
+/// `symbi-slm serve` of `config` on a loopback port: the child and its
+/// URL (from the "listening" line on stdout).
+fn serve(s: &Setup, config: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let s = Setup::new(true);
     let w = worker();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.arg("--config")
-        .arg(&s.config)
-        .args([
+    let mut cmd = s.command(
+        config,
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--worker",
             w.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped());
-    s.env(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
-    // The "listening" line is on stdout.
+        ],
+    );
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
         let line = lines.next().expect("serve said nothing").unwrap();
@@ -625,16 +603,28 @@ fn ready_names_a_model_not_pulled_until_it_is() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    let ready = || {
-        let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}"])
-            .arg(format!("{url}/ready"))
-            .output()
-            .unwrap();
-        text(&out.stdout)
-    };
+    (child, url)
+}
+
+/// `GET /ready`: the body, a newline, the status.
+fn ready(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!("{url}/ready"))
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+/// `/ready` names a Hugging Face model not pulled yet (a probe never
+/// pulls), and is ready once it is; under `pull_on_first_use` a model not
+/// pulled is no fault (the first request pulls it).
+#[test]
+fn ready_names_a_model_not_pulled_until_it_is() {
+    let s = Setup::new(true);
+    let (mut child, url) = serve(&s, &s.config);
     let before = s.lfs_gets();
-    let said = ready();
+    let said = ready(&url);
     assert!(said.ends_with("503"), "{said}");
     assert!(
         said.contains(
@@ -645,10 +635,25 @@ fn ready_names_a_model_not_pulled_until_it_is() {
     assert_eq!(s.lfs_gets(), before, "a probe never pulls");
     let out = s.symbi(&["models", "pull", "smol"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let said = ready();
+    let said = ready(&url);
     let _ = child.kill();
     let _ = child.wait();
     assert!(said.ends_with("200"), "{said}");
+
+    let _ = std::fs::remove_dir_all(s.cache());
+    let eager = s.dir.path().join("eager.toml");
+    std::fs::write(
+        &eager,
+        std::fs::read_to_string(&s.config).unwrap() + "[slm.pool]\npull_on_first_use = true\n",
+    )
+    .unwrap();
+    let (mut child, url) = serve(&s, &eager);
+    let before = s.lfs_gets();
+    let said = ready(&url);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(said.ends_with("200"), "{said}");
+    assert_eq!(s.lfs_gets(), before, "a probe never pulls");
 }
 
 /// `HTTP_PROXY` (here the project's own egress proxy, allowing the hub's
@@ -668,13 +673,12 @@ fn a_pull_goes_through_the_proxy_the_environment_names() {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(proxy.serve(listener));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
-    cmd.arg("--config")
-        .arg(&s.config)
-        .args(["models", "pull", "smol"]);
-    s.env(&mut cmd);
+    let mut cmd = s.command(&s.config, &["models", "pull", "smol"]);
+    // The proxy by a name that leads to loopback: trusted, the
+    // operator's choice.
+    let proxy_url = format!("http://localhost:{}", addr.port());
     let out = cmd
-        .env("HTTP_PROXY", format!("http://{addr}"))
+        .env("HTTP_PROXY", &proxy_url)
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .output()
@@ -687,5 +691,20 @@ fn a_pull_goes_through_the_proxy_the_environment_names() {
     assert!(
         stats.bytes_in.load(Ordering::Relaxed) > 98_000_000,
         "the model came through the proxy"
+    );
+    // Through the proxy, a redirect to a name that leads to loopback is
+    // judged here first (the proxy would resolve it itself).
+    let _ = std::fs::remove_dir_all(s.cache());
+    s.hub.misbehave(Misbehaviour {
+        redirect_to: Some("http://localhost:1/blob".into()),
+        ..Misbehaviour::default()
+    });
+    let mut cmd = s.command(&s.config, &["models", "pull", "smol"]);
+    let out = cmd.env("HTTP_PROXY", &proxy_url).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("localhost") && err.contains("loopback"),
+        "{err}"
     );
 }

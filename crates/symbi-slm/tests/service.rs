@@ -3,6 +3,8 @@
 //! killed worker. One server per test, one test at a time (each runs
 //! models on both cores).
 
+mod common;
+use common::{python, root};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,25 +39,6 @@ fn model() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// The repository's root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The python of the pinned client environment (made by scripts/python-env
-/// if it is missing).
-fn python() -> String {
-    let out = Command::new(root().join("scripts/python-env"))
-        .output()
-        .expect("run scripts/python-env");
-    assert!(
-        out.status.success(),
-        "scripts/python-env failed (it installs the pinned openai and schemathesis packages from PyPI):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A new scraper's token from `symbi-slm agents metrics-token`: (token,

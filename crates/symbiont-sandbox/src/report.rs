@@ -13,8 +13,49 @@ pub struct HostSupport {
     pub root: bool,
     /// Whether unprivileged user namespaces are allowed.
     pub user_namespaces: bool,
+    /// Whether this process may make the namespaces a worker makes (user,
+    /// network, mount, IPC), tried for real: a service manager's
+    /// `RestrictNamespaces=` or a container's policy refuses them where
+    /// the sysctls allow them.
+    #[serde(default = "yes")]
+    pub namespaces: bool,
     /// Whether a delegated cgroup v2 memory controller is usable.
     pub cgroup_memory: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Tries, once per process, in a child that does nothing else, the
+/// `unshare` a worker makes (user, network, mount and IPC namespaces).
+fn namespaces_can_be_made() -> bool {
+    static MADE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MADE.get_or_init(|| {
+        // SAFETY: fork in a process that may have threads: the child calls
+        // only unshare and _exit (async-signal-safe, no allocation).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return false;
+        }
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls in the forked child, which
+            // exits at once with the answer.
+            unsafe {
+                let made = libc::unshare(
+                    libc::CLONE_NEWUSER
+                        | libc::CLONE_NEWNET
+                        | libc::CLONE_NEWNS
+                        | libc::CLONE_NEWIPC,
+                ) == 0;
+                libc::_exit(if made { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked, by its pid.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    })
 }
 
 /// Whether this kernel counts `RLIMIT_NPROC` per user namespace (5.14 and
@@ -31,7 +72,8 @@ pub fn kernel_counts_threads_per_namespace() -> bool {
 }
 
 impl HostSupport {
-    /// Reads the host's facts (no side effects).
+    /// Reads the host's facts; the only side effect is a child process,
+    /// once per process, that tries the namespaces a worker makes.
     pub fn probe() -> Self {
         // SAFETY: the landlock_create_ruleset version query takes a null
         // attribute pointer, size 0 and the VERSION flag; it creates nothing.
@@ -59,6 +101,8 @@ impl HostSupport {
             && std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
                 .map(|s| s.trim() != "1")
                 .unwrap_or(true);
+        let namespaces = namespaces_can_be_made();
+        let userns = userns && namespaces;
         let cgroup_memory = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
             .map(|s| s.split_whitespace().any(|c| c == "memory"))
             .unwrap_or(false);
@@ -67,6 +111,7 @@ impl HostSupport {
             seccomp,
             root,
             user_namespaces: userns,
+            namespaces,
             cgroup_memory,
         }
     }
@@ -148,6 +193,9 @@ impl Need {
                 h.landlock_abi
             )),
             Need::Seccomp if !h.seccomp => Some("seccomp unavailable".into()),
+            Need::Namespaces if !h.namespaces => Some(
+                "this process may not make namespaces (a service manager's RestrictNamespaces=, a container's policy)".into(),
+            ),
             Need::Namespaces if !h.root && !h.user_namespaces => {
                 Some("unprivileged user namespaces are disabled".into())
             }

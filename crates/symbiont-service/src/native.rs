@@ -125,7 +125,12 @@ pub async fn ready(Current(service): Current) -> Response {
             ModelProvider::LocalFile { .. } | ModelProvider::HuggingFace { .. }
         );
         // Not pulled yet: said as such (a readiness probe never pulls).
+        // Under `pull_on_first_use` that is no fault: the first request
+        // pulls it (an unready service would never get that request).
         if service.pool().missing(&model.id).is_some() {
+            if service.pool().catalog().config().pool.pull_on_first_use {
+                continue;
+            }
             problems.push(format!(
                 "model `{}` is not in the Hugging Face cache yet (`symbi-slm models pull {}`)",
                 model.id, model.id

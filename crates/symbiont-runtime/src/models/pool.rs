@@ -587,13 +587,19 @@ impl ModelPool {
                 })?;
                 located = match hub::locate(&self.inner.hub_cache, &m) {
                     Ok(found) => found,
-                    Err(e) if !catalog.config().pool.pull_on_first_use => {
+                    // Only a model that is not there is pulled (a split
+                    // model is there, and cannot run: said as it is).
+                    Err(hub::HubError::Missing { .. })
+                        if catalog.config().pool.pull_on_first_use =>
+                    {
+                        self.pull(&m).await?
+                    }
+                    Err(e) => {
                         return Err(SlmRunnerError::ModelNotPulled {
                             model_id: model_id.to_string(),
                             reason: e.to_string(),
                         })
                     }
-                    Err(_) => self.pull(&m).await?,
                 };
                 if located.sha256.is_none() {
                     // Not an LFS file and not pinned: nothing says which
@@ -669,13 +675,15 @@ impl ModelPool {
 
     /// Why model `model_id` cannot run yet when it is a Hugging Face model
     /// that is not in the cache (nothing is pulled here); `None` for any
-    /// other model, or one that is there.
+    /// other model, or one that is there (whether it can run is the
+    /// runner's to say).
     pub fn missing(&self, model_id: &str) -> Option<String> {
         let model = self.inner.catalog.get_model(model_id)?;
         let m = hub::HubModel::of(model_id, &model.provider)?;
-        hub::locate(&self.inner.hub_cache, &m)
-            .err()
-            .map(|e| e.to_string())
+        match hub::locate(&self.inner.hub_cache, &m) {
+            Err(e @ hub::HubError::Missing { .. }) => Some(e.to_string()),
+            _ => None,
+        }
     }
 
     /// Pulls a Hugging Face model missing from the cache

@@ -93,9 +93,12 @@ impl HfCache {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(self.repo_dir(repo).join("refs").join(revision))
             .ok()?;
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return None;
+        }
         let mut buf = [0u8; 64];
         let mut n = 0;
         while n < buf.len() {
@@ -120,6 +123,11 @@ impl HfCache {
         fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         io::Write::write_all(&mut tmp, commit.as_bytes())?;
+        // Readable as huggingface_hub's refs are (a commit id is no
+        // secret; the temporary file was 0600).
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))?;
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok(())
     }
@@ -189,14 +197,17 @@ impl HfCache {
         target.push(etag);
         // A name of this call's own: links made at once (two files of one
         // snapshot) never swap targets.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.{}.symbi-link",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp)?;
+        // (random: processes in containers sharing a cache share pids),
+        // made anew if the name is taken, never removing another's.
+        let tmp = loop {
+            let mut r = [0u8; 8];
+            getrandom::fill(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
+            let tmp = dir.join(format!(".{:016x}.symbi-link", u64::from_le_bytes(r)));
+            match std::os::unix::fs::symlink(&target, &tmp) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                r => break r.map(|()| tmp)?,
+            }
+        };
         fs::rename(&tmp, &link)
     }
 
@@ -229,8 +240,11 @@ impl HfCache {
             .truncate(false)
             .write(true)
             .mode(0o664)
-            .custom_flags(nix::libc::O_NOFOLLOW)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("the lock is not a regular file"));
+        }
         let mut waiting = Some(waiting);
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

@@ -23,6 +23,8 @@ use symbiont_egress::address_class;
 use super::HubError;
 use crate::config::provider::{is_commit, is_repo_file, is_sha256};
 
+/// The longest a repository listing may take, whole.
+const LISTING_DEADLINE: Duration = Duration::from_secs(120);
 /// Most redirects followed for one file.
 const MAX_REDIRECTS: usize = 5;
 /// Largest repository listing read (a listing of 100,000 files is ~20 MB).
@@ -349,13 +351,11 @@ impl HubClient {
         }
         if let Some(url::Host::Domain(name)) = url.host() {
             let port = url.port_or_known_default().unwrap_or(443);
-            let found =
-                tokio::net::lookup_host((name, port))
-                    .await
-                    .map_err(|e| HubError::Refused {
-                        url: shown(url),
-                        reason: format!("cannot resolve the name: {e}"),
-                    })?;
+            // A host behind a proxy often cannot resolve outside names:
+            // then the proxy alone judges (by its own policy).
+            let Ok(found) = tokio::net::lookup_host((name, port)).await else {
+                return Ok(());
+            };
             for a in found {
                 if let Some(class) = address_class(a.ip()) {
                     return Err(HubError::Refused {
@@ -435,21 +435,31 @@ impl HubClient {
             segs.push(revision);
         }
         url.query_pairs_mut().append_pair("blobs", "true");
-        let resp = self.get(url.clone(), HeaderMap::new()).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(HubError::Status {
-                url: shown(&url),
-                status: status.as_u16(),
-                hint: hint(status, repo, revision),
-            });
-        }
-        let body = read_capped(resp, MAX_LISTING_BYTES)
+        // The listing has a deadline of its own: a hub that trickles bytes
+        // (each read within the read timeout) cannot hold it.
+        let listing = async {
+            let resp = self.get(url.clone(), HeaderMap::new()).await?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(HubError::Status {
+                    url: shown(&url),
+                    status: status.as_u16(),
+                    hint: hint(status, repo, revision),
+                });
+            }
+            read_capped(resp, MAX_LISTING_BYTES)
+                .await
+                .map_err(|what| HubError::Answer {
+                    url: shown(&url),
+                    what,
+                })
+        };
+        let body = tokio::time::timeout(LISTING_DEADLINE, listing)
             .await
-            .map_err(|what| HubError::Answer {
+            .map_err(|_| HubError::Answer {
                 url: shown(&url),
-                what,
-            })?;
+                what: format!("no whole listing within {} s", LISTING_DEADLINE.as_secs()),
+            })??;
         RepoInfo::parse(&body).map_err(|what| HubError::Answer {
             url: shown(&url),
             what,

@@ -121,6 +121,10 @@ fn collect_repo(cache: &HfCache, dir: &Path, dry_run: bool, incomplete: bool, ou
         prune_snapshots(dir);
     }
     let keep = linked(dir, &[]);
+    // A `blobs` that is a link is not followed.
+    if !fs::symlink_metadata(dir.join("blobs")).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
     let Ok(entries) = fs::read_dir(dir.join("blobs")) else {
         return;
     };
@@ -143,15 +147,25 @@ fn collect_repo(cache: &HfCache, dir: &Path, dry_run: bool, incomplete: bool, ou
             .join(format!("{etag}.lock"));
         // Held by a pull: its blob may be about to be linked, its
         // `.incomplete` is growing.
+        // Made when missing (as a pull makes it), never through a link:
+        // a pull that comes now waits for this collection.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = fs::create_dir_all(lock_path.parent().unwrap_or(cache.root()));
         let lock = fs::OpenOptions::new()
-            .read(true)
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o664)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&lock_path)
-            .ok()
             .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock));
-        if let Some(Err(_)) = lock {
-            out.busy.push(path);
-            continue;
-        }
+        let _held = match lock {
+            Ok(Ok(held)) => held,
+            _ => {
+                out.busy.push(path);
+                continue;
+            }
+        };
         if partial && !incomplete {
             out.incomplete.push((path, size));
             continue;
@@ -176,7 +190,7 @@ pub fn collect(cache: &HfCache, dry_run: bool, incomplete: bool) -> Result<Colle
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("models--") && e.path().is_dir() {
+        if name.starts_with("models--") && e.file_type().is_ok_and(|t| t.is_dir()) {
             collect_repo(cache, &e.path(), dry_run, incomplete, &mut out);
         }
     }

@@ -274,9 +274,21 @@ pub async fn pull(
 /// Checks a blob that is there already (pulled earlier, or by another
 /// tool): its size, then its digest (cached per file version).
 fn check_present(blob: &std::path::Path, f: &PlannedFile) -> Result<bool, HubError> {
-    let Ok(file) = std::fs::File::open(blob) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    // A blob may be another tool's link into a shared store (Xet), but
+    // never a FIFO that would hang this pull.
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(blob)
+    else {
         return Ok(false);
     };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(HubError::io(blob)(std::io::Error::other(
+            "not a regular file: remove it and pull again",
+        )));
+    }
     let len = file.metadata().map_err(HubError::io(blob))?.len();
     let actual = if len == f.size {
         digest_of(&file).map_err(HubError::io(blob))?
@@ -332,7 +344,12 @@ async fn pull_file(
         .map_err(HubError::io(cache.lock_path(&m.repo, &f.etag)))?;
     // There already (pulled before, by whoever held the lock, or by
     // another tool): checked, linked.
-    if check_present(&blob, f)? {
+    // Hashed off the async threads (a blob may be many GB).
+    let (b, pf) = (blob.clone(), f.clone());
+    let present = tokio::task::spawn_blocking(move || check_present(&b, &pf))
+        .await
+        .map_err(|e| HubError::io(&blob)(std::io::Error::other(e.to_string())))??;
+    if present {
         link()?;
         events(done(true));
         return Ok((blob, 0));
@@ -341,7 +358,8 @@ async fn pull_file(
     let downloaded = download(client, plan, f, &part, events).await?;
     std::fs::rename(&part, &blob).map_err(HubError::io(&blob))?;
     link()?;
-    events(done(false));
+    // Nothing fetched now (the bytes were all there): said as present.
+    events(done(downloaded == 0));
     Ok((blob, downloaded))
 }
 
@@ -563,9 +581,11 @@ fn open_part(part: &std::path::Path) -> Result<std::fs::File, HubError> {
         r => r.map_err(HubError::io(part))?,
     };
     let meta = file.metadata().map_err(HubError::io(part))?;
-    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+    // One link only: a hard link planted to another file of ours would
+    // be cut and overwritten through it.
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.nlink() != 1 {
         return Err(HubError::io(part)(std::io::Error::other(
-            "not a regular file of this user's: refused (remove it)",
+            "not a regular file of this user's with one link: refused (remove it)",
         )));
     }
     Ok(file)

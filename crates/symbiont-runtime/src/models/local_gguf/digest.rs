@@ -64,7 +64,25 @@ fn cache_dir() -> Option<PathBuf> {
                 .map(|h| PathBuf::from(h).join(".cache"))
                 .filter(|p| p.is_absolute())
         })?;
-    Some(base.join("symbiont").join("digests"))
+    Some(resolved(&base).join("symbiont").join("digests"))
+}
+
+/// `base` with its symbolic links resolved when each link on the way is
+/// root's or this user's (systemd's `CacheDirectory=` under `DynamicUser=`
+/// is a link of root's to `/var/cache/private/…`); as it is otherwise,
+/// for [`safe_path`] to judge.
+fn resolved(base: &Path) -> PathBuf {
+    let me = nix::unistd::geteuid().as_raw();
+    let links_ok = base
+        .ancestors()
+        .all(|d| match std::fs::symlink_metadata(d) {
+            Ok(m) if m.file_type().is_symlink() => m.uid() == 0 || m.uid() == me,
+            _ => true,
+        });
+    match std::fs::canonicalize(base) {
+        Ok(real) if links_ok => real,
+        _ => base.to_path_buf(),
+    }
 }
 
 /// Whether `meta` is this user's alone to write (owner us, no group or
@@ -245,6 +263,18 @@ pub fn check_pin(file: &File, path: &Path, expected: &str) -> Result<(), SlmRunn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_dir_behind_a_link_of_ours_is_its_target() {
+        // systemd's CacheDirectory= under DynamicUser= is such a link.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("private/cache");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = dir.path().join("cache");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(resolved(&link), std::fs::canonicalize(&real).unwrap());
+        assert!(safe_path(&resolved(&link)) || !safe_path(dir.path()));
+    }
 
     fn hex_of(bytes: &[u8]) -> String {
         Sha256::digest(bytes)
