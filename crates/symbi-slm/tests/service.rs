@@ -722,6 +722,17 @@ fn the_metrics_need_the_scraper_s_token() {
         body.contains("symbi_slm_connections_refused_total"),
         "{body}"
     );
+    // The two refusals are audited (the tokens are not).
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    let refused = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| {
+            v["kind"] == "authentication_failed" && v["control"] == "slm.service.metrics_token"
+        })
+        .count();
+    assert_eq!(refused, 2, "{audit}");
+    assert!(!audit.contains(&scraper) && !audit.contains(&s.tokens["a1"]));
     // The scraper's token proves no agent.
     let (code, body) = s.curl(
         "POST",

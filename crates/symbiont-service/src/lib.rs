@@ -371,24 +371,28 @@ pub(crate) struct Call {
     metrics: Service,
 }
 
+/// A refused token, audited like any refusal (the token never is: the
+/// message says only what was wrong with it), counted and summarized past
+/// a burst by the audit log itself.
+pub(crate) fn audit_refusal(service: &Service, control: &str, endpoint: &str, e: &ApiError) {
+    let event = AuditEvent::new(
+        AuditKind::AuthenticationFailed,
+        control,
+        format!("{} {endpoint}: {}", e.code, e.message),
+    );
+    let to_file = service
+        .shared
+        .pool
+        .catalog()
+        .get_sandbox_profile(&service.shared.profile)
+        .is_none_or(|p| p.security.enable_audit_logging);
+    service.shared.pool.audit().record(&event, to_file);
+}
+
 impl Call {
     fn authenticate(&mut self, service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
         self.agent = service.shared.tokens.agent(headers).inspect_err(|e| {
-            // Audited like any refusal (the token never is: the message
-            // says only what was wrong with it), counted and summarized
-            // past a burst by the audit log itself.
-            let event = AuditEvent::new(
-                AuditKind::AuthenticationFailed,
-                "slm.service.agent_tokens",
-                format!("{} {}: {}", e.code, self.endpoint, e.message),
-            );
-            let to_file = service
-                .shared
-                .pool
-                .catalog()
-                .get_sandbox_profile(&service.shared.profile)
-                .is_none_or(|p| p.security.enable_audit_logging);
-            service.shared.pool.audit().record(&event, to_file);
+            audit_refusal(service, "slm.service.agent_tokens", self.endpoint, e)
         })?;
         Ok(())
     }

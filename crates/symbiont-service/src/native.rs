@@ -195,6 +195,7 @@ pub async fn ready(Current(service): Current) -> Response {
         (status = 403, description = "Agents have tokens and no `slm.service.metrics_token` is set", body = ErrorBody)))]
 pub async fn metrics(Current(service): Current, headers: HeaderMap) -> Response {
     if let Err(e) = service.shared.tokens.metrics(&headers) {
+        crate::audit_refusal(&service, "slm.service.metrics_token", "/metrics", &e);
         return e.into_response();
     }
     let runners = service.pool().metrics().await;
@@ -246,6 +247,7 @@ pub struct PsModel {
     security(("bearer" = [])))]
 pub async fn ps(Current(service): Current, headers: HeaderMap) -> Response {
     if let Err(e) = service.shared.tokens.operator(&headers) {
+        crate::audit_refusal(&service, "slm.service.operator_token", "/v1/ps", &e);
         return e.into_response();
     }
     let pool = service.pool();

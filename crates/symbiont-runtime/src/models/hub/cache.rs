@@ -99,7 +99,8 @@ impl HfCache {
         if !f.metadata().is_ok_and(|m| m.is_file()) {
             return None;
         }
-        let mut buf = [0u8; 64];
+        // A commit id and some white space: more than 64 bytes is no ref.
+        let mut buf = [0u8; 65];
         let mut n = 0;
         while n < buf.len() {
             match f.read(&mut buf[n..]) {
@@ -107,6 +108,9 @@ impl HfCache {
                 Ok(k) => n += k,
                 Err(_) => return None,
             }
+        }
+        if n > 64 {
+            return None;
         }
         let c = std::str::from_utf8(&buf[..n]).ok()?.trim();
         is_commit(c).then(|| c.to_string())

@@ -393,3 +393,34 @@ async fn a_planted_link_is_never_written_through_and_a_whole_part_is_not_fetched
         *other.bytes
     );
 }
+
+#[tokio::test]
+async fn a_hub_that_answers_another_commit_than_the_one_pinned_is_refused() {
+    let s = setup(1000);
+    // A hub that answers a commit id with another commit (here: a branch
+    // that carries the pinned commit's name).
+    let pinned = "0123456789abcdef0123456789abcdef01234567";
+    let actual = s
+        .hub
+        .publish(REPO, pinned, vec![("tiny-Q4_K_M.gguf".into(), data(1000))]);
+    let mut m = model(None);
+    m.revision = pinned.into();
+    let e = go(&s, &m).await.0.unwrap_err().to_string();
+    assert!(e.contains(pinned) && e.contains(&actual), "{e}");
+    assert_eq!(gets(&s), 0);
+}
+
+#[test]
+fn a_ref_that_is_a_link_or_too_long_names_no_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let c = HfCache::at(d.path());
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    c.write_ref(REPO, "main", commit).unwrap();
+    assert_eq!(c.commit_of(REPO, "main").as_deref(), Some(commit));
+    let refs = c.repo_dir(REPO).join("refs");
+    std::fs::write(d.path().join("elsewhere"), commit).unwrap();
+    std::os::unix::fs::symlink(d.path().join("elsewhere"), refs.join("linked")).unwrap();
+    assert_eq!(c.commit_of(REPO, "linked"), None, "not through a link");
+    std::fs::write(refs.join("long"), format!("{commit}{}", " ".repeat(100))).unwrap();
+    assert_eq!(c.commit_of(REPO, "long"), None, "64 bytes at most");
+}
