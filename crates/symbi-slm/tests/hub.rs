@@ -353,16 +353,19 @@ fn the_cache_is_shared_both_ways_with_huggingface_hub() {
     // from the cache (nothing downloaded), or pulled first.
     let w = worker();
     let worker_arg = w.to_str().unwrap();
+    let run_spec = |spec: &str| {
+        s.bare(&[
+            "run",
+            "--worker",
+            worker_arg,
+            "--max-tokens",
+            "2",
+            spec,
+            "Hi",
+        ])
+    };
     let before = s.lfs_gets();
-    let out = s.bare(&[
-        "run",
-        "--worker",
-        worker_arg,
-        "--max-tokens",
-        "2",
-        "hf:someone/smol-copy:Q4_1",
-        "Hi",
-    ]);
+    let out = run_spec("hf:someone/smol-copy:Q4_1");
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -379,15 +382,7 @@ fn the_cache_is_shared_both_ways_with_huggingface_hub() {
             Arc::new(std::fs::read(default_model_path().unwrap()).unwrap()),
         )],
     );
-    let out = s.bare(&[
-        "run",
-        "--worker",
-        worker_arg,
-        "--max-tokens",
-        "2",
-        "hf.co/third/smol",
-        "Hi",
-    ]);
+    let out = run_spec("hf.co/third/smol");
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
