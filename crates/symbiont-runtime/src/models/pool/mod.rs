@@ -20,13 +20,16 @@ use tokio::sync::Mutex;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::ModelProvider;
-use futures::stream::{BoxStream, StreamExt};
+
+mod hub_models;
+mod runner;
+
+pub use runner::PoolRunner;
 
 use crate::models::agent::AgentModels;
 use crate::models::{
-    hub, Budget, EmbeddingResult, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner,
-    ModelCatalog, ModelCatalogError, RemoteRunner, RunnerLoad, RunnerMetrics, SlmRunner,
-    SlmRunnerError, StreamEvent,
+    hub, Budget, ExecutionOptions, ExecutionResult, HostBudget, LocalGgufRunner, ModelCatalog,
+    ModelCatalogError, RemoteRunner, RunnerLoad, RunnerMetrics, SlmRunner, SlmRunnerError,
 };
 
 /// Every model of a catalog, run for agents under one host budget. Cheap
@@ -58,203 +61,6 @@ impl std::fmt::Debug for Inner {
             .field("runners", &self.runners)
             .field("supplied", &self.supplied.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
-    }
-}
-
-/// A model's runner in the pool: a sandboxed local worker, a remote
-/// endpoint reached under the profile's network policy, or the embedder's
-/// own runner. Cheap to clone.
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum PoolRunner {
-    /// A GGUF model in sandboxed workers.
-    Local(LocalGgufRunner),
-    /// An `OpenAI`, `Anthropic` or `Custom` endpoint.
-    Remote(RemoteRunner),
-    /// A runner the embedder supplied for a catalog model
-    /// ([`ModelPoolBuilder::runner`]), and the profile's
-    /// `max_execution_time_seconds` that bounds each of its requests.
-    Supplied {
-        /// The embedder's runner.
-        runner: Arc<dyn SlmRunner>,
-        /// How long one request may run.
-        time_limit: Duration,
-    },
-}
-
-impl std::fmt::Debug for PoolRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Local(r) => f.debug_tuple("Local").field(r).finish(),
-            Self::Remote(r) => f.debug_tuple("Remote").field(r).finish(),
-            Self::Supplied { runner, time_limit } => f
-                .debug_struct("Supplied")
-                .field("runner", &runner.get_info().runner_type)
-                .field("time_limit", time_limit)
-                .finish(),
-        }
-    }
-}
-
-impl PoolRunner {
-    /// The local runner, if it is one.
-    pub fn local(&self) -> Option<&LocalGgufRunner> {
-        match self {
-            Self::Local(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// The remote runner, if it is one.
-    pub fn remote(&self) -> Option<&RemoteRunner> {
-        match self {
-            Self::Remote(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// Runs a prompt (see [`LocalGgufRunner::execute`]) as the anonymous
-    /// tenant, or the agent that the deprecated `options.agent_id` names,
-    /// with no access check.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use ModelPool::for_agent(agent).runner(model, profile): a runner bound to the agent, after its access check"
-    )]
-    pub async fn execute(
-        &self,
-        prompt: &str,
-        options: Option<ExecutionOptions>,
-    ) -> Result<ExecutionResult, SlmRunnerError> {
-        match self {
-            Self::Local(r) => r.execute(prompt, options).await,
-            Self::Remote(r) => r.execute(prompt, options).await,
-            Self::Supplied { .. } => {
-                crate::models::stream::collect(self.execute_stream_as(None, prompt, options)).await
-            }
-        }
-    }
-
-    /// Streams a prompt's text, ending with [`StreamEvent::Done`];
-    /// dropping the stream cancels the request. As the anonymous tenant,
-    /// or the agent that the deprecated `options.agent_id` names, with no
-    /// access check.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use ModelPool::for_agent(agent).runner(model, profile): a runner bound to the agent, after its access check"
-    )]
-    pub fn execute_stream(
-        &self,
-        prompt: &str,
-        options: Option<ExecutionOptions>,
-    ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
-        #[allow(deprecated)]
-        let agent = options.as_ref().and_then(|o| o.agent_id.clone());
-        self.execute_stream_as(agent.as_deref(), prompt, options)
-    }
-
-    /// Streams a prompt's text for `agent` (`None`: the anonymous tenant).
-    pub(crate) fn execute_stream_as(
-        &self,
-        agent: Option<&str>,
-        prompt: &str,
-        options: Option<ExecutionOptions>,
-    ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
-        match self {
-            Self::Local(r) => r.execute_stream_as(agent, prompt, options).boxed(),
-            Self::Remote(r) => r.execute_stream(prompt, options).boxed(),
-            Self::Supplied { runner, time_limit } => {
-                crate::models::stream::owned(runner.clone(), prompt, options, *time_limit)
-            }
-        }
-    }
-
-    /// An embedding (local models only), as the anonymous tenant or the
-    /// agent that the deprecated `options.agent_id` names.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use ModelPool::for_agent(agent).runner(model, profile): a runner bound to the agent, after its access check"
-    )]
-    pub async fn embed(
-        &self,
-        text: &str,
-        options: Option<ExecutionOptions>,
-    ) -> Result<EmbeddingResult, SlmRunnerError> {
-        #[allow(deprecated)]
-        let agent = options.as_ref().and_then(|o| o.agent_id.clone());
-        self.embed_as(agent.as_deref(), text, options).await
-    }
-
-    /// An embedding for `agent` (`None`: the anonymous tenant).
-    pub(crate) async fn embed_as(
-        &self,
-        agent: Option<&str>,
-        text: &str,
-        options: Option<ExecutionOptions>,
-    ) -> Result<EmbeddingResult, SlmRunnerError> {
-        match self {
-            Self::Local(r) => r.embed_as(agent, text, options).await,
-            Self::Remote(r) => SlmRunner::embed(r, text, options).await,
-            Self::Supplied { runner, time_limit } => {
-                tokio::time::timeout(*time_limit, runner.embed(text, options))
-                    .await
-                    .unwrap_or(Err(SlmRunnerError::ExecutionTimeout {
-                        seconds: time_limit.as_secs_f64(),
-                    }))
-            }
-        }
-    }
-
-    /// The runner's counters.
-    pub fn metrics(&self) -> RunnerMetrics {
-        match self {
-            Self::Local(r) => r.metrics(),
-            Self::Remote(r) => r.metrics(),
-            // The embedder's runner keeps its own.
-            Self::Supplied { .. } => RunnerMetrics::default(),
-        }
-    }
-
-    /// Slots and queue now.
-    pub fn load(&self) -> RunnerLoad {
-        match self {
-            Self::Local(r) => r.load(),
-            Self::Remote(r) => r.load(),
-            Self::Supplied { .. } => RunnerLoad {
-                slots: 0,
-                busy: 0,
-                queued: 0,
-                loaded: true,
-                workers: 0,
-            },
-        }
-    }
-
-    /// Requests it runs at once.
-    pub fn slots(&self) -> u32 {
-        match self {
-            Self::Local(r) => r.slots(),
-            Self::Remote(_) => crate::models::remote::REMOTE_CONCURRENCY as u32,
-            // Unknown: the embedder's runner queues as it likes.
-            Self::Supplied { .. } => 0,
-        }
-    }
-
-    /// Loads a local model's worker now (a remote one has nothing to load;
-    /// a supplied one is asked for its health check).
-    pub async fn preload(&self) -> Result<(), SlmRunnerError> {
-        match self {
-            Self::Local(r) => r.preload().await,
-            Self::Remote(_) => Ok(()),
-            Self::Supplied { runner, .. } => runner.health_check().await,
-        }
-    }
-
-    /// A local model's worker process, if one runs.
-    pub async fn worker_pid(&self) -> Option<u32> {
-        match self {
-            Self::Local(r) => r.worker_pid().await,
-            _ => None,
-        }
     }
 }
 
@@ -373,14 +179,6 @@ impl ModelPool {
     /// The catalog.
     pub fn catalog(&self) -> &ModelCatalog {
         &self.inner.catalog
-    }
-
-    /// What model `model_id`'s bytes are (present, size, digest, for a
-    /// Hugging Face model its revision and commit); `None` for a remote
-    /// or unknown model.
-    pub fn artifact(&self, model_id: &str) -> Option<hub::Artifact> {
-        let m = self.inner.catalog.get_model(model_id)?;
-        hub::Artifact::of(m, &self.inner.hub_cache)
     }
 
     /// Where the pool's security events go (the service records its own
@@ -575,43 +373,7 @@ impl ModelPool {
         let (file_path, pin) = match &model.provider {
             ModelProvider::LocalFile { file_path, sha256 } => (file_path, sha256.clone()),
             ModelProvider::HuggingFace { .. } => {
-                // From the Hugging Face cache, never downloaded here
-                // (`symbi-slm models pull` does that).
-                let m = hub::HubModel::of(model_id, &model.provider).ok_or_else(|| {
-                    SlmRunnerError::InvalidInput {
-                        field: "model",
-                        reason: format!(
-                            "model `{model_id}`: its `file` is refused by the config's rules"
-                        ),
-                    }
-                })?;
-                located = match hub::locate(&self.inner.hub_cache, &m) {
-                    Ok(found) => found,
-                    // Only a model that is not there is pulled (a split
-                    // model is there, and cannot run: said as it is).
-                    Err(hub::HubError::Missing { .. })
-                        if catalog.config().pool.pull_on_first_use =>
-                    {
-                        self.pull(&m).await?
-                    }
-                    Err(e) => {
-                        return Err(SlmRunnerError::ModelNotPulled {
-                            model_id: model_id.to_string(),
-                            reason: e.to_string(),
-                        })
-                    }
-                };
-                if located.sha256.is_none() {
-                    // Not an LFS file and not pinned: nothing says which
-                    // bytes must run, and nothing is run unchecked.
-                    return Err(SlmRunnerError::InvalidInput {
-                        field: "model",
-                        reason: format!(
-                            "model `{model_id}`: `{}` in the Hugging Face cache is not an LFS file, so nothing names the bytes it must have: pin it with `sha256` (`symbi-slm models verify {model_id}` prints its digest)",
-                            located.file
-                        ),
-                    });
-                }
+                located = self.hub_file(model_id, &model.provider).await?;
                 (&located.blob, located.sha256.clone())
             }
             remote => {
@@ -671,41 +433,6 @@ impl ModelPool {
             .entry(key)
             .or_insert(PoolRunner::Local(runner))
             .clone())
-    }
-
-    /// Why model `model_id` cannot run yet when it is a Hugging Face model
-    /// that is not in the cache (nothing is pulled here); `None` for any
-    /// other model, or one that is there (whether it can run is the
-    /// runner's to say).
-    pub fn missing(&self, model_id: &str) -> Option<String> {
-        let model = self.inner.catalog.get_model(model_id)?;
-        let m = hub::HubModel::of(model_id, &model.provider)?;
-        match hub::locate(&self.inner.hub_cache, &m) {
-            Err(e @ hub::HubError::Missing { .. }) => Some(e.to_string()),
-            _ => None,
-        }
-    }
-
-    /// Pulls a Hugging Face model missing from the cache
-    /// (`slm.pool.pull_on_first_use`): one download however many requests
-    /// wait for it (the blob's lock), checked as `models pull` checks it.
-    async fn pull(&self, m: &hub::HubModel) -> Result<hub::Located, SlmRunnerError> {
-        let failed = |e: hub::HubError| SlmRunnerError::ModelNotPulled {
-            model_id: m.id.clone(),
-            reason: format!(
-                "model `{}` is not in the Hugging Face cache and pulling it failed: {e}",
-                m.id
-            ),
-        };
-        let client =
-            hub::HubClient::new(hub::HubEnv::from_env().map_err(failed)?).map_err(failed)?;
-        tracing::info!(target: "symbi_slm_models", model = %m.id, "pulling {} (slm.pool.pull_on_first_use)", m.describe());
-        let plan = hub::PullPlan::resolve(&client, m).await.map_err(failed)?;
-        let pulled = hub::pull(&client, &self.inner.hub_cache, &plan, &|_| {})
-            .await
-            .map_err(failed)?;
-        tracing::info!(target: "symbi_slm_models", model = %m.id, "pulled {} at {}: {} bytes downloaded", m.describe(), pulled.commit, pulled.downloaded);
-        hub::locate(&self.inner.hub_cache, m).map_err(failed)
     }
 
     /// Whether `model_id` could run under `profile`, without side effects:
