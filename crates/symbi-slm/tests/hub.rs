@@ -98,6 +98,18 @@ impl Setup {
             .env_remove("all_proxy");
     }
 
+    /// The setup's config with `extra` appended, as `name` in its
+    /// directory.
+    fn config_plus(&self, name: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&self.config).unwrap() + extra,
+        )
+        .unwrap();
+        path
+    }
+
     /// `symbi-slm --config CONFIG ARGS…` in this setup's environment.
     fn command(&self, config: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbi-slm"));
@@ -441,13 +453,7 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
     );
 
     // Every profile smaller than the file: nothing is downloaded.
-    let small = s.dir.path().join("small.toml");
-    std::fs::write(
-        &small,
-        std::fs::read_to_string(&s.config).unwrap()
-            + "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = 64\n[slm.sandbox_profiles.standard.resources]\nmax_memory_mb = 64\n",
-    )
-    .unwrap();
+    let small = s.config_plus("small.toml", "[slm.sandbox_profiles.secure.resources]\nmax_memory_mb = 64\n[slm.sandbox_profiles.standard.resources]\nmax_memory_mb = 64\n");
     let before = s.lfs_gets();
     let mut cmd = s.command(&small, &["models", "pull", "smol"]);
     let out = cmd.output().unwrap();
@@ -514,12 +520,7 @@ fn offline_too_large_disk_full_token_and_pull_on_first_use() {
 
     // pull_on_first_use: a run of a model not pulled downloads it first.
     let _ = std::fs::remove_dir_all(s.cache());
-    let eager = s.dir.path().join("eager.toml");
-    std::fs::write(
-        &eager,
-        std::fs::read_to_string(&s.config).unwrap() + "[slm.pool]\npull_on_first_use = true\n",
-    )
-    .unwrap();
+    let eager = s.config_plus("eager.toml", "[slm.pool]\npull_on_first_use = true\n");
     let before = s.lfs_gets();
     let w = worker();
     let mut cmd = s.command(
@@ -636,12 +637,7 @@ fn ready_names_a_model_not_pulled_until_it_is() {
     assert!(said.ends_with("200"), "{said}");
 
     let _ = std::fs::remove_dir_all(s.cache());
-    let eager = s.dir.path().join("eager.toml");
-    std::fs::write(
-        &eager,
-        std::fs::read_to_string(&s.config).unwrap() + "[slm.pool]\npull_on_first_use = true\n",
-    )
-    .unwrap();
+    let eager = s.config_plus("eager.toml", "[slm.pool]\npull_on_first_use = true\n");
     let (mut child, url) = serve(&s, &eager);
     let before = s.lfs_gets();
     let said = ready(&url);
