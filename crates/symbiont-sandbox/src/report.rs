@@ -27,35 +27,47 @@ fn yes() -> bool {
     true
 }
 
-/// Tries, once per process, in a child that does nothing else, the
-/// `unshare` a worker makes (user, network, mount and IPC namespaces).
+/// Tries, in a child that does nothing else, the `unshare` a worker makes
+/// (user, network, mount and IPC namespaces). A definite answer (the child
+/// said yes or no) is kept for the process; a probe that could not run
+/// (no fork, an interrupted wait) answers no now and is tried again next
+/// time, so a passing shortage never disables a strict profile for good.
 fn namespaces_can_be_made() -> bool {
     static MADE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MADE.get_or_init(|| {
-        // SAFETY: fork in a process that may have threads: the child calls
-        // only unshare and _exit (async-signal-safe, no allocation).
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return false;
+    if let Some(known) = MADE.get() {
+        return *known;
+    }
+    // SAFETY: fork in a process that may have threads: the child calls
+    // only unshare and _exit (async-signal-safe, no allocation).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls in the forked child, which exits
+        // at once with the answer.
+        unsafe {
+            let made = libc::unshare(
+                libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_NEWIPC,
+            ) == 0;
+            libc::_exit(if made { 0 } else { 1 });
         }
-        if pid == 0 {
-            // SAFETY: async-signal-safe calls in the forked child, which
-            // exits at once with the answer.
-            unsafe {
-                let made = libc::unshare(
-                    libc::CLONE_NEWUSER
-                        | libc::CLONE_NEWNET
-                        | libc::CLONE_NEWNS
-                        | libc::CLONE_NEWIPC,
-                ) == 0;
-                libc::_exit(if made { 0 } else { 1 });
-            }
-        }
-        let mut status = 0;
+    }
+    let mut status = 0;
+    let waited = loop {
         // SAFETY: waits for the child just forked, by its pid.
-        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-        waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-    })
+        let w = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if w < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break w;
+    };
+    if waited != pid || !libc::WIFEXITED(status) {
+        return false;
+    }
+    let made = libc::WEXITSTATUS(status) == 0;
+    let _ = MADE.set(made);
+    made
 }
 
 /// Whether this kernel counts `RLIMIT_NPROC` per user namespace (5.14 and
