@@ -2,7 +2,8 @@
 # Cold one-shot: `symbi-slm run` (new process, worker spawn, sandbox, load,
 # 64 tokens, exit) against llama.cpp's own `llama-completion` on the same
 # model, prompt, threads and greedy sampling, alternated in one run.
-# Prints medians, spread (min–max) and the wall-time ratio.
+# Prints medians, spread (min–max), the wall-time ratio and the peak
+# resident memory ratio (the worker's VmHWM against llama-completion's).
 #
 #   bench/build-reference-llama.sh      # once, ~10 min
 #   bench/cold-oneshot.sh [ROUNDS]
@@ -29,28 +30,44 @@ theirs = [ref, "-m", model, "-t", threads, "-n", tokens, "--temp", "0", "-c", "2
           "-p", prompt, "-no-cnv", "--no-warmup"]
 
 def once(cmd):
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    # Whole process, timed from spawn to reaped; its peak resident memory
+    # from wait4 (the kernel's ru_maxrss of that process: llama-completion's
+    # VmHWM; symbi-slm's own, while its worker's VmHWM is in the result).
+    import tempfile
+    with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        o.seek(0); e.seek(0)
+        out, err = o.read().decode(), e.read().decode()
     if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({p.returncode}): {p.stderr.decode()[-800:]}")
-    return wall, p.stdout.decode()
+        sys.exit(f"{cmd[0]} failed ({p.returncode}): {err[-800:]}")
+    return wall, out, ru.ru_maxrss / 1024.0
 
 walls = {"symbi-slm run": [], "llama-completion": []}
+peaks = {"symbi-slm run": [], "llama-completion": []}
 gen = []
 for r in range(rounds + 1):          # round 0 warms the page cache
     time.sleep(0.5)
-    w1, out = once(ours)
+    w1, out, _ = once(ours)
     time.sleep(0.5)
-    w2, _ = once(theirs)
+    w2, _, p2 = once(theirs)
     if r == 0:
         continue
+    meta = json.loads(out)["metadata"]
     walls["symbi-slm run"].append(w1)
     walls["llama-completion"].append(w2)
-    gen.append(json.loads(out)["metadata"]["output_tokens"])
+    peaks["symbi-slm run"].append(meta["worker_peak_memory_mb"])
+    peaks["llama-completion"].append(p2)
+    gen.append(meta["output_tokens"])
 print(f"cold one-shot, default model, {threads} threads, {tokens} tokens max, greedy, {rounds} alternated rounds")
 for k, v in walls.items():
-    print(f"  {k:<18} wall median {statistics.median(v)*1e3:7.1f} ms  [{min(v)*1e3:.1f}–{max(v)*1e3:.1f}]")
+    print(f"  {k:<18} wall median {statistics.median(v)*1e3:7.1f} ms  [{min(v)*1e3:.1f}–{max(v)*1e3:.1f}]"
+          f"   peak median {statistics.median(peaks[k]):6.1f} MB [{min(peaks[k]):.1f}–{max(peaks[k]):.1f}]")
 a, b = statistics.median(walls["symbi-slm run"]), statistics.median(walls["llama-completion"])
-print(f"  ratio symbi-slm / llama-completion: {a/b:.3f}   (symbi-slm generated {statistics.median(gen)} tokens)")
+pa, pb = statistics.median(peaks["symbi-slm run"]), statistics.median(peaks["llama-completion"])
+print(f"  wall ratio symbi-slm / llama-completion: {a/b:.3f}   (symbi-slm generated {statistics.median(gen)} tokens)")
+print(f"  peak ratio (worker VmHWM / llama-completion ru_maxrss): {pa/pb:.3f}")
 PY

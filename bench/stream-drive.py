@@ -1,13 +1,15 @@
 """Drives two OpenAI-compatible servers with the same streamed chat load,
-alternating which goes first in each round: 1 and 4 concurrent requests of
-64 tokens (greedy, model `smollm2`). Prints JSON {a: …, b: …} with total
-generated tokens/s and time to first token, each [median, min, max].
+alternating which goes first in each round: LEVELS concurrent requests
+(default 1,4) of 64 tokens (greedy, model `smollm2`). Prints JSON
+{a: …, b: …} with total generated tokens/s and time to first token, each
+[median, min, max].
 
-    python3 bench/stream-drive.py URL_A TOKEN_A URL_B TOKEN_B ROUNDS
+    python3 bench/stream-drive.py URL_A TOKEN_A URL_B TOKEN_B ROUNDS [LEVELS]
 """
 import json, statistics, sys, threading, time, urllib.request
 sides = {"a": (sys.argv[1], sys.argv[2]), "b": (sys.argv[3], sys.argv[4])}
 rounds = int(sys.argv[5])
+levels = [int(n) for n in (sys.argv[6] if len(sys.argv) > 6 else "1,4").split(",")]
 for base, _ in sides.values():
     for _ in range(600):
         try:
@@ -18,9 +20,11 @@ for base, _ in sides.values():
     else:
         sys.exit(f"{base} did not come up")
 prompts = ["Explain quantum computing in simple words.", "Write a short story about a lighthouse keeper.",
-           "Describe how a bicycle works.", "Explain why the sky is blue."]
+           "Describe how a bicycle works.", "Explain why the sky is blue.",
+           "List five uses of a paperclip.", "Why do cats purr?",
+           "Describe a sunrise over the mountains.", "How does a refrigerator keep food cold?"]
 def one(base, token, i, out):
-    body = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": prompts[i % 4]}],
+    body = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
                        "max_tokens": 64, "temperature": 0, "stream": True,
                        "stream_options": {"include_usage": True}}).encode()
     req = urllib.request.Request(base + "/v1/chat/completions", body,
@@ -46,9 +50,9 @@ def run(side, n):
     for t in ts: t.join()
     return sum(o[1] for o in out) / (time.monotonic() - started), [o[0] for o in out]
 for side in sides:
-    run(side, 4)  # warm-up: the model loaded, the prompts cached
+    run(side, max(levels))  # warm-up: the model loaded, the prompts cached
 res = {side: {} for side in sides}
-for n in (1, 4):
+for n in levels:
     got = {side: ([], []) for side in sides}
     for r in range(rounds):
         # Alternate which side goes first.

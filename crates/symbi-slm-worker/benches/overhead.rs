@@ -64,6 +64,7 @@ fn main() {
         model_path: model.clone(),
         threads,
         context_size: 2048,
+        cache_tokens: 2048 * streams.min(4),
         batch_size: 512,
         slots: streams,
         supervisor_pid: std::process::id(),

@@ -95,6 +95,7 @@ fn load(model: &Path, threads: u32, plan: SandboxPlan) -> Loaded {
         model_path: model.to_path_buf(),
         threads,
         context_size: 2048,
+        cache_tokens: 2048,
         batch_size: 512,
         slots: 1,
         supervisor_pid: std::process::id(),

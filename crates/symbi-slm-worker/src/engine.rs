@@ -118,14 +118,22 @@ impl Engine {
         self.spec.slots.max(1)
     }
 
-    /// A fresh inference context: one sequence per slot, each with
-    /// `context_size` tokens of KV cache.
+    /// Tokens of KV cache the slots share: the launch spec's, at least
+    /// one request's context.
+    pub fn cache_tokens(&self) -> u32 {
+        self.spec.cache_tokens.max(self.facts.context_size)
+    }
+
+    /// A fresh inference context: one sequence per slot, all of them in
+    /// one unified KV cache of [`Self::cache_tokens`] tokens (llama.cpp
+    /// makes the whole buffer resident when the context is made, so its
+    /// size is what the worker holds: sized to demand by the supervisor).
     pub fn new_context(&self) -> Result<LlamaContext<'_>, LoadError> {
         let threads = i32::try_from(self.spec.threads.max(1)).unwrap_or(1);
-        let n_ctx = self.facts.context_size.saturating_mul(self.slots());
         let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_ctx(NonZeroU32::new(self.cache_tokens()))
             .with_n_seq_max(self.slots())
+            .with_kv_unified(true)
             .with_n_batch(self.spec.batch_size.max(1))
             .with_n_ubatch(self.spec.batch_size.max(1))
             .with_n_threads(threads)
@@ -167,10 +175,12 @@ impl Engine {
                 std::process::exit(2);
             }
         };
-        // Each sequence holds what the context gives it, never more than
-        // the context size the supervisor was told.
-        let per_slot = (ctx.n_ctx() / self.slots()).min(self.facts.context_size);
-        Slots::new(self, ctx, self.slots(), per_slot).serve(rx, out);
+        // Each sequence holds at most the context size the supervisor was
+        // told; together they hold what the cache has (llama.cpp may pad
+        // it: the spec's figure is what is counted).
+        let cache = self.cache_tokens().min(ctx.n_ctx());
+        let per_slot = self.facts.context_size.min(cache);
+        Slots::new(self, ctx, self.slots(), per_slot, cache).serve(rx, out);
     }
 
     /// The prompt's tokens: the chat template rendered over the history and

@@ -1,7 +1,14 @@
 //! Several requests in one llama.cpp context (continuous batching).
 //!
-//! Each request runs in a slot: a sequence of the context with its own KV
-//! cache of `context_size` tokens. Every decode step carries one token for
+//! Each request runs in a slot: a sequence of the context, at most
+//! `context_size` tokens long. The sequences share one KV cache of
+//! `cache_tokens` tokens (llama.cpp's unified cache): a request reserves
+//! `min(prompt + max_tokens, context_size)` tokens of it when it starts,
+//! so it never runs out mid-answer, and many short requests fit where few
+//! long ones do. A request that does not fit beside the running ones
+//! waits in the worker, in arrival order, until they end; the cached
+//! prefixes of idle slots are dropped for it first, least recently used
+//! first. Every decode step carries one token for
 //! each generating slot plus a chunk of the prompts still being read, so a
 //! request joins at the next step and a long prompt does not stall the
 //! others (while any slot generates, a step reads at most
@@ -20,6 +27,7 @@
 //! Sampling, stop sequences, limits and the deadline stay per request: each
 //! slot has its own sampler chain (and seed).
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -59,6 +67,9 @@ struct Slot {
 struct Active {
     id: u64,
     max_tokens: u32,
+    /// Tokens of the shared cache this request may fill (its prompt and
+    /// answer, at most the context), held until it ends.
+    reserved: usize,
     started: Instant,
     deadline: Instant,
     /// The whole prompt; `cache.len() < prompt.len()` while it is read.
@@ -74,6 +85,13 @@ struct Active {
     next: Option<LlamaToken>,
     /// Where this slot's logits are in the batch just decoded.
     logits: Option<i32>,
+}
+
+/// A request tokenized and waiting for room in the cache (or a slot).
+struct Waiting {
+    req: GenerateRequest,
+    tokens: Vec<LlamaToken>,
+    started: Instant,
 }
 
 /// What [`Slots::commands`] says the loop should do.
@@ -92,6 +110,10 @@ pub struct Slots<'e, 'm> {
     n_batch: usize,
     /// Tokens one sequence may hold.
     per_slot: usize,
+    /// Tokens the sequences hold together.
+    cache_tokens: usize,
+    /// Requests waiting for room, oldest first.
+    waiting: VecDeque<Waiting>,
     clock: u64,
     /// The embedding context, made on the first embedding request.
     embed_ctx: Option<LlamaContext<'m>>,
@@ -103,9 +125,15 @@ impl<'e, 'm> Slots<'e, 'm>
 where
     'e: 'm,
 {
-    /// `count` slots over `ctx`, whose context holds `per_slot` tokens per
-    /// sequence.
-    pub fn new(engine: &'e Engine, ctx: LlamaContext<'m>, count: u32, per_slot: u32) -> Self {
+    /// `count` slots over `ctx`, each sequence at most `per_slot` tokens,
+    /// all of them together at most `cache_tokens` (at least `per_slot`).
+    pub fn new(
+        engine: &'e Engine,
+        ctx: LlamaContext<'m>,
+        count: u32,
+        per_slot: u32,
+        cache_tokens: u32,
+    ) -> Self {
         let n_batch = (ctx.n_batch() as usize).max(1);
         let count = count.max(1);
         Self {
@@ -123,6 +151,8 @@ where
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
             per_slot: per_slot as usize,
+            cache_tokens: cache_tokens.max(per_slot) as usize,
+            waiting: VecDeque::new(),
             clock: 0,
             embed_ctx: None,
             embed_failed: None,
@@ -140,7 +170,7 @@ where
     }
 
     fn busy(&self) -> bool {
-        self.slots.iter().any(|s| s.active.is_some())
+        self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty()
     }
 
     /// Takes the commands that arrived: waits for one while no slot is
@@ -168,10 +198,18 @@ where
                 ToWorker::Cancel { id } => {
                     if let Some(i) = self.slot_of(id) {
                         self.finish(i, Finish::Cancelled, None, out);
+                        self.admit_waiting(out);
+                    } else if let Some(w) = self.waiting.iter().position(|w| w.req.id == id) {
+                        if let Some(w) = self.waiting.remove(w) {
+                            end_unstarted(out, &w, Finish::Cancelled);
+                        }
                     }
                 }
                 ToWorker::Ping { nonce } => out.send(&FromWorker::Pong { nonce }),
                 ToWorker::Shutdown => {
+                    for w in std::mem::take(&mut self.waiting) {
+                        end_unstarted(out, &w, Finish::Cancelled);
+                    }
                     for i in 0..self.slots.len() {
                         if self.slots[i].active.is_some() {
                             self.finish(i, Finish::Cancelled, None, out);
@@ -196,8 +234,9 @@ where
             .position(|s| s.active.as_ref().is_some_and(|a| a.id == id))
     }
 
-    /// Tokenizes a request and gives it the free slot that already holds
-    /// the longest prefix of its prompt.
+    /// Tokenizes a request (refusing one that cannot fit a context) and
+    /// queues it behind those already waiting; it starts at once if it
+    /// fits.
     fn admit(&mut self, req: &GenerateRequest, out: &mut impl Sink) {
         if req.embed {
             return self.embed(req, out);
@@ -221,31 +260,95 @@ where
                 tokens: input_tokens,
                 context_size: self.per_slot as u32,
             })
+        } else if self.waiting.len() >= self.slots.len() {
+            // The supervisor sends at most one request per slot.
+            Some(RequestError::SlotsFull {
+                slots: self.slots.len() as u32,
+            })
         } else {
             None
         };
         if let Some(error) = refusal {
             return fail(&mut send, error);
         }
+        self.waiting.push_back(Waiting {
+            req: req.clone(),
+            tokens,
+            started,
+        });
+        self.admit_waiting(out);
+    }
+
+    /// Starts the waiting requests that fit now, oldest first; the first
+    /// that does not fit holds those behind it (a long request is not
+    /// passed over for ever by short ones).
+    fn admit_waiting(&mut self, out: &mut impl Sink) {
+        while self.start_first(out) {}
+    }
+
+    /// Tokens of the cache held now: the running requests' reservations
+    /// and the idle slots' cached prefixes.
+    pub fn cache_in_use(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.active.as_ref().map_or(s.cache.len(), |a| a.reserved))
+            .sum()
+    }
+
+    /// Gives the first waiting request the free slot that already holds
+    /// the longest prefix of its prompt, if its reservation fits the cache
+    /// (dropping idle slots' prefixes, least recently used first, to make
+    /// room); whether it started.
+    fn start_first(&mut self, out: &mut impl Sink) -> bool {
+        let Some(w) = self.waiting.front() else {
+            return false;
+        };
+        let tokens = &w.tokens;
+        let key = w.req.cache_key;
         let free = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .max_by_key(|(_, s)| (own_prefix(s, req.cache_key, &tokens), u64::MAX - s.freed_at));
-        let Some((index, _)) = free else {
-            return fail(
-                &mut send,
-                RequestError::SlotsFull {
-                    slots: self.slots.len() as u32,
-                },
-            );
+            .max_by_key(|(_, s)| (own_prefix(s, key, tokens), u64::MAX - s.freed_at))
+            .map(|(i, _)| i);
+        let Some(index) = free else {
+            return false;
         };
+        let need = (tokens.len() + w.req.max_tokens as usize).min(self.per_slot);
+        let running: usize = self
+            .slots
+            .iter()
+            .filter_map(|s| s.active.as_ref().map(|a| a.reserved))
+            .sum();
+        if running + need > self.cache_tokens {
+            return false;
+        }
+        // Room from the idle slots' prefixes, least recently used first.
+        let mut idle: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| i != index && self.slots[i].active.is_none())
+            .filter(|&i| !self.slots[i].cache.is_empty())
+            .collect();
+        idle.sort_by_key(|&i| self.slots[i].freed_at);
+        let mut held: usize = running
+            + idle
+                .iter()
+                .map(|&i| self.slots[i].cache.len())
+                .sum::<usize>();
+        for i in idle {
+            if held + need <= self.cache_tokens {
+                break;
+            }
+            let seq = self.slots[i].seq as u32;
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+            held -= self.slots[i].cache.len();
+            self.slots[i].cache.clear();
+        }
         let slot = &mut self.slots[index];
         // At least the prompt's last token is decoded again: its logits
         // give the first generated token.
-        let mut reuse = own_prefix(slot, req.cache_key, &tokens).min(tokens.len() - 1);
-        slot.owner = req.cache_key;
+        let mut reuse = own_prefix(slot, key, tokens).min(tokens.len() - 1);
+        slot.owner = key;
         // A cache that no longer holds the sequence from position 0 (a
         // sliding-window model drops what falls out of its window) cannot
         // serve a prefix: start over.
@@ -266,19 +369,28 @@ where
             }
             slot.cache.truncate(reuse);
         }
-        send(&FromWorker::PromptRead {
+        let Some(Waiting {
+            req,
+            tokens,
+            started,
+        }) = self.waiting.pop_front()
+        else {
+            return false;
+        };
+        out.send(&FromWorker::PromptRead {
             id: req.id,
-            input_tokens,
+            input_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
             cached_tokens: reuse as u32,
         });
         slot.active = Some(Active {
             id: req.id,
             max_tokens: req.max_tokens,
+            reserved: need,
             started,
             deadline: started + Duration::from_millis(req.timeout_ms),
             prompt: tokens,
             cached_tokens: reuse as u32,
-            sampler: self.engine.sampler(req),
+            sampler: self.engine.sampler(&req),
             utf8: Utf8Stream::default(),
             stops: StopMatcher::new(&req.stop),
             output_tokens: 0,
@@ -287,6 +399,7 @@ where
             next: None,
             logits: None,
         });
+        true
     }
 
     /// An embedding request, answered at once between two decode steps
@@ -389,6 +502,14 @@ where
                 self.finish(i, Finish::Timeout, None, out);
             }
         }
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| now >= w.started + Duration::from_millis(w.req.timeout_ms));
+        self.waiting = waiting.into();
+        for w in &expired {
+            end_unstarted(out, w, Finish::Timeout);
+        }
+        self.admit_waiting(out);
         self.batch.clear();
         let mut in_batch: Vec<usize> = Vec::new();
         // One token for each generating slot.
@@ -584,6 +705,27 @@ fn own_prefix(slot: &Slot, key: u64, tokens: &[LlamaToken]) -> usize {
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Ends a request that never started (cancelled or past its deadline
+/// while it waited for room): `Done` with no tokens.
+fn end_unstarted(out: &mut impl Sink, w: &Waiting, finish: Finish) {
+    let total_ms = w.started.elapsed().as_secs_f64() * 1e3;
+    let stats = GenerationStats {
+        // None of them was read.
+        input_tokens: 0,
+        output_tokens: 0,
+        prompt_ms: total_ms,
+        generation_ms: 0.0,
+        total_ms,
+        cached_tokens: 0,
+        finish,
+        stop_sequence: None,
+    };
+    out.send(&FromWorker::Done {
+        id: w.req.id,
+        stats,
+    });
 }
 
 fn emit(out: &mut impl Sink, id: u64, text: String) {

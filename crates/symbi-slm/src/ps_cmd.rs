@@ -43,6 +43,10 @@ struct PsModel {
     slots: usize,
     busy: usize,
     queued: usize,
+    #[serde(default)]
+    cache_tokens: u64,
+    #[serde(default)]
+    cache_tokens_reserved: u64,
     workers: Vec<Worker>,
 }
 
@@ -117,13 +121,14 @@ pub fn ps(args: PsArgs, config: Option<&Path>) -> Result<(), Failure> {
     let ps: Ps = serde_json::from_str(&body)
         .map_err(|e| Failure::Runtime(anyhow!("{endpoint}: not a /v1/ps answer: {e}")))?;
     out!(
-        "{:<24} {:<10} {:<10} {:>8} {:>6} {:>6} {:>15} {:>10} {:>8}",
+        "{:<24} {:<10} {:<10} {:>8} {:>6} {:>6} {:>13} {:>15} {:>10} {:>8}",
         "MODEL",
         "PROFILE",
         "AGENT",
         "PID",
         "SLOTS",
         "QUEUE",
+        "KV CACHE",
         "MEMORY/EST MB",
         "UNLOAD IN",
         "LOADED"
@@ -136,13 +141,14 @@ pub fn ps(args: PsArgs, config: Option<&Path>) -> Result<(), Failure> {
                 "remote"
             };
             out!(
-                "{:<24} {:<10} {:<10} {:>8} {:>6} {:>6} {:>15} {:>10} {:>8}",
+                "{:<24} {:<10} {:<10} {:>8} {:>6} {:>6} {:>13} {:>15} {:>10} {:>8}",
                 m.model,
                 m.profile,
                 "-",
                 "-",
                 format!("{}/{}", m.busy, m.slots),
                 m.queued,
+                "-",
                 what,
                 "-",
                 "-"
@@ -160,13 +166,20 @@ pub fn ps(args: PsArgs, config: Option<&Path>) -> Result<(), Failure> {
                     .map_or_else(|| "busy".to_string(), duration)
             };
             out!(
-                "{:<24} {:<10} {:<10} {:>8} {:>6} {:>6} {:>15} {:>10} {:>8}",
+                "{:<24} {:<10} {:<10} {:>8} {:>6} {:>6} {:>13} {:>15} {:>10} {:>8}",
                 m.model,
                 m.profile,
                 w.agent.as_deref().unwrap_or("(shared)"),
                 w.pid,
                 format!("{}/{}", w.busy, w.slots),
                 w.queued,
+                // Tokens held by running requests / the cache (per model:
+                // over its workers).
+                format!(
+                    "{}/{}",
+                    m.cache_tokens_reserved,
+                    m.cache_tokens * m.workers.len() as u64
+                ),
                 memory,
                 unload,
                 duration(w.loaded_seconds)

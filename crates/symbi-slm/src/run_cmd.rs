@@ -203,7 +203,11 @@ pub(crate) fn prepare(args: &ModelArgs, config: Option<&Path>) -> Result<Prepare
     };
     let (profile_name, _) = crate::catalog_cmds::profile(&catalog, args.profile.as_deref())?;
     let audit = crate::catalog_cmds::audit_log(&catalog)?;
-    let mut pool = ModelPool::builder(catalog).audit_log(audit);
+    // `run` and `chat` send one request at a time: one slot, a cache of
+    // one context (a one-shot holds no memory it cannot use).
+    let mut pool = ModelPool::builder(catalog)
+        .audit_log(audit)
+        .one_request_at_a_time(true);
     if let Some(w) = &args.worker {
         pool = pool.worker_path(w);
     }

@@ -852,7 +852,11 @@ fn a_refused_model_runs_after_the_one_change_its_error_names() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(err.contains("2 slot(s) of 8192 tokens"), "{err}");
+    // `run` holds one request: one context of cache, whatever `slots` says.
+    assert!(
+        err.contains("a KV cache of 8192 tokens (1 slot(s)"),
+        "{err}"
+    );
     assert!(
         err.contains("or lower `settings.context_size` of model `smol` to "),
         "{err}"

@@ -1124,11 +1124,21 @@ fn a_client_that_disconnects_frees_its_slot() {
         s.wait_metrics("the request to run", Duration::from_secs(120), |m| {
             metric(m, "symbi_slm_slots_busy", &[]) == 1.0
         });
+        // The KV cache it holds: its prompt and max_tokens (a stream that
+        // has text has read its prompt), out of its worker's.
+        let m = s.metrics();
+        let reserved = metric(&m, "symbi_slm_kv_cache_reserved_tokens", &[]);
+        let total = reserved + metric(&m, "symbi_slm_kv_cache_free_tokens", &[]);
+        if stream {
+            assert!(reserved > 0.0 && total >= 2048.0, "{m}");
+        }
         let dropped = Instant::now();
         drop(tcp);
         s.wait_metrics("the slot to be freed", Duration::from_secs(10), |m| {
             metric(m, "symbi_slm_slots_busy", &[]) == 0.0
                 && metric(m, "symbi_slm_runner_requests_cancelled_total", &[]) == round
+                && metric(m, "symbi_slm_kv_cache_reserved_tokens", &[]) == 0.0
+                && metric(m, "symbi_slm_kv_cache_free_tokens", &[]) == total
         });
         eprintln!(
             "slot freed {:?} after the disconnect (stream: {stream})",
@@ -1696,7 +1706,7 @@ fn a_model_file_is_served_with_a_curl_that_works_as_pasted() {
     // `localhost` was looked up: the IPv4 loopback.
     assert!(lines[0].contains("http://127.0.0.1:"), "{lines:?}");
     assert!(
-        log().contains("no config: profile `secure` sized to fit 4 request(s)"),
+        log().contains("no config: profile `secure` sized to fit 8 request(s) at once sharing a KV cache of 8192 tokens"),
         "{}",
         log()
     );

@@ -234,6 +234,11 @@ pub struct PsModel {
     pub busy: usize,
     /// Requests waiting.
     pub queued: usize,
+    /// Tokens of KV cache per worker, shared by its slots (0: remote).
+    pub cache_tokens: u64,
+    /// Tokens of it the running requests hold now (each its prompt plus
+    /// `max_tokens`, at most the context), over its workers.
+    pub cache_tokens_reserved: u64,
     /// Its running workers (none for a remote model, or an unloaded one).
     pub workers: Vec<symbiont_runtime::models::WorkerStatus>,
 }
@@ -273,6 +278,8 @@ pub async fn ps(Current(service): Current, headers: HeaderMap) -> Response {
                 slots: load.slots,
                 busy: load.busy,
                 queued: load.queued,
+                cache_tokens: load.cache_tokens,
+                cache_tokens_reserved: load.cache_tokens_reserved,
                 workers: mine,
             }
         })

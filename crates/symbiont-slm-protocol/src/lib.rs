@@ -25,7 +25,7 @@ pub use symbiont_sandbox_plan::{Applied, Layer, LayerKind, SandboxPlan};
 pub use symbiont_sandbox_probe::ProbeAction;
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the
@@ -86,13 +86,20 @@ pub struct LaunchSpec {
     pub model_path: PathBuf,
     /// Compute threads for llama.cpp.
     pub threads: u32,
-    /// Context size in tokens.
+    /// Tokens of context one request may use, prompt and answer together.
     pub context_size: u32,
+    /// Tokens of KV cache the requests share (llama.cpp's unified cache),
+    /// at least `context_size`. A request reserves `min(prompt +
+    /// max_tokens, context_size)` of them when it starts, so that it never
+    /// runs out mid-answer; one that does not fit beside the running ones
+    /// waits in the worker until they end (idle sequences' cached prefixes
+    /// are dropped first, least recently used first).
+    pub cache_tokens: u32,
     /// Tokens decoded per batch while reading a prompt.
     pub batch_size: u32,
     /// Requests the worker runs at once, each in its own sequence of one
-    /// context (and its own `context_size` tokens of KV cache); more are
-    /// refused.
+    /// context, sharing `cache_tokens`; a request beyond them waits in the
+    /// worker (at most `slots` wait), more are refused.
     pub slots: u32,
     /// Process id of the supervisor: the worker exits if its parent changes.
     pub supervisor_pid: u32,

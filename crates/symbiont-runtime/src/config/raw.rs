@@ -89,6 +89,7 @@ struct RawSettings {
     context_size: Option<NonNeg>,
     threads: Option<NonNeg>,
     slots: Option<NonNeg>,
+    cache_tokens: Option<NonNeg>,
     batch_size: Option<NonNeg>,
     keep_alive_seconds: Option<NonNeg>,
     sampling: Option<RawSampling>,
@@ -480,6 +481,7 @@ impl RawSettings {
             context_size: count(self.context_size),
             threads: count(self.threads),
             slots: count(self.slots),
+            cache_tokens: count(self.cache_tokens),
             batch_size: count(self.batch_size),
             keep_alive_seconds: self.keep_alive_seconds.map(|v| v.0),
             sampling: SamplingDefaults {

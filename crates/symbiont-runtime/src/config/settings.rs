@@ -8,7 +8,8 @@
 //! [slm.model_allow_lists.global_models.settings]
 //! context_size = 8192      # llama-server -c (per request), Ollama num_ctx
 //! threads = 2              # -t, num_thread
-//! slots = 2                # -np: requests one worker runs at once
+//! slots = 8                # -np: requests one worker runs at once
+//! cache_tokens = 16384     # -c with --kv-unified: KV cache the slots share
 //! batch_size = 512         # -b
 //! keep_alive_seconds = 600 # Ollama keep_alive
 //! [slm.model_allow_lists.global_models.settings.sampling]
@@ -49,11 +50,18 @@ pub struct ModelSettings {
     /// rounded down); at most that.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
-    /// Requests one worker runs at once, each with `context_size` tokens of
-    /// KV cache (default: as many as the profile's `max_memory_mb` holds,
-    /// at most 4).
+    /// Requests one worker runs at once (default 8, at most
+    /// `batch_size`), sharing its KV cache (`cache_tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    /// Tokens of KV cache one worker's requests share; each running
+    /// request reserves its prompt plus `max_tokens` (at most
+    /// `context_size`) of it, and one that does not fit waits. Resident
+    /// from the worker's start. At least `context_size`, at most `slots ×
+    /// context_size` (default: four contexts, or `slots` of them when
+    /// fewer, as the profile's `max_memory_mb` holds, at least one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_tokens: Option<u32>,
     /// Prompt tokens per decode step (default 512); at least `slots`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
@@ -69,11 +77,12 @@ pub struct ModelSettings {
 impl ModelSettings {
     /// The keys that size a local worker and mean nothing to a remote
     /// endpoint, with whether each is set.
-    pub(super) fn worker_keys(&self) -> [(&'static str, bool); 5] {
+    pub(super) fn worker_keys(&self) -> [(&'static str, bool); 6] {
         [
             ("context_size", self.context_size.is_some()),
             ("threads", self.threads.is_some()),
             ("slots", self.slots.is_some()),
+            ("cache_tokens", self.cache_tokens.is_some()),
             ("batch_size", self.batch_size.is_some()),
             ("keep_alive_seconds", self.keep_alive_seconds.is_some()),
         ]
@@ -135,9 +144,26 @@ pub(super) fn check(slm: &Slm, base: &str, m: &super::Model, out: &mut Issues) {
     );
     range("threads", s.threads, 1, MAX_CPU_CORES as u32);
     range("slots", s.slots, 1, MAX_SLOTS);
+    range(
+        "cache_tokens",
+        s.cache_tokens,
+        MIN_CONTEXT_SIZE,
+        MAX_CONTEXT_SIZE.saturating_mul(4),
+    );
     range("batch_size", s.batch_size, 1, MAX_BATCH_SIZE);
     range("sampling.top_k", s.sampling.top_k, 1, u32::MAX);
     range("sampling.max_tokens", s.sampling.max_tokens, 1, u32::MAX);
+    if let (Some(cache), Some(context)) = (s.cache_tokens, s.context_size) {
+        if cache < context && cache >= MIN_CONTEXT_SIZE {
+            out.push((
+                format!("{base}.cache_tokens"),
+                Problem::OutOfRange {
+                    value: cache.to_string(),
+                    range: format!("at least context_size = {context} (one request must fit)"),
+                },
+            ));
+        }
+    }
     if let (Some(slots), Some(batch)) = (s.slots, s.batch_size) {
         if slots > batch && slots <= MAX_SLOTS {
             out.push((

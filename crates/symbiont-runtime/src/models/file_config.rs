@@ -62,7 +62,8 @@ pub fn config_for_file(path: &Path, slots: u32) -> Result<FileConfig, SlmRunnerE
     let slots = slots.max(1);
     let mut profile = SandboxProfile::secure();
     // What the runner will check against, rounded up to 64 MB.
-    let need_mb = memory_need_mb(&summary, context, slots).div_ceil(64) * 64;
+    let cache = context.saturating_mul(slots.min(defaults::CACHE_CONTEXTS));
+    let need_mb = memory_need_mb(&summary, cache).div_ceil(64) * 64;
     profile.resources.max_memory_mb = profile.resources.max_memory_mb.max(need_mb);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -86,7 +87,7 @@ pub fn config_for_file(path: &Path, slots: u32) -> Result<FileConfig, SlmRunnerE
     slm.validate()
         .map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let summary = format!(
-        "model `{model_id}` from {} ({} MB{}), no config: profile `{FILE_PROFILE}` sized to fit {slots} request(s) of {context} tokens: max_memory_mb = {}, max_cpu_cores = {}",
+        "model `{model_id}` from {} ({} MB{}), no config: profile `{FILE_PROFILE}` sized to fit {slots} request(s) at once sharing a KV cache of {cache} tokens (at most {context} each): max_memory_mb = {}, max_cpu_cores = {}",
         path.display(),
         summary.file_size.div_ceil(1024 * 1024),
         summary

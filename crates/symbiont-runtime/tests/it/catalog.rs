@@ -286,11 +286,12 @@ async fn a_model_file_s_config_is_sized_to_fit_it() {
         LocalGgufRunner::builder(&model, profile, ModelResourceRequirements::default())
             .worker_path("/nonexistent/worker")
             .slots(32)
+            .cache_tokens(4 * 2048)
             .build()
     };
     match build(secure).await {
         Err(symbiont_runtime::models::SlmRunnerError::ResourceLimitExceeded { .. }) => {}
-        other => panic!("the unsized profile took 32 slots: {other:?}"),
+        other => panic!("the unsized profile took a cache of 4 contexts: {other:?}"),
     }
     match build(sized.clone()).await {
         // It fits; only the worker is missing.

@@ -710,6 +710,8 @@ fn model_settings_are_read_and_checked_key_by_key() {
         ("slots = 257", "slots"),
         ("batch_size = 0", "batch_size"),
         ("slots = 8\nbatch_size = 4", "slots"),
+        ("cache_tokens = 8", "cache_tokens"),
+        ("context_size = 4096\ncache_tokens = 2048", "cache_tokens"),
     ] {
         invalid(
             &format!("[slm]\n{MODEL}{table}{line}\n"),

@@ -31,6 +31,8 @@ pub struct LocalGgufRunnerBuilder {
     threads: Option<u32>,
     queue_capacity: usize,
     slots: Option<u32>,
+    cache_tokens: Option<u32>,
+    one_at_a_time: bool,
     budget: Option<Arc<Budget>>,
     pinned: bool,
     embeddings: bool,
@@ -58,6 +60,8 @@ impl LocalGgufRunnerBuilder {
             threads: None,
             queue_capacity: defaults::QUEUE_CAPACITY,
             slots: None,
+            cache_tokens: None,
+            one_at_a_time: false,
             budget: None,
             pinned: false,
             embeddings: false,
@@ -117,6 +121,9 @@ impl LocalGgufRunnerBuilder {
         if let Some(n) = s.slots {
             self = self.slots(n);
         }
+        if let Some(n) = s.cache_tokens {
+            self = self.cache_tokens(n);
+        }
         if let Some(n) = s.batch_size {
             self = self.batch_size(n);
         }
@@ -136,13 +143,31 @@ impl LocalGgufRunnerBuilder {
         self.queue_capacity = n;
         self
     }
-    /// Requests the worker runs at once (continuous batching), each with
-    /// its own `context_size` tokens of KV cache. Default: as many as the
-    /// profile's `max_memory_mb` holds beside the model and
-    /// [`defaults::WORKER_OVERHEAD_MB`], at most [`defaults::SLOTS`], at
-    /// least one; see [`default_slots`].
+    /// Requests the worker runs at once (continuous batching), each in a
+    /// sequence of at most `context_size` tokens, all of them sharing the
+    /// worker's KV cache ([`Self::cache_tokens`]). Default
+    /// [`defaults::SLOTS`] (at most the batch size).
     pub fn slots(mut self, n: u32) -> Self {
         self.slots = Some(n);
+        self
+    }
+    /// Tokens of KV cache the slots share (llama.cpp's unified cache; it
+    /// is resident from the worker's start, so it is what the worker
+    /// holds). A request reserves its prompt plus `max_tokens` (at most
+    /// `context_size`) when it starts; one that does not fit beside the
+    /// running ones waits in the worker. At least `context_size`, at most
+    /// `slots × context_size`. Default: [`defaults::CACHE_CONTEXTS`]
+    /// contexts (the slots' when fewer), fewer when the profile's
+    /// `max_memory_mb` does not hold them (see [`default_cache_tokens`]).
+    pub fn cache_tokens(mut self, n: u32) -> Self {
+        self.cache_tokens = Some(n);
+        self
+    }
+    /// A runner for one request at a time (`symbi-slm run`, `chat`): one
+    /// slot and a cache of one context, whatever the settings say, so
+    /// that a one-shot holds no more memory than it can use.
+    pub fn one_at_a_time(mut self, on: bool) -> Self {
+        self.one_at_a_time = on;
         self
     }
     /// The host budget the workers draw on (memory, cores, count); share
@@ -328,7 +353,7 @@ impl LocalGgufRunnerBuilder {
             });
         }
         let context_size = self.context_size.min(trained);
-        let slots = match self.slots {
+        let slots = match self.slots.filter(|_| !self.one_at_a_time) {
             Some(0) => {
                 return Err(SlmRunnerError::InvalidInput {
                     field: "slots",
@@ -347,48 +372,57 @@ impl LocalGgufRunnerBuilder {
                 })
             }
             Some(n) => n,
+            None if self.one_at_a_time => 1,
             // Never more than one token of each fits a step's batch.
-            None => default_slots(&summary, context_size, slots_mb)
-                .min(self.batch_size.min(MAX_SLOTS))
-                .max(1),
+            None => defaults::SLOTS.min(self.batch_size.min(MAX_SLOTS)).max(1),
+        };
+        let most_cache = context_size.saturating_mul(slots);
+        let cache_tokens = match self.cache_tokens.filter(|_| !self.one_at_a_time) {
+            Some(n) if n < context_size || n > most_cache => {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: self.field("cache_tokens", "settings.cache_tokens"),
+                    reason: format!(
+                        "{} = {n}: at least one request's context ({} = {context_size}) and at most what {slots} slot(s) of it can fill ({most_cache})",
+                        self.setting_key("cache_tokens"),
+                        self.setting_key("context_size"),
+                    ),
+                })
+            }
+            Some(n) => n,
+            None if self.one_at_a_time => context_size,
+            None => default_cache_tokens(&summary, context_size, slots, slots_mb),
         };
         // One check for every way the worker may not fit (the file alone,
-        // the slots asked for, the one slot a default comes down to, the
-        // embedding context), naming the one change that makes it fit.
-        let need = memory_need_mb(&summary, context_size, slots) + extra_mb;
+        // the cache asked for, the one context a default comes down to,
+        // the embedding context), naming the one change that makes it fit.
+        let need = memory_need_mb(&summary, cache_tokens) + extra_mb;
         if need > max_mb && (self.check_memory_estimate || file_mb > max_mb) {
-            let fewer = (1..slots)
-                .rev()
-                .find(|&n| memory_need_mb(&summary, context_size, n) + extra_mb <= max_mb);
-            let instead = match fewer {
-                Some(n) if self.slots.is_some() => {
-                    format!(", or lower {} to {n}", self.setting_key("slots"))
-                }
-                _ => {
-                    // The largest context that fits these slots (a
-                    // multiple of 256 when it is that large).
-                    let fits = |c: u32| memory_need_mb(&summary, c, slots) + extra_mb <= max_mb;
-                    let (mut lo, mut hi) = (MIN_CONTEXT_SIZE, context_size);
-                    if fits(lo) {
-                        while hi - lo > 1 {
-                            let mid = lo + (hi - lo) / 2;
-                            if fits(mid) {
-                                lo = mid;
-                            } else {
-                                hi = mid;
-                            }
-                        }
-                        let c = if lo >= 256 { lo / 256 * 256 } else { lo };
-                        format!(", or lower {} to {c}", self.setting_key("context_size"))
+            // The largest cache that fits (a multiple of 256 tokens when
+            // it is that large).
+            let fits = |c: u32| memory_need_mb(&summary, c) + extra_mb <= max_mb;
+            let (mut lo, mut hi) = (MIN_CONTEXT_SIZE, cache_tokens);
+            let instead = if fits(lo) {
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if fits(mid) {
+                        lo = mid;
                     } else {
-                        String::new()
+                        hi = mid;
                     }
                 }
+                let c = if lo >= 256 { lo / 256 * 256 } else { lo };
+                if self.cache_tokens.is_some() && c >= context_size {
+                    format!(", or lower {} to {c}", self.setting_key("cache_tokens"))
+                } else {
+                    format!(", or lower {} to {c}", self.setting_key("context_size"))
+                }
+            } else {
+                String::new()
             };
             return Err(SlmRunnerError::ResourceLimitExceeded {
                 limit: ResourceLimit::Memory,
                 detail: format!(
-                    "{slots} slot(s) of {context_size} tokens need about {need} MB (model file {file_mb} MB + KV caches + {} MB worker overhead{}), more than {} = {max_mb}; set it to {}{instead}",
+                    "a KV cache of {cache_tokens} tokens ({slots} slot(s) of at most {context_size}) needs about {need} MB (model file {file_mb} MB + KV cache + {} MB worker overhead{}), more than {} = {max_mb}; set it to {}{instead}",
                     defaults::WORKER_OVERHEAD_MB,
                     [
                         (embed_space_mb, "the embedding context"),
@@ -426,7 +460,7 @@ impl LocalGgufRunnerBuilder {
         }
         // The larger batch's buffers are leased too (an upper bound: only
         // the pages a step touches become resident).
-        let need_mb = resident_need_mb(&summary, context_size, slots) + embed_mb + batch_space_mb;
+        let need_mb = resident_need_mb(&summary, cache_tokens) + embed_mb + batch_space_mb;
         Ok(LocalGgufRunner {
             shared: Arc::new(Shared {
                 audit: self.audit,
@@ -443,6 +477,7 @@ impl LocalGgufRunnerBuilder {
                 batch_size: self.batch_size,
                 threads: threads.max(1),
                 slots,
+                cache_tokens,
                 host_gaps,
                 queue_capacity: self.queue_capacity,
                 isolate_agents,
@@ -493,35 +528,32 @@ fn host_cores() -> u32 {
         .unwrap_or(1)
 }
 
-/// Address space a worker with `slots` slots of `context_size` tokens
-/// needs (what the profile's `max_memory_mb` limits), MB: the mapped
-/// model and KV caches ([`model_and_caches_mb`]) + [`defaults::WORKER_OVERHEAD_MB`].
-pub(crate) fn memory_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
-    model_and_caches_mb(summary, context_size, slots) + defaults::WORKER_OVERHEAD_MB
+/// Address space a worker with a KV cache of `cache_tokens` tokens needs
+/// (what the profile's `max_memory_mb` limits), MB: the mapped model and
+/// the cache ([`model_and_cache_mb`]) + [`defaults::WORKER_OVERHEAD_MB`].
+pub(crate) fn memory_need_mb(summary: &GgufSummary, cache_tokens: u32) -> u64 {
+    model_and_cache_mb(summary, cache_tokens) + defaults::WORKER_OVERHEAD_MB
 }
 
 /// Resident memory the same worker needs (what it leases from the host
-/// budget), MB: [`model_and_caches_mb`] +
+/// budget), MB: [`model_and_cache_mb`] +
 /// [`defaults::WORKER_RESIDENT_OVERHEAD_MB`]. The model's pages are shared
 /// between workers of one file, but each lease counts them: the budget
 /// errs on the safe side.
-pub(super) fn resident_need_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
-    model_and_caches_mb(summary, context_size, slots) + defaults::WORKER_RESIDENT_OVERHEAD_MB
+pub(super) fn resident_need_mb(summary: &GgufSummary, cache_tokens: u32) -> u64 {
+    model_and_cache_mb(summary, cache_tokens) + defaults::WORKER_RESIDENT_OVERHEAD_MB
 }
 
-/// The mapped model and the KV caches of `slots` slots (from the header's
-/// figures; an eighth of the model per slot when the header lacks them),
-/// MB.
-fn model_and_caches_mb(summary: &GgufSummary, context_size: u32, slots: u32) -> u64 {
+/// The mapped model and a KV cache of `cache_tokens` tokens (from the
+/// header's figures; an eighth of the model per 2,048 tokens when the
+/// header lacks them), MB.
+fn model_and_cache_mb(summary: &GgufSummary, cache_tokens: u32) -> u64 {
     const MB: u64 = 1024 * 1024;
-    let per_slot = summary
-        .kv_bytes_per_token()
-        .map(|b| b.saturating_mul(u64::from(context_size)))
-        .unwrap_or(summary.file_size / 8);
-    summary
-        .file_size
-        .saturating_add(per_slot.saturating_mul(u64::from(slots)))
-        .div_ceil(MB)
+    let cache = summary.kv_bytes_per_token().map_or_else(
+        || (summary.file_size / 8).saturating_mul(u64::from(cache_tokens)) / 2048,
+        |b| b.saturating_mul(u64::from(cache_tokens)),
+    );
+    summary.file_size.saturating_add(cache).div_ceil(MB)
 }
 
 /// The embedding context of a worker, resident MB: the KV cache of
@@ -566,13 +598,20 @@ pub(crate) fn batch_extra_mb(summary: &GgufSummary, batch_size: u32) -> u64 {
 /// estimate, MB (see [`embed_context_mb`]).
 pub const EMBED_ADDRESS_EXTRA_MB: u64 = 32;
 
-/// The default slots: as many as `max_memory_mb` holds, at most
-/// [`defaults::SLOTS`], at least one.
-pub fn default_slots(summary: &GgufSummary, context_size: u32, max_memory_mb: u64) -> u32 {
-    (1..=defaults::SLOTS)
+/// The default KV cache, tokens: [`defaults::CACHE_CONTEXTS`] contexts
+/// (`slots` of them when fewer), fewer when `max_memory_mb` does not hold
+/// them, at least one context.
+pub fn default_cache_tokens(
+    summary: &GgufSummary,
+    context_size: u32,
+    slots: u32,
+    max_memory_mb: u64,
+) -> u32 {
+    (1..=defaults::CACHE_CONTEXTS.min(slots).max(1))
         .rev()
-        .find(|&n| memory_need_mb(summary, context_size, n) <= max_memory_mb)
-        .unwrap_or(1)
+        .map(|n| context_size.saturating_mul(n))
+        .find(|&c| memory_need_mb(summary, c) <= max_memory_mb)
+        .unwrap_or(context_size)
 }
 
 /// Threads for a CPU budget: whole cores only (fractions round down, at

@@ -181,6 +181,7 @@ impl Shared {
             model_path: self.model_path.clone(),
             threads: self.threads,
             context_size: self.context_size,
+            cache_tokens: self.cache_tokens,
             batch_size: self.batch_size,
             slots: self.slots,
             supervisor_pid: std::process::id(),

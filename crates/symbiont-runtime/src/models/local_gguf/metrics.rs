@@ -3,7 +3,7 @@
 //! the kernel's figure. A snapshot ([`RunnerMetrics`]) is cheap; the
 //! service exports it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why a worker stopped.
@@ -58,6 +58,11 @@ pub struct RunnerMetrics {
     pub slots_busy: usize,
     /// Slots per worker.
     pub slots: usize,
+    /// Tokens of KV cache per worker, shared by its slots.
+    pub cache_tokens: u64,
+    /// Tokens of KV cache the running requests hold now (each its prompt
+    /// plus `max_tokens`, at most the context; over every worker).
+    pub cache_tokens_reserved: u64,
     /// Workers loaded now.
     pub workers: usize,
     /// Prompt tokens of finished requests (from the tokenizer).
@@ -161,7 +166,33 @@ impl Counters {
         self.with(|m| m.memory_peak_mb = Some(m.memory_peak_mb.map_or(mb, |p| p.max(mb))));
     }
 
+    /// Counts `tokens` of cache as held until the guard is dropped.
+    pub fn hold_cache(self: &Arc<Self>, tokens: u64) -> CacheHold {
+        self.with(|m| m.cache_tokens_reserved += tokens);
+        CacheHold {
+            counters: self.clone(),
+            tokens,
+        }
+    }
+
     pub fn snapshot(&self) -> RunnerMetrics {
         self.m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Cache a running request holds in its worker, counted in
+/// [`RunnerMetrics::cache_tokens_reserved`] until dropped (however the
+/// request ends).
+#[derive(Debug)]
+pub(super) struct CacheHold {
+    counters: Arc<Counters>,
+    tokens: u64,
+}
+
+impl Drop for CacheHold {
+    fn drop(&mut self) {
+        let t = self.tokens;
+        self.counters
+            .with(|m| m.cache_tokens_reserved = m.cache_tokens_reserved.saturating_sub(t));
     }
 }

@@ -94,14 +94,18 @@ pub mod defaults {
     pub const BATCH_SIZE: u32 = 512;
     /// Requests waiting or running at once before `Overloaded`.
     pub const QUEUE_CAPACITY: usize = 64;
-    /// Most slots (requests one worker runs at once) chosen by default;
-    /// fewer when the profile's memory does not hold their KV caches (see
-    /// [`super::LocalGgufRunnerBuilder::slots`]). Four is where batching
-    /// pays on 2 cores (measured with llama-cpp-2 driven directly: 105
-    /// tokens/s with one sequence, 156 with four, 184 with eight; through
-    /// the runner see `bench/RESULTS.md`) without multiplying the KV
-    /// cache further.
-    pub const SLOTS: u32 = 4;
+    /// Slots (requests one worker runs at once) by default. They share
+    /// one KV cache ([`CACHE_CONTEXTS`]), so a slot costs next to no
+    /// memory: eight is where batching still pays on 2 cores (measured
+    /// with llama-cpp-2 driven directly: 105 tokens/s with one sequence,
+    /// 156 with four, 184 with eight; through the runner see
+    /// `bench/RESULTS.md`).
+    pub const SLOTS: u32 = 8;
+    /// The shared KV cache by default, in contexts: four contexts' tokens
+    /// (as many as the slots when they are fewer, and fewer when the
+    /// profile's memory does not hold them, down to one). Eight short
+    /// requests fit where four of a whole context each do.
+    pub const CACHE_CONTEXTS: u32 = 4;
     /// Address space a worker needs beyond the mapped model and its KV
     /// caches (llama.cpp's compute buffers, thread stacks and allocator
     /// arenas, the runtime), for the profile's `max_memory_mb`
@@ -167,6 +171,11 @@ pub struct RunnerLoad {
     /// Workers loaded (one per agent with requests when agents are
     /// isolated).
     pub workers: usize,
+    /// Tokens of KV cache per worker, shared by its slots (0: no local
+    /// worker).
+    pub cache_tokens: u64,
+    /// Tokens of it the running requests hold now, over its workers.
+    pub cache_tokens_reserved: u64,
 }
 
 /// Runs a GGUF model through llama.cpp in a supervised worker process.
@@ -195,6 +204,8 @@ struct Shared {
     batch_size: u32,
     threads: u32,
     slots: u32,
+    /// Tokens of KV cache one worker's slots share.
+    cache_tokens: u32,
     /// Controls of the profile the supervisor knows are not enforced here
     /// (beside the layers the worker reports).
     host_gaps: Vec<HostGap>,
@@ -313,6 +324,7 @@ impl LocalGgufRunner {
         m.queued = load.queued;
         m.slots_busy = load.busy;
         m.slots = load.slots;
+        m.cache_tokens = u64::from(self.shared.cache_tokens);
         m.workers = load.workers;
         m.memory_estimate_mb = self.shared.need_mb;
         m
@@ -334,6 +346,8 @@ impl LocalGgufRunner {
             queued,
             loaded: workers > 0 || self.shared.loaded(),
             workers,
+            cache_tokens: u64::from(self.shared.cache_tokens),
+            cache_tokens_reserved: self.shared.counters.snapshot().cache_tokens_reserved,
         }
     }
 

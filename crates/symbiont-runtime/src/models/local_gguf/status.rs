@@ -19,6 +19,8 @@ pub struct WorkerStatus {
     pub busy: usize,
     /// Requests waiting for a slot.
     pub queued: usize,
+    /// Tokens of KV cache its slots share.
+    pub cache_tokens: u32,
     /// Resident memory now (`VmRSS`), MB.
     pub memory_mb: Option<f64>,
     /// Peak resident memory (`VmHWM`), MB.
@@ -78,6 +80,7 @@ impl LocalGgufRunner {
                 slots: self.shared.slots,
                 busy,
                 queued,
+                cache_tokens: self.shared.cache_tokens,
                 memory_mb: kb("VmRSS:").map(|k| k as f64 / 1024.0),
                 peak_memory_mb: kb("VmHWM:").map(|k| k as f64 / 1024.0),
                 estimate_mb: self.shared.need_mb,

@@ -50,6 +50,8 @@ struct Inner {
     runners: Mutex<HashMap<(String, String), PoolRunner>>,
     /// The embedder's own runners, by model id.
     supplied: HashMap<String, Arc<dyn SlmRunner>>,
+    /// Local workers sized for one request at a time.
+    one_at_a_time: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -72,6 +74,7 @@ pub struct ModelPoolBuilder {
     worker_path: Option<PathBuf>,
     hub_cache: Option<hub::HfCache>,
     supplied: HashMap<String, Arc<dyn SlmRunner>>,
+    one_at_a_time: bool,
 }
 
 impl std::fmt::Debug for ModelPoolBuilder {
@@ -99,6 +102,14 @@ impl ModelPoolBuilder {
     /// The worker executable (default: as [`LocalGgufRunner`] finds it).
     pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_path = Some(path.into());
+        self
+    }
+    /// Local models run one request at a time (`symbi-slm run`, `chat`):
+    /// each worker gets one slot and a KV cache of one context, whatever
+    /// the models' `slots` and `cache_tokens` say, so that a one-shot
+    /// holds no memory it cannot use (default: off).
+    pub fn one_request_at_a_time(mut self, on: bool) -> Self {
+        self.one_at_a_time = on;
         self
     }
     /// The Hugging Face cache that `HuggingFace` models run from (default:
@@ -158,6 +169,7 @@ impl ModelPoolBuilder {
                 hub_cache: self.hub_cache.unwrap_or_else(hub::HfCache::from_env),
                 runners: Mutex::new(HashMap::new()),
                 supplied: self.supplied,
+                one_at_a_time: self.one_at_a_time,
             }),
         })
     }
@@ -173,6 +185,7 @@ impl ModelPool {
             worker_path: None,
             hub_cache: None,
             supplied: HashMap::new(),
+            one_at_a_time: false,
         }
     }
 
@@ -411,6 +424,7 @@ impl ModelPool {
         .keep_alive(Duration::from_secs(keep_alive))
         // The model's own settings (its keep-alive wins over the pool's).
         .settings(&model.settings)
+        .one_at_a_time(self.inner.one_at_a_time)
         .sha256(pin)
         .pinned(settings.pinned_models.iter().any(|m| m == model_id))
         .embeddings(

@@ -175,6 +175,8 @@ impl PoolRunner {
                 queued: 0,
                 loaded: true,
                 workers: 0,
+                cache_tokens: 0,
+                cache_tokens_reserved: 0,
             },
         }
     }

@@ -195,6 +195,8 @@ impl RemoteRunner {
             queued: self.inner.waiting.load(Ordering::Relaxed),
             loaded: true,
             workers: 0,
+            cache_tokens: 0,
+            cache_tokens_reserved: 0,
         }
     }
 

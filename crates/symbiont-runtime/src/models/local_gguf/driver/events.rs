@@ -35,6 +35,12 @@ impl Driver {
                     decoded,
                 };
                 a.received = true;
+                // What the worker reserved for it in the shared cache.
+                let context = self.settings.context_size as usize;
+                let reserved = (input_tokens as usize)
+                    .saturating_add(a.max_tokens)
+                    .min(context);
+                a.cache = Some(self.settings.counters.hold_cache(reserved as u64));
                 let _ = a.events.try_send(Event::PromptRead);
                 Ok(())
             }

@@ -496,6 +496,7 @@ impl Driver {
                         received: false,
                         embed,
                         caller,
+                        cache: None,
                     },
                 );
                 Ok(())

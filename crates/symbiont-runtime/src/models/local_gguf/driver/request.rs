@@ -26,6 +26,8 @@ pub(super) struct Active {
     /// An embedding request: one `Embedding`, no text.
     pub(super) embed: bool,
     pub(super) caller: super::Caller,
+    /// Its share of the worker's cache, from `PromptRead` on.
+    pub(super) cache: Option<super::super::metrics::CacheHold>,
 }
 
 /// How far a running request is, as the worker's frames show it.
