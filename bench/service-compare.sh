@@ -13,6 +13,7 @@
 #
 #   bench/build-reference-llama.sh llama-server   # once, ~15 min
 #   bench/service-compare.sh [ROUNDS] [NP] [LEVELS]   # defaults: 5 8 1,4,8
+#   SETTINGS="cache_tokens = 4096" bench/service-compare.sh   # the model's settings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-5}"
@@ -55,6 +56,8 @@ id = "smollm2"
 name = "SmolLM2"
 provider = { LocalFile = { file_path = "$MODEL" } }
 capabilities = ["TextGeneration"]
+[slm.model_allow_lists.global_models.settings]
+${SETTINGS:-}
 [slm.model_allow_lists.agent_model_maps]
 bench = ["smollm2"]
 [slm.sandbox_profiles.standard.resources]

@@ -260,7 +260,9 @@ where
                 tokens: input_tokens,
                 context_size: self.per_slot as u32,
             })
-        } else if self.waiting.len() >= self.slots.len() {
+        } else if self.waiting.len() + self.slots.iter().filter(|s| s.active.is_some()).count()
+            >= self.slots.len()
+        {
             // The supervisor sends at most one request per slot.
             Some(RequestError::SlotsFull {
                 slots: self.slots.len() as u32,
@@ -279,30 +281,35 @@ where
         self.admit_waiting(out);
     }
 
-    /// Starts the waiting requests that fit now, oldest first; the first
-    /// that does not fit holds those behind it (a long request is not
-    /// passed over for ever by short ones).
+    /// Starts the waiting requests that fit now, fairly between agents:
+    /// the next is the oldest request of the agent (`cache_key`) that runs
+    /// the fewest now. When it does not fit, those behind it wait too (a
+    /// long request is not passed over for ever by short ones).
     fn admit_waiting(&mut self, out: &mut impl Sink) {
-        while self.start_first(out) {}
+        while self.start_next(out) {}
     }
 
-    /// Tokens of the cache held now: the running requests' reservations
-    /// and the idle slots' cached prefixes.
-    pub fn cache_in_use(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| s.active.as_ref().map_or(s.cache.len(), |a| a.reserved))
-            .sum()
+    /// The waiting request to start next (see [`Self::admit_waiting`]).
+    fn next_waiting(&self) -> Option<usize> {
+        let running = |key: u64| {
+            self.slots
+                .iter()
+                .filter(|s| s.owner == key && s.active.is_some())
+                .count()
+        };
+        (0..self.waiting.len()).min_by_key(|&i| (running(self.waiting[i].req.cache_key), i))
     }
 
-    /// Gives the first waiting request the free slot that already holds
-    /// the longest prefix of its prompt, if its reservation fits the cache
-    /// (dropping idle slots' prefixes, least recently used first, to make
-    /// room); whether it started.
-    fn start_first(&mut self, out: &mut impl Sink) -> bool {
-        let Some(w) = self.waiting.front() else {
+    /// Gives the next waiting request the free slot that already holds
+    /// the longest prefix of its prompt (else an empty one, else the least
+    /// recently used), if its reservation fits the cache (dropping idle
+    /// slots' prefixes, least recently used first, to make room); whether
+    /// it started.
+    fn start_next(&mut self, out: &mut impl Sink) -> bool {
+        let Some(next) = self.next_waiting() else {
             return false;
         };
+        let w = &self.waiting[next];
         let tokens = &w.tokens;
         let key = w.req.cache_key;
         let free = self
@@ -310,12 +317,21 @@ where
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .max_by_key(|(_, s)| (own_prefix(s, key, tokens), u64::MAX - s.freed_at))
+            .max_by_key(|(_, s)| {
+                (
+                    own_prefix(s, key, tokens),
+                    s.cache.is_empty(),
+                    u64::MAX - s.freed_at,
+                )
+            })
             .map(|(i, _)| i);
         let Some(index) = free else {
             return false;
         };
-        let need = (tokens.len() + w.req.max_tokens as usize).min(self.per_slot);
+        let need = tokens
+            .len()
+            .saturating_add(w.req.max_tokens as usize)
+            .min(self.per_slot);
         let running: usize = self
             .slots
             .iter()
@@ -373,7 +389,7 @@ where
             req,
             tokens,
             started,
-        }) = self.waiting.pop_front()
+        }) = self.waiting.remove(next)
         else {
             return false;
         };

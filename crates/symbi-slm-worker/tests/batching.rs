@@ -900,6 +900,62 @@ async fn a_shared_cache_runs_short_requests_together_and_makes_long_ones_wait() 
     assert_eq!(most, 512, "two long requests at a time, never more");
     assert_eq!(results.len(), 4);
     assert_eq!(r.metrics().cache_tokens_reserved, 0, "released at the end");
+    // While two long requests fill the cache, a third waits in the worker:
+    // past its deadline it ends as a timeout without running, a fourth
+    // dropped while it waits is cancelled, and the two go on.
+    let long = |r: LocalGgufRunner, timeout: Option<Duration>| async move {
+        let o = ExecutionOptions {
+            max_tokens: Some(1000),
+            temperature: Some(0.0),
+            timeout,
+            ..Default::default()
+        };
+        r.execute("Count from one to a thousand, in words.", Some(o))
+            .await
+    };
+    let a = tokio::spawn(long(r.clone(), None));
+    let b = tokio::spawn(long(r.clone(), None));
+    until("two requests to start", Duration::from_secs(60), || {
+        r.metrics().cache_tokens_reserved == 512
+    })
+    .await;
+    let late = tokio::spawn(long(r.clone(), Some(Duration::from_millis(600))));
+    let dropped = tokio::spawn(long(r.clone(), None));
+    until(
+        "four requests in the worker",
+        Duration::from_secs(10),
+        || r.metrics().slots_busy == 4,
+    )
+    .await;
+    let waited = r.metrics();
+    assert_eq!(
+        (waited.requests_started, waited.cache_tokens_reserved),
+        (2, 512)
+    );
+    let cancelled = waited.requests_cancelled;
+    dropped.abort();
+    match late.await.unwrap() {
+        Err(SlmRunnerError::ExecutionTimeout { .. }) => {}
+        other => panic!("the waiting request past its deadline: {other:?}"),
+    }
+    until(
+        "the dropped request to be cancelled",
+        Duration::from_secs(10),
+        || {
+            let m = r.metrics();
+            m.requests_cancelled == cancelled + 1 && m.slots_busy == 2
+        },
+    )
+    .await;
+    for j in [a, b] {
+        let done = j.await.unwrap().expect("the long requests finish");
+        assert!(done.metadata.output_tokens.is_some_and(|n| n > 0));
+    }
+    let m = r.metrics();
+    assert_eq!(
+        (m.slots_busy, m.cache_tokens_reserved, m.requests_started),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -936,15 +992,25 @@ async fn the_memory_estimate_holds_for_1_4_and_8_requests_short_and_long() {
     let _g = serial();
     let long = "Summarise this text. ".to_string()
         + &"The quick brown fox jumps over the lazy dog near the river bank. ".repeat(24);
-    for (n, prompt) in [
-        (1, "Name a colour."),
-        (4, "Name a colour."),
-        (8, "Name a colour."),
-        (1, long.as_str()),
-        (4, long.as_str()),
-        (8, long.as_str()),
+    for (n, prompt, cache) in [
+        (1, "Name a colour.", 8192),
+        (4, "Name a colour.", 8192),
+        (8, "Name a colour.", 8192),
+        (1, long.as_str(), 8192),
+        (4, long.as_str(), 8192),
+        (8, long.as_str(), 8192),
+        // A cache four times larger: the estimate follows it.
+        (8, long.as_str(), 32768),
     ] {
-        let r = runner(8).await;
+        let mut roomy = profile();
+        roomy.resources.max_memory_mb = 2048;
+        let r = LocalGgufRunner::builder(model_path(), roomy, ModelResourceRequirements::default())
+            .worker_path(worker())
+            .slots((cache / 2048).max(8))
+            .cache_tokens(cache)
+            .build()
+            .await
+            .expect("runner");
         let jobs: Vec<_> = (0..n)
             .map(|i| {
                 let (r, p) = (r.clone(), format!("{prompt} ({i})"));
@@ -965,7 +1031,7 @@ async fn the_memory_estimate_holds_for_1_4_and_8_requests_short_and_long() {
         let peak = m.memory_peak_mb.expect("the kernel's VmHWM");
         let estimate = m.memory_estimate_mb as f64;
         let off = (peak - estimate).abs() / estimate;
-        eprintln!("{n} request(s) of {input} prompt tokens: VmHWM {peak:.1} MB, estimate {estimate} MB ({:+.1} %)", (peak / estimate - 1.0) * 100.0);
+        eprintln!("{n} request(s) of {input} prompt tokens, cache {cache}: VmHWM {peak:.1} MB, estimate {estimate} MB ({:+.1} %)", (peak / estimate - 1.0) * 100.0);
         assert!(
             off <= 0.10,
             "{n} request(s) of {input} tokens: VmHWM {peak:.1} MB against an estimate of {estimate} MB"

@@ -178,7 +178,7 @@ pub fn ps(args: PsArgs, config: Option<&Path>) -> Result<(), Failure> {
                 format!(
                     "{}/{}",
                     m.cache_tokens_reserved,
-                    m.cache_tokens * m.workers.len() as u64
+                    m.cache_tokens.saturating_mul(m.workers.len() as u64)
                 ),
                 memory,
                 unload,

@@ -163,6 +163,20 @@ pub(super) fn check(slm: &Slm, base: &str, m: &super::Model, out: &mut Issues) {
                 },
             ));
         }
+        if let Some(slots) = s.slots.filter(|n| (1..=MAX_SLOTS).contains(n)) {
+            let most = u64::from(slots) * u64::from(context);
+            if u64::from(cache) > most {
+                out.push((
+                    format!("{base}.cache_tokens"),
+                    Problem::OutOfRange {
+                        value: cache.to_string(),
+                        range: format!(
+                            "at most slots × context_size = {most} (more can never be used)"
+                        ),
+                    },
+                ));
+            }
+        }
     }
     if let (Some(slots), Some(batch)) = (s.slots, s.batch_size) {
         if slots > batch && slots <= MAX_SLOTS {

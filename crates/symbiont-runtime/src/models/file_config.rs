@@ -5,8 +5,9 @@
 //!
 //! The model runs under the `secure` profile's controls (no network, no
 //! child processes, strict syscall filtering, audit logging), with its
-//! memory and cores sized to fit: `max_memory_mb` what the model and
-//! `slots` KV caches need, by the same estimate the runner checks;
+//! memory and cores sized to fit: `max_memory_mb` what the model and the
+//! shared KV cache of `slots` requests need (at most four contexts), by
+//! the same estimate the runner checks;
 //! `max_cpu_cores` this host's cores.
 
 use std::path::Path;

@@ -95,6 +95,7 @@ impl Shared {
             profile: self.profile_label.as_deref().unwrap_or("-").into(),
             batch_size: self.batch_size,
             context_size: self.context_size,
+            cache_tokens: self.cache_tokens,
             cancel_grace_steps: defaults::CANCEL_GRACE_STEPS,
             crashes: tenant.crashes.clone(),
             counters: self.counters.clone(),

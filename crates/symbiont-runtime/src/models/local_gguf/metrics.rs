@@ -63,6 +63,10 @@ pub struct RunnerMetrics {
     /// Tokens of KV cache the running requests hold now (each its prompt
     /// plus `max_tokens`, at most the context; over every worker).
     pub cache_tokens_reserved: u64,
+    /// Requests the workers have started (their cache reserved), now; the
+    /// rest of `slots_busy` wait in the worker (for room in the cache) or
+    /// are embeddings.
+    pub requests_started: u64,
     /// Workers loaded now.
     pub workers: usize,
     /// Prompt tokens of finished requests (from the tokenizer).
@@ -168,7 +172,10 @@ impl Counters {
 
     /// Counts `tokens` of cache as held until the guard is dropped.
     pub fn hold_cache(self: &Arc<Self>, tokens: u64) -> CacheHold {
-        self.with(|m| m.cache_tokens_reserved += tokens);
+        self.with(|m| {
+            m.cache_tokens_reserved += tokens;
+            m.requests_started += 1;
+        });
         CacheHold {
             counters: self.clone(),
             tokens,
@@ -189,10 +196,19 @@ pub(super) struct CacheHold {
     tokens: u64,
 }
 
+impl CacheHold {
+    /// The tokens held.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+}
+
 impl Drop for CacheHold {
     fn drop(&mut self) {
         let t = self.tokens;
-        self.counters
-            .with(|m| m.cache_tokens_reserved = m.cache_tokens_reserved.saturating_sub(t));
+        self.counters.with(|m| {
+            m.cache_tokens_reserved = m.cache_tokens_reserved.saturating_sub(t);
+            m.requests_started = m.requests_started.saturating_sub(1);
+        });
     }
 }

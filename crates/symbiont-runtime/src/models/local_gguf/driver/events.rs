@@ -42,6 +42,19 @@ impl Driver {
                     .min(context);
                 a.cache = Some(self.settings.counters.hold_cache(reserved as u64));
                 let _ = a.events.try_send(Event::PromptRead);
+                // An honest worker never starts more than its cache holds.
+                let held: u64 = self
+                    .active
+                    .values()
+                    .filter_map(|a| a.cache.as_ref().map(|c| c.tokens()))
+                    .sum();
+                if held > u64::from(self.settings.cache_tokens) {
+                    let why = format!(
+                        "requests started holding {held} tokens of a cache of {}",
+                        self.settings.cache_tokens
+                    );
+                    return violation(why, Some(id));
+                }
                 Ok(())
             }
             FromWorker::Token { id, ref text } => {

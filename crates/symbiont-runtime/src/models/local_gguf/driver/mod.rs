@@ -130,6 +130,8 @@ pub(super) struct Settings {
     pub keep_alive: Duration,
     pub batch_size: u32,
     pub context_size: u32,
+    /// Tokens of KV cache the worker's requests share.
+    pub cache_tokens: u32,
     pub cancel_grace_steps: u32,
     pub audit: Audit,
     /// Worker failures in a row (for the start's back-off).
