@@ -6,7 +6,8 @@
 //! `min(prompt + max_tokens, context_size)` tokens of it when it starts,
 //! so it never runs out mid-answer, and many short requests fit where few
 //! long ones do. A request that does not fit beside the running ones
-//! waits in the worker, in arrival order, until they end; the cached
+//! waits in the worker until they end (the next to start is the oldest
+//! request of the agent that runs the fewest); the cached
 //! prefixes of idle slots are dropped for it first, least recently used
 //! first. Every decode step carries one token for
 //! each generating slot plus a chunk of the prompts still being read, so a

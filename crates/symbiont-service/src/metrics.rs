@@ -259,7 +259,7 @@ impl Collector for RunnerCollector {
             ("queue_depth", "Requests waiting for a slot now", |m| m.queued as i64),
             ("slots_busy", "Slots running a request now", |m| m.slots_busy as i64),
             ("kv_cache_reserved_tokens", "Tokens of KV cache the running requests hold now (each its prompt plus max_tokens, at most the context)", |m| m.cache_tokens_reserved as i64),
-            ("requests_waiting_for_cache", "Requests sent to a worker that it has not started (waiting for room in its KV cache, or an embedding)", |m| (m.slots_busy as u64).saturating_sub(m.requests_started) as i64),
+            ("requests_not_started", "Requests holding a slot of a local model that its worker has not started: waiting for room in the KV cache, for the worker to load, or an embedding (0 for remote models)", |m| if m.cache_tokens == 0 { 0 } else { (m.slots_busy as u64).saturating_sub(m.requests_started) as i64 }),
             ("kv_cache_free_tokens", "Tokens of KV cache the loaded workers have left for new requests", |m| (m.cache_tokens.saturating_mul(m.workers as u64)).saturating_sub(m.cache_tokens_reserved) as i64),
             ("workers_loaded", "Worker processes loaded now", |m| m.workers as i64),
             ("worker_memory_estimate_bytes", "Resident memory each worker leases from the host budget (model + KV caches + buffers)", |m| (m.memory_estimate_mb as i64) << 20),

@@ -64,8 +64,8 @@ pub struct RunnerMetrics {
     /// plus `max_tokens`, at most the context; over every worker).
     pub cache_tokens_reserved: u64,
     /// Requests the workers have started (their cache reserved), now; the
-    /// rest of `slots_busy` wait in the worker (for room in the cache) or
-    /// are embeddings.
+    /// rest of `slots_busy` wait for room in the cache or for their worker
+    /// to load, or are embeddings.
     pub requests_started: u64,
     /// Workers loaded now.
     pub workers: usize,

@@ -36,7 +36,7 @@ impl Driver {
                 };
                 a.received = true;
                 // What the worker reserved for it in the shared cache.
-                let context = self.settings.context_size as usize;
+                let context = self.settings.context_size.min(self.w.facts.context_size) as usize;
                 let reserved = (input_tokens as usize)
                     .saturating_add(a.max_tokens)
                     .min(context);
