@@ -15,20 +15,22 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use symbiont_runtime::config::ModelResourceRequirements;
 use symbiont_runtime::models::{
-    ExecutionOptions, ExecutionResult, FinishReason, LocalGgufRunner, SlmRunnerError, StreamEvent,
+    ExecutionOptions, ExecutionResult, FinishReason, LocalGgufRunner, LocalGgufRunnerBuilder,
+    SlmRunnerError, StreamEvent,
 };
 
-async fn runner(slots: u32) -> LocalGgufRunner {
+/// A builder of the default model's runner under the test profile.
+fn builder() -> LocalGgufRunnerBuilder {
     LocalGgufRunner::builder(
         model_path(),
         profile(),
         ModelResourceRequirements::default(),
     )
     .worker_path(worker())
-    .slots(slots)
-    .build()
-    .await
-    .expect("runner")
+}
+
+async fn runner(slots: u32) -> LocalGgufRunner {
+    builder().slots(slots).build().await.expect("runner")
 }
 
 fn options(max_tokens: u32, temperature: f32, seed: u32) -> ExecutionOptions {
@@ -654,17 +656,12 @@ async fn a_pinned_model_needs_a_shared_worker() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     // The allowed twin: shared, pinned, keep-alive 0 (ignored when pinned).
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        profile(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .pinned(true)
-    .keep_alive(Duration::ZERO)
-    .build()
-    .await
-    .unwrap();
+    let r = builder()
+        .pinned(true)
+        .keep_alive(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
     r.preload().await.unwrap();
     r.execute("Say yes.", Some(options(2, 0.0, 1)))
         .await
@@ -689,17 +686,7 @@ async fn embeddings_are_unit_vectors_of_the_text_and_leave_generation_alone() {
         matches!(e, SlmRunnerError::InvalidInput { field: "model", .. }),
         "{e}"
     );
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        profile(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .slots(2)
-    .embeddings(true)
-    .build()
-    .await
-    .unwrap();
+    let r = builder().slots(2).embeddings(true).build().await.unwrap();
     // `secure`'s 512 MB cannot hold a 2048-token slot beside the embedding
     // context: refused at build, with the numbers, not at the first embed.
     let refused = LocalGgufRunner::builder(
@@ -844,18 +831,13 @@ async fn most_reserved(r: &LocalGgufRunner, done: impl Fn() -> bool) -> u64 {
 async fn a_shared_cache_runs_short_requests_together_and_makes_long_ones_wait() {
     let _g = serial();
     // Four slots of at most 256 tokens sharing a cache of 512.
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        profile(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .slots(4)
-    .context_size(256)
-    .cache_tokens(512)
-    .build()
-    .await
-    .expect("runner");
+    let r = builder()
+        .slots(4)
+        .context_size(256)
+        .cache_tokens(512)
+        .build()
+        .await
+        .expect("runner");
     assert_eq!((r.metrics().slots, r.metrics().cache_tokens), (4, 512));
     let run = |max_tokens: u32| {
         let r = r.clone();
@@ -961,18 +943,13 @@ async fn a_shared_cache_runs_short_requests_together_and_makes_long_ones_wait() 
 #[tokio::test]
 async fn one_at_a_time_holds_one_context() {
     let _g = serial();
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        profile(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .slots(4)
-    .cache_tokens(8192)
-    .one_at_a_time(true)
-    .build()
-    .await
-    .expect("runner");
+    let r = builder()
+        .slots(4)
+        .cache_tokens(8192)
+        .one_at_a_time(true)
+        .build()
+        .await
+        .expect("runner");
     let m = r.metrics();
     assert_eq!((m.slots, m.cache_tokens), (1, 2048));
     // Its estimate is the model and one context's cache: below the default
@@ -1046,18 +1023,13 @@ async fn the_memory_estimate_holds_for_1_4_and_8_requests_short_and_long() {
 #[allow(deprecated)] // a runner built alone: the agent comes with the options
 async fn waiting_requests_start_fairly_between_agents() {
     let _g = serial();
-    let r = LocalGgufRunner::builder(
-        model_path(),
-        profile(),
-        ModelResourceRequirements::default(),
-    )
-    .worker_path(worker())
-    .slots(4)
-    .context_size(128)
-    .cache_tokens(256)
-    .build()
-    .await
-    .expect("runner");
+    let r = builder()
+        .slots(4)
+        .context_size(128)
+        .cache_tokens(256)
+        .build()
+        .await
+        .expect("runner");
     r.preload().await.unwrap();
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let long = |agent: &'static str, n: u32, max_tokens: u32| {
