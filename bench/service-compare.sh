@@ -41,7 +41,7 @@ drive() { # URL_A TOKEN_A URL_B TOKEN_B ROUNDS → JSON {a: …, b: …}
 
 PORT=18091
 "$SERVER" -m "$MODEL" -t 2 -tb 2 -np "$NP" -c $((NP * 2048)) --port "$PORT" --host 127.0.0.1 \
-  --jinja --no-webui >"$tmp/llama-server.log" 2>&1 &
+  --jinja --no-webui ${SERVER_ARGS:-} >"$tmp/llama-server.log" 2>&1 &
 pids+=($!)
 server_pid=$!
 
@@ -71,10 +71,11 @@ TOML
   >"$tmp/serve.out" 2>"$tmp/serve.log" &
 pids+=($!)
 serve_pid=$!
-both=$(drive "http://127.0.0.1:$PORT" none "http://127.0.0.1:$((PORT + 1))" "$(echo "$token" | head -1)" "$ROUNDS" "$LEVELS")
+both=$(PIDS_A="$server_pid" PIDS_B="$serve_pid" drive "http://127.0.0.1:$PORT" none "http://127.0.0.1:$((PORT + 1))" "$(echo "$token" | head -1)" "$ROUNDS" "$LEVELS")
 hwm() { awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 worker_pid=$(pgrep -P "$serve_pid" -f symbi-slm-worker | head -1)
 mem="$(hwm "$server_pid") $(hwm "$worker_pid") $(hwm "$serve_pid")"
+
 theirs=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["a"]))' "$both")
 ours=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["b"]))' "$both")
 
@@ -82,10 +83,13 @@ python3 - "$theirs" "$ours" "$NP" "$mem" <<'PY'
 import json, sys
 theirs, ours, np_ = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 server, worker, serve = (float(x) for x in sys.argv[4].split())
+g_theirs, g_ours = theirs.pop("generated"), ours.pop("generated")
+c_theirs, c_ours = theirs.pop("cpu_ms_per_token"), ours.pop("cpu_ms_per_token")
 print(f"default model, 2 threads, llama-server -np {np_} -c {int(np_) * 2048} vs symbi-slm serve (standard, 4096 MB, default settings), 64-token greedy streamed chat requests, same client (medians [min–max])")
 for n in theirs:
     t, o = theirs[n], ours[n]
-    print(f"{n} concurrent  tok/s total   llama-server {t['tps'][0]:7.1f} [{t['tps'][1]:.1f}–{t['tps'][2]:.1f}]   symbi-slm serve {o['tps'][0]:7.1f} [{o['tps'][1]:.1f}–{o['tps'][2]:.1f}]   ratio {o['tps'][0] / t['tps'][0]:.2f}")
+    print(f"{n} concurrent  tok/s total   llama-server {t['tps'][0]:7.1f} [{t['tps'][1]:.1f}–{t['tps'][2]:.1f}]   symbi-slm serve {o['tps'][0]:7.1f} [{o['tps'][1]:.1f}–{o['tps'][2]:.1f}]   ratio {o['tps'][0] / t['tps'][0]:.2f} (paired {o['paired']:.2f})")
     print(f"{n} concurrent  first token   llama-server {t['ttft'][0]:7.1f} ms [{t['ttft'][1]:.1f}–{t['ttft'][2]:.1f}]   symbi-slm serve {o['ttft'][0]:7.1f} ms [{o['ttft'][1]:.1f}–{o['ttft'][2]:.1f}]")
+print(f"CPU per generated token in the measured rounds (user + system, {g_theirs} and {g_ours} tokens): llama-server {c_theirs:.2f} ms; symbi-slm serve and its worker {c_ours:.2f} ms (ratio {c_ours / c_theirs:.2f})")
 print(f"peak resident (VmHWM): llama-server {server:.1f} MB; symbi-slm worker {worker:.1f} MB + serve {serve:.1f} MB = {worker + serve:.1f} MB (ratio {(worker + serve) / server:.2f}, worker alone {worker / server:.2f})")
 PY

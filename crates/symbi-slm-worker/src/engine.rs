@@ -124,16 +124,30 @@ impl Engine {
         self.spec.cache_tokens.max(self.facts.context_size)
     }
 
-    /// A fresh inference context: one sequence per slot, all of them in
-    /// one unified KV cache of [`Self::cache_tokens`] tokens (llama.cpp
-    /// makes the whole buffer resident when the context is made, so its
-    /// size is what the worker holds: sized to demand by the supervisor).
+    /// Whether the sequences share one KV cache (llama.cpp's unified
+    /// cache): only when it is smaller than a context per slot, where
+    /// sharing lets many short requests fit where few long ones do. A cache
+    /// of a whole context per slot gives each sequence a stream of its own,
+    /// as `llama-server -np` does: a sequence's attention then reads its
+    /// own cells only, where in a unified cache it scans every sequence's
+    /// (measured at 8 streams: 10–15 % more CPU per token, in llama-server
+    /// as in the worker; bench/RESULTS.md).
+    pub fn shared_cache(&self) -> bool {
+        u64::from(self.cache_tokens())
+            < u64::from(self.slots()) * u64::from(self.facts.context_size)
+    }
+
+    /// A fresh inference context: one sequence per slot, all of them in a
+    /// KV cache of [`Self::cache_tokens`] tokens, shared or a stream each
+    /// ([`Self::shared_cache`]). llama.cpp makes the whole buffer resident
+    /// when the context is made, so its size is what the worker holds:
+    /// sized to demand by the supervisor.
     pub fn new_context(&self) -> Result<LlamaContext<'_>, LoadError> {
         let threads = i32::try_from(self.spec.threads.max(1)).unwrap_or(1);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(self.cache_tokens()))
             .with_n_seq_max(self.slots())
-            .with_kv_unified(true)
+            .with_kv_unified(self.shared_cache())
             .with_n_batch(self.spec.batch_size.max(1))
             .with_n_ubatch(self.spec.batch_size.max(1))
             .with_n_threads(threads)

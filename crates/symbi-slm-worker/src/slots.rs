@@ -2,7 +2,9 @@
 //!
 //! Each request runs in a slot: a sequence of the context, at most
 //! `context_size` tokens long. The sequences share one KV cache of
-//! `cache_tokens` tokens (llama.cpp's unified cache): a request reserves
+//! `cache_tokens` tokens (llama.cpp's unified cache; a KV stream each when
+//! the cache holds a context per slot, see `Engine::shared_cache`): a
+//! request reserves
 //! `min(prompt + max_tokens, context_size)` tokens of it when it starts,
 //! so it never runs out mid-answer, and many short requests fit where few
 //! long ones do. A request that does not fit beside the running ones
@@ -633,8 +635,10 @@ where
         if cache_len >= per_slot {
             return self.finish(i, Finish::ContextFull, None, out);
         }
+        // `sample` accepts the token into the chain itself (llama.cpp's
+        // `llama_sampler_sample`): accepting it again would count it twice
+        // in the penalties' window (and, for a grammar, advance it twice).
         let token = a.sampler.sample(&self.ctx, index);
-        a.sampler.accept(token);
         if vocab.is_eog(token) {
             return self.finish(i, Finish::EndOfText, None, out);
         }

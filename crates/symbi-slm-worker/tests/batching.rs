@@ -29,6 +29,9 @@ fn builder() -> LocalGgufRunnerBuilder {
     .worker_path(worker())
 }
 
+/// The default context size, tokens.
+const CONTEXT: u32 = 2048;
+
 async fn runner(slots: u32) -> LocalGgufRunner {
     builder().slots(slots).build().await.expect("runner")
 }
@@ -82,17 +85,23 @@ async fn all_at_once(
     (out, order)
 }
 
-/// Four requests batched really run together (their pieces arrive
-/// interleaved), each within its own limits. Their text may differ from
-/// the text each gives alone where the model's top two tokens nearly tie:
-/// the shared cache puts other sequences' cells between a request's own,
-/// which changes the order of llama.cpp's floating-point sums (as
-/// llama-server's `--kv-unified` does; see docs/library.md). A worker
-/// with one slot is reproducible: see the next test.
+/// Four requests batched in a shared cache (four slots in two contexts'
+/// tokens) really run together (their pieces arrive interleaved), each
+/// within its own limits. Their text may differ from the text each gives
+/// alone where the model's top two tokens nearly tie: the shared cache
+/// puts other sequences' cells between a request's own, which changes the
+/// order of llama.cpp's floating-point sums (as llama-server's
+/// `--kv-unified` does; see docs/library.md). A cache of a context per
+/// slot, or one slot, is reproducible: see the next tests.
 #[tokio::test]
 async fn batched_requests_run_together() {
     let _serial = serial();
-    let r = runner(4).await;
+    let r = builder()
+        .slots(4)
+        .cache_tokens(2 * CONTEXT)
+        .build()
+        .await
+        .expect("runner");
     assert_eq!(r.slots(), 4);
     r.preload().await.unwrap();
     for o in [options(24, 0.0, 1), options(24, 0.9, 1234)] {
@@ -104,13 +113,43 @@ async fn batched_requests_run_together() {
                 .output_tokens
                 .is_some_and(|n| (1..=24).contains(&n)));
         }
-        // Decoded together, not one after another: their pieces arrive
-        // interleaved (one after another would switch requests 3 times).
-        let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
-        assert!(
-            switches >= 20,
-            "not interleaved ({switches} switches): {order:?}"
-        );
+        assert_interleaved(&order);
+    }
+}
+
+/// Decoded together, not one after another: their pieces arrive
+/// interleaved (one after another would switch requests 3 times).
+fn assert_interleaved(order: &[usize]) {
+    let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        switches >= 20,
+        "not interleaved ({switches} switches): {order:?}"
+    );
+}
+
+/// A cache of a whole context per slot gives each sequence a KV stream of
+/// its own (as `llama-server -np` does): each request's text is the same
+/// alone and batched with three others, greedy and sampled with a fixed
+/// seed, and the batched ones really ran together.
+#[tokio::test]
+async fn a_stream_per_slot_gives_batched_requests_the_text_they_give_alone() {
+    let _serial = serial();
+    let r = builder()
+        .slots(4)
+        .cache_tokens(4 * CONTEXT)
+        .build()
+        .await
+        .expect("runner");
+    r.preload().await.unwrap();
+    for o in [options(24, 0.0, 1), options(24, 0.9, 1234)] {
+        let mut alone = Vec::new();
+        for p in PROMPTS {
+            alone.push(r.execute(p, Some(o.clone())).await.unwrap().response);
+        }
+        let (batched, order) = all_at_once(&r, &o).await;
+        let texts: Vec<&str> = batched.iter().map(|b| b.response.as_str()).collect();
+        assert_eq!(texts, alone, "temperature {:?}", o.temperature);
+        assert_interleaved(&order);
     }
 }
 

@@ -88,8 +88,9 @@ pub struct LaunchSpec {
     pub threads: u32,
     /// Tokens of context one request may use, prompt and answer together.
     pub context_size: u32,
-    /// Tokens of KV cache the requests share (llama.cpp's unified cache),
-    /// at least `context_size`. A request reserves `min(prompt +
+    /// Tokens of KV cache the requests share (llama.cpp's unified cache;
+    /// a stream each when it holds `slots × context_size`), at least
+    /// `context_size`. A request reserves `min(prompt +
     /// max_tokens, context_size)` of them when it starts, so that it never
     /// runs out mid-answer; one that does not fit beside the running ones
     /// waits in the worker until they end (idle sequences' cached prefixes

@@ -9,7 +9,7 @@
 //! context_size = 8192      # llama-server -c (per request), Ollama num_ctx
 //! threads = 2              # -t, num_thread
 //! slots = 8                # -np: requests one worker runs at once
-//! cache_tokens = 16384     # -c with --kv-unified: KV cache the slots share
+//! cache_tokens = 16384     # -c: KV cache the slots share (--kv-unified below slots x context)
 //! batch_size = 512         # -b
 //! keep_alive_seconds = 600 # Ollama keep_alive
 //! [slm.model_allow_lists.global_models.settings.sampling]

@@ -153,7 +153,11 @@ impl LocalGgufRunnerBuilder {
     }
     /// Tokens of KV cache the slots share (llama.cpp's unified cache; it
     /// is resident from the worker's start, so it is what the worker
-    /// holds). A request reserves its prompt plus `max_tokens` (at most
+    /// holds). At `slots × context_size` each slot gets a KV stream of its
+    /// own instead, as `llama-server -np` does: no sharing is needed then,
+    /// and a stream's attention reads only its own cells (faster with
+    /// many requests at once, and a request's text does not depend on
+    /// what runs beside it). A request reserves its prompt plus `max_tokens` (at most
     /// `context_size`) when it starts; one that does not fit beside the
     /// running ones waits in the worker. At least `context_size`, at most
     /// `slots × context_size`. Default: [`defaults::CACHE_CONTEXTS`]
