@@ -3,6 +3,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::mpsc::Receiver;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
@@ -11,12 +12,16 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
 use symbiont_slm_protocol::{
-    Applied, FromWorker, GenerateRequest, LaunchSpec, LoadStage, ModelFacts, RequestError,
-    ToWorker, MAX_EMBED_TOKENS, PROTOCOL_VERSION,
+    Applied, Constraint, FromWorker, GenerateRequest, LaunchSpec, LoadStage, ModelFacts,
+    RequestError, ToWorker, MAX_EMBED_TOKENS, PROTOCOL_VERSION,
 };
 
+use crate::constraint::Compiler;
 use crate::slots::Slots;
 use crate::template::{joined, render_chat, render_chat_parts, Part};
 
@@ -44,6 +49,10 @@ pub struct Engine {
     /// The tokens `tokenize` makes of their text when asked to parse
     /// special tokens, longest text first.
     specials: Vec<Special>,
+    /// The constraint compiler over this vocabulary, made on the first
+    /// constrained request (walking the vocabulary costs a cold start
+    /// nothing it does not use).
+    compiler: OnceLock<Result<Compiler, String>>,
 }
 
 /// Which load step failed, and what it said.
@@ -95,6 +104,7 @@ impl Engine {
             spec: spec.clone(),
             chat_template,
             specials,
+            compiler: OnceLock::new(),
         };
         // Create the context once now so that a context that cannot be
         // allocated fails the load, not the first request.
@@ -222,6 +232,21 @@ impl Engine {
         }
     }
 
+    /// The matcher of a request's output constraint (see
+    /// [`crate::constraint`]), or why it cannot be made.
+    pub(crate) fn compile(&self, constraint: &Constraint) -> Result<Matcher, RequestError> {
+        let compiler = self
+            .compiler
+            .get_or_init(|| Compiler::new(&LlamaSampler::llguidance_tok_env(&self.model)));
+        match compiler {
+            Ok(c) => c.compile(constraint),
+            Err(e) => Err(RequestError::Constraint {
+                detail: format!("this model's vocabulary cannot be constrained: {e}"),
+                at: None,
+            }),
+        }
+    }
+
     /// The request's sampler chain (its own seed).
     pub(crate) fn sampler(&self, req: &GenerateRequest) -> LlamaSampler {
         let s = &req.sampling;
@@ -252,6 +277,49 @@ impl Engine {
         chain.push(LlamaSampler::dist(s.seed));
         LlamaSampler::chain_simple(chain)
     }
+}
+
+/// Samples the token after logits row `index` among those `matcher`
+/// allows (and accepts it into both): the chain sees only the allowed
+/// candidates, so temperature, top-k/p and the seed work as without a
+/// constraint. An engine error or a mask with nothing allowed ends the
+/// request: its text is never left unconstrained.
+pub(crate) fn sample_constrained(
+    ctx: &LlamaContext<'_>,
+    index: i32,
+    sampler: &mut LlamaSampler,
+    matcher: &mut Matcher,
+) -> Result<LlamaToken, RequestError> {
+    let fail = |detail: String| RequestError::ConstrainedSampling { detail };
+    let mask = matcher
+        .compute_mask_or_eos()
+        .map_err(|e| fail(crate::constraint::clean(&e.to_string())))?;
+    let logits = ctx.get_logits_ith(index);
+    let mut allowed = Vec::with_capacity(mask.num_set().min(logits.len()));
+    mask.iter_set_entries(|id| {
+        if let (Some(&logit), Ok(id)) = (logits.get(id), i32::try_from(id)) {
+            allowed.push(LlamaTokenData::new(LlamaToken(id), logit, 0.0));
+        }
+    });
+    if allowed.is_empty() {
+        return Err(fail(
+            "the constraint allows no token of this model here".into(),
+        ));
+    }
+    let mut candidates = LlamaTokenDataArray::new(allowed, false);
+    candidates.apply_sampler(sampler);
+    let token = candidates
+        .selected_token()
+        .ok_or_else(|| fail("the sampler selected no token".into()))?;
+    sampler.accept(token);
+    // A finished grammar allows only the end token, which it does not
+    // consume.
+    if !matcher.is_stopped() {
+        matcher
+            .consume_token(token.0 as u32)
+            .map_err(|e| fail(crate::constraint::clean(&e.to_string())))?;
+    }
+    Ok(token)
 }
 
 /// A token `tokenize(.., parse_special = true)` makes of its text:

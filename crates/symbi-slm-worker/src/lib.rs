@@ -3,6 +3,7 @@
 //! the sandbox. The `symbi-slm-worker` binary (`main.rs`) is its only other
 //! user.
 
+pub mod constraint;
 #[cfg(feature = "engine")]
 pub mod engine;
 #[cfg(feature = "engine")]

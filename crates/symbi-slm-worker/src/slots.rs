@@ -38,11 +38,12 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
 use symbiont_slm_protocol::{
     Finish, FromWorker, GenerateRequest, GenerationStats, RequestError, ToWorker, MAX_EMBED_TOKENS,
 };
 
-use crate::engine::{Engine, Sink};
+use crate::engine::{sample_constrained, Engine, Sink};
 use crate::text::{Matched, StopMatcher, Utf8Stream};
 
 /// Most prompt tokens a decode step carries while a slot is generating: a
@@ -79,6 +80,8 @@ struct Active {
     prompt: Vec<LlamaToken>,
     cached_tokens: u32,
     sampler: LlamaSampler,
+    /// The output constraint's matcher, if the request has one.
+    grammar: Option<Matcher>,
     utf8: Utf8Stream,
     stops: StopMatcher,
     output_tokens: u32,
@@ -94,6 +97,7 @@ struct Active {
 struct Waiting {
     req: GenerateRequest,
     tokens: Vec<LlamaToken>,
+    grammar: Option<Matcher>,
     started: Instant,
 }
 
@@ -276,9 +280,17 @@ where
         if let Some(error) = refusal {
             return fail(&mut send, error);
         }
+        // Compiled now, between two decode steps, before the request waits
+        // or starts: a constraint that cannot be compiled costs no token.
+        let grammar = match req.constraint.as_ref().map(|c| self.engine.compile(c)) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(error)) => return fail(&mut send, error),
+        };
         self.waiting.push_back(Waiting {
             req: req.clone(),
             tokens,
+            grammar,
             started,
         });
         self.admit_waiting(out);
@@ -391,6 +403,7 @@ where
         let Some(Waiting {
             req,
             tokens,
+            grammar,
             started,
         }) = self.waiting.remove(next)
         else {
@@ -410,6 +423,7 @@ where
             prompt: tokens,
             cached_tokens: reuse as u32,
             sampler: self.engine.sampler(&req),
+            grammar,
             utf8: Utf8Stream::default(),
             stops: StopMatcher::new(&req.stop),
             output_tokens: 0,
@@ -638,7 +652,13 @@ where
         // `sample` accepts the token into the chain itself (llama.cpp's
         // `llama_sampler_sample`): accepting it again would count it twice
         // in the penalties' window (and, for a grammar, advance it twice).
-        let token = a.sampler.sample(&self.ctx, index);
+        let token = match a.grammar.as_mut() {
+            None => a.sampler.sample(&self.ctx, index),
+            Some(m) => match sample_constrained(&self.ctx, index, &mut a.sampler, m) {
+                Ok(token) => token,
+                Err(error) => return self.fail(i, error, out),
+            },
+        };
         if vocab.is_eog(token) {
             return self.finish(i, Finish::EndOfText, None, out);
         }

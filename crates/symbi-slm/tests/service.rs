@@ -982,6 +982,16 @@ fn conformance(script: &str, least: usize) {
     );
 }
 
+/// Issue 20: structured output through the `openai` client (its `parse`
+/// with a Pydantic model, a streamed dict schema, JSON mode, refusals),
+/// validated by `jsonschema` and Pydantic.
+#[test]
+fn the_openai_client_gets_structured_output() {
+    let _g = serial();
+    let s = Server::start("");
+    python_client(&s, "openai_structured.py", 4);
+}
+
 #[test]
 fn the_openai_python_client_works_against_the_service() {
     let _g = serial();

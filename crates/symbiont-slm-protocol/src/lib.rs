@@ -25,7 +25,7 @@ pub use symbiont_sandbox_plan::{Applied, Layer, LayerKind, SandboxPlan};
 pub use symbiont_sandbox_probe::ProbeAction;
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the
@@ -142,6 +142,37 @@ pub struct GenerateRequest {
     /// cached prompt.
     #[serde(default)]
     pub cache_key: u64,
+    /// What the output must be: every sampled token is one the constraint
+    /// allows (llguidance, compiled in the worker before the request
+    /// starts; a constraint it cannot compile ends the request with
+    /// [`RequestError::Constraint`] before any token).
+    #[serde(default)]
+    pub constraint: Option<Constraint>,
+}
+
+/// A constraint on the generated text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Constraint {
+    /// Any JSON object.
+    JsonObject,
+    /// A value valid under this JSON Schema (its JSON text).
+    JsonSchema {
+        /// The schema.
+        schema: String,
+    },
+    /// Text that the whole of this regular expression matches (Rust's
+    /// `regex` syntax).
+    Regex {
+        /// The expression.
+        pattern: String,
+    },
+    /// Text of this grammar (llguidance's Lark dialect; `start` is the
+    /// root rule).
+    Lark {
+        /// The grammar.
+        grammar: String,
+    },
 }
 
 /// Most tokens an embedding request may have: the worker's embedding
@@ -387,6 +418,22 @@ pub enum RequestError {
     #[error("bad request: {detail}")]
     BadRequest {
         /// What was wrong.
+        detail: String,
+    },
+    /// The output constraint could not be compiled.
+    #[error("{detail}")]
+    Constraint {
+        /// What was wrong, naming the keyword or rule.
+        detail: String,
+        /// Where in a JSON Schema (a JSON pointer), when known.
+        at: Option<String>,
+    },
+    /// The constraint engine failed while generating (a limit of its work
+    /// per token reached, or no token of the model allowed): the request
+    /// ends rather than go on unconstrained.
+    #[error("constrained sampling failed: {detail}")]
+    ConstrainedSampling {
+        /// What the engine said.
         detail: String,
     },
     /// Every slot was busy: the supervisor sent more requests at once than

@@ -92,5 +92,6 @@ pub fn greedy_request(id: u64) -> GenerateRequest {
         timeout_ms: 60_000,
         embed: false,
         cache_key: 0,
+        constraint: None,
     }
 }

@@ -25,6 +25,6 @@ pub use pool::{ModelPool, ModelPoolBuilder, PoolRunner};
 pub use remote::{RemoteRunner, SseParser};
 pub use runner::{
     ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
-    FinishReason, PromptMode, ResourceLimit, RunnerInfo, SlmRunner, SlmRunnerError, StreamEvent,
-    WorkerLoss,
+    FinishReason, PromptMode, ResourceLimit, ResponseFormat, RunnerInfo, SlmRunner, SlmRunnerError,
+    StreamEvent, WorkerLoss, MAX_RESPONSE_FORMAT_BYTES,
 };

@@ -193,6 +193,76 @@ pub struct ExecutionOptions {
     /// new user message. Chat mode only (with `PromptMode::Raw` it is an
     /// `InvalidInput`). A `System` turn may only come first.
     pub history: Vec<ChatMessage>,
+    /// What the answer must be (JSON, a schema's JSON, a regular
+    /// expression's or a grammar's text), guaranteed by constrained
+    /// decoding: every token sampled is one the format allows. Needs no
+    /// capability; a format the engine cannot compile is an
+    /// `InvalidInput` naming the keyword (and where in a schema), before
+    /// any token.
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// Longest response format accepted (a schema's JSON text, a pattern or a
+/// grammar), in bytes.
+pub const MAX_RESPONSE_FORMAT_BYTES: usize = 256 * 1024;
+
+/// What a constrained answer must be.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    /// Any JSON object (OpenAI's JSON mode).
+    JsonObject,
+    /// A JSON value valid under this JSON Schema (Draft 2020-12 as far as
+    /// llguidance implements it: `$ref`/`$defs`, `anyOf`/`oneOf`/`allOf`,
+    /// `enum`/`const`, `pattern`, `format`, lengths and item counts,
+    /// `additionalProperties`, …). Compact: no whitespace outside strings.
+    JsonSchema {
+        /// The schema.
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        schema: serde_json::Value,
+    },
+    /// Text that this regular expression (Rust's `regex` syntax) matches
+    /// whole.
+    Regex {
+        /// The expression.
+        pattern: String,
+    },
+    /// Text of this grammar, in llguidance's Lark dialect (`start` is the
+    /// root rule).
+    Lark {
+        /// The grammar.
+        grammar: String,
+    },
+}
+
+impl ResponseFormat {
+    /// The constraint sent to the worker.
+    pub(crate) fn constraint(&self) -> symbiont_slm_protocol::Constraint {
+        use symbiont_slm_protocol::Constraint;
+        match self {
+            Self::JsonObject => Constraint::JsonObject,
+            Self::JsonSchema { schema } => Constraint::JsonSchema {
+                schema: schema.to_string(),
+            },
+            Self::Regex { pattern } => Constraint::Regex {
+                pattern: pattern.clone(),
+            },
+            Self::Lark { grammar } => Constraint::Lark {
+                grammar: grammar.clone(),
+            },
+        }
+    }
+
+    /// Its size, bytes (the schema's JSON text).
+    fn size(&self) -> usize {
+        match self {
+            Self::JsonObject => 0,
+            Self::JsonSchema { schema } => schema.to_string().len(),
+            Self::Regex { pattern } => pattern.len(),
+            Self::Lark { grammar } => grammar.len(),
+        }
+    }
 }
 
 impl ExecutionOptions {
@@ -239,6 +309,22 @@ impl ExecutionOptions {
                 "stop",
                 format!("stop[{i}] is longer than {MAX_STOP_BYTES} bytes"),
             ));
+        }
+        if let Some(f) = &self.response_format {
+            if f.size() > MAX_RESPONSE_FORMAT_BYTES {
+                return Err(bad(
+                    "response_format",
+                    format!("{} bytes; at most {MAX_RESPONSE_FORMAT_BYTES}", f.size()),
+                ));
+            }
+            if let ResponseFormat::JsonSchema { schema } = f {
+                if !(schema.is_object() || schema.is_boolean()) {
+                    return Err(bad(
+                        "response_format",
+                        "a JSON Schema is an object or a boolean".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -79,15 +79,7 @@ impl ChatCompletionRequest {
                 "logprobs: log probabilities are not returned; only false is supported",
             ));
         }
-        if let Some(f) = &self.response_format {
-            if f.get("type").and_then(|t| t.as_str()) != Some("text") {
-                return Err(ApiError::bad_request(
-                    "unsupported_parameter",
-                    Some("response_format"),
-                    "response_format: only {\"type\": \"text\"} is supported",
-                ));
-            }
-        }
+        let response_format = response_format(self.response_format)?;
         only_zero("frequency_penalty", self.frequency_penalty)?;
         only_zero("presence_penalty", self.presence_penalty)?;
         let mut turns = Vec::with_capacity(self.messages.len());
@@ -118,11 +110,55 @@ impl ChatCompletionRequest {
                 stop: self.stop.map(Stop::into_vec).unwrap_or_default(),
                 prompt_mode: PromptMode::Chat,
                 history,
+                response_format,
                 ..Default::default()
             },
             stream: self.stream.unwrap_or(false),
         };
         Ok((job, dialect))
+    }
+}
+
+/// OpenAI's `response_format`: `text` (no constraint), `json_object`
+/// (any JSON object), `json_schema` (`json_schema.schema`; without one,
+/// any JSON value). llama.cpp's server form, `json_object` with a
+/// `schema`, is taken as a schema too.
+fn response_format(v: Option<serde_json::Value>) -> Result<Option<ResponseFormat>, ApiError> {
+    let bad = |m: String| {
+        ApiError::bad_request(
+            "invalid_value",
+            Some("response_format"),
+            format!("response_format: {m}"),
+        )
+    };
+    let Some(v) = v else { return Ok(None) };
+    let Some(kind) = v.get("type").and_then(|t| t.as_str()) else {
+        return Err(bad("an object with a string `type` is expected".into()));
+    };
+    let schema_of = |s: Option<&serde_json::Value>| match s {
+        None => Ok(serde_json::json!({})),
+        Some(s) if s.is_object() || s.is_boolean() => Ok(s.clone()),
+        Some(_) => Err(bad("the schema must be an object or a boolean".into())),
+    };
+    match kind {
+        "text" => Ok(None),
+        "json_object" => match v.get("schema") {
+            None => Ok(Some(ResponseFormat::JsonObject)),
+            s => Ok(Some(ResponseFormat::JsonSchema {
+                schema: schema_of(s)?,
+            })),
+        },
+        "json_schema" => {
+            let Some(spec) = v.get("json_schema").filter(|s| s.is_object()) else {
+                return Err(bad("`json_schema` (an object with `name` and `schema`) is required with type json_schema".into()));
+            };
+            Ok(Some(ResponseFormat::JsonSchema {
+                schema: schema_of(spec.get("schema"))?,
+            }))
+        }
+        other => Err(bad(format!(
+            "type {other:?} is not one of text, json_object, json_schema"
+        ))),
     }
 }
 

@@ -18,7 +18,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use symbiont_runtime::models::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
-    PromptMode,
+    PromptMode, ResponseFormat,
 };
 use utoipa::ToSchema;
 

@@ -125,7 +125,11 @@ pub struct ChatCompletionRequest {
     pub presence_penalty: Option<f32>,
     /// Only false (log probabilities are not returned).
     pub logprobs: Option<bool>,
-    /// Only `{"type": "text"}`.
+    /// `{"type": "text"}`, `{"type": "json_object"}` (any JSON object) or
+    /// `{"type": "json_schema", "json_schema": {"name": …, "schema": {…}}}`:
+    /// the answer is guaranteed by constrained decoding (compact JSON). A
+    /// schema the engine cannot compile is a 400 naming the keyword and
+    /// where it is.
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<serde_json::Value>,
     /// Accepted; nothing is stored either way.

@@ -44,6 +44,19 @@ pub(super) fn map_request_error(e: RequestError) -> SlmRunnerError {
             field: "request",
             reason: detail,
         },
+        RequestError::Constraint { detail, at } => SlmRunnerError::InvalidInput {
+            field: "response_format",
+            reason: match at {
+                Some(at) => format!("{detail} (at {:?} in the schema)", at),
+                None => detail,
+            },
+        },
+        // The caller's format is what the engine gave up on (a grammar too
+        // wide for its per-token limits): the caller's error.
+        e @ RequestError::ConstrainedSampling { .. } => SlmRunnerError::InvalidInput {
+            field: "response_format",
+            reason: e.to_string(),
+        },
         other => SlmRunnerError::ExecutionFailed {
             reason: other.to_string(),
         },

@@ -16,7 +16,8 @@ use super::queue::Refusal;
 use super::{defaults, Shared};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::models::{
-    ChatRole, ExecutionOptions, ExecutionResult, PromptMode, SlmRunnerError, WorkerLoss,
+    ChatRole, ExecutionOptions, ExecutionResult, PromptMode, ResponseFormat, SlmRunnerError,
+    WorkerLoss,
 };
 
 /// Times a request may be handed to a fresh worker because the one it was
@@ -392,6 +393,7 @@ impl Shared {
             timeout_ms: timeout.as_millis() as u64,
             embed: false,
             cache_key: cache_key(agent),
+            constraint: o.response_format.as_ref().map(ResponseFormat::constraint),
         };
         // The frame must fit the protocol (JSON escapes a control character
         // as six bytes): refused here, never at the worker's pipe.

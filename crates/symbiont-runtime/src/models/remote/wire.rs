@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::models::{ChatRole, ExecutionOptions, FinishReason, SlmRunnerError};
+use crate::models::{ChatRole, ExecutionOptions, FinishReason, ResponseFormat, SlmRunnerError};
 
 /// Which API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +83,33 @@ pub(crate) fn body(
             put(m, "top_k", o.top_k);
             put(m, "min_p", o.min_p.map(f64::from));
             put(m, "repeat_penalty", o.repeat_penalty.map(f64::from));
+            match &o.response_format {
+                None => {}
+                Some(ResponseFormat::JsonObject) => {
+                    m.insert("response_format".into(), json!({"type": "json_object"}));
+                }
+                Some(ResponseFormat::JsonSchema { schema }) => {
+                    m.insert(
+                        "response_format".into(),
+                        json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": true}}),
+                    );
+                }
+                Some(_) => {
+                    return Err(SlmRunnerError::InvalidInput {
+                        field: "response_format",
+                        reason: "a regular expression or a grammar is not an option of OpenAI's API; a JSON Schema is".into(),
+                    })
+                }
+            }
             Ok(b)
         }
         Api::Anthropic => {
+            if o.response_format.is_some() {
+                return Err(SlmRunnerError::InvalidInput {
+                    field: "response_format",
+                    reason: "this runtime does not pass a response format to Anthropic's API yet; leave it unset for this model".into(),
+                });
+            }
             if o.min_p.is_some() || o.repeat_penalty.is_some() || o.seed.is_some() {
                 return Err(SlmRunnerError::InvalidInput {
                     field: "options",
@@ -325,6 +349,68 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_format_passes_to_openai_apis_and_is_refused_where_it_cannot() {
+        let schema = json!({"type": "object", "properties": {"b": {}, "a": {}}});
+        let with = |f: ResponseFormat| ExecutionOptions {
+            response_format: Some(f),
+            ..Default::default()
+        };
+        for api in [Api::OpenAi, Api::Compatible] {
+            let b = body(
+                api,
+                "m",
+                "hi",
+                &with(ResponseFormat::JsonSchema {
+                    schema: schema.clone(),
+                }),
+            )
+            .unwrap();
+            assert_eq!(b["response_format"]["type"], "json_schema");
+            assert_eq!(b["response_format"]["json_schema"]["schema"], schema);
+            // The schema's property order is kept.
+            assert!(
+                b.to_string().contains(r#""properties":{"b":{},"a":{}}"#),
+                "{b}"
+            );
+            let b = body(api, "m", "hi", &with(ResponseFormat::JsonObject)).unwrap();
+            assert_eq!(b["response_format"], json!({"type": "json_object"}));
+            let e = body(
+                api,
+                "m",
+                "hi",
+                &with(ResponseFormat::Regex {
+                    pattern: "a+".into(),
+                }),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SlmRunnerError::InvalidInput {
+                        field: "response_format",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+        let e = body(Api::Anthropic, "m", "hi", &with(ResponseFormat::JsonObject)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SlmRunnerError::InvalidInput {
+                    field: "response_format",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Without one, nothing is sent.
+        let b = body(Api::Compatible, "m", "hi", &ExecutionOptions::default()).unwrap();
+        assert!(b.get("response_format").is_none());
+    }
 
     #[test]
     fn a_line_trickled_byte_by_byte_is_one_event() {

@@ -1,0 +1,43 @@
+//! Output constraints from untrusted text (a caller's JSON Schema, regular
+//! expression or Lark grammar): compiling never panics or hangs, and a
+//! compiled matcher takes every byte its mask allows.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use symbi_slm_worker::constraint::Compiler;
+use symbiont_slm_protocol::Constraint;
+
+fn compiler() -> &'static Compiler {
+    static C: OnceLock<Compiler> = OnceLock::new();
+    C.get_or_init(Compiler::bytes)
+}
+
+fuzz_target!(|data: &[u8]| {
+    // kind | the constraint's text | 0xff | bytes to feed it
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let (spec, input) = match rest.iter().position(|&b| b == 0xff) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &rest[..0]),
+    };
+    let text = String::from_utf8_lossy(spec).into_owned();
+    let constraint = match kind % 4 {
+        0 => Constraint::JsonSchema { schema: text },
+        1 => Constraint::Regex { pattern: text },
+        2 => Constraint::Lark { grammar: text },
+        _ => Constraint::JsonObject,
+    };
+    let Ok(mut m) = compiler().compile(&constraint) else {
+        return;
+    };
+    for &b in input.iter().take(256) {
+        let Ok(mask) = m.compute_mask() else { break };
+        if mask.is_allowed(u32::from(b)) {
+            m.consume_token(u32::from(b))
+                .expect("a byte the mask allows is consumed");
+        }
+    }
+});
