@@ -27,14 +27,35 @@ def check(name, fn):
     print(f"ok {name}", flush=True)
 
 
-# Bounded fields: an unbounded number or string can run a small model to
-# max_tokens (the steer to close within the budget is a later step).
 class City(BaseModel):
     name: str = Field(max_length=30)
     country: str = Field(max_length=30)
     population_millions: int = Field(ge=0, le=40)
     landmarks: List[Annotated[str, StringConstraints(max_length=30)]] = Field(max_length=3)
     climate: Literal["hot", "mild", "cold"]
+
+
+class Report(BaseModel):
+    """Unbounded fields: a small model runs on inside them; the answer is
+    steered to close within max_tokens."""
+    summary: str
+    population: float
+    landmarks: List[str]
+
+
+def parse_unbounded_within_budget():
+    r = client.chat.completions.parse(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Describe Paris at length."}],
+        response_format=Report,
+        max_tokens=60,
+        temperature=0,
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop", choice
+    assert isinstance(choice.message.parsed, Report), choice.message
+    assert r.usage.completion_tokens <= 60, r.usage
+    assert r.symbiont["steered_tokens"] > 0, r.symbiont
 
 
 def parse_with_pydantic():
@@ -118,6 +139,19 @@ def refused():
         assert '"if"' in body.get("message", "") and "/properties/a/if" in body["message"], body
     else:
         raise AssertionError("an uncompilable schema was accepted")
+    # A stop sequence would cut the JSON short: refused.
+    try:
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Hi."}],
+            response_format={"type": "json_object"},
+            stop=["}"],
+            max_tokens=10,
+        )
+    except openai.BadRequestError as e:
+        assert (e.body or {}).get("param") == "stop", e.body
+    else:
+        raise AssertionError("stop with a response_format was accepted")
     try:
         client.chat.completions.create(
             model="smollm2",
@@ -132,6 +166,7 @@ def refused():
 
 
 check("parse_with_pydantic", parse_with_pydantic)
+check("parse_unbounded_within_budget", parse_unbounded_within_budget)
 check("streamed_schema", streamed_schema)
 check("json_mode", json_mode)
 check("refused", refused)

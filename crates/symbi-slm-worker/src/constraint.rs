@@ -9,6 +9,16 @@
 //! is bounded by its per-step fuel. JSON is compact: no whitespace
 //! outside strings (the separators are `,` and `:`).
 //!
+//! **Closing within the budget.** A small model wanders inside long
+//! strings and arrays until `max_tokens` cuts its JSON. Near the end of
+//! its budget a constrained answer is steered to close: [`Compiler::
+//! closing_cost`] counts the tokens a fixed closing policy (close what is
+//! open, the fewest and longest tokens first: [`Compiler::closing_pick`])
+//! needs from the matcher's state to an accepting one; once that is as many
+//! as remain, the policy chooses every token left, so the text ends as a
+//! whole value. When even the policy needs more than remain (required
+//! fields still missing), the answer is cut and says `length`.
+//!
 //! Independent of llama.cpp: the engine hands in its vocabulary as a
 //! [`TokEnv`]; the fuzz target hands in a byte-level one.
 
@@ -18,14 +28,17 @@ use llguidance::api::{ParserLimits, TopLevelGrammar};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 use symbiont_slm_protocol::{Constraint, RequestError};
-use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+use toktrie::{ApproximateTokEnv, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId};
 
-/// llguidance's limits for one request's grammar: its defaults, which
-/// bound a compile to tens of milliseconds and a mask to a few (see
-/// `tests/constraints.rs` for hostile schemas measured against them),
-/// without the parser state in error messages.
+/// llguidance's limits for one request's grammar: its defaults for time
+/// (fuel: a compile within tens of milliseconds, a mask within ~15), fewer
+/// lexer states (each takes 1–2 kB and they grow as a text is read: at most
+/// ~20 MB a request, where the default allows 250–500 MB in a worker other
+/// agents share), and no parser state in error messages. Hostile schemas
+/// against them: `tests/constraints.rs`.
 pub fn limits() -> ParserLimits {
     ParserLimits {
+        max_lexer_states: 10_000,
         verbose_errors: false,
         ..ParserLimits::default()
     }
@@ -34,6 +47,11 @@ pub fn limits() -> ParserLimits {
 /// Compiles constraints against one vocabulary.
 pub struct Compiler {
     factory: ParserFactory,
+    /// Per token, how well it closes what is open outside a JSON string
+    /// and inside one ([`Compiler::closing_pick`]).
+    rank_out: Vec<Rank>,
+    rank_in: Vec<Rank>,
+    eos: TokenId,
 }
 
 impl std::fmt::Debug for Compiler {
@@ -48,7 +66,16 @@ impl Compiler {
         let mut factory = ParserFactory::new_simple(env).map_err(|e| e.to_string())?;
         factory.quiet();
         *factory.limits_mut() = limits();
-        Ok(Self { factory })
+        let trie = env.tok_trie();
+        let (rank_out, rank_in) = (0..trie.vocab_size() as u32)
+            .map(|t| closing_ranks(trie.token(t), trie.is_special_token(t)))
+            .unzip();
+        Ok(Self {
+            factory,
+            rank_out,
+            rank_in,
+            eos: trie.eos_token(),
+        })
     }
 
     /// A compiler over single bytes (256 tokens and an end token): for
@@ -108,6 +135,204 @@ impl Compiler {
     }
 }
 
+impl Compiler {
+    /// The token the closing policy takes where `mask` allows these, in
+    /// JSON whose text so far leaves it in the lexical state `at`: the end
+    /// token once the text is whole; in a string, a token that closes it
+    /// (`"`, then closers only: `"]}`), the most closers first; outside one,
+    /// a token of closers only (`}`, `]`), the most first, else `,` (on to a
+    /// required field); else the longest allowed token (a forced key or a
+    /// string's minimum length goes fastest; a digit before a minus sign).
+    /// `None` when the mask allows nothing.
+    pub fn closing_pick(&self, mask: &SimpleVob, accepting: bool, at: JsonLex) -> Option<TokenId> {
+        if accepting && mask.is_allowed(self.eos) {
+            return Some(self.eos);
+        }
+        let table = if at.in_string && !at.escaped {
+            &self.rank_in
+        } else {
+            &self.rank_out
+        };
+        let mut best: Option<(TokenId, Rank)> = None;
+        mask.iter_set_entries(|t| {
+            let Some(&r) = table.get(t) else { return };
+            if r.0 == 0 {
+                return;
+            }
+            if best.is_none_or(|(_, b)| r > b) {
+                best = Some((t as TokenId, r));
+            }
+        });
+        best.map(|(t, _)| t)
+    }
+
+    /// How many tokens the closing policy needs from `m`'s state (its JSON
+    /// text so far in the lexical state `at`) to a whole text (an accepting
+    /// state), if at most `cap`: the policy played on a copy of the
+    /// matcher.
+    pub fn closing_cost(&self, m: &Matcher, mut at: JsonLex, cap: usize) -> Option<usize> {
+        let mut m = m.deep_clone();
+        let trie = self.factory.tok_env().tok_trie();
+        for steps in 0..=cap {
+            if m.is_accepting().ok()? {
+                return Some(steps);
+            }
+            let mask = m.compute_mask().ok()?;
+            let t = self.closing_pick(&mask, false, at)?;
+            m.consume_token(t).ok()?;
+            at = at.after(trie.token(t));
+        }
+        None
+    }
+
+    /// The bytes of token `t`.
+    pub fn token_bytes(&self, t: TokenId) -> &[u8] {
+        self.factory.tok_env().tok_trie().token(t)
+    }
+
+    /// The end token of this vocabulary.
+    pub fn eos(&self) -> TokenId {
+        self.eos
+    }
+}
+
+/// Where a JSON text stands lexically: inside a string (just after a
+/// backslash), or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonLex {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonLex {
+    /// The state after `bytes`.
+    pub fn after(mut self, bytes: &[u8]) -> Self {
+        for &b in bytes {
+            if !self.in_string {
+                self.in_string = b == b'"';
+            } else if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+        }
+        self
+    }
+}
+
+/// A token's closing rank (class, then not a minus sign, then bytes;
+/// higher is better; [`Compiler::closing_pick`]).
+type Rank = (u8, bool, u16);
+
+/// A token's closing rank outside a string and inside one: 0 never
+/// (special tokens, empty ones); outside, 3 closers only (`}`, `]`), 2 a
+/// comma; inside, 3 a quote then closers only; 1 anything else (the longer
+/// the better; a digit before a minus sign, which needs one more).
+fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let other = (1, !bytes.starts_with(b"-"), len);
+    if special || bytes.is_empty() {
+        return ((0, false, 0), (0, false, 0));
+    }
+    let closers = |b: &[u8]| !b.is_empty() && b.iter().all(|c| matches!(c, b'}' | b']'));
+    let outside = if closers(bytes) {
+        (3, true, len)
+    } else if bytes == b"," {
+        (2, true, 1)
+    } else {
+        other
+    };
+    let inside = match bytes.split_first() {
+        Some((b'"', rest)) if rest.is_empty() || closers(rest) => (3, true, len),
+        _ => other,
+    };
+    (outside, inside)
+}
+
+/// Tokens before the end of its budget from which an answer's closing cost
+/// is watched.
+pub const CLOSING_WINDOW: u32 = 64;
+/// The cost is counted again once the tokens left are within this many of
+/// the last count (a token may open several containers at once), else every
+/// this many tokens.
+const CLOSING_MARGIN: usize = 12;
+
+/// A request's matcher and where its answer stands against its budget.
+#[allow(missing_debug_implementations)] // llguidance's Matcher has no Debug
+pub struct Guided {
+    /// The constraint's matcher: it has consumed every token sampled.
+    pub matcher: Matcher,
+    closing: bool,
+    steered: u32,
+    /// The closing cost last counted, and the tokens left then.
+    last: Option<(Option<usize>, u32)>,
+    /// The JSON text's lexical state; `None` for a regex or a grammar
+    /// (not steered: the policy knows JSON).
+    json: Option<JsonLex>,
+}
+
+impl Guided {
+    /// A fresh answer under `matcher`, whose output is JSON (steered to
+    /// close near the end of its budget) or not.
+    pub fn new(matcher: Matcher, json: bool) -> Self {
+        Self {
+            matcher,
+            closing: false,
+            steered: 0,
+            last: None,
+            json: json.then(JsonLex::default),
+        }
+    }
+
+    /// Notes the bytes of a token the matcher consumed.
+    pub fn consumed(&mut self, bytes: &[u8]) {
+        if let Some(at) = self.json.as_mut() {
+            *at = at.after(bytes);
+        }
+    }
+
+    /// The token the closing policy takes now, if the answer must close:
+    /// `remaining` tokens may still be generated, this one included, and
+    /// `mask` is what the matcher allows now.
+    pub fn steer(&mut self, c: &Compiler, mask: &SimpleVob, remaining: u32) -> Option<TokenId> {
+        let at = self.json?;
+        if !self.closing {
+            if remaining > CLOSING_WINDOW {
+                return None;
+            }
+            let due = match self.last {
+                None => true,
+                Some((None, _)) => true,
+                Some((Some(cost), at)) => {
+                    remaining as usize <= cost + CLOSING_MARGIN
+                        || at - remaining >= CLOSING_MARGIN as u32
+                }
+            };
+            if due {
+                let cost = c.closing_cost(&self.matcher, at, remaining as usize);
+                self.last = Some((cost, remaining));
+            }
+            match self.last {
+                Some((Some(cost), _)) if cost < remaining as usize => return None,
+                _ => self.closing = true,
+            }
+        }
+        let accepting = self.matcher.is_accepting().unwrap_or(false);
+        let pick = c.closing_pick(mask, accepting, at)?;
+        if pick != c.eos() {
+            self.steered += 1;
+        }
+        Some(pick)
+    }
+
+    /// Tokens the closing policy chose.
+    pub fn steered(&self) -> u32 {
+        self.steered
+    }
+}
+
 /// The schema with llguidance's options for compact JSON (any options
 /// the caller put there are replaced: they are ours to set).
 fn compact(schema: Value) -> Value {
@@ -131,6 +356,9 @@ fn compact(schema: Value) -> Value {
 /// llguidance's message without its framing ("Unimplemented keys" and
 /// the like are kept).
 pub(crate) fn clean(e: &str) -> String {
+    // Never a backtrace (llguidance turns its panics into errors with one).
+    let e = e.split("<backtrace>").next().unwrap_or(e);
+    let e = e.split("stack backtrace").next().unwrap_or(e);
     let e = e.trim();
     let e = e.strip_prefix("parser error: ").unwrap_or(e);
     let e = e.trim_end_matches("<non-verbose/>").trim();
@@ -166,21 +394,23 @@ fn locate(schema: &Value, error: &str) -> Option<String> {
         };
     /// Keywords whose object's keys are names (of properties, of
     /// definitions), not keywords.
-    const NAME_MAPS: [&str; 5] = [
+    const NAME_MAPS: [&str; 6] = [
         "properties",
         "patternProperties",
         "$defs",
         "definitions",
         "dependentSchemas",
+        "dependencies",
     ];
-    /// Keywords whose values are data, not schemas.
-    const DATA: [&str; 6] = [
+    /// Keywords whose values are data, not schemas (and `x-` extensions).
+    const DATA: [&str; 7] = [
         "enum",
         "const",
         "default",
         "examples",
         "required",
-        "x-guidance",
+        "dependentRequired",
+        "discriminator",
     ];
     /// `names`: `v` is a name map, whose values are schemas.
     fn walk(
@@ -207,7 +437,7 @@ fn locate(schema: &Value, error: &str) -> Option<String> {
                 }
                 children.extend(
                     map.iter()
-                        .filter(|(k, _)| !DATA.contains(&k.as_str()))
+                        .filter(|(k, _)| !DATA.contains(&k.as_str()) && !k.starts_with("x-"))
                         .map(|(k, c)| (k.clone(), c, NAME_MAPS.contains(&k.as_str()))),
                 );
             }
@@ -356,6 +586,65 @@ mod tests {
         // The allowed case: the same shapes compile without the bad parts.
         c.compile(&schema(json!({"type": "string", "format": "date-time"})))
             .unwrap();
+    }
+
+    /// Feeds `text` and then lets the closing policy finish; the whole.
+    fn closed(c: &Compiler, constraint: &Constraint, text: &str) -> (String, usize) {
+        let mut m = c.compile(constraint).unwrap();
+        text_of(&mut m, text).unwrap();
+        let mut at = JsonLex::default().after(text.as_bytes());
+        let cost = c.closing_cost(&m, at, 100).expect("closes");
+        let mut out = text.to_string();
+        loop {
+            let accepting = m.is_accepting().unwrap();
+            let mask = m.compute_mask_or_eos().unwrap();
+            let t = c.closing_pick(&mask, accepting, at).unwrap();
+            if t == c.eos() {
+                break;
+            }
+            out.push(t as u8 as char);
+            m.consume_token(t).unwrap();
+            at = at.after(&[t as u8]);
+        }
+        assert_eq!(out.len() - text.len(), cost, "{out}");
+        (out, cost)
+    }
+
+    #[test]
+    fn the_closing_policy_closes_what_is_open_in_as_few_tokens_as_it_counts() {
+        let c = Compiler::bytes();
+        let s = schema(json!({
+            "type": "object",
+            "properties": {
+                "a": {"type": "array", "items": {"type": "string"}},
+                "n": {"type": "integer"},
+                "b": {"type": "string", "minLength": 3}
+            },
+            "required": ["a", "n"]
+        }));
+        // In a string in an array: close the string, the array, then the
+        // required integer's key and a digit, then the object.
+        let (out, cost) = closed(&c, &s, r#"{"a":["once upon a ti"#);
+        let v: Value = serde_json::from_str(&out).expect(&out);
+        assert_eq!(v["a"][0], "once upon a ti");
+        assert!(v["n"].is_i64(), "{out}");
+        assert_eq!(cost, out.len() - r#"{"a":["once upon a ti"#.len());
+        // A string with a minimum length is filled to it first.
+        let (out, _) = closed(&c, &s, r#"{"a":[],"n":7,"b":"x"#);
+        let v: Value = serde_json::from_str(&out).expect(&out);
+        assert_eq!(v["b"].as_str().unwrap().len(), 3, "{out}");
+        // Already whole: nothing to add.
+        let (_, cost) = closed(&c, &s, r#"{"a":[],"n":1}"#);
+        assert_eq!(cost, 0);
+        // A cap below the cost says it cannot close in time.
+        let mut m = c.compile(&s).unwrap();
+        text_of(&mut m, r#"{"a":["x"#).unwrap();
+        let at = JsonLex::default().after(br#"{"a":["x"#);
+        assert!(c.closing_cost(&m, at, 3).is_none());
+        // In a string, brackets are text: a quote closes it.
+        let (out, _) = closed(&c, &s, r#"{"a":["]]\""#);
+        let v: Value = serde_json::from_str(&out).expect(&out);
+        assert_eq!(v["a"][0], "]]\"", "{out}");
     }
 
     #[test]

@@ -40,9 +40,11 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 use symbiont_slm_protocol::{
-    Finish, FromWorker, GenerateRequest, GenerationStats, RequestError, ToWorker, MAX_EMBED_TOKENS,
+    Constraint, Finish, FromWorker, GenerateRequest, GenerationStats, RequestError, ToWorker,
+    MAX_EMBED_TOKENS,
 };
 
+use crate::constraint::Guided;
 use crate::engine::{sample_constrained, Engine, Sink};
 use crate::text::{Matched, StopMatcher, Utf8Stream};
 
@@ -81,7 +83,7 @@ struct Active {
     cached_tokens: u32,
     sampler: LlamaSampler,
     /// The output constraint's matcher, if the request has one.
-    grammar: Option<Matcher>,
+    grammar: Option<Guided>,
     utf8: Utf8Stream,
     stops: StopMatcher,
     output_tokens: u32,
@@ -190,20 +192,41 @@ where
                 Err(_) => return Control::Exit,
             }
         }
+        // New requests are admitted (tokenized, their constraints compiled)
+        // after every message waiting now was read: a cancel or a ping is
+        // never held up behind another request's compile.
+        let mut arrived: Vec<GenerateRequest> = Vec::new();
         loop {
             let msg = match first.take() {
                 Some(m) => m,
                 None => match rx.try_recv() {
                     Ok(m) => m,
-                    Err(TryRecvError::Empty) => return Control::Go,
+                    Err(TryRecvError::Empty) => {
+                        for req in arrived {
+                            self.admit(&req, out);
+                        }
+                        return Control::Go;
+                    }
                     // The supervisor is gone: nobody to answer.
                     Err(TryRecvError::Disconnected) => return Control::Exit,
                 },
             };
             match msg {
-                ToWorker::Generate(req) => self.admit(&req, out),
+                ToWorker::Generate(req) => arrived.push(req),
                 ToWorker::Cancel { id } => {
-                    if let Some(i) = self.slot_of(id) {
+                    if let Some(k) = arrived.iter().position(|r| r.id == id) {
+                        let req = arrived.remove(k);
+                        end_unstarted(
+                            out,
+                            &Waiting {
+                                req,
+                                tokens: Vec::new(),
+                                grammar: None,
+                                started: Instant::now(),
+                            },
+                            Finish::Cancelled,
+                        );
+                    } else if let Some(i) = self.slot_of(id) {
                         self.finish(i, Finish::Cancelled, None, out);
                         self.admit_waiting(out);
                     } else if let Some(w) = self.waiting.iter().position(|w| w.req.id == id) {
@@ -214,6 +237,15 @@ where
                 }
                 ToWorker::Ping { nonce } => out.send(&FromWorker::Pong { nonce }),
                 ToWorker::Shutdown => {
+                    for req in std::mem::take(&mut arrived) {
+                        let w = Waiting {
+                            req,
+                            tokens: Vec::new(),
+                            grammar: None,
+                            started: Instant::now(),
+                        };
+                        end_unstarted(out, &w, Finish::Cancelled);
+                    }
                     for w in std::mem::take(&mut self.waiting) {
                         end_unstarted(out, &w, Finish::Cancelled);
                     }
@@ -327,16 +359,25 @@ where
         let w = &self.waiting[next];
         let tokens = &w.tokens;
         let key = w.req.cache_key;
+        // An empty slot first (other agents' prefixes stay), else the least
+        // recently used. With a KV stream per slot, llama.cpp decodes in
+        // one pass only sequences of consecutive ids (`split_equal`): among
+        // empty slots the lowest, keeping the busy ones together.
+        let shared = self.engine.shared_cache();
         let free = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .max_by_key(|(_, s)| {
+            .max_by_key(|&(i, s)| {
                 (
                     own_prefix(s, key, tokens),
                     s.cache.is_empty(),
-                    u64::MAX - s.freed_at,
+                    if !shared && s.cache.is_empty() {
+                        u64::MAX - i as u64
+                    } else {
+                        u64::MAX - s.freed_at
+                    },
                 )
             })
             .map(|(i, _)| i);
@@ -423,7 +464,13 @@ where
             prompt: tokens,
             cached_tokens: reuse as u32,
             sampler: self.engine.sampler(&req),
-            grammar,
+            grammar: grammar.map(|m| {
+                let json = matches!(
+                    req.constraint,
+                    Some(Constraint::JsonObject | Constraint::JsonSchema { .. })
+                );
+                Guided::new(m, json)
+            }),
             utf8: Utf8Stream::default(),
             stops: StopMatcher::new(&req.stop),
             output_tokens: 0,
@@ -519,6 +566,7 @@ where
             cached_tokens: 0,
             finish: Finish::EndOfText,
             stop_sequence: None,
+            steered_tokens: None,
         };
         send(&FromWorker::Done { id: req.id, stats });
     }
@@ -644,7 +692,8 @@ where
         };
         a.prompt_done_at.get_or_insert_with(Instant::now);
         if a.output_tokens >= a.max_tokens {
-            return self.finish(i, Finish::MaxTokens, None, out);
+            let finish = budget_spent(a);
+            return self.finish(i, finish, None, out);
         }
         if cache_len >= per_slot {
             return self.finish(i, Finish::ContextFull, None, out);
@@ -654,7 +703,14 @@ where
         // in the penalties' window (and, for a grammar, advance it twice).
         let token = match a.grammar.as_mut() {
             None => a.sampler.sample(&self.ctx, index),
-            Some(m) => match sample_constrained(&self.ctx, index, &mut a.sampler, m) {
+            Some(g) => match sample_constrained(
+                engine,
+                &self.ctx,
+                index,
+                &mut a.sampler,
+                g,
+                a.max_tokens - a.output_tokens,
+            ) {
                 Ok(token) => token,
                 Err(error) => return self.fail(i, error, out),
             },
@@ -672,8 +728,14 @@ where
                 return self.finish(i, Finish::StopSequence, Some(stop), out);
             }
         }
+        // A constraint that is complete allows only the end: no step is
+        // spent on sampling it.
+        if a.grammar.as_ref().is_some_and(|g| g.matcher.is_stopped()) {
+            return self.finish(i, Finish::EndOfText, None, out);
+        }
         if a.output_tokens >= a.max_tokens {
-            return self.finish(i, Finish::MaxTokens, None, out);
+            let finish = budget_spent(a);
+            return self.finish(i, finish, None, out);
         }
         a.next = Some(token);
     }
@@ -718,6 +780,7 @@ where
             },
             stop_sequence,
             cached_tokens: a.cached_tokens,
+            steered_tokens: a.grammar.as_ref().map(Guided::steered),
         };
         out.send(&FromWorker::Done { id: a.id, stats });
     }
@@ -744,6 +807,19 @@ fn own_prefix(slot: &Slot, key: u64, tokens: &[LlamaToken]) -> usize {
     }
 }
 
+/// How an answer that spent its `max_tokens` ends: as a whole text when
+/// its constraint accepts it (the closing policy ended it in time), else
+/// cut.
+fn budget_spent(a: &mut Active) -> Finish {
+    match a.grammar.as_mut() {
+        Some(g) => match g.matcher.is_accepting() {
+            Ok(true) => Finish::EndOfText,
+            _ => Finish::MaxTokens,
+        },
+        None => Finish::MaxTokens,
+    }
+}
+
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -762,6 +838,7 @@ fn end_unstarted(out: &mut impl Sink, w: &Waiting, finish: Finish) {
         cached_tokens: 0,
         finish,
         stop_sequence: None,
+        steered_tokens: None,
     };
     out.send(&FromWorker::Done {
         id: w.req.id,

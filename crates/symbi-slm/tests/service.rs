@@ -989,7 +989,7 @@ fn conformance(script: &str, least: usize) {
 fn the_openai_client_gets_structured_output() {
     let _g = serial();
     let s = Server::start("");
-    python_client(&s, "openai_structured.py", 4);
+    python_client(&s, "openai_structured.py", 5);
 }
 
 #[test]

@@ -388,6 +388,11 @@ pub struct GenerationStats {
     pub finish: Finish,
     /// The stop sequence that matched.
     pub stop_sequence: Option<String>,
+    /// A constrained answer's tokens that the closing policy chose to end
+    /// it within `max_tokens` (0: the model ended it itself); `None`
+    /// without a constraint.
+    #[serde(default)]
+    pub steered_tokens: Option<u32>,
 }
 
 /// A request the worker refused or could not finish.

@@ -74,6 +74,7 @@ impl Out {
                 cached_tokens: 0,
                 finish,
                 stop_sequence: None,
+                steered_tokens: None,
             },
         });
     }

@@ -311,6 +311,12 @@ impl ExecutionOptions {
             ));
         }
         if let Some(f) = &self.response_format {
+            if !self.stop.is_empty() {
+                return Err(bad(
+                    "stop",
+                    "a stop sequence would cut a constrained answer short of its format; leave stop unset with response_format".into(),
+                ));
+            }
             if f.size() > MAX_RESPONSE_FORMAT_BYTES {
                 return Err(bad(
                     "response_format",
@@ -471,6 +477,11 @@ pub struct ExecutionMetadata {
     pub finish_reason: Option<FinishReason>,
     /// The stop sequence that ended generation, if one did.
     pub stop_sequence: Option<String>,
+    /// A constrained answer's last tokens that were chosen to close it
+    /// within `max_tokens` rather than sampled (0: the model closed it
+    /// itself); `None` without a `response_format`. A `Stop` answer with
+    /// steered tokens is whole and valid, its end chosen for it.
+    pub steered_tokens: Option<u32>,
     /// Limits that were reached.
     pub limits_hit: Vec<ResourceLimit>,
     /// Sandbox layers in force for this execution.

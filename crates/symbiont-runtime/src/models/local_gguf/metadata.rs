@@ -103,6 +103,7 @@ pub(super) fn result(
             cached_tokens: Some(stats.cached_tokens),
             finish_reason: Some(finish_reason),
             stop_sequence: stats.stop_sequence,
+            steered_tokens: stats.steered_tokens,
             limits_hit,
             sandbox_layers: Vec::new(),
             sandbox_gaps: Vec::new(),

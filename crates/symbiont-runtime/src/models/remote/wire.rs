@@ -91,7 +91,9 @@ pub(crate) fn body(
                 Some(ResponseFormat::JsonSchema { schema }) => {
                     m.insert(
                         "response_format".into(),
-                        json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": true}}),
+                        // Not `strict`: OpenAI's strict mode refuses schemas
+                        // with optional properties or open objects.
+                        json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}),
                     );
                 }
                 Some(_) => {
