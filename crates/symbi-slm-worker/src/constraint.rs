@@ -254,10 +254,6 @@ fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
 /// Tokens before the end of its budget from which an answer's closing cost
 /// is watched.
 pub const CLOSING_WINDOW: u32 = 64;
-/// The cost is counted again once the tokens left are within this many of
-/// the last count (a token may open several containers at once), else every
-/// this many tokens.
-const CLOSING_MARGIN: usize = 12;
 
 /// A request's matcher and where its answer stands against its budget.
 #[allow(missing_debug_implementations)] // llguidance's Matcher has no Debug
@@ -266,8 +262,6 @@ pub struct Guided {
     pub matcher: Matcher,
     closing: bool,
     steered: u32,
-    /// The closing cost last counted, and the tokens left then.
-    last: Option<(Option<usize>, u32)>,
     /// The JSON text's lexical state; `None` for a regex or a grammar
     /// (not steered: the policy knows JSON).
     json: Option<JsonLex>,
@@ -281,7 +275,6 @@ impl Guided {
             matcher,
             closing: false,
             steered: 0,
-            last: None,
             json: json.then(JsonLex::default),
         }
     }
@@ -293,31 +286,12 @@ impl Guided {
         }
     }
 
-    /// The token the closing policy takes now, if the answer must close:
-    /// `remaining` tokens may still be generated, this one included, and
-    /// `mask` is what the matcher allows now.
-    pub fn steer(&mut self, c: &Compiler, mask: &SimpleVob, remaining: u32) -> Option<TokenId> {
+    /// The token the closing policy takes now, once the answer is
+    /// closing (see [`Self::vet`]); `mask` is what the matcher allows now.
+    pub fn steer(&mut self, c: &Compiler, mask: &SimpleVob) -> Option<TokenId> {
         let at = self.json?;
         if !self.closing {
-            if remaining > CLOSING_WINDOW {
-                return None;
-            }
-            let due = match self.last {
-                None => true,
-                Some((None, _)) => true,
-                Some((Some(cost), at)) => {
-                    remaining as usize <= cost + CLOSING_MARGIN
-                        || at - remaining >= CLOSING_MARGIN as u32
-                }
-            };
-            if due {
-                let cost = c.closing_cost(&self.matcher, at, remaining as usize);
-                self.last = Some((cost, remaining));
-            }
-            match self.last {
-                Some((Some(cost), _)) if cost < remaining as usize => return None,
-                _ => self.closing = true,
-            }
+            return None;
         }
         let accepting = self.matcher.is_accepting().unwrap_or(false);
         let pick = c.closing_pick(mask, accepting, at)?;
@@ -327,9 +301,46 @@ impl Guided {
         Some(pick)
     }
 
+    /// Within the last [`CLOSING_WINDOW`] tokens, whether the model's
+    /// `token` still leaves room to close: the closing policy, played on
+    /// a copy of the matcher after it, must reach a whole value within the
+    /// `remaining - 1` tokens left then. If not, the answer starts closing
+    /// now and the policy's token replaces the model's.
+    pub fn vet(
+        &mut self,
+        c: &Compiler,
+        mask: &SimpleVob,
+        token: TokenId,
+        remaining: u32,
+    ) -> Option<TokenId> {
+        let at = self.json?;
+        if remaining > CLOSING_WINDOW || token == c.eos() {
+            return None;
+        }
+        let mut after = self.matcher.deep_clone();
+        after.consume_token(token).ok()?;
+        let fits = after.is_stopped()
+            || c.closing_cost(
+                &after,
+                at.after(c.token_bytes(token)),
+                remaining as usize - 1,
+            )
+            .is_some();
+        if fits {
+            return None;
+        }
+        self.closing = true;
+        self.steer(c, mask)
+    }
+
     /// Tokens the closing policy chose.
     pub fn steered(&self) -> u32 {
         self.steered
+    }
+
+    /// Whether the closing policy chose any token.
+    pub fn was_steered(&self) -> bool {
+        self.steered > 0
     }
 }
 

@@ -311,7 +311,7 @@ pub(crate) fn sample_constrained(
         .compute_mask_or_eos()
         .map_err(|e| fail(crate::constraint::clean(&e.to_string())))?;
     if let Some(Ok(compiler)) = engine.compiler.get() {
-        if let Some(t) = guided.steer(compiler, &mask, remaining) {
+        if let Some(t) = guided.steer(compiler, &mask) {
             let token = LlamaToken(t as i32);
             sampler.accept(token);
             if !guided.matcher.is_stopped() && t != compiler.eos() {
@@ -324,7 +324,6 @@ pub(crate) fn sample_constrained(
             return Ok(token);
         }
     }
-    let matcher = &mut guided.matcher;
     let logits = ctx.get_logits_ith(index);
     let mut allowed = Vec::with_capacity(mask.num_set().min(logits.len()));
     mask.iter_set_entries(|id| {
@@ -339,15 +338,29 @@ pub(crate) fn sample_constrained(
     }
     let mut candidates = LlamaTokenDataArray::new(allowed, false);
     candidates.apply_sampler(sampler);
-    let token = candidates
+    let mut token = candidates
         .selected_token()
         .ok_or_else(|| RequestError::Decode {
             detail: "the sampler selected no token".into(),
         })?;
+    // Near the end of the budget, the model's token only if the answer can
+    // still close after it.
+    if let Some(Ok(compiler)) = engine.compiler.get() {
+        if let Some(t) = guided.vet(compiler, &mask, token.0 as u32, remaining) {
+            token = LlamaToken(t as i32);
+        }
+    }
     sampler.accept(token);
+    let matcher = &mut guided.matcher;
     // A finished grammar allows only the end token, which it does not
     // consume.
-    if !matcher.is_stopped() {
+    if !matcher.is_stopped()
+        && engine
+            .compiler
+            .get()
+            .and_then(|c| c.as_ref().ok())
+            .is_none_or(|c| token.0 as u32 != c.eos())
+    {
         matcher
             .consume_token(token.0 as u32)
             .map_err(|e| fail(crate::constraint::clean(&e.to_string())))?;

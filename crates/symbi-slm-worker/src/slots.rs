@@ -709,7 +709,9 @@ where
                 index,
                 &mut a.sampler,
                 g,
-                a.max_tokens - a.output_tokens,
+                // Tokens left: the budget, or the context if it ends first.
+                (a.max_tokens - a.output_tokens)
+                    .min(u32::try_from(per_slot.saturating_sub(cache_len)).unwrap_or(u32::MAX)),
             ) {
                 Ok(token) => token,
                 Err(error) => return self.fail(i, error, out),
@@ -811,12 +813,17 @@ fn own_prefix(slot: &Slot, key: u64, tokens: &[LlamaToken]) -> usize {
 /// its constraint accepts it (the closing policy ended it in time), else
 /// cut.
 fn budget_spent(a: &mut Active) -> Finish {
-    match a.grammar.as_mut() {
-        Some(g) => match g.matcher.is_accepting() {
-            Ok(true) => Finish::EndOfText,
-            _ => Finish::MaxTokens,
-        },
-        None => Finish::MaxTokens,
+    let Some(g) = a.grammar.as_mut() else {
+        return Finish::MaxTokens;
+    };
+    // Whole: nothing more may follow, or the policy closed it (a regex or
+    // a number that merely could end here was cut).
+    let whole =
+        g.matcher.is_stopped() || (g.was_steered() && g.matcher.is_accepting().unwrap_or(false));
+    if whole {
+        Finish::EndOfText
+    } else {
+        Finish::MaxTokens
     }
 }
 

@@ -318,9 +318,9 @@ async fn an_answer_is_closed_within_its_budget_or_says_it_was_cut() {
         "required": ["story", "characters", "year"],
         "additionalProperties": false
     });
-    let prompt = "Write a very long fairy tale about a dragon and a princess, as JSON.";
+    let prompt = "Tell the whole story of Cinderella in great detail, as JSON: the story text, the characters and the year.";
     let mut steered_any = 0;
-    for max_tokens in [24, 48, 96] {
+    for max_tokens in [32, 48, 64] {
         let out = r
             .execute(prompt, Some(greedy(max_tokens, schema(story.clone()))))
             .await
