@@ -22,7 +22,10 @@
 //! goes to the free slot whose cache shares the longest prefix with its
 //! prompt (the least recently used one on a tie), and only the rest of the
 //! prompt is decoded: the same instructions in front of every prompt, or a
-//! growing chat, are read once. Only a request of the same agent (its
+//! growing chat, are read once. With a KV stream per slot, a new request
+//! takes the lowest free slot instead (llama.cpp decodes in one pass only
+//! sequences of consecutive ids), and a longer prefix held by another idle
+//! slot is copied into it, stream to stream. Only a request of the same agent (its
 //! `cache_key`) reuses a slot's cache: another agent's prompt is never
 //! served from it, so neither `cached_tokens` nor the time to the first
 //! token tells one agent what another asked.
@@ -52,6 +55,12 @@ use crate::text::{Matched, StopMatcher, Utf8Stream};
 /// generated token then waits for at most this many prompt tokens (about
 /// 0.15 s for the default model on 2 cores) instead of a whole batch.
 pub const PREFILL_CHUNK_WHILE_GENERATING: usize = 64;
+
+/// The shortest prefix worth copying from one KV stream to another: a copy
+/// is one memory copy of the whole stream (about 47 MB for the default
+/// model at 2,048 tokens), against decoding the prefix again (32 tokens:
+/// about 0.15 s at the default model's 200 prompt tokens/s on 2 cores).
+const STREAM_COPY_MIN: usize = 32;
 
 /// One sequence of the context.
 struct Slot {
@@ -359,28 +368,29 @@ where
         let w = &self.waiting[next];
         let tokens = &w.tokens;
         let key = w.req.cache_key;
-        // An empty slot first (other agents' prefixes stay), else the least
-        // recently used. With a KV stream per slot, llama.cpp decodes in
-        // one pass only sequences of consecutive ids (`split_equal`): among
-        // empty slots the lowest, keeping the busy ones together.
         let shared = self.engine.shared_cache();
-        let free = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.active.is_none())
-            .max_by_key(|&(i, s)| {
-                (
-                    own_prefix(s, key, tokens),
-                    s.cache.is_empty(),
-                    if !shared && s.cache.is_empty() {
-                        u64::MAX - i as u64
-                    } else {
-                        u64::MAX - s.freed_at
-                    },
-                )
-            })
-            .map(|(i, _)| i);
+        let free = if shared {
+            // An empty slot first (other agents' prefixes stay), else the
+            // least recently used.
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active.is_none())
+                .max_by_key(|&(_, s)| {
+                    (
+                        own_prefix(s, key, tokens),
+                        s.cache.is_empty(),
+                        u64::MAX - s.freed_at,
+                    )
+                })
+                .map(|(i, _)| i)
+        } else {
+            // A KV stream per slot: llama.cpp decodes in one pass only
+            // sequences of consecutive ids (`split_equal`), so the lowest
+            // free slot, keeping the busy ones together; a prefix held by
+            // another slot is copied into it below.
+            self.slots.iter().position(|s| s.active.is_none())
+        };
         let Some(index) = free else {
             return false;
         };
@@ -416,6 +426,10 @@ where
             held -= self.slots[i].cache.len();
             self.slots[i].cache.clear();
         }
+        if !shared {
+            self.copy_prefix(index, next);
+        }
+        let tokens = &self.waiting[next].tokens;
         let slot = &mut self.slots[index];
         // At least the prompt's last token is decoded again: its logits
         // give the first generated token.
@@ -572,6 +586,38 @@ where
     }
 
     /// One decode step over every busy slot.
+    /// With a KV stream per slot: when an idle slot holds a longer prefix
+    /// of waiting request `next`'s prompt (for its agent) than slot `dst` does (by at least
+    /// [`STREAM_COPY_MIN`] tokens), copies that slot's stream into `dst`
+    /// (llama.cpp copies the whole stream's buffers before the next
+    /// decode).
+    fn copy_prefix(&mut self, dst: usize, next: usize) {
+        let (key, tokens) = (self.waiting[next].req.cache_key, &self.waiting[next].tokens);
+        let here = own_prefix(&self.slots[dst], key, tokens);
+        let best = (0..self.slots.len())
+            .filter(|&i| i != dst && self.slots[i].active.is_none())
+            .map(|i| (own_prefix(&self.slots[i], key, tokens), i))
+            .max();
+        let Some((len, src)) = best else { return };
+        if len < here + STREAM_COPY_MIN {
+            return;
+        }
+        let (s, d) = (self.slots[src].seq, self.slots[dst].seq);
+        let _ = self.ctx.clear_kv_cache_seq(Some(d as u32), None, None);
+        self.slots[dst].cache.clear();
+        // Whole streams only (llama.cpp asserts so for a copy between
+        // streams). A memory that does not copy (a layer sharing another's
+        // cells) leaves the destination empty: checked, then read again.
+        let copied = self.ctx.copy_kv_cache_seq(s, d, None, None).is_ok()
+            && self.ctx.kv_cache_seq_pos_max(d) + 1 == self.slots[src].cache.len() as i32;
+        if copied {
+            self.slots[dst].cache = self.slots[src].cache.clone();
+            self.slots[dst].owner = key;
+        } else {
+            let _ = self.ctx.clear_kv_cache_seq(Some(d as u32), None, None);
+        }
+    }
+
     fn step(&mut self, out: &mut impl Sink) {
         let now = Instant::now();
         for i in 0..self.slots.len() {
@@ -592,27 +638,15 @@ where
         }
         self.admit_waiting(out);
         self.batch.clear();
-        let mut in_batch: Vec<usize> = Vec::new();
-        // One token for each generating slot.
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(a) = slot.active.as_mut() else {
-                continue;
-            };
-            let Some(token) = a.next.take() else { continue };
-            let pos = slot.cache.len() as i32;
-            if self.batch.add(token, pos, &[slot.seq], true).is_err() {
-                // The batch holds n_batch tokens and there are fewer slots;
-                // not reached.
-                a.next = Some(token);
-                continue;
-            }
-            slot.cache.push(token);
-            a.logits = Some(self.batch.n_tokens() - 1);
-            in_batch.push(i);
-        }
-        // Then the prompts being read, oldest request first, in chunks.
-        let mut budget = self.n_batch - self.batch.n_tokens() as usize;
-        if !in_batch.is_empty() {
+        // One token for each generating slot, then a chunk of the prompts
+        // being read, oldest request first.
+        let generating = self
+            .slots
+            .iter()
+            .filter(|s| s.active.as_ref().is_some_and(|a| a.next.is_some()))
+            .count();
+        let mut budget = self.n_batch.saturating_sub(generating);
+        if generating > 0 {
             budget = budget.min(PREFILL_CHUNK_WHILE_GENERATING);
         }
         let mut reading: Vec<usize> = (0..self.slots.len())
@@ -624,17 +658,39 @@ where
             })
             .collect();
         reading.sort_by_key(|&i| self.slots[i].active.as_ref().map(|a| a.started));
+        let mut chunk = vec![0usize; self.slots.len()];
         for i in reading {
-            if budget == 0 {
-                break;
-            }
-            let slot = &mut self.slots[i];
+            let s = &self.slots[i];
+            let left = s.active.as_ref().map_or(0, |a| a.prompt.len()) - s.cache.len();
+            chunk[i] = left.min(budget);
+            budget -= chunk[i];
+        }
+        // Into the batch in sequence order: llama.cpp splits a batch over
+        // KV streams into passes of consecutive sequence ids, taken in the
+        // batch's order.
+        let mut in_batch: Vec<usize> = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(a) = slot.active.as_mut() else {
                 continue;
             };
+            if let Some(token) = a.next.take() {
+                let pos = slot.cache.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                    // The batch holds n_batch tokens and there are fewer
+                    // slots; not reached.
+                    a.next = Some(token);
+                    continue;
+                }
+                slot.cache.push(token);
+                a.logits = Some(self.batch.n_tokens() - 1);
+                in_batch.push(i);
+                continue;
+            }
+            if chunk[i] == 0 {
+                continue;
+            }
             let from = slot.cache.len();
-            let to = (from + budget).min(a.prompt.len());
-            for pos in from..to {
+            for pos in from..from + chunk[i] {
                 let last = pos + 1 == a.prompt.len();
                 if self
                     .batch
@@ -644,7 +700,6 @@ where
                     break;
                 }
                 slot.cache.push(a.prompt[pos]);
-                budget -= 1;
                 if last {
                     a.logits = Some(self.batch.n_tokens() - 1);
                 }
@@ -798,7 +853,6 @@ where
     }
 }
 
-/// How many tokens two sequences share at their start.
 /// How much of `tokens` the slot's cache holds for a request of `key`:
 /// nothing when its tokens are another agent's.
 fn own_prefix(slot: &Slot, key: u64, tokens: &[LlamaToken]) -> usize {
@@ -827,6 +881,7 @@ fn budget_spent(a: &mut Active) -> Finish {
     }
 }
 
+/// How many tokens two sequences share at their start.
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

@@ -221,6 +221,57 @@ async fn a_shared_prefix_is_read_once() {
     }
 }
 
+/// With a KV stream per slot a new request takes the lowest free slot
+/// (busy sequence ids stay consecutive, decoded in one pass), and the
+/// prefix another idle slot holds for the same agent is copied there,
+/// stream to stream: counted in `cached_tokens`, and the text is the one
+/// a fresh worker gives after reading it all (so the copy carried the
+/// keys and values, not only the cells' positions).
+#[tokio::test]
+async fn a_stream_per_slot_copies_a_prefix_into_the_lowest_free_slot() {
+    use symbiont_runtime::models::{ChatMessage, ChatRole};
+    let _serial = serial();
+    let rules =
+        "You are a careful assistant for a logistics company. Answer in one short sentence. "
+            .repeat(25);
+    let o = ExecutionOptions {
+        history: vec![ChatMessage {
+            role: ChatRole::System,
+            content: rules,
+        }],
+        ..options(12, 0.0, 1)
+    };
+    let r = builder()
+        .slots(2)
+        .cache_tokens(2 * CONTEXT)
+        .build()
+        .await
+        .expect("runner");
+    r.preload().await.unwrap();
+    // A plain request on slot 0, generating; the rules go to slot 1.
+    let mut plain =
+        Box::pin(r.execute_stream("Count from one to fifty.", Some(options(48, 0.0, 1))));
+    match plain.next().await {
+        Some(Ok(StreamEvent::Token(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    let first = r.execute("Say hello.", Some(o.clone())).await.unwrap();
+    assert_eq!(first.metadata.cached_tokens, Some(0));
+    while let Some(event) = plain.next().await {
+        event.unwrap();
+    }
+    // Alone now: slot 0, the lowest, whose cache holds the plain prompt;
+    // the rules come from slot 1.
+    let q = "What is a pallet?";
+    let copied = r.execute(q, Some(o.clone())).await.unwrap();
+    let n = copied.metadata.cached_tokens.unwrap();
+    let input = copied.metadata.input_tokens.unwrap();
+    assert!(n >= 400 && n < input, "{n} of {input} tokens cached");
+    let fresh = runner(1).await.execute(q, Some(o.clone())).await.unwrap();
+    assert_eq!(fresh.metadata.cached_tokens, Some(0));
+    assert_eq!(copied.response, fresh.response);
+}
+
 /// Dropping a request's future cancels it in the worker: its slot is free
 /// within a few decode steps (the slot is released only when the worker
 /// says the request ended), the worker is not replaced, and a request
