@@ -216,15 +216,34 @@ impl Engine {
         let vocab = self.model.vocab();
         match (&self.chat_template, req.chat) {
             (Some(template), true) => {
-                let messages: Vec<(&str, &str)> = req
-                    .history
-                    .iter()
-                    .map(|m| (m.role.as_str(), m.content.as_str()))
-                    .chain(std::iter::once(("user", req.prompt.as_str())))
-                    .collect();
-                chat_tokens(&self.model, template, &messages, &self.specials)
-                    .map_err(|detail| RequestError::Template { detail })
+                // Tools are written into the turns (their text is
+                // content), a forced call opened after them.
+                let folded = req
+                    .tools
+                    .as_ref()
+                    .map(|t| crate::tools::fold(&req.history, &req.prompt, t));
+                let messages: Vec<(&str, &str)> = match &folded {
+                    Some(turns) => turns
+                        .iter()
+                        .map(|(r, c)| (r.as_str(), c.as_str()))
+                        .collect(),
+                    None => req
+                        .history
+                        .iter()
+                        .map(|m| (m.role.as_str(), m.content.as_str()))
+                        .chain(std::iter::once(("user", req.prompt.as_str())))
+                        .collect(),
+                };
+                let mut tokens = chat_tokens(&self.model, template, &messages, &self.specials)
+                    .map_err(|detail| RequestError::Template { detail })?;
+                if req.tools.as_ref().is_some_and(crate::tools::forced) {
+                    tokens.extend(vocab.tokenize(crate::tools::OPEN.as_bytes(), false, false));
+                }
+                Ok(tokens)
             }
+            (None, true) if req.tools.is_some() => Err(RequestError::BadRequest {
+                detail: "tools need a chat template, and this model has none".into(),
+            }),
             // No template (or a raw prompt): the text is text, control
             // tokens spelled in it included; BOS only if the vocabulary
             // asks for it.

@@ -7,6 +7,9 @@ pub mod constraint;
 #[cfg(feature = "engine")]
 pub mod engine;
 #[cfg(feature = "engine")]
+pub mod output;
+#[cfg(feature = "engine")]
 pub mod slots;
 pub mod template;
 pub mod text;
+pub mod tools;

@@ -24,8 +24,9 @@
 //! prompt is decoded: the same instructions in front of every prompt, or a
 //! growing chat, are read once. With a KV stream per slot, a new request
 //! takes the lowest free slot instead (llama.cpp decodes in one pass only
-//! sequences of consecutive ids), and a longer prefix held by another idle
-//! slot is copied into it, stream to stream. Only a request of the same agent (its
+//! sequences of consecutive ids; one that holds no other agent's prefix
+//! first), and a longer prefix held by another idle slot is copied into
+//! it, stream to stream. Only a request of the same agent (its
 //! `cache_key`) reuses a slot's cache: another agent's prompt is never
 //! served from it, so neither `cached_tokens` nor the time to the first
 //! token tells one agent what another asked.
@@ -49,7 +50,7 @@ use symbiont_slm_protocol::{
 
 use crate::constraint::Guided;
 use crate::engine::{sample_constrained, Engine, Sink};
-use crate::text::{Matched, StopMatcher, Utf8Stream};
+use crate::output::{Output, Pushed};
 
 /// Most prompt tokens a decode step carries while a slot is generating: a
 /// generated token then waits for at most this many prompt tokens (about
@@ -91,10 +92,10 @@ struct Active {
     prompt: Vec<LlamaToken>,
     cached_tokens: u32,
     sampler: LlamaSampler,
-    /// The output constraint's matcher, if the request has one.
+    /// The output constraint's matcher, if the request has one (with
+    /// `auto` tools, from a call's opening marker on).
     grammar: Option<Guided>,
-    utf8: Utf8Stream,
-    stops: StopMatcher,
+    output: Output,
     output_tokens: u32,
     prompt_done_at: Option<Instant>,
     first_token_at: Option<Instant>,
@@ -323,7 +324,11 @@ where
         }
         // Compiled now, between two decode steps, before the request waits
         // or starts: a constraint that cannot be compiled costs no token.
-        let grammar = match req.constraint.as_ref().map(|c| self.engine.compile(c)) {
+        let constraint = match crate::tools::constraint(req) {
+            Ok(c) => c,
+            Err(error) => return fail(&mut send, error),
+        };
+        let grammar = match constraint.as_ref().map(|c| self.engine.compile(c)) {
             None => None,
             Some(Ok(m)) => Some(m),
             Some(Err(error)) => return fail(&mut send, error),
@@ -387,9 +392,15 @@ where
         } else {
             // A KV stream per slot: llama.cpp decodes in one pass only
             // sequences of consecutive ids (`split_equal`), so the lowest
-            // free slot, keeping the busy ones together; a prefix held by
-            // another slot is copied into it below.
-            self.slots.iter().position(|s| s.active.is_none())
+            // free slot, keeping the busy ones together (one that holds
+            // no other agent's prefix first); a prefix held by another
+            // slot is copied into it below.
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active.is_none())
+                .min_by_key(|&(i, s)| (s.owner != key && !s.cache.is_empty(), i))
+                .map(|(i, _)| i)
         };
         let Some(index) = free else {
             return false;
@@ -458,12 +469,13 @@ where
         let Some(Waiting {
             req,
             tokens,
-            grammar,
+            mut grammar,
             started,
         }) = self.waiting.remove(next)
         else {
             return false;
         };
+        let output = Output::new(req.id, &req.stop, req.tools.as_ref(), &mut grammar);
         out.send(&FromWorker::PromptRead {
             id: req.id,
             input_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
@@ -479,14 +491,14 @@ where
             cached_tokens: reuse as u32,
             sampler: self.engine.sampler(&req),
             grammar: grammar.map(|m| {
-                let json = matches!(
-                    req.constraint,
-                    Some(Constraint::JsonObject | Constraint::JsonSchema { .. })
-                );
+                let json = req.tools.is_some()
+                    || matches!(
+                        req.constraint,
+                        Some(Constraint::JsonObject | Constraint::JsonSchema { .. })
+                    );
                 Guided::new(m, json)
             }),
-            utf8: Utf8Stream::default(),
-            stops: StopMatcher::new(&req.stop),
+            output,
             output_tokens: 0,
             prompt_done_at: None,
             first_token_at: None,
@@ -777,13 +789,18 @@ where
         }
         a.output_tokens += 1;
         a.first_token_at.get_or_insert_with(Instant::now);
-        let text = a.utf8.push(&vocab.token_to_piece(token, false, None));
-        match a.stops.push(&text) {
-            Matched::Continue(t) => emit(out, a.id, t),
-            Matched::Stop { text, stop } => {
-                emit(out, a.id, text);
-                return self.finish(i, Finish::StopSequence, Some(stop), out);
-            }
+        match a
+            .output
+            .push(&vocab.token_to_piece(token, false, None), out)
+        {
+            Pushed::Go => {}
+            Pushed::Stop(stop) => return self.finish(i, Finish::StopSequence, Some(stop), out),
+            // The call grammar from the marker on; what the token wrote
+            // after it is the call's first text.
+            Pushed::Armed { matcher, rest } => match crate::tools::arm(matcher, &rest) {
+                Ok(g) => a.grammar = Some(g),
+                Err(error) => return self.fail(i, error, out),
+            },
         }
         // A constraint that is complete allows only the end: no step is
         // spent on sampling it.
@@ -808,19 +825,14 @@ where
         // A token sampled but never decoded is not in the cache.
         let mut stop_sequence = stop;
         if stop_sequence.is_none() {
-            let tail = a.utf8.finish();
-            let mut rest = match a.stops.push(&tail) {
-                Matched::Continue(t) => t,
-                Matched::Stop { text, stop } => {
-                    stop_sequence = Some(stop);
-                    text
-                }
-            };
-            if stop_sequence.is_none() {
-                rest.push_str(&a.stops.finish());
-            }
-            emit(out, a.id, rest);
+            stop_sequence = a.output.finish(out);
         }
+        // Whole calls end the answer as calls (the grammar ended them, the
+        // model did, or the budget came right after).
+        let finish = match finish {
+            Finish::EndOfText | Finish::MaxTokens if a.output.calls_whole() => Finish::ToolCalls,
+            f => f,
+        };
         let now = Instant::now();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let total_ms = ms(now - a.started);
@@ -906,10 +918,4 @@ fn end_unstarted(out: &mut impl Sink, w: &Waiting, finish: Finish) {
         id: w.req.id,
         stats,
     });
-}
-
-fn emit(out: &mut impl Sink, id: u64, text: String) {
-    if !text.is_empty() {
-        out.send(&FromWorker::Token { id, text });
-    }
 }

@@ -66,6 +66,8 @@ pub enum Matched {
         text: String,
         /// The stop sequence.
         stop: String,
+        /// Text after it (what the last piece held past the match).
+        rest: String,
     },
 }
 
@@ -92,9 +94,10 @@ impl StopMatcher {
             .min_by_key(|(p, _)| *p)
         {
             let text = self.held[..pos].to_string();
+            let rest = self.held[pos + stop.len()..].to_string();
             let stop = stop.clone();
             self.held.clear();
-            return Matched::Stop { text, stop };
+            return Matched::Stop { text, stop, rest };
         }
         // Keep the longest suffix that is a proper prefix of a stop sequence.
         let keep_from = self
@@ -144,7 +147,8 @@ mod tests {
             m.push("D tail"),
             Matched::Stop {
                 text: String::new(),
-                stop: "END".into()
+                stop: "END".into(),
+                rest: " tail".into(),
             }
         );
         let mut m = StopMatcher::new(&["END".into()]);

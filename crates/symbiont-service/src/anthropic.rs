@@ -338,6 +338,7 @@ impl MessagesRequest {
 fn stop_reason(m: &ExecutionMetadata) -> &'static str {
     match (m.finish_reason, &m.stop_sequence) {
         (Some(FinishReason::Length), _) => "max_tokens",
+        (Some(FinishReason::ToolCalls), _) => "tool_use",
         (_, Some(_)) => "stop_sequence",
         _ => "end_turn",
     }

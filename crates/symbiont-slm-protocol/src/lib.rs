@@ -25,7 +25,7 @@ pub use symbiont_sandbox_plan::{Applied, Layer, LayerKind, SandboxPlan};
 pub use symbiont_sandbox_probe::ProbeAction;
 
 /// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// The worker's descriptor for the model file: opened (without following a
 /// symbolic link) and header-checked by the supervisor, inherited by the
@@ -148,6 +148,61 @@ pub struct GenerateRequest {
     /// [`RequestError::Constraint`] before any token).
     #[serde(default)]
     pub constraint: Option<Constraint>,
+    /// Tools the model may call (chat only): the worker writes them into
+    /// the prompt, constrains a call to the function's parameters and
+    /// streams the calls as [`FromWorker::ToolCall`]. Never together with
+    /// `constraint`.
+    #[serde(default)]
+    pub tools: Option<Tools>,
+}
+
+/// Tools offered to the model, and whether it must call one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tools {
+    /// The functions, in the caller's order.
+    pub functions: Vec<Function>,
+    /// Whether a call is forced.
+    pub choice: ToolChoice,
+    /// Whether several calls may come in one answer.
+    pub parallel: bool,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    /// Its name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// The JSON Schema of its arguments (JSON text).
+    pub parameters: String,
+}
+
+/// Whether the model must call a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// A call or a text answer, as the model writes (the constraint holds
+    /// from the call's opening marker on).
+    Auto,
+    /// At least one call, to any of the functions.
+    Required,
+    /// A call to this function.
+    Function {
+        /// Its name (one of `functions`).
+        name: String,
+    },
+}
+
+/// A call the model made, in a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallMade {
+    /// The caller's id for it.
+    pub id: String,
+    /// The function.
+    pub name: String,
+    /// Its arguments (JSON text).
+    pub arguments: String,
 }
 
 /// A constraint on the generated text.
@@ -183,10 +238,16 @@ pub const MAX_EMBED_TOKENS: u32 = 256;
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// The text.
+    /// The text (of a `tool` message: the tool's result).
     pub content: String,
+    /// An assistant's calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<CallMade>,
+    /// A `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// Sampling parameters, all resolved (no defaults left to the worker).
@@ -291,6 +352,19 @@ pub enum FromWorker {
         /// `embedding_size` numbers, L2-normalized.
         vector: Vec<f32>,
     },
+    /// A piece of a tool call: the first piece of call `index` names the
+    /// function, the next ones carry more of its arguments' JSON text
+    /// (their concatenation is the whole arguments object).
+    ToolCall {
+        /// The request.
+        id: u64,
+        /// The call's place in the answer, from 0.
+        index: u32,
+        /// The function, in the call's first piece only.
+        name: Option<String>,
+        /// More of the arguments.
+        arguments: String,
+    },
     /// Answer to [`ToWorker::Ping`].
     Pong {
         /// The ping's nonce.
@@ -364,6 +438,8 @@ pub enum Finish {
     Cancelled,
     /// The worker's own deadline passed.
     Timeout,
+    /// The answer ended with tool calls, each whole.
+    ToolCalls,
 }
 
 /// What the worker measured for one request.

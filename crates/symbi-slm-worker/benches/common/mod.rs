@@ -93,5 +93,6 @@ pub fn greedy_request(id: u64) -> GenerateRequest {
         embed: false,
         cache_key: 0,
         constraint: None,
+        tools: None,
     }
 }

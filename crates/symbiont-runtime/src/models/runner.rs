@@ -392,6 +392,8 @@ pub enum FinishReason {
     Cancelled,
     /// The time limit was reached.
     Timeout,
+    /// The answer ended with tool calls, each whole.
+    ToolCalls,
 }
 
 /// A limit that stopped or shaped an execution.

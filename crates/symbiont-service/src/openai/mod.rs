@@ -29,6 +29,7 @@ use crate::{parse_body, Call, Current, Service};
 fn finish(m: &ExecutionMetadata) -> &'static str {
     match m.finish_reason {
         Some(FinishReason::Length) => "length",
+        Some(FinishReason::ToolCalls) => "tool_calls",
         _ => "stop",
     }
 }

@@ -77,6 +77,7 @@ pub(super) fn result(
         Finish::ContextFull => (FinishReason::Length, vec![ResourceLimit::ContextSize]),
         Finish::Cancelled => (FinishReason::Cancelled, vec![]),
         Finish::Timeout => (FinishReason::Timeout, vec![ResourceLimit::ExecutionTime]),
+        Finish::ToolCalls => (FinishReason::ToolCalls, vec![]),
     };
     let per_second = |n: f64, ms: f64| (ms > 0.0 && n > 0.0).then(|| n * 1e3 / ms);
     ExecutionResult {

@@ -377,6 +377,8 @@ impl Shared {
                 .map(|m| symbiont_slm_protocol::ChatMessage {
                     role: m.role.as_str().into(),
                     content: m.content.clone(),
+                    tool_calls: vec![],
+                    tool_call_id: None,
                 })
                 .collect(),
             max_tokens: o.max_tokens.unwrap_or(defaults::MAX_TOKENS),
@@ -394,6 +396,7 @@ impl Shared {
             embed: false,
             cache_key: cache_key(agent),
             constraint: o.response_format.as_ref().map(ResponseFormat::constraint),
+            tools: None,
         };
         // The frame must fit the protocol (JSON escapes a control character
         // as six bytes): refused here, never at the worker's pipe.

@@ -1,0 +1,151 @@
+//! Where a request's generated text goes: pieces of text (held back where
+//! a stop sequence or a call's opening marker may begin), or, once the
+//! answer is in its tool calls, the calls' pieces ([`crate::tools`]).
+
+use llguidance::Matcher;
+use symbiont_slm_protocol::{FromWorker, ToolChoice, Tools};
+
+use crate::engine::Sink;
+use crate::text::{Matched, StopMatcher, Utf8Stream};
+use crate::tools::{CallStream, OPEN};
+
+/// A request's output router.
+#[allow(missing_debug_implementations)] // llguidance's Matcher has no Debug
+pub struct Output {
+    id: u64,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    /// With `auto` tools: the call grammar, armed at the opening marker.
+    pending: Option<Matcher>,
+    /// Once in the calls: how their text is cut.
+    calls: Option<CallStream>,
+}
+
+/// What a token's text did.
+#[allow(missing_debug_implementations, clippy::large_enum_variant)] // one at a time; Matcher has no Debug
+pub enum Pushed {
+    /// Generation goes on.
+    Go,
+    /// A stop sequence matched: the answer ends.
+    Stop(String),
+    /// The opening marker of a call: the call grammar applies from here,
+    /// and it must first take `rest`, the token's text after the marker.
+    Armed {
+        /// The call grammar.
+        matcher: Matcher,
+        /// Text after the marker.
+        rest: String,
+    },
+}
+
+impl Output {
+    /// The router of request `id`: `stops`, and its tools if any. With
+    /// tools the matcher `grammar` is the calls' grammar: with `auto` it
+    /// waits for the marker (taken here); forced, the answer starts in
+    /// the call (the prompt ended with the marker) and it stays the
+    /// caller's to apply from the first token.
+    pub fn new(
+        id: u64,
+        stops: &[String],
+        tools: Option<&Tools>,
+        grammar: &mut Option<Matcher>,
+    ) -> Self {
+        let mut out = Self {
+            id,
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(stops),
+            pending: None,
+            calls: None,
+        };
+        match tools.map(|t| &t.choice) {
+            None => {}
+            Some(ToolChoice::Auto) => {
+                out.pending = grammar.take();
+                out.stops = StopMatcher::new(&[OPEN.to_string()]);
+            }
+            Some(_) => out.calls = Some(CallStream::default()),
+        }
+        out
+    }
+
+    /// Takes a sampled token's bytes, sends the text or call pieces they
+    /// complete.
+    pub fn push(&mut self, bytes: &[u8], out: &mut impl Sink) -> Pushed {
+        let text = self.utf8.push(bytes);
+        self.route(text, out)
+    }
+
+    fn route(&mut self, text: String, out: &mut impl Sink) -> Pushed {
+        if let Some(calls) = self.calls.as_mut() {
+            for p in calls.push(&text) {
+                out.send(&FromWorker::ToolCall {
+                    id: self.id,
+                    index: p.index,
+                    name: p.name,
+                    arguments: p.arguments,
+                });
+            }
+            return Pushed::Go;
+        }
+        match self.stops.push(&text) {
+            Matched::Continue(t) => {
+                self.text(t, out);
+                Pushed::Go
+            }
+            Matched::Stop { text, stop, rest } => {
+                self.text(text, out);
+                match self.pending.take() {
+                    Some(matcher) => {
+                        self.calls = Some(CallStream::default());
+                        let _ = self.route(rest.clone(), out);
+                        Pushed::Armed { matcher, rest }
+                    }
+                    None => Pushed::Stop(stop),
+                }
+            }
+        }
+    }
+
+    fn text(&self, text: String, out: &mut impl Sink) {
+        if !text.is_empty() {
+            out.send(&FromWorker::Token { id: self.id, text });
+        }
+    }
+
+    /// At the end: sends what was held back; the stop sequence it
+    /// completes, if any.
+    pub fn finish(&mut self, out: &mut impl Sink) -> Option<String> {
+        let tail = self.utf8.finish();
+        if self.calls.is_some() {
+            let _ = self.route(tail, out);
+            return None;
+        }
+        match self.stops.push(&tail) {
+            Matched::Continue(mut t) => {
+                t.push_str(&self.stops.finish());
+                self.text(t, out);
+                None
+            }
+            // A marker at the very end opens no call: it is text (the
+            // grammar never ran).
+            Matched::Stop { text, stop, rest } if self.pending.is_some() => {
+                self.text(format!("{text}{stop}{rest}"), out);
+                None
+            }
+            Matched::Stop { text, stop, .. } => {
+                self.text(text, out);
+                Some(stop)
+            }
+        }
+    }
+
+    /// Whether the answer ended in whole tool calls.
+    pub fn calls_whole(&self) -> bool {
+        self.calls.as_ref().is_some_and(CallStream::whole)
+    }
+
+    /// Whether the answer is in its tool calls.
+    pub fn in_calls(&self) -> bool {
+        self.calls.is_some()
+    }
+}
