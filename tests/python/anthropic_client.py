@@ -144,7 +144,10 @@ def errors():
     assert "messages[0].content[0]" in e.api_message, e.api_message
     e = expect(
         anthropic.BadRequestError,
-        lambda: client(A1).messages.create(model="smollm2", tools=[{"name": "t", "input_schema": {}}], **ask),
+        # A model without the ToolUse capability.
+        lambda: client(os.environ["SYMBI_TOKEN_A2"]).messages.create(
+            model="other", tools=[{"name": "t", "input_schema": {}}], **ask
+        ),
         400,
         "invalid_request_error",
     )

@@ -120,10 +120,7 @@ fn main() {
         let rules = "You are a careful assistant for a logistics company. Answer in one short sentence. "
             .repeat(25);
         let o = ExecutionOptions {
-            history: vec![ChatMessage {
-                role: ChatRole::System,
-                content: rules,
-            }],
+            history: vec![ChatMessage::new(ChatRole::System, rules)],
             ..greedy(8)
         };
         let mut ratios = Vec::new();

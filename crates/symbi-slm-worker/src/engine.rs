@@ -218,10 +218,8 @@ impl Engine {
             (Some(template), true) => {
                 // Tools are written into the turns (their text is
                 // content), a forced call opened after them.
-                let folded = req
-                    .tools
-                    .as_ref()
-                    .map(|t| crate::tools::fold(&req.history, &req.prompt, t));
+                let folded = (req.tools.is_some() || crate::tools::has_tool_turns(&req.history))
+                    .then(|| crate::tools::fold(&req.history, &req.prompt, req.tools.as_ref()));
                 let messages: Vec<(&str, &str)> = match &folded {
                     Some(turns) => turns
                         .iter()

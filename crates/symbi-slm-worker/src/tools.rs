@@ -86,21 +86,29 @@ pub fn arm(mut matcher: Matcher, rest: &str) -> Result<Guided, RequestError> {
     Ok(g)
 }
 
+/// Whether a conversation holds tool calls or results (written as text
+/// whether or not tools are offered now).
+pub fn has_tool_turns(history: &[ChatMessage]) -> bool {
+    history
+        .iter()
+        .any(|m| m.role == "tool" || !m.tool_calls.is_empty())
+}
+
 /// The conversation as `(role, content)` turns with the tools written in:
-/// the tool list after the system message's text (or as one), each
+/// the tool list (if tools are offered) after the system message's text (or as one), each
 /// earlier call after its assistant's text, consecutive tool results as
 /// one user turn; `prompt` last as the user's, unless it is empty (the
 /// conversation ends with tool results).
-pub fn fold(history: &[ChatMessage], prompt: &str, tools: &Tools) -> Vec<(String, String)> {
-    let listing = system_text(tools);
+pub fn fold(history: &[ChatMessage], prompt: &str, tools: Option<&Tools>) -> Vec<(String, String)> {
     let mut turns: Vec<(String, String)> = Vec::new();
     let mut rest = history;
-    match history.first() {
-        Some(m) if m.role == "system" => {
+    match (history.first(), tools.map(system_text)) {
+        (Some(m), Some(listing)) if m.role == "system" => {
             turns.push(("system".into(), format!("{}\n\n{listing}", m.content)));
             rest = &history[1..];
         }
-        _ => turns.push(("system".into(), listing)),
+        (_, Some(listing)) => turns.push(("system".into(), listing)),
+        (_, None) => {}
     }
     for m in rest {
         match m.role.as_str() {
@@ -196,12 +204,17 @@ pub fn grammar(tools: &Tools) -> Result<String, RequestError> {
     }
     let mut options = Vec::with_capacity(allowed.len());
     for f in allowed {
-        let params: Value =
+        let mut params: Value =
             serde_json::from_str(&f.parameters).map_err(|e| RequestError::Constraint {
                 detail: format!("the parameters of function {:?} are not JSON: {e}", f.name),
                 at: None,
             })?;
-        if !params.is_object() && params != Value::Bool(true) {
+        if params == Value::Bool(true) {
+            params = json!({});
+        }
+        // Arguments are an object (the call's text is cut by its brackets):
+        // a schema that says no type is given one.
+        let Some(map) = params.as_object_mut() else {
             return Err(RequestError::Constraint {
                 detail: format!(
                     "the parameters of function {:?} are not a JSON Schema object",
@@ -209,6 +222,21 @@ pub fn grammar(tools: &Tools) -> Result<String, RequestError> {
                 ),
                 at: None,
             });
+        };
+        match map.get("type") {
+            None => {
+                map.insert("type".into(), "object".into());
+            }
+            Some(Value::String(t)) if t == "object" => {}
+            Some(_) => {
+                return Err(RequestError::Constraint {
+                    detail: format!(
+                        "the parameters of function {:?} must be of type object",
+                        f.name
+                    ),
+                    at: None,
+                })
+            }
         }
         options.push(json!({
             "type": "object",
@@ -470,7 +498,7 @@ mod tests {
             r1,
             r2,
         ];
-        let turns = fold(&history, "", &t);
+        let turns = fold(&history, "", Some(&t));
         let roles: Vec<&str> = turns.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         assert!(turns[0]
@@ -486,7 +514,7 @@ mod tests {
             "<tool_response>{\"tool_call_id\":\"c1\",\"content\":\"sunny\"}</tool_response>\n<tool_response>{\"tool_call_id\":\"c2\",\"content\":\"3\"}</tool_response>"
         );
         // A new question after the results is a user turn of its own.
-        let turns = fold(&history, "Thanks. And Rome?", &t);
+        let turns = fold(&history, "Thanks. And Rome?", Some(&t));
         assert_eq!(
             turns.last().unwrap(),
             &("user".into(), "Thanks. And Rome?".into())
@@ -510,6 +538,16 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("names no function"), "{e}");
+        // Arguments are an object: a schema without a type gets one, a
+        // schema of another type is refused.
+        let mut t = tools(ToolChoice::Required, false);
+        t.functions[0].parameters = "{}".into();
+        assert!(grammar(&t)
+            .unwrap()
+            .contains(r#""arguments":{"type":"object"}"#));
+        t.functions[0].parameters = r#"{"type":"string"}"#.into();
+        let e = grammar(&t).unwrap_err();
+        assert!(e.to_string().contains("must be of type object"), "{e}");
     }
 
     #[test]

@@ -201,10 +201,7 @@ async fn a_shared_prefix_is_read_once() {
         "You are a careful assistant for a logistics company. Answer in one short sentence. "
             .repeat(25);
     let o = ExecutionOptions {
-        history: vec![ChatMessage {
-            role: ChatRole::System,
-            content: rules,
-        }],
+        history: vec![ChatMessage::new(ChatRole::System, rules)],
         ..options(12, 0.0, 1)
     };
     let r = runner(1).await;
@@ -235,10 +232,7 @@ async fn a_stream_per_slot_copies_a_prefix_into_the_lowest_free_slot() {
         "You are a careful assistant for a logistics company. Answer in one short sentence. "
             .repeat(25);
     let o = ExecutionOptions {
-        history: vec![ChatMessage {
-            role: ChatRole::System,
-            content: rules,
-        }],
+        history: vec![ChatMessage::new(ChatRole::System, rules)],
         ..options(12, 0.0, 1)
     };
     let r = builder()
@@ -410,10 +404,7 @@ async fn isolated_agents_share_no_worker_and_no_cache() {
     #[allow(deprecated)]
     let asking = |agent: &str| ExecutionOptions {
         agent_id: Some(agent.into()),
-        history: vec![ChatMessage {
-            role: ChatRole::System,
-            content: rules.clone(),
-        }],
+        history: vec![ChatMessage::new(ChatRole::System, rules.clone())],
         ..options(4, 0.0, 1)
     };
     for isolate in [false, true] {

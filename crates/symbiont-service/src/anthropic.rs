@@ -20,7 +20,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use symbiont_runtime::models::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
-    PromptMode,
+    PromptMode, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition,
 };
 use utoipa::ToSchema;
 
@@ -50,16 +50,37 @@ pub enum MessageContent {
     Blocks(Vec<ContentBlock>),
 }
 
-/// One content block. Blocks of another type (images, tool use) are
-/// refused with the block's place named, never skipped.
+/// One content block: `text`; in an assistant's message `tool_use`, in a
+/// user's `tool_result`. Blocks of another type (images) are refused with
+/// the block's place named, never skipped.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ContentBlock {
-    /// Only `text`.
+    /// `text`, `tool_use` or `tool_result`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The text.
     #[serde(default)]
     pub text: Option<String>,
+    /// `tool_use`: the call's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `tool_use`: the tool.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `tool_use`: its input (an object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<serde_json::Value>,
+    /// `tool_result`: the call it answers.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
+    /// `tool_result`: the result (text, or text blocks).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub content: Option<serde_json::Value>,
+    /// `tool_result`: whether the tool failed.
+    #[serde(default)]
+    pub is_error: Option<bool>,
     /// Accepted and ignored: every prompt prefix is cached anyway.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -135,6 +156,76 @@ pub struct MessagesRequest {
     /// Extension: repetition penalty.
     #[serde(default)]
     pub repeat_penalty: Option<f32>,
+    /// Tools the model may use (the model needs the `ToolUse` or
+    /// `FunctionCalling` capability). A call's input is valid under the
+    /// tool's `input_schema` (constrained decoding).
+    #[serde(default)]
+    pub tools: Option<Vec<AnthropicTool>>,
+    /// `{"type": "auto" | "any" | "tool" (with `name`) | "none"}`, with
+    /// `disable_parallel_tool_use`.
+    #[serde(default)]
+    pub tool_choice: Option<AnthropicToolChoice>,
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicTool {
+    /// 1 to 64 of `a-z A-Z 0-9 _ -`.
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The JSON Schema of its input (an object schema).
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+    /// Only `custom` (the default).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Accepted and ignored.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub cache_control: Option<serde_json::Value>,
+}
+
+/// Whether the model must use a tool.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicToolChoice {
+    /// `auto`, `any`, `tool` or `none`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// With `tool`: which.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// At most one call.
+    #[serde(default)]
+    pub disable_parallel_tool_use: Option<bool>,
+}
+
+/// A content block of the answer: `text`, or `tool_use`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnswerBlock {
+    /// Text.
+    Text(TextBlock),
+    /// A tool call.
+    ToolUse(ToolUseBlock),
+}
+
+/// A tool call of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolUseBlock {
+    /// `tool_use`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Its id (`toolu_…`), which the `tool_result` names.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Its input.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
 }
 
 /// A text block of the answer.
@@ -185,9 +276,9 @@ pub struct MessageResponse {
     pub role: &'static str,
     /// The model id asked for.
     pub model: String,
-    /// One text block.
-    pub content: Vec<TextBlock>,
-    /// `end_turn`, `max_tokens` or `stop_sequence`.
+    /// A text block (if there is text), then a block per tool call.
+    pub content: Vec<AnswerBlock>,
+    /// `end_turn`, `max_tokens`, `stop_sequence` or `tool_use`.
     pub stop_reason: &'static str,
     /// The stop sequence that ended the answer.
     pub stop_sequence: Option<String>,
@@ -261,33 +352,137 @@ fn error_response(e: ApiError, request_id: &str) -> Response {
 }
 
 fn text_of(at: &str, c: MessageContent) -> Result<String, ApiError> {
-    match c {
-        MessageContent::Text(s) => Ok(s),
-        MessageContent::Blocks(blocks) => {
-            let mut out = String::new();
-            for (j, b) in blocks.into_iter().enumerate() {
-                match (b.kind.as_str(), b.text) {
-                    ("text", Some(t))
-                        if b.other.is_empty()
-                            && b.citations
-                                .as_ref()
-                                .is_none_or(|c| c.as_array().is_some_and(Vec::is_empty)) =>
-                    {
-                        out.push_str(&t)
+    let turns = turns_of(at, ChatRole::System, c)?;
+    Ok(turns.into_iter().map(|t| t.content).collect())
+}
+
+/// A message's turns: its text (with an assistant's `tool_use` blocks as
+/// its tool calls); a user's `tool_result` blocks become tool turns, before
+/// the text that goes with them.
+fn turns_of(at: &str, role: ChatRole, c: MessageContent) -> Result<Vec<ChatMessage>, ApiError> {
+    let blocks = match c {
+        MessageContent::Text(s) => return Ok(vec![ChatMessage::new(role, s)]),
+        MessageContent::Blocks(blocks) => blocks,
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    let mut results = Vec::new();
+    for (j, b) in blocks.into_iter().enumerate() {
+        let field = format!("{at}[{j}]");
+        let unsupported = |what: &str| {
+            ApiError::bad_request(
+                "unsupported_content",
+                Some(&field),
+                format!("{field}: {what}"),
+            )
+        };
+        // Fields left null (the SDK echoes its blocks' empty fields, such as
+        // a `tool_use`'s `caller`) say nothing.
+        if b.other.values().any(|v| !v.is_null())
+            || !b
+                .citations
+                .as_ref()
+                .is_none_or(|c| c.as_array().is_some_and(Vec::is_empty))
+        {
+            return Err(unsupported("a field this service does not support"));
+        }
+        match (b.kind.as_str(), role) {
+            ("text", _) => match (b.text, &b.id, &b.input, &b.tool_use_id, &b.content) {
+                (Some(t), None, None, None, None) => text.push_str(&t),
+                _ => return Err(unsupported("a text block has a `text` field only")),
+            },
+            ("tool_use", ChatRole::Assistant) => match (b.id, b.name, b.input) {
+                (Some(id), Some(name), Some(input)) if input.is_object() => calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: input.to_string(),
+                }),
+                _ => return Err(unsupported("a tool_use block has an id, a name and an input object")),
+            },
+            ("tool_result", ChatRole::User) => {
+                let Some(id) = b.tool_use_id else {
+                    return Err(unsupported("a tool_result block names its tool_use_id"));
+                };
+                let mut content = match b.content {
+                    None => String::new(),
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(serde_json::Value::Array(parts)) => {
+                        let mut out = String::new();
+                        for p in parts {
+                            match (p.get("type").and_then(|t| t.as_str()), p.get("text").and_then(|t| t.as_str())) {
+                                (Some("text"), Some(t)) => out.push_str(t),
+                                _ => return Err(unsupported("a tool_result's content is text or text blocks")),
+                            }
+                        }
+                        out
                     }
-                    _ => {
-                        let field = format!("{at}[{j}]");
-                        return Err(ApiError::bad_request(
-                            "unsupported_content",
-                            Some(&field),
-                            format!("{field}: only blocks of type `text` with a `text` field (and `cache_control`) are supported"),
-                        ));
-                    }
+                    Some(_) => return Err(unsupported("a tool_result's content is text or text blocks")),
+                };
+                if b.is_error == Some(true) {
+                    content = format!("Error: {content}");
                 }
+                let mut turn = ChatMessage::new(ChatRole::Tool, content);
+                turn.tool_call_id = Some(id);
+                results.push(turn);
             }
-            Ok(out)
+            _ => {
+                return Err(unsupported(
+                    "only `text` blocks, an assistant's `tool_use` and a user's `tool_result` blocks are supported",
+                ))
+            }
         }
     }
+    let mut turns = results;
+    if !text.is_empty() || !calls.is_empty() || turns.is_empty() {
+        let mut turn = ChatMessage::new(role, text);
+        turn.tool_calls = calls;
+        turns.push(turn);
+    }
+    Ok(turns)
+}
+
+/// The runner's tools, choice and whether calls may be parallel.
+type Tools = (Vec<ToolDefinition>, Option<ToolChoice>, Option<bool>);
+
+/// Anthropic's `tools` and `tool_choice`.
+fn tools(
+    tools: Option<Vec<AnthropicTool>>,
+    choice: Option<AnthropicToolChoice>,
+) -> Result<Tools, ApiError> {
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        if t.kind.as_deref().is_some_and(|k| k != "custom") {
+            let field = format!("tools[{i}].type");
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                Some(&field),
+                format!("{field}: only custom tools are supported"),
+            ));
+        }
+        out.push(ToolDefinition {
+            name: t.name,
+            description: t.description.unwrap_or_default(),
+            parameters: t.input_schema,
+        });
+    }
+    let Some(c) = choice else {
+        return Ok((out, None, None));
+    };
+    let parallel = c.disable_parallel_tool_use.map(|d| !d);
+    let choice = match (c.kind.as_str(), c.name) {
+        ("auto", None) => ToolChoice::Auto,
+        ("any", None) => ToolChoice::Required,
+        ("none", None) => ToolChoice::None,
+        ("tool", Some(name)) => ToolChoice::Function(name),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                Some("tool_choice"),
+                "tool_choice: {\"type\": \"auto\" | \"any\" | \"none\"} or {\"type\": \"tool\", \"name\": …} is expected",
+            ))
+        }
+    };
+    Ok((out, Some(choice), parallel))
 }
 
 impl MessagesRequest {
@@ -300,14 +495,18 @@ impl MessagesRequest {
             ));
         }
         for (i, m) in self.messages.into_iter().enumerate() {
-            let text = text_of(&format!("messages[{i}].content"), m.content)?;
             let role = match m.role {
                 MessageRole::User => ChatRole::User,
                 MessageRole::Assistant => ChatRole::Assistant,
                 MessageRole::System => ChatRole::System,
             };
-            turns.push(ChatMessage::new(role, text));
+            turns.extend(turns_of(
+                &format!("messages[{i}].content"),
+                role,
+                m.content,
+            )?);
         }
+        let (tools, tool_choice, parallel_tool_calls) = tools(self.tools, self.tool_choice)?;
         let (prompt, history) = conversation(
             turns,
             max_prompt_bytes,
@@ -328,6 +527,9 @@ impl MessagesRequest {
                 stop: self.stop_sequences.unwrap_or_default(),
                 prompt_mode: PromptMode::Chat,
                 history,
+                tools,
+                tool_choice,
+                parallel_tool_calls,
                 ..Default::default()
             },
             stream: self.stream.unwrap_or(false),
@@ -372,7 +574,7 @@ pub async fn messages(Current(service): Current, headers: HeaderMap, body: Body)
         call.authenticate(&service, &headers)?;
         let request: MessagesRequest = parse_body(&service, &headers, body).await?;
         let job = request.into_job(service.settings().max_prompt_bytes)?;
-        answer(&service, &mut call, job, Anthropic).await
+        answer(&service, &mut call, job, Anthropic::default()).await
     }
     .await;
     let id = call.id.clone();
@@ -383,21 +585,42 @@ pub async fn messages(Current(service): Current, headers: HeaderMap, body: Body)
     response
 }
 
-/// Anthropic's answers: a message, or its events.
-struct Anthropic;
+/// Anthropic's answers: a message, or its events (the content block open
+/// now: 0 the text, 1 + i tool call i).
+#[derive(Default)]
+struct Anthropic {
+    block: std::sync::atomic::AtomicU32,
+}
+
+/// Anthropic's name for a call id (`toolu_…` for our `call_…`).
+fn tool_use_id(id: &str) -> String {
+    format!("toolu_{}", id.strip_prefix("call_").unwrap_or(id))
+}
 
 impl Dialect for Anthropic {
     fn whole(&self, call: &Call, model: &str, result: ExecutionResult) -> Response {
         let m = &result.metadata;
+        let mut content = Vec::new();
+        if !result.response.is_empty() || result.tool_calls.is_empty() {
+            content.push(AnswerBlock::Text(TextBlock {
+                kind: "text",
+                text: result.response.clone(),
+            }));
+        }
+        for c in &result.tool_calls {
+            content.push(AnswerBlock::ToolUse(ToolUseBlock {
+                kind: "tool_use",
+                id: tool_use_id(&c.id),
+                name: c.name.clone(),
+                input: serde_json::from_str(&c.arguments).unwrap_or_default(),
+            }));
+        }
         Json(MessageResponse {
             id: message_id(&call.id),
             kind: "message",
             role: "assistant",
             model: model.to_string(),
-            content: vec![TextBlock {
-                kind: "text",
-                text: result.response.clone(),
-            }],
+            content,
             stop_reason: stop_reason(m),
             stop_sequence: m.stop_sequence.clone(),
             usage: MessageUsage::of(m),
@@ -432,11 +655,39 @@ impl Dialect for Anthropic {
         )]
     }
 
+    fn tool_call(&self, _call: &Call, _model: &str, d: &ToolCallDelta) -> Vec<Event> {
+        use std::sync::atomic::Ordering;
+        let index = 1 + d.index;
+        let mut out = Vec::new();
+        if let (Some(id), Some(name)) = (&d.id, &d.name) {
+            // The block before it ends; the call's block starts.
+            let open = self.block.swap(index, Ordering::Relaxed);
+            out.push(event(
+                "content_block_stop",
+                serde_json::json!({"type": "content_block_stop", "index": open}),
+            ));
+            out.push(event(
+                "content_block_start",
+                serde_json::json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": tool_use_id(id), "name": name, "input": {}}}),
+            ));
+        }
+        if !d.arguments.is_empty() {
+            out.push(event(
+                "content_block_delta",
+                serde_json::json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": d.arguments}}),
+            ));
+        }
+        out
+    }
+
     fn done(&self, _call: &Call, _model: &str, m: &ExecutionMetadata) -> Vec<Event> {
+        let open = self.block.load(std::sync::atomic::Ordering::Relaxed);
         vec![
             event(
                 "content_block_stop",
-                serde_json::json!({"type": "content_block_stop", "index": 0}),
+                serde_json::json!({"type": "content_block_stop", "index": open}),
             ),
             event(
                 "message_delta",

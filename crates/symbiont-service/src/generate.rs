@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use symbiont_runtime::models::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, StreamEvent,
+    ToolCallDelta,
 };
 
 use crate::error::ApiError;
@@ -40,10 +41,15 @@ pub(crate) fn conversation(
     }
     match turns.pop() {
         Some(last) if last.role == ChatRole::User => Ok((last.content, turns)),
+        // Tool results last: the model answers them (no new user turn).
+        Some(last) if last.role == ChatRole::Tool => {
+            turns.push(last);
+            Ok((String::new(), turns))
+        }
         Some(_) => Err(ApiError::bad_request(
             "invalid_messages",
             Some("messages"),
-            "messages: the last message must be the user's",
+            "messages: the last message must be the user's, or a tool's result",
         )),
         None => Err(ApiError::bad_request(
             "invalid_messages",
@@ -61,6 +67,11 @@ pub(crate) trait Dialect: Send + 'static {
     fn opening(&self, call: &Call, model: &str) -> Vec<Event>;
     /// A piece of text.
     fn text(&self, call: &Call, model: &str, text: &str) -> Vec<Event>;
+    /// A piece of a tool call (an API that offers no tools never sees
+    /// one).
+    fn tool_call(&self, _call: &Call, _model: &str, _delta: &ToolCallDelta) -> Vec<Event> {
+        vec![]
+    }
     /// The end of a stream.
     fn done(&self, call: &Call, model: &str, metadata: &ExecutionMetadata) -> Vec<Event>;
     /// An error after the stream began (its HTTP status was 200).
@@ -97,6 +108,7 @@ pub(crate) async fn answer(
         .chain(events.flat_map(move |event| {
             let out = match event {
                 Ok(StreamEvent::Token(t)) => dialect.text(&call, &model, &t),
+                Ok(StreamEvent::ToolCall(d)) => dialect.tool_call(&call, &model, &d),
                 Ok(StreamEvent::Done(result)) => {
                     // The generation is over: its permit is free even if
                     // the client reads the rest slowly.

@@ -134,6 +134,7 @@ fn failure(kind: &str) -> SlmRunnerError {
 fn result(text: &str, pieces: u32) -> ExecutionResult {
     ExecutionResult {
         response: text.to_string(),
+        tool_calls: vec![],
         metadata: ExecutionMetadata {
             input_tokens: Some(7),
             output_tokens: Some(pieces),

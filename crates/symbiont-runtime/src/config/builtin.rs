@@ -69,7 +69,13 @@ impl Slm {
                 // The file scripts/setup.sh fetches and checks.
                 sha256: Some(DEFAULT_MODEL_SHA256.into()),
             },
-            capabilities: vec![ModelCapability::TextGeneration],
+            // Tool calls in the generic format (the model's template has
+            // no tool format), constrained to the functions' parameters.
+            capabilities: vec![
+                ModelCapability::TextGeneration,
+                ModelCapability::ToolUse,
+                ModelCapability::FunctionCalling,
+            ],
             resource_requirements: ModelResourceRequirements {
                 min_memory_mb: 256,
                 preferred_cpu_cores: 1.0,

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 
 use crate::config::{Model, ModelCapability, SamplingDefaults};
 use crate::models::{
@@ -61,16 +61,23 @@ impl AgentModels {
             self.pool.check_access(agent, model_id, profile)?;
         }
         let runner = self.pool.runner(model_id, profile).await?;
-        let sampling = self
-            .pool
-            .catalog()
-            .get_model(model_id)
+        let model = self.pool.catalog().get_model(model_id);
+        let sampling = model
             .map(|m| Arc::new(m.settings.sampling.clone()))
             .unwrap_or_default();
+        let calls_tools = model.is_some_and(|m| {
+            m.capabilities.iter().any(|c| {
+                matches!(
+                    c,
+                    ModelCapability::ToolUse | ModelCapability::FunctionCalling
+                )
+            })
+        });
         Ok(AgentRunner {
             runner,
             agent: self.agent.clone(),
             sampling,
+            calls_tools,
         })
     }
 
@@ -115,6 +122,9 @@ pub struct AgentRunner {
     /// The model's `settings.sampling`: what a request that leaves an
     /// option out gets.
     sampling: Arc<SamplingDefaults>,
+    /// Whether the model declares `ToolUse` or `FunctionCalling`: a
+    /// request with tools needs one.
+    calls_tools: bool,
 }
 
 impl AgentRunner {
@@ -160,6 +170,18 @@ impl AgentRunner {
         prompt: &str,
         options: Option<ExecutionOptions>,
     ) -> BoxStream<'static, Result<StreamEvent, SlmRunnerError>> {
+        let offers_tools = options
+            .as_ref()
+            .is_some_and(|o| !o.offered_tools().is_empty());
+        if offers_tools && !self.calls_tools {
+            let refusal = SlmRunnerError::InvalidInput {
+                field: "tools",
+                reason:
+                    "this model declares neither the ToolUse nor the FunctionCalling capability"
+                        .into(),
+            };
+            return futures::stream::once(async move { Err(refusal) }).boxed();
+        }
         let options = with_defaults(options, &self.sampling);
         self.runner
             .execute_stream_as(self.agent.as_deref(), prompt, options)

@@ -26,5 +26,6 @@ pub use remote::{RemoteRunner, SseParser};
 pub use runner::{
     ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
     FinishReason, PromptMode, ResourceLimit, ResponseFormat, RunnerInfo, SlmRunner, SlmRunnerError,
-    StreamEvent, WorkerLoss, MAX_RESPONSE_FORMAT_BYTES,
+    StreamEvent, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, WorkerLoss,
+    MAX_RESPONSE_FORMAT_BYTES, MAX_TOOLS,
 };

@@ -52,18 +52,24 @@ type Request = Pin<Box<dyn Future<Output = Result<ExecutionResult, SlmRunnerErro
 
 /// Where a running request leaves its text for the stream's reader.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TextSink(Arc<Mutex<VecDeque<String>>>);
+pub(crate) struct TextSink(Arc<Mutex<VecDeque<StreamEvent>>>);
 
 impl TextSink {
     /// Hands a piece of text on.
+    #[cfg(test)]
     pub(crate) fn push(&self, text: String) {
+        self.push_event(StreamEvent::Token(text));
+    }
+
+    /// Hands an event on (text, or a piece of a tool call).
+    pub(crate) fn push_event(&self, event: StreamEvent) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(text);
+            .push_back(event);
     }
 
-    fn pop(&self) -> Option<String> {
+    fn pop(&self) -> Option<StreamEvent> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
     }
 }
@@ -112,8 +118,8 @@ impl Stream for RequestStream {
         let this = &mut *self;
         // The request moves on only when its text has been read: what
         // waits here is at most what one poll of it produced.
-        if let Some(text) = this.text.pop() {
-            return Poll::Ready(Some(Ok(StreamEvent::Token(text))));
+        if let Some(event) = this.text.pop() {
+            return Poll::Ready(Some(Ok(event)));
         }
         if let Some(request) = this.request.as_mut() {
             if let Poll::Ready(end) = request.as_mut().poll(cx) {
@@ -122,8 +128,8 @@ impl Stream for RequestStream {
             }
         }
         // Text first, then the end: the result comes after every piece.
-        if let Some(text) = this.text.pop() {
-            return Poll::Ready(Some(Ok(StreamEvent::Token(text))));
+        if let Some(event) = this.text.pop() {
+            return Poll::Ready(Some(Ok(event)));
         }
         match this.end.take() {
             Some(end) => Poll::Ready(Some(end.map(|r| StreamEvent::Done(Box::new(r))))),
@@ -218,6 +224,7 @@ mod tests {
     fn done(text: &str) -> ExecutionResult {
         ExecutionResult {
             response: text.into(),
+            tool_calls: vec![],
             metadata: Default::default(),
         }
     }

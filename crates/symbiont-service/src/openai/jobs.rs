@@ -84,13 +84,9 @@ impl ChatCompletionRequest {
         only_zero("presence_penalty", self.presence_penalty)?;
         let mut turns = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
-            let role = match m.role {
-                Role::System | Role::Developer => ChatRole::System,
-                Role::User => ChatRole::User,
-                Role::Assistant => ChatRole::Assistant,
-            };
-            turns.push(ChatMessage::new(role, text_of(i, m.content)?));
+            turns.push(message(i, m)?);
         }
+        let (tools, tool_choice) = tools(self.tools, self.tool_choice)?;
         let (prompt, history) = conversation(turns, max_prompt_bytes, "messages", "the messages")?;
         let dialect = OpenAi {
             shape: Shape::Chat,
@@ -111,12 +107,117 @@ impl ChatCompletionRequest {
                 prompt_mode: PromptMode::Chat,
                 history,
                 response_format,
+                tools,
+                tool_choice,
+                parallel_tool_calls: self.parallel_tool_calls,
                 ..Default::default()
             },
             stream: self.stream.unwrap_or(false),
         };
         Ok((job, dialect))
     }
+}
+
+/// One message: its role, text, and tool calls or the call it answers.
+fn message(i: usize, m: Message) -> Result<ChatMessage, ApiError> {
+    let field = format!("messages[{i}]");
+    let bad = |m: String| ApiError::bad_request("invalid_value", Some(&field), m);
+    let role = match m.role {
+        Role::System | Role::Developer => ChatRole::System,
+        Role::User => ChatRole::User,
+        Role::Assistant => ChatRole::Assistant,
+        Role::Tool => ChatRole::Tool,
+    };
+    let calls = m.tool_calls.unwrap_or_default();
+    if !calls.is_empty() && role != ChatRole::Assistant {
+        return Err(bad(format!(
+            "{field}: only an assistant's message has tool_calls"
+        )));
+    }
+    if (role == ChatRole::Tool) != m.tool_call_id.is_some() {
+        return Err(bad(format!(
+            "{field}: a tool message, and only one, has tool_call_id"
+        )));
+    }
+    if m.refusal.is_some() {
+        return Err(bad(format!("{field}: refusal is not supported")));
+    }
+    let content = match m.content {
+        Some(c) => text_of(i, c)?,
+        None if !calls.is_empty() => String::new(),
+        None => return Err(bad(format!("{field}: content is missing"))),
+    };
+    let mut turn = ChatMessage::new(role, content);
+    turn.tool_call_id = m.tool_call_id;
+    for (j, c) in calls.into_iter().enumerate() {
+        if c.kind != "function" {
+            return Err(bad(format!(
+                "{field}.tool_calls[{j}]: only calls of type `function` are supported"
+            )));
+        }
+        turn.tool_calls.push(ToolCall {
+            id: c.id,
+            name: c.function.name,
+            arguments: c.function.arguments,
+        });
+    }
+    Ok(turn)
+}
+
+/// OpenAI's `tools` and `tool_choice`.
+fn tools(
+    tools: Option<Vec<Tool>>,
+    choice: Option<serde_json::Value>,
+) -> Result<(Vec<ToolDefinition>, Option<ToolChoice>), ApiError> {
+    if tools.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            Some("tools"),
+            "tools: an empty list; leave tools out, or give at least one",
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                Some(&format!("tools[{i}].type")),
+                format!("tools[{i}].type: only `function` is supported"),
+            ));
+        }
+        let f = t.function;
+        out.push(ToolDefinition {
+            name: f.name,
+            description: f.description.unwrap_or_default(),
+            parameters: f
+                .parameters
+                .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+        });
+    }
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_value",
+            Some("tool_choice"),
+            "tool_choice: `none`, `auto`, `required` or {\"type\": \"function\", \"function\": {\"name\": …}} is expected",
+        )
+    };
+    let choice = match choice {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad()),
+        }),
+        Some(v) => match (
+            v.get("type").and_then(|t| t.as_str()),
+            v.pointer("/function/name").and_then(|n| n.as_str()),
+        ) {
+            (Some("function"), Some(name)) => Some(ToolChoice::Function(name.to_string())),
+            _ => return Err(bad()),
+        },
+    };
+    Ok((out, choice))
 }
 
 /// OpenAI's `response_format`: `text` (no constraint), `json_object`

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible API: `POST /v1/chat/completions`,
 //! `POST /v1/completions`, `GET /v1/models`. Requests name the fields they
-//! use; a field this service cannot honour (`tools`, `n` > 1, penalties
-//! other than 0) is a 400 naming it, never silently ignored.
+//! use; a field this service cannot honour (`n` > 1, penalties other
+//! than 0) is a 400 naming it, never silently ignored.
 
 mod embedding;
 mod jobs;
@@ -18,7 +18,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use symbiont_runtime::models::{
     ChatMessage, ChatRole, ExecutionMetadata, ExecutionOptions, ExecutionResult, FinishReason,
-    PromptMode, ResponseFormat,
+    PromptMode, ResponseFormat, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition,
 };
 use utoipa::ToSchema;
 
@@ -115,6 +115,26 @@ impl Dialect for OpenAi {
         vec![data(&self.shape.chunk(call, model, Some(text), None))]
     }
 
+    fn tool_call(&self, call: &Call, model: &str, d: &ToolCallDelta) -> Vec<Event> {
+        // OpenAI's delta: the first piece of a call has its id, type and
+        // name; the others only more of the arguments.
+        let mut piece = serde_json::json!({
+            "index": d.index,
+            "function": {"arguments": d.arguments},
+        });
+        if let (Some(id), Some(name)) = (&d.id, &d.name) {
+            piece["id"] = id.as_str().into();
+            piece["type"] = "function".into();
+            piece["function"]["name"] = name.as_str().into();
+        }
+        let chunk = serde_json::json!({
+            "id": call.id, "object": "chat.completion.chunk", "created": call.created,
+            "model": model,
+            "choices": [{ "index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": null, "logprobs": null }],
+        });
+        vec![data(&chunk)]
+    }
+
     fn done(&self, call: &Call, model: &str, m: &ExecutionMetadata) -> Vec<Event> {
         let mut v = vec![data(&self.shape.chunk(call, model, None, Some(finish(m))))];
         if self.include_usage {
@@ -139,8 +159,20 @@ fn chat_completion(call: &Call, model: &str, r: ExecutionResult) -> ChatCompleti
             index: 0,
             message: AssistantMessage {
                 role: Role::Assistant,
-                content: r.response,
+                content: (!r.response.is_empty() || r.tool_calls.is_empty()).then_some(r.response),
                 refusal: None,
+                tool_calls: r
+                    .tool_calls
+                    .into_iter()
+                    .map(|c| MessageToolCall {
+                        id: c.id,
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: c.name,
+                            arguments: c.arguments,
+                        },
+                    })
+                    .collect(),
             },
             finish_reason: finish(&r.metadata).into(),
             logprobs: None,

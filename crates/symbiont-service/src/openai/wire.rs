@@ -47,6 +47,8 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// A tool's result (with `tool_call_id`).
+    Tool,
 }
 
 /// A message's content: a string, or text parts.
@@ -76,11 +78,75 @@ pub struct ContentPart {
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
-    /// What it says.
-    pub content: Content,
+    /// What it says (null for an assistant's message that only calls
+    /// tools).
+    #[serde(default)]
+    pub content: Option<Content>,
     /// An optional name of the author (accepted, not used).
     #[serde(default)]
     pub name: Option<String>,
+    /// An assistant's tool calls.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<MessageToolCall>>,
+    /// A tool message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// Accepted with null only (refusals are not produced here).
+    #[serde(default)]
+    pub refusal: Option<String>,
+}
+
+/// A tool call, in an assistant's message or answer.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageToolCall {
+    /// Its id (`call_…`).
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function and its arguments.
+    pub function: FunctionCall,
+}
+
+/// The function a call calls.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionCall {
+    /// Its name.
+    pub name: String,
+    /// Its arguments: JSON text.
+    pub arguments: String,
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: FunctionDefinition,
+}
+
+/// A function the model may call.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDefinition {
+    /// 1 to 64 of `a-z A-Z 0-9 _ -`.
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The JSON Schema of its arguments (default: any object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Value>,
+    /// Accepted: arguments always follow `parameters` here (constrained
+    /// decoding), strict or not.
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -134,6 +200,16 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<serde_json::Value>,
     /// Accepted; nothing is stored either way.
     pub store: Option<bool>,
+    /// Functions the model may call. A call's arguments are valid under
+    /// the function's `parameters` (constrained decoding from the call's
+    /// opening on).
+    pub tools: Option<Vec<Tool>>,
+    /// `none`, `auto` (the default with tools), `required`, or
+    /// `{"type": "function", "function": {"name": …}}`.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Whether one answer may make several calls (default true).
+    pub parallel_tool_calls: Option<bool>,
     /// Extension (as llama.cpp's server): keep the k most likely tokens.
     #[schema(minimum = 1)]
     pub top_k: Option<u32>,
@@ -230,11 +306,14 @@ impl Usage {
 pub struct AssistantMessage {
     /// `assistant`.
     pub role: Role,
-    /// The generated text.
-    pub content: String,
+    /// The generated text (null when the answer is only tool calls).
+    pub content: Option<String>,
     /// Always null: a model here refuses in its text, if at all (OpenAI's
     /// schema requires the field).
     pub refusal: Option<String>,
+    /// The tool calls the answer made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<MessageToolCall>,
 }
 
 /// One choice (there is always exactly one).

@@ -82,6 +82,7 @@ pub(super) fn result(
     let per_second = |n: f64, ms: f64| (ms > 0.0 && n > 0.0).then(|| n * 1e3 / ms);
     ExecutionResult {
         response,
+        tool_calls: Vec::new(),
         metadata: ExecutionMetadata {
             input_tokens: Some(stats.input_tokens),
             output_tokens: Some(stats.output_tokens),

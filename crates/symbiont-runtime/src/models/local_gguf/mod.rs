@@ -464,7 +464,7 @@ impl LocalGgufRunner {
         let prompt = prompt.to_string();
         let agent = agent.map(str::to_string);
         RequestStream::new(move |text| async move {
-            let on_token = move |t: &str| text.push(t.to_string());
+            let on_token = move |e: StreamEvent| text.push_event(e);
             shared
                 .run(
                     agent.as_deref(),

@@ -17,7 +17,7 @@ use super::{defaults, Shared};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::models::{
     ChatRole, ExecutionOptions, ExecutionResult, PromptMode, ResponseFormat, SlmRunnerError,
-    WorkerLoss,
+    StreamEvent, ToolCall, ToolCallDelta, ToolChoice, WorkerLoss,
 };
 
 /// Times a request may be handed to a fresh worker because the one it was
@@ -50,7 +50,7 @@ impl Shared {
         agent: Option<&str>,
         prompt: &str,
         options: ExecutionOptions,
-        on_token: impl FnMut(&str) + Send,
+        on_token: impl FnMut(StreamEvent) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         self.run_job(agent, prompt, options, false, on_token, |_| {})
             .await
@@ -89,12 +89,13 @@ impl Shared {
         prompt: &str,
         options: ExecutionOptions,
         embed: bool,
-        on_token: impl FnMut(&str) + Send,
+        on_token: impl FnMut(StreamEvent) + Send,
         on_embedding: impl FnMut(Vec<f32>) + Send,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         // Failures the driver delivered, it has recorded already (at once,
         // whether or not this request's reader is still there).
         let mut audited = false;
+        let tools = !options.offered_tools().is_empty();
         let result = self
             .run_inner(
                 agent,
@@ -106,6 +107,17 @@ impl Shared {
                 &mut audited,
             )
             .await;
+        // The constraint the worker refused was the tools' call grammar.
+        let result = match result {
+            Err(SlmRunnerError::InvalidInput {
+                field: "response_format",
+                reason,
+            }) if tools => Err(SlmRunnerError::InvalidInput {
+                field: "tools",
+                reason,
+            }),
+            r => r,
+        };
         self.counters.finished(result.as_ref().ok().map(|r| {
             let m = &r.metadata;
             (
@@ -129,7 +141,7 @@ impl Shared {
         prompt: &str,
         options: ExecutionOptions,
         embed: bool,
-        mut on_token: impl FnMut(&str) + Send,
+        mut on_token: impl FnMut(StreamEvent) + Send,
         mut on_embedding: impl FnMut(Vec<f32>) + Send,
         audited: &mut bool,
     ) -> Result<ExecutionResult, SlmRunnerError> {
@@ -221,6 +233,7 @@ impl Shared {
                 }
             }
             let mut text = String::new();
+            let mut calls: Vec<ToolCall> = Vec::new();
             let mut ttft = None;
             // A backstop behind the driver's own deadline, grace and kill:
             // a caller never waits past them.
@@ -236,8 +249,35 @@ impl Shared {
                     Some(Event::PromptRead) => {}
                     Some(Event::Token(t)) => {
                         ttft.get_or_insert_with(|| ms(started.elapsed()));
-                        on_token(&t);
                         text.push_str(&t);
+                        on_token(StreamEvent::Token(t));
+                    }
+                    Some(Event::ToolCall {
+                        index,
+                        name,
+                        arguments,
+                    }) => {
+                        ttft.get_or_insert_with(|| ms(started.elapsed()));
+                        // The driver checked the order: a named piece opens
+                        // the next call, the others extend the last.
+                        let id = name.as_ref().map(|name| {
+                            let id = call_id();
+                            calls.push(ToolCall {
+                                id: id.clone(),
+                                name: name.clone(),
+                                arguments: String::new(),
+                            });
+                            id
+                        });
+                        if let Some(c) = calls.last_mut() {
+                            c.arguments.push_str(&arguments);
+                        }
+                        on_token(StreamEvent::ToolCall(ToolCallDelta {
+                            index,
+                            id,
+                            name,
+                            arguments,
+                        }));
                     }
                     Some(Event::Embedding(v)) => {
                         ttft.get_or_insert_with(|| ms(started.elapsed()));
@@ -281,6 +321,7 @@ impl Shared {
                         return Err(timeout_err());
                     }
                     let mut r = result(text, stats, started, ttft, peak, model_load_ms);
+                    r.tool_calls = calls;
                     set_sandbox_facts(
                         &mut r.metadata.sandbox_layers,
                         &mut r.metadata.sandbox_gaps,
@@ -316,7 +357,9 @@ impl Shared {
                 reason: format!("LocalGgufRunner knows no custom parameter `{name}`"),
             });
         }
-        if prompt.is_empty() {
+        // After tool results the model answers them: no new user turn.
+        let answers_tools = o.history.last().is_some_and(|m| m.role == ChatRole::Tool);
+        if prompt.is_empty() && !answers_tools {
             return Err(SlmRunnerError::InvalidInput {
                 field: "prompt",
                 reason: "the prompt is empty".into(),
@@ -377,8 +420,16 @@ impl Shared {
                 .map(|m| symbiont_slm_protocol::ChatMessage {
                     role: m.role.as_str().into(),
                     content: m.content.clone(),
-                    tool_calls: vec![],
-                    tool_call_id: None,
+                    tool_calls: m
+                        .tool_calls
+                        .iter()
+                        .map(|c| symbiont_slm_protocol::CallMade {
+                            id: c.id.clone(),
+                            name: c.name.clone(),
+                            arguments: c.arguments.clone(),
+                        })
+                        .collect(),
+                    tool_call_id: m.tool_call_id.clone(),
                 })
                 .collect(),
             max_tokens: o.max_tokens.unwrap_or(defaults::MAX_TOKENS),
@@ -396,7 +447,7 @@ impl Shared {
             embed: false,
             cache_key: cache_key(agent),
             constraint: o.response_format.as_ref().map(ResponseFormat::constraint),
-            tools: None,
+            tools: tools(o),
         };
         // The frame must fit the protocol (JSON escapes a control character
         // as six bytes): refused here, never at the worker's pipe.
@@ -420,4 +471,42 @@ pub(super) fn cache_key(agent: Option<&str>) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     agent.hash(&mut h);
     h.finish().max(1)
+}
+
+/// The tools a request offers the worker (none with `ToolChoice::None`).
+fn tools(o: &ExecutionOptions) -> Option<symbiont_slm_protocol::Tools> {
+    let offered = o.offered_tools();
+    if offered.is_empty() {
+        return None;
+    }
+    Some(symbiont_slm_protocol::Tools {
+        functions: offered
+            .iter()
+            .map(|t| symbiont_slm_protocol::Function {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.parameters.to_string(),
+            })
+            .collect(),
+        choice: match &o.tool_choice {
+            Some(ToolChoice::Required) => symbiont_slm_protocol::ToolChoice::Required,
+            Some(ToolChoice::Function(name)) => {
+                symbiont_slm_protocol::ToolChoice::Function { name: name.clone() }
+            }
+            _ => symbiont_slm_protocol::ToolChoice::Auto,
+        },
+        parallel: o.parallel_tool_calls.unwrap_or(true),
+    })
+}
+
+/// A fresh call id (`call_` and 24 hex digits, from the OS's randomness
+/// through the standard library's hasher keys).
+fn call_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("call_{:016x}{:08x}", half(), half() as u32)
 }

@@ -334,6 +334,7 @@ impl Inner {
         }];
         Ok(ExecutionResult {
             response: text,
+            tool_calls: vec![],
             metadata: meta,
         })
     }

@@ -39,7 +39,19 @@ pub(crate) fn body(
         ChatRole::System => "system",
         ChatRole::User => "user",
         ChatRole::Assistant => "assistant",
+        ChatRole::Tool => "tool",
     };
+    // Not yet passed on (issue 20): refused rather than dropped.
+    if !o.offered_tools().is_empty()
+        || o.history
+            .iter()
+            .any(|m| m.role == ChatRole::Tool || !m.tool_calls.is_empty())
+    {
+        return Err(SlmRunnerError::InvalidInput {
+            field: "tools",
+            reason: "remote runners do not pass tools on yet".into(),
+        });
+    }
     match api {
         Api::OpenAi | Api::Compatible => {
             if api == Api::OpenAi {

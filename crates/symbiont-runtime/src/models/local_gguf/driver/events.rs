@@ -57,16 +57,53 @@ impl Driver {
                 }
                 Ok(())
             }
-            FromWorker::Token { id, ref text } => {
+            FromWorker::Token { id, .. } | FromWorker::ToolCall { id, .. } => {
                 let Some(a) = self.active.get_mut(&id) else {
                     return violation(stray(&msg), None);
                 };
                 if a.embed {
                     return violation(format!("text for embedding request {id}"), Some(id));
                 }
+                let (text, event) = match msg {
+                    FromWorker::Token { text, .. } => (text.clone(), Event::Token(text)),
+                    FromWorker::ToolCall {
+                        index,
+                        name,
+                        arguments,
+                        ..
+                    } => {
+                        // A named piece opens the next call, to a function
+                        // offered; the others extend the last call.
+                        let ok = match &name {
+                            Some(n) => index == a.calls && a.tools.contains(n),
+                            None => a.calls > 0 && index + 1 == a.calls,
+                        };
+                        if !ok {
+                            let why = format!(
+                                "a tool call piece out of order or to a function not offered (call {index}, {} begun, name {name:?})",
+                                a.calls
+                            );
+                            return violation(why, Some(id));
+                        }
+                        if name.is_some() {
+                            a.calls += 1;
+                        }
+                        let text = format!("{}{arguments}", name.as_deref().unwrap_or(""));
+                        (
+                            text,
+                            Event::ToolCall {
+                                index,
+                                name,
+                                arguments,
+                            },
+                        )
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 // What an honest worker can send for a request, at most: no
                 // more pieces than it or the context allows, each small.
-                let frame_cap = a.max_tokens.min(self.settings.context_size as usize) + 2;
+                let frame_cap =
+                    a.max_tokens.min(self.settings.context_size as usize) + 2 + a.calls as usize;
                 a.frames += 1;
                 a.bytes += text.len();
                 if a.frames > frame_cap
@@ -101,7 +138,7 @@ impl Driver {
                 if a.events.capacity() <= 1 {
                     return self.cancel(id, CancelWhy::ReaderBehind).await;
                 }
-                if a.events.try_send(Event::Token(text.clone())).is_err() {
+                if a.events.try_send(event).is_err() {
                     // Nobody follows it any more.
                     return self.cancel(id, CancelWhy::Caller).await;
                 }

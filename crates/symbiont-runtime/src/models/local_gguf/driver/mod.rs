@@ -47,6 +47,13 @@ pub(super) enum Event {
     PromptRead,
     /// Generated text.
     Token(String),
+    /// A piece of a tool call (checked: a named piece opens call `index`,
+    /// the next ones extend it).
+    ToolCall {
+        index: u32,
+        name: Option<String>,
+        arguments: String,
+    },
     /// The end, with the worker's figures and its peak resident memory.
     Done {
         stats: GenerationStats,
@@ -462,6 +469,13 @@ impl Driver {
                 let id = request.id;
                 let max_tokens = request.max_tokens as usize;
                 let embed = request.embed;
+                // The functions it may call (a call to another is the
+                // worker's lie).
+                let tools: Vec<String> = request
+                    .tools
+                    .iter()
+                    .flat_map(|t| t.functions.iter().map(|f| f.name.clone()))
+                    .collect();
                 if self.draining {
                     let _ = events.try_send(Event::Retry(permit));
                     return Ok(());
@@ -497,6 +511,8 @@ impl Driver {
                         bytes: 0,
                         received: false,
                         embed,
+                        tools,
+                        calls: 0,
                         caller,
                         cache: None,
                     },

@@ -25,6 +25,10 @@ pub(super) struct Active {
     pub(super) received: bool,
     /// An embedding request: one `Embedding`, no text.
     pub(super) embed: bool,
+    /// The functions it offers the model.
+    pub(super) tools: Vec<String>,
+    /// Tool calls begun.
+    pub(super) calls: u32,
     pub(super) caller: super::Caller,
     /// Its share of the worker's cache, from `PromptRead` on.
     pub(super) cache: Option<super::super::metrics::CacheHold>,
