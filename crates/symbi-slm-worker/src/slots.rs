@@ -15,7 +15,8 @@
 //! each generating slot plus a chunk of the prompts still being read, so a
 //! request joins at the next step and a long prompt does not stall the
 //! others (while any slot generates, a step reads at most
-//! [`PREFILL_CHUNK_WHILE_GENERATING`] prompt tokens). A finished, cancelled
+//! [`PREFILL_CHUNK_WHILE_GENERATING`] tokens of each prompt: prompts that
+//! arrive together are read together). A finished, cancelled
 //! or failed request frees its slot at once.
 //!
 //! A slot keeps the tokens of its last request in its cache. A new request
@@ -52,16 +53,21 @@ use crate::constraint::Guided;
 use crate::engine::{sample_constrained, Engine, Sink};
 use crate::output::{Output, Pushed};
 
-/// Most prompt tokens a decode step carries while a slot is generating: a
-/// generated token then waits for at most this many prompt tokens (about
-/// 0.15 s for the default model on 2 cores) instead of a whole batch.
+/// Most tokens of one prompt a decode step carries while a slot is
+/// generating: a generated token then waits for at most this many tokens
+/// of each prompt being read (about 0.15 s for one prompt, with the
+/// default model on 2 cores) instead of a whole batch.
 pub const PREFILL_CHUNK_WHILE_GENERATING: usize = 64;
 
-/// The shortest prefix worth copying from one KV stream to another: a copy
-/// is one memory copy of the whole stream (about 47 MB for the default
-/// model at 2,048 tokens), against decoding the prefix again (32 tokens:
-/// about 0.15 s at the default model's 200 prompt tokens/s on 2 cores).
-const STREAM_COPY_MIN: usize = 32;
+/// The shortest gain of prefix worth copying one KV stream into another:
+/// a copy is one memory copy of the whole stream (about 47 MB for the
+/// default model at 2,048 tokens), against decoding the tokens again, which
+/// also costs llama.cpp extra passes when the prompts read in one step
+/// differ in length (`split_equal` takes as many tokens of each). Measured
+/// with 4 and 8 streams of 45-token chats (bench/RESULTS.md): copying from
+/// a 4-token gain beat copying from 32 (1.40× against 1.28× llama-server
+/// at 4 streams, 0.97× against 0.94× at 8).
+const STREAM_COPY_MIN: usize = 4;
 
 /// One sequence of the context.
 struct Slot {
@@ -658,9 +664,14 @@ where
             .filter(|s| s.active.as_ref().is_some_and(|a| a.next.is_some()))
             .count();
         let mut budget = self.n_batch.saturating_sub(generating);
-        if generating > 0 {
-            budget = budget.min(PREFILL_CHUNK_WHILE_GENERATING);
-        }
+        // While any slot generates, each prompt adds at most a chunk per
+        // step: a long one does not stall the others, and many short ones
+        // (requests arriving together) are all read in one step.
+        let per_prompt = if generating > 0 {
+            PREFILL_CHUNK_WHILE_GENERATING
+        } else {
+            usize::MAX
+        };
         let mut reading: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 let s = &self.slots[i];
@@ -674,7 +685,7 @@ where
         for i in reading {
             let s = &self.slots[i];
             let left = s.active.as_ref().map_or(0, |a| a.prompt.len()) - s.cache.len();
-            chunk[i] = left.min(budget);
+            chunk[i] = left.min(budget).min(per_prompt);
             budget -= chunk[i];
         }
         // Into the batch in sequence order: llama.cpp splits a batch over
