@@ -149,3 +149,146 @@ impl Output {
         self.calls.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constraint::Compiler;
+    use crate::tools::{arm, grammar};
+    use symbiont_slm_protocol::{Constraint, Function};
+
+    fn tools(choice: ToolChoice) -> Tools {
+        Tools {
+            functions: vec![Function {
+                name: "add".into(),
+                description: String::new(),
+                parameters: r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"],"additionalProperties":false}"#.into(),
+            }],
+            choice,
+            parallel: false,
+        }
+    }
+
+    fn matcher(t: &Tools) -> Option<Matcher> {
+        let g = grammar(t).unwrap();
+        Some(
+            Compiler::bytes()
+                .compile(&Constraint::Lark { grammar: g })
+                .unwrap(),
+        )
+    }
+
+    /// Feeds `pieces` (a token's bytes each) to an `auto` router: what it
+    /// sent, and what the pieces did.
+    fn auto(pieces: &[&str]) -> (Vec<FromWorker>, Vec<&'static str>, Option<String>) {
+        let t = tools(ToolChoice::Auto);
+        let mut grammar = matcher(&t);
+        let mut sent = Vec::new();
+        let mut sink = |m: &FromWorker| sent.push(m.clone());
+        let mut out = Output::new(1, &[], Some(&t), &mut grammar);
+        assert!(
+            grammar.is_none(),
+            "auto waits for the marker with the grammar"
+        );
+        let mut did = Vec::new();
+        let mut rest_seen = None;
+        for p in pieces {
+            did.push(match out.push(p.as_bytes(), &mut sink) {
+                Pushed::Go => "go",
+                Pushed::Stop(_) => "stop",
+                Pushed::Armed { matcher, rest } => {
+                    arm(matcher, &rest).unwrap_or_else(|e| panic!("{e}"));
+                    rest_seen = Some(rest);
+                    "armed"
+                }
+            });
+        }
+        let _ = out.finish(&mut sink);
+        (sent, did, rest_seen)
+    }
+
+    #[test]
+    fn a_marker_split_over_tokens_arms_the_grammar_with_the_text_after_it() {
+        let (sent, did, rest) = auto(&[
+            "Sure. <to",
+            "ol_ca",
+            "ll>{\"na",
+            "me\":\"add\",\"arguments\":{\"a\":1}}</tool_call>",
+        ]);
+        assert_eq!(did, ["go", "go", "armed", "go"]);
+        assert_eq!(rest.as_deref(), Some("{\"na"));
+        // The text before the marker, then the call's pieces only.
+        assert_eq!(
+            sent[0],
+            FromWorker::Token {
+                id: 1,
+                text: "Sure. ".into()
+            }
+        );
+        let pieces: Vec<_> = sent[1..]
+            .iter()
+            .map(|m| match m {
+                FromWorker::ToolCall {
+                    index,
+                    name,
+                    arguments,
+                    ..
+                } => (*index, name.clone(), arguments.clone()),
+                other => panic!("{other:?} after the marker"),
+            })
+            .collect();
+        assert_eq!(pieces[0], (0, Some("add".into()), String::new()));
+        let args: String = pieces[1..].iter().map(|p| p.2.as_str()).collect();
+        assert_eq!(args, "{\"a\":1}");
+    }
+
+    #[test]
+    fn without_a_marker_the_text_is_text_even_a_marker_cut_at_the_end() {
+        let (sent, did, _) = auto(&["Hello <b>", "world</b> <tool_"]);
+        assert_eq!(did, ["go", "go"]);
+        let text: String = sent
+            .iter()
+            .map(|m| match m {
+                FromWorker::Token { text, .. } => text.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(text, "Hello <b>world</b> <tool_");
+    }
+
+    #[test]
+    fn a_call_begun_off_its_format_is_refused_when_armed() {
+        let t = tools(ToolChoice::Auto);
+        let m = matcher(&t).unwrap();
+        assert!(arm(m, "[not a call").is_err());
+        let m = matcher(&t).unwrap();
+        assert!(arm(m, "\n{\"name\":\"add\"").is_ok());
+    }
+
+    #[test]
+    fn a_forced_call_routes_every_piece_to_the_calls() {
+        let t = tools(ToolChoice::Required);
+        let mut grammar = matcher(&t);
+        let mut sent = Vec::new();
+        let mut sink = |m: &FromWorker| sent.push(m.clone());
+        let mut out = Output::new(2, &[], Some(&t), &mut grammar);
+        assert!(
+            grammar.is_some(),
+            "forced: the grammar applies from the first token"
+        );
+        for p in [
+            "{\"name\":\"add\",",
+            "\"arguments\":{\"a\":",
+            "2}}</tool_call>",
+        ] {
+            assert!(matches!(out.push(p.as_bytes(), &mut sink), Pushed::Go));
+        }
+        assert_eq!(out.finish(&mut sink), None);
+        assert!(out.calls_whole());
+        assert!(
+            sent.iter()
+                .all(|m| matches!(m, FromWorker::ToolCall { .. })),
+            "{sent:?}"
+        );
+    }
+}

@@ -603,7 +603,6 @@ where
         send(&FromWorker::Done { id: req.id, stats });
     }
 
-    /// One decode step over every busy slot.
     /// With a KV stream per slot: when an idle slot holds a longer prefix
     /// of waiting request `next`'s prompt (for its agent) than slot `dst` does (by at least
     /// [`STREAM_COPY_MIN`] tokens), copies that slot's stream into `dst`
@@ -636,6 +635,7 @@ where
         }
     }
 
+    /// One decode step over every busy slot.
     fn step(&mut self, out: &mut impl Sink) {
         let now = Instant::now();
         for i in 0..self.slots.len() {

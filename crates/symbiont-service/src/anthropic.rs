@@ -612,7 +612,7 @@ impl Dialect for Anthropic {
                 kind: "tool_use",
                 id: tool_use_id(&c.id),
                 name: c.name.clone(),
-                input: serde_json::from_str(&c.arguments).unwrap_or_default(),
+                input: serde_json::from_str(&c.arguments).unwrap_or_else(|_| serde_json::json!({})),
             }));
         }
         Json(MessageResponse {

@@ -16,8 +16,8 @@ use super::queue::Refusal;
 use super::{defaults, Shared};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::models::{
-    ChatRole, ExecutionOptions, ExecutionResult, PromptMode, ResponseFormat, SlmRunnerError,
-    StreamEvent, ToolCall, ToolCallDelta, ToolChoice, WorkerLoss,
+    ChatRole, ExecutionOptions, ExecutionResult, FinishReason, PromptMode, ResponseFormat,
+    SlmRunnerError, StreamEvent, ToolCall, ToolCallDelta, ToolChoice, WorkerLoss,
 };
 
 /// Times a request may be handed to a fresh worker because the one it was
@@ -321,7 +321,23 @@ impl Shared {
                         return Err(timeout_err());
                     }
                     let mut r = result(text, stats, started, ttft, peak, model_load_ms);
-                    r.tool_calls = calls;
+                    // Only whole calls: one cut by a limit (its pieces were
+                    // streamed) is not a call. The worker's grammar makes
+                    // them objects; checked here all the same.
+                    let whole = |c: &ToolCall| {
+                        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                            &c.arguments,
+                        )
+                        .is_ok()
+                    };
+                    if r.metadata.finish_reason == Some(FinishReason::ToolCalls)
+                        && !calls.iter().all(whole)
+                    {
+                        return Err(SlmRunnerError::ExecutionFailed {
+                            reason: "the worker ended the answer with a tool call whose arguments are not a JSON object".into(),
+                        });
+                    }
+                    r.tool_calls = calls.into_iter().filter(whole).collect();
                     set_sandbox_facts(
                         &mut r.metadata.sandbox_layers,
                         &mut r.metadata.sandbox_gaps,

@@ -65,6 +65,13 @@ impl Driver {
                     return violation(format!("text for embedding request {id}"), Some(id));
                 }
                 let (text, event) = match msg {
+                    // Text never follows a call (the calls end the answer).
+                    FromWorker::Token { .. } if a.calls > 0 => {
+                        return violation(
+                            format!("text after a tool call of request {id}"),
+                            Some(id),
+                        );
+                    }
                     FromWorker::Token { text, .. } => (text.clone(), Event::Token(text)),
                     FromWorker::ToolCall {
                         index,
@@ -75,7 +82,11 @@ impl Driver {
                         // A named piece opens the next call, to a function
                         // offered; the others extend the last call.
                         let ok = match &name {
-                            Some(n) => index == a.calls && a.tools.contains(n),
+                            Some(n) => {
+                                index == a.calls
+                                    && a.tools.contains(n)
+                                    && (a.parallel || a.calls == 0)
+                            }
                             None => a.calls > 0 && index + 1 == a.calls,
                         };
                         if !ok {
@@ -102,8 +113,15 @@ impl Driver {
                 };
                 // What an honest worker can send for a request, at most: no
                 // more pieces than it or the context allows, each small.
-                let frame_cap =
-                    a.max_tokens.min(self.settings.context_size as usize) + 2 + a.calls as usize;
+                // A token may end one call's arguments and open the next
+                // call (a named piece and an argument piece): at most three
+                // pieces a token.
+                let tokens = a.max_tokens.min(self.settings.context_size as usize);
+                let frame_cap = if a.tools.is_empty() {
+                    tokens + 2
+                } else {
+                    3 * tokens + 2
+                };
                 a.frames += 1;
                 a.bytes += text.len();
                 if a.frames > frame_cap
@@ -188,6 +206,13 @@ impl Driver {
                     );
                     self.active.insert(id, a);
                     return violation(why, Some(id));
+                }
+                if stats.finish == Finish::ToolCalls && a.calls == 0 {
+                    self.active.insert(id, a);
+                    return violation(
+                        format!("tool_calls reported without a call for request {id}"),
+                        Some(id),
+                    );
                 }
                 self.settings.crashes.reset();
                 // Stopped for a caller that went away (or fell behind).

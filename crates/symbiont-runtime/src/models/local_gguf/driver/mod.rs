@@ -476,6 +476,7 @@ impl Driver {
                     .iter()
                     .flat_map(|t| t.functions.iter().map(|f| f.name.clone()))
                     .collect();
+                let parallel = request.tools.as_ref().is_some_and(|t| t.parallel);
                 if self.draining {
                     let _ = events.try_send(Event::Retry(permit));
                     return Ok(());
@@ -512,6 +513,7 @@ impl Driver {
                         received: false,
                         embed,
                         tools,
+                        parallel,
                         calls: 0,
                         caller,
                         cache: None,

@@ -27,6 +27,8 @@ pub(super) struct Active {
     pub(super) embed: bool,
     /// The functions it offers the model.
     pub(super) tools: Vec<String>,
+    /// Whether several calls may come.
+    pub(super) parallel: bool,
     /// Tool calls begun.
     pub(super) calls: u32,
     pub(super) caller: super::Caller,
