@@ -15,6 +15,8 @@ import anthropic
 import jsonschema
 from anthropic import Anthropic
 
+from tool_schemas import ADD, DESCRIPTIONS, SCHEMAS, WEATHER
+
 BASE = os.environ["SYMBI_BASE"]
 client = Anthropic(base_url=BASE, api_key=os.environ["SYMBI_TOKEN_A1"], max_retries=0, timeout=120)
 client2 = Anthropic(base_url=BASE, api_key=os.environ["SYMBI_TOKEN_A2"], max_retries=0, timeout=120)
@@ -25,26 +27,10 @@ def check(name, fn):
     print(f"ok {name}", flush=True)
 
 
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 40},
-        "unit": {"enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-ADD = {
-    "type": "object",
-    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-    "required": ["a", "b"],
-    "additionalProperties": False,
-}
 TOOLS = [
-    {"name": "get_weather", "description": "The current weather in a city.", "input_schema": WEATHER},
-    {"name": "add", "description": "Adds two integers.", "input_schema": ADD},
+    {"name": "get_weather", "description": DESCRIPTIONS["get_weather"], "input_schema": WEATHER},
+    {"name": "add", "description": DESCRIPTIONS["add"], "input_schema": ADD},
 ]
-SCHEMAS = {"get_weather": WEATHER, "add": ADD}
 
 
 def uses(message):

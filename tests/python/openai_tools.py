@@ -17,6 +17,8 @@ import jsonschema
 import openai
 from openai import OpenAI
 
+from tool_schemas import ADD, DESCRIPTIONS, SCHEMAS, WEATHER
+
 URL = os.environ["SYMBI_URL"]
 client = OpenAI(base_url=URL, api_key=os.environ["SYMBI_TOKEN_A1"], max_retries=0, timeout=120)
 client2 = OpenAI(base_url=URL, api_key=os.environ["SYMBI_TOKEN_A2"], max_retries=0, timeout=120)
@@ -27,26 +29,10 @@ def check(name, fn):
     print(f"ok {name}", flush=True)
 
 
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 40},
-        "unit": {"enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-ADD = {
-    "type": "object",
-    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-    "required": ["a", "b"],
-    "additionalProperties": False,
-}
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.", "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "add", "description": "Adds two integers.", "parameters": ADD, "strict": True}},
+    {"type": "function", "function": {"name": "get_weather", "description": DESCRIPTIONS["get_weather"], "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "add", "description": DESCRIPTIONS["add"], "parameters": ADD, "strict": True}},
 ]
-SCHEMAS = {"get_weather": WEATHER, "add": ADD}
 
 
 def valid(call):
