@@ -35,11 +35,16 @@ fuzz_target!(|data: &[u8]| {
     let mut m = StopMatcher::new(&stops);
     let mut emitted = String::new();
     let mut matched = None;
+    let mut pushed = String::new();
     for piece in &pieces {
+        pushed.push_str(piece);
         match m.push(piece) {
             Matched::Continue(t) => emitted.push_str(&t),
-            Matched::Stop { text, stop } => {
+            Matched::Stop { text, stop, rest } => {
                 emitted.push_str(&text);
+                // Nothing lost: the text, the stop and what followed it
+                // are what was pushed.
+                assert_eq!(format!("{emitted}{stop}{rest}"), pushed);
                 matched = Some(stop);
                 break;
             }
