@@ -9,6 +9,7 @@ mod pool;
 mod remote;
 mod runner;
 mod stream;
+mod tools;
 
 pub use agent::{AgentModels, AgentRunner};
 pub use catalog::{
@@ -26,6 +27,6 @@ pub use remote::{RemoteRunner, SseParser};
 pub use runner::{
     ChatMessage, ChatRole, EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult,
     FinishReason, PromptMode, ResourceLimit, ResponseFormat, RunnerInfo, SlmRunner, SlmRunnerError,
-    StreamEvent, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, WorkerLoss,
-    MAX_RESPONSE_FORMAT_BYTES, MAX_TOOLS,
+    StreamEvent, WorkerLoss, MAX_RESPONSE_FORMAT_BYTES,
 };
+pub use tools::{ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, MAX_TOOLS};
