@@ -155,10 +155,12 @@ impl LocalGgufRunnerBuilder {
     /// is resident from the worker's start, so it is what the worker
     /// holds). At `slots × context_size` each slot gets a KV stream of its
     /// own instead, as `llama-server -np` does: no sharing is needed then,
-    /// and a stream's attention reads only its own cells (measured: 8 busy
-    /// streams 1.04× llama-server `-np 8`, but 4 requests on scattered
-    /// slots 0.71×: llama.cpp decodes non-consecutive streams in separate
-    /// passes; a request's text does not depend on what runs beside it). A request reserves its prompt plus `max_tokens` (at most
+    /// and a stream's attention reads only its own cells (measured against
+    /// llama-server `-np 8 -c 16384`: 4 streams 1.40×, 8 streams 0.97×, in
+    /// 0.98× its memory; bench/RESULTS.md. A new request takes the lowest
+    /// free slot, since llama.cpp decodes non-consecutive streams in
+    /// separate passes; a request's text does not depend on what runs
+    /// beside it). A request reserves its prompt plus `max_tokens` (at most
     /// `context_size`) when it starts; one that does not fit beside the
     /// running ones waits in the worker. At least `context_size`, at most
     /// `slots × context_size`. Default: [`defaults::CACHE_CONTEXTS`]
