@@ -16,7 +16,7 @@ use futures::StreamExt;
 use symbiont_runtime::config::ModelResourceRequirements;
 use symbiont_runtime::models::{
     ExecutionOptions, ExecutionResult, FinishReason, LocalGgufRunner, LocalGgufRunnerBuilder,
-    SlmRunnerError, StreamEvent,
+    ResponseFormat, SlmRunnerError, StreamEvent,
 };
 
 /// A builder of the default model's runner under the test profile.
@@ -965,12 +965,18 @@ async fn a_shared_cache_runs_short_requests_together_and_makes_long_ones_wait() 
     assert_eq!(r.metrics().cache_tokens_reserved, 0, "released at the end");
     // While two long requests fill the cache, a third waits in the worker:
     // past its deadline it ends as a timeout without running, a fourth
-    // dropped while it waits is cancelled, and the two go on.
+    // dropped while it waits is cancelled, and the two go on. The answer is
+    // held to 2000 letters, so the two cannot end early and free the cache
+    // before the third's deadline (unconstrained, the model may answer in
+    // 17 tokens, and did once on CI): they end at the context's end.
     let long = |r: LocalGgufRunner, timeout: Option<Duration>| async move {
         let o = ExecutionOptions {
             max_tokens: Some(1000),
             temperature: Some(0.0),
             timeout,
+            response_format: Some(ResponseFormat::Regex {
+                pattern: "[a-z ]{2000}".into(),
+            }),
             ..Default::default()
         };
         r.execute("Count from one to a thousand, in words.", Some(o))
@@ -1012,7 +1018,8 @@ async fn a_shared_cache_runs_short_requests_together_and_makes_long_ones_wait() 
     .await;
     for j in [a, b] {
         let done = j.await.unwrap().expect("the long requests finish");
-        assert!(done.metadata.output_tokens.is_some_and(|n| n > 0));
+        let n = done.metadata.output_tokens.expect("counted");
+        assert!(n >= 150, "held to the context's end, ran {n} tokens");
     }
     let m = r.metrics();
     assert_eq!(
