@@ -9,14 +9,14 @@
 
 mod common;
 
-use common::{model_path, profile, serial, until, worker};
+use common::{long_answer, model_path, profile, serial, until, worker};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use symbiont_runtime::config::ModelResourceRequirements;
 use symbiont_runtime::models::{
     ExecutionOptions, ExecutionResult, FinishReason, LocalGgufRunner, LocalGgufRunnerBuilder,
-    ResponseFormat, SlmRunnerError, StreamEvent,
+    SlmRunnerError, StreamEvent,
 };
 
 /// A builder of the default model's runner under the test profile.
@@ -42,6 +42,14 @@ fn options(max_tokens: u32, temperature: f32, seed: u32) -> ExecutionOptions {
         seed: Some(seed),
         max_tokens: Some(max_tokens),
         ..Default::default()
+    }
+}
+
+/// `options` held to an answer that cannot end before `max_tokens`.
+fn long_options(max_tokens: u32) -> ExecutionOptions {
+    ExecutionOptions {
+        response_format: long_answer(),
+        ..options(max_tokens, 0.0, 1)
     }
 }
 
@@ -285,7 +293,7 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
 
     // The allowed twin first: a request that is not dropped holds its
     // slot while it generates.
-    let long = options(2000, 0.0, 1);
+    let long = long_options(2000);
     let mut stream = Box::pin(r.execute_stream("Write a long story about the sea.", Some(long)));
     assert!(matches!(
         stream.next().await,
@@ -328,7 +336,7 @@ async fn a_dropped_request_stops_and_leaves_the_others_intact() {
         Duration::from_millis(1500),
         r.execute(
             "Write a long story about the sea.",
-            Some(options(2000, 0.0, 1)),
+            Some(long_options(2000)),
         ),
     )
     .await;
@@ -358,7 +366,7 @@ async fn a_request_that_times_out_in_the_queue_never_runs() {
     let busy = {
         let r = r.clone();
         tokio::spawn(async move {
-            r.execute("Tell a long story.", Some(options(200, 0.0, 1)))
+            r.execute("Tell a long story.", Some(long_options(200)))
                 .await
         })
     };
@@ -513,7 +521,7 @@ async fn a_shared_budget_evicts_only_idle_workers() {
     let long = {
         let two = two.clone();
         tokio::spawn(async move {
-            two.execute("Tell a long story.", Some(options(150, 0.0, 1)))
+            two.execute("Tell a long story.", Some(long_options(150)))
                 .await
         })
     };
@@ -965,18 +973,15 @@ async fn a_shared_cache_runs_short_requests_together_and_makes_long_ones_wait() 
     assert_eq!(r.metrics().cache_tokens_reserved, 0, "released at the end");
     // While two long requests fill the cache, a third waits in the worker:
     // past its deadline it ends as a timeout without running, a fourth
-    // dropped while it waits is cancelled, and the two go on. The answer is
-    // held to 2000 letters, so the two cannot end early and free the cache
-    // before the third's deadline (unconstrained, the model may answer in
-    // 17 tokens, and did once on CI): they end at the context's end.
+    // dropped while it waits is cancelled, and the two go on. The two are
+    // held to a long answer, so they cannot end early and free the cache
+    // before the third's deadline: they end at the context's end.
     let long = |r: LocalGgufRunner, timeout: Option<Duration>| async move {
         let o = ExecutionOptions {
             max_tokens: Some(1000),
             temperature: Some(0.0),
             timeout,
-            response_format: Some(ResponseFormat::Regex {
-                pattern: "[a-z ]{2000}".into(),
-            }),
+            response_format: long_answer(),
             ..Default::default()
         };
         r.execute("Count from one to a thousand, in words.", Some(o))
@@ -1127,6 +1132,7 @@ async fn waiting_requests_start_fairly_between_agents() {
                 agent_id: Some(agent.into()),
                 max_tokens: Some(max_tokens),
                 temperature: Some(0.0),
+                response_format: long_answer(),
                 ..Default::default()
             };
             // A request of 1000 tokens fills its context (128 tokens):

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{model_path, profile, serial, worker};
+use common::{long_answer, model_path, profile, serial, worker};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -252,6 +252,7 @@ async fn timeout_stops_the_generation_and_the_next_request_works() {
             Some(ExecutionOptions {
                 timeout: Some(Duration::from_millis(700)),
                 max_tokens: Some(100_000),
+                response_format: long_answer(),
                 ..greedy(0)
             }),
         )
@@ -858,6 +859,7 @@ async fn unresponsive_worker_is_killed_at_the_deadline() {
         ExecutionOptions {
             timeout: Some(timeout),
             max_tokens: Some(100_000),
+            response_format: long_answer(),
             ..greedy(0)
         },
     )
@@ -1362,7 +1364,13 @@ async fn an_abandoned_request_does_not_cost_the_worker() {
     // then there is nothing left over, and the rest holds all the same.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(1500),
-        r.execute("Write a long story about the sea.", Some(greedy(2000))),
+        r.execute(
+            "Write a long story about the sea.",
+            Some(ExecutionOptions {
+                response_format: long_answer(),
+                ..greedy(2000)
+            }),
+        ),
     )
     .await;
     assert!(gave_up.is_err(), "finished 2,000 tokens in 1.5 s");

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use symbiont_runtime::config::default_model_path;
+use symbiont_runtime::models::ResponseFormat;
 
 /// The worker under test: the one cargo built, or `$SYMBI_SLM_WORKER`
 /// (scripts/test-unprivileged copies both to a place an unprivileged user
@@ -60,4 +61,16 @@ pub async fn until(what: &str, within: std::time::Duration, mut ready: impl FnMu
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// An answer that cannot end early: 4000 letters or spaces, more than any
+/// test's context or token limit lets through. Unconstrained, the model
+/// may answer "a long story" or "count to a thousand" in a dozen tokens
+/// (it did once on CI); a test that needs a request to keep running, to
+/// fill the cache or outlast a deadline, holds it to this.
+#[allow(dead_code)] // not every test binary needs a long answer
+pub fn long_answer() -> Option<ResponseFormat> {
+    Some(ResponseFormat::Regex {
+        pattern: "[a-z ]{4000}".into(),
+    })
 }
