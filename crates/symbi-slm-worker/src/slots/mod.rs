@@ -23,11 +23,12 @@
 //! goes to the free slot whose cache shares the longest prefix with its
 //! prompt (the least recently used one on a tie), and only the rest of the
 //! prompt is decoded: the same instructions in front of every prompt, or a
-//! growing chat, are read once. With a KV stream per slot, a new request
-//! takes the lowest free slot instead (llama.cpp decodes in one pass only
-//! sequences of consecutive ids; one that holds no other agent's prefix
-//! first), and a longer prefix held by another idle slot is copied into
-//! it, stream to stream. Only a request of the same agent (its
+//! growing chat, are read once. With a KV stream per slot, the requests
+//! that start together take the lowest free slots instead (llama.cpp
+//! decodes in one pass only sequences of consecutive ids; slots that hold
+//! no other agent's prefix first), each the one of those that holds the
+//! longest prefix of its prompt, and a longer prefix held by another idle
+//! slot is copied into it, stream to stream ([`choice`]). Only a request of the same agent (its
 //! `cache_key`) reuses a slot's cache: another agent's prompt is never
 //! served from it, so neither `cached_tokens` nor the time to the first
 //! token tells one agent what another asked.
@@ -53,21 +54,14 @@ use crate::constraint::Guided;
 use crate::engine::{sample_constrained, Engine, Sink};
 use crate::output::{Output, Pushed};
 
+mod choice;
+use choice::Free;
+
 /// Most tokens of one prompt a decode step carries while a slot is
 /// generating: a generated token then waits for at most this many tokens
 /// of each prompt being read (about 0.15 s for one prompt, with the
 /// default model on 2 cores) instead of a whole batch.
 pub const PREFILL_CHUNK_WHILE_GENERATING: usize = 64;
-
-/// The shortest gain of prefix worth copying one KV stream into another:
-/// a copy is one memory copy of the whole stream (about 47 MB for the
-/// default model at 2,048 tokens), against decoding the tokens again, which
-/// also costs llama.cpp extra passes when the prompts read in one step
-/// differ in length (`split_equal` takes as many tokens of each). Measured
-/// with 4 and 8 streams of 45-token chats (bench/RESULTS.md): copying from
-/// a 4-token gain beat copying from 32 (1.40× against 1.28× llama-server
-/// at 4 streams, 0.97× against 0.94× at 8).
-const STREAM_COPY_MIN: usize = 4;
 
 /// One sequence of the context.
 struct Slot {
@@ -219,8 +213,12 @@ where
                     Ok(m) => m,
                     Err(TryRecvError::Empty) => {
                         for req in arrived {
-                            self.admit(&req, out);
+                            self.queue(&req, out);
                         }
+                        // Started together: with a KV stream per slot,
+                        // requests arriving together each find their own
+                        // stream among the slots they take.
+                        self.admit_waiting(out);
                         return Control::Go;
                     }
                     // The supervisor is gone: nobody to answer.
@@ -290,9 +288,9 @@ where
     }
 
     /// Tokenizes a request (refusing one that cannot fit a context) and
-    /// queues it behind those already waiting; it starts at once if it
-    /// fits.
-    fn admit(&mut self, req: &GenerateRequest, out: &mut impl Sink) {
+    /// queues it behind those already waiting ([`Self::admit_waiting`]
+    /// starts it when it fits).
+    fn queue(&mut self, req: &GenerateRequest, out: &mut impl Sink) {
         if req.embed {
             return self.embed(req, out);
         }
@@ -345,7 +343,6 @@ where
             grammar,
             started,
         });
-        self.admit_waiting(out);
     }
 
     /// Starts the waiting requests that fit now, fairly between agents:
@@ -380,33 +377,25 @@ where
         let tokens = &w.tokens;
         let key = w.req.cache_key;
         let shared = self.engine.shared_cache();
+        let free: Vec<Free> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_none())
+            .map(|i| {
+                let s = &self.slots[i];
+                Free {
+                    index: i,
+                    prefix: own_prefix(s, key, tokens),
+                    foreign: s.owner != key && !s.cache.is_empty(),
+                    empty: s.cache.is_empty(),
+                    freed_at: s.freed_at,
+                }
+            })
+            .collect();
         let free = if shared {
-            // An empty slot first (other agents' prefixes stay), else the
-            // least recently used.
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active.is_none())
-                .max_by_key(|&(_, s)| {
-                    (
-                        own_prefix(s, key, tokens),
-                        s.cache.is_empty(),
-                        u64::MAX - s.freed_at,
-                    )
-                })
-                .map(|(i, _)| i)
+            choice::shared_slot(&free)
         } else {
-            // A KV stream per slot: llama.cpp decodes in one pass only
-            // sequences of consecutive ids (`split_equal`), so the lowest
-            // free slot, keeping the busy ones together (one that holds
-            // no other agent's prefix first); a prefix held by another
-            // slot is copied into it below.
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active.is_none())
-                .min_by_key(|&(i, s)| (s.owner != key && !s.cache.is_empty(), i))
-                .map(|(i, _)| i)
+            // In stream mode every slot's reservation fits the cache: all
+            // the waiting requests that find a free slot start now.
+            choice::stream_slot(&free, self.waiting.len())
         };
         let Some(index) = free else {
             return false;
@@ -604,21 +593,19 @@ where
     }
 
     /// With a KV stream per slot: when an idle slot holds a longer prefix
-    /// of waiting request `next`'s prompt (for its agent) than slot `dst` does (by at least
-    /// [`STREAM_COPY_MIN`] tokens), copies that slot's stream into `dst`
+    /// of waiting request `next`'s prompt (for its agent) than slot `dst`
+    /// does (by at least [`choice::STREAM_COPY_MIN`] tokens), copies that slot's stream into `dst`
     /// (llama.cpp copies the whole stream's buffers before the next
     /// decode).
     fn copy_prefix(&mut self, dst: usize, next: usize) {
         let (key, tokens) = (self.waiting[next].req.cache_key, &self.waiting[next].tokens);
         let here = own_prefix(&self.slots[dst], key, tokens);
-        let best = (0..self.slots.len())
+        let idle = (0..self.slots.len())
             .filter(|&i| i != dst && self.slots[i].active.is_none())
-            .map(|i| (own_prefix(&self.slots[i], key, tokens), i))
-            .max();
-        let Some((len, src)) = best else { return };
-        if len < here + STREAM_COPY_MIN {
+            .map(|i| (i, own_prefix(&self.slots[i], key, tokens)));
+        let Some(src) = choice::copy_source(here, idle) else {
             return;
-        }
+        };
         let (s, d) = (self.slots[src].seq, self.slots[dst].seq);
         let _ = self.ctx.clear_kv_cache_seq(Some(d as u32), None, None);
         self.slots[dst].cache.clear();
