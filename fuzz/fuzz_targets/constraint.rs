@@ -1,12 +1,14 @@
 //! Output constraints from untrusted text (a caller's JSON Schema, regular
-//! expression or Lark grammar): compiling never panics or hangs, and a
-//! compiled matcher takes every byte its mask allows.
+//! expression or Lark grammar): compiling never panics or hangs, a
+//! compiled matcher takes every byte its mask allows, and the tracker of
+//! a schema's unique arrays (`uniqueItems`) follows the answer and its
+//! look-ahead without a panic or a hang.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use symbi_slm_worker::constraint::Compiler;
+use symbi_slm_worker::constraint::{Compiler, Guided};
 use symbiont_slm_protocol::Constraint;
 
 fn compiler() -> &'static Compiler {
@@ -30,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         2 => Constraint::Lark { grammar: text },
         _ => Constraint::JsonObject,
     };
-    let mut m = match compiler().compile(&constraint) {
+    let m = match compiler().compile(&constraint) {
         Ok(m) => m,
         // llguidance turns its panics into errors: they must not happen.
         Err(e) => {
@@ -38,11 +40,17 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
+    let mut g = Guided::new(m, true).with_unique_items(Some(&constraint));
     for &b in input.iter().take(256) {
-        let Ok(mask) = m.compute_mask() else { break };
+        let Ok(mask) = g.matcher.compute_mask() else {
+            break;
+        };
         if mask.is_allowed(u32::from(b)) {
-            m.consume_token(u32::from(b))
+            let _ = g.dead_end(compiler(), u32::from(b));
+            g.matcher
+                .consume_token(u32::from(b))
                 .expect("a byte the mask allows is consumed");
+            g.consumed(&[b]);
         }
     }
 });

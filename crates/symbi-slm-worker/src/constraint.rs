@@ -30,6 +30,8 @@ use serde_json::{json, Value};
 use symbiont_slm_protocol::{Constraint, RequestError};
 use toktrie::{ApproximateTokEnv, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId};
 
+use crate::unique::{Unique, Verdict};
+
 /// llguidance's limits for one request's grammar: its defaults for time
 /// (fuel: a compile within tens of milliseconds, a mask within ~15), fewer
 /// lexer states (each takes 1–2 kB and they grow as a text is read: at most
@@ -95,7 +97,7 @@ impl Compiler {
     pub fn compile(&self, constraint: &Constraint) -> Result<Matcher, RequestError> {
         let (grammar, schema) = match constraint {
             Constraint::JsonObject => {
-                let schema = compact(json!({"type": "object"}));
+                let schema = crate::schema::for_engine(json!({"type": "object"}));
                 (TopLevelGrammar::from_json_schema(schema), None)
             }
             Constraint::JsonSchema { schema } => {
@@ -111,7 +113,7 @@ impl Compiler {
                     });
                 }
                 (
-                    TopLevelGrammar::from_json_schema(compact(value.clone())),
+                    TopLevelGrammar::from_json_schema(crate::schema::for_engine(value.clone())),
                     Some(value),
                 )
             }
@@ -251,6 +253,52 @@ fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
     (outside, inside)
 }
 
+/// How deep [`Guided::dead_end`] looks for a way out of a repeated item.
+const LOOKAHEAD_DEPTH: usize = 3;
+/// Most tokens it tries in all.
+const LOOKAHEAD_NODES: usize = 48;
+/// A step allowing more tokens than this is taken as a way out (a free
+/// string or number goes on some other way).
+const LOOKAHEAD_WIDTH: usize = 24;
+
+/// Whether, from `m` and `u`, some continuation completes the pending
+/// item without repeating one (or the search cannot rule it out).
+fn way_out(c: &Compiler, m: Matcher, u: Unique, depth: usize, nodes: &mut usize) -> bool {
+    if depth == 0 || *nodes == 0 || m.is_stopped() {
+        return true;
+    }
+    let mut m = m;
+    let Ok(mask) = m.compute_mask() else {
+        return true;
+    };
+    if mask.num_set() > LOOKAHEAD_WIDTH {
+        return true;
+    }
+    let mut allowed = Vec::new();
+    mask.iter_set_entries(|t| allowed.push(t as TokenId));
+    for t in allowed {
+        if *nodes == 0 {
+            return true;
+        }
+        *nodes -= 1;
+        if t == c.eos() {
+            continue;
+        }
+        let mut next = u.clone();
+        if next.push(c.token_bytes(t)) == Verdict::Duplicate {
+            continue;
+        }
+        if !next.pending() {
+            return true;
+        }
+        let mut m2 = m.deep_clone();
+        if m2.consume_token(t).is_ok() && way_out(c, m2, next, depth - 1, nodes) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Tokens before the end of its budget from which an answer's closing cost
 /// is watched.
 pub const CLOSING_WINDOW: u32 = 64;
@@ -265,6 +313,8 @@ pub struct Guided {
     /// The JSON text's lexical state; `None` for a regex or a grammar
     /// (not steered: the policy knows JSON).
     json: Option<JsonLex>,
+    /// The schema's unique arrays, when it has any (`uniqueItems`).
+    unique: Option<Unique>,
 }
 
 impl Guided {
@@ -276,7 +326,21 @@ impl Guided {
             closing: false,
             steered: 0,
             json: json.then(JsonLex::default),
+            unique: None,
         }
+    }
+
+    /// The same, keeping the items of `schema`'s unique arrays unique
+    /// (when it has any: see [`crate::unique`]).
+    pub fn with_unique_items(mut self, constraint: Option<&Constraint>) -> Self {
+        if let Some(Constraint::JsonSchema { schema }) = constraint {
+            if let Ok(value) = serde_json::from_str::<Value>(schema) {
+                if crate::schema::has_unique_items(&value) {
+                    self.unique = Some(Unique::new(value));
+                }
+            }
+        }
+        self
     }
 
     /// Notes the bytes of a token the matcher consumed.
@@ -284,6 +348,34 @@ impl Guided {
         if let Some(at) = self.json.as_mut() {
             *at = at.after(bytes);
         }
+        if let Some(u) = self.unique.as_mut() {
+            u.push(bytes);
+        }
+    }
+
+    /// Whether `token` would complete an item equal to an earlier one of
+    /// an array the schema holds unique, or leads only to such items: the
+    /// grammar's continuations after it, searched at most
+    /// [`LOOKAHEAD_DEPTH`] tokens deep and [`LOOKAHEAD_NODES`] tokens in
+    /// all, every one repeats an item (a search cut short, or a step with
+    /// more than [`LOOKAHEAD_WIDTH`] tokens allowed, finds a way out).
+    pub fn dead_end(&self, c: &Compiler, token: TokenId) -> bool {
+        let Some(u) = &self.unique else {
+            return false;
+        };
+        let mut after = u.clone();
+        if after.push(c.token_bytes(token)) == Verdict::Duplicate {
+            return true;
+        }
+        if !after.pending() || token == c.eos() {
+            return false;
+        }
+        let mut m = self.matcher.deep_clone();
+        if m.consume_token(token).is_err() {
+            return false;
+        }
+        let mut nodes = LOOKAHEAD_NODES;
+        !way_out(c, m, after, LOOKAHEAD_DEPTH, &mut nodes)
     }
 
     /// The token the closing policy takes now, once the answer is
@@ -341,26 +433,6 @@ impl Guided {
     /// Whether the closing policy chose any token.
     pub fn was_steered(&self) -> bool {
         self.steered > 0
-    }
-}
-
-/// The schema with llguidance's options for compact JSON (any options
-/// the caller put there are replaced: they are ours to set).
-fn compact(schema: Value) -> Value {
-    let options = json!({
-        "whitespace_flexible": false,
-        "item_separator": ",",
-        "key_separator": ":",
-    });
-    match schema {
-        Value::Object(mut map) => {
-            map.insert("x-guidance".into(), options);
-            Value::Object(map)
-        }
-        // `true` allows anything, `false` nothing: as objects.
-        Value::Bool(true) => json!({"x-guidance": options}),
-        Value::Bool(false) => json!({"not": {}, "x-guidance": options}),
-        other => other,
     }
 }
 
@@ -530,6 +602,63 @@ mod tests {
         // A value the schema refuses.
         let mut m = c.compile(&s).unwrap();
         assert!(text_of(&mut m, r#"{"n":1,"s":"c""#).is_err());
+    }
+
+    /// A `$schema` naming a dialect the engine does not know is read as
+    /// draft 7 (it is never fetched); a known one is kept, and its keywords
+    /// still hold.
+    #[test]
+    fn an_unknown_dialect_is_read_as_draft_7() {
+        let c = Compiler::bytes();
+        for dialect in [
+            "http://json-schema.org/schema#",
+            "http://iglucentral.com/schemas/com.snowplowanalytics.self-desc/schema/jsonschema/1-0-0#",
+            "http://json-schema.org/draft-04/schema#",
+        ] {
+            let s = schema(json!({
+                "$schema": dialect,
+                "type": "object",
+                "properties": {"n": {"type": "integer", "maximum": 9}},
+                "required": ["n"],
+                "additionalProperties": false
+            }));
+            let mut m = c.compile(&s).unwrap_or_else(|e| panic!("{dialect}: {e:?}"));
+            text_of(&mut m, r#"{"n":7}"#).unwrap();
+            assert!(m.is_accepting().unwrap());
+            let mut m = c.compile(&s).unwrap();
+            assert!(text_of(&mut m, r#"{"n":12}"#).is_err(), "{dialect}");
+        }
+    }
+
+    /// A schema with `uniqueItems` compiles (the engine does not see the
+    /// keyword) and its matcher's answer is tracked: a repeated item of
+    /// the unique array is caught, another is not.
+    #[test]
+    fn unique_items_compile_and_are_tracked() {
+        let c = Compiler::bytes();
+        let s = schema(json!({
+            "type": "object",
+            "properties": {"tags": {"type": "array", "items": {"enum": ["cat", "dog"]}, "uniqueItems": true}},
+            "required": ["tags"]
+        }));
+        let m = c.compile(&s).unwrap();
+        let mut g = Guided::new(m, true).with_unique_items(Some(&s));
+        let feed = |g: &mut Guided, text: &[u8]| {
+            for &b in text {
+                assert!(g.matcher.compute_mask().unwrap().is_allowed(u32::from(b)));
+                g.matcher.consume_token(u32::from(b)).unwrap();
+                g.consumed(&[b]);
+            }
+        };
+        feed(&mut g, br#"{"tags":["cat","#);
+        // The bytes compiler's tokens are bytes: `"` leaves `cat` or `dog`
+        // open; after `"c` only the repeat `cat` remains.
+        assert!(!g.dead_end(&c, u32::from(b'"')));
+        feed(&mut g, b"\"");
+        assert!(g.dead_end(&c, u32::from(b'c')), "leads only to a repeat");
+        assert!(!g.dead_end(&c, u32::from(b'd')));
+        let fresh = Guided::new(c.compile(&s).unwrap(), true);
+        assert!(!fresh.dead_end(&c, u32::from(b'{')));
     }
 
     #[test]

@@ -301,6 +301,10 @@ impl Engine {
     }
 }
 
+/// Most tokens set aside in one step for repeating an item of a unique
+/// array (each costs one more pass of the sampler chain).
+const MAX_SET_ASIDE: usize = 64;
+
 /// Samples the token after logits row `index` among those `matcher`
 /// allows (and accepts it into both): the chain sees only the allowed
 /// candidates, so temperature, top-k/p and the seed work as without a
@@ -353,13 +357,32 @@ pub(crate) fn sample_constrained(
             "the constraint allows no token of this model here".into(),
         ));
     }
-    let mut candidates = LlamaTokenDataArray::new(allowed, false);
-    candidates.apply_sampler(sampler);
-    let mut token = candidates
-        .selected_token()
-        .ok_or_else(|| RequestError::Decode {
-            detail: "the sampler selected no token".into(),
-        })?;
+    // A token that would complete a repeated item of an array the schema
+    // holds unique is set aside and the chain samples again from the
+    // rest; when nothing else is allowed, the first one stands.
+    let compiler = engine.compiler.get().and_then(|c| c.as_ref().ok());
+    let mut set_aside: Vec<LlamaToken> = Vec::new();
+    let mut token = loop {
+        let pool: Vec<LlamaTokenData> = allowed
+            .iter()
+            .filter(|d| !set_aside.contains(&d.id()))
+            .copied()
+            .collect();
+        if pool.is_empty() || set_aside.len() >= MAX_SET_ASIDE {
+            break set_aside[0];
+        }
+        let mut candidates = LlamaTokenDataArray::new(pool, false);
+        candidates.apply_sampler(sampler);
+        let t = candidates
+            .selected_token()
+            .ok_or_else(|| RequestError::Decode {
+                detail: "the sampler selected no token".into(),
+            })?;
+        match compiler {
+            Some(c) if guided.dead_end(c, t.0 as u32) => set_aside.push(t),
+            _ => break t,
+        }
+    };
     // Near the end of the budget, the model's token only if the answer can
     // still close after it.
     if let Some(Ok(compiler)) = engine.compiler.get() {

@@ -8,8 +8,10 @@ pub mod constraint;
 pub mod engine;
 #[cfg(feature = "engine")]
 pub mod output;
+pub mod schema;
 #[cfg(feature = "engine")]
 pub mod slots;
 pub mod template;
 pub mod text;
 pub mod tools;
+pub mod unique;

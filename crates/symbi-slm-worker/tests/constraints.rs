@@ -357,3 +357,58 @@ async fn an_answer_is_closed_within_its_budget_or_says_it_was_cut() {
     let out = r.execute(prompt, Some(greedy(8, None))).await.unwrap();
     assert_eq!(out.metadata.steered_tokens, None);
 }
+
+/// `uniqueItems`, which the engine does not implement, holds: asked to
+/// repeat a word, the model writes three different items where the same
+/// schema without the keyword (the allowed twin, proving the probe)
+/// lets it repeat one.
+#[tokio::test]
+async fn unique_items_stay_unique_where_the_model_would_repeat() {
+    let _serial = serial();
+    let r = runner().await;
+    let tags = |unique: bool| {
+        json!({
+            "type": "object",
+            "properties": {
+                "tags": {
+                    "type": "array",
+                    "items": {"enum": ["cat", "dog", "owl", "fox"]},
+                    "minItems": 3,
+                    "maxItems": 3,
+                    "uniqueItems": unique
+                }
+            },
+            "required": ["tags"],
+            "additionalProperties": false
+        })
+    };
+    let prompt = "Tag this with cat, cat and cat.";
+    let items = |text: &str| -> Vec<Value> {
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        v["tags"].as_array().expect("tags").clone()
+    };
+    let free = r
+        .execute(prompt, Some(greedy(60, schema(tags(false)))))
+        .await
+        .unwrap();
+    let repeated = items(&free.response);
+    assert!(
+        repeated.iter().skip(1).any(|x| x == &repeated[0]),
+        "the probe: without uniqueItems the model repeats ({})",
+        free.response
+    );
+    let held = r
+        .execute(prompt, Some(greedy(60, schema(tags(true)))))
+        .await
+        .unwrap();
+    assert_eq!(
+        held.metadata.finish_reason,
+        Some(FinishReason::Stop),
+        "{held:?}"
+    );
+    let unique = items(&held.response);
+    assert_eq!(unique.len(), 3, "{}", held.response);
+    for (i, x) in unique.iter().enumerate() {
+        assert!(!unique[..i].contains(x), "repeated {x}: {}", held.response);
+    }
+}

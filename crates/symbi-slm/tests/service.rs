@@ -992,6 +992,41 @@ fn the_openai_client_gets_structured_output() {
     python_client(&s, "openai_structured.py", 5);
 }
 
+/// Issue 20: real-world JSON Schemas (tests/schemas: sources and licences
+/// in its SOURCES.md) through the `openai` client at temperature 0 and
+/// `max_tokens` 768, each answer validated by `jsonschema` under its own
+/// draft with formats checked (a refusal, an error or a cut answer is a
+/// failure). The CI-sized subset: every 6th schema, all of which must
+/// validate; the whole corpus against llama-server is
+/// bench/schema-corpus.sh.
+#[test]
+fn real_world_schemas_give_answers_that_validate() {
+    let _g = serial();
+    let s = Server::start("");
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/python/schema_corpus.py")).args([
+        "--every",
+        "6",
+        "--min-valid",
+        "1",
+    ]);
+    s.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nservice log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    // 68 schemas, every 6th: 12 answers, each validated.
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        12,
+        "{stdout}"
+    );
+}
+
 /// Issue 20: tool calls through the `openai` client: forced (named and
 /// `required`) and parallel calls, streamed deltas reassembled by the
 /// client, a tool result round trip, `auto`, and refusals (a model without

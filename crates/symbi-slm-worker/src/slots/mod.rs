@@ -491,7 +491,7 @@ where
                         req.constraint,
                         Some(Constraint::JsonObject | Constraint::JsonSchema { .. })
                     );
-                Guided::new(m, json)
+                Guided::new(m, json).with_unique_items(req.constraint.as_ref())
             }),
             output,
             output_tokens: 0,

@@ -1,0 +1,450 @@
+//! `uniqueItems`, which the engine (llguidance) does not implement and a
+//! grammar cannot express: enforced here, as the answer is sampled.
+//!
+//! The schema goes to the engine without the keyword
+//! ([`crate::schema::for_engine`]); this
+//! tracker follows the answer's JSON byte by byte, knows which arrays a
+//! `uniqueItems: true` applies to (walking the schema along the answer's
+//! keys and indices: `properties`, `patternProperties`,
+//! `additionalProperties`, `items`, `prefixItems`, local `$ref`s and every
+//! branch of `allOf`/`anyOf`/`oneOf`, so that an array any branch holds
+//! unique is kept unique), and refuses a token that would complete an item
+//! equal (as JSON: `1` equals `1.0`, key order does not count) to an
+//! earlier item of such an array, or that leads only to such items (the
+//! grammar's continuations, searched a few tokens deep: the first letters
+//! of an `enum` value already written). The sampler then takes the next
+//! best token, so the item goes on differently (a longer string, another
+//! value). Where no other token is allowed (the grammar admits only the
+//! duplicate: more items required than distinct values exist), the
+//! duplicate stands: the answer ends then, never stalls.
+
+use serde_json::{Map, Value};
+
+/// Most schema nodes one position of the answer is checked against (the
+/// branches of nested `anyOf`s multiply); past it, the rest are not.
+const MAX_NODES: usize = 64;
+
+/// A container of the answer being written.
+#[derive(Clone, Debug)]
+struct Frame {
+    array: bool,
+    /// JSON pointers (into the root schema) of the schemas that apply here.
+    schemas: Vec<String>,
+    /// An array whose items must be unique.
+    unique: bool,
+    /// An array's items so far (when `unique`).
+    items: Vec<Value>,
+    /// An array's index of the item being written.
+    index: usize,
+    /// An object's key of the value being written.
+    key: String,
+    /// An object: the next string is a key.
+    expect_key: bool,
+    /// An array: an item is begun and not yet whole.
+    open: bool,
+}
+
+/// Where the answer's JSON stands, and the items of its unique arrays.
+#[derive(Clone, Debug)]
+pub struct Unique {
+    root: std::sync::Arc<Value>,
+    stack: Vec<Frame>,
+    /// The answer so far.
+    text: Vec<u8>,
+    in_string: bool,
+    escaped: bool,
+    /// Where the value being written began (a scalar, a string, a
+    /// container), per depth: the top one is the innermost.
+    starts: Vec<usize>,
+    /// Where the key string being written began.
+    key_start: Option<usize>,
+    /// A number or a literal is being written.
+    scalar: bool,
+}
+
+/// What a token does to the answer's unique arrays.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Fine,
+    /// It completes an item equal to an earlier one of a unique array.
+    Duplicate,
+}
+
+impl Unique {
+    /// A tracker for answers to `schema` (the caller's, `uniqueItems` and
+    /// all).
+    pub fn new(schema: Value) -> Self {
+        Self {
+            root: std::sync::Arc::new(schema),
+            stack: Vec::new(),
+            text: Vec::new(),
+            in_string: false,
+            escaped: false,
+            starts: Vec::new(),
+            key_start: None,
+            scalar: false,
+        }
+    }
+
+    /// What `bytes` would do, the tracker unchanged.
+    pub fn check(&self, bytes: &[u8]) -> Verdict {
+        let mut probe = self.clone();
+        probe.push(bytes)
+    }
+
+    /// Takes `bytes` of the answer.
+    pub fn push(&mut self, bytes: &[u8]) -> Verdict {
+        let mut verdict = Verdict::Fine;
+        for &b in bytes {
+            if self.byte(b) == Verdict::Duplicate {
+                verdict = Verdict::Duplicate;
+            }
+        }
+        verdict
+    }
+
+    fn byte(&mut self, b: u8) -> Verdict {
+        let at = self.text.len();
+        self.text.push(b);
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if let Some(from) = self.key_start.take() {
+                    let key = serde_json::from_slice::<String>(&self.text[from..=at]);
+                    if let Some(f) = self.stack.last_mut() {
+                        f.key = key.unwrap_or_default();
+                    }
+                    return Verdict::Fine;
+                }
+                return self.value_done(at);
+            }
+            return Verdict::Fine;
+        }
+        let mut verdict = Verdict::Fine;
+        if self.scalar && matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\t' | b'\r') {
+            self.scalar = false;
+            verdict = self.value_done(at.saturating_sub(1));
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.stack.last().is_some_and(|f| !f.array && f.expect_key) {
+                    self.key_start = Some(at);
+                    if let Some(f) = self.stack.last_mut() {
+                        f.expect_key = false;
+                    }
+                } else {
+                    self.begin(at);
+                }
+            }
+            b'{' | b'[' => {
+                self.begin(at);
+                let schemas = self.child_schemas();
+                let array = b == b'[';
+                let unique = array && self.any_unique(&schemas);
+                self.stack.push(Frame {
+                    array,
+                    schemas,
+                    unique,
+                    items: Vec::new(),
+                    index: 0,
+                    key: String::new(),
+                    expect_key: !array,
+                    open: false,
+                });
+            }
+            b'}' | b']' => {
+                self.stack.pop();
+                if verdict == Verdict::Fine {
+                    verdict = self.value_done(at);
+                } else {
+                    self.value_done(at);
+                }
+            }
+            b',' => {
+                if let Some(f) = self.stack.last_mut() {
+                    if f.array {
+                        f.index += 1;
+                    } else {
+                        f.expect_key = true;
+                    }
+                }
+            }
+            b':' | b' ' | b'\n' | b'\t' | b'\r' => {}
+            _ => {
+                if !self.scalar {
+                    self.scalar = true;
+                    self.begin(at);
+                }
+                // A literal is whole at its last letter: nothing may
+                // follow it but a separator.
+                let from = self.starts.last().copied().unwrap_or(at);
+                if matches!(&self.text[from..=at], b"true" | b"false" | b"null") {
+                    self.scalar = false;
+                    return self.value_done(at);
+                }
+            }
+        }
+        verdict
+    }
+
+    /// Whether an item of a unique array is begun and not yet whole (at
+    /// any depth): a token may then lead only to repeats.
+    pub fn pending(&self) -> bool {
+        self.stack.iter().any(|f| f.unique && f.open)
+    }
+
+    /// A value begins at `at`.
+    fn begin(&mut self, at: usize) {
+        self.starts.push(at);
+        if let Some(f) = self.stack.last_mut() {
+            f.open = true;
+        }
+    }
+
+    /// A value that began at the top of `starts` ended at `end`: an item
+    /// of a unique array is compared with the earlier ones.
+    fn value_done(&mut self, end: usize) -> Verdict {
+        let Some(start) = self.starts.pop() else {
+            return Verdict::Fine;
+        };
+        let Some(f) = self.stack.last_mut() else {
+            return Verdict::Fine;
+        };
+        f.open = false;
+        if !f.array || !f.unique {
+            return Verdict::Fine;
+        }
+        let Ok(item) = serde_json::from_slice::<Value>(&self.text[start..=end]) else {
+            return Verdict::Fine;
+        };
+        if f.items.iter().any(|x| json_eq(x, &item)) {
+            return Verdict::Duplicate;
+        }
+        f.items.push(item);
+        Verdict::Fine
+    }
+
+    /// The schemas of the value about to be written (at the top level,
+    /// the root; in an object, its key's; in an array, its index's).
+    fn child_schemas(&self) -> Vec<String> {
+        let Some(f) = self.stack.last() else {
+            return self.expand(&[String::new()]);
+        };
+        let mut out = Vec::new();
+        for p in &f.schemas {
+            let Some(Value::Object(s)) = self.root.pointer(p) else {
+                continue;
+            };
+            if f.array {
+                children_at_index(s, p, f.index, &mut out);
+            } else {
+                children_at_key(s, p, &f.key, &mut out);
+            }
+        }
+        self.expand(&out)
+    }
+
+    /// The schemas `pointers` stand for, with their `$ref`s followed and
+    /// their `allOf`/`anyOf`/`oneOf` branches added (at most
+    /// [`MAX_NODES`]).
+    fn expand(&self, pointers: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = pointers.to_vec();
+        while let Some(p) = todo.pop() {
+            if out.len() >= MAX_NODES || out.contains(&p) {
+                continue;
+            }
+            let Some(Value::Object(s)) = self.root.pointer(&p) else {
+                continue;
+            };
+            if let Some(Value::String(r)) = s.get("$ref") {
+                if let Some(target) = local_pointer(r) {
+                    todo.push(target);
+                }
+            }
+            for k in ["allOf", "anyOf", "oneOf"] {
+                if let Some(Value::Array(a)) = s.get(k) {
+                    todo.extend((0..a.len()).map(|i| format!("{p}/{k}/{i}")));
+                }
+            }
+            out.push(p);
+        }
+        out
+    }
+
+    fn any_unique(&self, schemas: &[String]) -> bool {
+        schemas.iter().any(|p| {
+            self.root
+                .pointer(p)
+                .and_then(|s| s.get("uniqueItems"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// The schemas of key `key` under object schema `s` (at pointer `p`):
+/// its property's, every pattern property's (a pattern is not matched
+/// here: an array under any of them is kept unique if it says so), else
+/// `additionalProperties`.
+fn children_at_key(s: &Map<String, Value>, p: &str, key: &str, out: &mut Vec<String>) {
+    let named = s
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.contains_key(key));
+    if named {
+        out.push(format!("{p}/properties/{}", escape(key)));
+    }
+    if let Some(Value::Object(m)) = s.get("patternProperties") {
+        out.extend(
+            m.keys()
+                .map(|k| format!("{p}/patternProperties/{}", escape(k))),
+        );
+    }
+    if !named && s.get("additionalProperties").is_some_and(Value::is_object) {
+        out.push(format!("{p}/additionalProperties"));
+    }
+}
+
+/// The schemas of item `i` under array schema `s` (at pointer `p`).
+fn children_at_index(s: &Map<String, Value>, p: &str, i: usize, out: &mut Vec<String>) {
+    for tuple in ["prefixItems", "items"] {
+        if let Some(Value::Array(a)) = s.get(tuple) {
+            if i < a.len() {
+                out.push(format!("{p}/{tuple}/{i}"));
+                return;
+            }
+        }
+    }
+    if s.get("items").is_some_and(Value::is_object) {
+        out.push(format!("{p}/items"));
+    } else if s.get("additionalItems").is_some_and(Value::is_object) {
+        out.push(format!("{p}/additionalItems"));
+    }
+}
+
+/// The JSON pointer of a local `$ref` (`#`, `#/…`), percent-decoding
+/// aside; `None` for another document's.
+fn local_pointer(r: &str) -> Option<String> {
+    let rest = r.strip_prefix('#')?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| rest.to_string())
+}
+
+/// A key as one JSON pointer token.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// JSON Schema's equality: numbers by value, objects whatever their key
+/// order.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Feeds `text` one byte at a time; the index of the first byte that
+    /// completes a duplicate, if any.
+    fn first_duplicate(schema: Value, text: &str) -> Option<usize> {
+        let mut u = Unique::new(schema);
+        text.bytes()
+            .position(|b| u.push(&[b]) == Verdict::Duplicate)
+    }
+
+    #[test]
+    fn a_repeated_item_of_a_unique_array_is_caught_where_it_completes() {
+        let s = json!({"type": "array", "items": {"type": "string"}, "uniqueItems": true});
+        assert_eq!(first_duplicate(s.clone(), r#"["a","b","c"]"#), None);
+        // At the closing quote of the second "a".
+        assert_eq!(first_duplicate(s.clone(), r#"["a","b","a"]"#), Some(11));
+        // A longer string that starts alike is another item.
+        assert_eq!(first_duplicate(s, r#"["a","ab"]"#), None);
+        // Numbers at the separator after them (they may go on), by value;
+        // literals at their last letter; objects whatever their key order.
+        let any = json!({"uniqueItems": true});
+        assert_eq!(first_duplicate(any.clone(), "[1,12,1.0]"), Some(9));
+        assert_eq!(first_duplicate(any.clone(), "[1,12]"), None);
+        assert_eq!(first_duplicate(any.clone(), "[true,false,true]"), Some(15));
+        assert_eq!(
+            first_duplicate(any.clone(), r#"[{"a":1,"b":[2]},{"b":[2],"a":1}]"#),
+            Some(31)
+        );
+        assert_eq!(first_duplicate(any, r#"[{"a":1},{"a":2}]"#), None);
+    }
+
+    #[test]
+    fn only_the_arrays_the_schema_holds_unique_are_checked() {
+        let s = json!({
+            "type": "object",
+            "properties": {
+                "tags": {"$ref": "#/$defs/tags"},
+                "free": {"type": "array"},
+                "nested": {"type": "array", "items": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/tags"}]}},
+                "a/b": {"type": "array", "uniqueItems": true}
+            },
+            "additionalProperties": {"type": "array", "uniqueItems": true},
+            "$defs": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}
+        });
+        assert_eq!(first_duplicate(s.clone(), r#"{"free":["x","x"]}"#), None);
+        assert!(first_duplicate(s.clone(), r#"{"free":[],"tags":["x","x"]}"#).is_some());
+        assert!(first_duplicate(s.clone(), r#"{"nested":[null,["y","y"]]}"#).is_some());
+        assert_eq!(
+            first_duplicate(s.clone(), r#"{"nested":[null,null]}"#),
+            None
+        );
+        assert!(first_duplicate(s.clone(), r#"{"a/b":[1,1]}"#).is_some());
+        assert!(first_duplicate(s.clone(), r#"{"other":[1,1]}"#).is_some());
+        // An escaped quote inside a string does not end it; a key that
+        // spells a property is a key.
+        assert_eq!(first_duplicate(s, r#"{"tags":["\"x","x","tags"]}"#), None);
+        let tuple = json!({"prefixItems": [{"uniqueItems": true}], "items": {"type": "array"}});
+        assert!(first_duplicate(tuple.clone(), "[[1,1]]").is_some());
+        assert_eq!(first_duplicate(tuple, "[[1],[2,2]]"), None);
+    }
+
+    #[test]
+    fn an_item_is_pending_from_its_first_byte_to_its_last() {
+        let mut u = Unique::new(json!({"properties": {"t": {"uniqueItems": true}}}));
+        u.push(br#"{"t":["#);
+        assert!(!u.pending());
+        u.push(br#""ca"#);
+        assert!(u.pending());
+        u.push(br#"t","#);
+        assert!(!u.pending());
+        u.push(b"{\"a\":[1");
+        assert!(u.pending(), "inside an object item");
+        u.push(b"]}]");
+        assert!(!u.pending());
+    }
+
+    #[test]
+    fn check_leaves_the_tracker_as_it_was() {
+        let mut u = Unique::new(json!({"uniqueItems": true}));
+        assert_eq!(u.push(br#"["a","#), Verdict::Fine);
+        assert_eq!(u.check(br#""a""#), Verdict::Duplicate);
+        assert_eq!(u.check(br#""b"]"#), Verdict::Fine);
+        assert_eq!(u.push(br#""b"]"#), Verdict::Fine);
+    }
+}

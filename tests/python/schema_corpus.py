@@ -1,0 +1,161 @@
+"""Real-world JSON Schemas through the official `openai` client, validated
+by the `jsonschema` package: issue 20's measure of structured output.
+
+The corpus is tests/schemas/corpus (60 schemas from 7 public sources, each
+with its licence; SOURCES.md says where each came from) plus
+tests/schemas/own (the features they miss: `$ref`, `anyOf`, enums,
+formats, patterns, bounded arrays, deep nesting). Each is asked for as
+JSONSchemaBench asks (a system line, the schema as the user message),
+with `response_format` `json_schema`, temperature 0 and `max_tokens` 768.
+An answer counts as valid only if it parses and validates under the
+schema's own draft with formats checked; a refused schema, an error and
+an answer cut by the token limit count as failures.
+
+    schema_corpus.py [--every N] [--min-valid F] [--plain] [--label L]
+
+Environment: SYMBI_URL (…/v1), SYMBI_TOKEN_A1, model `smollm2` (the test
+server's); --every N takes every Nth schema (the CI subset); --plain also
+sends each request without `response_format` (tokens/s with and without
+the schema, as a ratio). Prints one line per schema ("ok NAME" when it
+validated), then a JSON summary line; exits 1 below --min-valid.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jsonschema
+import openai
+from openai import OpenAI
+
+ROOT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "schemas"
+SYSTEM = "You need to generate a JSON object that matches the schema below."
+# The prompt holds the schema; one too long for the context (the test
+# server's 2,048 tokens less the 768 of the answer) goes without its
+# descriptions, which are most of a large schema's text.
+PROMPT_CHARS = 3000
+
+
+def corpus():
+    files = sorted((ROOT / "corpus").glob("*/*.json")) + sorted((ROOT / "own").glob("*.json"))
+    return [(f"{f.parent.name}/{f.stem}", json.loads(f.read_text())) for f in files]
+
+
+def without_descriptions(schema):
+    if isinstance(schema, dict):
+        return {k: without_descriptions(v) for k, v in schema.items()
+                if k not in ("description", "examples", "$comment")}
+    if isinstance(schema, list):
+        return [without_descriptions(v) for v in schema]
+    return schema
+
+
+def prompt(schema):
+    text = json.dumps(schema, separators=(",", ":"))
+    if len(text) > PROMPT_CHARS:
+        text = json.dumps(without_descriptions(schema), separators=(",", ":"))
+    return text
+
+
+def validator(schema):
+    # Drafts the package knows by `$schema`; others (Kubernetes' unversioned
+    # `schema#`, Iglu's self-describing meta-schema) and none are draft-04
+    # or later: Draft 7 reads them as their authors meant.
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def ask(client, schema, constrained):
+    extra = {}
+    if constrained:
+        extra["response_format"] = {"type": "json_schema",
+                                    "json_schema": {"name": "answer", "schema": schema, "strict": False}}
+    started = time.monotonic()
+    ttft, text, finish, usage = None, "", None, None
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt(schema)}],
+        max_tokens=768, temperature=0, stream=True, stream_options={"include_usage": True}, **extra)
+    for chunk in stream:
+        if chunk.choices:
+            piece = chunk.choices[0].delta.content or ""
+            if piece and ttft is None:
+                ttft = time.monotonic() - started
+            text += piece
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    took = time.monotonic() - started
+    return text, finish, usage.completion_tokens if usage else 0, took, ttft
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--min-valid", type=float, default=0.0)
+    ap.add_argument("--plain", action="store_true")
+    ap.add_argument("--label", default="symbi-slm serve")
+    args = ap.parse_args()
+    client = OpenAI(base_url=os.environ["SYMBI_URL"], api_key=os.environ["SYMBI_TOKEN_A1"],
+                    max_retries=0, timeout=600)
+    schemas = corpus()[::args.every]
+    valid, failures = 0, {}
+    gen = {"tokens": 0, "seconds": 0.0, "ttft": []}
+    plain = {"tokens": 0, "seconds": 0.0, "ttft": []}
+    for name, schema in schemas:
+        try:
+            text, finish, tokens, took, ttft = ask(client, schema, True)
+        except openai.APIError as e:
+            why = f"refused: {getattr(e, 'status_code', '')} {str(e)[:300]}"
+            failures[name] = why
+            print(f"FAIL {name}: {why}", flush=True)
+            continue
+        gen["tokens"] += tokens
+        gen["seconds"] += took
+        if ttft is not None:
+            gen["ttft"].append(ttft)
+        if args.plain:
+            _, _, p_tokens, p_took, p_ttft = ask(client, schema, False)
+            plain["tokens"] += p_tokens
+            plain["seconds"] += p_took
+            if p_ttft is not None:
+                plain["ttft"].append(p_ttft)
+        why = None
+        if finish != "stop":
+            why = f"finish_reason {finish} after {tokens} tokens"
+        else:
+            try:
+                errors = sorted(validator(schema).iter_errors(json.loads(text)), key=lambda e: e.path)
+                if errors:
+                    why = f"invalid at /{'/'.join(map(str, errors[0].absolute_path))}: {errors[0].message[:200]}"
+            except json.JSONDecodeError as e:
+                why = f"not JSON: {e}"
+        if why:
+            failures[name] = why
+            print(f"FAIL {name}: {why}\n  {text[:400]!r}", flush=True)
+        else:
+            valid += 1
+            print(f"ok {name} ({tokens} tokens)", flush=True)
+    median = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+    summary = {
+        "server": args.label,
+        "schemas": len(schemas),
+        "valid": valid,
+        "valid_fraction": round(valid / len(schemas), 4),
+        "tokens_per_s": round(gen["tokens"] / gen["seconds"], 2) if gen["seconds"] else None,
+        "median_ttft_ms": round(1e3 * median(gen["ttft"]), 1) if gen["ttft"] else None,
+        "failures": failures,
+    }
+    if args.plain and plain["seconds"]:
+        summary["plain_tokens_per_s"] = round(plain["tokens"] / plain["seconds"], 2)
+        summary["plain_median_ttft_ms"] = round(1e3 * median(plain["ttft"]), 1)
+        summary["schema_over_plain_tokens_per_s"] = round(summary["tokens_per_s"] / summary["plain_tokens_per_s"], 3)
+    print(json.dumps(summary), flush=True)
+    if valid / len(schemas) < args.min_valid:
+        sys.exit(f"{valid}/{len(schemas)} valid, below {args.min_valid:.0%}")
+
+
+main()
