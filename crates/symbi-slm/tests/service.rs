@@ -915,8 +915,13 @@ fn a_non_loopback_address_needs_tokens() {
 /// Runs `tests/python/<script>` against `s`; it must pass `checks` checks
 /// (lines `ok NAME`).
 fn python_client(s: &Server, script: &str, checks: usize) {
+    python_client_with(s, script, &[], checks)
+}
+
+/// [`python_client`] with `args` after the script.
+fn python_client_with(s: &Server, script: &str, args: &[&str], checks: usize) {
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/python").join(script));
+    cmd.arg(root().join("tests/python").join(script)).args(args);
     s.env(&mut cmd);
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1003,28 +1008,9 @@ fn the_openai_client_gets_structured_output() {
 fn real_world_schemas_give_answers_that_validate() {
     let _g = serial();
     let s = Server::start("");
-    let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/python/schema_corpus.py")).args([
-        "--every",
-        "6",
-        "--min-valid",
-        "1",
-    ]);
-    s.env(&mut cmd);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\nservice log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log()
-    );
     // 68 schemas, every 6th: 12 answers, each validated.
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        12,
-        "{stdout}"
-    );
+    let args = ["--every", "6", "--min-valid", "1"];
+    python_client_with(&s, "schema_corpus.py", &args, 12);
 }
 
 /// Issue 20: tool calls through the `openai` client: forced (named and
