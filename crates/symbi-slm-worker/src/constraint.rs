@@ -253,52 +253,6 @@ fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
     (outside, inside)
 }
 
-/// How deep [`Guided::dead_end`] looks for a way out of a repeated item.
-const LOOKAHEAD_DEPTH: usize = 3;
-/// Most tokens it tries in all.
-const LOOKAHEAD_NODES: usize = 48;
-/// A step allowing more tokens than this is taken as a way out (a free
-/// string or number goes on some other way).
-const LOOKAHEAD_WIDTH: usize = 24;
-
-/// Whether, from `m` and `u`, some continuation completes the pending
-/// item without repeating one (or the search cannot rule it out).
-fn way_out(c: &Compiler, m: Matcher, u: Unique, depth: usize, nodes: &mut usize) -> bool {
-    if depth == 0 || *nodes == 0 || m.is_stopped() {
-        return true;
-    }
-    let mut m = m;
-    let Ok(mask) = m.compute_mask() else {
-        return true;
-    };
-    if mask.num_set() > LOOKAHEAD_WIDTH {
-        return true;
-    }
-    let mut allowed = Vec::new();
-    mask.iter_set_entries(|t| allowed.push(t as TokenId));
-    for t in allowed {
-        if *nodes == 0 {
-            return true;
-        }
-        *nodes -= 1;
-        if t == c.eos() {
-            continue;
-        }
-        let mut next = u.clone();
-        if next.push(c.token_bytes(t)) == Verdict::Duplicate {
-            continue;
-        }
-        if !next.pending() {
-            return true;
-        }
-        let mut m2 = m.deep_clone();
-        if m2.consume_token(t).is_ok() && way_out(c, m2, next, depth - 1, nodes) {
-            return true;
-        }
-    }
-    false
-}
-
 /// Tokens before the end of its budget from which an answer's closing cost
 /// is watched.
 pub const CLOSING_WINDOW: u32 = 64;
@@ -354,28 +308,12 @@ impl Guided {
     }
 
     /// Whether `token` would complete an item equal to an earlier one of
-    /// an array the schema holds unique, or leads only to such items: the
-    /// grammar's continuations after it, searched at most
-    /// [`LOOKAHEAD_DEPTH`] tokens deep and [`LOOKAHEAD_NODES`] tokens in
-    /// all, every one repeats an item (a search cut short, or a step with
-    /// more than [`LOOKAHEAD_WIDTH`] tokens allowed, finds a way out).
+    /// an array the schema holds unique, or leave an item that can end
+    /// only as one ([`Unique::check`]).
     pub fn dead_end(&self, c: &Compiler, token: TokenId) -> bool {
-        let Some(u) = &self.unique else {
-            return false;
-        };
-        let mut after = u.clone();
-        if after.push(c.token_bytes(token)) == Verdict::Duplicate {
-            return true;
-        }
-        if !after.pending() || token == c.eos() {
-            return false;
-        }
-        let mut m = self.matcher.deep_clone();
-        if m.consume_token(token).is_err() {
-            return false;
-        }
-        let mut nodes = LOOKAHEAD_NODES;
-        !way_out(c, m, after, LOOKAHEAD_DEPTH, &mut nodes)
+        self.unique
+            .as_ref()
+            .is_some_and(|u| u.check(c.token_bytes(token)) == Verdict::Duplicate)
     }
 
     /// The token the closing policy takes now, once the answer is
@@ -652,13 +590,16 @@ mod tests {
         };
         feed(&mut g, br#"{"tags":["cat","#);
         // The bytes compiler's tokens are bytes: `"` leaves `cat` or `dog`
-        // open; after `"c` only the repeat `cat` remains.
+        // open; `"c` can only become the repeat `cat`.
         assert!(!g.dead_end(&c, u32::from(b'"')));
         feed(&mut g, b"\"");
         assert!(g.dead_end(&c, u32::from(b'c')), "leads only to a repeat");
         assert!(!g.dead_end(&c, u32::from(b'd')));
-        let fresh = Guided::new(c.compile(&s).unwrap(), true);
-        assert!(!fresh.dead_end(&c, u32::from(b'{')));
+        // Without the tracker (the same answer, no `uniqueItems` kept),
+        // nothing is refused.
+        let mut plain = Guided::new(c.compile(&s).unwrap(), true);
+        feed(&mut plain, br#"{"tags":["cat",""#);
+        assert!(!plain.dead_end(&c, u32::from(b'c')));
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //!   "null"]}]`) becomes the types that exactly one branch names (there:
 //!   string or integer, since `null` matches both and so neither): the
 //!   engine refuses a `oneOf` whose branches it cannot prove disjoint.
+//! - A `oneOf` of object branches told apart by a discriminator (each pair
+//!   requires a property whose `const` or `enum` values they do not
+//!   share, as Iglu's and many API schemas do) becomes an `anyOf` of them
+//!   (at most one branch can match an object; a value that is not an
+//!   object matches every branch that does not ask for a type, so none is
+//!   valid: such branches also get `type: object`).
 
 use serde_json::{json, Map, Value};
 
@@ -28,8 +34,9 @@ const DIALECTS: [&str; 5] = [
 /// The dialect a schema is read in when its `$schema` names another
 /// (Kubernetes' unversioned `http://json-schema.org/schema#`, Iglu's
 /// self-describing meta-schema, …): the engine would try to fetch that
-/// meta-schema (it cannot, in the sandbox, and must not). Draft 7, as the
-/// `jsonschema` package reads such a schema by default.
+/// meta-schema (it cannot, in the sandbox, and must not). Draft 7, which
+/// the corpus check (`tests/python/schema_corpus.py`) validates such a
+/// schema under too.
 const FALLBACK_DIALECT: &str = "http://json-schema.org/draft-07/schema#";
 
 /// Deeper than this, a schema is left as it is (the engine's own limits
@@ -46,27 +53,42 @@ pub fn for_engine(schema: Value) -> Value {
     match schema {
         Value::Object(map) => {
             let mut schema = Value::Object(map);
-            each_schema(&mut schema, 0, &mut |s| {
-                s.remove("uniqueItems");
-                one_of_types(s);
-            });
-            let Value::Object(mut map) = schema else {
-                unreachable!("an object stays one")
-            };
-            let unknown = map.get("$schema").is_some_and(|d| {
-                !d.as_str()
-                    .is_some_and(|d| DIALECTS.contains(&d.trim_end_matches('#')))
-            });
-            if unknown {
-                map.insert("$schema".into(), FALLBACK_DIALECT.into());
+            rewrite(&mut schema, true);
+            if let Value::Object(map) = &mut schema {
+                map.insert("x-guidance".into(), options);
             }
-            map.insert("x-guidance".into(), options);
-            Value::Object(map)
+            schema
         }
         // `true` allows anything, `false` nothing: as objects.
         Value::Bool(true) => json!({"x-guidance": options}),
         Value::Bool(false) => json!({"not": {}, "x-guidance": options}),
         other => other,
+    }
+}
+
+/// A tool's parameters as the call grammar embeds them: rewritten as
+/// [`for_engine`] does, but `uniqueItems` stays (and is refused: a call's
+/// arguments are not tracked).
+pub fn for_tool(parameters: &mut Value) {
+    rewrite(parameters, false);
+}
+
+/// The dialect, the `oneOf`s and (with `drop_unique`) `uniqueItems`.
+fn rewrite(schema: &mut Value, drop_unique: bool) {
+    each_schema(schema, 0, &mut |s| {
+        if drop_unique {
+            s.remove("uniqueItems");
+        }
+        one_of_types(s);
+        one_of_discriminated(s);
+    });
+    let Value::Object(map) = schema else { return };
+    let unknown = map.get("$schema").is_some_and(|d| {
+        !d.as_str()
+            .is_some_and(|d| DIALECTS.contains(&d.trim_end_matches('#')))
+    });
+    if unknown {
+        map.insert("$schema".into(), FALLBACK_DIALECT.into());
     }
 }
 
@@ -173,6 +195,85 @@ fn one_of_types(s: &mut Map<String, Value>) {
     }
 }
 
+/// Keys of a branch that constrains objects only (with annotations).
+const OBJECT_KEYWORDS: [&str; 4] = ["properties", "required", "additionalProperties", "type"];
+
+/// A `oneOf` whose branches constrain objects only and are told apart,
+/// pair by pair, by a required property's `const`/`enum` values, as an
+/// `anyOf` of the same branches, each of which asks for an object (see
+/// the module's notes). Left alone otherwise.
+fn one_of_discriminated(s: &mut Map<String, Value>) {
+    let Some(Value::Array(branches)) = s.get("oneOf") else {
+        return;
+    };
+    if branches.len() < 2 {
+        return;
+    }
+    let mut objects = Vec::with_capacity(branches.len());
+    for b in branches {
+        let Value::Object(b) = b else { return };
+        let only_objects = b.iter().all(|(k, v)| {
+            ANNOTATIONS.contains(&k.as_str())
+                || (OBJECT_KEYWORDS.contains(&k.as_str()) && (k != "type" || *v == "object"))
+        });
+        if !only_objects {
+            return;
+        }
+        objects.push(b);
+    }
+    let values = |b: &Map<String, Value>, p: &str| -> Option<Vec<Value>> {
+        let required = b.get("required")?.as_array()?;
+        if !required.iter().any(|r| r == p) {
+            return None;
+        }
+        let prop = b.get("properties")?.get(p)?;
+        if let Some(c) = prop.get("const") {
+            return Some(vec![c.clone()]);
+        }
+        prop.get("enum")?.as_array().cloned()
+    };
+    let apart = |x: &Map<String, Value>, y: &Map<String, Value>| {
+        let Some(Value::Array(required)) = x.get("required") else {
+            return false;
+        };
+        required
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|p| match (values(x, p), values(y, p)) {
+                (Some(a), Some(b)) => !a
+                    .iter()
+                    .any(|v| b.iter().any(|w| crate::unique::json_eq(v, w))),
+                _ => false,
+            })
+    };
+    for i in 0..objects.len() {
+        for j in i + 1..objects.len() {
+            if !apart(objects[i], objects[j]) {
+                return;
+            }
+        }
+    }
+    let Some(Value::Array(branches)) = s.remove("oneOf") else {
+        return;
+    };
+    let branches = branches
+        .into_iter()
+        .map(|mut b| {
+            if let Value::Object(m) = &mut b {
+                m.insert("type".into(), "object".into());
+            }
+            b
+        })
+        .collect();
+    let any = json!({ "anyOf": Value::Array(branches) });
+    match s.get_mut("allOf") {
+        Some(Value::Array(a)) => a.push(any),
+        _ => {
+            s.insert("allOf".into(), Value::Array(vec![any]));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +314,35 @@ mod tests {
             json!({"oneOf": [{"type": "string", "maxLength": 3}, {"type": "integer"}]}),
             json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}),
             json!({"oneOf": [{"type": "string"}, {"type": "string"}]}),
+        ] {
+            let engine = for_engine(json!({"properties": {"p": left.clone()}}));
+            assert_eq!(engine["properties"]["p"], left);
+        }
+    }
+
+    #[test]
+    fn a_one_of_told_apart_by_a_discriminator_becomes_an_any_of_objects() {
+        let branch = |kind: Value, extra: &str| json!({"properties": {"type": kind, extra: {"type": "integer"}}, "required": ["type", extra], "additionalProperties": false});
+        let one_of = json!({"oneOf": [
+            branch(json!({"enum": ["a"]}), "n"),
+            branch(json!({"const": "b"}), "m"),
+            branch(json!({"enum": ["c", "d"]}), "k")
+        ]});
+        let engine = for_engine(json!({"properties": {"x": one_of}}));
+        let any = &engine["properties"]["x"]["allOf"][0]["anyOf"];
+        assert_eq!(any.as_array().map(Vec::len), Some(3), "{engine}");
+        assert!(any
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] == "object"));
+        assert!(engine["properties"]["x"].get("oneOf").is_none());
+        // Values shared, a discriminator not required, or a branch that is
+        // not about objects: as it was.
+        for left in [
+            json!({"oneOf": [branch(json!({"enum": ["a", "b"]}), "n"), branch(json!({"enum": ["b"]}), "m")]}),
+            json!({"oneOf": [{"properties": {"type": {"const": "a"}}}, {"properties": {"type": {"const": "b"}}}]}),
+            json!({"oneOf": [branch(json!({"const": "a"}), "n"), {"type": "string"}]}),
         ] {
             let engine = for_engine(json!({"properties": {"p": left.clone()}}));
             assert_eq!(engine["properties"]["p"], left);

@@ -259,6 +259,7 @@ pub fn grammar(tools: &Tools) -> Result<String, RequestError> {
                 })
             }
         }
+        crate::schema::for_tool(&mut params);
         options.push(json!({
             "type": "object",
             "properties": {"name": {"const": f.name}, "arguments": params},
@@ -595,6 +596,32 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e} at {b}"));
         }
         assert!(m.is_accepting().unwrap());
+    }
+
+    /// Parameters pass the same rewrites as a response format (here a
+    /// Kubernetes port, string or integer, and an unknown dialect), but
+    /// `uniqueItems` is refused: a call's arguments are not tracked.
+    #[test]
+    fn parameters_are_rewritten_as_schemas_are_and_unique_items_refused() {
+        use crate::constraint::Compiler;
+        let mut t = tools(ToolChoice::Required, false);
+        t.functions[0].parameters = r#"{"$schema":"http://json-schema.org/schema#","type":"object","properties":{"port":{"oneOf":[{"type":["string","null"]},{"type":["integer","null"]}]}},"required":["port"],"additionalProperties":false}"#.into();
+        let g = grammar(&t).unwrap();
+        let lark = Constraint::Lark { grammar: g };
+        for (ok, text) in [(true, "8080"), (true, "\"http\""), (false, "null")] {
+            let mut m = Compiler::bytes()
+                .compile(&lark)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let call =
+                format!(r#"{{"name":"get_weather","arguments":{{"port":{text}}}}}</tool_call>"#);
+            let took = call.bytes().all(|b| m.consume_token(u32::from(b)).is_ok());
+            assert_eq!(took && m.is_accepting().unwrap(), ok, "{call}");
+        }
+        t.functions[0].parameters =
+            r#"{"type":"object","properties":{"t":{"type":"array","uniqueItems":true}}}"#.into();
+        let g = grammar(&t).unwrap();
+        let e = Compiler::bytes().compile(&Constraint::Lark { grammar: g });
+        assert!(e.is_err_and(|e| e.to_string().contains("uniqueItems")));
     }
 
     #[test]

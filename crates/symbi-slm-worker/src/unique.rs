@@ -10,13 +10,15 @@
 //! branch of `allOf`/`anyOf`/`oneOf`, so that an array any branch holds
 //! unique is kept unique), and refuses a token that would complete an item
 //! equal (as JSON: `1` equals `1.0`, key order does not count) to an
-//! earlier item of such an array, or that leads only to such items (the
-//! grammar's continuations, searched a few tokens deep: the first letters
-//! of an `enum` value already written). The sampler then takes the next
-//! best token, so the item goes on differently (a longer string, another
-//! value). Where no other token is allowed (the grammar admits only the
-//! duplicate: more items required than distinct values exist), the
-//! duplicate stands: the answer ends then, never stalls.
+//! earlier item of such an array, or, where the item's schemas list its
+//! values (`enum`, `const`), a token after which only used values remain
+//! (`"kub` when `"kubernetes.io/hostname"` is taken). The sampler then
+//! takes the next best token, so the item goes on differently (a longer
+//! string, another value). Where no other token is allowed (more items
+//! required than distinct values exist, a pattern or a length that admits
+//! only the repeat), the repeat stands: the answer ends then, never
+//! stalls. The closing policy's tokens (the last tokens of a budget) are
+//! not checked.
 
 use serde_json::{Map, Value};
 
@@ -42,12 +44,19 @@ struct Frame {
     expect_key: bool,
     /// An array: an item is begun and not yet whole.
     open: bool,
+    /// An array: the values its item being written may take, as the
+    /// engine writes them, when its schemas list them all (a string or a
+    /// scalar item under `enum`/`const`).
+    choices: Option<Vec<(Vec<u8>, Value)>>,
 }
 
 /// Where the answer's JSON stands, and the items of its unique arrays.
 #[derive(Clone, Debug)]
 pub struct Unique {
     root: std::sync::Arc<Value>,
+    /// `prefixItems` holds (Draft 2020-12, the engine's default), not a
+    /// tuple `items` (earlier drafts, and an unknown one: draft 7).
+    modern: bool,
     stack: Vec<Frame>,
     /// The answer so far.
     text: Vec<u8>,
@@ -74,7 +83,12 @@ impl Unique {
     /// A tracker for answers to `schema` (the caller's, `uniqueItems` and
     /// all).
     pub fn new(schema: Value) -> Self {
+        let modern = match schema.get("$schema").and_then(Value::as_str) {
+            None => true,
+            Some(d) => d.trim_end_matches('#') == "https://json-schema.org/draft/2020-12/schema",
+        };
         Self {
+            modern,
             root: std::sync::Arc::new(schema),
             stack: Vec::new(),
             text: Vec::new(),
@@ -86,10 +100,40 @@ impl Unique {
         }
     }
 
-    /// What `bytes` would do, the tracker unchanged.
+    /// What `bytes` would do, the tracker unchanged: a repeat when they
+    /// complete an item equal to an earlier one, or leave an item whose
+    /// listed values all start otherwise or are used.
     pub fn check(&self, bytes: &[u8]) -> Verdict {
         let mut probe = self.clone();
-        probe.push(bytes)
+        if probe.push(bytes) == Verdict::Duplicate {
+            return Verdict::Duplicate;
+        }
+        probe.only_repeats_left()
+    }
+
+    /// Whether the item being written (a listed value's first bytes) can
+    /// now end only as a value already used.
+    fn only_repeats_left(&self) -> Verdict {
+        let (Some(f), Some(&start)) = (self.stack.last(), self.starts.last()) else {
+            return Verdict::Fine;
+        };
+        let Some(choices) = f.choices.as_ref().filter(|_| f.unique && f.open) else {
+            return Verdict::Fine;
+        };
+        let written = &self.text[start..];
+        let (mut used, mut unused) = (false, false);
+        for (_, value) in choices.iter().filter(|(t, _)| t.starts_with(written)) {
+            if f.items.iter().any(|x| json_eq(x, value)) {
+                used = true;
+            } else {
+                unused = true;
+            }
+        }
+        if used && !unused {
+            Verdict::Duplicate
+        } else {
+            Verdict::Fine
+        }
     }
 
     /// Takes `bytes` of the answer.
@@ -138,11 +182,11 @@ impl Unique {
                         f.expect_key = false;
                     }
                 } else {
-                    self.begin(at);
+                    self.begin(at, true);
                 }
             }
             b'{' | b'[' => {
-                self.begin(at);
+                self.begin(at, false);
                 let schemas = self.child_schemas();
                 let array = b == b'[';
                 let unique = array && self.any_unique(&schemas);
@@ -155,6 +199,7 @@ impl Unique {
                     key: String::new(),
                     expect_key: !array,
                     open: false,
+                    choices: None,
                 });
             }
             b'}' | b']' => {
@@ -178,7 +223,7 @@ impl Unique {
             _ => {
                 if !self.scalar {
                     self.scalar = true;
-                    self.begin(at);
+                    self.begin(at, true);
                 }
                 // A literal is whole at its last letter: nothing may
                 // follow it but a separator.
@@ -198,12 +243,46 @@ impl Unique {
         self.stack.iter().any(|f| f.unique && f.open)
     }
 
-    /// A value begins at `at`.
-    fn begin(&mut self, at: usize) {
+    /// A value begins at `at` (a string or a scalar: `leaf`).
+    fn begin(&mut self, at: usize, leaf: bool) {
         self.starts.push(at);
+        let choices = match self.stack.last() {
+            Some(f) if f.array && f.unique && leaf => self.listed_values(),
+            _ => None,
+        };
         if let Some(f) = self.stack.last_mut() {
             f.open = true;
+            f.choices = choices;
         }
+    }
+
+    /// The values the item about to be written may take, when its schemas
+    /// list them: every schema of it either lists values (`enum`,
+    /// `const`) or only combines others (`$ref`, `allOf`, `anyOf`,
+    /// `oneOf`, annotations), so their union holds every value it may
+    /// take (more, under `allOf`: never fewer).
+    fn listed_values(&self) -> Option<Vec<(Vec<u8>, Value)>> {
+        let mut out = Vec::new();
+        for p in self.child_schemas() {
+            let Some(Value::Object(s)) = self.root.pointer(&p) else {
+                continue;
+            };
+            if let Some(c) = s.get("const") {
+                out.push(c.clone());
+            } else if let Some(Value::Array(e)) = s.get("enum") {
+                out.extend(e.iter().cloned());
+            } else if !s.keys().all(|k| COMBINING.contains(&k.as_str())) {
+                return None;
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        let written = out
+            .into_iter()
+            .filter_map(|v| serde_json::to_vec(&v).ok().map(|t| (t, v)))
+            .collect();
+        Some(written)
     }
 
     /// A value that began at the top of `starts` ended at `end`: an item
@@ -241,7 +320,7 @@ impl Unique {
                 continue;
             };
             if f.array {
-                children_at_index(s, p, f.index, &mut out);
+                children_at_index(s, p, f.index, self.modern, &mut out);
             } else {
                 children_at_key(s, p, &f.key, &mut out);
             }
@@ -311,20 +390,43 @@ fn children_at_key(s: &Map<String, Value>, p: &str, key: &str, out: &mut Vec<Str
     }
 }
 
-/// The schemas of item `i` under array schema `s` (at pointer `p`).
-fn children_at_index(s: &Map<String, Value>, p: &str, i: usize, out: &mut Vec<String>) {
-    for tuple in ["prefixItems", "items"] {
-        if let Some(Value::Array(a)) = s.get(tuple) {
-            if i < a.len() {
-                out.push(format!("{p}/{tuple}/{i}"));
-                return;
-            }
+/// Keys of a schema that only combines others, or annotates.
+const COMBINING: [&str; 11] = [
+    "$ref",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "title",
+    "description",
+    "$comment",
+    "examples",
+    "default",
+    "$id",
+    "$schema",
+];
+
+/// The schemas of item `i` under array schema `s` (at pointer `p`): in
+/// Draft 2020-12 (`modern`) `prefixItems` then `items`; before it, a tuple
+/// `items` then `additionalItems`, or `items` for all.
+fn children_at_index(
+    s: &Map<String, Value>,
+    p: &str,
+    i: usize,
+    modern: bool,
+    out: &mut Vec<String>,
+) {
+    let tuple = if modern { "prefixItems" } else { "items" };
+    let rest = if modern { "items" } else { "additionalItems" };
+    if let Some(Value::Array(a)) = s.get(tuple) {
+        if i < a.len() {
+            out.push(format!("{p}/{tuple}/{i}"));
+        } else if s.get(rest).is_some_and(Value::is_object) {
+            out.push(format!("{p}/{rest}"));
         }
+        return;
     }
     if s.get("items").is_some_and(Value::is_object) {
         out.push(format!("{p}/items"));
-    } else if s.get("additionalItems").is_some_and(Value::is_object) {
-        out.push(format!("{p}/additionalItems"));
     }
 }
 
@@ -342,7 +444,7 @@ fn escape(key: &str) -> String {
 
 /// JSON Schema's equality: numbers by value, objects whatever their key
 /// order.
-fn json_eq(a: &Value, b: &Value) -> bool {
+pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(x), Some(y)) => x == y,
@@ -437,6 +539,54 @@ mod tests {
         assert!(u.pending(), "inside an object item");
         u.push(b"]}]");
         assert!(!u.pending());
+    }
+
+    #[test]
+    fn a_listed_value_already_used_is_refused_at_its_first_bytes() {
+        let s = json!({
+            "type": "array",
+            "items": {"type": "string", "enum": ["kubernetes.io/hostname", "kubernetes.io/zone", "rack"]},
+            "uniqueItems": true
+        });
+        let mut u = Unique::new(s);
+        u.push(br#"["kubernetes.io/hostname","#);
+        assert_eq!(
+            u.check(b"\""),
+            Verdict::Fine,
+            "the quote may open any value"
+        );
+        assert_eq!(u.check(br#""kub"#), Verdict::Fine, "the zone is left");
+        u.push(br#""kubernetes.io/zone","#);
+        assert_eq!(
+            u.check(br#""kub"#),
+            Verdict::Duplicate,
+            "only used values start so"
+        );
+        assert_eq!(u.check(br#""ra"#), Verdict::Fine);
+        // A free string is never refused before it ends.
+        let mut free = Unique::new(json!({"items": {"type": "string"}, "uniqueItems": true}));
+        free.push(br#"["kub","#);
+        assert_eq!(free.check(br#""ku"#), Verdict::Fine);
+        // Values listed beside a schema that allows others: not a list.
+        let mut mixed = Unique::new(json!({
+            "items": {"anyOf": [{"enum": ["a"]}, {"type": "string"}]},
+            "uniqueItems": true
+        }));
+        mixed.push(br#"["a","#);
+        assert_eq!(mixed.check(br#""a"#), Verdict::Fine);
+    }
+
+    #[test]
+    fn a_tuple_follows_the_dialect() {
+        // Draft 7: a tuple `items`; `prefixItems` means nothing there.
+        let old = json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "items": [{"uniqueItems": true}],
+            "prefixItems": [{"type": "array"}]
+        });
+        assert_eq!(first_duplicate(old, "[[1,1]]"), Some(5));
+        let new = json!({"prefixItems": [{"uniqueItems": true}], "items": [{"type": "array"}]});
+        assert_eq!(first_duplicate(new, "[[1,1]]"), Some(5));
     }
 
     #[test]
