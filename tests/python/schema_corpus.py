@@ -17,9 +17,11 @@ an answer cut by the token limit count as failures.
 
 Environment: SYMBI_URL (…/v1), SYMBI_TOKEN_A1, model `smollm2` (the test
 server's); --every N takes every Nth schema (the CI subset); --plain also
-sends each request without `response_format` (tokens/s with and without
-the schema: tokens over the whole request's wall time, prompt included,
-each answer of its own length). Prints one line per schema ("ok NAME" when it
+sends each request without `response_format` after it (its prompt then
+cached), and the constrained one again for one token: generation tokens/s
+with and without the schema (tokens after the first over the time after
+it), and the first token's delay the schema adds (its compile and first
+mask: the two cached requests' first tokens apart). Prints one line per schema ("ok NAME" when it
 validated), then a JSON summary line; exits 1 below --min-valid.
 """
 
@@ -91,7 +93,7 @@ def validator(schema):
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def ask(client, schema, constrained):
+def ask(client, schema, constrained, max_tokens=768):
     extra = {}
     if constrained:
         extra["response_format"] = {"type": "json_schema",
@@ -101,7 +103,7 @@ def ask(client, schema, constrained):
     stream = client.chat.completions.create(
         model="smollm2",
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt(schema)}],
-        max_tokens=768, temperature=0, stream=True, stream_options={"include_usage": True}, **extra)
+        max_tokens=max_tokens, temperature=0, stream=True, stream_options={"include_usage": True}, **extra)
     for chunk in stream:
         if chunk.choices:
             piece = chunk.choices[0].delta.content or ""
@@ -126,8 +128,15 @@ def main():
                     max_retries=0, timeout=600)
     schemas = corpus()[::args.every]
     valid, failures = 0, {}
-    gen = {"tokens": 0, "seconds": 0.0, "ttft": []}
-    plain = {"tokens": 0, "seconds": 0.0, "ttft": []}
+    gen = {"tokens": 0, "seconds": 0.0, "ttft": [], "decode_tokens": 0, "decode_seconds": 0.0}
+    plain = {"tokens": 0, "seconds": 0.0, "ttft": [], "decode_tokens": 0, "decode_seconds": 0.0}
+    compile_ms = []
+
+    def decode(side, tokens, took, ttft):
+        # Tokens after the first over the time after it: generation alone.
+        if ttft is not None and tokens > 1:
+            side["decode_tokens"] += tokens - 1
+            side["decode_seconds"] += took - ttft
     for name, schema in schemas:
         try:
             text, finish, tokens, took, ttft = ask(client, schema, True)
@@ -138,14 +147,22 @@ def main():
             continue
         gen["tokens"] += tokens
         gen["seconds"] += took
+        decode(gen, tokens, took, ttft)
         if ttft is not None:
             gen["ttft"].append(ttft)
         if args.plain:
+            # The prompt is cached now: the plain request's first token,
+            # then the constrained one's again (one token), differ by the
+            # schema's compile and first mask alone.
             _, _, p_tokens, p_took, p_ttft = ask(client, schema, False)
             plain["tokens"] += p_tokens
             plain["seconds"] += p_took
+            decode(plain, p_tokens, p_took, p_ttft)
             if p_ttft is not None:
                 plain["ttft"].append(p_ttft)
+            _, _, _, _, c_ttft = ask(client, schema, True, max_tokens=1)
+            if p_ttft is not None and c_ttft is not None:
+                compile_ms.append(1e3 * (c_ttft - p_ttft))
         why = None
         if finish != "stop":
             why = f"finish_reason {finish} after {tokens} tokens"
@@ -174,10 +191,14 @@ def main():
         # The formats the installed `jsonschema` checks (others pass).
         "formats_checked": sorted(jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers),
     }
-    if args.plain and plain["seconds"]:
+    if gen["decode_seconds"]:
+        summary["decode_tokens_per_s"] = round(gen["decode_tokens"] / gen["decode_seconds"], 2)
+    if args.plain and plain["seconds"] and plain["decode_seconds"]:
         summary["plain_tokens_per_s"] = round(plain["tokens"] / plain["seconds"], 2)
+        summary["plain_decode_tokens_per_s"] = round(plain["decode_tokens"] / plain["decode_seconds"], 2)
         summary["plain_median_ttft_ms"] = round(1e3 * median(plain["ttft"]), 1)
-        summary["schema_over_plain_tokens_per_s"] = round(summary["tokens_per_s"] / summary["plain_tokens_per_s"], 3)
+        summary["schema_over_plain_decode"] = round(summary["decode_tokens_per_s"] / summary["plain_decode_tokens_per_s"], 3)
+        summary["median_schema_first_token_ms"] = round(median(compile_ms), 1) if compile_ms else None
     print(json.dumps(summary), flush=True)
     if valid / len(schemas) < args.min_valid:
         sys.exit(f"{valid}/{len(schemas)} valid, below {args.min_valid:.0%}")

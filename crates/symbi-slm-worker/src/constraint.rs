@@ -112,10 +112,8 @@ impl Compiler {
                         at: Some(String::new()),
                     });
                 }
-                (
-                    TopLevelGrammar::from_json_schema(crate::schema::for_engine(value.clone())),
-                    Some(value),
-                )
+                let engine = crate::schema::for_engine(value.clone());
+                (TopLevelGrammar::from_json_schema(engine), Some(value))
             }
             Constraint::Regex { pattern } => (TopLevelGrammar::from_regex(pattern), None),
             Constraint::Lark { grammar } => (TopLevelGrammar::from_lark(grammar.clone()), None),
@@ -126,7 +124,8 @@ impl Compiler {
         // fails here, as the caller's error, rather than after its prompt
         // was read.
         let _ = matcher.compute_mask();
-        if let Some(e) = matcher.get_error() {
+        let error = matcher.get_error();
+        if let Some(e) = error {
             let at = schema.as_ref().and_then(|s| locate(s, &e));
             return Err(RequestError::Constraint {
                 detail: clean(&e),

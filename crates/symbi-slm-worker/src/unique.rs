@@ -12,7 +12,8 @@
 //! equal (as JSON: `1` equals `1.0`, key order does not count) to an
 //! earlier item of such an array, or, where the item's schemas list its
 //! values (`enum`, `const`), a token after which only used values remain
-//! (`"kub` when `"kubernetes.io/hostname"` is taken). The sampler then
+//! (`"kub` when `"kubernetes.io/hostname"` is taken; a separator when
+//! every listed value is taken). The sampler then
 //! takes the next best token, so the item goes on differently (a longer
 //! string, another value). Where no other token is allowed (more items
 //! required than distinct values exist, a pattern or a length that admits
@@ -114,7 +115,25 @@ impl Unique {
     /// Whether the item being written (a listed value's first bytes) can
     /// now end only as a value already used.
     fn only_repeats_left(&self) -> Verdict {
-        let (Some(f), Some(&start)) = (self.stack.last(), self.starts.last()) else {
+        let Some(f) = self.stack.last() else {
+            return Verdict::Fine;
+        };
+        // Just after a separator: another item must follow; when its
+        // listed values are all used, the separator leads only to a repeat
+        // (the array should close instead).
+        if f.array && f.unique && !f.open && self.text.last() == Some(&b',') {
+            let spent = self.listed_values().is_some_and(|values| {
+                values
+                    .iter()
+                    .all(|(_, v)| f.items.iter().any(|x| json_eq(x, v)))
+            });
+            return if spent {
+                Verdict::Duplicate
+            } else {
+                Verdict::Fine
+            };
+        }
+        let Some(&start) = self.starts.last() else {
             return Verdict::Fine;
         };
         let Some(choices) = f.choices.as_ref().filter(|_| f.unique && f.open) else {
@@ -563,6 +582,11 @@ mod tests {
             "only used values start so"
         );
         assert_eq!(u.check(br#""ra"#), Verdict::Fine);
+        // Every value used: no separator (nothing but a repeat could
+        // follow it); the array closes.
+        u.push(br#""rack""#);
+        assert_eq!(u.check(b","), Verdict::Duplicate);
+        assert_eq!(u.check(b"]"), Verdict::Fine);
         // A free string is never refused before it ends.
         let mut free = Unique::new(json!({"items": {"type": "string"}, "uniqueItems": true}));
         free.push(br#"["kub","#);
