@@ -13,10 +13,11 @@ draft 7 for a dialect neither knows) with the formats the installed package chec
 summary); a refused schema, an error and
 an answer cut by the token limit count as failures.
 
-    schema_corpus.py [--every N] [--min-valid F] [--plain] [--label L]
+    schema_corpus.py [--every N] [--only A,B] [--min-valid F] [--plain] [--label L]
 
 Environment: SYMBI_URL (…/v1), SYMBI_TOKEN_A1, model `smollm2` (the test
-server's); --every N takes every Nth schema (the CI subset); --plain also
+server's); --every N takes every Nth schema (the CI subset); --only takes
+the schemas named (`schemastore/chart`, or a name's last part); --plain also
 sends each request without `response_format` after it (its prompt then
 cached), and the constrained one again for one token: generation tokens/s
 with and without the schema (tokens after the first over the time after
@@ -120,6 +121,7 @@ def ask(client, schema, constrained, max_tokens=768):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--only", default="")
     ap.add_argument("--min-valid", type=float, default=0.0)
     ap.add_argument("--plain", action="store_true")
     ap.add_argument("--label", default="symbi-slm serve")
@@ -127,6 +129,12 @@ def main():
     client = OpenAI(base_url=os.environ["SYMBI_URL"], api_key=os.environ["SYMBI_TOKEN_A1"],
                     max_retries=0, timeout=600)
     schemas = corpus()[::args.every]
+    if args.only:
+        wanted = set(args.only.split(","))
+        schemas = [(n, s) for n, s in schemas if n in wanted or n.split("/")[-1] in wanted]
+        missing = wanted - {n for n, _ in schemas} - {n.split("/")[-1] for n, _ in schemas}
+        if missing:
+            sys.exit(f"no such schema: {sorted(missing)}")
     valid, failures = 0, {}
     gen = {"tokens": 0, "seconds": 0.0, "ttft": [], "decode_tokens": 0, "decode_seconds": 0.0}
     plain = {"tokens": 0, "seconds": 0.0, "ttft": [], "decode_tokens": 0, "decode_seconds": 0.0}

@@ -253,8 +253,17 @@ fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
 }
 
 /// Tokens before the end of its budget from which an answer's closing cost
-/// is watched.
+/// is watched, token by token, at least.
 pub const CLOSING_WINDOW: u32 = 64;
+
+/// Before the watch, the closing cost is probed every [`PROBE_EVERY`]
+/// tokens of the last [`PROBE_FROM`]: a schema whose closing needs more
+/// than the window (many required fields still to write, each with a
+/// format) then has its watch start earlier, at its cost and half a window
+/// more.
+pub const PROBE_FROM: u32 = 512;
+/// See [`PROBE_FROM`].
+pub const PROBE_EVERY: u32 = 32;
 
 /// A request's matcher and where its answer stands against its budget.
 #[allow(missing_debug_implementations)] // llguidance's Matcher has no Debug
@@ -268,6 +277,12 @@ pub struct Guided {
     json: Option<JsonLex>,
     /// The schema's unique arrays, when it has any (`uniqueItems`).
     unique: Option<Unique>,
+    /// Tokens before the end of the budget from which the closing cost is
+    /// watched token by token: [`CLOSING_WINDOW`], or more after a probe.
+    window: u32,
+    /// The budget left at the last probe (a step may vet more than one
+    /// token: one probe a step).
+    probed: u32,
 }
 
 impl Guided {
@@ -280,6 +295,8 @@ impl Guided {
             steered: 0,
             json: json.then(JsonLex::default),
             unique: None,
+            window: CLOSING_WINDOW,
+            probed: u32::MAX,
         }
     }
 
@@ -330,11 +347,13 @@ impl Guided {
         Some(pick)
     }
 
-    /// Within the last [`CLOSING_WINDOW`] tokens, whether the model's
-    /// `token` still leaves room to close: the closing policy, played on
-    /// a copy of the matcher after it, must reach a whole value within the
-    /// `remaining - 1` tokens left then. If not, the answer starts closing
-    /// now and the policy's token replaces the model's.
+    /// Within the last tokens of the budget (the watch window), whether
+    /// the model's `token` still leaves room to close: the closing policy,
+    /// played on a copy of the matcher after it, must reach a whole value
+    /// within the `remaining - 1` tokens left then. If not, the answer
+    /// starts closing now and the policy's token replaces the model's.
+    /// Before the window, a probe now and then may widen it
+    /// ([`PROBE_FROM`]).
     pub fn vet(
         &mut self,
         c: &Compiler,
@@ -343,19 +362,38 @@ impl Guided {
         remaining: u32,
     ) -> Option<TokenId> {
         let at = self.json?;
-        if remaining > CLOSING_WINDOW || token == c.eos() {
+        if token == c.eos() {
+            return None;
+        }
+        let probe = remaining > self.window
+            && remaining <= PROBE_FROM
+            && remaining % PROBE_EVERY == 0
+            && self.probed != remaining;
+        if remaining > self.window && !probe {
             return None;
         }
         let mut after = self.matcher.deep_clone();
         after.consume_token(token).ok()?;
-        let fits = after.is_stopped()
-            || c.closing_cost(
+        let cost = if after.is_stopped() {
+            Some(0)
+        } else {
+            c.closing_cost(
                 &after,
                 at.after(c.token_bytes(token)),
                 remaining as usize - 1,
             )
-            .is_some();
-        if fits {
+        };
+        if probe {
+            self.probed = remaining;
+            // Watch from the cost and half a window more (from now, if it
+            // does not fit at all).
+            let from = cost.map_or(remaining, |n| (n as u32).saturating_add(CLOSING_WINDOW / 2));
+            self.window = self.window.max(from.min(remaining));
+            if remaining > self.window {
+                return None;
+            }
+        }
+        if cost.is_some() {
             return None;
         }
         self.closing = true;
@@ -601,6 +639,76 @@ mod tests {
         assert!(!plain.dead_end(&c, u32::from(b'c')));
     }
 
+    /// Whether the engine allows the whole of `text` under `schema`.
+    fn allows(c: &Compiler, schema_: &Value, text: &str) -> bool {
+        let mut m = c.compile(&schema(schema_.clone())).expect("compiles");
+        text_of(&mut m, text).is_ok() && m.is_accepting().unwrap()
+    }
+
+    #[test]
+    fn keywords_the_engine_lacks_are_rewritten_and_hold() {
+        let c = Compiler::bytes();
+        let rule = |name: &str| json!({"type": "object", "properties": {name: {"type": "string"}}, "required": [name], "additionalProperties": false});
+        let cases = [
+            // Helm's chart: `if` without `then`.
+            (
+                json!({"type": "object", "properties": {"v": {"type": "string"}, "d": {"type": "integer"}},
+                       "if": {"properties": {"v": {"const": "v3"}}}, "else": {"properties": {"d": false}}}),
+                [r#"{"v":"v3","d":1}"#, r#"{"v":"v2"}"#],
+                [r#"{"v":"v2","d":1}"#, r#"{"d":1,"v":"v1"}"#],
+            ),
+            // size-limit: a negated condition.
+            (
+                json!({"type": "object", "properties": {"webpack": {"type": "boolean"}, "config": {"type": "string"}},
+                       "if": {"not": {"properties": {"webpack": {"enum": [false]}}}},
+                       "then": {"properties": {"config": {"pattern": "^/"}}}}),
+                [
+                    r#"{"webpack":false,"config":"x"}"#,
+                    r#"{"webpack":true,"config":"/a"}"#,
+                ],
+                [
+                    r#"{"webpack":true,"config":"x"}"#,
+                    r#"{"config":"y","webpack":true}"#,
+                ],
+            ),
+            (
+                json!({"type": "object", "additionalProperties": {"type": "integer"}, "propertyNames": {"enum": ["a", "b"]}}),
+                [r#"{"a":1}"#, r#"{"a":1,"b":2}"#],
+                [r#"{"c":1}"#, r#"{"a":"x"}"#],
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "minProperties": 1}),
+                [r#"{"b":2}"#, r#"{"a":1,"b":2}"#],
+                ["{}", r#"{"a":"x"}"#],
+            ),
+            // Prometheus' rules: a `oneOf` of `$ref`s.
+            (
+                json!({"definitions": {"rec": rule("record"), "alert": rule("alert")},
+                       "oneOf": [{"$ref": "#/definitions/rec"}, {"$ref": "#/definitions/alert"}]}),
+                [r#"{"record":"x"}"#, r#"{"alert":"y"}"#],
+                [r#"{"record":"x","alert":"y"}"#, "{}"],
+            ),
+            (
+                json!({"type": "string", "format": "uri-reference"}),
+                [r#""../a?b#c""#, r#""https://example.com/""#],
+                [r#""a b""#, r#""1a:b""#],
+            ),
+            (
+                json!({"type": "integer", "format": "int32"}),
+                ["2147483647", "-2147483648"],
+                ["2147483648", "-2147483649"],
+            ),
+        ];
+        for (s, good, bad) in cases {
+            for text in good {
+                assert!(allows(&c, &s, text), "{s} allows {text}");
+            }
+            for text in bad {
+                assert!(!allows(&c, &s, text), "{s} refuses {text}");
+            }
+        }
+    }
+
     #[test]
     fn json_mode_regex_and_lark_constrain() {
         let c = Compiler::bytes();
@@ -634,15 +742,15 @@ mod tests {
                 "type": "object",
                 "properties": {
                     "if": {"enum": [{"if": 1}]},
-                    "a": {"type": "object", "properties": {"b": {"type": "string", "contentEncoding": "base64", "if": {}}}}
+                    "a": {"type": "object", "properties": {"b": {"type": "string", "contentEncoding": "base64", "not": {"const": "if"}}}}
                 }
             })),
         );
         let RequestError::Constraint { detail, at } = e else {
             panic!("{e:?}")
         };
-        assert!(detail.contains("\"if\""), "{detail}");
-        assert_eq!(at.as_deref(), Some("/properties/a/properties/b/if"));
+        assert!(detail.contains("\"not\""), "{detail}");
+        assert_eq!(at.as_deref(), Some("/properties/a/properties/b/not"));
         let e = refused(
             &c,
             &schema(json!({"type": "string", "format": "no-such-format"})),

@@ -7,7 +7,7 @@
 //! `uniqueItems: true` applies to (walking the schema along the answer's
 //! keys and indices: `properties`, `patternProperties`,
 //! `additionalProperties`, `items`, `prefixItems`, local `$ref`s and every
-//! branch of `allOf`/`anyOf`/`oneOf`, so that an array any branch holds
+//! branch of `allOf`/`anyOf`/`oneOf` and `then`/`else`, so that an array any branch holds
 //! unique is kept unique), and refuses a token that would complete an item
 //! equal (as JSON: `1` equals `1.0`, key order does not count) to an
 //! earlier item of such an array, or, where the item's schemas list its
@@ -348,7 +348,7 @@ impl Unique {
     }
 
     /// The schemas `pointers` stand for, with their `$ref`s followed and
-    /// their `allOf`/`anyOf`/`oneOf` branches added (at most
+    /// their `allOf`/`anyOf`/`oneOf` branches and `then`/`else` added (at most
     /// [`MAX_NODES`]).
     fn expand(&self, pointers: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -368,6 +368,12 @@ impl Unique {
             for k in ["allOf", "anyOf", "oneOf"] {
                 if let Some(Value::Array(a)) = s.get(k) {
                     todo.extend((0..a.len()).map(|i| format!("{p}/{k}/{i}")));
+                }
+            }
+            // Either may apply (the engine gets them as branches).
+            for k in ["then", "else"] {
+                if s.get(k).is_some_and(Value::is_object) {
+                    todo.push(format!("{p}/{k}"));
                 }
             }
             out.push(p);
@@ -451,7 +457,7 @@ fn children_at_index(
 
 /// The JSON pointer of a local `$ref` (`#`, `#/…`), percent-decoding
 /// aside; `None` for another document's.
-fn local_pointer(r: &str) -> Option<String> {
+pub(crate) fn local_pointer(r: &str) -> Option<String> {
     let rest = r.strip_prefix('#')?;
     (rest.is_empty() || rest.starts_with('/')).then(|| rest.to_string())
 }

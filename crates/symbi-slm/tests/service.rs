@@ -1013,6 +1013,21 @@ fn real_world_schemas_give_answers_that_validate() {
     python_client_with(&s, "schema_corpus.py", &args, 12);
 }
 
+/// Issue 20: the real-world schemas whose keywords the engine lacks
+/// (`if`/`then`/`else`, `propertyNames`, `minProperties` beside optional
+/// properties, a `oneOf` of `$ref`s, the `uri-reference` format), said
+/// with ones it has in the worker: each answer validates against the
+/// caller's own schema.
+#[test]
+fn schemas_with_keywords_the_engine_lacks_give_answers_that_validate() {
+    let _g = serial();
+    let s = Server::start("");
+    let only =
+        "chart,size-limit,commitlintrc,dependabot,prometheus.rules,semantic-release,github-funding";
+    let args = ["--only", only, "--min-valid", "1"];
+    python_client_with(&s, "schema_corpus.py", &args, 7);
+}
+
 /// Issue 20: tool calls through the `openai` client: forced (named and
 /// `required`) and parallel calls, streamed deltas reassembled by the
 /// client, a tool result round trip, `auto`, and refusals (a model without
