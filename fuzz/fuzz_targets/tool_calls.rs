@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use symbi_slm_worker::constraint::Compiler;
-use symbi_slm_worker::tools::{grammar, CallStream};
+use symbi_slm_worker::tools::{grammar, CallStream, Format};
 use symbiont_slm_protocol::{Constraint, Function, ToolChoice, Tools};
 
 fn compiler() -> &'static Compiler {
@@ -46,12 +46,14 @@ fuzz_target!(|data: &[u8]| {
         },
         parallel: kind & 4 != 0,
     };
-    if let Ok(g) = grammar(&tools) {
+    let format = [Format::GENERIC, Format::HERMES, Format::MISTRAL, Format::LLAMA3]
+        [usize::from(kind >> 3) % 4];
+    if let Ok(g) = grammar(&tools, format) {
         if let Err(e) = compiler().compile(&Constraint::Lark { grammar: g }) {
             assert!(!e.to_string().to_lowercase().starts_with("panic"), "{e}");
         }
     }
-    let mut calls = CallStream::default();
+    let mut calls = CallStream::new(format);
     let mut begun = 0;
     for chunk in text.split(|&b| b == 0xfe) {
         for p in calls.push(&String::from_utf8_lossy(chunk)) {

@@ -223,31 +223,37 @@ impl JsonLex {
     }
 }
 
-/// A token's closing rank (class, then not a minus sign, then bytes;
-/// higher is better; [`Compiler::closing_pick`]).
-type Rank = (u8, bool, u16);
+/// A token's closing rank (class, then plain, then not a minus sign, then
+/// bytes; higher is better; [`Compiler::closing_pick`]).
+type Rank = (u8, bool, bool, u16);
 
 /// A token's closing rank outside a string and inside one: 0 never
 /// (special tokens, empty ones); outside, 3 closers only (`}`, `]`), 2 a
-/// comma; inside, 3 a quote then closers only; 1 anything else (the longer
-/// the better; a digit before a minus sign, which needs one more).
+/// comma; inside, 3 a quote then closers only; 1 anything else: plain
+/// before the rest (outside a string, a token that opens something after
+/// its first byte, as `><` would open the next tool call after closing
+/// one, or that is only whitespace, which nothing needs, is not plain),
+/// then a digit before a minus sign (which needs one more), then the
+/// longer the better.
 fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-    let other = (1, !bytes.starts_with(b"-"), len);
     if special || bytes.is_empty() {
-        return ((0, false, 0), (0, false, 0));
+        return ((0, false, false, 0), (0, false, false, 0));
     }
+    let not_minus = !bytes.starts_with(b"-");
+    let opens = bytes[1..].iter().any(|c| matches!(c, b'<' | b'{' | b'['));
+    let blank = bytes.iter().all(u8::is_ascii_whitespace);
     let closers = |b: &[u8]| !b.is_empty() && b.iter().all(|c| matches!(c, b'}' | b']'));
     let outside = if closers(bytes) {
-        (3, true, len)
+        (3, true, true, len)
     } else if bytes == b"," {
-        (2, true, 1)
+        (2, true, true, 1)
     } else {
-        other
+        (1, !opens && !blank, not_minus, len)
     };
     let inside = match bytes.split_first() {
-        Some((b'"', rest)) if rest.is_empty() || closers(rest) => (3, true, len),
-        _ => other,
+        Some((b'"', rest)) if rest.is_empty() || closers(rest) => (3, true, true, len),
+        _ => (1, true, not_minus, len),
     };
     (outside, inside)
 }

@@ -7,7 +7,7 @@ use symbiont_slm_protocol::{FromWorker, ToolChoice, Tools};
 
 use crate::engine::Sink;
 use crate::text::{Matched, StopMatcher, Utf8Stream};
-use crate::tools::{CallStream, OPEN};
+use crate::tools::{CallStream, Format};
 
 /// A request's output router.
 #[allow(missing_debug_implementations)] // llguidance's Matcher has no Debug
@@ -19,6 +19,8 @@ pub struct Output {
     pending: Option<Matcher>,
     /// Once in the calls: how their text is cut.
     calls: Option<CallStream>,
+    /// How the model writes calls.
+    format: Format,
 }
 
 /// What a token's text did.
@@ -39,15 +41,17 @@ pub enum Pushed {
 }
 
 impl Output {
-    /// The router of request `id`: `stops`, and its tools if any. With
-    /// tools the matcher `grammar` is the calls' grammar: with `auto` it
-    /// waits for the marker (taken here); forced, the answer starts in
-    /// the call (the prompt ended with the marker) and it stays the
-    /// caller's to apply from the first token.
+    /// The router of request `id`: `stops`, and its tools if any, called
+    /// in `format`. With tools the matcher `grammar` is the calls'
+    /// grammar: with `auto` it waits for the marker (taken here); forced,
+    /// the answer starts in the call (the prompt ended with the marker, or
+    /// the marker is the call's first text) and it stays the caller's to
+    /// apply from the first token.
     pub fn new(
         id: u64,
         stops: &[String],
         tools: Option<&Tools>,
+        format: Format,
         grammar: &mut Option<Matcher>,
     ) -> Self {
         let mut out = Self {
@@ -56,14 +60,15 @@ impl Output {
             stops: StopMatcher::new(stops),
             pending: None,
             calls: None,
+            format,
         };
         match tools.map(|t| &t.choice) {
             None => {}
             Some(ToolChoice::Auto) => {
                 out.pending = grammar.take();
-                out.stops = StopMatcher::new(&[OPEN.to_string()]);
+                out.stops = StopMatcher::new(&[format.open.to_string()]);
             }
-            Some(_) => out.calls = Some(CallStream::default()),
+            Some(_) => out.calls = Some(CallStream::new(format)),
         }
         out
     }
@@ -96,8 +101,12 @@ impl Output {
                 self.text(text, out);
                 match self.pending.take() {
                     Some(matcher) => {
-                        self.calls = Some(CallStream::default());
-                        let _ = self.route(rest.clone(), out);
+                        self.calls = Some(CallStream::new(self.format));
+                        let call = match self.format.open_in_call {
+                            true => format!("{stop}{rest}"),
+                            false => rest.clone(),
+                        };
+                        let _ = self.route(call, out);
                         Pushed::Armed { matcher, rest }
                     }
                     None => Pushed::Stop(stop),
@@ -169,8 +178,8 @@ mod tests {
         }
     }
 
-    fn matcher(t: &Tools) -> Option<Matcher> {
-        let g = grammar(t).unwrap();
+    fn matcher(t: &Tools, format: Format) -> Option<Matcher> {
+        let g = grammar(t, format).unwrap();
         Some(
             Compiler::bytes()
                 .compile(&Constraint::Lark { grammar: g })
@@ -181,11 +190,18 @@ mod tests {
     /// Feeds `pieces` (a token's bytes each) to an `auto` router: what it
     /// sent, and what the pieces did.
     fn auto(pieces: &[&str]) -> (Vec<FromWorker>, Vec<&'static str>, Option<String>) {
+        auto_in(Format::GENERIC, pieces)
+    }
+
+    fn auto_in(
+        format: Format,
+        pieces: &[&str],
+    ) -> (Vec<FromWorker>, Vec<&'static str>, Option<String>) {
         let t = tools(ToolChoice::Auto);
-        let mut grammar = matcher(&t);
+        let mut grammar = matcher(&t, format);
         let mut sent = Vec::new();
         let mut sink = |m: &FromWorker| sent.push(m.clone());
-        let mut out = Output::new(1, &[], Some(&t), &mut grammar);
+        let mut out = Output::new(1, &[], Some(&t), format, &mut grammar);
         assert!(
             grammar.is_none(),
             "auto waits for the marker with the grammar"
@@ -197,7 +213,7 @@ mod tests {
                 Pushed::Go => "go",
                 Pushed::Stop(_) => "stop",
                 Pushed::Armed { matcher, rest } => {
-                    arm(matcher, &rest).unwrap_or_else(|e| panic!("{e}"));
+                    arm(matcher, format, &rest).unwrap_or_else(|e| panic!("{e}"));
                     rest_seen = Some(rest);
                     "armed"
                 }
@@ -259,19 +275,19 @@ mod tests {
     #[test]
     fn a_call_begun_off_its_format_is_refused_when_armed() {
         let t = tools(ToolChoice::Auto);
-        let m = matcher(&t).unwrap();
-        assert!(arm(m, "[not a call").is_err());
-        let m = matcher(&t).unwrap();
-        assert!(arm(m, "\n{\"name\":\"add\"").is_ok());
+        let m = matcher(&t, Format::GENERIC).unwrap();
+        assert!(arm(m, Format::GENERIC, "[not a call").is_err());
+        let m = matcher(&t, Format::GENERIC).unwrap();
+        assert!(arm(m, Format::GENERIC, "\n{\"name\":\"add\"").is_ok());
     }
 
     #[test]
     fn a_forced_call_routes_every_piece_to_the_calls() {
         let t = tools(ToolChoice::Required);
-        let mut grammar = matcher(&t);
+        let mut grammar = matcher(&t, Format::GENERIC);
         let mut sent = Vec::new();
         let mut sink = |m: &FromWorker| sent.push(m.clone());
-        let mut out = Output::new(2, &[], Some(&t), &mut grammar);
+        let mut out = Output::new(2, &[], Some(&t), Format::GENERIC, &mut grammar);
         assert!(
             grammar.is_some(),
             "forced: the grammar applies from the first token"
@@ -290,5 +306,42 @@ mod tests {
                 .all(|m| matches!(m, FromWorker::ToolCall { .. })),
             "{sent:?}"
         );
+    }
+
+    /// Where the marker is the call's own first text (Llama 3's
+    /// `{"name"`), the grammar reads it again and so does the stream; in
+    /// Mistral's format the calls are a list after `[TOOL_CALLS]`.
+    #[test]
+    fn each_format_arms_at_its_marker() {
+        let calls = |sent: &[FromWorker]| -> Vec<(Option<String>, String)> {
+            sent.iter()
+                .filter_map(|m| match m {
+                    FromWorker::ToolCall {
+                        name, arguments, ..
+                    } => Some((name.clone(), arguments.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (sent, did, _) = auto_in(
+            Format::LLAMA3,
+            &["{\"na", "me\": \"add\", \"parameters\": {\"a\":", "1}}"],
+        );
+        assert_eq!(did, ["go", "armed", "go"]);
+        let got = calls(&sent);
+        assert_eq!(got[0], (Some("add".into()), String::new()));
+        assert_eq!(
+            got[1..].iter().map(|c| c.1.as_str()).collect::<String>(),
+            "{\"a\":1}"
+        );
+        let (sent, did, _) = auto_in(
+            Format::MISTRAL,
+            &[
+                "[TOOL_",
+                "CALLS][{\"name\":\"add\",\"arguments\":{\"a\":2}}]",
+            ],
+        );
+        assert_eq!(did, ["go", "armed"]);
+        assert_eq!(calls(&sent)[0], (Some("add".into()), String::new()));
     }
 }

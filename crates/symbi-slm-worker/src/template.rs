@@ -2,7 +2,8 @@
 //! minijinja. The template is untrusted input: rendering is bounded by
 //! minijinja's fuel and recursion limits and happens inside the sandbox.
 
-use minijinja::{context, Environment, Error, ErrorKind};
+use minijinja::{Environment, Error, ErrorKind};
+use serde_json::{Map, Value as Json};
 
 /// Rendering budget: far more than any real chat template needs for one
 /// message, small enough that a hostile template stops quickly.
@@ -17,6 +18,17 @@ pub enum Part<'a> {
     Template(String),
     /// A message's content, as the caller gave it.
     Content(&'a str),
+}
+
+/// What a template gets besides the messages' roles and contents (a
+/// template's own tool format: [`crate::tools::format`]).
+#[derive(Debug, Default, Clone)]
+pub struct Extras {
+    /// `tools`, when the template renders them (else undefined).
+    pub tools: Option<Json>,
+    /// Per message, in order: more fields (`tool_calls`, `tool_call_id`,
+    /// `name`); missing ones have none.
+    pub fields: Vec<Map<String, Json>>,
 }
 
 /// The text `parts` stand for, put back together.
@@ -39,6 +51,7 @@ pub fn joined(parts: &[Part<'_>]) -> String {
 pub fn render_chat_parts<'a>(
     template: &str,
     messages: &[(&str, &'a str)],
+    extras: &Extras,
     bos: &str,
     eos: &str,
     nonce: u64,
@@ -58,7 +71,7 @@ pub fn render_chat_parts<'a>(
         .zip(&markers)
         .map(|(&(role, _), m)| (role, m.as_str()))
         .collect();
-    let text = render_chat(template, &masked, bos, eos)?;
+    let text = render_chat_with(template, &masked, extras, bos, eos)?;
     // Each marker exactly once; a content that spells a marker (it cannot
     // know the nonce, but may guess) makes a count of two.
     let mut found = Vec::new();
@@ -95,6 +108,17 @@ pub fn render_chat(
     bos: &str,
     eos: &str,
 ) -> Result<String, String> {
+    render_chat_with(template, messages, &Extras::default(), bos, eos)
+}
+
+/// [`render_chat`] with `extras`: `tools`, and each message's more fields.
+pub fn render_chat_with(
+    template: &str,
+    messages: &[(&str, &str)],
+    extras: &Extras,
+    bos: &str,
+    eos: &str,
+) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_fuel(Some(TEMPLATE_FUEL));
     // Templates written for Python's Jinja call str methods such as .strip().
@@ -102,19 +126,91 @@ pub fn render_chat(
     env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, msg))
     });
+    env.add_filter("tojson", tojson);
     env.add_template("chat", template)
         .map_err(|e| format!("{e:#}"))?;
     let tmpl = env.get_template("chat").map_err(|e| format!("{e:#}"))?;
-    tmpl.render(context! {
-        messages => messages
-            .iter()
-            .map(|&(role, content)| context! { role => role, content => content })
-            .collect::<Vec<_>>(),
-        add_generation_prompt => true,
-        bos_token => bos,
-        eos_token => eos,
+    let messages: Vec<Json> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, &(role, content))| {
+            let mut m = extras.fields.get(i).cloned().unwrap_or_default();
+            m.insert("role".into(), role.into());
+            m.insert("content".into(), content.into());
+            Json::Object(m)
+        })
+        .collect();
+    let mut ctx = Map::new();
+    ctx.insert("messages".into(), Json::Array(messages));
+    ctx.insert("add_generation_prompt".into(), true.into());
+    ctx.insert("bos_token".into(), bos.into());
+    ctx.insert("eos_token".into(), eos.into());
+    if let Some(tools) = &extras.tools {
+        ctx.insert("tools".into(), tools.clone());
+    }
+    tmpl.render(minijinja::value::Serde(&ctx))
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// `tojson` as the templates' authors ran it (Hugging Face's, which is
+/// Python's `json.dumps` without ASCII escapes): `", "` and `": "`
+/// between items and keys, or with `indent`, one item a line; keys in
+/// their order; nothing escaped for HTML (minijinja's own writes `<` as
+/// `\u003c`, which the model never saw in training). What the caller
+/// puts in text that a template passes through it is checked apart
+/// ([`crate::tools::check_controls`]).
+fn tojson(value: minijinja::Value, kwargs: minijinja::value::Kwargs) -> Result<String, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(match indent {
+        Some(n) => {
+            let pad = " ".repeat(n);
+            let mut out = Vec::new();
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut out,
+                serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes()),
+            );
+            serde::Serialize::serialize(&json, &mut ser)
+                .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        None => {
+            let mut out = String::new();
+            python_json(&json, &mut out);
+            out
+        }
     })
-    .map_err(|e| format!("{e:#}"))
+}
+
+/// `v` as Python's `json.dumps` writes it on one line.
+fn python_json(v: &Json, out: &mut String) {
+    match v {
+        Json::Object(m) => {
+            out.push('{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Json::from(k.as_str()).to_string());
+                out.push_str(": ");
+                python_json(v, out);
+            }
+            out.push('}');
+        }
+        Json::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_json(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +282,7 @@ mod tests {
         let parts = render_chat_parts(
             SMOLLM2,
             &[("system", "Be brief."), ("user", forged)],
+            &Extras::default(),
             "",
             "<|im_end|>",
             42,
@@ -224,12 +321,23 @@ mod tests {
         let cut = "{% for m in messages %}{{ m['content'][:3] }}{% endfor %}";
         let dropped = "{% for m in messages %}{{ m['role'] }}{% endfor %}";
         for t in [twice, cut, dropped] {
-            assert_eq!(render_chat_parts(t, &msgs, "", "", 7).unwrap(), None, "{t}");
+            assert_eq!(
+                render_chat_parts(t, &msgs, &Extras::default(), "", "", 7).unwrap(),
+                None,
+                "{t}"
+            );
         }
         let once = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}";
-        assert!(render_chat_parts(once, &msgs, "", "", 7).unwrap().is_some());
+        assert!(
+            render_chat_parts(once, &msgs, &Extras::default(), "", "", 7)
+                .unwrap()
+                .is_some()
+        );
         let spelled = [("user", "a\u{e000}b")];
-        assert_eq!(render_chat_parts(once, &spelled, "", "", 7).unwrap(), None);
+        assert_eq!(
+            render_chat_parts(once, &spelled, &Extras::default(), "", "", 7).unwrap(),
+            None
+        );
     }
 
     /// An empty content is left as it is (a template may test whether
@@ -239,7 +347,9 @@ mod tests {
     fn empty_contents_are_left_alone() {
         let t = "{% for m in messages %}{% if m['content'] %}<{{ m['role'] }}>{{ m['content'] }}{% endif %}{% endfor %}";
         let msgs = [("system", ""), ("user", "hi")];
-        let parts = render_chat_parts(t, &msgs, "", "", 3).unwrap().unwrap();
+        let parts = render_chat_parts(t, &msgs, &Extras::default(), "", "", 3)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             parts
                 .iter()
@@ -254,5 +364,20 @@ mod tests {
     fn python_string_methods_work() {
         let t = "{{ messages[0]['content'].strip() }}";
         assert_eq!(render_chat(t, &[("user", "  hi  ")], "", "").unwrap(), "hi");
+    }
+
+    #[test]
+    fn tojson_writes_as_python_does() {
+        let t = "{{ x | tojson }}|{{ x | tojson(indent=2) }}";
+        let extras = Extras {
+            tools: None,
+            fields: vec![serde_json::from_str(r#"{"x": {"b": [1, "<é>"], "a": null}}"#).unwrap()],
+        };
+        let t = t.replace("x", "messages[0].x");
+        let out = render_chat_with(&t, &[("user", "")], &extras, "", "").unwrap();
+        assert_eq!(
+            out,
+            "{\"b\": [1, \"<é>\"], \"a\": null}|{\n  \"b\": [\n    1,\n    \"<é>\"\n  ],\n  \"a\": null\n}"
+        );
     }
 }

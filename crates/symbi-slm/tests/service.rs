@@ -87,10 +87,14 @@ impl Server {
     /// Each worker of the `standard` profile takes both cores of a 2-core
     /// host, so the two models take turns (the budget evicts).
     fn start(extra: &str) -> Server {
+        Self::start_with_model(&model(), extra)
+    }
+
+    /// [`Server::start`] with `model` as the file of both models.
+    fn start_with_model(model: &Path, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (t1, l1) = token("a1");
         let (t2, l2) = token("a2");
-        let model = model();
         let config = format!(
             r#"[slm]
 enabled = true
@@ -1044,6 +1048,50 @@ fn the_openai_python_client_works_against_the_service() {
     let _g = serial();
     let s = Server::start("max_concurrent_per_agent = 2");
     python_client(&s, "openai_client.py", 7);
+}
+
+/// Issue 20: the tool-call format a chat template teaches, with real
+/// templates (tests/templates, with their sources): the default model's
+/// GGUF rewritten by the `gguf` package's own `gguf_new_metadata` to each
+/// template, then forced and streamed calls, a round trip the template
+/// renders, and the refusal of a tool description that spells a control
+/// token, through the `openai` client (tests/python/template_tools.py).
+#[test]
+fn templates_with_a_tool_format_of_their_own_get_calls_in_it() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for (template, format) in [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", "hermes"),
+        (
+            "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+            "hermes",
+        ),
+        ("meta-llama-Llama-3.2-3B-Instruct.jinja", "llama3"),
+        ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral"),
+    ] {
+        let variant = dir.path().join(template.replace(".jinja", ".gguf"));
+        let out = Command::new(python())
+            .args([
+                "-m",
+                "gguf.scripts.gguf_new_metadata",
+                "--force",
+                "--chat-template-file",
+            ])
+            .arg(root().join("tests/templates").join(template))
+            .arg(model())
+            .arg(&variant)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gguf_new_metadata: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = Server::start_with_model(&variant, "");
+        python_client_with(&s, "template_tools.py", &[format], 4);
+        drop(s);
+        std::fs::remove_file(&variant).unwrap();
+    }
 }
 
 /// Issue 20: tool use through the `anthropic` client: a forced tool (by

@@ -328,7 +328,7 @@ where
         }
         // Compiled now, between two decode steps, before the request waits
         // or starts: a constraint that cannot be compiled costs no token.
-        let constraint = match crate::tools::constraint(req) {
+        let constraint = match crate::tools::constraint(req, self.engine.tool_format()) {
             Ok(c) => c,
             Err(error) => return fail(&mut send, error),
         };
@@ -470,7 +470,13 @@ where
         else {
             return false;
         };
-        let output = Output::new(req.id, &req.stop, req.tools.as_ref(), &mut grammar);
+        let output = Output::new(
+            req.id,
+            &req.stop,
+            req.tools.as_ref(),
+            self.engine.tool_format(),
+            &mut grammar,
+        );
         out.send(&FromWorker::PromptRead {
             id: req.id,
             input_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
@@ -787,18 +793,22 @@ where
         }
         a.output_tokens += 1;
         a.first_token_at.get_or_insert_with(Instant::now);
+        // A control token's text is shown only for the call marker.
+        let special = self.engine.tool_marker() == Some(token);
         match a
             .output
-            .push(&vocab.token_to_piece(token, false, None), out)
+            .push(&vocab.token_to_piece(token, special, None), out)
         {
             Pushed::Go => {}
             Pushed::Stop(stop) => return self.finish(i, Finish::StopSequence, Some(stop), out),
             // The call grammar from the marker on; what the token wrote
             // after it is the call's first text.
-            Pushed::Armed { matcher, rest } => match crate::tools::arm(matcher, &rest) {
-                Ok(g) => a.grammar = Some(g),
-                Err(error) => return self.fail(i, error, out),
-            },
+            Pushed::Armed { matcher, rest } => {
+                match crate::tools::arm(matcher, self.engine.tool_format(), &rest) {
+                    Ok(g) => a.grammar = Some(g),
+                    Err(error) => return self.fail(i, error, out),
+                }
+            }
         }
         // A constraint that is complete allows only the end: no step is
         // spent on sampling it.

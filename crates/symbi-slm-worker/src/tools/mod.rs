@@ -1,22 +1,36 @@
-//! Tool calls in the generic format, for chat templates without a tool
-//! format of their own (the default model's among them).
+//! Tool calls: the format a model's chat template teaches where it has
+//! one ([`format`]: Hermes/Qwen `<tool_call>`, Mistral `[TOOL_CALLS]`,
+//! Llama 3's JSON), and a generic format for templates without tools (the
+//! default model's among them).
 //!
-//! The tools are listed in the system message, as text: the caller's names,
-//! descriptions and schemas are content, never template text, so nothing
-//! in them becomes a control token. A call is written
+//! **Generic.** The tools are listed in the system message, as text: the
+//! caller's names, descriptions and schemas are content, never template
+//! text, so nothing in them becomes a control token. A call is written
 //! `<tool_call>{"name":…,"arguments":{…}}</tool_call>`; the calls an
 //! assistant made earlier are written so in its turn, and tool results
 //! come back as a user turn of `<tool_response>` blocks (templates that
 //! only know `system`, `user` and `assistant` render them).
 //!
+//! **A template's own format.** The template gets `tools`, the
+//! assistants' `tool_calls` and the `tool` messages, and writes them as
+//! its model was trained to read them; text of the caller's that the
+//! template writes outside a message's content (a tool's name,
+//! description or schema, an earlier call's arguments) must not spell a
+//! control token of the model, or the request is refused
+//! (`crate::engine`).
+//!
 //! The call itself is constrained ([`grammar`]): from the opening marker
 //! on, the text is a call to one of the functions whose arguments are
-//! valid under its parameters' schema (compact JSON, `name` first). With
-//! `auto` the marker is the model's choice and nothing is constrained
-//! before it (a plain answer costs nothing); with `required` or a named
-//! function the marker ends the prompt, so the answer starts inside the
-//! call. [`CallStream`] cuts the call text into the pieces streamed as
-//! [`FromWorker::ToolCall`](symbiont_slm_protocol::FromWorker::ToolCall).
+//! valid under its parameters' schema (`name` first). With `auto` the
+//! marker is the model's choice and nothing is constrained before it (a
+//! plain answer costs nothing); with `required` or a named function the
+//! marker ends the prompt (or, where it is the call's own first text,
+//! the grammar holds from the first token), so the answer starts inside
+//! the call. [`CallStream`] cuts the call text into the pieces streamed
+//! as [`FromWorker::ToolCall`](symbiont_slm_protocol::FromWorker::ToolCall).
+
+pub mod format;
+mod stream;
 
 use llguidance::Matcher;
 use serde_json::{json, Value};
@@ -25,16 +39,22 @@ use symbiont_slm_protocol::{
 };
 
 use crate::constraint::Guided;
+use crate::template::Extras;
+pub use format::{Dialect, Format};
+pub use stream::{CallStream, Piece};
 
-/// Opens a call.
-pub const OPEN: &str = "<tool_call>";
-/// Closes a call.
-pub const CLOSE: &str = "</tool_call>";
+/// Opens a call (the generic format).
+pub const OPEN: &str = Format::GENERIC.open;
+/// Closes a call (the generic format).
+pub const CLOSE: &str = Format::GENERIC.close;
 
 /// The constraint a request's output is under: its own, or its tools'
-/// calls' grammar. Tools need a chat and go alone (no other constraint,
-/// no stop sequence: either would cut a call).
-pub fn constraint(req: &GenerateRequest) -> Result<Option<Constraint>, RequestError> {
+/// calls' grammar in `format`. Tools need a chat and go alone (no other
+/// constraint, no stop sequence: either would cut a call).
+pub fn constraint(
+    req: &GenerateRequest,
+    format: Format,
+) -> Result<Option<Constraint>, RequestError> {
     let Some(tools) = &req.tools else {
         return Ok(req.constraint.clone());
     };
@@ -53,36 +73,41 @@ pub fn constraint(req: &GenerateRequest) -> Result<Option<Constraint>, RequestEr
         return refuse("tools and stop sequences together (a stop would cut a call)");
     }
     Ok(Some(Constraint::Lark {
-        grammar: grammar(tools)?,
+        grammar: grammar(tools, format)?,
     }))
 }
 
-/// Whether the call is forced: the prompt then ends with [`OPEN`].
+/// Whether the call is forced.
 pub fn forced(tools: &Tools) -> bool {
     !matches!(tools.choice, ToolChoice::Auto)
 }
 
-/// The call grammar, applied from an opening marker the model wrote:
-/// first it takes `rest`, the text the marker's token wrote after it. A
-/// text the grammar cannot take (the model's call began off its format)
-/// ends the request.
-pub fn arm(mut matcher: Matcher, rest: &str) -> Result<Guided, RequestError> {
-    if !rest.is_empty() {
+/// The call grammar in `format`, applied from an opening marker the model
+/// wrote: first it takes `rest`, the text the marker's token wrote after
+/// it (after the marker itself, where the marker is the call's first
+/// text). A text the grammar cannot take (the model's call began off its
+/// format) ends the request.
+pub fn arm(mut matcher: Matcher, format: Format, rest: &str) -> Result<Guided, RequestError> {
+    let text = match format.open_in_call {
+        true => format!("{}{rest}", format.open),
+        false => rest.to_string(),
+    };
+    if !text.is_empty() {
         let env = matcher
             .tok_env()
             .map_err(|e| RequestError::ConstrainedSampling {
                 detail: crate::constraint::clean(&e.to_string()),
             })?;
-        let tokens = env.tok_trie().greedy_tokenize(rest.as_bytes());
+        let tokens = env.tok_trie().greedy_tokenize(text.as_bytes());
         let taken = matcher.try_consume_tokens(&tokens).unwrap_or(0);
         if taken < tokens.len() {
             return Err(RequestError::ConstrainedSampling {
-                detail: format!("the model began a tool call off its format: {rest:?}"),
+                detail: format!("the model began a tool call off its format: {text:?}"),
             });
         }
     }
     let mut g = Guided::new(matcher, true);
-    g.consumed(rest.as_bytes());
+    g.consumed(text.as_bytes());
     Ok(g)
 }
 
@@ -152,6 +177,129 @@ pub fn fold(history: &[ChatMessage], prompt: &str, tools: Option<&Tools>) -> Vec
     turns
 }
 
+/// The conversation for a template that renders tools itself: the turns
+/// as they are (`prompt` last as the user's, unless it is empty), and the
+/// fields the template reads besides role and content (Hugging Face's
+/// convention, which the templates of Qwen, Hermes, Mistral and Llama
+/// follow): `tools` as `{"type": "function", "function": {name,
+/// description, parameters}}`, an assistant's `tool_calls` as `{"id",
+/// "type": "function", "function": {"name", "arguments": <object>}}`, a
+/// `tool` message's `tool_call_id` and the `name` of the function it
+/// answers.
+///
+/// In Mistral's format a call's id is 9 letters and digits (its template
+/// refuses others): each id is written as 9 such characters made from it,
+/// the same in the call and in its result.
+pub fn native(
+    history: &[ChatMessage],
+    prompt: &str,
+    tools: Option<&Tools>,
+    format: Format,
+) -> (Vec<(String, String)>, Extras) {
+    let id = |id: &str| match format.dialect {
+        Dialect::Mistral => nine(id),
+        _ => id.to_string(),
+    };
+    let mut turns = Vec::with_capacity(history.len() + 1);
+    let mut extras = Extras {
+        tools: tools.map(|t| {
+            let list: Vec<Value> = t
+                .functions
+                .iter()
+                .map(|f| {
+                    let params: Value = serde_json::from_str(&f.parameters).unwrap_or(Value::Null);
+                    json!({"type": "function", "function": {
+                        "name": f.name, "description": f.description, "parameters": params}})
+                })
+                .collect();
+            Value::Array(list)
+        }),
+        fields: Vec::with_capacity(history.len() + 1),
+    };
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for m in history {
+        let mut fields = serde_json::Map::new();
+        if !m.tool_calls.is_empty() {
+            let calls: Vec<Value> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    names.push((c.id.as_str(), c.name.as_str()));
+                    let args: Value = serde_json::from_str(&c.arguments)
+                        .unwrap_or_else(|_| Value::String(c.arguments.clone()));
+                    json!({"id": id(&c.id), "type": "function",
+                           "function": {"name": c.name, "arguments": args}})
+                })
+                .collect();
+            fields.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if let Some(call) = &m.tool_call_id {
+            fields.insert("tool_call_id".into(), id(call).into());
+            if let Some((_, name)) = names.iter().rev().find(|(i, _)| i == call) {
+                fields.insert("name".into(), (*name).into());
+            }
+        }
+        turns.push((m.role.clone(), m.content.clone()));
+        extras.fields.push(fields);
+    }
+    if !prompt.is_empty() || turns.is_empty() {
+        turns.push(("user".into(), prompt.to_string()));
+        extras.fields.push(serde_json::Map::new());
+    }
+    (turns, extras)
+}
+
+/// 9 letters and digits made from `id` (FNV-1a, in base 62).
+fn nine(id: &str) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (0..9)
+        .map(|_| {
+            let c = DIGITS[(h % 62) as usize] as char;
+            h /= 62;
+            c
+        })
+        .collect()
+}
+
+/// Refuses `extras` (text the template writes outside the messages'
+/// contents, from the caller: tool names, descriptions, schemas, earlier
+/// calls, their ids) when any string or key in them spells one of
+/// `controls` (the texts of the model's control tokens): the template
+/// would write it where the prompt's special tokens are read.
+pub fn check_controls(extras: &Extras, controls: &[&str]) -> Result<(), RequestError> {
+    fn find<'a>(v: &Value, controls: &[&'a str]) -> Option<&'a str> {
+        let spells = |s: &str| controls.iter().find(|c| s.contains(**c)).copied();
+        match v {
+            Value::String(s) => spells(s),
+            Value::Array(a) => a.iter().find_map(|v| find(v, controls)),
+            Value::Object(m) => m
+                .iter()
+                .find_map(|(k, v)| spells(k).or_else(|| find(v, controls))),
+            _ => None,
+        }
+    }
+    let tools = extras.tools.iter().map(|t| ("the tools", t));
+    let fields = extras
+        .fields
+        .iter()
+        .flat_map(|f| f.values())
+        .map(|v| ("an earlier tool call or result", v));
+    for (what, v) in tools.chain(fields) {
+        if let Some(c) = find(v, controls) {
+            return Err(RequestError::BadRequest {
+                detail: format!(
+                    "{what} spell {c:?}, a control token of this model: its chat template would write it as one"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A call as the generic format writes it (`arguments` is JSON text; not
 /// JSON, it is written as a string).
 fn call_text(name: &str, arguments: &str) -> String {
@@ -202,10 +350,14 @@ pub fn system_text(tools: &Tools) -> String {
 }
 
 /// The Lark grammar (llguidance) of the text after a call's opening
-/// marker: one call (or, with `parallel`, calls separated by markers) to
-/// the functions `choice` allows, closed by [`CLOSE`]. A function whose
-/// parameters are not a JSON object schema is refused, naming it.
-pub fn grammar(tools: &Tools) -> Result<String, RequestError> {
+/// marker in `format` (from the marker on, where the marker is the call's
+/// own first text): one call (or, with `parallel` where the format can,
+/// several) to the functions `choice` allows, closed as the format closes
+/// calls. Whitespace may come between a call's keys and around it, as the
+/// templates write it; each function's arguments are compact JSON under
+/// its parameters. A function whose parameters are not a JSON object
+/// schema is refused, naming it.
+pub fn grammar(tools: &Tools, format: Format) -> Result<String, RequestError> {
     let allowed: Vec<_> = tools
         .functions
         .iter()
@@ -220,7 +372,8 @@ pub fn grammar(tools: &Tools) -> Result<String, RequestError> {
             at: None,
         });
     }
-    let mut options = Vec::with_capacity(allowed.len());
+    let mut rules = String::new();
+    let mut calls = Vec::with_capacity(allowed.len());
     for (i, f) in allowed.into_iter().enumerate() {
         let mut params: Value =
             serde_json::from_str(&f.parameters).map_err(|e| RequestError::Constraint {
@@ -260,204 +413,53 @@ pub fn grammar(tools: &Tools) -> Result<String, RequestError> {
             }
         }
         crate::schema::for_tool(&mut params);
-        options.push(json!({
-            "type": "object",
-            "properties": {"name": {"const": f.name}, "arguments": params},
-            "required": ["name", "arguments"],
-            "additionalProperties": false,
-        }));
+        if let Value::Object(map) = &mut params {
+            map.insert("x-guidance".into(), compact());
+        }
+        let name = json!({"const": f.name, "x-guidance": compact()});
+        rules.push_str(&format!(
+            "call_{i}: \"{{\" WS? \"\\\"name\\\"\" WS? \":\" WS? name_{i} WS? \",\" WS? \"\\\"{key}\\\"\" WS? \":\" WS? args_{i} WS? \"}}\"\n\
+             name_{i}: %json {name}\nargs_{i}: %json {params}\n",
+            key = format.arguments,
+        ));
+        calls.push(format!("call_{i}"));
     }
-    let schema = json!({
-        "x-guidance": {"whitespace_flexible": false, "item_separator": ",", "key_separator": ":"},
-        "anyOf": options,
-    });
-    let call = format!("%json {schema}");
-    let more = if tools.parallel {
-        format!(" (\"{OPEN}\" body)*")
+    let several = tools.parallel && format.parallel;
+    let start = if format.list {
+        let more = if several {
+            " (WS? \",\" WS? call)*"
+        } else {
+            ""
+        };
+        format!("WS? \"[\" WS? call{more} WS? \"]\"")
+    } else if format.close.is_empty() {
+        "call".to_string()
     } else {
-        String::new()
+        let more = if several {
+            format!(" (WS? {} block)*", lark_string(format.open))
+        } else {
+            String::new()
+        };
+        rules.push_str(&format!(
+            "block: WS? call WS? {}\n",
+            lark_string(format.close)
+        ));
+        format!("block{more}")
     };
     Ok(format!(
-        "start: body{more}\nbody: WS? call \"{CLOSE}\"\ncall: {call}\nWS: /[ \\t\\r\\n]{{1,4}}/\n"
+        "start: {start}\ncall: {}\n{rules}WS: /[ \\t\\r\\n]{{1,4}}/\n",
+        calls.join(" | ")
     ))
 }
 
-/// Where [`CallStream`] stands in the text after an opening marker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// Reading `{"name":"…","arguments":` (its text so far).
-    Head(String),
-    /// In the arguments: their depth of brackets, and whether in a string
-    /// (and after a backslash there).
-    Args {
-        depth: u32,
-        in_string: bool,
-        escaped: bool,
-    },
-    /// After a call's arguments: its closing text (and any next marker).
-    Tail(String),
+/// llguidance's options for compact JSON.
+fn compact() -> Value {
+    json!({"whitespace_flexible": false, "item_separator": ",", "key_separator": ":"})
 }
 
-/// One piece of a call, as streamed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Piece {
-    /// The call's place, from 0.
-    pub index: u32,
-    /// The function, in the first piece of a call.
-    pub name: Option<String>,
-    /// More of its arguments' JSON text.
-    pub arguments: String,
-}
-
-/// Cuts the text after an opening marker (compact JSON, `name` first, as
-/// the grammar makes it) into calls: a call's first piece names it, the
-/// next ones carry its arguments as they come. The grammar guarantees the
-/// shape; text that does not have it ends the calls ([`Self::broken`]).
-#[derive(Debug, Clone)]
-pub struct CallStream {
-    phase: Phase,
-    /// Calls begun.
-    calls: u32,
-    broken: bool,
-}
-
-impl Default for CallStream {
-    fn default() -> Self {
-        Self {
-            phase: Phase::Head(String::new()),
-            calls: 0,
-            broken: false,
-        }
-    }
-}
-
-impl CallStream {
-    /// Adds text; the pieces it completes.
-    pub fn push(&mut self, text: &str) -> Vec<Piece> {
-        let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() && !self.broken {
-            match &mut self.phase {
-                Phase::Head(head) => {
-                    head.push_str(rest);
-                    rest = "";
-                    let Some(after) = head_end(head.trim_start()) else {
-                        continue;
-                    };
-                    let head = std::mem::take(head);
-                    let head = head.trim_start();
-                    let Some(name) = parse_head(&head[..after]) else {
-                        self.broken = true;
-                        break;
-                    };
-                    out.push(Piece {
-                        index: self.calls,
-                        name: Some(name),
-                        arguments: String::new(),
-                    });
-                    self.calls += 1;
-                    self.phase = Phase::Args {
-                        depth: 0,
-                        in_string: false,
-                        escaped: false,
-                    };
-                    // What followed the head is more text to read.
-                    let tail = head[after..].to_string();
-                    let pieces = self.push(&tail);
-                    out.extend(pieces);
-                }
-                Phase::Args {
-                    depth,
-                    in_string,
-                    escaped,
-                } => {
-                    let mut end = None;
-                    for (i, b) in rest.bytes().enumerate() {
-                        if *in_string {
-                            if *escaped {
-                                *escaped = false;
-                            } else if b == b'\\' {
-                                *escaped = true;
-                            } else if b == b'"' {
-                                *in_string = false;
-                            }
-                        } else {
-                            match b {
-                                b'"' => *in_string = true,
-                                b'{' | b'[' => *depth += 1,
-                                b'}' | b']' => {
-                                    *depth = depth.saturating_sub(1);
-                                    if *depth == 0 {
-                                        end = Some(i + 1);
-                                        break;
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    let cut = end.unwrap_or(rest.len());
-                    if cut > 0 {
-                        out.push(Piece {
-                            index: self.calls - 1,
-                            name: None,
-                            arguments: rest[..cut].to_string(),
-                        });
-                    }
-                    rest = &rest[cut..];
-                    if end.is_some() {
-                        self.phase = Phase::Tail(String::new());
-                    }
-                }
-                Phase::Tail(tail) => {
-                    tail.push_str(rest);
-                    rest = "";
-                    let expect = format!("}}{CLOSE}{OPEN}");
-                    if let Some(at) = tail.find(OPEN) {
-                        let more = tail[at + OPEN.len()..].to_string();
-                        self.phase = Phase::Head(String::new());
-                        let pieces = self.push(&more);
-                        out.extend(pieces);
-                    } else if !expect.starts_with(tail.as_str()) {
-                        self.broken = true;
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Calls begun so far.
-    pub fn calls(&self) -> u32 {
-        self.calls
-    }
-
-    /// Whether the last call is whole (its arguments and its closing
-    /// marker read).
-    pub fn whole(&self) -> bool {
-        self.calls > 0
-            && !self.broken
-            && matches!(&self.phase, Phase::Tail(t) if t.starts_with(&format!("}}{CLOSE}")))
-    }
-
-    /// Whether the text left the shape a call has.
-    pub fn broken(&self) -> bool {
-        self.broken
-    }
-}
-
-/// Where `{"name":"…","arguments":` ends in `head`, once it does.
-fn head_end(head: &str) -> Option<usize> {
-    const KEY: &str = ",\"arguments\":";
-    head.find(KEY).map(|i| i + KEY.len())
-}
-
-/// The function name in a call's head.
-fn parse_head(head: &str) -> Option<String> {
-    let inner = head
-        .strip_prefix("{\"name\":")?
-        .strip_suffix(",\"arguments\":")?;
-    serde_json::from_str::<String>(inner).ok()
+/// `text` as a Lark string literal.
+fn lark_string(text: &str) -> String {
+    Value::from(text).to_string()
 }
 
 #[cfg(test)]
@@ -553,29 +555,36 @@ mod tests {
 
     #[test]
     fn the_grammar_allows_only_the_named_function() {
-        let g = grammar(&tools(ToolChoice::Function { name: "add".into() }, false)).unwrap();
+        let g = grammar(
+            &tools(ToolChoice::Function { name: "add".into() }, false),
+            Format::GENERIC,
+        )
+        .unwrap();
         assert!(g.contains(r#""const":"add""#));
         assert!(!g.contains("get_weather"));
         assert!(!g.contains(")*"));
-        let g = grammar(&tools(ToolChoice::Required, true)).unwrap();
+        let g = grammar(&tools(ToolChoice::Required, true), Format::GENERIC).unwrap();
         assert!(g.contains("get_weather") && g.contains(")*"));
-        let e = grammar(&tools(
-            ToolChoice::Function {
-                name: "nope".into(),
-            },
-            false,
-        ))
+        let e = grammar(
+            &tools(
+                ToolChoice::Function {
+                    name: "nope".into(),
+                },
+                false,
+            ),
+            Format::GENERIC,
+        )
         .unwrap_err();
         assert!(e.to_string().contains("names no function"), "{e}");
         // Arguments are an object: a schema without a type gets one, a
         // schema of another type is refused.
         let mut t = tools(ToolChoice::Required, false);
         t.functions[0].parameters = "{}".into();
-        assert!(grammar(&t)
+        assert!(grammar(&t, Format::GENERIC)
             .unwrap()
-            .contains(r#""arguments":{"$id":"urn:symbiont:tool:0","type":"object"}"#));
+            .contains(r#"args_0: %json {"$id":"urn:symbiont:tool:0","type":"object","#));
         t.functions[0].parameters = r#"{"type":"string"}"#.into();
-        let e = grammar(&t).unwrap_err();
+        let e = grammar(&t, Format::GENERIC).unwrap_err();
         assert!(e.to_string().contains("must be of type object"), "{e}");
     }
 
@@ -586,7 +595,7 @@ mod tests {
         use crate::constraint::Compiler;
         let mut t = tools(ToolChoice::Required, false);
         t.functions[0].parameters = r##"{"$defs":{"Unit":{"enum":["c","f"]}},"type":"object","properties":{"unit":{"$ref":"#/$defs/Unit"}},"required":["unit"],"additionalProperties":false}"##.into();
-        let g = grammar(&t).unwrap();
+        let g = grammar(&t, Format::GENERIC).unwrap();
         let mut m = Compiler::bytes()
             .compile(&Constraint::Lark { grammar: g })
             .unwrap_or_else(|e| panic!("{e}"));
@@ -606,7 +615,7 @@ mod tests {
         use crate::constraint::Compiler;
         let mut t = tools(ToolChoice::Required, false);
         t.functions[0].parameters = r#"{"$schema":"http://json-schema.org/schema#","type":"object","properties":{"port":{"oneOf":[{"type":["string","null"]},{"type":["integer","null"]}]}},"required":["port"],"additionalProperties":false}"#.into();
-        let g = grammar(&t).unwrap();
+        let g = grammar(&t, Format::GENERIC).unwrap();
         let lark = Constraint::Lark { grammar: g };
         for (ok, text) in [(true, "8080"), (true, "\"http\""), (false, "null")] {
             let mut m = Compiler::bytes()
@@ -619,60 +628,97 @@ mod tests {
         }
         t.functions[0].parameters =
             r#"{"type":"object","properties":{"t":{"type":"array","uniqueItems":true}}}"#.into();
-        let g = grammar(&t).unwrap();
+        let g = grammar(&t, Format::GENERIC).unwrap();
         let e = Compiler::bytes().compile(&Constraint::Lark { grammar: g });
         assert!(e.is_err_and(|e| e.to_string().contains("uniqueItems")));
     }
 
+    /// Real templates (tests/templates, with their sources) are read as
+    /// their formats, render the tools, an earlier call and its result as
+    /// their models were trained to read them, and the call grammar of
+    /// each format takes a call as the model writes it.
     #[test]
-    fn calls_are_cut_into_a_named_first_piece_and_argument_pieces() {
-        let text = "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Pa}ris \\\"x\\\"\"}}</tool_call><tool_call>{\"name\":\"add\",\"arguments\":{\"a\":[1,{\"b\":2}]}}</tool_call>";
-        // Every way of cutting the text gives the same calls.
-        for step in [1, 2, 3, 7, text.len()] {
-            let mut s = CallStream::default();
-            let mut pieces = Vec::new();
-            let bytes: Vec<char> = text.chars().collect();
-            for chunk in bytes.chunks(step) {
-                pieces.extend(s.push(&chunk.iter().collect::<String>()));
-            }
-            assert!(!s.broken());
-            assert!(s.whole(), "step {step}");
-            assert_eq!(s.calls(), 2);
-            let mut calls: Vec<(String, String)> = Vec::new();
-            for p in pieces {
-                if let Some(n) = p.name {
-                    assert_eq!(p.index as usize, calls.len());
-                    calls.push((n, p.arguments));
-                } else {
-                    calls[p.index as usize].1.push_str(&p.arguments);
-                }
-            }
-            assert_eq!(
-                calls,
-                [
-                    (
-                        "get_weather".to_string(),
-                        "{\"city\":\"Pa}ris \\\"x\\\"\"}".to_string()
-                    ),
-                    ("add".to_string(), "{\"a\":[1,{\"b\":2}]}".to_string()),
+    fn real_templates_render_their_own_tool_format() {
+        use crate::constraint::Compiler;
+        use crate::template::render_chat_with;
+        const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/templates/");
+        let t = tools(ToolChoice::Auto, false);
+        let mut call = msg("assistant", "");
+        call.tool_calls = vec![CallMade {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        }];
+        let mut result = msg("tool", "sunny");
+        result.tool_call_id = Some("call_1".into());
+        let history = vec![msg("user", "Weather in Paris?"), call, result];
+        let mistral_id = nine("call_1");
+        let cases = [
+            (
+                "Qwen-Qwen2.5-7B-Instruct.jinja",
+                Format::HERMES,
+                vec![
+                    "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+                    "<tool_response>\nsunny\n</tool_response>",
+                    "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"The weather in a city.\"",
                 ],
-                "step {step}"
-            );
+                "\n{\"name\": \"add\", \"arguments\":{\"a\":1}}\n</tool_call>",
+            ),
+            (
+                "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+                Format::HERMES,
+                vec![
+                    "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+                    "<tool_response>\nsunny\n</tool_response>",
+                    "get_weather",
+                ],
+                "{\"name\":\"add\",\"arguments\":{}}</tool_call>",
+            ),
+            (
+                "meta-llama-Llama-3.2-3B-Instruct.jinja",
+                Format::LLAMA3,
+                vec![
+                    "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+                    "<|start_header_id|>ipython<|end_header_id|>\n\n\"sunny\"",
+                    "    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\"",
+                ],
+                "{\"name\": \"add\", \"parameters\": {\"a\":2}}",
+            ),
+            (
+                "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+                Format::MISTRAL,
+                vec![
+                    "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"ID\"}]",
+                    "[TOOL_RESULTS]",
+                    "\"call_id\": \"ID\"",
+                    "[AVAILABLE_TOOLS]",
+                ],
+                "[{\"name\":\"add\",\"arguments\":{}}]",
+            ),
+        ];
+        for (file, format, wanted, model_call) in cases {
+            let template = std::fs::read_to_string(format!("{DIR}{file}")).unwrap();
+            assert_eq!(Format::of_template(&template), format, "{file}");
+            let (turns, extras) = native(&history, "", Some(&t), format);
+            let messages: Vec<(&str, &str)> = turns
+                .iter()
+                .map(|(r, c)| (r.as_str(), c.as_str()))
+                .collect();
+            let text = render_chat_with(&template, &messages, &extras, "<s>", "</s>")
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            for w in wanted {
+                let w = w.replace("ID", &mistral_id);
+                assert!(text.contains(&w), "{file} writes {w:?}:\n{text}");
+            }
+            let g = grammar(&t, format).unwrap();
+            let mut m = Compiler::bytes()
+                .compile(&Constraint::Lark { grammar: g })
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            for b in model_call.bytes() {
+                m.consume_token(u32::from(b))
+                    .unwrap_or_else(|e| panic!("{file}: {e} at {:?}", b as char));
+            }
+            assert!(m.is_accepting().unwrap(), "{file}: {model_call}");
         }
-    }
-
-    #[test]
-    fn a_call_cut_short_is_not_whole_and_other_text_is_broken() {
-        let mut s = CallStream::default();
-        s.push("{\"name\":\"add\",\"arguments\":{\"a\":1");
-        assert!(!s.whole() && !s.broken());
-        let mut s = CallStream::default();
-        s.push("\n{\"name\":\"add\",\"arguments\":{}}</tool");
-        assert!(!s.whole() && !s.broken());
-        s.push("_call>");
-        assert!(s.whole());
-        let mut s = CallStream::default();
-        s.push("{\"name\":\"add\",\"arguments\":{}} and more");
-        assert!(s.broken());
     }
 }
