@@ -1488,17 +1488,17 @@ capabilities = ["TextGeneration"]
 id = "via-custom"
 name = "SmolLM2 over there"
 provider = {{ Custom = {{ endpoint_url = "{up}/v1", model_name = "smollm2", api_key_env = "UPSTREAM_KEY" }} }}
-capabilities = ["TextGeneration"]
+capabilities = ["TextGeneration", "ToolUse"]
 [[slm.model_allow_lists.global_models]]
 id = "via-openai"
 name = "SmolLM2 as OpenAI"
 provider = {{ OpenAI = {{ model_name = "smollm2", base_url = "{up}/v1" }} }}
-capabilities = ["TextGeneration"]
+capabilities = ["TextGeneration", "ToolUse"]
 [[slm.model_allow_lists.global_models]]
 id = "via-anthropic"
 name = "SmolLM2 as Anthropic"
 provider = {{ Anthropic = {{ model_name = "smollm2", base_url = "{up}" }} }}
-capabilities = ["TextGeneration"]
+capabilities = ["TextGeneration", "ToolUse"]
 [[slm.model_allow_lists.global_models]]
 id = "outside"
 name = "Not allowed"
@@ -1712,6 +1712,65 @@ sandbox_profile = "remote"
     );
     assert_eq!(code, 200, "{body}");
     seen += &body;
+    // Tools pass through to the provider in its API's own shape, and its
+    // calls come back in ours (issue 20): a forced call over each wire
+    // format, then its result sent back for an answer.
+    let tools = r#"[{"type":"function","function":{"name":"get_weather","description":"The weather in a city.","parameters":{"type":"object","properties":{"city":{"type":"string","minLength":1}},"required":["city"],"additionalProperties":false}}}]"#;
+    for m in ["via-custom", "via-anthropic"] {
+        let (code, body) = downstream.curl(
+            "POST",
+            "/v1/chat/completions",
+            Some("caller"),
+            Some(&format!(
+                r#"{{"model":"{m}","messages":[{{"role":"user","content":"Weather in Oslo?"}}],"tools":{tools},"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}},"max_tokens":60,"temperature":0}}"#
+            )),
+        );
+        assert_eq!(code, 200, "{m}: {body}\n{}", upstream.log());
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{m}: {v}");
+        let call = &c["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather", "{m}: {v}");
+        let args: serde_json::Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            args["city"].as_str().is_some_and(|c| !c.is_empty()),
+            "{m}: {v}"
+        );
+        let id = call["id"].as_str().unwrap();
+        let message = serde_json::to_string(&c["message"]).unwrap();
+        let (code, body) = downstream.curl(
+            "POST",
+            "/v1/chat/completions",
+            Some("caller"),
+            Some(&format!(
+                r#"{{"model":"{m}","messages":[{{"role":"user","content":"Weather in Oslo?"}},{message},{{"role":"tool","tool_call_id":"{id}","content":"sunny, 21 C"}}],"tools":{tools},"tool_choice":"none","max_tokens":12,"temperature":0}}"#
+            )),
+        );
+        assert_eq!(code, 200, "{m}: {body}\n{}", upstream.log());
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+            "{m}: {v}"
+        );
+        seen += &body;
+    }
+    // Anthropic's API in, OpenAI's out: a streamed `tool_use`.
+    let (code, body) = downstream.curl(
+        "POST",
+        "/v1/messages",
+        Some("caller"),
+        Some(r#"{"model":"via-openai","max_tokens":60,"temperature":0,"stream":true,"tool_choice":{"type":"any"},"tools":[{"name":"get_weather","description":"The weather in a city.","input_schema":{"type":"object","properties":{"city":{"type":"string","minLength":1}},"required":["city"]}}],"messages":[{"role":"user","content":"Weather in Oslo?"}]}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(r#""type":"tool_use""#)
+            && body.contains("input_json_delta")
+            && body.contains(r#""stop_reason":"tool_use""#),
+        "{body}"
+    );
     // A local model beside them: its worker must not hold the key.
     let (code, body) = chat("local", false);
     assert_eq!(code, 200, "{body}");

@@ -41,7 +41,7 @@ use crate::egress::{self, AuditRefusals, Kind, Proxy, ProxyStats};
 use crate::models::stream::REQUEST_EVENTS;
 use crate::models::{
     EmbeddingResult, ExecutionMetadata, ExecutionOptions, ExecutionResult, RunnerInfo, RunnerLoad,
-    RunnerMetrics, SlmRunner, SlmRunnerError, StreamEvent,
+    RunnerMetrics, SlmRunner, SlmRunnerError, StreamEvent, ToolCall,
 };
 use wire::Api;
 
@@ -230,8 +230,8 @@ impl RemoteRunner {
             let text = tx.clone();
             // One place stays free for the end; a full channel or a
             // reader gone stops the request.
-            let run = inner.run(&prompt, options.unwrap_or_default(), move |t| {
-                text.capacity() > 1 && text.try_send(Ok(StreamEvent::Token(t))).is_ok()
+            let run = inner.run(&prompt, options.unwrap_or_default(), move |e| {
+                text.capacity() > 1 && text.try_send(Ok(e)).is_ok()
             });
             tokio::select! {
                 end = run => {

@@ -12,10 +12,12 @@ impl Inner {
         &self,
         prompt: &str,
         options: ExecutionOptions,
-        mut on_text: impl FnMut(String) -> bool,
+        mut on_event: impl FnMut(StreamEvent) -> bool,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         let started = Instant::now();
-        let mut result = self.run_inner(prompt, options, &mut on_text, started).await;
+        let mut result = self
+            .run_inner(prompt, options, &mut on_event, started)
+            .await;
         self.count(|m| match &result {
             Ok(r) => {
                 m.requests_ok += 1;
@@ -39,7 +41,7 @@ impl Inner {
         &self,
         prompt: &str,
         options: ExecutionOptions,
-        on_text: &mut impl FnMut(String) -> bool,
+        on_event: &mut impl FnMut(StreamEvent) -> bool,
         started: Instant,
     ) -> Result<ExecutionResult, SlmRunnerError> {
         options.validate()?;
@@ -87,7 +89,7 @@ impl Inner {
         });
 
         let response = self.send(&body, deadline, &timed_out).await?;
-        self.read(response, deadline, on_text, started, &timed_out)
+        self.read(response, deadline, on_event, started, &timed_out)
             .await
     }
 
@@ -243,7 +245,7 @@ impl Inner {
         &self,
         response: reqwest::Response,
         deadline: tokio::time::Instant,
-        on_text: &mut impl FnMut(String) -> bool,
+        on_event: &mut impl FnMut(StreamEvent) -> bool,
         started: Instant,
         timed_out: &impl Fn() -> SlmRunnerError,
     ) -> Result<ExecutionResult, SlmRunnerError> {
@@ -253,6 +255,10 @@ impl Inner {
         let mut body = response.bytes_stream();
         let mut parser = SseParser::default();
         let mut text = String::new();
+        // The calls, and the provider's index of each (Anthropic's is its
+        // content block's, after any text block): ours count the calls.
+        let mut calls: Vec<ToolCall> = Vec::new();
+        let mut call_keys: Vec<u32> = Vec::new();
         let mut meta = ExecutionMetadata::default();
         let mut first: Option<Instant> = None;
         let mut bytes = 0usize;
@@ -283,10 +289,35 @@ impl Inner {
             for (event, data) in parser.feed(&chunk).map_err(&failed)? {
                 let d = wire::delta(self.api, event.as_deref(), &data)
                     .map_err(|e| failed(self.redact(&e)))?;
+                let mut events = Vec::new();
                 if let Some(t) = d.text {
-                    first.get_or_insert_with(Instant::now);
                     text.push_str(&t);
-                    if !on_text(t) {
+                    events.push(StreamEvent::Token(t));
+                }
+                for mut c in d.calls {
+                    let index = match call_keys.iter().position(|k| *k == c.index) {
+                        Some(i) => i,
+                        None => {
+                            call_keys.push(c.index);
+                            calls.push(ToolCall {
+                                id: c.id.clone().unwrap_or_default(),
+                                name: c.name.clone().unwrap_or_default(),
+                                arguments: String::new(),
+                            });
+                            calls.len() - 1
+                        }
+                    };
+                    let call = &mut calls[index];
+                    if call.name.is_empty() {
+                        call.name = c.name.clone().unwrap_or_default();
+                    }
+                    call.arguments.push_str(&c.arguments);
+                    c.index = index as u32;
+                    events.push(StreamEvent::ToolCall(c));
+                }
+                for e in events {
+                    first.get_or_insert_with(Instant::now);
+                    if !on_event(e) {
                         // The reader fell too far behind (or left):
                         // dropping the body closes the connection.
                         return Err(crate::models::stream::reader_behind());
@@ -332,9 +363,12 @@ impl Inner {
                 self.provider, self.destination
             ),
         }];
+        if calls.iter().any(|c| c.name.is_empty()) {
+            return Err(failed("a tool call in the answer has no name".into()));
+        }
         Ok(ExecutionResult {
             response: text,
-            tool_calls: vec![],
+            tool_calls: calls,
             metadata: meta,
         })
     }

@@ -4,7 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::models::{ChatRole, ExecutionOptions, FinishReason, ResponseFormat, SlmRunnerError};
+use crate::models::{
+    ChatRole, ExecutionOptions, FinishReason, ResponseFormat, SlmRunnerError, ToolCallDelta,
+    ToolChoice,
+};
 
 /// Which API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +44,6 @@ pub(crate) fn body(
         ChatRole::Assistant => "assistant",
         ChatRole::Tool => "tool",
     };
-    // Not yet passed on (issue 20): refused rather than dropped.
-    if !o.offered_tools().is_empty()
-        || o.history
-            .iter()
-            .any(|m| m.role == ChatRole::Tool || !m.tool_calls.is_empty())
-    {
-        return Err(SlmRunnerError::InvalidInput {
-            field: "tools",
-            reason: "remote runners do not pass tools on yet".into(),
-        });
-    }
     match api {
         Api::OpenAi | Api::Compatible => {
             if api == Api::OpenAi {
@@ -68,9 +60,33 @@ pub(crate) fn body(
             let mut messages: Vec<Value> = o
                 .history
                 .iter()
-                .map(|m| json!({"role": role(m.role), "content": m.content}))
+                .map(|m| {
+                    let mut v = json!({"role": role(m.role), "content": m.content});
+                    if !m.tool_calls.is_empty() {
+                        let calls: Vec<Value> = m
+                            .tool_calls
+                            .iter()
+                            .map(|c| {
+                                json!({"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": c.arguments}})
+                            })
+                            .collect();
+                        v["tool_calls"] = Value::Array(calls);
+                        if m.content.is_empty() {
+                            v["content"] = Value::Null;
+                        }
+                    }
+                    if let Some(id) = &m.tool_call_id {
+                        v["tool_call_id"] = json!(id);
+                    }
+                    v
+                })
                 .collect();
-            messages.push(json!({"role": "user", "content": prompt}));
+            // A conversation that ends with tool results is answered as it
+            // is: no empty user turn after them.
+            if !(prompt.is_empty() && o.history.last().is_some_and(|m| m.role == ChatRole::Tool)) {
+                messages.push(json!({"role": "user", "content": prompt}));
+            }
             let mut b = json!({
                 "model": model,
                 "messages": messages,
@@ -95,6 +111,27 @@ pub(crate) fn body(
             put(m, "top_k", o.top_k);
             put(m, "min_p", o.min_p.map(f64::from));
             put(m, "repeat_penalty", o.repeat_penalty.map(f64::from));
+            if !o.tools.is_empty() {
+                let tools: Vec<Value> = o
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        json!({"type": "function", "function": {
+                        "name": t.name, "description": t.description, "parameters": t.parameters}})
+                    })
+                    .collect();
+                m.insert("tools".into(), Value::Array(tools));
+                let choice = match &o.tool_choice {
+                    None | Some(ToolChoice::Auto) => json!("auto"),
+                    Some(ToolChoice::None) => json!("none"),
+                    Some(ToolChoice::Required) => json!("required"),
+                    Some(ToolChoice::Function(name)) => {
+                        json!({"type": "function", "function": {"name": name}})
+                    }
+                };
+                m.insert("tool_choice".into(), choice);
+                put(m, "parallel_tool_calls", o.parallel_tool_calls);
+            }
             match &o.response_format {
                 None => {}
                 Some(ResponseFormat::JsonObject) => {
@@ -137,13 +174,7 @@ pub(crate) fn body(
                 .filter(|m| m.role == ChatRole::System)
                 .map(|m| m.content.as_str())
                 .collect();
-            let mut messages: Vec<Value> = o
-                .history
-                .iter()
-                .filter(|m| m.role != ChatRole::System)
-                .map(|m| json!({"role": role(m.role), "content": m.content}))
-                .collect();
-            messages.push(json!({"role": "user", "content": prompt}));
+            let messages = anthropic_messages(o, prompt);
             let mut b = json!({
                 "model": model,
                 "messages": messages,
@@ -160,9 +191,79 @@ pub(crate) fn body(
             if !o.stop.is_empty() {
                 m.insert("stop_sequences".into(), json!(o.stop));
             }
+            if !o.tools.is_empty() {
+                let tools: Vec<Value> = o
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        json!({"name": t.name, "description": t.description,
+                        "input_schema": t.parameters})
+                    })
+                    .collect();
+                m.insert("tools".into(), Value::Array(tools));
+                let mut choice = match &o.tool_choice {
+                    None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+                    Some(ToolChoice::None) => json!({"type": "none"}),
+                    Some(ToolChoice::Required) => json!({"type": "any"}),
+                    Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),
+                };
+                if o.parallel_tool_calls == Some(false) && o.tool_choice != Some(ToolChoice::None) {
+                    choice["disable_parallel_tool_use"] = json!(true);
+                }
+                m.insert("tool_choice".into(), choice);
+            }
             Ok(b)
         }
     }
+}
+
+/// The conversation in Anthropic's Messages: the system turns apart (in
+/// `system`), an assistant's calls as `tool_use` blocks after its text,
+/// tool results as `tool_result` blocks of one user turn (with `prompt`
+/// after them, when there is one).
+fn anthropic_messages(o: &ExecutionOptions, prompt: &str) -> Vec<Value> {
+    let mut messages: Vec<Value> = Vec::new();
+    for m in o.history.iter().filter(|m| m.role != ChatRole::System) {
+        match m.role {
+            ChatRole::Tool => {
+                let block = json!({"type": "tool_result",
+                    "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
+                    "content": m.content});
+                match messages.last_mut() {
+                    Some(last) if last["role"] == "user" && last["content"].is_array() => {
+                        if let Some(a) = last["content"].as_array_mut() {
+                            a.push(block);
+                        }
+                    }
+                    _ => messages.push(json!({"role": "user", "content": [block]})),
+                }
+            }
+            ChatRole::Assistant if !m.tool_calls.is_empty() => {
+                let mut blocks = Vec::new();
+                if !m.content.is_empty() {
+                    blocks.push(json!({"type": "text", "text": m.content}));
+                }
+                for c in &m.tool_calls {
+                    let input: Value =
+                        serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
+                }
+                messages.push(json!({"role": "assistant", "content": blocks}));
+            }
+            r => messages.push(json!({"role": if r == ChatRole::Assistant { "assistant" } else { "user" }, "content": m.content})),
+        }
+    }
+    match messages.last_mut() {
+        Some(last) if last["role"] == "user" && last["content"].is_array() => {
+            if !prompt.is_empty() {
+                if let Some(a) = last["content"].as_array_mut() {
+                    a.push(json!({"type": "text", "text": prompt}));
+                }
+            }
+        }
+        _ => messages.push(json!({"role": "user", "content": prompt})),
+    }
+    messages
 }
 
 fn put<T: serde::Serialize>(m: &mut serde_json::Map<String, Value>, k: &str, v: Option<T>) {
@@ -186,6 +287,8 @@ pub(crate) struct Delta {
     pub finish: Option<FinishReason>,
     /// The stop sequence that ended it (Anthropic).
     pub stop_sequence: Option<String>,
+    /// Pieces of tool calls.
+    pub calls: Vec<ToolCallDelta>,
     /// The stream is over.
     pub done: bool,
 }
@@ -224,9 +327,30 @@ pub(crate) fn delta(api: Api, event: Option<&str>, data: &str) -> Result<Delta, 
                     .map(str::to_string);
                 d.finish = match c.get("finish_reason").and_then(Value::as_str) {
                     Some("length") => Some(FinishReason::Length),
+                    Some("tool_calls") => Some(FinishReason::ToolCalls),
                     Some(_) => Some(FinishReason::Stop),
                     None => None,
                 };
+                if let Some(calls) = c
+                    .get("delta")
+                    .and_then(|x| x.get("tool_calls"))
+                    .and_then(Value::as_array)
+                {
+                    for call in calls {
+                        let f = call.get("function");
+                        let text = |k: &str| {
+                            f.and_then(|f| f.get(k))
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        };
+                        d.calls.push(ToolCallDelta {
+                            index: u32_at(call, &["index"]).unwrap_or(0),
+                            id: call.get("id").and_then(Value::as_str).map(str::to_string),
+                            name: text("name"),
+                            arguments: text("arguments").unwrap_or_default(),
+                        });
+                    }
+                }
             }
             if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                 d.input_tokens = u32_at(u, &["prompt_tokens"]);
@@ -250,15 +374,35 @@ pub(crate) fn delta(api: Api, event: Option<&str>, data: &str) -> Result<Delta, 
                         fresh.map(|f| f.saturating_add(cached).saturating_add(created));
                     d.cached_tokens = Some(cached);
                 }
+                // A `tool_use` block is a call; its index is the block's
+                // (counted among the calls by the reader).
+                "content_block_start" if v["content_block"]["type"] == "tool_use" => {
+                    let b = &v["content_block"];
+                    d.calls.push(ToolCallDelta {
+                        index: u32_at(&v, &["index"]).unwrap_or(0),
+                        id: b["id"].as_str().map(str::to_string),
+                        name: b["name"].as_str().map(str::to_string),
+                        arguments: String::new(),
+                    });
+                }
                 "content_block_delta" => {
                     d.text = v["delta"]["text"]
                         .as_str()
                         .filter(|s| !s.is_empty())
                         .map(str::to_string);
+                    if let Some(part) = v["delta"]["partial_json"].as_str() {
+                        d.calls.push(ToolCallDelta {
+                            index: u32_at(&v, &["index"]).unwrap_or(0),
+                            id: None,
+                            name: None,
+                            arguments: part.to_string(),
+                        });
+                    }
                 }
                 "message_delta" => {
                     d.finish = match v["delta"]["stop_reason"].as_str() {
                         Some("max_tokens") => Some(FinishReason::Length),
+                        Some("tool_use") => Some(FinishReason::ToolCalls),
                         Some(_) => Some(FinishReason::Stop),
                         None => None,
                     };
@@ -498,5 +642,141 @@ mod tests {
         )
         .unwrap_err()
         .contains("overloaded_error: busy"));
+    }
+
+    fn tooled() -> ExecutionOptions {
+        use crate::models::{ChatMessage, ToolCall, ToolDefinition};
+        let mut call = ChatMessage::new(ChatRole::Assistant, "");
+        call.tool_calls = vec![ToolCall {
+            id: "call_1".into(),
+            name: "add".into(),
+            arguments: r#"{"a":1,"b":2}"#.into(),
+        }];
+        let mut result = ChatMessage::new(ChatRole::Tool, "3");
+        result.tool_call_id = Some("call_1".into());
+        ExecutionOptions {
+            history: vec![
+                ChatMessage::new(ChatRole::System, "Be brief."),
+                ChatMessage::new(ChatRole::User, "1+2?"),
+                call,
+                result,
+            ],
+            tools: vec![ToolDefinition {
+                name: "add".into(),
+                description: "a + b".into(),
+                parameters: json!({"type": "object", "properties": {"a": {"type": "integer"}}}),
+            }],
+            tool_choice: Some(ToolChoice::Function("add".into())),
+            parallel_tool_calls: Some(false),
+            ..ExecutionOptions::default()
+        }
+    }
+
+    #[test]
+    fn tools_calls_and_results_pass_in_each_api_s_own_shape() {
+        let o = tooled();
+        let b = body(Api::Compatible, "m", "", &o).unwrap();
+        assert_eq!(b["tools"][0]["function"]["name"], "add");
+        assert_eq!(
+            b["tools"][0]["function"]["parameters"],
+            o.tools[0].parameters
+        );
+        assert_eq!(
+            b["tool_choice"],
+            json!({"type": "function", "function": {"name": "add"}})
+        );
+        assert_eq!(b["parallel_tool_calls"], false);
+        let msgs = b["messages"].as_array().unwrap();
+        // The conversation ends with the result: no empty user turn.
+        assert_eq!(msgs.len(), 4, "{b}");
+        assert_eq!(
+            msgs[2]["tool_calls"][0]["function"]["arguments"],
+            r#"{"a":1,"b":2}"#
+        );
+        assert_eq!(msgs[2]["content"], Value::Null);
+        assert_eq!(
+            msgs[3],
+            json!({"role": "tool", "content": "3", "tool_call_id": "call_1"})
+        );
+
+        let b = body(Api::Anthropic, "m", "And 2+2?", &o).unwrap();
+        assert_eq!(b["system"], "Be brief.");
+        assert_eq!(b["tools"][0]["input_schema"], o.tools[0].parameters);
+        assert_eq!(
+            b["tool_choice"],
+            json!({"type": "tool", "name": "add", "disable_parallel_tool_use": true})
+        );
+        let msgs = b["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 3, "{b}");
+        assert_eq!(
+            msgs[1]["content"][0],
+            json!({"type": "tool_use", "id": "call_1", "name": "add", "input": {"a": 1, "b": 2}})
+        );
+        // The result and the new question share the user turn.
+        assert_eq!(
+            msgs[2]["content"],
+            json!([{"type": "tool_result", "tool_use_id": "call_1", "content": "3"},
+                   {"type": "text", "text": "And 2+2?"}])
+        );
+        let mut any = o.clone();
+        any.tool_choice = Some(ToolChoice::Required);
+        any.parallel_tool_calls = None;
+        let b = body(Api::Anthropic, "m", "x", &any).unwrap();
+        assert_eq!(b["tool_choice"], json!({"type": "any"}));
+    }
+
+    #[test]
+    fn streamed_calls_are_read_from_either_api() {
+        let d = delta(
+            Api::Compatible,
+            None,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_9","type":"function","function":{"name":"add","arguments":""}}]},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            d.calls,
+            [ToolCallDelta {
+                index: 0,
+                id: Some("call_9".into()),
+                name: Some("add".into()),
+                arguments: String::new()
+            }]
+        );
+        let d = delta(
+            Api::Compatible,
+            None,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":"}}]},"finish_reason":"tool_calls"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.calls[0].arguments, "{\"a\":");
+        assert_eq!(d.finish, Some(FinishReason::ToolCalls));
+        let d = delta(
+            Api::Anthropic,
+            None,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"add","input":{}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.calls[0].index, d.calls[0].name.as_deref()),
+            (1, Some("add"))
+        );
+        let d = delta(
+            Api::Anthropic,
+            None,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":1}"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.calls[0].index, d.calls[0].arguments.as_str()),
+            (1, "{\"a\":1}")
+        );
+        assert_eq!(d.text, None);
+        let d = delta(
+            Api::Anthropic,
+            None,
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.finish, Some(FinishReason::ToolCalls));
     }
 }
