@@ -9,8 +9,9 @@
 //!   URI is an IRI, every ASCII address an internationalised one);
 //! - `json-pointer` and `relative-json-pointer` become a `pattern` of
 //!   RFC 6901 and of its relative draft;
-//! - OpenAPI's `int32` and `int64` become the range of those integers,
-//!   and `float`, `double`, `binary` and `password`, which only annotate
+//! - OpenAPI's `int32` becomes the range of those integers, `int64` that
+//!   of the integers a double holds exactly (±2^53 - 1, within int64: the
+//!   engine reads bounds as doubles), and `float`, `double`, `binary` and `password`, which only annotate
 //!   (any number, any string), are taken out; `byte` becomes a `pattern`
 //!   of base64.
 //!
@@ -46,6 +47,9 @@ const JSON_POINTER: &str = "^(?:/(?:[^~/]|~[01])*)*$";
 const RELATIVE_JSON_POINTER: &str = "^(?:0|[1-9][0-9]*)(?:#|(?:/(?:[^~/]|~[01])*)*)$";
 const BASE64: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
+/// The largest integer a double holds exactly (2^53 - 1).
+const SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
 /// What `format` becomes.
 enum Said {
     Format(&'static str),
@@ -62,7 +66,10 @@ fn said(format: &str) -> Option<Said> {
         "json-pointer" => Said::Pattern(JSON_POINTER.into()),
         "relative-json-pointer" => Said::Pattern(RELATIVE_JSON_POINTER.into()),
         "int32" => Said::Range(i32::MIN.into(), i32::MAX.into()),
-        "int64" => Said::Range(i64::MIN, i64::MAX),
+        // The engine reads bounds as f64 (past 2^53 they round, and i64's
+        // own overflow it): the integers every JSON parser keeps exactly,
+        // which int64 holds.
+        "int64" => Said::Range(-SAFE_INTEGER, SAFE_INTEGER),
         "byte" => Said::Pattern(BASE64.into()),
         "float" | "double" | "binary" | "password" => Said::Annotation,
         _ => return None,
