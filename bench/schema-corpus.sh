@@ -11,7 +11,8 @@
 # without it (tokens after the first over the time after it; each answer
 # of its own length) and the first-token delay the schema adds (compile
 # and first mask: cached-prompt requests with and without it), then the
-# ratios.
+# ratios; then forced tool calls on the corpus' 15 function schemas
+# (tests/python/forced_tools.py) against both servers.
 #
 #   bench/build-reference-llama.sh llama-server   # once, ~15 min
 #   bench/schema-corpus.sh                        # ~25 min; PROFILE=release for a release build
@@ -49,7 +50,7 @@ audit_log_path = "$tmp/audit.jsonl"
 id = "smollm2"
 name = "SmolLM2"
 provider = { LocalFile = { file_path = "$MODEL" } }
-capabilities = ["TextGeneration"]
+capabilities = ["TextGeneration", "ToolUse"]
 [slm.model_allow_lists.global_models.settings]
 context_size = $CONTEXT
 [slm.model_allow_lists.agent_model_maps]
@@ -75,6 +76,19 @@ run() { # URL TOKEN LABEL [ARGS…] → the summary line
 ours=$(run "http://127.0.0.1:$((PORT + 1))" "$(echo "$token" | head -1)" "symbi-slm serve" --plain)
 theirs=$(run "http://127.0.0.1:$PORT" none "llama-server")
 grep '^FAIL' "$tmp/answers.log" || true
+# Forced tool calls on the corpus' 15 function schemas, both servers.
+tools() { # URL TOKEN LABEL → the summary line
+  SYMBI_URL="$1/v1" SYMBI_TOKEN_A1="$2" "$PY" tests/python/forced_tools.py --label "$3" \
+    | tee -a "$tmp/tools.log" | tail -1
+}
+ours_tools=$(tools "http://127.0.0.1:$((PORT + 1))" "$(echo "$token" | head -1)" "symbi-slm serve")
+theirs_tools=$(tools "http://127.0.0.1:$PORT" none "llama-server")
+grep '^FAIL' "$tmp/tools.log" || true
+"$PY" - "$ours_tools" "$theirs_tools" <<'PY'
+import json, sys
+for s in map(json.loads, sys.argv[1:]):
+    print(f"forced tool calls, {s['server']:16} valid {s['valid']}/{s['functions']}   {s['tokens_per_s']} tok/s")
+PY
 
 "$PY" - "$ours" "$theirs" <<'PY'
 import json, sys

@@ -262,12 +262,18 @@ fn closing_ranks(bytes: &[u8], special: bool) -> (Rank, Rank) {
 /// is watched, token by token, at least.
 pub const CLOSING_WINDOW: u32 = 64;
 
+/// The widest the watch grows (each token in it replays the closing
+/// policy: the window bounds that work).
+pub const MAX_WINDOW: u32 = 2 * CLOSING_WINDOW;
+
 /// Before the watch, the closing cost is probed every [`PROBE_EVERY`]
 /// tokens of the last [`PROBE_FROM`]: a schema whose closing needs more
 /// than the window (many required fields still to write, each with a
 /// format) then has its watch start earlier, at its cost and half a window
-/// more.
-pub const PROBE_FROM: u32 = 512;
+/// more, up to [`MAX_WINDOW`]. A probe that finds the policy cannot close
+/// within that (it may never close: a pattern the longest tokens cannot
+/// end) changes nothing.
+pub const PROBE_FROM: u32 = MAX_WINDOW + PROBE_EVERY;
 /// See [`PROBE_FROM`].
 pub const PROBE_EVERY: u32 = 32;
 
@@ -380,24 +386,23 @@ impl Guided {
         }
         let mut after = self.matcher.deep_clone();
         after.consume_token(token).ok()?;
+        let cap = match probe {
+            true => MAX_WINDOW,
+            false => remaining - 1,
+        };
         let cost = if after.is_stopped() {
             Some(0)
         } else {
-            c.closing_cost(
-                &after,
-                at.after(c.token_bytes(token)),
-                remaining as usize - 1,
-            )
+            c.closing_cost(&after, at.after(c.token_bytes(token)), cap as usize)
         };
         if probe {
             self.probed = remaining;
-            // Watch from the cost and half a window more (from now, if it
-            // does not fit at all).
-            let from = cost.map_or(remaining, |n| (n as u32).saturating_add(CLOSING_WINDOW / 2));
-            self.window = self.window.max(from.min(remaining));
-            if remaining > self.window {
-                return None;
+            // Watch from the cost and half a window more.
+            if let Some(n) = cost {
+                let from = (n as u32).saturating_add(CLOSING_WINDOW / 2);
+                self.window = self.window.max(from.min(MAX_WINDOW));
             }
+            return None;
         }
         if cost.is_some() {
             return None;

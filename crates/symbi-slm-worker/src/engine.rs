@@ -47,6 +47,10 @@ pub struct Engine {
     facts: ModelFacts,
     spec: LaunchSpec,
     chat_template: Option<String>,
+    /// The template for conversations with tools, where the model has one
+    /// of its own (`tokenizer.chat_template.tool_use`: Hermes 2 Pro and 3
+    /// keep their tool format there), as llama.cpp uses it.
+    tool_template: Option<String>,
     /// How the model writes tool calls (its template's format, or ours).
     tool_format: Format,
     /// The control token that opens calls, where the format's marker is
@@ -105,8 +109,13 @@ impl Engine {
             sandbox,
         };
         let specials = special_tokens(&model);
-        let tool_format = chat_template
+        let tool_template = model
+            .meta_val_str("tokenizer.chat_template.tool_use")
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+        let tool_format = tool_template
             .as_deref()
+            .or(chat_template.as_deref())
             .map_or(Format::GENERIC, Format::of_template);
         let tool_marker = specials
             .iter()
@@ -118,6 +127,7 @@ impl Engine {
             facts,
             spec: spec.clone(),
             chat_template,
+            tool_template,
             tool_format,
             tool_marker,
             specials,
@@ -245,6 +255,10 @@ impl Engine {
             (Some(template), true) => {
                 let format = self.tool_format;
                 let tooled = req.tools.is_some() || crate::tools::has_tool_turns(&req.history);
+                let template = match (tooled, &self.tool_template) {
+                    (true, Some(t)) => t,
+                    _ => template,
+                };
                 // A template with a tool format of its own writes the
                 // tools and calls; else they are written into the turns
                 // (their text is content).

@@ -21,6 +21,8 @@ pub struct Output {
     calls: Option<CallStream>,
     /// How the model writes calls.
     format: Format,
+    /// Text other than whitespace was sent.
+    began: bool,
 }
 
 /// What a token's text did.
@@ -61,6 +63,7 @@ impl Output {
             pending: None,
             calls: None,
             format,
+            began: false,
         };
         match tools.map(|t| &t.choice) {
             None => {}
@@ -97,6 +100,19 @@ impl Output {
                 self.text(t, out);
                 Pushed::Go
             }
+            // Where the marker is the call's own first text (Llama 3's
+            // `{"name"`), only the answer's start is a call: later, it is
+            // text (a JSON example), and nothing more is watched.
+            Matched::Stop { text, stop, rest }
+                if self.pending.is_some()
+                    && self.format.open_in_call
+                    && (self.began || !text.trim().is_empty()) =>
+            {
+                self.pending = None;
+                self.stops = StopMatcher::new(&[]);
+                self.text(format!("{text}{stop}{rest}"), out);
+                Pushed::Go
+            }
             Matched::Stop { text, stop, rest } => {
                 self.text(text, out);
                 match self.pending.take() {
@@ -115,7 +131,8 @@ impl Output {
         }
     }
 
-    fn text(&self, text: String, out: &mut impl Sink) {
+    fn text(&mut self, text: String, out: &mut impl Sink) {
+        self.began |= !text.trim().is_empty();
         if !text.is_empty() {
             out.send(&FromWorker::Token { id: self.id, text });
         }
@@ -334,6 +351,17 @@ mod tests {
             got[1..].iter().map(|c| c.1.as_str()).collect::<String>(),
             "{\"a\":1}"
         );
+        // Later in a plain answer, Llama 3's marker is text.
+        let (sent, did, _) = auto_in(Format::LLAMA3, &["Example: ", "{\"name\": \"x\"}", " done"]);
+        assert_eq!(did, ["go", "go", "go"]);
+        let text: String = sent
+            .iter()
+            .map(|m| match m {
+                FromWorker::Token { text, .. } => text.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(text, "Example: {\"name\": \"x\"} done");
         let (sent, did, _) = auto_in(
             Format::MISTRAL,
             &[

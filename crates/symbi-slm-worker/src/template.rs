@@ -159,9 +159,22 @@ pub fn render_chat_with(
 /// `\u003c`, which the model never saw in training). What the caller
 /// puts in text that a template passes through it is checked apart
 /// ([`crate::tools::check_controls`]).
-fn tojson(value: minijinja::Value, kwargs: minijinja::value::Kwargs) -> Result<String, Error> {
-    let indent: Option<usize> = kwargs.get("indent")?;
+fn tojson(
+    value: minijinja::Value,
+    indent: Option<usize>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<String, Error> {
+    let indent = kwargs.get::<Option<usize>>("indent")?.or(indent);
+    // Python's own defaults, which these are: nothing else to do.
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    let _: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
+    if indent.is_some_and(|n| n > 16) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: an indent of more than 16",
+        ));
+    }
     let json = serde_json::to_value(&value)
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(match indent {
@@ -368,7 +381,7 @@ mod tests {
 
     #[test]
     fn tojson_writes_as_python_does() {
-        let t = "{{ x | tojson }}|{{ x | tojson(indent=2) }}";
+        let t = "{{ x | tojson }}|{{ x | tojson(indent=2) }}|{{ x | tojson(2) == x | tojson(indent=2) }}";
         let extras = Extras {
             tools: None,
             fields: vec![serde_json::from_str(r#"{"x": {"b": [1, "<é>"], "a": null}}"#).unwrap()],
@@ -377,7 +390,15 @@ mod tests {
         let out = render_chat_with(&t, &[("user", "")], &extras, "", "").unwrap();
         assert_eq!(
             out,
-            "{\"b\": [1, \"<é>\"], \"a\": null}|{\n  \"b\": [\n    1,\n    \"<é>\"\n  ],\n  \"a\": null\n}"
+            "{\"b\": [1, \"<é>\"], \"a\": null}|{\n  \"b\": [\n    1,\n    \"<é>\"\n  ],\n  \"a\": null\n}|True"
         );
+        let huge = render_chat_with(
+            "{{ 1 | tojson(indent=100000) }}",
+            &[("user", "")],
+            &extras,
+            "",
+            "",
+        );
+        assert!(huge.is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! `uniqueItems: true` applies to (walking the schema along the answer's
 //! keys and indices: `properties`, `patternProperties`,
 //! `additionalProperties`, `items`, `prefixItems`, local `$ref`s and every
-//! branch of `allOf`/`anyOf`/`oneOf` and `then`/`else`, so that an array any branch holds
+//! branch of `allOf`/`anyOf`/`oneOf` and `if`/`then`/`else`/`not`, so that an array any branch holds
 //! unique is kept unique), and refuses a token that would complete an item
 //! equal (as JSON: `1` equals `1.0`, key order does not count) to an
 //! earlier item of such an array, or, where the item's schemas list its
@@ -348,7 +348,7 @@ impl Unique {
     }
 
     /// The schemas `pointers` stand for, with their `$ref`s followed and
-    /// their `allOf`/`anyOf`/`oneOf` branches and `then`/`else` added (at most
+    /// their `allOf`/`anyOf`/`oneOf` branches and `if`/`then`/`else`/`not` added (at most
     /// [`MAX_NODES`]).
     fn expand(&self, pointers: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -370,8 +370,9 @@ impl Unique {
                     todo.extend((0..a.len()).map(|i| format!("{p}/{k}/{i}")));
                 }
             }
-            // Either may apply (the engine gets them as branches).
-            for k in ["then", "else"] {
+            // Either may apply (the engine gets them as branches), and a
+            // condition (or what it negates) is held positively in one.
+            for k in ["if", "then", "else", "not"] {
                 if s.get(k).is_some_and(Value::is_object) {
                     todo.push(format!("{p}/{k}"));
                 }

@@ -1017,6 +1017,19 @@ fn real_world_schemas_give_answers_that_validate() {
     python_client_with(&s, "schema_corpus.py", &args, 12);
 }
 
+/// Issue 20: forced tool calls on real-world function schemas (every 3rd
+/// of the corpus' 15: GitHub's MCP server and tau-bench), each named in
+/// `tool_choice`: every one must come back as one call whose arguments
+/// validate under the function's parameters (tests/python/forced_tools.py;
+/// the whole set against llama-server in bench/schema-corpus.sh).
+#[test]
+fn real_world_function_schemas_give_forced_calls_that_validate() {
+    let _g = serial();
+    let s = Server::start("");
+    let args = ["--every", "3", "--min-valid", "1"];
+    python_client_with(&s, "forced_tools.py", &args, 5);
+}
+
 /// Issue 20: the real-world schemas whose keywords the engine lacks
 /// (`if`/`then`/`else`, `propertyNames`, `minProperties` beside optional
 /// properties, a `oneOf` of `$ref`s, the `uri-reference` format), said
@@ -1088,7 +1101,7 @@ fn templates_with_a_tool_format_of_their_own_get_calls_in_it() {
             String::from_utf8_lossy(&out.stderr)
         );
         let s = Server::start_with_model(&variant, "");
-        python_client_with(&s, "template_tools.py", &[format], 4);
+        python_client_with(&s, "template_tools.py", &[format], 5);
         drop(s);
         std::fs::remove_file(&variant).unwrap();
     }
@@ -1737,6 +1750,7 @@ sandbox_profile = "remote"
             args["city"].as_str().is_some_and(|c| !c.is_empty()),
             "{m}: {v}"
         );
+        seen += &body;
         let id = call["id"].as_str().unwrap();
         let message = serde_json::to_string(&c["message"]).unwrap();
         let (code, body) = downstream.curl(
@@ -1765,6 +1779,7 @@ sandbox_profile = "remote"
         Some(r#"{"model":"via-openai","max_tokens":60,"temperature":0,"stream":true,"tool_choice":{"type":"any"},"tools":[{"name":"get_weather","description":"The weather in a city.","input_schema":{"type":"object","properties":{"city":{"type":"string","minLength":1}},"required":["city"]}}],"messages":[{"role":"user","content":"Weather in Oslo?"}]}"#),
     );
     assert_eq!(code, 200, "{body}");
+    seen += &body;
     assert!(
         body.contains(r#""type":"tool_use""#)
             && body.contains("input_json_delta")

@@ -76,12 +76,28 @@ fn said(format: &str) -> Option<Said> {
     })
 }
 
-/// `format` said as the engine can (see the module's notes).
-pub(super) fn formats(s: &mut Map<String, Value>) {
+/// Whether what `format` becomes is the format exactly (else narrower).
+fn exact(format: &str) -> bool {
+    matches!(
+        format,
+        "json-pointer" | "int32" | "byte" | "float" | "double" | "binary" | "password"
+    )
+}
+
+/// `format` said as the engine can (see the module's notes); with
+/// `exact_only`, only where that is the format exactly.
+pub(super) fn formats(s: &mut Map<String, Value>, exact_only: bool) {
     let Some(Value::String(format)) = s.get("format") else {
         return;
     };
+    if exact_only && !exact(format) {
+        return;
+    }
     let Some(said) = said(format) else { return };
+    // `allOf` there but not a list: malformed, the engine says so.
+    if s.get("allOf").is_some_and(|a| !a.is_array()) {
+        return;
+    }
     s.remove("format");
     match said {
         Said::Format(f) => {

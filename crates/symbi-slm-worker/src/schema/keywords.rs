@@ -4,7 +4,7 @@
 //! narrows it (every answer the rewritten schema allows, the caller's
 //! allows too); none widens it.
 
-use super::{add_to_all_of, ANNOTATIONS};
+use super::{add_to_all_of, Budget, ANNOTATIONS};
 use serde_json::{json, Map, Value};
 
 /// `if`/`then`/`else` as an `anyOf` (an `allOf` entry, so nothing else of
@@ -24,24 +24,51 @@ use serde_json::{json, Map, Value};
 ///
 /// Before draft 7 these keywords meant nothing (`old_draft`): they are
 /// taken out.
-pub(super) fn conditional(s: &mut Map<String, Value>, old_draft: bool) {
+pub(super) fn conditional(
+    s: &mut Map<String, Value>,
+    old_draft: bool,
+    exact_only: bool,
+    budget: &mut Budget,
+) {
     if !s.contains_key("if") && !s.contains_key("then") && !s.contains_key("else") {
+        return;
+    }
+    if old_draft || !s.contains_key("if") {
+        // Before draft 7, and `then`/`else` without `if`: ignored by the
+        // specification.
+        for k in ["if", "then", "else"] {
+            s.remove(k);
+        }
+        return;
+    }
+    let cond = &s["if"];
+    let not_cond = negation(cond);
+    let plain = !is_negation(cond);
+    let (has_then, has_else) = (s.contains_key("then"), s.contains_key("else"));
+    let fallback = !plain || not_cond.is_none();
+    // I and T adds nothing beside a fallback of T alone.
+    let positive = plain && (!fallback || has_else);
+    let exact = !fallback || (plain && !has_then) || (!plain && !has_else);
+    if exact_only && !exact {
+        return;
+    }
+    // `then` goes in the positive branch and the fallback, `else` in the
+    // negative branch and the fallback: a second use is a copy.
+    let then_copies = usize::from(positive) + usize::from(fallback);
+    let else_copies = usize::from(not_cond.is_some()) + usize::from(fallback);
+    let fits = |v: Option<&Value>, uses: usize, budget: &mut Budget| {
+        v.is_none_or(|v| budget.take(v, uses.saturating_sub(1)))
+    };
+    if !fits(s.get("then"), then_copies, budget) || !fits(s.get("else"), else_copies, budget) {
         return;
     }
     let cond = s.remove("if");
     let then = s.remove("then");
     let other = s.remove("else");
-    let Some(cond) = cond.filter(|_| !old_draft) else {
-        // `then`/`else` without `if` are ignored by the specification.
-        return;
-    };
-    let not_cond = negation(&cond);
-    let plain = !is_negation(&cond);
     let mut any: Vec<Value> = Vec::new();
-    let fallback = (!plain || not_cond.is_none()).then(|| both(then.clone(), other.clone()));
-    // I and T adds nothing beside a fallback of T alone.
-    if plain && !(fallback.is_some() && other.is_none()) {
-        any.push(both(Some(cond), then));
+    let fallback = fallback.then(|| both(then.clone(), other.clone()));
+    if positive {
+        any.push(both(cond, then));
     }
     if let Some(n) = not_cond {
         any.push(both(Some(n), other));
@@ -103,7 +130,7 @@ fn negation(schema: &Value) -> Option<Value> {
 ///   beside `patternProperties`.
 ///
 /// Left alone otherwise (the engine then refuses it, naming it).
-pub(super) fn property_names(s: &mut Map<String, Value>) {
+pub(super) fn property_names(s: &mut Map<String, Value>, budget: &mut Budget) {
     let Some(names) = s.get("propertyNames") else {
         return;
     };
@@ -137,6 +164,16 @@ pub(super) fn property_names(s: &mut Map<String, Value>) {
                 .collect(),
             _ => return,
         };
+        let undeclared = listed
+            .iter()
+            .filter(|n| {
+                s.get("properties")
+                    .is_none_or(|p| p.get(n.as_str()).is_none())
+            })
+            .count();
+        if !budget.take(&extra, undeclared) {
+            return;
+        }
         let required_listed = s.get("required").and_then(Value::as_array).is_none_or(|r| {
             r.iter()
                 .all(|n| n.as_str().is_some_and(|n| listed.iter().any(|l| l == n)))
@@ -191,11 +228,13 @@ pub(super) fn min_properties(s: &mut Map<String, Value>) {
     let Some(n) = s.get("minProperties").and_then(Value::as_u64) else {
         return;
     };
-    let required: Vec<&str> = s
+    let mut required: Vec<&str> = s
         .get("required")
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    required.sort_unstable();
+    required.dedup();
     let optional: Vec<String> = s
         .get("properties")
         .and_then(Value::as_object)
@@ -352,5 +391,53 @@ mod tests {
         ] {
             assert_eq!(rewritten(left.clone()), left);
         }
+    }
+
+    /// Nesting that would copy a branch at every level (2^30 copies from a
+    /// schema of a kilobyte) stops at the copy budget: what is left is
+    /// left for the engine to refuse by name, and the work is bounded.
+    #[test]
+    fn nested_copies_stop_at_the_budget() {
+        let mut conditional = json!({"type": "string"});
+        for _ in 0..30 {
+            conditional = json!({"if": {}, "else": {}, "then": conditional});
+        }
+        let started = std::time::Instant::now();
+        let out = for_engine(conditional.clone()).to_string();
+        assert!(out.len() < 600 * 1024, "{} bytes", out.len());
+        assert!(
+            out.contains("\"if\""),
+            "the deepest conditions are left as they were"
+        );
+        let mut names = json!({"type": "integer"});
+        for _ in 0..5 {
+            let listed: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+            names = json!({"propertyNames": {"enum": listed}, "additionalProperties": names});
+        }
+        let out = for_engine(names).to_string();
+        assert!(out.len() < 600 * 1024, "{} bytes", out.len());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Below a `oneOf` the engine is left to prove, a rewrite that narrows
+    /// is not made (a narrower branch could be proved disjoint from one
+    /// it is not: `{"z":1}` matches both branches here, so it is invalid);
+    /// an exact one is.
+    #[test]
+    fn below_a_one_of_only_exact_rewrites() {
+        let narrowing = json!({"type": "object", "properties": {"y": {"const": 2}},
+            "if": {"required": ["x"]}, "then": {"required": ["y"]}, "else": {"required": ["z"]}});
+        let exact =
+            json!({"type": "object", "if": {"required": ["x"]}, "else": {"required": ["z"]}});
+        let schema = json!({"oneOf": [{"type": "object", "properties": {"y": {"const": 1}}}, narrowing, exact]});
+        let out = for_engine(schema.clone());
+        assert_eq!(out["oneOf"][1], schema["oneOf"][1]);
+        assert!(out["oneOf"][2].get("if").is_none(), "{out}");
+        // Nor a narrowing format, nor `minProperties`.
+        let out = for_engine(json!({"oneOf": [
+            {"type": "string", "format": "uri-reference"},
+            {"type": "object", "properties": {"a": {}}, "minProperties": 1}]}));
+        assert_eq!(out["oneOf"][0]["format"], "uri-reference");
+        assert_eq!(out["oneOf"][1]["minProperties"], 1);
     }
 }

@@ -38,7 +38,7 @@ use serde_json::{json, Map, Value};
 /// Keys a schema may hold that say nothing of what it allows.
 const ANNOTATIONS: [&str; 5] = ["title", "description", "$comment", "examples", "default"];
 
-/// Most bytes of JSON copied in by [`one_of::one_of_refs`] for one schema.
+/// Most bytes of JSON the rewrites copy for one schema ([`Budget`]).
 const MAX_COPIED: usize = 256 * 1024;
 
 /// `entry` added to `s`'s `allOf` (made if missing): `s` must then also
@@ -46,7 +46,9 @@ const MAX_COPIED: usize = 256 * 1024;
 fn add_to_all_of(s: &mut Map<String, Value>, entry: Value) {
     match s.get_mut("allOf") {
         Some(Value::Array(a)) => a.push(entry),
-        _ => {
+        // Not an array: the schema is malformed, and the engine says so.
+        Some(_) => {}
+        None => {
             s.insert("allOf".into(), Value::Array(vec![entry]));
         }
     }
@@ -104,7 +106,13 @@ pub fn for_tool(parameters: &mut Value) {
 }
 
 /// The dialect, the `oneOf`s, the keywords and formats the engine lacks,
-/// and (with `drop_unique`) `uniqueItems`.
+/// and (with `drop_unique`) `uniqueItems`. Below a `oneOf` the engine is
+/// left to prove (or under `not`) only exact rewrites are made: a narrower
+/// branch could let it prove branches disjoint that are not, and so accept
+/// a value two branches match. Copies made (`oneOf` targets, `if`
+/// branches, `propertyNames`' listed names) share one budget, so nesting
+/// cannot make a schema grow without bound; past it a keyword is left for
+/// the engine to refuse by name.
 fn rewrite(schema: &mut Value, drop_unique: bool) {
     let dialect = schema
         .get("$schema")
@@ -115,18 +123,30 @@ fn rewrite(schema: &mut Value, drop_unique: bool) {
             || d == "http://json-schema.org/draft-06/schema"
     });
     let root = schema.clone();
-    let mut budget = MAX_COPIED;
-    each_schema(schema, 0, &mut |s| {
+    let mut budget = Budget::new();
+    each_schema(schema, Where::default(), &mut |s, at| {
         if drop_unique {
             s.remove("uniqueItems");
         }
-        one_of::one_of_refs(s, &root, &mut budget);
+        // An `allOf` that is not a list: malformed, the engine says so.
+        if s.get("allOf").is_some_and(|a| !a.is_array()) {
+            return;
+        }
+        // Local `$ref`s resolve against the nearest resource: the root's
+        // only are read through.
+        let own_resource =
+            at.depth > 0 && (s.contains_key("$id") || s.get("id").is_some_and(Value::is_string));
+        if !at.in_resource && !own_resource {
+            one_of::one_of_refs(s, &root, &mut budget);
+        }
         one_of::one_of_types(s);
         one_of::one_of_discriminated(s);
-        keywords::conditional(s, old_draft);
-        keywords::property_names(s);
-        keywords::min_properties(s);
-        formats::formats(s);
+        keywords::conditional(s, old_draft, at.exact_only, &mut budget);
+        keywords::property_names(s, &mut budget);
+        if !at.exact_only {
+            keywords::min_properties(s);
+        }
+        formats::formats(s, at.exact_only);
     });
     let Value::Object(map) = schema else { return };
     let unknown = map
@@ -137,12 +157,80 @@ fn rewrite(schema: &mut Value, drop_unique: bool) {
     }
 }
 
+/// Bytes of JSON the rewrites of one schema may still copy, and how many
+/// more copies they may try (each try measures what it would copy, up to
+/// the bytes left: the tries bound that work).
+#[derive(Debug)]
+struct Budget {
+    bytes: usize,
+    tries: usize,
+}
+
+/// Most copies the rewrites of one schema try.
+const MAX_TRIES: usize = 512;
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            bytes: MAX_COPIED,
+            tries: MAX_TRIES,
+        }
+    }
+
+    /// Takes the size of `copies` copies of `v`, if they fit.
+    fn take(&mut self, v: &Value, copies: usize) -> bool {
+        if self.tries == 0 || copies == 0 {
+            return copies == 0;
+        }
+        self.tries -= 1;
+        let limit = self.bytes / copies;
+        let mut w = Counter { n: 0, limit };
+        if serde_json::to_writer(&mut w, v).is_err() {
+            return false;
+        }
+        self.bytes -= w.n * copies;
+        true
+    }
+}
+
+/// Counts bytes written, failing past `limit`.
+struct Counter {
+    n: usize,
+    limit: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.n += buf.len();
+        if self.n > self.limit {
+            return Err(std::io::Error::other("over budget"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where in the schema a visited schema is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Where {
+    depth: usize,
+    /// Below a `oneOf` left to the engine, or a `not`: only exact
+    /// rewrites.
+    exact_only: bool,
+    /// Below a schema (not the root) with an `$id` (or draft 4's `id`):
+    /// local `$ref`s there resolve against it, not the root.
+    in_resource: bool,
+}
+
 /// Whether `schema` holds any `uniqueItems: true` (in a schema, not in a
 /// property or definition of that name, nor in an `enum`'s values).
 pub fn has_unique_items(schema: &Value) -> bool {
     let mut schema = schema.clone();
     let mut found = false;
-    each_schema(&mut schema, 0, &mut |s| {
+    each_schema(&mut schema, Where::default(), &mut |s, _| {
         found |= s.get("uniqueItems") == Some(&Value::Bool(true));
     });
     found
@@ -150,28 +238,37 @@ pub fn has_unique_items(schema: &Value) -> bool {
 
 /// Calls `f` on `schema` and every schema inside it (not on data:
 /// `enum`, `const`, `default`, `examples`; nor on a map of names:
-/// `properties` itself, `$defs`).
-fn each_schema(schema: &mut Value, depth: usize, f: &mut impl FnMut(&mut Map<String, Value>)) {
+/// `properties` itself, `$defs`), with where each is; after `f` (so a
+/// `oneOf` it turned into an `anyOf` is one).
+fn each_schema(schema: &mut Value, at: Where, f: &mut impl FnMut(&mut Map<String, Value>, Where)) {
     let Value::Object(map) = schema else { return };
-    if depth > MAX_DEPTH {
+    if at.depth > MAX_DEPTH {
         return;
     }
-    f(map);
+    f(map, at);
+    let own_resource =
+        at.depth > 0 && (map.contains_key("$id") || map.get("id").is_some_and(Value::is_string));
+    let below = |key: &str| Where {
+        depth: at.depth + 1,
+        exact_only: at.exact_only || key == "oneOf" || key == "not",
+        in_resource: at.in_resource || own_resource,
+    };
     for (k, v) in map.iter_mut() {
+        let inner = below(k);
         match k.as_str() {
             "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
                 if let Value::Object(m) = v {
-                    m.values_mut().for_each(|s| each_schema(s, depth + 1, f));
+                    m.values_mut().for_each(|s| each_schema(s, inner, f));
                 }
             }
             "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
                 if let Value::Array(a) = v {
-                    a.iter_mut().for_each(|s| each_schema(s, depth + 1, f));
+                    a.iter_mut().for_each(|s| each_schema(s, inner, f));
                 }
             }
             "items" => match v {
-                Value::Array(a) => a.iter_mut().for_each(|s| each_schema(s, depth + 1, f)),
-                s => each_schema(s, depth + 1, f),
+                Value::Array(a) => a.iter_mut().for_each(|s| each_schema(s, inner, f)),
+                s => each_schema(s, inner, f),
             },
             "additionalProperties"
             | "additionalItems"
@@ -182,7 +279,7 @@ fn each_schema(schema: &mut Value, depth: usize, f: &mut impl FnMut(&mut Map<Str
             | "contains"
             | "propertyNames"
             | "unevaluatedItems"
-            | "unevaluatedProperties" => each_schema(v, depth + 1, f),
+            | "unevaluatedProperties" => each_schema(v, inner, f),
             _ => {}
         }
     }

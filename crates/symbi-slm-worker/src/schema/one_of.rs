@@ -1,7 +1,7 @@
 //! `oneOf`s the engine cannot prove disjoint, made ones it can: see the
 //! notes of [`super`].
 
-use super::{add_to_all_of, ANNOTATIONS};
+use super::{add_to_all_of, Budget, ANNOTATIONS};
 use serde_json::{json, Map, Value};
 
 /// A `oneOf` of branches that only name types, as the types exactly one
@@ -49,7 +49,7 @@ pub(super) fn one_of_types(s: &mut Map<String, Value>) {
 
 /// Keys that make a schema a resource of its own (its `$ref`s resolve
 /// against it): such a schema is not copied elsewhere.
-const RESOURCE_KEYS: [&str; 4] = ["$id", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
+const RESOURCE_KEYS: [&str; 5] = ["$id", "id", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
 
 /// Each branch of a `oneOf` that is only a local `$ref` (with
 /// annotations), replaced by a copy of the schema it points to in `root`
@@ -59,7 +59,7 @@ const RESOURCE_KEYS: [&str; 4] = ["$id", "$anchor", "$dynamicAnchor", "$recursiv
 /// rule, each requiring a property the other forbids). The copy's own
 /// `$ref`s point into the same root, so they still resolve; a recursive
 /// schema is copied one level per visit, and the budget bounds the whole.
-pub(super) fn one_of_refs(s: &mut Map<String, Value>, root: &Value, budget: &mut usize) {
+pub(super) fn one_of_refs(s: &mut Map<String, Value>, root: &Value, budget: &mut Budget) {
     let Some(Value::Array(branches)) = s.get_mut("oneOf") else {
         return;
     };
@@ -82,11 +82,9 @@ pub(super) fn one_of_refs(s: &mut Map<String, Value>, root: &Value, budget: &mut
         .filter_map(|(i, b)| Some((i, target(b)?)))
         .collect();
     // All or none: one branch left a `$ref` keeps the engine from the proof.
-    let size: usize = copies.iter().map(|(_, t)| t.to_string().len()).sum();
-    if copies.is_empty() || size > *budget {
+    if copies.is_empty() || !copies.iter().all(|(_, t)| budget.take(t, 1)) {
         return;
     }
-    *budget -= size;
     for (i, t) in copies {
         branches[i] = t.clone();
     }
@@ -208,6 +206,12 @@ mod tests {
         // A resource of its own, a `$ref` beside a keyword, the root, and
         // another document: as they were.
         assert_eq!(engine["properties"]["left"], schema["properties"]["left"]);
+        // Inside a resource of its own, `#/…` is that resource's: left.
+        let inner = json!({"$id": "urn:inner", "definitions": {"recording": {"type": "string"}},
+            "oneOf": [{"$ref": "#/definitions/recording"}, {"type": "integer"}]});
+        let engine = for_engine(json!({"definitions": {"recording": rule("record")},
+            "properties": {"inner": inner.clone()}}));
+        assert_eq!(engine["properties"]["inner"], inner);
     }
 
     #[test]

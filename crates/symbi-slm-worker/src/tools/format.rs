@@ -101,9 +101,15 @@ impl Format {
         if !template.contains("tools") {
             return Self::GENERIC;
         }
-        if template.contains("[TOOL_CALLS]") {
+        // Formats of the same markers whose calls are not this JSON
+        // (Mistral's `[TOOL_CALLS]name[ARGS]{…}`, Qwen3-Coder's
+        // `<function=…>`, GLM's `<arg_key>`) are not read: ours then.
+        if template.contains("[TOOL_CALLS]") && !template.contains("[ARGS]") {
             Self::MISTRAL
-        } else if template.contains("<tool_call>") {
+        } else if template.contains("<tool_call>")
+            && !template.contains("<function=")
+            && !template.contains("<arg_key>")
+        {
             Self::HERMES
         } else if template.contains("<|start_header_id|>")
             && (template.contains("\"parameters\"") || template.contains("ipython"))
@@ -152,7 +158,12 @@ mod tests {
         // No tools in the template (the default model's): ours.
         let smol = "{% for message in messages %}<|im_start|>{{ message['content'] }}{% endfor %}";
         assert_eq!(Format::of_template(smol), Format::GENERIC);
-        // A marker without `tools`: still ours.
+        // A marker without `tools`: still ours; so are other formats of
+        // the same markers.
         assert_eq!(Format::of_template("<tool_call>"), Format::GENERIC);
+        let coder = "{% if tools %}<tool_call>\n<function=name>{% endif %}";
+        assert_eq!(Format::of_template(coder), Format::GENERIC);
+        let v11 = "{% if tools %}[TOOL_CALLS]{{ name }}[ARGS]{% endif %}";
+        assert_eq!(Format::of_template(v11), Format::GENERIC);
     }
 }

@@ -51,7 +51,9 @@ pub struct ToolCall {
     pub id: String,
     /// The function.
     pub name: String,
-    /// Its arguments, JSON text valid under the function's parameters.
+    /// Its arguments, JSON text: valid under the function's parameters
+    /// from a local model (constrained decoding); from a remote one, as
+    /// its provider sent them.
     pub arguments: String,
 }
 

@@ -2,6 +2,10 @@
 //! the answer starts), its server-sent events read into the result.
 
 use super::*;
+use crate::models::{FinishReason, ToolCallDelta};
+
+/// Most tool calls one answer may make.
+const MAX_CALLS: usize = crate::models::MAX_TOOLS;
 
 impl Inner {
     pub(super) fn count(&self, f: impl FnOnce(&mut RunnerMetrics)) {
@@ -58,6 +62,11 @@ impl Inner {
             seconds: limit.as_secs_f64(),
         };
         let body = wire::body(self.api, &self.model_name, prompt, &options)?;
+        let offered: Vec<String> = options
+            .offered_tools()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
 
         // A slot, or a place in the bounded queue.
         let queued = self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +98,7 @@ impl Inner {
         });
 
         let response = self.send(&body, deadline, &timed_out).await?;
-        self.read(response, deadline, on_event, started, &timed_out)
+        self.read(response, deadline, on_event, &offered, started, &timed_out)
             .await
     }
 
@@ -246,6 +255,7 @@ impl Inner {
         response: reqwest::Response,
         deadline: tokio::time::Instant,
         on_event: &mut impl FnMut(StreamEvent) -> bool,
+        offered: &[String],
         started: Instant,
         timed_out: &impl Fn() -> SlmRunnerError,
     ) -> Result<ExecutionResult, SlmRunnerError> {
@@ -257,8 +267,7 @@ impl Inner {
         let mut text = String::new();
         // The calls, and the provider's index of each (Anthropic's is its
         // content block's, after any text block): ours count the calls.
-        let mut calls: Vec<ToolCall> = Vec::new();
-        let mut call_keys: Vec<u32> = Vec::new();
+        let mut calls = Calls::default();
         let mut meta = ExecutionMetadata::default();
         let mut first: Option<Instant> = None;
         let mut bytes = 0usize;
@@ -294,26 +303,8 @@ impl Inner {
                     text.push_str(&t);
                     events.push(StreamEvent::Token(t));
                 }
-                for mut c in d.calls {
-                    let index = match call_keys.iter().position(|k| *k == c.index) {
-                        Some(i) => i,
-                        None => {
-                            call_keys.push(c.index);
-                            calls.push(ToolCall {
-                                id: c.id.clone().unwrap_or_default(),
-                                name: c.name.clone().unwrap_or_default(),
-                                arguments: String::new(),
-                            });
-                            calls.len() - 1
-                        }
-                    };
-                    let call = &mut calls[index];
-                    if call.name.is_empty() {
-                        call.name = c.name.clone().unwrap_or_default();
-                    }
-                    call.arguments.push_str(&c.arguments);
-                    c.index = index as u32;
-                    events.push(StreamEvent::ToolCall(c));
+                for c in d.calls {
+                    events.push(StreamEvent::ToolCall(calls.take(c).map_err(&failed)?));
                 }
                 for e in events {
                     first.get_or_insert_with(Instant::now);
@@ -363,14 +354,81 @@ impl Inner {
                 self.provider, self.destination
             ),
         }];
-        if calls.iter().any(|c| c.name.is_empty()) {
-            return Err(failed("a tool call in the answer has no name".into()));
+        let calls = calls.finish(offered).map_err(failed)?;
+        // Calls are what the answer ends in, whatever the provider said.
+        if !calls.is_empty() && meta.finish_reason == Some(FinishReason::Stop) {
+            meta.finish_reason = Some(FinishReason::ToolCalls);
         }
         Ok(ExecutionResult {
             response: text,
             tool_calls: calls,
             metadata: meta,
         })
+    }
+}
+
+/// The calls of an answer as their pieces come: the provider's index of
+/// each (Anthropic's is its content block's, after any text block; some
+/// OpenAI-compatible servers send none) mapped to ours, which count the
+/// calls.
+#[derive(Debug, Default)]
+struct Calls {
+    calls: Vec<ToolCall>,
+    keys: std::collections::HashMap<u32, usize>,
+}
+
+impl Calls {
+    /// Takes a piece; the piece with our index.
+    fn take(&mut self, mut c: ToolCallDelta) -> Result<ToolCallDelta, String> {
+        let known = match c.index {
+            wire::NO_INDEX if c.name.is_none() && c.id.is_none() => self.calls.len().checked_sub(1),
+            wire::NO_INDEX => None,
+            k => self.keys.get(&k).copied(),
+        };
+        let index = match known {
+            Some(i) => i,
+            None => {
+                if self.calls.len() >= MAX_CALLS {
+                    return Err(format!("the answer makes more than {MAX_CALLS} tool calls"));
+                }
+                if c.index != wire::NO_INDEX {
+                    self.keys.insert(c.index, self.calls.len());
+                }
+                self.calls.push(ToolCall {
+                    id: String::new(),
+                    name: String::new(),
+                    arguments: String::new(),
+                });
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[index];
+        if call.name.is_empty() {
+            call.name = c.name.clone().unwrap_or_default();
+        }
+        if call.id.is_empty() {
+            call.id = c.id.clone().unwrap_or_default();
+        }
+        call.arguments.push_str(&c.arguments);
+        c.index = index as u32;
+        Ok(c)
+    }
+
+    /// The whole calls: each to a function `offered`, each with an id
+    /// (`call_N` where the provider gave none).
+    fn finish(mut self, offered: &[String]) -> Result<Vec<ToolCall>, String> {
+        for (i, c) in self.calls.iter_mut().enumerate() {
+            if !offered.contains(&c.name) {
+                return Err(format!(
+                    "the answer calls {:?}, which is not one of the tools offered",
+                    c.name
+                ));
+            }
+            if c.id.is_empty() {
+                c.id = format!("call_{i}");
+            }
+        }
+        Ok(self.calls)
     }
 }
 
@@ -404,4 +462,66 @@ fn backoff(attempt: u32, after: Option<Duration>) -> Duration {
     after
         .unwrap_or_else(|| Duration::from_millis(500) * 2u32.pow(attempt.saturating_sub(1)))
         .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: id.map(String::from),
+            name: name.map(String::from),
+            arguments: args.into(),
+        }
+    }
+
+    /// Anthropic's block indexes after a text block, interleaved pieces, a
+    /// server that sends no index, an id that comes late: each piece goes
+    /// to its call, counted from 0.
+    #[test]
+    fn pieces_go_to_their_calls() {
+        let offered = vec!["a".to_string(), "b".to_string()];
+        let mut c = Calls::default();
+        assert_eq!(
+            c.take(piece(1, Some("t1"), Some("a"), "")).unwrap().index,
+            0
+        );
+        assert_eq!(c.take(piece(2, None, Some("b"), "{")).unwrap().index, 1);
+        assert_eq!(c.take(piece(1, None, None, "{}")).unwrap().index, 0);
+        assert_eq!(c.take(piece(2, Some("t2"), None, "}")).unwrap().index, 1);
+        assert_eq!(
+            c.take(piece(wire::NO_INDEX, None, Some("a"), "{"))
+                .unwrap()
+                .index,
+            2
+        );
+        assert_eq!(
+            c.take(piece(wire::NO_INDEX, None, None, "}"))
+                .unwrap()
+                .index,
+            2
+        );
+        let calls = c.finish(&offered).unwrap();
+        let got: Vec<(&str, &str, &str)> = calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("t1", "a", "{}"), ("t2", "b", "{}"), ("call_2", "a", "{}")]
+        );
+        // A function not offered, and too many calls: refused.
+        let mut c = Calls::default();
+        c.take(piece(0, None, Some("rm_rf"), "{}")).unwrap();
+        assert!(c.finish(&offered).unwrap_err().contains("rm_rf"));
+        let mut c = Calls::default();
+        for i in 0..MAX_CALLS as u32 {
+            c.take(piece(i, None, Some("a"), "")).unwrap();
+        }
+        assert!(c
+            .take(piece(MAX_CALLS as u32, None, Some("a"), ""))
+            .is_err());
+    }
 }

@@ -24,6 +24,11 @@ pub(crate) enum Api {
 /// Tokens asked of Anthropic when the caller sets no `max_tokens` (the API
 /// requires one).
 pub(crate) const ANTHROPIC_DEFAULT_MAX_TOKENS: u32 = 1024;
+/// A call piece's index when the provider sent none (some
+/// OpenAI-compatible servers): a piece naming a function begins a call,
+/// another continues the last one.
+pub(crate) const NO_INDEX: u32 = u32::MAX;
+
 /// The `anthropic-version` header sent.
 pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -344,7 +349,8 @@ pub(crate) fn delta(api: Api, event: Option<&str>, data: &str) -> Result<Delta, 
                                 .map(str::to_string)
                         };
                         d.calls.push(ToolCallDelta {
-                            index: u32_at(call, &["index"]).unwrap_or(0),
+                            // Missing: [`NO_INDEX`], read by the reader.
+                            index: u32_at(call, &["index"]).unwrap_or(NO_INDEX),
                             id: call.get("id").and_then(Value::as_str).map(str::to_string),
                             name: text("name"),
                             arguments: text("arguments").unwrap_or_default(),
