@@ -435,9 +435,20 @@ mod tests {
         assert!(out["oneOf"][2].get("if").is_none(), "{out}");
         // Nor a narrowing format, nor `minProperties`.
         let out = for_engine(json!({"oneOf": [
-            {"type": "string", "format": "uri-reference"},
+            {"format": "uri-reference"},
             {"type": "object", "properties": {"a": {}}, "minProperties": 1}]}));
         assert_eq!(out["oneOf"][0]["format"], "uri-reference");
         assert_eq!(out["oneOf"][1]["minProperties"], 1);
+        // Branches of disjoint types (GitHub's funding: a string or a
+        // list of them) cannot be fooled: narrowing there is made.
+        let out = for_engine(json!({"oneOf": [
+            {"type": "string", "format": "uri-reference"},
+            {"type": "array", "items": {"type": "string", "format": "uri-reference"}}]}));
+        assert!(out["oneOf"][0].get("format").is_none(), "{out}");
+        assert!(out["oneOf"][1]["items"].get("format").is_none(), "{out}");
+        // `integer` within `number`: not disjoint.
+        let out = for_engine(json!({"oneOf": [
+            {"type": "number"}, {"type": "integer", "minProperties": 1, "format": "uri-reference"}]}));
+        assert_eq!(out["oneOf"][1]["format"], "uri-reference");
     }
 }

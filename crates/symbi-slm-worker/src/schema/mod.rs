@@ -248,9 +248,15 @@ fn each_schema(schema: &mut Value, at: Where, f: &mut impl FnMut(&mut Map<String
     f(map, at);
     let own_resource =
         at.depth > 0 && (map.contains_key("$id") || map.get("id").is_some_and(Value::is_string));
+    // A `oneOf` whose branches name disjoint types needs no proof that
+    // narrowing could fool.
+    let typed_one_of = map
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .is_some_and(|b| one_of::disjoint_by_type(b));
     let below = |key: &str| Where {
         depth: at.depth + 1,
-        exact_only: at.exact_only || key == "oneOf" || key == "not",
+        exact_only: at.exact_only || (key == "oneOf" && !typed_one_of) || key == "not",
         in_resource: at.in_resource || own_resource,
     };
     for (k, v) in map.iter_mut() {

@@ -47,6 +47,31 @@ pub(super) fn one_of_types(s: &mut Map<String, Value>) {
     add_to_all_of(s, json!({ "type": types }));
 }
 
+/// Whether `branches` (a `oneOf`'s) each name their types and no two
+/// share one (`integer` within `number` counts as shared): then at most
+/// one branch can match any value, whatever else the branches say, so
+/// narrowing inside them keeps the `oneOf`'s meaning.
+pub(super) fn disjoint_by_type(branches: &[Value]) -> bool {
+    let mut seen: Vec<&str> = Vec::new();
+    for b in branches {
+        let types: Vec<&str> = match b.get("type") {
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => return false,
+        };
+        for t in &types {
+            let clash = |u: &&str| {
+                u == t || matches!((*u, *t), ("integer", "number") | ("number", "integer"))
+            };
+            if seen.iter().any(clash) {
+                return false;
+            }
+        }
+        seen.extend(types);
+    }
+    true
+}
+
 /// Keys that make a schema a resource of its own (its `$ref`s resolve
 /// against it): such a schema is not copied elsewhere.
 const RESOURCE_KEYS: [&str; 5] = ["$id", "id", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];

@@ -323,12 +323,12 @@ impl Shared {
                     let mut r = result(text, stats, started, ttft, peak, model_load_ms);
                     // Only whole calls: one cut by a limit (its pieces were
                     // streamed) is not a call. The worker's grammar makes
-                    // them objects; checked here all the same.
+                    // them objects; checked here all the same, as JSON
+                    // text (read without converting numbers: a number
+                    // of 700 digits is JSON, if not one a double holds).
                     let whole = |c: &ToolCall| {
-                        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
-                            &c.arguments,
-                        )
-                        .is_ok()
+                        c.arguments.trim_start().starts_with('{')
+                            && serde_json::from_str::<serde::de::IgnoredAny>(&c.arguments).is_ok()
                     };
                     if r.metadata.finish_reason == Some(FinishReason::ToolCalls)
                         && !calls.iter().all(whole)
