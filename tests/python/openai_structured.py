@@ -125,7 +125,7 @@ def json_mode():
 
 
 def refused():
-    bad = {"type": "object", "properties": {"a": {"type": "string", "if": {"maxLength": 3}}}}
+    bad = {"type": "object", "properties": {"a": {"type": "string", "not": {"maxLength": 3}}}}
     try:
         client.chat.completions.create(
             model="smollm2",
@@ -136,7 +136,7 @@ def refused():
     except openai.BadRequestError as e:
         body = e.body or {}
         assert body.get("param") == "response_format", body
-        assert '"if"' in body.get("message", "") and "/properties/a/if" in body["message"], body
+        assert '"not"' in body.get("message", "") and "/properties/a/not" in body["message"], body
     else:
         raise AssertionError("an uncompilable schema was accepted")
     # A stop sequence would cut the JSON short: refused.

@@ -190,7 +190,7 @@ async fn a_schema_the_engine_cannot_compile_is_refused_before_any_token() {
     let r = runner().await;
     let bad = json!({
         "type": "object",
-        "properties": {"a": {"type": "string", "if": {"minLength": 2}, "then": {}}}
+        "properties": {"a": {"type": "string", "not": {"minLength": 2}}}
     });
     let e = r
         .execute("Hello.", Some(greedy(20, schema(bad))))
@@ -200,8 +200,8 @@ async fn a_schema_the_engine_cannot_compile_is_refused_before_any_token() {
         panic!("{e:?}")
     };
     assert_eq!(*field, "response_format");
-    assert!(reason.contains("\"if\""), "{reason}");
-    assert!(reason.contains("/properties/a/if"), "{reason}");
+    assert!(reason.contains("\"not\""), "{reason}");
+    assert!(reason.contains("/properties/a/not"), "{reason}");
     // Nothing ran: no prompt read, no token generated; the worker is fine.
     let m = r.metrics();
     assert_eq!((m.input_tokens, m.output_tokens), (0, 0), "{m:?}");
