@@ -68,7 +68,9 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxCmd),
     /// The HTTP service: OpenAI-compatible API, native API, metrics; every
     /// agent proves itself with a token and gets only its allowed models.
-    /// Stops on SIGTERM or SIGINT after requests in progress finish
+    /// On SIGTERM drains (/ready fails, requests still served for
+    /// slm.service.drain_seconds), then stops accepting; on SIGINT stops
+    /// accepting at once; either way requests in progress finish
     /// (slm.service.shutdown_grace_seconds).
     Serve(serve_cmd::ServeArgs),
     /// Agent tokens for the service.

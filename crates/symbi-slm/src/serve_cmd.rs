@@ -547,10 +547,10 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
         );
         return std::future::pending().await;
     };
-    loop {
+    let drain = loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM"); sd_notify("STOPPING=1"); break }
-            _ = int.recv() => { tracing::info!("SIGINT"); sd_notify("STOPPING=1"); break }
+            _ = term.recv() => break true,
+            _ = int.recv() => break false,
             _ = hup.recv() => {
                 // A stop is not kept waiting by a reload: the reload is
                 // abandoned (nothing is in force until its very end).
@@ -558,11 +558,30 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
                 tokio::pin!(reload);
                 tokio::select! {
                     () = &mut reload => {}
-                    _ = term.recv() => { tracing::info!("SIGTERM during a reload: the reload is abandoned"); sd_notify("STOPPING=1"); break }
-                    _ = int.recv() => { tracing::info!("SIGINT during a reload: the reload is abandoned"); sd_notify("STOPPING=1"); break }
+                    _ = term.recv() => { tracing::info!("SIGTERM during a reload: the reload is abandoned"); break true }
+                    _ = int.recv() => { tracing::info!("SIGINT during a reload: the reload is abandoned"); break false }
                 }
             }
         }
+    };
+    sd_notify("STOPPING=1");
+    // SIGTERM (a service manager, Kubernetes, a rolling restart) drains:
+    // /ready fails at once, so that the balancer takes this replica out,
+    // while whatever it still sends is served. SIGINT (Ctrl-C at a
+    // terminal) stops accepting at once.
+    let seconds = reloader.live.current().settings().drain_seconds;
+    if drain && seconds > 0 {
+        reloader.live.drain();
+        tracing::info!(
+            "SIGTERM: draining: /ready answers 503; requests are still served for {seconds} s (slm.service.drain_seconds), then no new connections are accepted"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {}
+            _ = term.recv() => tracing::info!("SIGTERM while draining: the drain ends now"),
+            _ = int.recv() => tracing::info!("SIGINT while draining: the drain ends now"),
+        }
+    } else {
+        tracing::info!("{}", if drain { "SIGTERM" } else { "SIGINT" });
     }
     // A second signal does not wait for the grace: the process exits now,
     // and its workers with it (their parent-death signal).

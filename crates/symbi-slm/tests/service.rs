@@ -1406,9 +1406,9 @@ fn signal(pid: u32, sig: &str) {
 }
 
 #[test]
-fn sigterm_lets_requests_finish_then_stops_every_worker() {
+fn sigterm_drains_lets_requests_finish_then_stops_every_worker() {
     let _g = serial();
-    let mut s = Server::start("shutdown_grace_seconds = 60");
+    let mut s = Server::start("shutdown_grace_seconds = 60\ndrain_seconds = 3");
     // The model loaded first: the worker below is the one the stream uses.
     s.warm();
     let (started, stream) = curl_stream(
@@ -1427,7 +1427,33 @@ fn sigterm_lets_requests_finish_then_stops_every_worker() {
         .expect("the stream's first text");
     let workers = children(s.pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
+    let (code, body) = s.curl("GET", "/ready", None, None);
+    assert_eq!(code, 200, "{body}");
     signal(s.pid(), "-TERM");
+    // Draining: not ready at once, while a new request is still served.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let body = loop {
+        let (code, body) = s.curl("GET", "/ready", None, None);
+        if code == 503 {
+            break body;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(Instant::now() < deadline, "/ready still 200 after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(body.contains("draining"), "{body}");
+    assert!(
+        !s.log().contains("shutting down: no new connections"),
+        "stopped accepting before the drain's 3 s:\n{}",
+        s.log()
+    );
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/chat/completions",
+        Some("a1"),
+        Some(&chat_body("smollm2", "hi", 2, false)),
+    );
+    assert_eq!(code, 200, "a request during the drain: {body}");
     // No new connection is served once the service says it stopped
     // listening.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -36,7 +36,7 @@ pub mod openapi;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,9 @@ pub struct Service {
     shared: Arc<Shared>,
     /// The config in force now, shared by every handle.
     live: Arc<std::sync::RwLock<Arc<Shared>>>,
+    /// Set once the service drains (see [`Live::drain`]), whatever config
+    /// is in force.
+    draining: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -115,6 +118,7 @@ impl Service {
         Self {
             live: Arc::new(std::sync::RwLock::new(shared.clone())),
             shared,
+            draining: Arc::default(),
         }
     }
 
@@ -128,6 +132,7 @@ impl Service {
     pub fn live(&self) -> Live {
         Live {
             current: self.live.clone(),
+            draining: self.draining.clone(),
         }
     }
 
@@ -195,7 +200,10 @@ impl Service {
             .fallback(|uri: Uri| async move { ApiError::no_route(uri.path()).into_response() })
             // Each request runs under its id: the audit events it causes,
             // wherever in the pool, carry it.
-            .layer(axum::middleware::from_fn(in_request))
+            .layer(axum::middleware::from_fn_with_state(
+                self.live(),
+                in_request,
+            ))
             .with_state(self.live())
     }
 
@@ -346,10 +354,23 @@ fn new_request_id(path: &str) -> String {
 
 /// Runs a request under a fresh id (`audit::in_request`), which its
 /// `Call` takes, its answer names (`x-request-id`) and its audit events
-/// carry.
-async fn in_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// carry. While the service drains, each answer closes its connection
+/// (`Connection: close`): a balancer's kept-alive connection is not
+/// left to meet the closed socket after the drain.
+async fn in_request(
+    axum::extract::State(live): axum::extract::State<Live>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let id: Arc<str> = new_request_id(req.uri().path()).into();
-    audit::in_request(id, next.run(req)).await
+    let mut response = audit::in_request(id, next.run(req)).await;
+    if live.draining() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// One request as the service sees it: who, which model, its status.

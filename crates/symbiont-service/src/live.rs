@@ -2,6 +2,7 @@
 //! came ([`Current`]); a reload ([`Live::reload`]) puts a new one in force
 //! for the requests after it, and the old one goes with its last request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use symbiont_runtime::config::ServiceSettings;
@@ -35,6 +36,7 @@ impl axum::extract::FromRequestParts<Live> for Current {
 #[derive(Debug, Clone)]
 pub struct Live {
     pub(crate) current: Arc<std::sync::RwLock<Arc<Shared>>>,
+    pub(crate) draining: Arc<AtomicBool>,
 }
 
 impl Live {
@@ -48,7 +50,23 @@ impl Live {
         Service {
             shared,
             live: self.current.clone(),
+            draining: self.draining.clone(),
         }
+    }
+
+    /// Starts draining, for good: `/ready` answers 503 from now on (a
+    /// load balancer's health check, or Kubernetes' readiness probe, takes
+    /// the replica out), while requests are still served, each answer
+    /// closing its connection. What stops the service is the shutdown
+    /// future given to [`Service::serve`]: `symbi-slm serve` resolves it
+    /// `slm.service.drain_seconds` after a SIGTERM.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the service drains.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Puts `pool`'s config in force for the requests that come after:

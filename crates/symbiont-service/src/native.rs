@@ -110,11 +110,17 @@ pub async fn health() -> Json<Status> {
 /// Readiness: the config is loaded and every local model's runner can be
 /// built (its file opens and its header checks out; the worker executable
 /// is found); a Hugging Face model not pulled yet is named. No model is
-/// loaded or downloaded by this check.
+/// loaded or downloaded by this check. A draining service (SIGTERM) is
+/// not ready, while it still answers requests.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = Status)))]
 pub async fn ready(Current(service): Current) -> Response {
     let mut problems = Vec::new();
+    if service.live().draining() {
+        problems.push(
+            "draining: the service is stopping (SIGTERM); it still answers requests until slm.service.drain_seconds have passed, then finishes those in progress".to_string(),
+        );
+    }
     for model in service.pool().catalog().list_models() {
         // Remote models are ready when their runner builds (key present,
         // endpoint allowed by the profile); nothing is sent to them. A

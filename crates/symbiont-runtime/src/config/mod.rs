@@ -118,6 +118,13 @@ pub struct ServiceSettings {
     /// On SIGTERM or SIGINT, how long requests in progress may take to
     /// finish before the service stops anyway, seconds (default 30).
     pub shutdown_grace_seconds: u64,
+    /// On SIGTERM, how long the service drains before it stops accepting,
+    /// seconds (default 5): `/ready` answers 503 at once, so that a load
+    /// balancer or Kubernetes takes the replica out, while new requests
+    /// are still served (each answer then closes its connection). Set it
+    /// to at least the balancer's health-check interval times its fall
+    /// count; 0 stops accepting at once. SIGINT never drains.
+    pub drain_seconds: u64,
     /// Client connections open at once (default 256); one more is
     /// answered 503 with `Retry-After` and closed at once, so that slow or
     /// idle clients cannot use up the process's descriptors.
@@ -162,6 +169,7 @@ impl Default for ServiceSettings {
             max_concurrent_requests: 64,
             max_concurrent_per_agent: 16,
             shutdown_grace_seconds: 30,
+            drain_seconds: 5,
             max_connections: 256,
             max_connections_per_client: 64,
             header_timeout_seconds: 10,

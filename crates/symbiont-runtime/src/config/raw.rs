@@ -42,6 +42,7 @@ struct RawService {
     max_concurrent_requests: Option<NonNeg>,
     max_concurrent_per_agent: Option<NonNeg>,
     shutdown_grace_seconds: Option<NonNeg>,
+    drain_seconds: Option<NonNeg>,
     max_connections: Option<NonNeg>,
     max_connections_per_client: Option<NonNeg>,
     header_timeout_seconds: Option<NonNeg>,
@@ -421,6 +422,7 @@ impl RawSlm {
                     shutdown_grace_seconds: raw
                         .shutdown_grace_seconds
                         .map_or(d.shutdown_grace_seconds, |v| v.0),
+                    drain_seconds: raw.drain_seconds.map_or(d.drain_seconds, |v| v.0),
                     max_connections: size(raw.max_connections).unwrap_or(d.max_connections),
                     max_connections_per_client: size(raw.max_connections_per_client)
                         .unwrap_or(d.max_connections_per_client),
