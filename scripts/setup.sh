@@ -11,7 +11,7 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/symbiont/models"
 MODEL_PATH="$CACHE_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 need_pkgs=()
-for pkg in cmake libclang-dev clang pkg-config python3-pip python3-venv unzip strace curl systemd systemd-container debootstrap; do
+for pkg in cmake libclang-dev clang pkg-config python3-pip python3-venv unzip strace curl systemd systemd-container debootstrap haproxy prometheus; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

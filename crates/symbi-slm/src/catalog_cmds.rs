@@ -126,7 +126,7 @@ pub(crate) fn profile<'c>(
 /// `tracing` only when it has none.
 pub(crate) fn audit_log(c: &ModelCatalog) -> Result<AuditLog, Failure> {
     Ok(match &c.config().audit_log_path {
-        Some(p) => AuditLog::to_file(p)
+        Some(p) => AuditLog::at(p)
             .map_err(|e| Failure::Runtime(anyhow!("audit log {p} (slm.audit_log_path): {e}")))?,
         None => AuditLog::tracing_only(),
     })

@@ -102,6 +102,10 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
         )));
     }
     let audit = catalog_cmds::audit_log(&catalog)?;
+    STDOUT_IS_AUDIT.store(
+        audit.path() == Some(Path::new(symbiont_runtime::audit::STDOUT)),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut pool = ModelPool::builder(catalog).audit_log(audit);
     if let Some(w) = &args.worker {
         pool = pool.worker_path(w);
@@ -280,11 +284,18 @@ fn try_it(file: &FileServe, local: SocketAddr) -> Result<Option<tempfile::TempDi
     Ok(dir)
 }
 
-/// A line on stdout for whoever started the service. A reader that went
-/// away (`serve … | head -1`) must not stop the service: the error is
-/// ignored.
+/// Whether standard output holds the audit events (`slm.audit_log_path =
+/// "-"`): then nothing else is written there.
+static STDOUT_IS_AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line on stdout for whoever started the service (on stderr, through
+/// the log, when stdout holds the audit events). A reader that went away
+/// (`serve … | head -1`) must not stop the service: the error is ignored.
 fn say(line: &str) {
     use std::io::Write;
+    if STDOUT_IS_AUDIT.load(std::sync::atomic::Ordering::Relaxed) {
+        return note(false, line);
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

@@ -212,6 +212,9 @@ impl AuditEvent {
     }
 }
 
+/// `slm.audit_log_path` for standard output.
+pub const STDOUT: &str = "-";
+
 /// The audit file: its path and the open file.
 type SharedFile = Arc<(PathBuf, Mutex<File>)>;
 
@@ -326,7 +329,32 @@ impl AuditLog {
         })
     }
 
-    /// The file events are appended to, if any.
+    /// Events also go where `slm.audit_log_path` says: [`STDOUT`] or a
+    /// file ([`AuditLog::to_file`]).
+    pub fn at(path: &str) -> std::io::Result<Self> {
+        if path == STDOUT {
+            Self::to_stdout()
+        } else {
+            Self::to_file(path)
+        }
+    }
+
+    /// Events also go to standard output, one JSON object per line, for
+    /// a log collector (`slm.audit_log_path = "-"`): the same lines a
+    /// file gets, each in one write.
+    pub fn to_stdout() -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let out = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(Self {
+            file: Some(Arc::new((
+                PathBuf::from(STDOUT),
+                Mutex::new(File::from(out)),
+            ))),
+            repeats: Arc::default(),
+        })
+    }
+
+    /// The file events are appended to, if any (`-` for standard output).
     pub fn path(&self) -> Option<&Path> {
         self.file.as_ref().map(|f| f.0.as_path())
     }

@@ -221,6 +221,48 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text as Prometheus' classic text format (0.0.4): a
+/// counter's `HELP` and `TYPE` name its `_total` samples, `unknown` is
+/// `untyped`, and `# UNIT` and `# EOF` go. The samples are the same lines.
+pub fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("# HELP ") else {
+            if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|t| t.strip_suffix(" unknown"))
+            {
+                out.push_str(&format!("# TYPE {name} untyped\n"));
+            } else if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|t| t.strip_suffix(" counter"))
+            {
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        };
+        // A family: its HELP, then its TYPE, whose kind says the name.
+        let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+        let counter = lines
+            .peek()
+            .is_some_and(|t| *t == format!("# TYPE {name} counter"));
+        let help = help.replace("\\\"", "\"");
+        if counter {
+            out.push_str(&format!("# HELP {name}_total {help}\n"));
+        } else {
+            out.push_str(&format!("# HELP {name} {help}\n"));
+        }
+    }
+    out
+}
+
 type GetCount = fn(&RunnerMetrics) -> u64;
 type GetGauge = fn(&RunnerMetrics) -> i64;
 
@@ -277,5 +319,50 @@ impl Collector for RunnerCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_text_names_counters_by_their_total_samples() {
+        let m = Metrics::new();
+        m.request(RequestLabels {
+            agent: "a1".into(),
+            model: "smollm2".into(),
+            endpoint: "/v1/chat/completions".into(),
+            status: "200".into(),
+        });
+        let done = ExecutionMetadata {
+            time_to_first_token_ms: Some(12.0),
+            ..Default::default()
+        };
+        m.completed("a1", "smollm2", &done, 0.5);
+        let om = m.render(vec![]);
+        assert!(om.contains("# TYPE symbi_slm_requests counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let text = classic_text(&om);
+        assert!(
+            text.contains("# HELP symbi_slm_requests_total HTTP requests answered")
+                && text.contains("# TYPE symbi_slm_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "symbi_slm_requests_total{agent=\"a1\",model=\"smollm2\",endpoint=\"/v1/chat/completions\",status=\"200\"} 1\n"
+        ), "{text}");
+        // Histograms and gauges keep their names; nothing OpenMetrics-only
+        // stays.
+        assert!(text.contains("# TYPE symbi_slm_time_to_first_token_seconds histogram\n"));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT") && !text.contains("unknown"));
+        // Every sample line of the one is in the other.
+        let samples = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(samples(&om), samples(&text));
     }
 }

@@ -196,7 +196,7 @@ pub async fn ready(Current(service): Current) -> Response {
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String),
+    responses((status = 200, description = "OpenMetrics text format when the request's `Accept` names it (as Prometheus' does), else Prometheus' classic text format 0.0.4", content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "`slm.service.metrics_token` is set and the request does not carry it", body = ErrorBody),
         (status = 403, description = "Agents have tokens and no `slm.service.metrics_token` is set", body = ErrorBody)))]
 pub async fn metrics(Current(service): Current, headers: HeaderMap) -> Response {
@@ -206,15 +206,33 @@ pub async fn metrics(Current(service): Current, headers: HeaderMap) -> Response 
     }
     let runners = service.pool().metrics().await;
     let text = service.shared.metrics.render(runners);
-    (
-        [(
-            header::CONTENT_TYPE,
-            // What prometheus-client writes: OpenMetrics text.
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    // Prometheus asks for OpenMetrics (what prometheus-client writes);
+    // anyone else (curl, promtool, older scrapers) gets the classic text
+    // format, as Prometheus' own client libraries serve it.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::metrics::classic_text(&text),
+        )
+            .into_response()
+    }
 }
 
 /// What runs now (`symbi-slm ps`): each model's runner built so far

@@ -47,7 +47,7 @@ pub(super) fn check(slm: &Slm) -> Issues {
     check_pool(slm, &mut out);
     check_service(slm, &mut out);
     if let Some(path) = &slm.audit_log_path {
-        if !path.starts_with('/') {
+        if !path.starts_with('/') && path != crate::audit::STDOUT {
             out.push((
                 "slm.audit_log_path".into(),
                 Problem::RelativePath { path: path.clone() },

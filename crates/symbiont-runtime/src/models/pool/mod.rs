@@ -150,7 +150,7 @@ impl ModelPoolBuilder {
         let audit = match self.audit {
             Some(a) => a,
             None => match &self.catalog.config().audit_log_path {
-                Some(p) => AuditLog::to_file(p).map_err(|source| SlmRunnerError::Io {
+                Some(p) => AuditLog::at(p).map_err(|source| SlmRunnerError::Io {
                     context: format!("opening the audit log {p}"),
                     source: source.into(),
                 })?,
