@@ -39,6 +39,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import anthropic
 import openai
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -430,6 +431,21 @@ max_connections_per_client = 256
             homes.setdefault(r["agent"], set()).add(logged[r["id"]]["server"])
         check(all(len(s) == 1 for s in homes.values()), "A: each agent's requests all went to one replica", homes)
         report["affinity_homes"] = {a: sorted(s)[0] for a, s in homes.items()}
+        # An Anthropic client proves itself with x-api-key: the same agent,
+        # the same key, the same replica.
+        ant = anthropic.Anthropic(base_url=hap.url, api_key=tokens[agents[1]], max_retries=0, timeout=180.0,
+                                  default_headers={"X-Client-Request-Id": "A-anthropic"})
+        msg = ant.messages.create(model="smollm2", max_tokens=8,
+                                  system=SYSTEM.format(name=agents[1]),
+                                  messages=[{"role": "user", "content": QUESTIONS[0]}])
+        ant.close()
+        u = msg.usage
+        ant_done = {"prompt_tokens": u.input_tokens + (u.cache_read_input_tokens or 0),
+                    "cached_tokens": u.cache_read_input_tokens or 0, "completion_tokens": u.output_tokens}
+        d = hap.requests().get("A-anthropic", {})
+        check(msg.stop_reason in ("end_turn", "max_tokens") and d.get("server") == report["affinity_homes"][agents[1]]
+              and d.get("agent") == hashlib.sha256(tokens[agents[1]].encode()).hexdigest()[:16],
+              "an Anthropic client (x-api-key) is the same agent to the balancer: same key, same replica", d)
         # Keys: hashes, never tokens.
         table = hap.command("show table agents")
         keys = re.findall(r"key=(\S+)", table)
@@ -451,7 +467,7 @@ max_connections_per_client = 256
         got = {(x["metric"]["agent"], x["metric"]["status"]): int(float(x["value"][1]))
                for x in prom.query('sum by (agent, status) (symbi_slm_requests_total{endpoint="/v1/chat/completions"})')}
         check(got == sent, "Prometheus: requests by agent and status over the fleet match the load", f"{got} != {sent}")
-        done = [r for r in a_res + burst if r["outcome"] == "ok"]
+        done = [r for r in a_res + burst if r["outcome"] == "ok"] + [ant_done]
         for metric, key in [("output_tokens", "completion_tokens"), ("input_tokens", "prompt_tokens"),
                             ("cached_tokens", "cached_tokens")]:
             q = prom.query(f"sum(symbi_slm_{metric}_total)")
