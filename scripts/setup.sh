@@ -11,14 +11,39 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/symbiont/models"
 MODEL_PATH="$CACHE_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 need_pkgs=()
-for pkg in cmake libclang-dev clang pkg-config python3-pip python3-venv unzip strace curl systemd systemd-container debootstrap haproxy prometheus; do
+for pkg in cmake libclang-dev clang pkg-config python3-pip python3-venv unzip strace curl systemd systemd-container debootstrap; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
+# The fleet test's HAProxy and Prometheus: the programs only. Debian's
+# packages would start them as system services (Prometheus on every
+# address, with its node exporter): never started here, and not enabled.
+need_daemons=()
+for pkg in haproxy prometheus; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_daemons+=("$pkg")
+done
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ "${#need_pkgs[@]}" -gt 0 ] || [ "${#need_daemons[@]}" -gt 0 ]; then
+  $SUDO apt-get update -qq
+fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+if [ "${#need_daemons[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages (their services neither started nor enabled): ${need_daemons[*]}" >&2
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_daemons[@]}" >/dev/null
+  else
+    # policy-rc.d's 101: "action not allowed" to every service start.
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 0755 /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_daemons[@]}" >/dev/null \
+      || { $SUDO rm -f /usr/sbin/policy-rc.d; exit 1; }
+    $SUDO rm -f /usr/sbin/policy-rc.d
+  fi
+  if [ -d /run/systemd/system ]; then
+    for unit in "${need_daemons[@]}"; do $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
+  fi
 fi
 
 verify() { echo "$MODEL_SHA256  $1" | sha256sum --check --status; }

@@ -25,6 +25,7 @@ Usage: fleet.py --bin DIR --model FILE [--agents N] [--requests K]
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -133,11 +134,11 @@ class Replica:
 
 
 class Haproxy:
-    def __init__(self, name, cfg, replicas, tmp):
+    def __init__(self, name, cfg, replicas, tmp, keys):
         self.name = name
         self.port, self.admin = free_port(), free_port()
         self.socket = os.path.join(tmp, f"{name}.sock")
-        env = dict(os.environ, SYMBI_SLM_BIND=f"127.0.0.1:{self.port}",
+        env = dict(os.environ, SYMBI_SLM_BIND=f"127.0.0.1:{self.port}", SYMBI_SLM_AGENTS=keys,
                    SYMBI_SLM_ADMIN=f"127.0.0.1:{self.admin}", SYMBI_SLM_SOCKET=self.socket)
         for i, r in enumerate(replicas, 1):
             env[f"SYMBI_SLM_REPLICA{i}"] = r.addr
@@ -270,6 +271,8 @@ def load(base, agents, tokens, per_agent, phase, salt, max_tokens=8, during=None
         t.join(timeout=600)
     if side:
         side.join(timeout=600)
+    hung = sum(t.is_alive() for t in threads + ([side] if side else []))
+    check(hung == 0, f"{phase}: every agent's requests ended within 600 s", hung)
     return results, time.time() - t0
 
 
@@ -358,7 +361,7 @@ provider = {{ LocalFile = {{ file_path = "{args.model}" }} }}
 capabilities = ["TextGeneration"]
 [slm.model_allow_lists.global_models.settings]
 threads = 1
-slots = 4
+slots = 6
 context_size = 1024
 [slm.model_allow_lists.agent_model_maps]
 {chr(10).join(f'{a} = ["smollm2"]' for a in agents)}
@@ -379,13 +382,17 @@ max_connections_per_client = 256
             wait_for(f"{r.name} ready", lambda r=r: r.ready() or r.proc.poll() is not None, 180)
             if r.proc.poll() is not None:
                 raise SystemExit(f"{r.name} exited: {open(os.path.join(tmp, r.name + '.stderr')).read()}")
+        keys = os.path.join(tmp, "agents.keys")
+        with open(keys, "w") as f:
+            subprocess.run([os.path.join(args.bin, "symbi-slm"), "--config", os.path.join(tmp, "r1.toml"),
+                            "agents", "balancer-keys"], check=True, stdout=f)
         cfg = os.path.join(DEPLOY, "haproxy.cfg")
         text = open(cfg).read()
         assert text.count("balance hash var(txn.agent)") == 1
         rr_cfg = os.path.join(tmp, "haproxy-roundrobin.cfg")
         open(rr_cfg, "w").write(text.replace("balance hash var(txn.agent)", "balance roundrobin"))
-        hap = Haproxy("haproxy", cfg, replicas, tmp)
-        rr = Haproxy("haproxy-rr", rr_cfg, replicas, tmp)
+        hap = Haproxy("haproxy", cfg, replicas, tmp, keys)
+        rr = Haproxy("haproxy-rr", rr_cfg, replicas, tmp, keys)
         procs += [hap.proc, rr.proc]
         prom = Prometheus(tmp, replicas, [hap])
         procs.append(prom.proc)
@@ -401,10 +408,27 @@ max_connections_per_client = 256
                   for k in range(3)]
         burst = []
         bl = threading.Lock()
+        ready = threading.Barrier(10)
 
         def burst_one(k):
-            r = one_request(hap.url, tokens[agents[0]], agents[0], f"A-burst-{k}",
-                            SYSTEM.format(name="burst"), QUESTIONS[k % 8], False, 24)
+            # Each client is made first; then all ten send at once.
+            client = openai.OpenAI(base_url=hap.url + "/v1", api_key=tokens[agents[0]], max_retries=0, timeout=180.0)
+            ready.wait()
+            r = {"id": f"A-burst-{k}", "agent": agents[0], "start": time.time()}
+            try:
+                c = client.chat.completions.create(
+                    model="smollm2", max_tokens=64, temperature=0,
+                    messages=[{"role": "system", "content": SYSTEM.format(name="burst")},
+                              {"role": "user", "content": QUESTIONS[k % 8]}],
+                    extra_headers={"X-Client-Request-Id": f"A-burst-{k}"})
+                r.update(outcome="ok", prompt_tokens=c.usage.prompt_tokens,
+                         cached_tokens=getattr(c.usage.prompt_tokens_details, "cached_tokens", 0) or 0,
+                         completion_tokens=c.usage.completion_tokens)
+            except openai.APIStatusError as e:
+                r.update(outcome="status", status=e.status_code,
+                         code=(e.body or {}).get("code") if isinstance(e.body, dict) else None)
+            finally:
+                client.close()
             with bl:
                 burst.append(r)
         bt = [threading.Thread(target=burst_one, args=(k,)) for k in range(10)]
@@ -412,8 +436,6 @@ max_connections_per_client = 256
             t.start()
         for t in bt:
             t.join()
-        a_end = time.time()
-        a_secs = a_end - a_start
         ok_a = [r for r in a_res if r["outcome"] == "ok"]
         check(len(ok_a) == len(agents) * args.requests, "A: every agent's request answered",
               [r for r in a_res if r["outcome"] != "ok"])
@@ -442,10 +464,41 @@ max_connections_per_client = 256
         u = msg.usage
         ant_done = {"prompt_tokens": u.input_tokens + (u.cache_read_input_tokens or 0),
                     "cached_tokens": u.cache_read_input_tokens or 0, "completion_tokens": u.output_tokens}
+        a_end = time.time()
+        a_secs = a_end - a_start
         d = hap.requests().get("A-anthropic", {})
         check(msg.stop_reason in ("end_turn", "max_tokens") and d.get("server") == report["affinity_homes"][agents[1]]
               and d.get("agent") == hashlib.sha256(tokens[agents[1]].encode()).hexdigest()[:16],
               "an Anthropic client (x-api-key) is the same agent to the balancer: same key, same replica", d)
+        # The balancer answers what no replica would take: two tokens, a
+        # made-up token, no token; none of it reaches a replica or the table.
+        def raw(headers, cid, path="/v1/models"):
+            req = urllib.request.Request(hap.url + path, headers={**headers, "X-Client-Request-Id": cid})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+        two = [("Authorization", f"Bearer {tokens[agents[2]]}"), ("Authorization", "Bearer made-up")]
+        conn = http.client.HTTPConnection("127.0.0.1", hap.port, timeout=10)
+        conn.putrequest("GET", "/v1/models")
+        for k, v in two + [("X-Client-Request-Id", "A-two-tokens")]:
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        two_status, two_body = resp.status, resp.read().decode()
+        conn.close()
+        made_up = raw({"Authorization": "Bearer symbi_" + "0" * 64}, "A-made-up")
+        none = raw({}, "A-no-token")
+        health = raw({}, "A-health-public", "/health")
+        time.sleep(0.5)
+        logged = hap.requests()
+        check(two_status == 400 and "ambiguous_credentials" in two_body and made_up[0] == 401 and none[0] == 401
+              and all(logged.get(c, {}).get("server") == "<NOSRV>" for c in ("A-two-tokens", "A-made-up", "A-no-token")),
+              "the balancer refuses two tokens (400), a made-up token and none (401) itself",
+              (two_status, two_body, made_up, none, [logged.get(c) for c in ("A-two-tokens", "A-made-up", "A-no-token")]))
+        check(health[0] == 200 and logged.get("A-health-public", {}).get("server", "").startswith("r"),
+              "a public route needs no token through the balancer", health)
         # Keys: hashes, never tokens.
         table = hap.command("show table agents")
         keys = re.findall(r"key=(\S+)", table)
@@ -499,11 +552,16 @@ max_connections_per_client = 256
                 # (but the counters of what did not happen: no limit was
                 # hit and no sandbox denied anything).
                 rare = ("symbi_slm_limit_hits", "symbi_slm_sandbox_denials")
-                if not prom.query(e) and "symbi_slm" in e and not any(m in e for m in rare):
+                if not prom.query(e) and not any(m in e for m in rare):
                     bad.append(f"no series: {e}")
             except RuntimeError as err:
                 bad.append(str(err))
         check(exprs and not bad, f"the Grafana dashboard's {len(exprs)} queries are valid PromQL on this Prometheus", bad)
+        p = subprocess.run(["promtool", "check", "rules", os.path.join(DEPLOY, "prometheus", "rules.yml")],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, "promtool check rules: deploy/prometheus/rules.yml", p.stdout + p.stderr)
+        q = prom.query('sum(agent_status:symbi_slm_requests:rate1m) > 0')
+        check(bool(q), "a recording rule of rules.yml answers over the fleet", q)
         # promtool lints each replica's exposition.
         for r in replicas:
             req = urllib.request.Request(f"http://{r.addr}/metrics",
@@ -549,17 +607,66 @@ max_connections_per_client = 256
         kill_name, drain_name = ranked[0], ranked[1]
         victim = next(r for r in replicas if r.name == kill_name)
         drained = next(r for r in replicas if r.name == drain_name)
-        marks = {}
+        marks, extra = {}, []
+        d_agent, k_agent = by_load[drain_name][0], by_load[kill_name][0]
+
+        def long_request(cid, stream, first):
+            """A long request from an agent of the replica to be killed."""
+            client = openai.OpenAI(base_url=hap.url + "/v1", api_key=tokens[k_agent], max_retries=0, timeout=180.0)
+            r = {"id": cid, "agent": k_agent, "stream": stream, "start": time.time(), "chunks": 0}
+            try:
+                c = client.chat.completions.create(
+                    model="smollm2", max_tokens=400, temperature=0, stream=stream,
+                    messages=[{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+                    extra_headers={"X-Client-Request-Id": cid})
+                if stream:
+                    for _ in c:
+                        r["chunks"] += 1
+                        first.set()
+                r["outcome"] = "ok"
+            except openai.APIStatusError as e:
+                r.update(outcome="status", status=e.status_code)
+            except Exception as e:  # noqa: BLE001
+                r.update(outcome="stream-error" if r["chunks"] else "error-before-headers",
+                         error=f"{type(e).__name__}: {e}",
+                         timeout=isinstance(e, openai.APITimeoutError) or "Timeout" in type(e).__name__)
+            finally:
+                first.set()
+                r["end"] = time.time()
+                client.close()
+                extra.append(r)
 
         def chaos(t0):
             time.sleep(3)
             marks["sigterm"] = time.time()
             drained.proc.send_signal(signal.SIGTERM)
-            time.sleep(1.5)
+            # Sent at once: the balancer still sends to the draining replica
+            # until two health checks fail (≥ 1 s); it must be served.
+            during = threading.Thread(target=lambda: extra.append(one_request(
+                hap.url, tokens[d_agent], d_agent, "C-during-drain", SYSTEM.format(name=d_agent),
+                QUESTIONS[1], False, 8)))
+            during.start()
+            # A non-streamed request and a stream on the replica to be
+            # killed, the stream's first token in: then SIGKILL.
+            first, unused = threading.Event(), threading.Event()
+            plain = threading.Thread(target=long_request, args=("C-kill-plain", False, unused))
+            plain.start()
+            time.sleep(0.2)
+            streamed = threading.Thread(target=long_request, args=("C-kill-stream", True, first))
+            streamed.start()
+            first.wait(120)
+            time.sleep(0.3)
             marks["sigkill"] = time.time()
             victim.proc.kill()
+            for t in (during, plain, streamed):
+                t.join(300)
+                marks.setdefault("hung", 0)
+                marks["hung"] += t.is_alive()
 
-        c_res, c_secs = load(hap.url, agents, tokens, args.requests + 2, "C", "", max_tokens=24, during=chaos)
+        c_load, c_secs = load(hap.url, agents, tokens, args.requests + 2, "C", "", max_tokens=24, during=chaos)
+        c_res = c_load + extra
+        check(len(c_load) == len(agents) * (args.requests + 2) and len(extra) == 3 and marks.get("hung") == 0,
+              "C: every request ended (none hung)", (len(c_load), len(extra), marks))
         try:
             drained_exit = drained.proc.wait(timeout=DRAIN_SECONDS + 60)
         except subprocess.TimeoutExpired:
@@ -587,17 +694,34 @@ max_connections_per_client = 256
               "(a 5xx before its headers, or a stream that ended with an error)", bad)
         check(all(not r.get("timeout") for r in c_res), "C: no request hung", [r for r in c_res if r.get("timeout")])
         check(len(failed) <= len(in_flight), "C: failures ≤ the killed replica's requests in flight", (len(failed), in_flight))
+        by_id = {r["id"]: r for r in c_res}
+        ks, kp = by_id["C-kill-stream"], by_id["C-kill-plain"]
+        check(ks["outcome"] == "stream-error" and ks["chunks"] > 0 and not ks.get("timeout"),
+              "C: a stream running on the killed replica ends with an error the client sees", ks)
+        check(kp["outcome"] == "status" and kp.get("status") in (502, 503, 504),
+              "C: a non-streamed request in flight on the killed replica fails before its headers, with a retryable status", kp)
         on_drained = [d for cid, d in logged.items() if cid.startswith("C-") and d["server"] == drain_name]
         after_term = [d for d in on_drained if span(d)[0] >= marks["sigterm"]]
+        dd = logged.get("C-during-drain", {})
+        check(by_id["C-during-drain"]["outcome"] == "ok" and dd.get("server") == drain_name
+              and span(dd)[0] >= marks["sigterm"],
+              "C: a request the balancer sent to the replica after its SIGTERM was answered (the drain serves)",
+              (by_id["C-during-drain"], dd))
         check(all(d["status"] == "200" and d["term"] == "----" for d in on_drained),
-              "C: the drained replica answered every request it got, during the drain too", on_drained)
+              "C: the drained replica answered every request it got", on_drained)
         check(drained_exit == 0, f"C: the drained replica exited 0 after its drain", drained_exit)
-        late = [d for d in on_drained if span(d)[0] > marks["sigterm"] + DRAIN_SECONDS]
-        check(not late, "C: the balancer sent the drained replica nothing after its drain", late)
         down = hap.events(rf"Server replicas/{drain_name} is DOWN")
         check(down and down[0][0] - marks["sigterm"] < DRAIN_SECONDS,
               f"C: the balancer marked the drained replica down within its {DRAIN_SECONDS} s drain",
               [(round(t - marks['sigterm'], 2), l) for t, l in down])
+        # From the replica's own request log: when each request it answered
+        # began. None after the balancer marked it down.
+        from datetime import datetime
+        began = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+                 - e["fields"]["total_ms"] / 1000.0 for e in drained.log_events("symbi_slm_request")]
+        late = [b for b in began if down and b > down[0][0] + 0.2]
+        check(began and not late, "C: the drained replica got no request after the balancer marked it down "
+              "(its own request log)", [round(b - down[0][0], 2) for b in late])
         retried = [d for cid, d in logged.items() if cid.startswith("C-") and int(d["retries"]) > 0]
         report["C"] = {
             "sent": len(c_res), "answered": len(answered), "failed": len(failed),
@@ -608,7 +732,6 @@ max_connections_per_client = 256
             "retried_on_connect_failure_then_answered": sum(1 for d in retried if d["status"] == "200"),
             "seconds": round(c_secs, 1),
         }
-        check(len(answered) + len(failed) == len(c_res), "C: every request ended, answered or failed")
         print("report " + json.dumps(report), flush=True)
     finally:
         for p in procs:

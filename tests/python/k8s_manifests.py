@@ -121,6 +121,20 @@ def main():
     rules = yaml.safe_load(docs[("ConfigMap", "symbi-slm-adapter-rules")]["data"]["config.yaml"])["rules"]
     check(any(r["name"]["as"] == metric and metric in r["seriesQuery"] for r in rules),
           "the Prometheus adapter's rule serves the autoscaler's metric", (metric, rules))
+    # The scrape job gives the series the labels the adapter's rule maps
+    # onto pods.
+    job = yaml.safe_load(docs[("ConfigMap", "symbi-slm-prometheus-scrape")]["data"]["scrape-config.yaml"])
+    targets = {r.get("target_label") for r in job["relabel_configs"]}
+    wanted = set(rules[0]["resources"]["overrides"])
+    check(wanted <= targets, "the scrape job labels each series with what the adapter maps to pods", (wanted, targets))
+    keep = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+    check(any(r["regex"] == labels["app.kubernetes.io/name"] for r in keep)
+          and any(r["regex"] == "http" for r in keep), "the scrape job keeps the Deployment's pods, on the http port", keep)
+    # (Debian's promtool is built without Kubernetes discovery, so it
+    # cannot read this job: the checks above are what holds here.)
+    check("replicas" not in dep["spec"] and hpa["spec"]["minReplicas"] >= 2
+          and docs[("PodDisruptionBudget", "symbi-slm")]["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"],
+          "the autoscaler owns the replica count, and the disruption budget leaves replicas up")
     metrics_rs = open(os.path.join(ROOT, "crates/symbiont-service/src/metrics.rs")).read()
     check(metric.startswith("symbi_slm_") and f'("{metric[len("symbi_slm_"):]}",' in metrics_rs,
           "the autoscaler's metric is one the replicas export", metric)

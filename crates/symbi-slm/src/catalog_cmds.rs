@@ -124,7 +124,23 @@ pub(crate) fn profile<'c>(
 
 /// The audit log of a config: its file (`slm.audit_log_path`), or
 /// `tracing` only when it has none.
+/// The audit log of a command whose standard output is its answer:
+/// `slm.audit_log_path = "-"` sends the events to standard error there
+/// (only `serve` gives them standard output: [`serve_audit_log`]).
 pub(crate) fn audit_log(c: &ModelCatalog) -> Result<AuditLog, Failure> {
+    match c.config().audit_log_path.as_deref() {
+        Some(symbiont_runtime::audit::STDOUT) => AuditLog::to_stderr().map_err(|e| {
+            Failure::Runtime(anyhow!(
+                "audit log on standard error (slm.audit_log_path = \"-\"): {e}"
+            ))
+        }),
+        _ => serve_audit_log(c),
+    }
+}
+
+/// The audit log of `serve`: `slm.audit_log_path`, `-` for standard
+/// output.
+pub(crate) fn serve_audit_log(c: &ModelCatalog) -> Result<AuditLog, Failure> {
     Ok(match &c.config().audit_log_path {
         Some(p) => AuditLog::at(p)
             .map_err(|e| Failure::Runtime(anyhow!("audit log {p} (slm.audit_log_path): {e}")))?,

@@ -63,6 +63,11 @@ pub enum AgentsCmd {
     /// once, and print the `metrics_token` line for [slm.service]. It
     /// reads `GET /metrics` and proves no agent.
     MetricsToken,
+    /// Print the keys a load balancer knows the agents by (the file
+    /// deploy/haproxy.cfg reads as $SYMBI_SLM_AGENTS): the hex SHA-256 of
+    /// each token of [slm.service.agent_tokens], one per line, each after
+    /// a comment line naming its agent. No token is needed or shown.
+    BalancerKeys,
     /// Make a random token for the operator (`symbi-slm ps`, GET /v1/ps),
     /// print it once, and print the `operator_token` line for
     /// [slm.service]. It proves no agent.
@@ -101,7 +106,7 @@ pub fn serve(args: ServeArgs, config: Option<&Path>) -> Result<(), Failure> {
             "small language models are disabled: set `slm.enabled = true` in {source}"
         )));
     }
-    let audit = catalog_cmds::audit_log(&catalog)?;
+    let audit = catalog_cmds::serve_audit_log(&catalog)?;
     STDOUT_IS_AUDIT.store(
         audit.path() == Some(Path::new(symbiont_runtime::audit::STDOUT)),
         std::sync::atomic::Ordering::Relaxed,
@@ -440,7 +445,7 @@ impl Reloader {
         let audit = if new_c.audit_log_path == old_c.audit_log_path {
             old_pool.audit().clone()
         } else {
-            catalog_cmds::audit_log(&catalog).map_err(|e| one(e.to_string()))?
+            catalog_cmds::serve_audit_log(&catalog).map_err(|e| one(e.to_string()))?
         };
         let mut pool = ModelPool::builder(catalog)
             .audit_log(audit)
@@ -586,10 +591,14 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
         tracing::info!(
             "SIGTERM: draining: /ready answers 503; requests are still served for {seconds} s (slm.service.drain_seconds), then no new connections are accepted"
         );
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {}
-            _ = term.recv() => tracing::info!("SIGTERM while draining: the drain ends now"),
-            _ = int.recv() => tracing::info!("SIGINT while draining: the drain ends now"),
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(end) => break,
+                _ = term.recv() => { tracing::info!("SIGTERM while draining: the drain ends now"); break }
+                _ = int.recv() => { tracing::info!("SIGINT while draining: the drain ends now"); break }
+                _ = hup.recv() => tracing::warn!("SIGHUP while draining: not reloaded (the service is stopping)"),
+            }
         }
     } else {
         tracing::info!("{}", if drain { "SIGTERM" } else { "SIGINT" });
@@ -619,6 +628,22 @@ pub fn agents(cmd: AgentsCmd, config: Option<&Path>) -> Result<(), Failure> {
             out!("operator_token = \"{hash}\"");
             eprintln!("The first line is the operator's token: it is shown only now; `symbi-slm ps` reads it from $SYMBI_SLM_OPERATOR_TOKEN or --token-file.");
             eprintln!("Add the second line under [slm.service] in the config.");
+            return Ok(());
+        }
+        AgentsCmd::BalancerKeys => {
+            let (source, catalog) = catalog_cmds::catalog(config)?;
+            let tokens = &catalog.config().service.agent_tokens;
+            if tokens.is_empty() {
+                return Err(Failure::Input(anyhow!(
+                    "{source} has no [slm.service.agent_tokens]: no agent to list"
+                )));
+            }
+            out!("# symbi-slm agents balancer-keys, from {source}");
+            for (agent, hash) in tokens {
+                let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
+                out!("# {}", agent.escape_debug());
+                out!("{hex}");
+            }
             return Ok(());
         }
         AgentsCmd::MetricsToken => {

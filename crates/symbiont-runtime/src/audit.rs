@@ -354,6 +354,21 @@ impl AuditLog {
         })
     }
 
+    /// Events also go to standard error, one JSON object per line: where
+    /// a command whose standard output is its answer (`run`, `chat`,
+    /// `sandbox report`) sends what `slm.audit_log_path = "-"` asks for.
+    pub fn to_stderr() -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let err = std::io::stderr().as_fd().try_clone_to_owned()?;
+        Ok(Self {
+            file: Some(Arc::new((
+                PathBuf::from("/dev/stderr"),
+                Mutex::new(File::from(err)),
+            ))),
+            repeats: Arc::default(),
+        })
+    }
+
     /// The file events are appended to, if any (`-` for standard output).
     pub fn path(&self) -> Option<&Path> {
         self.file.as_ref().map(|f| f.0.as_path())

@@ -162,9 +162,16 @@ impl Tokens {
 
 /// The token a request presents: `None` when it sends none; an
 /// `Authorization` or `x-api-key` header that is there but unusable (not
-/// Bearer, not ASCII, empty) presents an empty token, which matches no
-/// agent: a 401, never the anonymous agent.
+/// Bearer, not ASCII, empty, or sent twice) presents an empty token,
+/// which matches no agent: a 401, never the anonymous agent. A header
+/// sent twice is refused rather than one of its values taken: a proxy
+/// in front (HAProxy takes the last) must not count the request under
+/// another token than the one that authenticates it.
 fn presented(headers: &HeaderMap) -> Option<&str> {
+    let twice = |name| headers.get_all(name).iter().nth(1).is_some();
+    if twice(header::AUTHORIZATION.as_str()) || twice("x-api-key") {
+        return Some("");
+    }
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let token = v
             .to_str()
@@ -266,6 +273,29 @@ mod tests {
         // A hash is not a token.
         let e = tokens.agent(&bearer(&token_hash("secret-1"))).unwrap_err();
         assert_eq!(e.status.as_u16(), 401);
+        // A header sent twice proves nothing, whichever value is valid (a
+        // balancer in front may read the other one).
+        for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
+            for (first, second) in [("secret-1", "other"), ("other", "secret-1")] {
+                let mut h = HeaderMap::new();
+                let v = |t: &str| {
+                    HeaderValue::from_str(&if name == "x-api-key" {
+                        t.to_string()
+                    } else {
+                        format!("Bearer {t}")
+                    })
+                    .unwrap()
+                };
+                h.append(name, v(first));
+                h.append(name, v(second));
+                let e = tokens.agent(&h).unwrap_err();
+                assert_eq!(
+                    (e.status.as_u16(), e.code),
+                    (401, "invalid_api_key"),
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -81,8 +81,9 @@ pub struct Slm {
     /// for profiles with `enable_audit_logging = true` (a loaded config
     /// that names none gets [`default_audit_log_path`]); `-`: to standard
     /// output, for a log collector (`symbi-slm serve` then writes nothing
-    /// else there). `None`: events go to `tracing` (target
-    /// `symbi_slm_audit`) only.
+    /// else there; commands whose standard output is their answer write
+    /// the events to standard error). `None`: events go to `tracing`
+    /// (target `symbi_slm_audit`) only.
     pub audit_log_path: Option<String>,
     /// The host budget and keep-alive of the model pool (`[slm.pool]`).
     pub pool: PoolSettings,
