@@ -39,30 +39,7 @@ fn a_fleet_behind_haproxy_drains_survives_a_kill_and_is_scraped_by_prometheus() 
         "{} is missing: run the workspace's tests (scripts/test) so that it is built",
         worker.display()
     );
-    let model = symbiont_runtime::config::default_model_path().expect("HOME must be set");
-    assert!(
-        model.is_file(),
-        "the default model is missing at {}: run scripts/setup.sh",
-        model.display()
-    );
-    let out = Command::new(python())
-        .arg(root().join("tests/python/fleet.py"))
-        .arg("--bin")
-        .arg(bin_dir())
-        .arg("--model")
-        .arg(&model)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // The figures, for whoever reads the test's output.
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let checks = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert!(checks >= 30, "only {checks} checks ran:\n{stdout}");
+    let stdout = run_script("fleet.py", 35);
     assert!(
         stdout.lines().any(|l| l.starts_with("report {")),
         "{stdout}"
@@ -74,21 +51,35 @@ fn a_fleet_behind_haproxy_drains_survives_a_kill_and_is_scraped_by_prometheus() 
 /// (`tests/python/k8s_manifests.py` says each check).
 #[test]
 fn the_kubernetes_manifests_validate_and_agree_with_the_config() {
+    run_script("k8s_manifests.py", 25);
+}
+
+/// Runs `tests/python/SCRIPT --bin DIR --model FILE` (the default model,
+/// which must be there), prints its output (the figures), and asserts it
+/// passed with at least `checks` checks.
+fn run_script(script: &str, checks: usize) -> String {
     let model = symbiont_runtime::config::default_model_path().expect("HOME must be set");
+    assert!(
+        model.is_file(),
+        "the default model is missing at {}: run scripts/setup.sh",
+        model.display()
+    );
     let out = Command::new(python())
-        .arg(root().join("tests/python/k8s_manifests.py"))
+        .arg(root().join("tests/python").join(script))
         .arg("--bin")
         .arg(bin_dir())
         .arg("--model")
         .arg(&model)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let checks = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert!(checks >= 25, "only {checks} checks ran:\n{stdout}");
+    let ran = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(ran >= checks, "only {ran} checks ran:\n{stdout}");
+    stdout
 }
