@@ -566,7 +566,14 @@ max_connections_per_client = 256
         for r in replicas:
             req = urllib.request.Request(f"http://{r.addr}/metrics",
                                          headers={"Authorization": f"Bearer {scraper}"})
-            text = urllib.request.urlopen(req, timeout=10).read().decode()
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                text, classic_type = resp.read().decode(), resp.headers["Content-Type"]
+            req.add_header("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                om, om_type = resp.read().decode(), resp.headers["Content-Type"]
+            check(classic_type.startswith("text/plain; version=0.0.4") and om_type.startswith("application/openmetrics-text")
+                  and om.endswith("# EOF\n") and "# EOF" not in text,
+                  f"{r.name}'s /metrics: OpenMetrics when asked for, the classic text format otherwise", (classic_type, om_type))
             p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
             check(p.returncode == 0, f"promtool check metrics: {r.name}'s /metrics follows the conventions", p.stdout + p.stderr)
         # The audit events on stdout: JSON lines, the three refusals, under

@@ -214,21 +214,29 @@ pub async fn metrics(Current(service): Current, headers: HeaderMap) -> Response 
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
+    // A cache between the scraper and the service keeps the two apart.
+    let vary = (header::VARY, "Accept");
     if openmetrics {
         (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                vary,
+            ],
             text,
         )
             .into_response()
     } else {
         (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                vary,
+            ],
             crate::metrics::classic_text(&text),
         )
             .into_response()
