@@ -27,22 +27,31 @@ if [ "${#need_pkgs[@]}" -gt 0 ] || [ "${#need_daemons[@]}" -gt 0 ]; then
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 if [ "${#need_daemons[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages (their services neither started nor enabled): ${need_daemons[*]}" >&2
-  if [ -e /usr/sbin/policy-rc.d ]; then
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_daemons[@]}" >/dev/null
-  else
-    # policy-rc.d's 101: "action not allowed" to every service start.
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod 0755 /usr/sbin/policy-rc.d
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_daemons[@]}" >/dev/null \
-      || { $SUDO rm -f /usr/sbin/policy-rc.d; exit 1; }
-    $SUDO rm -f /usr/sbin/policy-rc.d
+  policy=""
+  if [ -d /run/systemd/system ]; then
+    # Masked units are not started by the packages' scripts.
+    for unit in "${need_daemons[@]}"; do $SUDO systemctl mask "$unit.service" >/dev/null 2>&1 || true; done
+  elif $SUDO sh -c 'set -C; printf "#!/bin/sh\ncase \"\$1\" in haproxy|prometheus*) exit 101;; esac\nexit 0\n" > /usr/sbin/policy-rc.d' 2>/dev/null; then
+    # Without systemd: a policy that refuses only these two services'
+    # starts (101), made only where none exists, removed whatever happens.
+    policy=/usr/sbin/policy-rc.d
+    $SUDO chmod 0755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT INT TERM HUP
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_daemons[@]}" >/dev/null
+  if [ -n "$policy" ]; then
+    $SUDO rm -f "$policy"
+    trap - EXIT INT TERM HUP
   fi
   if [ -d /run/systemd/system ]; then
-    for unit in "${need_daemons[@]}"; do $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
+    for unit in "${need_daemons[@]}"; do
+      $SUDO systemctl unmask "$unit.service" >/dev/null 2>&1 || true
+      $SUDO systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+    done
   fi
 fi
 

@@ -408,18 +408,17 @@ max_connections_per_client = 256
                   for k in range(3)]
         burst = []
         bl = threading.Lock()
-        ready = threading.Barrier(10)
+        ready = threading.Barrier(10, timeout=120)
 
         def burst_one(k):
             # Each client is made first; then all ten send at once.
             client = openai.OpenAI(base_url=hap.url + "/v1", api_key=tokens[agents[0]], max_retries=0, timeout=180.0)
-            ready.wait()
             r = {"id": f"A-burst-{k}", "agent": agents[0], "start": time.time()}
             try:
+                ready.wait()
                 c = client.chat.completions.create(
                     model="smollm2", max_tokens=64, temperature=0,
-                    messages=[{"role": "system", "content": SYSTEM.format(name="burst")},
-                              {"role": "user", "content": QUESTIONS[k % 8]}],
+                    messages=[{"role": "user", "content": f"Write a long story about lighthouse number {k}."}],
                     extra_headers={"X-Client-Request-Id": f"A-burst-{k}"})
                 r.update(outcome="ok", prompt_tokens=c.usage.prompt_tokens,
                          cached_tokens=getattr(c.usage.prompt_tokens_details, "cached_tokens", 0) or 0,
@@ -427,15 +426,18 @@ max_connections_per_client = 256
             except openai.APIStatusError as e:
                 r.update(outcome="status", status=e.status_code,
                          code=(e.body or {}).get("code") if isinstance(e.body, dict) else None)
+            except Exception as e:  # noqa: BLE001 - an outcome like any other
+                r.update(outcome="error", error=f"{type(e).__name__}: {e}")
             finally:
                 client.close()
-            with bl:
-                burst.append(r)
+                with bl:
+                    burst.append(r)
         bt = [threading.Thread(target=burst_one, args=(k,)) for k in range(10)]
         for t in bt:
             t.start()
         for t in bt:
-            t.join()
+            t.join(300)
+        check(not any(t.is_alive() for t in bt), "A: the burst's requests all ended")
         ok_a = [r for r in a_res if r["outcome"] == "ok"]
         check(len(ok_a) == len(agents) * args.requests, "A: every agent's request answered",
               [r for r in a_res if r["outcome"] != "ok"])
@@ -647,8 +649,13 @@ max_connections_per_client = 256
             time.sleep(3)
             marks["sigterm"] = time.time()
             drained.proc.send_signal(signal.SIGTERM)
-            # Sent at once: the balancer still sends to the draining replica
-            # until two health checks fail (≥ 1 s); it must be served.
+            # Once the replica drains (its /ready fails), and before the
+            # balancer's two failed checks (≥ 1 s) take it out: a request
+            # the balancer still sends there must be served.
+            end = time.time() + 1
+            while time.time() < end and drained.ready():
+                time.sleep(0.01)
+            marks["draining_seen"] = time.time()
             during = threading.Thread(target=lambda: extra.append(one_request(
                 hap.url, tokens[d_agent], d_agent, "C-during-drain", SYSTEM.format(name=d_agent),
                 QUESTIONS[1], False, 8)))
@@ -710,24 +717,31 @@ max_connections_per_client = 256
         on_drained = [d for cid, d in logged.items() if cid.startswith("C-") and d["server"] == drain_name]
         after_term = [d for d in on_drained if span(d)[0] >= marks["sigterm"]]
         dd = logged.get("C-during-drain", {})
+        from datetime import datetime
+
+        def when(e):
+            return datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+        drain_said = [when(e) for e in drained.log_events("symbi_slm::serve_cmd")
+                      if "SIGTERM: draining" in e["fields"].get("message", "")]
+        started = [when(e) - e["fields"]["total_ms"] / 1000.0 for e in drained.log_events("symbi_slm_request")
+                   if e["fields"].get("request_id") == dd.get("request_id")]
         check(by_id["C-during-drain"]["outcome"] == "ok" and dd.get("server") == drain_name
-              and span(dd)[0] >= marks["sigterm"],
-              "C: a request the balancer sent to the replica after its SIGTERM was answered (the drain serves)",
-              (by_id["C-during-drain"], dd))
+              and drain_said and started and started[0] > drain_said[0]
+              and marks["draining_seen"] - marks["sigterm"] < 1,
+              "C: a request the balancer sent to the replica once it drained was answered (its own log: "
+              "the drain began, then the request)", (by_id["C-during-drain"], dd, drain_said, started))
         check(all(d["status"] == "200" and d["term"] == "----" for d in on_drained),
               "C: the drained replica answered every request it got", on_drained)
         check(drained_exit == 0, f"C: the drained replica exited 0 after its drain", drained_exit)
-        down = hap.events(rf"Server replicas/{drain_name} is DOWN")
+        down = [(t, l) for t, l in hap.events(rf"Server replicas/{drain_name} is DOWN") if t >= marks["sigterm"]]
         check(down and down[0][0] - marks["sigterm"] < DRAIN_SECONDS,
               f"C: the balancer marked the drained replica down within its {DRAIN_SECONDS} s drain",
               [(round(t - marks['sigterm'], 2), l) for t, l in down])
         # From the replica's own request log: when each request it answered
         # began. None after the balancer marked it down.
-        from datetime import datetime
-        began = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
-                 - e["fields"]["total_ms"] / 1000.0 for e in drained.log_events("symbi_slm_request")]
+        began = [when(e) - e["fields"]["total_ms"] / 1000.0 for e in drained.log_events("symbi_slm_request")]
         late = [b for b in began if down and b > down[0][0] + 0.2]
-        check(began and not late, "C: the drained replica got no request after the balancer marked it down "
+        check(down and began and not late, "C: the drained replica got no request after the balancer marked it down "
               "(its own request log)", [round(b - down[0][0], 2) for b in late])
         retried = [d for cid, d in logged.items() if cid.startswith("C-") and int(d["retries"]) > 0]
         report["C"] = {

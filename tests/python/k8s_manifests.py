@@ -123,7 +123,9 @@ def main():
           "the Prometheus adapter's rule serves the autoscaler's metric", (metric, rules))
     # The scrape job gives the series the labels the adapter's rule maps
     # onto pods.
-    job = yaml.safe_load(docs[("ConfigMap", "symbi-slm-prometheus-scrape")]["data"]["scrape-config.yaml"])
+    jobs = yaml.safe_load(docs[("ConfigMap", "symbi-slm-prometheus-scrape")]["data"]["scrape-config.yaml"])
+    check(isinstance(jobs, list) and len(jobs) == 1, "the scrape config is a list of one job (what scrape_configs takes)", jobs)
+    job = jobs[0]
     targets = {r.get("target_label") for r in job["relabel_configs"]}
     wanted = set(rules[0]["resources"]["overrides"])
     check(wanted <= targets, "the scrape job labels each series with what the adapter maps to pods", (wanted, targets))

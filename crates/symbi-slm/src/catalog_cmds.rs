@@ -122,8 +122,6 @@ pub(crate) fn profile<'c>(
     Ok((name, p))
 }
 
-/// The audit log of a config: its file (`slm.audit_log_path`), or
-/// `tracing` only when it has none.
 /// The audit log of a command whose standard output is its answer:
 /// `slm.audit_log_path = "-"` sends the events to standard error there
 /// (only `serve` gives them standard output: [`serve_audit_log`]).

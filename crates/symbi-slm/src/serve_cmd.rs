@@ -606,9 +606,12 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
     // A second signal does not wait for the grace: the process exits now,
     // and its workers with it (their parent-death signal).
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::warn!("SIGHUP while stopping: not reloaded"),
+            }
         }
         note(true, "symbi-slm serve: second signal, stopping now");
         // The exit skips the drops: the token's directory goes here.

@@ -369,7 +369,8 @@ impl AuditLog {
         })
     }
 
-    /// The file events are appended to, if any (`-` for standard output).
+    /// The file events are appended to, if any (`-` for standard output,
+    /// `/dev/stderr` for standard error).
     pub fn path(&self) -> Option<&Path> {
         self.file.as_ref().map(|f| f.0.as_path())
     }

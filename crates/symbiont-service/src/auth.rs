@@ -178,7 +178,9 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
             .ok()
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
+            .map(|(_, t)| t.trim_start_matches(' '))
+            // One word: a balancer in front keys the request by it.
+            .filter(|t| !t.contains([' ', '\t']));
         return Some(token.unwrap_or(""));
     }
     headers
@@ -273,6 +275,23 @@ mod tests {
         // A hash is not a token.
         let e = tokens.agent(&bearer(&token_hash("secret-1"))).unwrap_err();
         assert_eq!(e.status.as_u16(), 401);
+        // The token is one word, as the balancer reads it.
+        for bad in [
+            "Bearer secret-1 x",
+            "Bearer \tsecret-1",
+            "Bearer secret-1\tx",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(bad).unwrap());
+            let e = tokens.agent(&h).unwrap_err();
+            assert_eq!(e.status.as_u16(), 401, "{bad:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer   secret-1"),
+        );
+        assert_eq!(tokens.agent(&h).unwrap(), "a1");
         // A header sent twice proves nothing, whichever value is valid (a
         // balancer in front may read the other one).
         for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {

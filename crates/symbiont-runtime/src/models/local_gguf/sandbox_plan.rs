@@ -519,6 +519,7 @@ pub fn sandbox_report(
             "security.enable_audit_logging".into(),
             s.enable_audit_logging.to_string(),
             match (s.enable_audit_logging, audit_log_path) {
+                (true, Some(p)) if p == crate::audit::STDOUT => "JSON lines to standard output (`serve`; other commands: standard error), and `tracing` (target symbi_slm_audit)".to_string(),
                 (true, Some(p)) => format!("JSON lines appended to {p}, and `tracing` (target symbi_slm_audit)"),
                 (true, None) => "`tracing` events (target symbi_slm_audit) only".into(),
                 (false, _) => "`tracing` events (target symbi_slm_audit) only; no file".into(),
